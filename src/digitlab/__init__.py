@@ -1,0 +1,3 @@
+"""digitlab: config-driven handwritten-digit experiments (Hydra + Lightning + MLflow)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Command line: ``digitlab [group=option ...] [key=value ...] [-m]`` (Hydra's grammar)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.errors import DigitlabError
+
+register_resolvers()
+
+
+def _report(result: dict, tracking_uri: str) -> None:
+    from digitlab.tracking import ui_command
+
+    metrics = result["metrics"]
+    shown = "   ".join(
+        f"{k} {metrics[k]:.4f}" for k in ("test/acc", "test/loss", "val/acc") if k in metrics
+    )
+    print(
+        f"\ndigitlab: {result['run_name']} finished in {result['seconds']:.1f} s\n"
+        f"  {shown}\n"
+        f"  MLflow run {result['run_id']} in {tracking_uri}\n"
+        f"  open the UI: {ui_command(tracking_uri)}",
+        flush=True,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _run(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from digitlab.checks import check_config
+
+    try:
+        check_config(cfg)  # before torch is imported: bad values answer at once
+        from digitlab.train import train  # imports torch and lightning (seconds)
+
+        runtime = HydraConfig.get().runtime
+        result = train(cfg, output_dir=runtime.output_dir, choices=dict(runtime.choices))
+    except DigitlabError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    _report(result, cfg.logger.tracking_uri)
+    return result["metrics"].get("val/acc")
+
+
+def main() -> None:
+    _run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Config values checked before anything heavy is imported, each failure one line with its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from digitlab.errors import DigitlabError
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# (key, test, what the value must be); keys missing from a config are skipped.
+RULES: list[tuple[str, Any, str]] = [
+    ("seed", _whole, "an integer"),
+    ("data.batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("data.scale", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("data.mean", _number, "a number"),
+    ("data.std", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("data.resize", lambda v: _whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32"),
+    ("data.val_size", lambda v: (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
+     "a fraction in (0, 1) or a count >= 1"),
+    ("data.test_size", lambda v: v is None or (_whole(v) and v >= 1)
+     or (isinstance(v, float) and 0 < v < 1), "null, a fraction in (0, 1) or a count >= 1"),
+    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0, e.g. 0.1"),
+    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
+]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise DigitlabError for the first value that cannot work."""
+    for key, test, wanted in RULES:
+        value = OmegaConf.select(cfg, key, default="__absent__")
+        if isinstance(value, str) and value == "__absent__":
+            continue
+        if not test(value):
+            raise DigitlabError(f"{key}={value!r} is invalid: it must be {wanted}")

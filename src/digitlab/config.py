@@ -1,0 +1,40 @@
+"""Where the configs live and the OmegaConf resolvers they use (no torch import here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _find_conf_dir() -> Path:
+    # A source checkout keeps conf/ at the project root; an installed wheel ships it in the package.
+    for candidate in (_PACKAGE_DIR.parents[1] / "conf", _PACKAGE_DIR / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"digitlab configs not found next to {_PACKAGE_DIR}")
+
+
+CONF_DIR = _find_conf_dir()
+
+
+def project_root() -> Path:
+    """The folder that holds ``data/``, ``mlruns/`` and ``outputs/``.
+
+    ``DIGITLAB_ROOT`` wins; otherwise the source checkout the package runs from; otherwise the
+    current directory (an installed package has no checkout).
+    """
+    if env := os.environ.get("DIGITLAB_ROOT"):
+        return Path(env).resolve()
+    if CONF_DIR.parent != _PACKAGE_DIR:
+        return CONF_DIR.parent
+    return Path.cwd().resolve()
+
+
+def register_resolvers() -> None:
+    """Make ``${project_root:}`` available to the YAML files (idempotent)."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))

@@ -1,0 +1,1 @@
+"""Digit data: file readers, verified downloads and the device-resident data module."""

@@ -1,0 +1,119 @@
+"""One data module for every source: seeded split, device-resident normalised tensors, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from digitlab.data.batches import TensorBatches
+from digitlab.data.sources import DigitData
+from digitlab.errors import DigitlabError
+
+
+def holdout_count(n: int, size: float | int, key: str) -> int:
+    """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction."""
+    if isinstance(size, bool) or not isinstance(size, int | float):
+        raise DigitlabError(f"{key}={size!r} must be a number: a fraction in (0, 1) or a count")
+    if isinstance(size, float):
+        if not 0 < size < 1:
+            raise DigitlabError(f"{key}={size} is outside (0, 1): give a fraction such as 0.2")
+        count = round(n * size)
+    else:
+        count = size
+    if not 1 <= count < n:
+        raise DigitlabError(f"{key}={size} leaves no data to train on or hold out: use 1..{n - 1}")
+    return count
+
+
+def prepare(images: torch.Tensor, device: torch.device, scale: float, mean: float, std: float,
+            size: int) -> torch.Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, size, size) on ``device``: x / scale, then (x - mean) / std."""
+    x = images.to(device).unsqueeze(1).float().div_(scale).sub_(mean).div_(std)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.contiguous()
+
+
+class DigitDataModule(L.LightningDataModule):
+    """Loads a source once, splits it with the run's seed and serves batches from the device.
+
+    Args:
+        load: returns the decoded data set (a configured ``digitlab.data.sources`` function).
+        val_size: validation holdout from the training rows: int = count, float = fraction.
+        test_size: separate test holdout for sources without a test set; None tests on ``val``.
+        resize: side of the square the model sees (28, or 32 for LeNet-5).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], DigitData],
+        val_size: float | int = 5000,
+        test_size: float | int | None = None,
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        scale: float = 255.0,
+        mean: float = 0.0,
+        std: float = 1.0,
+        resize: int = 28,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.load = load
+        self.val_size, self.test_size = val_size, test_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.scale, self.mean, self.std, self.resize = scale, mean, std, resize
+        self.seed = seed
+        self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
+
+    def split(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Decode once and split: {"train", "val", "test"} -> (uint8 images, int64 labels)."""
+        if self.raw:
+            return self.raw
+        data = self.load()
+        images, labels = data.train_images, data.train_labels
+        n = len(labels)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_val = holdout_count(n, self.val_size, "data.val_size")
+        n_test = 0
+        if data.test_images is None and self.test_size is not None:
+            n_test = holdout_count(n - n_val, self.test_size, "data.test_size")
+        val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+        self.raw["train"] = images[train_idx], labels[train_idx]
+        self.raw["val"] = images[val_idx], labels[val_idx]
+        if data.test_images is not None:
+            self.raw["test"] = data.test_images, data.test_labels
+        elif n_test:
+            self.raw["test"] = images[test_idx], labels[test_idx]
+        else:  # Kaggle: its test.csv has no labels, so the labelled holdout is the test set
+            self.raw["test"] = self.raw["val"]
+        return self.raw
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        for name, (images, labels) in self.split().items():
+            x = prepare(images, device, self.scale, self.mean, self.std, self.resize)
+            self.tensors[name] = x, labels.to(device)
+
+    def _batches(self, name: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        x, y = self.tensors[name]
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,82 @@
+"""Checksum-verified MNIST download into torchvision's ``<root>/MNIST/raw/`` layout."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from digitlab.errors import DigitlabError
+
+# torchvision's table of (file name, md5) and its mirror list: one source of truth for MNIST.
+MNIST_FILES: tuple[tuple[str, str], ...] = (
+    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+)
+
+
+def default_mirrors() -> list[str]:
+    from torchvision.datasets import MNIST
+
+    return list(MNIST.mirrors)
+
+
+def locate(raw_dir: Path, name: str) -> Path | None:
+    """The file ``name`` (``x.gz``) or its uncompressed twin ``x``, whichever exists."""
+    for candidate in (raw_dir / name, raw_dir / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def missing_files(raw_dir: Path, files: Sequence[tuple[str, str]] = MNIST_FILES) -> list[str]:
+    return [name for name, _ in files if locate(raw_dir, name) is None]
+
+
+def download_mnist(
+    raw_dir: Path,
+    mirrors: Sequence[str] | None = None,
+    files: Sequence[tuple[str, str]] = MNIST_FILES,
+    timeout_s: float = 30.0,
+) -> None:
+    """Fetch every missing file from the first mirror that serves it with the right md5.
+
+    Idempotent: files already present are left alone. A file that arrives with a wrong checksum
+    is deleted. Raises DigitlabError naming the folder and the files still missing.
+    """
+    from torchvision.datasets.utils import download_url
+
+    raw_dir = Path(raw_dir)
+    mirrors = list(mirrors) if mirrors is not None else default_mirrors()
+    wanted = [(name, md5) for name, md5 in files if locate(raw_dir, name) is None]
+    if not wanted:
+        return
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # urllib inside torchvision has no timeout of its own
+    try:
+        for name, md5 in wanted:
+            for mirror in mirrors:
+                target = raw_dir / name
+                try:
+                    download_url(mirror.rstrip("/") + "/" + name, root=raw_dir, filename=name, md5=md5)
+                    break
+                except RuntimeError as e:  # torchvision: "File not found or corrupted."
+                    target.unlink(missing_ok=True)
+                    problems.append(f"{mirror}{name}: checksum mismatch, partial file deleted ({e})")
+                except (OSError, ValueError) as e:
+                    target.unlink(missing_ok=True)
+                    problems.append(f"{mirror}{name}: {getattr(e, 'reason', e)}")
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    still_missing = missing_files(raw_dir, files)
+    if still_missing:
+        detail = problems[-1] if problems else "no mirror"
+        raise DigitlabError(
+            f"MNIST files missing in {raw_dir}: {', '.join(still_missing)} and the download failed "
+            f"({detail}); copy them there or point DIGITLAB_DATA (or data.root) at a folder "
+            "holding MNIST/raw/"
+        )

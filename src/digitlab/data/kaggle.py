@@ -1,0 +1,83 @@
+"""Reader for Kaggle "Digit Recognizer" CSV files (label,pixel0..pixel783), validated cell by cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitlab.errors import DigitlabError
+
+PIXELS = [f"pixel{i}" for i in range(784)]
+TRAIN_HEADER = ["label", *PIXELS]
+
+
+def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images uint8 (N, 28, 28) and labels int64 (N,) (None when ``labelled`` is False).
+
+    ``labelled=True`` expects Kaggle's train.csv layout, ``False`` its test.csv layout.
+    """
+    import pandas as pd  # heavy; only needed when a CSV is read
+
+    path = Path(path)
+    if not path.is_file():
+        raise DigitlabError(
+            f"{path} is missing: put Kaggle's digit-recognizer CSV files in {path.parent}"
+        )
+    expected = TRAIN_HEADER if labelled else PIXELS
+    with path.open(newline="") as f:
+        header = f.readline().strip().split(",")
+    if header != expected:
+        if labelled and header == PIXELS:
+            raise DigitlabError(
+                f"{path} has no label column (it looks like Kaggle's test.csv): "
+                "training needs train.csv (label,pixel0,...,pixel783)"
+            )
+        raise DigitlabError(
+            f"{path} has header {','.join(header[:3])}... with {len(header)} columns: expected "
+            f"{','.join(expected[:3])},...,pixel783 ({len(expected)} columns), Kaggle's layout"
+        )
+    try:
+        frame = pd.read_csv(path, engine="c")
+    except pd.errors.ParserError as e:
+        raise DigitlabError(f"{path}: {e} (every row needs {len(expected)} cells)") from None
+    _check_cells(path, frame, len(expected))
+    values = frame.to_numpy()
+    pixels = values[:, 1:] if labelled else values
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        row, col = np.argwhere((pixels < 0) | (pixels > 255))[0]
+        raise DigitlabError(
+            f"{path} line {row + 2}: pixel{col} = {pixels[row, col]} is outside 0-255"
+        )
+    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
+    if not labelled:
+        return images, None
+    labels = values[:, 0]
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        row = int(np.argmax((labels < 0) | (labels > 9)))
+        raise DigitlabError(f"{path} line {row + 2}: label {labels[row]} is outside 0-9")
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def _check_cells(path: Path, frame, width: int) -> None:
+    """Every cell present and an integer; otherwise name the first bad line and column."""
+    import pandas as pd
+
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_integer_dtype(series.dtype):
+            continue
+        missing = series.isna()
+        if missing.any():
+            row = int(np.argmax(missing.to_numpy()))
+            raise DigitlabError(
+                f"{path} line {row + 2} is short: column {column} is empty "
+                f"(every row needs {width} cells)"
+            )
+        numbers = pd.to_numeric(series, errors="coerce")
+        bad = numbers.isna() | (numbers != numbers.round())
+        row = int(np.argmax(bad.to_numpy()))
+        raise DigitlabError(
+            f"{path} line {row + 2}: {column} = {series.iloc[row]!r} is not an integer"
+        )

@@ -1,0 +1,66 @@
+"""Data sources: each loads a data set from disk into plain tensors, nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from digitlab.data.download import MNIST_FILES, download_mnist, locate, missing_files
+from digitlab.data.idx import read_images, read_labels
+from digitlab.data.kaggle import read_kaggle_csv
+from digitlab.errors import DigitlabError
+
+
+@dataclass
+class DigitData:
+    """Decoded images (uint8, (N, 28, 28)) and labels (int64, (N,)).
+
+    ``test_*`` is None when the source has no labelled test set of its own (Kaggle).
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+
+def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | None = None) -> DigitData:
+    """MNIST from ``<root>/MNIST/raw/``; missing files are downloaded first when allowed."""
+    raw_dir = Path(root).expanduser() / "MNIST" / "raw"
+    missing = missing_files(raw_dir)
+    if missing and download:
+        download_mnist(raw_dir, mirrors)
+    elif missing:
+        raise DigitlabError(
+            f"MNIST files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
+            "data.source.download=true, or point DIGITLAB_DATA (or data.root) at a folder holding "
+            "MNIST/raw/"
+        )
+    paths = [locate(raw_dir, name) for name, _ in MNIST_FILES]
+    train_images, train_labels = read_images(paths[0]), read_labels(paths[1])
+    test_images, test_labels = read_images(paths[2]), read_labels(paths[3])
+    _check_counts(paths[0], train_images, paths[1], train_labels)
+    _check_counts(paths[2], test_images, paths[3], test_labels)
+    return DigitData(train_images, train_labels, test_images, test_labels)
+
+
+def load_kaggle(root: str | Path, file: str = "train.csv") -> DigitData:
+    """Kaggle's labelled ``<root>/digit-recognizer/train.csv``; it has no test labels."""
+    folder = Path(root).expanduser() / "digit-recognizer"
+    if not folder.is_dir():
+        raise DigitlabError(
+            f"data folder {folder} does not exist: put Kaggle's train.csv there or point "
+            "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"
+        )
+    images, labels = read_kaggle_csv(folder / file, labelled=True)
+    return DigitData(images, labels)
+
+
+def _check_counts(image_path: Path, images: torch.Tensor, label_path: Path, labels: torch.Tensor) -> None:
+    if len(images) != len(labels):
+        raise DigitlabError(
+            f"{image_path.name} holds {len(images)} images but {label_path.name} holds "
+            f"{len(labels)} labels: one of the two files is wrong, replace it"
+        )

@@ -1,0 +1,37 @@
+"""Multilayer perceptron over flattened images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from digitlab.models.activations import activation as make_activation
+
+
+class MLP(nn.Module):
+    """(N, 1, S, S) images -> (N, num_classes) logits through ``hidden`` fully connected layers.
+
+    >>> MLP(hidden=[128, 64])(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (128, 64),
+        activation: str = "relu",
+        input_size: int = 28,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = input_size * input_size
+        for units in hidden:
+            layers += [nn.Linear(width, units), make_activation(activation)]
+            width = units
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

@@ -1,0 +1,90 @@
+"""The LightningModule that trains any digit network: loss, metrics and the optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+STAGES = ("train", "val", "test")
+
+
+class DigitClassifier(L.LightningModule):
+    """Cross-entropy training of ``net`` with per-epoch ``<stage>/loss`` and ``<stage>/acc``.
+
+    Args:
+        net: any module mapping (N, 1, S, S) float images to (N, 10) logits.
+        optimizer: factory taking the parameters (a Hydra ``_partial_`` optimizer).
+        config: the resolved run config as plain values; kept in the checkpoint's hyperparameters
+            as the recipe to rebuild ``net`` (objects are never pickled into a checkpoint, so every
+            checkpoint loads with ``torch.load(..., weights_only=True)``).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        config: dict[str, Any] | None = None,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        # validate_args=False: inputs are checked once by the data readers, not on every step.
+        # Keyed "<stage>_acc": a ModuleDict key may not shadow nn.Module.train.
+        self.accuracy = nn.ModuleDict(
+            {
+                f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                for s in STAGES
+            }
+        )
+        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        self.accuracy[f"{stage}_acc"].update(logits.detach(), y)
+        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(y))
+        return loss
+
+    def _log_epoch(self, stage: str) -> None:
+        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"].compute())
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"].compute())
+        self.mean_loss[f"{stage}_loss"].reset()
+        self.accuracy[f"{stage}_acc"].reset()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.net(x).softmax(dim=1)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
