@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Mapping
@@ -22,6 +23,22 @@ from digitlab.config import project_root
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.errors import DigitlabError
 from digitlab.module import DigitClassifier
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up lines once (Hydra already prints them), without its advertising tip."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+    if logging.getLogger().handlers:  # Hydra has configured logging: no second console handler
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
 
 
 def check_accelerator(name: str) -> None:
@@ -78,6 +95,7 @@ def train(
         ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``.
     """
     started = time.perf_counter()
+    quiet_lightning()
     check_config(cfg)
     check_accelerator(cfg.trainer.accelerator)
     choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}

@@ -212,7 +212,7 @@ def plot_confusion_matrix(
 ) -> Figure:
     """(10, 10) counts, rows = true digit, columns = predicted digit, each cell annotated."""
     m = _np(matrix)
-    fig = Figure(figsize=(7.5, 6.8))
+    fig = Figure(figsize=(7.5, 6.5))
     ax = _inch_axes(fig, 0.8, 0.7, 5.2, 5.2)
     im = ax.imshow(m, cmap="Blues", vmin=0)
     top = float(m.max()) if m.size else 0.0
@@ -241,7 +241,8 @@ def plot_per_class_accuracy(accuracy: Any, title: str = "Accuracy per digit") ->
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
     bars = ax.bar(range(len(acc)), acc, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{a:.1%}" for a in acc], fontsize=9, padding=2)
+    ax.bar_label(bars, labels=[f"{a:.1%}" for a in acc], fontsize=9, padding=2,
+                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
     ax.axhline(mean, color="tab:red", linestyle="--", label=f"mean of digits {mean:.1%}")
     ax.set_ylim(low, 1.0 + 0.08 * (1.0 - low))
     ax.set_xticks(range(len(acc)))
@@ -281,10 +282,10 @@ def plot_probability_bars(
     imgs, top = _images(images)
     probs, labels = _np(probabilities)[:n].astype(np.float64), _np(labels)[:n]
     k = max(1, min(n, len(probs)))
-    fig = Figure(figsize=(8, 1.6 * k + 1.2))  # manual spacing: constrained layout is slow here
-    axes = fig.subplots(k, 2, squeeze=False, width_ratios=[1, 4])
+    fig = Figure(figsize=(8.5, 1.6 * k + 1.2))  # manual spacing: constrained layout is slow here
+    axes = fig.subplots(k, 2, squeeze=False, width_ratios=[1, 4], sharey="col")
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / fig.get_figheight(),
-                        bottom=0.85 / fig.get_figheight(), hspace=0.55, wspace=0.08)
+                        bottom=0.85 / fig.get_figheight(), hspace=0.55, wspace=0.15)
     for row, (img, prob, y) in enumerate(zip(imgs, probs, labels, strict=False)):
         y, pred = int(y), int(prob.argmax())
         colours = ["0.7"] * len(prob)

@@ -1,0 +1,110 @@
+"""Shared test fixtures: tiny data sets in the real file formats and a pre-migrated MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.data.idx import write_idx
+
+register_resolvers()
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+N_TRAIN, N_TEST = 240, 80
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 28, 28) images whose bright block position encodes the label (0..9), plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
+    return images, labels
+
+
+def write_mnist(root: Path, gz: bool = True, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
+    """Write a tiny MNIST in torchvision's layout under ``root/MNIST/raw``; returns ``root``."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_digits(n, seed)
+        write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels)
+    return root
+
+
+def write_kaggle(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
+    """Write a tiny Kaggle digit-recognizer (CRLF, as Kaggle ships it) under ``root``."""
+    folder = root / "digit-recognizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = ",".join(f"pixel{i}" for i in range(784))
+    images, labels = synthetic_digits(n_train, 2)
+    rows = [f"{label}," + ",".join(map(str, img.ravel())) for img, label in zip(images, labels)]
+    (folder / "train.csv").write_bytes(("\r\n".join([f"label,{pixels}", *rows]) + "\r\n").encode())
+    images, _ = synthetic_digits(n_test, 3)
+    rows = [",".join(map(str, img.ravel())) for img in images]
+    (folder / "test.csv").write_bytes(("\r\n".join([pixels, *rows]) + "\r\n").encode())
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A data root holding both a tiny MNIST (gz) and a tiny Kaggle set."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root)
+    write_kaggle(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, migrated once per session (migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, migrated_db) -> dict[str, str]:
+    """A fresh copy of the migrated store: {"tracking_uri", "artifact_location"}."""
+    folder = tmp_path / "mlruns"
+    folder.mkdir()
+    shutil.copy(migrated_db, folder / "mlflow.db")
+    return {
+        "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+        "artifact_location": str(folder / "artifacts"),
+    }
+
+
+@pytest.fixture
+def make_cfg(data_root, store) -> Callable[..., DictConfig]:
+    """Compose the real config with overrides for a fast CPU run on the tiny data and temp store."""
+
+    def make(*overrides: str) -> DictConfig:
+        base = [
+            f"data.root={data_root}",
+            "data.val_size=40",
+            "data.batch_size=32",
+            "data.eval_batch_size=64",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            f"logger.tracking_uri={store['tracking_uri']}",
+            f"logger.artifact_location={store['artifact_location']}",
+        ]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*base, *overrides])
+
+    return make
