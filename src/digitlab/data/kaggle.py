@@ -41,7 +41,8 @@ def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, to
     try:
         frame = pd.read_csv(path, engine="c")
     except pd.errors.ParserError as e:
-        raise DigitlabError(f"{path}: {e} (every row needs {len(expected)} cells)") from None
+        detail = " ".join(str(e).split())  # pandas spreads its message over lines
+        raise DigitlabError(f"{path}: {detail} (every row needs {len(expected)} cells)") from None
     _check_cells(path, frame, len(expected))
     values = frame.to_numpy()
     pixels = values[:, 1:] if labelled else values
@@ -79,5 +80,5 @@ def _check_cells(path: Path, frame, width: int) -> None:
         bad = numbers.isna() | (numbers != numbers.round())
         row = int(np.argmax(bad.to_numpy()))
         raise DigitlabError(
-            f"{path} line {row + 2}: {column} = {series.iloc[row]!r} is not an integer"
+            f"{path} line {row + 2}: {column} = '{series.iloc[row]}' is not an integer"
         )
