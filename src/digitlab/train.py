@@ -22,6 +22,7 @@ from digitlab.checks import check_config
 from digitlab.config import project_root
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.errors import DigitlabError
+from digitlab.figures import figure_callbacks
 from digitlab.module import DigitClassifier
 
 
@@ -128,7 +129,7 @@ def train(
         trainer = L.Trainer(
             **cfg.trainer,
             logger=MLFlowLogger(tracking_uri=log_cfg.tracking_uri, run_id=run_id),
-            callbacks=[checkpoint, EpochThroughput()],
+            callbacks=[checkpoint, EpochThroughput(), *figure_callbacks(cfg)],
             default_root_dir=output_dir,
         )
         trainer.fit(module, datamodule=datamodule)

@@ -1,0 +1,206 @@
+"""The callback that logs pictures of weights, data and predictions into the run's MLflow store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from digitlab import viz
+from digitlab.errors import DigitlabError
+
+SPLITS = ("train", "val", "test")
+
+
+def _count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise DigitlabError(f"figures.{name}={value!r} is invalid: it must be an integer >= {low}")
+    return value
+
+
+def drawn_layers(net: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """{"conv1": (layer, "conv"), "conv2": ...} for the first two convs, else {"fc1": (.., "mlp")}.
+
+    A network without convolutions gets its first Linear layer drawn as image templates when
+    that layer reads a whole square image (the MLP); other layers have no picture form.
+    """
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)][:2]
+    if convs:
+        return {f"conv{i + 1}": (m, "conv") for i, m in enumerate(convs)}
+    linear = next((m for m in net.modules() if isinstance(m, nn.Linear)), None)
+    if linear is not None and round(linear.in_features**0.5) ** 2 == linear.in_features:
+        return {"fc1": (linear, "mlp")}
+    return {}
+
+
+class FigureLogger(L.Callback):
+    """Logs PNG figures and JSON tables under ``figures/`` of the trainer's MLflow run.
+
+    Layout (``<layer>`` is conv1/conv2 for conv nets, fc1 for the MLP; ``<when>`` is ``init``,
+    ``epoch<N>`` every ``filters_every_n_epochs`` epochs, and ``final`` after training)::
+
+        figures/filters/<layer>_<when>.png          weights as heatmaps, one colour scale per layer
+        figures/filters/<layer>_stats_<when>.json   min/max/mean/std per filter and whole layer
+        figures/data/samples_<split>.png            first ``samples`` digits of each split
+        figures/data/label_histogram.png            digits per class in every split
+        figures/predictions/{confusion_matrix,per_class_accuracy,confident_mistakes,
+                             probabilities}.png      from the test split, after ``trainer.test``
+
+    Filter pictures are drawn after training from weight snapshots, so ``init``, ``epoch<N>``
+    and ``final`` share one colour limit (the largest |weight| of any snapshot) and compare.
+    Everything runs on global rank zero only; the trainer's logger must be an MLFlowLogger.
+    """
+
+    def __init__(
+        self,
+        filters_every_n_epochs: int = 0,
+        samples: int = 64,
+        mistakes: int = 16,
+        probabilities: int = 6,
+    ) -> None:
+        self.every = _count("filters_every_n_epochs", filters_every_n_epochs, 0)
+        self.samples = _count("samples", samples, 1)
+        self.mistakes = _count("mistakes", mistakes, 1)
+        self.probabilities = _count("probabilities", probabilities, 1)
+        self.snapshots: dict[str, list[tuple[str, torch.Tensor]]] = {}
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _log_figure(self, trainer: L.Trainer, fig: Any, path: str) -> None:
+        trainer.logger.experiment.log_figure(trainer.logger.run_id, fig, f"figures/{path}")
+        fig.clear()  # Figure objects built without pyplot: nothing global to close
+
+    def _log_table(self, trainer: L.Trainer, data: Mapping[str, list], path: str) -> None:
+        client = trainer.logger.experiment
+        client.log_table(trainer.logger.run_id, data=dict(data), artifact_file=f"figures/{path}")
+
+    # -- filters -----------------------------------------------------------------------------
+
+    def _snapshot(self, pl_module: L.LightningModule, when: str) -> None:
+        for name, (layer, _) in drawn_layers(pl_module.net).items():
+            self.snapshots.setdefault(name, []).append((when, layer.weight.detach().cpu().clone()))
+
+    def _draw_filters(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        kinds = {name: kind for name, (_, kind) in drawn_layers(pl_module.net).items()}
+        for name, shots in self.snapshots.items():
+            vmax = max(float(w.abs().max()) for _, w in shots)
+            for when, w in shots:
+                label = {"init": "at initialisation", "final": "after training"}.get(
+                    when, f"after epoch {when.removeprefix('epoch')}"
+                )
+                if kinds[name] == "mlp":
+                    side = round(w.shape[1] ** 0.5)
+                    fig = viz.plot_mlp_templates(
+                        w, f"{name}: what each hidden unit looks for, {label}", vmax, side
+                    )
+                else:
+                    fig = viz.plot_filters(w, f"{name} filters {label}", vmax)
+                self._log_figure(trainer, fig, f"filters/{name}_{when}.png")
+                self._log_table(trainer, viz.filter_stats(w), f"filters/{name}_stats_{when}.json")
+        self.snapshots = {}
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _draw_data(self, trainer: L.Trainer) -> None:
+        raw = getattr(trainer.datamodule, "raw", None) or {}
+        splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for split in SPLITS:
+            if split in raw and not any(raw[split] is seen for seen in splits.values()):
+                splits[split] = raw[split]
+        for split, (images, labels) in splits.items():
+            also = " (also the test split)" if split == "val" and raw.get("test") is raw["val"] else ""
+            title = f"First {min(self.samples, len(labels))} {split} digits{also}, label above each"
+            fig = viz.plot_samples(images[: self.samples], labels[: self.samples], title, self.samples)
+            self._log_figure(trainer, fig, f"data/samples_{split}.png")
+        if splits:
+            fig = viz.plot_label_histogram({s: labels for s, (_, labels) in splits.items()})
+            self._log_figure(trainer, fig, "data/label_histogram.png")
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _draw_predictions(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        x, y = datamodule.tensors["test"]
+        images = datamodule.raw["test"][0]
+        step = getattr(datamodule, "eval_batch_size", 1000)
+        probs = torch.cat([pl_module(x[i : i + step]).softmax(1) for i in range(0, len(y), step)])
+        probs, y = probs.float().cpu(), y.cpu()
+        confidence, pred = probs.max(1)
+        matrix = multiclass_confusion_matrix(pred, y, num_classes=probs.shape[1])
+        per_class = matrix.diagonal() / matrix.sum(1).clamp(min=1)
+        n = len(y)
+        self._log_figure(
+            trainer,
+            viz.plot_confusion_matrix(matrix, f"Confusion matrix on {n:,} test digits"),
+            "predictions/confusion_matrix.png",
+        )
+        self._log_figure(
+            trainer,
+            viz.plot_per_class_accuracy(per_class, f"Test accuracy per digit ({n:,} digits)"),
+            "predictions/per_class_accuracy.png",
+        )
+        wrong = (pred != y).nonzero().squeeze(1)
+        worst = wrong[confidence[wrong].argsort(descending=True)][: self.mistakes]
+        fig = viz.plot_confident_mistakes(
+            images[worst], y[worst], pred[worst], confidence[worst],
+            f"The {len(worst)} test digits the model got wrong most confidently\n"
+            f"({len(wrong):,} mistakes in {n:,}; caption: true label → prediction (confidence))",
+            self.mistakes,
+        )
+        self._log_figure(trainer, fig, "predictions/confident_mistakes.png")
+        # A mix a student learns from: the first test digits, the least sure guess, the worst miss.
+        picks = list(range(min(n, max(1, self.probabilities - 2))))
+        for extra in (int(confidence.argmin()), *worst[:1].tolist()):
+            if extra not in picks and len(picks) < self.probabilities:
+                picks.append(extra)
+        fig = viz.plot_probability_bars(
+            images[picks], probs[picks], y[picks],
+            "What the model believes: first test digits, its least sure guess, "
+            "its most confident mistake",
+            len(picks),
+        )
+        self._log_figure(trainer, fig, "predictions/probabilities.png")
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._snapshot(pl_module, "init")
+        self._draw_data(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        last = epoch >= trainer.max_epochs  # the final snapshot covers the last epoch
+        if trainer.is_global_zero and self.every and epoch % self.every == 0 and not last:
+            self._snapshot(pl_module, f"epoch{epoch}")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._snapshot(pl_module, "final")
+        self._draw_filters(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and "test" in getattr(trainer.datamodule, "tensors", {}):
+            self._draw_predictions(trainer, pl_module)
+
+
+def figure_callbacks(cfg: Any) -> list[L.Callback]:
+    """``[FigureLogger(...)]`` as the ``figures`` config group asks, or ``[]`` when it is off."""
+    figures = cfg.get("figures") or {}
+    if not figures.get("enabled", False):
+        return []
+    options = {k: v for k, v in figures.items() if k != "enabled"}
+    try:
+        return [FigureLogger(**options)]
+    except TypeError:
+        known = "enabled, filters_every_n_epochs, samples, mistakes, probabilities"
+        raise DigitlabError(
+            f"figures has an unknown key among {sorted(options)}: the keys are {known}"
+        ) from None
