@@ -32,7 +32,7 @@ def quiet_lightning() -> None:
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropTips())
     if logging.getLogger().handlers:  # Hydra has configured logging: no second console handler
-        for name in ("lightning.pytorch", "lightning.fabric"):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
 
