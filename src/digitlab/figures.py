@@ -98,7 +98,8 @@ class FigureLogger(L.Callback):
                         w, f"{name}: what each hidden unit looks for, {label}", vmax, side
                     )
                 else:
-                    fig = viz.plot_filters(w, f"{name} filters {label}", vmax)
+                    shared = f"colour scale shared by every {name} picture"
+                    fig = viz.plot_filters(w, f"{name} filters {label}\n({shared})", vmax)
                 self._log_figure(trainer, fig, f"filters/{name}_{when}.png")
                 self._log_table(trainer, viz.filter_stats(w), f"filters/{name}_stats_{when}.json")
         self.snapshots = {}
