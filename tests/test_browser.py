@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is absent: install it with .ci/browser-deps.sh (Debian package chromium)",
+        reason=f"{CHROMIUM} is absent: install Debian's chromium with .ci/browser-deps.sh",
     ),
 ]
 
@@ -49,7 +49,8 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: floa
         except subprocess.TimeoutExpired:
             continue
         pytest.fail(f"mlflow ui exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-    pytest.fail(f"mlflow ui did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+    tail = log.read_text()[-3000:]
+    pytest.fail(f"mlflow ui did not answer {url}/health in {seconds:.0f} s:\n{tail}")
 
 
 @pytest.fixture
@@ -144,7 +145,8 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
         page.get_by_test_id("artifact-tree-node").filter(has_text="conv1_final.png").click()
         image = page.locator(f'img[alt="{FILTER_IMAGE}"]')
         expect(image).to_be_visible()
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        loaded = "img => img.complete && img.naturalWidth > 0"
+        page.wait_for_function(loaded, arg=image.element_handle())
         assert image.evaluate("img => img.naturalWidth") > 0
     except Exception as e:
         shot = tmp_path / "browser-failure.png"

@@ -52,7 +52,9 @@ class FigureLogger(L.Callback):
 
     Filter pictures are drawn after training from weight snapshots, so ``init``, ``epoch<N>``
     and ``final`` share one colour limit (the largest |weight| of any snapshot) and compare.
-    Everything runs on global rank zero only; the trainer's logger must be an MLFlowLogger.
+    Prediction pictures reuse the logits of the test pass itself (a forward hook on the net),
+    so no second pass over the test split is needed; with several devices they show rank zero's
+    share. Everything runs on global rank zero only; the logger must be an MLFlowLogger.
     """
 
     def __init__(
@@ -67,6 +69,9 @@ class FigureLogger(L.Callback):
         self.mistakes = _count("mistakes", mistakes, 1)
         self.probabilities = _count("probabilities", probabilities, 1)
         self.snapshots: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        self._hook = None  # forward hook collecting the test pass's logits
+        self._logits: list[torch.Tensor] = []
+        self._tested: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (x, y, logits)
 
     # -- logging -----------------------------------------------------------------------------
 
@@ -113,9 +118,11 @@ class FigureLogger(L.Callback):
             if split in raw and not any(raw[split] is seen for seen in splits.values()):
                 splits[split] = raw[split]
         for split, (images, labels) in splits.items():
-            also = " (also the test split)" if split == "val" and raw.get("test") is raw["val"] else ""
-            title = f"First {min(self.samples, len(labels))} {split} digits{also}, label above each"
-            fig = viz.plot_samples(images[: self.samples], labels[: self.samples], title, self.samples)
+            shown = min(self.samples, len(labels))
+            shared = split == "val" and raw.get("test") is raw["val"]
+            also = " (also the test split)" if shared else ""
+            title = f"First {shown} {split} digits{also}, label above each"
+            fig = viz.plot_samples(images[:shown], labels[:shown], title, shown)
             self._log_figure(trainer, fig, f"data/samples_{split}.png")
         if splits:
             fig = viz.plot_label_histogram({s: labels for s, (_, labels) in splits.items()})
@@ -123,14 +130,39 @@ class FigureLogger(L.Callback):
 
     # -- predictions ---------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _draw_predictions(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        x, y = datamodule.tensors["test"]
-        images = datamodule.raw["test"][0]
-        step = getattr(datamodule, "eval_batch_size", 1000)
-        probs = torch.cat([pl_module(x[i : i + step]).softmax(1) for i in range(0, len(y), step)])
-        probs, y = probs.float().cpu(), y.cpu()
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the test pass's own logits (a forward hook) instead of running the net again."""
+        self._tested, self._logits = [], []
+        if trainer.is_global_zero:
+            self._hook = pl_module.net.register_forward_hook(
+                lambda module, args, out: self._logits.append(out.detach())
+            )
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self._hook is not None:
+            x, y = batch
+            self._tested.append((x, y, self._logits.pop()))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _draw_predictions(self, trainer: L.Trainer) -> None:
+        """Pictures of the test pass: rank zero's share of it (all of it on one device)."""
+        if not self._tested:
+            return
+        x, y, logits = (torch.cat(parts) for parts in zip(*self._tested, strict=True))
+        self._tested = []
+        y, logits = y.cpu(), logits.cpu()
+        dm = trainer.datamodule
+
+        def images(index: torch.Tensor | list[int]) -> torch.Tensor:
+            # Batches hold normalised images: undo that for display (0..1 grey levels).
+            picked = x[torch.as_tensor(index, dtype=torch.long, device=x.device), 0].float().cpu()
+            return (picked * getattr(dm, "std", 1.0) + getattr(dm, "mean", 0.0)).clamp(0, 1)
+
+        probs = logits.float().softmax(1)
         confidence, pred = probs.max(1)
         matrix = multiclass_confusion_matrix(pred, y, num_classes=probs.shape[1])
         per_class = matrix.diagonal() / matrix.sum(1).clamp(min=1)
@@ -148,7 +180,7 @@ class FigureLogger(L.Callback):
         wrong = (pred != y).nonzero().squeeze(1)
         worst = wrong[confidence[wrong].argsort(descending=True)][: self.mistakes]
         fig = viz.plot_confident_mistakes(
-            images[worst], y[worst], pred[worst], confidence[worst],
+            images(worst), y[worst], pred[worst], confidence[worst],
             f"The {len(worst)} test digits the model got wrong most confidently\n"
             f"({len(wrong):,} mistakes in {n:,}; caption: true label → prediction (confidence))",
             self.mistakes,
@@ -160,7 +192,7 @@ class FigureLogger(L.Callback):
             if extra not in picks and len(picks) < self.probabilities:
                 picks.append(extra)
         fig = viz.plot_probability_bars(
-            images[picks], probs[picks], y[picks],
+            images(picks), probs[picks], y[picks],
             "What the model believes: first test digits, its least sure guess, "
             "its most confident mistake",
             len(picks),
@@ -188,8 +220,8 @@ class FigureLogger(L.Callback):
         self._draw_filters(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and "test" in getattr(trainer.datamodule, "tensors", {}):
-            self._draw_predictions(trainer, pl_module)
+        if trainer.is_global_zero:
+            self._draw_predictions(trainer)
 
 
 def figure_callbacks(cfg: Any) -> list[L.Callback]:

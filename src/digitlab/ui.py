@@ -21,7 +21,9 @@ def default_tracking_uri() -> str:
     return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
 
 
-def mlflow_ui_args(tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
+def mlflow_ui_args(
+    tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> list[str]:
     """The ``mlflow ui`` arguments serving ``tracking_uri`` on ``host:port``."""
     return ["ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
 
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
     parser.add_argument(
         "--host", default=DEFAULT_HOST,
-        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: the network)",
     )
     return parser.parse_args(argv)
 
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # exec: Ctrl-C and signals go straight to the server, no wrapper process is left behind.
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, args.host, args.port)])
+    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, args.host, args.port)]
+    os.execv(sys.executable, command)
 
 
 if __name__ == "__main__":
