@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -51,7 +52,7 @@ class FigureLogger(L.Callback):
                              probabilities}.png      from the test split, after ``trainer.test``
 
     Filter pictures are drawn after training from weight snapshots, so ``init``, ``epoch<N>``
-    and ``final`` share one colour limit (the largest |weight| of any snapshot) and compare.
+    and ``final`` share one colour limit (99.5th percentile of |weight| over them) and compare.
     Prediction pictures reuse the logits of the test pass itself (a forward hook on the net),
     so no second pass over the test split is needed; with several devices they show rank zero's
     share. Everything runs on global rank zero only; the logger must be an MLFlowLogger.
@@ -92,18 +93,20 @@ class FigureLogger(L.Callback):
     def _draw_filters(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         kinds = {name: kind for name, (_, kind) in drawn_layers(pl_module.net).items()}
         for name, shots in self.snapshots.items():
-            vmax = max(float(w.abs().max()) for _, w in shots)
+            # One limit for every picture of the layer: the 99.5th percentile of |weight| over
+            # all snapshots, so a few outliers do not wash the rest out (arrows on the colour
+            # bar mark the clipped ends).
+            vmax = float(np.percentile(torch.cat([w.abs().flatten() for _, w in shots]), 99.5))
             for when, w in shots:
                 label = {"init": "at initialisation", "final": "after training"}.get(
                     when, f"after epoch {when.removeprefix('epoch')}"
                 )
+                shared = f"colour scale shared by every {name} picture"
                 if kinds[name] == "mlp":
                     side = round(w.shape[1] ** 0.5)
-                    fig = viz.plot_mlp_templates(
-                        w, f"{name}: what each hidden unit looks for, {label}", vmax, side
-                    )
+                    title = f"{name}: what each hidden unit looks for, {label}\n({shared})"
+                    fig = viz.plot_mlp_templates(w, title, vmax, side)
                 else:
-                    shared = f"colour scale shared by every {name} picture"
                     fig = viz.plot_filters(w, f"{name} filters {label}\n({shared})", vmax)
                 self._log_figure(trainer, fig, f"filters/{name}_{when}.png")
                 self._log_table(trainer, viz.filter_stats(w), f"filters/{name}_stats_{when}.json")
