@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,3 +101,25 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     items = [Param(k, v[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
+
+
+def sweep_tags() -> dict[str, str]:
+    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
+
+    The parent id comes from ``digitlab.sweep.PARENT_ENV``, set by the sweep callback; the job's
+    overrides are kept so the sweep summary can tabulate what each job changed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from digitlab.sweep import PARENT_ENV
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    return {
+        "mlflow.parentRunId": parent,
+        "digitlab.job_num": str(job.num),
+        "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
+    }

@@ -109,6 +109,7 @@ def train(
     )
     name = log_cfg.run_name or tracking.run_name(choices, cfg.seed)
     tags = {f"choice.{group}": str(option) for group, option in choices.items()}
+    tags.update(tracking.sweep_tags())
     if commit := tracking.git_commit(project_root()):
         tags["mlflow.source.git.commit"] = commit
     run = client.create_run(experiment_id, run_name=name, tags=tags)
