@@ -158,11 +158,13 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
     from digitlab.sweep_plot import plot_target_vs_values
 
     rows, keys = child_rows(client, parent_id)
-    columns = ["job", "run_name", "status", *keys, *SUMMARY_METRICS, "run_id"]
-    frame = pd.DataFrame(rows, columns=columns)
+    varied = swept_keys(rows, keys)
+    frame = pd.DataFrame(rows, columns=["job", "run_name", "status", *keys, *SUMMARY_METRICS, "run_id"])
     client.log_text(parent_id, frame.to_csv(index=False), "summary/jobs.csv")
-    client.log_text(parent_id, markdown_table(frame), "summary/jobs.md")
-    figure = plot_target_vs_values(rows, swept_keys(rows, keys) or keys, target)
+    # The markdown table is for reading: only the overrides that differ between jobs.
+    shown = ["job", "status", *varied, *SUMMARY_METRICS, "run_id"]
+    client.log_text(parent_id, markdown_table(frame[shown]), "summary/jobs.md")
+    figure = plot_target_vs_values(rows, varied or keys, target)
     client.log_figure(parent_id, figure, "summary/target_vs_values.png")
 
     metrics = {"sweep/jobs": len(rows), "sweep/finished": sum(r["status"] == "FINISHED" for r in rows)}
