@@ -68,6 +68,7 @@ def build_datamodule(cfg: DictConfig) -> DigitDataModule:
         std=data.std,
         resize=data.resize,
         seed=cfg.seed,
+        augment=instantiate(data.augment) if data.get("augment") else None,
     )
 
 
@@ -75,7 +76,9 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     # data.resize is authoritative: the model is built for the images the data module serves.
     net = instantiate(cfg.model, input_size=cfg.data.resize)
     optimizer = instantiate(cfg.optimizer)
-    return DigitClassifier(net, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return DigitClassifier(net, optimizer, config=OmegaConf.to_container(cfg, resolve=True),
+                           scheduler=scheduler)
 
 
 def train(
