@@ -12,18 +12,33 @@ from mlflow.tracking import MlflowClient
 from digitlab.sweep import markdown_table, swept_keys
 from digitlab.sweep_plot import plot_target_vs_values
 
-FAST = ["model=mlp", "data.val_size=40", "data.batch_size=32", "data.eval_batch_size=64",
-        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        "logger.log_checkpoint=false"]
+FAST = [
+    "model=mlp",
+    "data.val_size=40",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger.log_checkpoint=false",
+]
 
 
-def sweep(tmp_path, data_root, store, *overrides: str, jobs: int = 2) -> subprocess.CompletedProcess:
+def sweep(
+    tmp_path, data_root, store, *overrides: str, jobs: int = 2
+) -> subprocess.CompletedProcess:
     """Run ``python -m digitlab -m ...`` on the tiny data into the temp store."""
     command = [
-        sys.executable, "-m", "digitlab", "-m", *FAST, f"data.root={data_root}",
+        sys.executable,
+        "-m",
+        "digitlab",
+        "-m",
+        *FAST,
+        f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides,
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *overrides,
     ]
     env = {**os.environ, "DIGITLAB_JOBS": str(jobs)}
     env.pop("DIGITLAB_PARENT_RUN_ID", None)
@@ -88,12 +103,16 @@ def test_a_single_run_is_no_child(make_cfg, tmp_path, monkeypatch):
 
 
 def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():
-    rows = [{"job": i, "optimizer.lr": lr, "model": "mlp", "val/acc": acc}
-            for i, (lr, acc) in enumerate([("0.001", 0.5), ("0.1", 0.9), ("1.0", None)])]
+    rows = [
+        {"job": i, "optimizer.lr": lr, "model": "mlp", "val/acc": acc}
+        for i, (lr, acc) in enumerate([("0.001", 0.5), ("0.1", 0.9), ("1.0", None)])
+    ]
     assert swept_keys(rows, ["optimizer.lr", "model"]) == ["optimizer.lr"]
     figure = plot_target_vs_values(rows, ["optimizer.lr", "model"], "val/acc")
     assert len(figure.axes) == 2
-    assert len(figure.axes[0].collections[0].get_offsets()) == 2  # the job without val/acc is left out
+    assert (
+        len(figure.axes[0].collections[0].get_offsets()) == 2
+    )  # the job without val/acc is left out
     assert figure.axes[0].get_xscale() == "log"  # 0.001 .. 0.1 spans two decades
 
     import pandas as pd

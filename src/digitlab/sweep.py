@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 # in worker processes started after this callback (joblib's loky workers) or in fresh processes
 # (submitit) all inherit it, where a value in memory would not reach them.
 PARENT_ENV = "DIGITLAB_PARENT_RUN_ID"
-SUMMARY_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss",
-                   "train/samples_per_sec")
+SUMMARY_METRICS = (
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "train/acc",
+    "train/loss",
+    "train/samples_per_sec",
+)
 
 
 def sweep_settings(config: DictConfig) -> dict[str, Any]:
@@ -35,7 +42,9 @@ def sweep_settings(config: DictConfig) -> dict[str, Any]:
         "overrides": list(hydra_cfg.overrides.task),
         "sweeper": sweeper.get("_target_", "?").rsplit(".", 1)[-1],
         "sweeper_params": sweeper.get("params") or {},
-        "launcher": OmegaConf.select(hydra_cfg, "launcher._target_", default="?").rsplit(".", 1)[-1],
+        "launcher": OmegaConf.select(hydra_cfg, "launcher._target_", default="?").rsplit(".", 1)[
+            -1
+        ],
     }
 
 
@@ -71,7 +80,9 @@ class MlflowSweep(Callback):
             "digitlab.command": command,
             "mlflow.note.content": f"Sweep: `{command}`",
         }
-        run = client.create_run(experiment_id, run_name="sweep-" + sweep_id.replace("/", "-"), tags=tags)
+        run = client.create_run(
+            experiment_id, run_name="sweep-" + sweep_id.replace("/", "-"), tags=tags
+        )
         self.parent_id, self.tracking_uri = run.info.run_id, logger_cfg.tracking_uri
         params = {
             "sweep.overrides": " ".join(settings["overrides"]),
@@ -147,7 +158,9 @@ def markdown_table(frame) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +172,9 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
 
     rows, keys = child_rows(client, parent_id)
     varied = swept_keys(rows, keys)
-    frame = pd.DataFrame(rows, columns=["job", "run_name", "status", *keys, *SUMMARY_METRICS, "run_id"])
+    frame = pd.DataFrame(
+        rows, columns=["job", "run_name", "status", *keys, *SUMMARY_METRICS, "run_id"]
+    )
     client.log_text(parent_id, frame.to_csv(index=False), "summary/jobs.csv")
     # The markdown table is for reading: only the overrides that differ between jobs.
     shown = ["job", "status", *varied, *SUMMARY_METRICS, "run_id"]
@@ -167,7 +182,10 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
     figure = plot_target_vs_values(rows, varied or keys, target)
     client.log_figure(parent_id, figure, "summary/target_vs_values.png")
 
-    metrics = {"sweep/jobs": len(rows), "sweep/finished": sum(r["status"] == "FINISHED" for r in rows)}
+    metrics = {
+        "sweep/jobs": len(rows),
+        "sweep/finished": sum(r["status"] == "FINISHED" for r in rows),
+    }
     scored = [r for r in rows if r.get(target) is not None]
     if scored:
         best = max(scored, key=lambda r: r[target])
@@ -179,7 +197,9 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
         result = OmegaConf.to_container(OmegaConf.load(optuna_result))
         if "best_value" in result:
             metrics["optuna/best_value"] = float(result["best_value"])
-        best_params = {f"optuna.best.{k}": str(v) for k, v in (result.get("best_params") or {}).items()}
+        best_params = {
+            f"optuna.best.{k}": str(v) for k, v in (result.get("best_params") or {}).items()
+        }
         for key, value in best_params.items():
             client.set_tag(parent_id, key, value)
     for name, value in metrics.items():

@@ -41,14 +41,27 @@ def plot_target_vs_values(rows: list[dict[str, Any]], keys: list[str], target: s
         ax.scatter(xs, [r[target] for r in scored], color="tab:blue", zorder=3)
         if best is not None:
             i = scored.index(best)
-            ax.scatter([xs[i]], [best[target]], s=160, facecolors="none", edgecolors="tab:red",
-                       zorder=4, label=f"best {best[target]:.4f}")
+            ax.scatter(
+                [xs[i]],
+                [best[target]],
+                s=160,
+                facecolors="none",
+                edgecolors="tab:red",
+                zorder=4,
+                label=f"best {best[target]:.4f}",
+            )
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xlabel(key)
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
     if not scored:
-        axes[0].text(0.5, 0.5, f"no job reported {target}", ha="center", va="center",
-                     transform=axes[0].transAxes)
+        axes[0].text(
+            0.5,
+            0.5,
+            f"no job reported {target}",
+            ha="center",
+            va="center",
+            transform=axes[0].transAxes,
+        )
     fig.suptitle(f"{target} of {len(scored)} of {len(rows)} jobs against the swept values")
     return fig
