@@ -10,11 +10,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import N_TEST, REAL_DATA
 from digitlab.errors import DigitlabError
 from digitlab.predict import predict
 from digitlab.train import train
-
-from conftest import N_TEST, REAL_DATA
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
 
     lines = out["submission"].read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == N_TEST + 1
-    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]))
+    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]), strict=True)
     assert list(ids) == list(range(1, N_TEST + 1))
     assert list(labels) == probs.argmax(1).tolist()
     client = MlflowClient(cfg.logger.tracking_uri)

@@ -11,6 +11,7 @@ with ``torch.load(..., weights_only=True)``; inputs get the run's own normalisat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,6 @@ def predict(
     For ``data="kaggle"`` also write ``submission.csv`` beside them and, given a run, log it to that
     run under ``predictions/``. Returns {"probabilities", "submission", "accuracy", "n"}.
     """
-    import os
     import tempfile
 
     import numpy as np
