@@ -68,20 +68,16 @@ def run_preset(name: str, root: str, overrides: list[str]) -> None:
 
 
 def latest_runs(tracking_uri: str) -> dict[str, object]:
-    """preset -> its latest FINISHED run in experiment ``presets``."""
+    """preset -> its latest FINISHED run in experiment ``presets``, else its latest run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("presets")
     if experiment is None:
         return {}
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        "attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-    )
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     latest: dict[str, object] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r.info.status != "FINISHED"):  # finished ones first
         latest.setdefault(run.data.tags.get("choice.experiment"), run)
     return latest
 
@@ -110,13 +106,21 @@ def write_table(results: dict[str, object]) -> None:
         if run is None:
             continue
         metrics = run.data.metrics
-        minutes = (run.info.end_time - run.info.start_time) / 60_000
+        end = run.info.end_time or dt.datetime.now(dt.UTC).timestamp() * 1000
+        minutes = (end - run.info.start_time) / 60_000
         date = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC).strftime(
             "%Y-%m-%d %H:%M UTC"
         )
+        if run.info.status == "FINISHED":
+            ours, wall = f"{metrics['test/acc']:.2%}", f"{minutes:.1f} min"
+        else:  # say how far an unfinished run got rather than leave the preset out
+            epochs = int(metrics.get("epoch", -1)) + 1 if "val/acc" in metrics else 0
+            planned = run.data.params.get("trainer.max_epochs", "?")
+            ours = f"not finished ({run.info.status} after {epochs} of {planned} epochs)"
+            wall = f"{minutes:.1f} min ({'so far' if run.info.status == 'RUNNING' else 'stopped'})"
+        val = f"{metrics['val/acc']:.2%}" if "val/acc" in metrics else "–"
         lines.append(
-            f"| `{name}` | {HEADLINES[name]} | {metrics['test/acc']:.2%} | "
-            f"{metrics['val/acc']:.2%} | {minutes:.1f} min | {machine()} | {date} |"
+            f"| `{name}` | {HEADLINES[name]} | {ours} | {val} | {wall} | {machine()} | {date} |"
         )
     TABLE.write_text("\n".join(lines) + "\n")
 
