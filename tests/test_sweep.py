@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,7 +14,6 @@ from digitlab.sweep import markdown_table, swept_keys
 from digitlab.sweep_plot import plot_target_vs_values
 
 FAST = [
-    "model=mlp",
     "data.val_size=40",
     "data.batch_size=32",
     "data.eval_batch_size=64",
@@ -42,9 +42,22 @@ def sweep(
     ]
     env = {**os.environ, "DIGITLAB_JOBS": str(jobs)}
     env.pop("DIGITLAB_PARENT_RUN_ID", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    # A session of its own, so a timeout also stops the launcher's worker processes.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=1800)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def runs_of(store) -> tuple[MlflowClient, object, list]:
@@ -82,15 +95,32 @@ def check_sweep(store, jobs: int, swept: str) -> None:
 
 
 def test_parallel_sweep_groups_two_concurrent_jobs(tmp_path, data_root, store):
-    done = sweep(tmp_path, data_root, store, "hydra/launcher=parallel", "optimizer.lr=0.05,0.2")
+    done = sweep(
+        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "optimizer.lr=0.05,0.2"
+    )
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # really concurrent
     check_sweep(store, jobs=2, swept="optimizer.lr")
 
 
 @pytest.mark.slow
 def test_eight_job_parallel_sweep_loses_nothing_to_sqlite_contention(tmp_path, data_root, store):
-    sweep(tmp_path, data_root, store, "hydra/launcher=parallel", "seed=range(8)", jobs=8)
+    sweep(
+        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "seed=range(8)", jobs=8
+    )
     check_sweep(store, jobs=8, swept="seed")
+
+
+def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, store):
+    sweep(tmp_path, data_root, store, "experiment=search", "hydra.sweeper.n_trials=2")
+    client, parent, children = runs_of(store)
+    assert parent.data.params["sweep.sweeper"] == "OptunaSweeper"
+    assert parent.data.params["sweep.params.optimizer.lr"] == "tag(log, interval(0.005, 0.3))"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    best = max(c.data.metrics["val/acc"] for c in children)
+    assert parent.data.metrics["optuna/best_value"] == pytest.approx(best)
+    assert "optuna.best.optimizer.lr" in parent.data.tags
+    summary = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert "summary/optimization_results.yaml" in summary
 
 
 def test_a_single_run_is_no_child(make_cfg, tmp_path, monkeypatch):
