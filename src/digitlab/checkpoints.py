@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from digitlab.errors import DigitlabError
 # Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
 # checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
 RUN_ID_KEY = "digitlab_run_id"
+# MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
+CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -83,3 +86,60 @@ def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     hparams = checkpoint.get("hyper_parameters") or {}
     config = hparams.get("config") if isinstance(hparams, Mapping) else None
     return dict(config) if isinstance(config, Mapping) else None
+
+
+@dataclass
+class Resume:
+    """Where training continues from: a checkpoint, its MLflow run (if it is in this store) and the
+    folder its ModelCheckpoint wrote to (reused, so the best-so-far score carries over)."""
+
+    path: Path
+    run_id: str | None
+    dirpath: Path | None
+
+
+def _checkpoint_dir(checkpoint: Mapping[str, Any]) -> Path | None:
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
+            dirpath = state.get("dirpath")
+            if dirpath and Path(dirpath).is_dir():
+                return Path(dirpath)
+    return None
+
+
+def find_resume(target: str, client, download_dir: Path) -> Resume:
+    """Resolve ``resume=<target>``: a ``.ckpt`` path, or an MLflow run id in ``client``'s store.
+
+    A run id resumes from the run's ``last.ckpt``: the local file when it is still there, else
+    the copy logged as the run's artifact (downloaded into ``download_dir``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    path = Path(str(target)).expanduser()
+    if path.is_file() or path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path)
+        run_id = checkpoint.get(RUN_ID_KEY)
+        if run_id:
+            try:
+                client.get_run(run_id)
+            except MlflowException:  # written by a run of another store: start a new run here
+                run_id = None
+        return Resume(path, run_id, _checkpoint_dir(checkpoint))
+    try:
+        run = client.get_run(str(target))
+    except MlflowException:
+        raise DigitlabError(
+            f"resume={target} is neither a checkpoint file nor a run in {client.tracking_uri}: "
+            "give a .ckpt path or a run id shown by the MLflow UI"
+        ) from None
+    local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
+    if not local.is_file():
+        try:
+            local = Path(client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(download_dir)))
+        except (MlflowException, OSError):
+            raise DigitlabError(
+                f"run {target} has no last.ckpt to resume from (it stopped before its first "
+                "epoch ended): start it again without resume="
+            ) from None
+    checkpoint = load_checkpoint(local)
+    return Resume(local, run.info.run_id, _checkpoint_dir(checkpoint))

@@ -37,6 +37,8 @@ RULES: list[tuple[str, Any, str]] = [
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
+    ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+     "null, an MLflow run id or a .ckpt path"),
 ]
 
 

@@ -1,0 +1,22 @@
+"""Input checks that answer before torch and Lightning are imported (they take seconds to load)."""
+
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from digitlab import tracking
+from digitlab.checks import check_config
+from digitlab.data.sources import DigitData
+
+
+def preflight(cfg: DictConfig) -> DigitData:
+    """Check the config values, the tracking server and the data files; return the decoded data.
+
+    Raises DigitlabError at the first problem, before any MLflow run exists. The data readers
+    validate with numpy and import torch only once the files have passed, so every bad-input
+    case except a missing GPU and a bad checkpoint answers without importing torch.
+    """
+    check_config(cfg)
+    tracking.check_reachable(cfg.logger.tracking_uri)
+    return instantiate(cfg.data.source)
