@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitlab import tracking
 from digitlab.checks import check_config
 from digitlab.data.sources import DigitData
+from digitlab.errors import DigitlabError
 
 
 def preflight(cfg: DictConfig) -> DigitData:
@@ -19,4 +21,9 @@ def preflight(cfg: DictConfig) -> DigitData:
     """
     check_config(cfg)
     tracking.check_reachable(cfg.logger.tracking_uri)
-    return instantiate(cfg.data.source)
+    try:
+        return instantiate(cfg.data.source)
+    except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
+        if isinstance(e.__cause__, DigitlabError):
+            raise e.__cause__ from None
+        raise

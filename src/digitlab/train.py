@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -76,8 +77,18 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
     # data.resize is authoritative: the model is built for the images the data module serves.
-    net = instantiate(cfg.model, input_size=cfg.data.resize)
-    optimizer = instantiate(cfg.optimizer)
+    try:
+        net = instantiate(cfg.model, input_size=cfg.data.resize)
+        optimizer = instantiate(cfg.optimizer)
+        # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
+        # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (InstantiationException, TypeError, ValueError) as e:
+        cause = e.__cause__ or e
+        raise DigitlabError(
+            f"cannot build the model or optimizer: {str(cause).splitlines()[0]} "
+            "(fix or remove the model.* / optimizer.* override)"
+        ) from None
     return DigitClassifier(net, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
 
 

@@ -34,6 +34,11 @@ def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | Non
     missing = missing_files(raw_dir)
     if missing and download:
         download_mnist(raw_dir, mirrors)
+    elif missing and not raw_dir.is_dir():
+        raise DigitlabError(
+            f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
+            "folder holding MNIST/raw/, or set data.source.download=true"
+        )
     elif missing:
         raise DigitlabError(
             f"MNIST files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
