@@ -93,6 +93,8 @@ CASES: dict[str, tuple] = {
     "unreachable tracking URI": (
         None, ["logger.tracking_uri=http://127.0.0.1:{port}"],
         ["MLflow tracking server http://127.0.0.1:", "is unreachable", "logger.tracking_uri"]),
+    "config naming code to run": (
+        None, ["model._target_=os.system"], ["model._target_=os.system is not allowed"]),
     "unknown key added with +": (
         None, ["+optimizer.lrr=1"], ["cannot build the model or optimizer", "'lrr'"]),
     "trainer setting Lightning rejects": (
@@ -221,3 +223,12 @@ def test_data_errors_answer_without_importing_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+def test_a_saved_config_naming_other_code_is_refused():
+    from digitlab.checks import check_targets
+    from digitlab.errors import DigitlabError
+
+    check_targets({"model": {"_target_": "digitlab.models.MLP"}, "optimizer": {"_target_": "torch.optim.SGD"}})
+    with pytest.raises(DigitlabError, match="model.layers.0._target_=builtins.exec is not allowed"):
+        check_targets({"model": {"layers": [{"_target_": "builtins.exec"}]}})
