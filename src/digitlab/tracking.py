@@ -78,7 +78,31 @@ def open_client(tracking_uri: str):
                 f"cannot create the MLflow store folder {db.parent} ({e.strerror}): "
                 "set logger.tracking_uri to a writable place"
             ) from None
-    return MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    if db is not None:
+        _first_contact(client, db)
+    return client
+
+
+def _first_contact(client, db: Path) -> None:
+    """Open the SQLite store under an exclusive file lock.
+
+    MLflow creates the tables of a new store on first contact, unguarded: jobs of a parallel
+    sweep starting together on a new store race and fail with "table already exists". After
+    that, MLflow's own 20 s SQLite busy timeout serialises writers (checked with 8 processes in
+    tests/test_concurrency.py). The store object is cached per process, so this runs once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        client.search_experiments(max_results=1)
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_name(choices: Mapping[str, Any], seed: int) -> str:
