@@ -119,8 +119,9 @@ def train(
 
     Every input a user can get wrong (data files, trainer settings, store, checkpoint to resume)
     is checked before the run is created, so a bad input leaves no run behind. Once training
-    runs: SIGINT/SIGTERM mark the run KILLED, a non-finite loss or any exception FAILED; both
-    keep and log the last checkpoint. ``resume`` (a run id or .ckpt path) continues a run.
+    runs, SIGINT/SIGTERM mark the run KILLED and a non-finite loss FAILED, both logging the last
+    checkpoint; any other exception marks it FAILED. ``resume`` (a run id or .ckpt path)
+    continues a run (docs/errors.md).
 
     Args:
         cfg: the composed config (``conf/config.yaml`` and its groups).
