@@ -155,13 +155,14 @@ def train(
     if target := cfg.get("resume"):
         resume = find_resume(target, client, output_dir / "resume")
         load_net_weights(module.net, load_checkpoint(resume.path)["state_dict"], resume.path)
-    checkpoint = ModelCheckpoint(
-        dirpath=(resume and resume.dirpath) or output_dir / "checkpoints", filename="best",
-        monitor="val/acc", mode="max", save_last=True,
-    )
+    checkpoint_dir = (resume and resume.dirpath) or output_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max")
+    # last.ckpt, rewritten after every epoch: where an interrupted run resumes. (Lightning >= 2.6
+    # refreshes `save_last` only in epochs where the monitored score improves.)
+    latest = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
     stamp = StampRunId()
     trainer = build_trainer(
-        cfg, [checkpoint, EpochThroughput(), StopOnNonFiniteLoss(), stamp], output_dir
+        cfg, [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp], output_dir
     )
 
     name = log_cfg.run_name or tracking.run_name(choices, cfg.seed)
@@ -200,14 +201,14 @@ def train(
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
             status = "KILLED"
-            logged = tracking.log_checkpoints(client, run_id, checkpoint.last_model_path)
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
             name_of = caught.signal.name if caught.signal else "an exit request"
             raise Interrupted(
                 f"{name_of} stopped training; run {run_id} is KILLED; {_resume_message(run_id, logged)}",
                 signum=caught.signal or 2,
             ) from None
         except NonFiniteLoss as e:
-            logged = tracking.log_checkpoints(client, run_id, checkpoint.last_model_path)
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
             kept = f"last good checkpoint {logged[0]}" if logged else "no checkpoint was saved yet"
             raise NonFiniteLoss(f"{e}; run {run_id} is FAILED, {kept}") from None
         finally:
