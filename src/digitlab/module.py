@@ -34,7 +34,8 @@ class DigitClassifier(L.LightningModule):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        # logger=False: train() logs the flat config as params itself (once; resumes may change it).
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
         # validate_args=False: inputs are checked once by the data readers, not on every step.
