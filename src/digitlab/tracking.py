@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
 import subprocess
 from collections.abc import Mapping
@@ -162,3 +164,25 @@ def log_checkpoints(client, run_id: str, *paths: str | Path | None) -> list[str]
             client.log_artifact(run_id, str(path), "checkpoints")
             logged.append(str(path))
     return logged
+
+
+def sweep_tags() -> dict[str, str]:
+    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
+
+    The parent id comes from ``digitlab.sweep.PARENT_ENV``, set by the sweep callback; the job's
+    overrides are kept so the sweep summary can tabulate what each job changed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from digitlab.sweep import PARENT_ENV
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    return {
+        "mlflow.parentRunId": parent,
+        "digitlab.job_num": str(job.num),
+        "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
+    }

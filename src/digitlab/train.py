@@ -72,6 +72,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         std=data.std,
         resize=data.resize,
         seed=cfg.seed,
+        augment=instantiate(data.augment) if data.get("augment") else None,
     )
 
 
@@ -83,13 +84,16 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
         optimizer([torch.nn.Parameter(torch.zeros(1))])
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ or e
         raise DigitlabError(
-            f"cannot build the model or optimizer: {str(cause).splitlines()[0]} "
-            "(fix or remove the model.* / optimizer.* override)"
+            f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
+            "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
-    return DigitClassifier(net, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
+    return DigitClassifier(
+        net, optimizer, config=OmegaConf.to_container(cfg, resolve=True), scheduler=scheduler
+    )
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
@@ -176,6 +180,7 @@ def train(
             tags["mlflow.source.git.commit"] = commit
         if resume:
             tags["digitlab.resumed_from"] = str(resume.path)
+        tags.update(tracking.sweep_tags())
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     client.set_tag(run_id, CHECKPOINT_DIR_TAG, str(checkpoint.dirpath))
     stamp.run_id = run_id
