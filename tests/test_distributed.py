@@ -1,4 +1,4 @@
-"""DDP: every sample once per epoch across ranks, one MLflow run, global metrics (2 CPU processes)."""
+"""DDP: each sample once per epoch across ranks, one MLflow run, global metrics (2 CPU procs)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def seen(n: int, world: int, shuffle: bool, epoch: int = 0, batch_size: int = 7)
     x = y.float().unsqueeze(1)
     shares = []
     for rank in range(world):
-        batches = TensorBatches(x, y, batch_size, shuffle=shuffle, seed=3, rank=rank, world_size=world)
+        batches = TensorBatches(x, y, batch_size, shuffle, seed=3, rank=rank, world_size=world)
         batches.set_epoch(epoch)
         indices = [int(i) for _, yb in batches for i in yb]
         assert len(indices) == batches.num_samples
@@ -64,9 +64,8 @@ def test_datamodule_serves_each_rank_its_share(make_cfg):
     parts = {}
     for rank in range(2):
         datamodule = build_datamodule(cfg)
-        datamodule.trainer = SimpleNamespace(
-            global_rank=rank, world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu"))
-        )
+        cpu = SimpleNamespace(root_device=torch.device("cpu"))
+        datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=cpu)
         datamodule.setup("fit")
         parts[rank] = {
             stage: torch.cat([y for _, y in getattr(datamodule, f"{stage}_dataloader")()])
@@ -125,7 +124,8 @@ def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, 
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.strategy"] == "ddp"
-    assert {"checkpoints", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoints", "config.yaml"} <= artifacts
     history = client.get_metric_history(run.info.run_id, "val/acc")
     assert len(history) == 2  # one value per epoch, logged once (by rank 0)
 

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def mlflow_server(tmp_path, migrated_db):
-    """``http://127.0.0.1:<port>`` of a tracking server that keeps artifacts under tmp_path/served."""
+    """``http://127.0.0.1:<port>`` of a tracking server keeping artifacts in tmp_path/served."""
     db = tmp_path / "server.db"
     shutil.copy(migrated_db, db)  # skips the server's own (slow) migration of an empty database
     port = free_port()
@@ -78,7 +78,8 @@ def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_p
     # The server chose where artifacts go: logger.artifact_location is ignored for a server.
     experiment = client.get_experiment_by_name("shared")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    assert {"config.yaml", "checkpoints"} <= {a.path for a in client.list_artifacts(result["run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"config.yaml", "checkpoints"} <= artifacts
     assert not Path(cfg.logger.artifact_location).exists()
 
     # The checkpoint went through the server into its artifact store, and loads back.
