@@ -13,7 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from digitlab.data.batches import TensorBatches
-from digitlab.train import build_datamodule
+from digitlab.errors import DigitlabError
+from digitlab.train import build_datamodule, check_accelerator
 
 
 def seen(n: int, world: int, shuffle: bool, epoch: int = 0, batch_size: int = 7) -> list[list[int]]:
@@ -132,3 +133,14 @@ def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, 
     # Each rank tested half of the test set; the logged accuracy is the whole set's.
     accuracy = evaluate(str(run_dir / "checkpoints" / "best.ckpt"), cfg)
     assert run.data.metrics["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "auto"])
+def test_more_gpus_than_the_machine_has_is_one_line(monkeypatch, accelerator):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DigitlabError, match=r"^trainer.devices=2 but this machine has 1 GPU\(s\): "
+                                            r"use trainer.devices=1"):
+        check_accelerator(accelerator, 2)
+    check_accelerator(accelerator, 1)  # trainer=ddp on one GPU
+    check_accelerator("cpu", 2)  # two CPU processes

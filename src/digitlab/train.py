@@ -56,10 +56,12 @@ def check_accelerator(name: str, devices: Any = 1) -> None:
             f"trainer.accelerator={name} but PyTorch sees no CUDA GPU on this machine: "
             "use trainer.accelerator=cpu (or auto)"
         )
-    if name in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+    gpus = torch.cuda.device_count()
+    uses_gpus = name in ("gpu", "cuda") or (name == "auto" and gpus > 0)
+    if uses_gpus and isinstance(devices, int) and not isinstance(devices, bool) and devices > gpus:
         raise DigitlabError(
-            f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} GPU(s): "
-            f"use trainer.devices={torch.cuda.device_count()} (or -1 for all of them)"
+            f"trainer.devices={devices} but this machine has {gpus} GPU(s): use "
+            f"trainer.devices={gpus}, or trainer.accelerator=cpu for {devices} CPU processes"
         )
     if name == "mps" and not torch.backends.mps.is_available():
         raise DigitlabError(
