@@ -47,7 +47,8 @@ def _run(cfg: DictConfig) -> float | None:
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
-    _report(result, cfg.logger.tracking_uri)
+    if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
+        _report(result, cfg.logger.tracking_uri)
     return result["metrics"].get("val/acc")
 
 

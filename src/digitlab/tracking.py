@@ -22,12 +22,25 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
 
 
+def is_server(tracking_uri: str) -> bool:
+    """True for a tracking server (``http(s)://``), which stores artifacts where it decides."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def artifact_root(logger_cfg) -> str | None:
+    """``logger.artifact_location`` for a local store; None (the server's choice) for a server."""
+    return None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
+
+
 def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1.
 
     ``digitlab-ui`` alone serves the project's store (``default_uri``, by default the logger
-    config's); any other store is named with ``--backend-store-uri``.
+    config's); any other store is named with ``--backend-store-uri``. A tracking server is its
+    own UI.
     """
+    if is_server(tracking_uri):
+        return f"open {tracking_uri} in a browser (the server is the UI)"
     if default_uri is None:
         from digitlab.ui import default_tracking_uri
 

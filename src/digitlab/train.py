@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab import tracking
@@ -32,6 +34,12 @@ from digitlab.module import DigitClassifier
 
 def quiet_lightning() -> None:
     """Lightning's start-up lines once (Hydra already prints them), without its advertising tip."""
+    # Under DDP our epoch metrics are already global: torchmetrics' compute() gathers every
+    # rank's state, so Lightning's advice to add sync_dist=True (average again) does not apply.
+    warnings.filterwarnings(
+        "ignore", message=r"It is recommended to use `self.log\('(train|val|test)/",
+        category=PossibleUserWarning,
+    )
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropTips())
@@ -46,17 +54,49 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
-def check_accelerator(name: str) -> None:
+def check_accelerator(name: str, devices: Any = 1) -> None:
     """Fail early, in one line, when the requested accelerator is not on this machine."""
     if name in ("gpu", "cuda") and not torch.cuda.is_available():
         raise DigitlabError(
             f"trainer.accelerator={name} but PyTorch sees no CUDA GPU on this machine: "
             "use trainer.accelerator=cpu (or auto)"
         )
+    gpus = torch.cuda.device_count()
+    uses_gpus = name in ("gpu", "cuda") or (name == "auto" and gpus > 0)
+    if uses_gpus and isinstance(devices, int) and not isinstance(devices, bool) and devices > gpus:
+        raise DigitlabError(
+            f"trainer.devices={devices} but this machine has {gpus} GPU(s): use "
+            f"trainer.devices={gpus}, or trainer.accelerator=cpu for {devices} CPU processes"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise DigitlabError(
             "trainer.accelerator=mps but no Apple MPS device is available: "
             "use trainer.accelerator=cpu (or auto)"
+        )
+
+
+def check_launcher(trainer: L.Trainer) -> None:
+    """Refuse Lightning's ``ddp`` launcher inside a ``-m`` sweep, in one line with the fix.
+
+    That launcher starts the extra processes by re-running the command line, which in a sweep
+    would start the whole sweep again in every extra process. ``ddp_spawn`` starts its processes
+    from inside this one; SLURM (``hydra/launcher=slurm``) starts one task per device itself.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = trainer.strategy
+    environment = getattr(strategy, "cluster_environment", None)
+    if (
+        type(strategy.launcher).__name__ == "_SubprocessScriptLauncher"
+        and environment is not None
+        and not environment.creates_processes_externally
+        and HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    ):
+        raise DigitlabError(
+            "trainer.strategy=ddp re-runs the command for each extra process, which a -m sweep "
+            "cannot do: use trainer.strategy=ddp_spawn in sweeps on one machine"
         )
 
 
@@ -137,12 +177,13 @@ def train(
             None: loaded here from ``cfg.data.source``.
 
     Returns:
-        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``.
+        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``;
+        ``run_id`` is None in the DDP processes other than rank 0 (they record nothing).
     """
     started = time.perf_counter()
     quiet_lightning()
     check_config(cfg)
-    check_accelerator(cfg.trainer.accelerator)
+    check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
     choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="digitlab-"))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -153,9 +194,6 @@ def train(
     module = build_module(cfg)
     log_cfg = cfg.logger
     client = tracking.open_client(log_cfg.tracking_uri)
-    experiment_id = tracking.get_or_create_experiment(
-        client, log_cfg.experiment_name, log_cfg.artifact_location
-    )
     resume: Resume | None = None
     if target := cfg.get("resume"):
         resume = find_resume(target, client, output_dir / "resume")
@@ -166,18 +204,28 @@ def train(
     # refreshes `save_last` only in epochs where the monitored score improves.)
     latest = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
     stamp = StampRunId()
+    # The Trainer comes before the MLflow run: under DDP every process runs this function, and
+    # the Trainer reads this process's global rank from the launcher (Lightning's re-run of the
+    # command, SLURM, torchrun). Rank 0 alone creates and records the run.
     trainer = build_trainer(
         cfg,
         [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp, *figure_callbacks(cfg)],
         output_dir,
     )
+    check_launcher(trainer)
+    owner = trainer.is_global_zero
 
     name = log_cfg.run_name or tracking.run_name(choices, cfg.seed)
+    run_id = None
     if resume and resume.run_id:  # continue the interrupted run: one run, one history
         run_id = resume.run_id
         name = client.get_run(run_id).info.run_name
-        client.update_run(run_id, status="RUNNING")
-    else:
+        if owner:
+            client.update_run(run_id, status="RUNNING")
+    elif owner:
+        experiment_id = tracking.get_or_create_experiment(
+            client, log_cfg.experiment_name, tracking.artifact_root(log_cfg)
+        )
         tags = {f"choice.{group}": str(option) for group, option in choices.items()}
         if commit := tracking.git_commit(project_root()):
             tags["mlflow.source.git.commit"] = commit
@@ -185,13 +233,15 @@ def train(
             tags["digitlab.resumed_from"] = str(resume.path)
         tags.update(tracking.sweep_tags())
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-    client.set_tag(run_id, CHECKPOINT_DIR_TAG, str(checkpoint.dirpath))
+    if owner:
+        client.set_tag(run_id, CHECKPOINT_DIR_TAG, str(checkpoint.dirpath))
     stamp.run_id = run_id
     status = "FAILED"
     with signals_as_interrupts() as caught:
         try:
-            tracking.log_params(client, run_id, tracking.flatten(resolved))
-            client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            if owner:
+                tracking.log_params(client, run_id, tracking.flatten(resolved))
+                client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             trainer.logger = MLFlowLogger(tracking_uri=log_cfg.tracking_uri, run_id=run_id)
             trainer.fit(
                 module, datamodule=datamodule, ckpt_path=resume and str(resume.path),
@@ -204,23 +254,24 @@ def train(
                     weights_only=True,
                 )
                 metrics.update({k: float(v) for k, v in tested.items()})
-            if log_cfg.log_checkpoint and checkpoint.best_model_path:
+            if owner and log_cfg.log_checkpoint and checkpoint.best_model_path:
                 client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
             status = "KILLED"
-            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path) if owner else []
             name_of = caught.signal.name if caught.signal else "an exit request"
             raise Interrupted(
                 f"{name_of} stopped training; run {run_id} is KILLED; {_resume_message(run_id, logged)}",
                 signum=caught.signal or 2,
             ) from None
         except NonFiniteLoss as e:
-            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path) if owner else []
             kept = f"last good checkpoint {logged[0]}" if logged else "no checkpoint was saved yet"
             raise NonFiniteLoss(f"{e}; run {run_id} is FAILED, {kept}") from None
         finally:
-            client.set_terminated(run_id, status)
+            if owner:
+                client.set_terminated(run_id, status)
     return {
         "run_id": run_id,
         "run_name": name,
