@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,10 @@ from digitlab.data.idx import write_idx
 
 register_resolvers()
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real data sets: $DIGITLAB_DATA, else the shared folder beside the checkout.
+REAL_DATA = Path(
+    os.environ.get("DIGITLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 N_TRAIN, N_TEST = 240, 80
 
 

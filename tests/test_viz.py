@@ -16,8 +16,8 @@ def image_axes(fig: Figure) -> list:
 
 def title_of(fig: Figure) -> str:
     """The figure's suptitle, else the first axes title (centre or left)."""
-    if fig._suptitle is not None and fig._suptitle.get_text():
-        return fig._suptitle.get_text()
+    if fig.get_suptitle():
+        return fig.get_suptitle()
     for ax in fig.axes:
         for loc in ("center", "left"):
             if ax.get_title(loc=loc):

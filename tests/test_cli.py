@@ -1,0 +1,84 @@
+"""The command line: fast answers without torch, one-line errors, and a full run's summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+def digitlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "digitlab", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+def test_cfg_job_prints_the_config_without_importing_torch():
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['digitlab', 'model=mlp', '--cfg', 'job']\n"
+        "try:\n    runpy.run_module('digitlab', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('IMPORTED', sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "_target_: digitlab.models.MLP" in out.stdout
+    assert "IMPORTED []" in out.stdout
+
+
+def test_help_lists_the_config_groups():
+    out = digitlab("--help")
+    assert out.returncode == 0
+    assert "model: lenet, lenet5, lenet_small, mlp" in out.stdout
+    assert "data: kaggle, mnist" in out.stdout
+
+
+def test_unknown_option_lists_the_valid_ones_without_a_trace():
+    out = digitlab("model=resnet")
+    assert out.returncode == 1
+    assert "Could not find 'model/resnet'" in out.stderr
+    assert "lenet5" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_wrong_value_type_is_one_line():
+    out = digitlab("data.batch_size=abc")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "digitlab: error: data.batch_size='abc' is invalid: it must be an integer >= 1"
+    )
+
+
+@pytest.mark.skipif(
+    subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
+                   capture_output=True).returncode == 0,
+    reason="this machine has a GPU",
+)
+def test_gpu_requested_without_a_gpu(tmp_path):
+    out = digitlab("trainer.accelerator=gpu", f"data.root={tmp_path}")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "digitlab: error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU" in out.stderr
+
+
+def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
+    out = digitlab(
+        "model=mlp", f"data.root={data_root}", "data.val_size=40", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false", f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "digitlab: mlp-mnist-sgd-s42 finished in" in out.stdout
+    assert f"open the UI: uv run digitlab-ui --backend-store-uri {store['tracking_uri']}" in out.stdout
+    client = MlflowClient(store["tracking_uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in out.stdout
+    assert run.data.tags["choice.model"] == "mlp"
+    assert run.data.tags["choice.optimizer"] == "sgd"
+    assert (tmp_path / "job" / "checkpoints" / "best.ckpt").is_file()

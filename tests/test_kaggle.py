@@ -1,0 +1,64 @@
+"""Kaggle CSV reader: round trip and one clear error per kind of broken file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digitlab.data.kaggle import PIXELS, read_kaggle_csv
+from digitlab.errors import DigitlabError
+
+HEADER = "label," + ",".join(PIXELS)
+
+
+def write(path, header: str, rows: list[str]) -> None:
+    path.write_bytes(("\r\n".join([header, *rows]) + "\r\n").encode())
+
+
+def row(label, pixels) -> str:
+    return ",".join(map(str, [label, *pixels]))
+
+
+def test_train_csv_round_trip(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 784))
+    labels = [3, 0, 9, 5]
+    write(tmp_path / "train.csv", HEADER, [row(lab, img) for lab, img in zip(labels, images)])
+    x, y = read_kaggle_csv(tmp_path / "train.csv")
+    assert x.dtype == torch.uint8 and x.shape == (4, 28, 28)
+    assert np.array_equal(x.reshape(4, -1).numpy(), images)
+    assert y.dtype == torch.int64 and y.tolist() == labels
+
+
+def test_test_csv_round_trip(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, size=(3, 784))
+    write(tmp_path / "test.csv", ",".join(PIXELS), [",".join(map(str, i)) for i in images])
+    x, y = read_kaggle_csv(tmp_path / "test.csv", labelled=False)
+    assert y is None and np.array_equal(x.reshape(3, -1).numpy(), images)
+
+
+def test_test_csv_where_train_csv_is_needed(tmp_path):
+    write(tmp_path / "test.csv", ",".join(PIXELS), [",".join(["0"] * 784)])
+    with pytest.raises(DigitlabError, match="no label column.*needs train.csv"):
+        read_kaggle_csv(tmp_path / "test.csv")
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        ("label,a,b", ["1,2,3"], "has header label,a,b... with 3 columns"),
+        (HEADER, [row(1, [0] * 784), row(2, [0] * 783)], "line 3 is short: column pixel783 is empty"),
+        (HEADER, [row(1, [0] * 784), row(2, [0] * 785)], "every row needs 785 cells"),
+        (HEADER, [row(1, ["x", *[0] * 783])], "line 2: pixel0 = 'x' is not an integer"),
+        (HEADER, [row(1, [0] * 10 + [256] + [0] * 773)], "line 2: pixel10 = 256 is outside 0-255"),
+        (HEADER, [row(1, [0] * 784), row(10, [0] * 784)], "line 3: label 10 is outside 0-9"),
+        (HEADER, [row(1, [0.5] + [0] * 783)], "pixel0 = '0.5' is not an integer"),
+    ],
+    ids=["header", "short-row", "long-row", "non-numeric", "pixel-range", "label-range", "float"],
+)
+def test_broken_csv_gets_a_one_line_error(tmp_path, header, rows, message):
+    write(tmp_path / "train.csv", header, rows)
+    with pytest.raises(DigitlabError) as error:
+        read_kaggle_csv(tmp_path / "train.csv")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)

@@ -1,0 +1,24 @@
+"""End to end on the real MNIST files (skipped, with the reason shown, where they are absent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REAL_DATA
+from digitlab.train import train
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (REAL_DATA / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {REAL_DATA}"
+    ),
+]
+
+
+def test_mlp_one_epoch_on_real_mnist_reaches_90_percent(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "model=mlp", f"data.root={REAL_DATA}", "data.val_size=5000", "data.batch_size=100",
+        "data.eval_batch_size=1000",
+    )
+    result = train(cfg, output_dir=tmp_path)
+    assert result["metrics"]["test/acc"] >= 0.90
