@@ -107,6 +107,7 @@ def make_cfg(data_root, store) -> Callable[..., DictConfig]:
             "trainer.enable_progress_bar=false",
             f"logger.tracking_uri={store['tracking_uri']}",
             f"logger.artifact_location={store['artifact_location']}",
+            "figures.enabled=false",  # seconds per run; test_figures.py turns pictures on
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=[*base, *overrides])

@@ -56,7 +56,7 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: floa
 @pytest.fixture
 def trained(make_cfg, tmp_path) -> dict:
     """One short LeNet run; train() creates the experiment (absolute artifact location) first."""
-    cfg = make_cfg("model=lenet", "trainer.limit_train_batches=2")
+    cfg = make_cfg("model=lenet", "trainer.limit_train_batches=2", "figures.enabled=true")
     result = train(cfg, output_dir=tmp_path / "job", choices={"model": "lenet", "data": "mnist"})
     from mlflow.tracking import MlflowClient
 

@@ -40,8 +40,9 @@ def artifact_files(client: MlflowClient, run_id: str, path: str = "figures") -> 
     return files
 
 
-def run(make_cfg, tmp_path, *overrides: str) -> tuple[MlflowClient, str, dict]:
-    cfg = make_cfg("trainer.limit_train_batches=2", *overrides)
+def run(make_cfg, tmp_path, *overrides: str, on: bool = True) -> tuple[MlflowClient, str, dict]:
+    switch = ["figures.enabled=true"] if on else []
+    cfg = make_cfg("trainer.limit_train_batches=2", *switch, *overrides)
     result = train(cfg, output_dir=tmp_path / "job")
     return MlflowClient(cfg.logger.tracking_uri), result["run_id"], result
 
@@ -62,7 +63,7 @@ def test_mlp_run_draws_first_layer_templates_every_n_epochs(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("switch", ["figures.enabled=false", "figures=off"])
 def test_figures_off_logs_none(make_cfg, tmp_path, switch):
-    client, run_id, _ = run(make_cfg, tmp_path, "model=lenet_small", switch)
+    client, run_id, _ = run(make_cfg, tmp_path, "model=lenet_small", switch, on=False)
     assert client.list_artifacts(run_id, "figures") == []
     assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
 
