@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -20,10 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitlab import tracking
 from digitlab.callbacks import EpochThroughput
+from digitlab.checkpoints import CHECKPOINT_DIR_TAG, Resume, find_resume, load_checkpoint, load_net_weights
 from digitlab.checks import check_config
 from digitlab.config import project_root
 from digitlab.data.datamodule import DigitDataModule
-from digitlab.errors import DigitlabError
+from digitlab.data.sources import DigitData
+from digitlab.errors import DigitlabError, Interrupted
+from digitlab.guards import NonFiniteLoss, StampRunId, StopOnNonFiniteLoss, signals_as_interrupts
 from digitlab.module import DigitClassifier
 
 
@@ -95,10 +99,10 @@ def check_launcher(trainer: L.Trainer) -> None:
         )
 
 
-def build_datamodule(cfg: DictConfig) -> DigitDataModule:
+def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
     data = cfg.data
     return DigitDataModule(
-        load=instantiate(data.source, _partial_=True),
+        load=(lambda: loaded) if loaded is not None else instantiate(data.source, _partial_=True),
         val_size=data.val_size,
         test_size=data.test_size,
         batch_size=data.batch_size,
@@ -108,28 +112,68 @@ def build_datamodule(cfg: DictConfig) -> DigitDataModule:
         std=data.std,
         resize=data.resize,
         seed=cfg.seed,
+        augment=instantiate(data.augment) if data.get("augment") else None,
     )
 
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
     # data.resize is authoritative: the model is built for the images the data module serves.
-    net = instantiate(cfg.model, input_size=cfg.data.resize)
-    optimizer = instantiate(cfg.optimizer)
-    return DigitClassifier(net, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        net = instantiate(cfg.model, input_size=cfg.data.resize)
+        optimizer = instantiate(cfg.optimizer)
+        # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
+        # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    except (InstantiationException, TypeError, ValueError) as e:
+        cause = e.__cause__ or e
+        raise DigitlabError(
+            f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
+            "(fix or remove the model.* / optimizer.* / scheduler.* override)"
+        ) from None
+    return DigitClassifier(
+        net, optimizer, config=OmegaConf.to_container(cfg, resolve=True), scheduler=scheduler
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
+    """The Trainer, without its logger yet (set once the MLflow run exists)."""
+    try:
+        return L.Trainer(**cfg.trainer, logger=False, callbacks=callbacks, default_root_dir=output_dir)
+    except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise DigitlabError(
+            f"Lightning rejects the trainer settings: {str(e).splitlines()[0]} "
+            "(fix the trainer.* override; conf/trainer/default.yaml lists the keys)"
+        ) from None
+
+
+def _resume_message(run_id: str, logged: list[str]) -> str:
+    if not logged:
+        return f"run {run_id} has no checkpoint yet (no epoch finished): start it again"
+    return f"last checkpoint {logged[0]} logged to run {run_id}; continue with: resume={run_id}"
 
 
 def train(
     cfg: DictConfig,
     output_dir: str | Path | None = None,
     choices: Mapping[str, Any] | None = None,
+    data: DigitData | None = None,
 ) -> dict[str, Any]:
     """Fit and test one configuration, recorded as one MLflow run.
+
+    Every input a user can get wrong (data files, trainer settings, store, checkpoint to resume)
+    is checked before the run is created, so a bad input leaves no run behind. Once training
+    runs, SIGINT/SIGTERM mark the run KILLED and a non-finite loss FAILED, both logging the last
+    checkpoint; any other exception marks it FAILED. ``resume`` (a run id or .ckpt path)
+    continues a run (docs/errors.md).
 
     Args:
         cfg: the composed config (``conf/config.yaml`` and its groups).
         output_dir: where checkpoints go (Hydra's job folder); a temporary folder if None.
         choices: the chosen option per config group (Hydra's ``runtime.choices``), for the run
             name and tags.
+        data: the already decoded data set (the command line loads it before importing torch);
+            None: loaded here from ``cfg.data.source``.
 
     Returns:
         ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``;
@@ -143,55 +187,92 @@ def train(
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="digitlab-"))
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
-    log_cfg = cfg.logger
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
-        save_last=True,
+    datamodule = build_datamodule(cfg, data)
+    datamodule.split()  # decode and validate the files now, before any run exists
+    module = build_module(cfg)
+    log_cfg = cfg.logger
+    client = tracking.open_client(log_cfg.tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(
+        client, log_cfg.experiment_name, tracking.artifact_root(log_cfg)
     )
-    # The Trainer comes before the MLflow run: under DDP every process runs this function, and
-    # the Trainer reads this process's global rank from the launcher (Lightning's re-run of the
-    # command, SLURM, torchrun). Rank 0 alone creates and records the run.
-    trainer = L.Trainer(
-        **cfg.trainer, logger=False, callbacks=[checkpoint, EpochThroughput()],
-        default_root_dir=output_dir,
+    resume: Resume | None = None
+    if target := cfg.get("resume"):
+        resume = find_resume(target, client, output_dir / "resume")
+        load_net_weights(module.net, load_checkpoint(resume.path)["state_dict"], resume.path)
+    checkpoint_dir = (resume and resume.dirpath) or output_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max")
+    # last.ckpt, rewritten after every epoch: where an interrupted run resumes. (Lightning >= 2.6
+    # refreshes `save_last` only in epochs where the monitored score improves.)
+    latest = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
+    stamp = StampRunId()
+    trainer = build_trainer(
+        cfg, [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp], output_dir
     )
+    # Under DDP every process runs this function; the Trainer has read this process's global
+    # rank from the launcher (Lightning's re-run of the command, SLURM, torchrun), and rank 0
+    # alone creates and records the MLflow run.
     check_launcher(trainer)
     owner = trainer.is_global_zero
+
     name = log_cfg.run_name or tracking.run_name(choices, cfg.seed)
-    client = run_id = None
-    if owner:
-        client = tracking.open_client(log_cfg.tracking_uri)
-        experiment_id = tracking.get_or_create_experiment(
-            client, log_cfg.experiment_name, tracking.artifact_root(log_cfg)
-        )
+    if not owner:
+        run_id = None
+    elif resume and resume.run_id:  # continue the interrupted run: one run, one history
+        run_id = resume.run_id
+        name = client.get_run(run_id).info.run_name
+        client.update_run(run_id, status="RUNNING")
+    else:
         tags = {f"choice.{group}": str(option) for group, option in choices.items()}
         if commit := tracking.git_commit(project_root()):
             tags["mlflow.source.git.commit"] = commit
+        if resume:
+            tags["digitlab.resumed_from"] = str(resume.path)
+        tags.update(tracking.sweep_tags())
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-    trainer.logger = MLFlowLogger(tracking_uri=log_cfg.tracking_uri, run_id=run_id)
+    if owner:
+        client.set_tag(run_id, CHECKPOINT_DIR_TAG, str(checkpoint.dirpath))
+    stamp.run_id = run_id
     status = "FAILED"
-    try:
-        if owner:
-            tracking.log_params(client, run_id, tracking.flatten(resolved))
-            client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg)
-        trainer.fit(module, datamodule=datamodule)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.test_after_fit:
-            (tested,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
-            metrics.update({k: float(v) for k, v in tested.items()})
-        if owner and log_cfg.log_checkpoint and checkpoint.best_model_path:
-            client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
-        status = "FINISHED"
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        if owner:
-            client.set_terminated(run_id, status)
+    with signals_as_interrupts() as caught:
+        try:
+            if owner:
+                tracking.log_params(client, run_id, tracking.flatten(resolved))
+                client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            trainer.logger = MLFlowLogger(tracking_uri=log_cfg.tracking_uri, run_id=run_id)
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=resume and str(resume.path),
+                weights_only=True,
+            )
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            if cfg.test_after_fit:
+                (tested,) = trainer.test(
+                    module, datamodule=datamodule, ckpt_path="best", verbose=False,
+                    weights_only=True,
+                )
+                metrics.update({k: float(v) for k, v in tested.items()})
+            if owner and log_cfg.log_checkpoint and checkpoint.best_model_path:
+                client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
+            status = "FINISHED"
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+            status = "KILLED"
+            if not owner:
+                raise
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
+            name_of = caught.signal.name if caught.signal else "an exit request"
+            raise Interrupted(
+                f"{name_of} stopped training; run {run_id} is KILLED; {_resume_message(run_id, logged)}",
+                signum=caught.signal or 2,
+            ) from None
+        except NonFiniteLoss as e:
+            if not owner:
+                raise
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
+            kept = f"last good checkpoint {logged[0]}" if logged else "no checkpoint was saved yet"
+            raise NonFiniteLoss(f"{e}; run {run_id} is FAILED, {kept}") from None
+        finally:
+            if owner:
+                client.set_terminated(run_id, status)
     return {
         "run_id": run_id,
         "run_name": name,
