@@ -74,7 +74,7 @@ def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "digitlab: mlp-mnist-sgd-s42 finished in" in out.stdout
-    assert f"open the UI: uv run mlflow ui --backend-store-uri {store['tracking_uri']}" in out.stdout
+    assert f"open the UI: uv run digitlab-ui --backend-store-uri {store['tracking_uri']}" in out.stdout
     client = MlflowClient(store["tracking_uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     assert run.info.status == "FINISHED"

@@ -32,11 +32,21 @@ def artifact_root(logger_cfg) -> str | None:
     return None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
 
 
-def ui_command(tracking_uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1."""
+def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
+    """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1.
+
+    ``digitlab-ui`` alone serves the project's store (``default_uri``, by default the logger
+    config's); any other store is named with ``--backend-store-uri``.
+    """
     if is_server(tracking_uri):
         return f"open {tracking_uri} in a browser (the server is the UI)"
-    return f"uv run mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    if default_uri is None:
+        from digitlab.ui import default_tracking_uri
+
+        default_uri = default_tracking_uri()
+    if tracking_uri == default_uri:
+        return "uv run digitlab-ui"
+    return f"uv run digitlab-ui --backend-store-uri {tracking_uri}"
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:

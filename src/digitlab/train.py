@@ -27,6 +27,7 @@ from digitlab.config import project_root
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError, Interrupted
+from digitlab.figures import figure_callbacks
 from digitlab.guards import NonFiniteLoss, StampRunId, StopOnNonFiniteLoss, signals_as_interrupts
 from digitlab.module import DigitClassifier
 
@@ -207,7 +208,9 @@ def train(
     latest = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
     stamp = StampRunId()
     trainer = build_trainer(
-        cfg, [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp], output_dir
+        cfg,
+        [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp, *figure_callbacks(cfg)],
+        output_dir,
     )
     # Under DDP every process runs this function; the Trainer has read this process's global
     # rank from the launcher (Lightning's re-run of the command, SLURM, torchrun), and rank 0

@@ -1,0 +1,72 @@
+"""``digitlab-ui``: the MLflow UI on the project's store, bound to 127.0.0.1 (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from omegaconf import OmegaConf
+
+from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.errors import DigitlabError
+from digitlab.tracking import sqlite_path
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
+
+
+def default_tracking_uri() -> str:
+    """``logger.tracking_uri`` of ``conf/logger/mlflow.yaml``: the store every run writes to."""
+    register_resolvers()
+    return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
+
+
+def mlflow_ui_args(
+    tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> list[str]:
+    """The ``mlflow ui`` arguments serving ``tracking_uri`` on ``host:port``."""
+    return ["ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="digitlab-ui",
+        description="Open the MLflow UI on digitlab's run store; browse to http://HOST:PORT.",
+    )
+    parser.add_argument(
+        "--backend-store-uri", default=None, metavar="URI",
+        help="store to show (default: logger.tracking_uri, i.e. <project>/mlruns/mlflow.db)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST,
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: the network)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    uri = args.backend_store_uri or default_tracking_uri()
+    try:
+        db = sqlite_path(uri)
+        if db is not None and not db.is_file():
+            # Letting the UI create the store would give its experiments server-side artifact
+            # locations that digitlab's direct SQLite client cannot write to.
+            raise DigitlabError(
+                f"no MLflow store at {db} yet: train a run first (uv run digitlab), "
+                "or point --backend-store-uri at an existing store"
+            )
+    except DigitlabError as e:
+        print(f"digitlab-ui: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(f"digitlab-ui: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
+          flush=True)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # exec: Ctrl-C and signals go straight to the server, no wrapper process is left behind.
+    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, args.host, args.port)]
+    os.execv(sys.executable, command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The figure callback writes exactly its documented artifact layout into the run, or nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from digitlab.errors import DigitlabError
+from digitlab.figures import FigureLogger, figure_callbacks
+from digitlab.train import train
+
+DATA = {f"figures/data/samples_{s}.png" for s in ("train", "val", "test")} | {
+    "figures/data/label_histogram.png"
+}
+PREDICTIONS = {
+    f"figures/predictions/{name}.png"
+    for name in ("confusion_matrix", "per_class_accuracy", "confident_mistakes", "probabilities")
+}
+STATS_COLUMNS = ["filter", "min", "max", "mean", "std"]
+
+
+def filters(layers: list[str], whens: list[str]) -> set[str]:
+    return {
+        f"figures/filters/{layer}_{kind}{when}.{ext}"
+        for layer in layers
+        for when in whens
+        for kind, ext in (("", "png"), ("stats_", "json"))
+    }
+
+
+def artifact_files(client: MlflowClient, run_id: str, path: str = "figures") -> set[str]:
+    """Every file below ``path`` in the run, recursively."""
+    files = set()
+    for item in client.list_artifacts(run_id, path):
+        files |= artifact_files(client, run_id, item.path) if item.is_dir else {item.path}
+    return files
+
+
+def run(make_cfg, tmp_path, *overrides: str) -> tuple[MlflowClient, str, dict]:
+    cfg = make_cfg("trainer.limit_train_batches=2", *overrides)
+    result = train(cfg, output_dir=tmp_path / "job")
+    return MlflowClient(cfg.logger.tracking_uri), result["run_id"], result
+
+
+def test_lenet_run_logs_exactly_the_documented_figures(make_cfg, tmp_path):
+    client, run_id, _ = run(make_cfg, tmp_path, "model=lenet")
+    expected = DATA | PREDICTIONS | filters(["conv1", "conv2"], ["init", "final"])
+    assert artifact_files(client, run_id) == expected
+
+
+def test_mlp_run_draws_first_layer_templates_every_n_epochs(make_cfg, tmp_path):
+    client, run_id, _ = run(
+        make_cfg, tmp_path, "model=mlp", "trainer.max_epochs=3", "figures.filters_every_n_epochs=1"
+    )
+    expected = DATA | PREDICTIONS | filters(["fc1"], ["init", "epoch1", "epoch2", "final"])
+    assert artifact_files(client, run_id) == expected
+
+
+@pytest.mark.parametrize("switch", ["figures.enabled=false", "figures=off"])
+def test_figures_off_logs_none(make_cfg, tmp_path, switch):
+    client, run_id, _ = run(make_cfg, tmp_path, "model=lenet_small", switch)
+    assert client.list_artifacts(run_id, "figures") == []
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_stats_table_loads_back_with_one_row_per_filter_and_the_layer(make_cfg, tmp_path):
+    client, run_id, _ = run(make_cfg, tmp_path, "model=lenet_small")  # 12 conv1 filters
+    local = client.download_artifacts(run_id, "figures/filters/conv1_stats_final.json", tmp_path)
+    table = json.loads(Path(local).read_text())
+    assert table["columns"] == STATS_COLUMNS
+    assert [row[0] for row in table["data"]] == [str(i) for i in range(12)] + ["all"]
+    for _, low, high, mean, std in table["data"]:
+        assert low <= mean <= high and std >= 0
+
+
+def test_kaggle_holdout_is_drawn_once_as_val_and_test(make_cfg, tmp_path):
+    client, run_id, _ = run(make_cfg, tmp_path, "data=kaggle", "model=mlp")
+    data = artifact_files(client, run_id, "figures/data")
+    assert data == {"figures/data/samples_train.png", "figures/data/samples_val.png",
+                    "figures/data/label_histogram.png"}
+
+
+def test_bad_figure_settings_fail_in_one_line():
+    with pytest.raises(DigitlabError, match=r"figures.filters_every_n_epochs=-1 .* >= 0"):
+        FigureLogger(filters_every_n_epochs=-1)
+    cfg = OmegaConf.create({"figures": {"enabled": True, "sample": 3}})
+    with pytest.raises(DigitlabError, match="unknown key"):
+        figure_callbacks(cfg)
