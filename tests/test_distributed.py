@@ -145,15 +145,3 @@ def test_more_gpus_than_the_machine_has_is_one_line(monkeypatch, accelerator):
     check_accelerator(accelerator, 1)  # trainer=ddp on one GPU
     check_accelerator("cpu", 2)  # two CPU processes
 
-
-def test_prepare_data_loads_before_the_ranks_set_up(make_cfg):
-    """Lightning calls prepare_data on one process per node first: downloads happen there once."""
-    cfg = make_cfg()
-    datamodule = build_datamodule(cfg)
-    calls = []
-    load = datamodule.load
-    datamodule.load = lambda: calls.append(1) or load()
-    datamodule.prepare_data()
-    assert calls == [1]
-    datamodule.setup("fit")  # the same process reuses what it decoded
-    assert calls == [1]

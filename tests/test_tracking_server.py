@@ -1,4 +1,5 @@
-"""Shared tracking: a real `mlflow server` (SQLite, served artifacts) receives a whole run."""
+"""Shared tracking: a real `mlflow server` (SQLite, served artifacts) receives a whole run:
+params, metrics, config, figures and checkpoint."""
 
 from __future__ import annotations
 
@@ -79,7 +80,9 @@ def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_p
     experiment = client.get_experiment_by_name("shared")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
     artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
-    assert {"config.yaml", "checkpoints"} <= artifacts
+    assert {"config.yaml", "checkpoints", "figures"} <= artifacts
+    figures = [a.path for a in client.list_artifacts(result["run_id"], "figures/predictions")]
+    assert "figures/predictions/confusion_matrix.png" in figures
     assert not Path(cfg.logger.artifact_location).exists()
 
     # The checkpoint went through the server into its artifact store, and loads back.

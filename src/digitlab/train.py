@@ -194,6 +194,9 @@ def train(
     module = build_module(cfg)
     log_cfg = cfg.logger
     client = tracking.open_client(log_cfg.tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(
+        client, log_cfg.experiment_name, tracking.artifact_root(log_cfg)
+    )
     resume: Resume | None = None
     if target := cfg.get("resume"):
         resume = find_resume(target, client, output_dir / "resume")
@@ -204,28 +207,25 @@ def train(
     # refreshes `save_last` only in epochs where the monitored score improves.)
     latest = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
     stamp = StampRunId()
-    # The Trainer comes before the MLflow run: under DDP every process runs this function, and
-    # the Trainer reads this process's global rank from the launcher (Lightning's re-run of the
-    # command, SLURM, torchrun). Rank 0 alone creates and records the run.
     trainer = build_trainer(
         cfg,
         [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp, *figure_callbacks(cfg)],
         output_dir,
     )
+    # Under DDP every process runs this function; the Trainer has read this process's global
+    # rank from the launcher (Lightning's re-run of the command, SLURM, torchrun), and rank 0
+    # alone creates and records the MLflow run.
     check_launcher(trainer)
     owner = trainer.is_global_zero
 
     name = log_cfg.run_name or tracking.run_name(choices, cfg.seed)
-    run_id = None
-    if resume and resume.run_id:  # continue the interrupted run: one run, one history
+    if not owner:
+        run_id = None
+    elif resume and resume.run_id:  # continue the interrupted run: one run, one history
         run_id = resume.run_id
         name = client.get_run(run_id).info.run_name
-        if owner:
-            client.update_run(run_id, status="RUNNING")
-    elif owner:
-        experiment_id = tracking.get_or_create_experiment(
-            client, log_cfg.experiment_name, tracking.artifact_root(log_cfg)
-        )
+        client.update_run(run_id, status="RUNNING")
+    else:
         tags = {f"choice.{group}": str(option) for group, option in choices.items()}
         if commit := tracking.git_commit(project_root()):
             tags["mlflow.source.git.commit"] = commit
@@ -259,14 +259,18 @@ def train(
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
             status = "KILLED"
-            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path) if owner else []
+            if not owner:
+                raise
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
             name_of = caught.signal.name if caught.signal else "an exit request"
             raise Interrupted(
                 f"{name_of} stopped training; run {run_id} is KILLED; {_resume_message(run_id, logged)}",
                 signum=caught.signal or 2,
             ) from None
         except NonFiniteLoss as e:
-            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path) if owner else []
+            if not owner:
+                raise
+            logged = tracking.log_checkpoints(client, run_id, latest.best_model_path)
             kept = f"last good checkpoint {logged[0]}" if logged else "no checkpoint was saved yet"
             raise NonFiniteLoss(f"{e}; run {run_id} is FAILED, {kept}") from None
         finally:

@@ -96,11 +96,6 @@ class DigitDataModule(L.LightningDataModule):
             self.raw["test"] = self.raw["val"]
         return self.raw
 
-    def prepare_data(self) -> None:
-        # Lightning runs this on one process per node before setup() runs on every rank, so a
-        # missing file is downloaded once, not by every DDP process at the same time.
-        self.split()
-
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
