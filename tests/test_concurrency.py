@@ -29,7 +29,7 @@ def test_eight_jobs_share_one_new_sqlite_store(data_root, tmp_path):
         for seed in range(JOBS)
     ]
     for process in processes:
-        out, err = process.communicate(timeout=900)
+        out, err = process.communicate(timeout=1800)
         assert process.returncode == 0, out + err
 
     client = MlflowClient(f"sqlite:///{db}")
