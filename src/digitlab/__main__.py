@@ -34,20 +34,21 @@ def _report(result: dict, tracking_uri: str) -> None:
 def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from digitlab.checks import check_config
+    from digitlab.preflight import preflight
 
     try:
-        check_config(cfg)  # before torch is imported: bad values answer at once
+        data = preflight(cfg)  # config, store and data files, before torch is imported
         from digitlab.train import train  # imports torch and lightning (seconds)
 
         runtime = HydraConfig.get().runtime
-        result = train(cfg, output_dir=runtime.output_dir, choices=dict(runtime.choices))
+        result = train(cfg, output_dir=runtime.output_dir, choices=dict(runtime.choices), data=data)
     except DigitlabError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    _report(result, cfg.logger.tracking_uri)
+        print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
+        _report(result, cfg.logger.tracking_uri)
     return result["metrics"].get("val/acc")
 
 

@@ -37,11 +37,39 @@ RULES: list[tuple[str, Any, str]] = [
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
+    ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+     "null, an MLflow run id or a .ckpt path"),
 ]
+
+
+# Modules whose classes and functions a config may name in `_target_`. Hydra imports and calls
+# whatever `_target_` names, so a config (or a checkpoint's saved config) naming anything else,
+# e.g. `model._target_=os.system`, is refused rather than run.
+TARGET_PREFIXES = ("digitlab.", "torch.optim.")
+
+
+def check_targets(config: Any, path: str = "") -> None:
+    """Raise DigitlabError if any ``_target_`` in ``config`` (a DictConfig or plain dict) names
+    something outside :data:`TARGET_PREFIXES`."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=False)
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(TARGET_PREFIXES):
+            raise DigitlabError(
+                f"{path}_target_={target} is not allowed: a config may only name classes and "
+                f"functions under {', '.join(TARGET_PREFIXES)} (pick an option of the group instead)"
+            )
+        for key, value in config.items():
+            check_targets(value, f"{path}{key}.")
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            check_targets(value, f"{path}{i}.")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise DigitlabError for the first value that cannot work."""
+    check_targets(cfg)
     for key, test, wanted in RULES:
         value = OmegaConf.select(cfg, key, default="__absent__")
         if isinstance(value, str) and value == "__absent__":

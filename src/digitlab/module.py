@@ -24,6 +24,8 @@ class DigitClassifier(L.LightningModule):
         config: the resolved run config as plain values; kept in the checkpoint's hyperparameters
             as the recipe to rebuild ``net`` (objects are never pickled into a checkpoint, so every
             checkpoint loads with ``torch.load(..., weights_only=True)``).
+        scheduler: factory taking the optimizer (a Hydra ``_partial_`` LR scheduler, stepped once
+            per epoch), or None for a constant learning rate.
     """
 
     def __init__(
@@ -32,11 +34,14 @@ class DigitClassifier(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         config: dict[str, Any] | None = None,
         num_classes: int = 10,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        # logger=False: train() logs the flat config as params itself (once; resumes may change it).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         # validate_args=False: inputs are checked once by the data readers, not on every step.
         # Keyed "<stage>_acc": a ModuleDict key may not shadow nn.Module.train.
         self.accuracy = nn.ModuleDict(
@@ -86,5 +91,8 @@ class DigitClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,12 +22,25 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
 
 
+def is_server(tracking_uri: str) -> bool:
+    """True for a tracking server (``http(s)://``), which stores artifacts where it decides."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def artifact_root(logger_cfg) -> str | None:
+    """``logger.artifact_location`` for a local store; None (the server's choice) for a server."""
+    return None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
+
+
 def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1.
 
     ``digitlab-ui`` alone serves the project's store (``default_uri``, by default the logger
-    config's); any other store is named with ``--backend-store-uri``.
+    config's); any other store is named with ``--backend-store-uri``. A tracking server is its
+    own UI.
     """
+    if is_server(tracking_uri):
+        return f"open {tracking_uri} in a browser (the server is the UI)"
     if default_uri is None:
         from digitlab.ui import default_tracking_uri
 
@@ -54,6 +70,27 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         return experiment.experiment_id
 
 
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, in one line, when an http(s) tracking server does not answer.
+
+    MLflow's own client retries a dead server with back-off for minutes before it gives up.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise DigitlabError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({reason}): start it, or set "
+            "logger.tracking_uri to a reachable server or a local sqlite:/// store"
+        ) from None
+
+
 def open_client(tracking_uri: str):
     """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first."""
     from mlflow.tracking import MlflowClient
@@ -66,7 +103,31 @@ def open_client(tracking_uri: str):
                 f"cannot create the MLflow store folder {db.parent} ({e.strerror}): "
                 "set logger.tracking_uri to a writable place"
             ) from None
-    return MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    if db is not None:
+        _first_contact(client, db)
+    return client
+
+
+def _first_contact(client, db: Path) -> None:
+    """Open the SQLite store under an exclusive file lock.
+
+    MLflow creates the tables of a new store on first contact, unguarded: jobs of a parallel
+    sweep starting together on a new store race and fail with "table already exists". After
+    that, MLflow's own 20 s SQLite busy timeout serialises writers (checked with 8 processes in
+    tests/test_concurrency.py). The store object is cached per process, so this runs once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        client.search_experiments(max_results=1)
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_name(choices: Mapping[str, Any], seed: int) -> str:
@@ -104,8 +165,47 @@ def git_commit(folder: Path) -> str | None:
 
 
 def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
-    from mlflow.entities import Param
+    """Log the flat config; a resumed run keeps the values it has and tags what changed."""
+    from mlflow.entities import Param, RunTag
 
-    items = [Param(k, v[:6000]) for k, v in params.items()]
+    params = {k: v[:6000] for k, v in params.items()}
+    logged = client.get_run(run_id).data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    if changed:  # MLflow params are write-once; a resume may legitimately raise max_epochs
+        note = "; ".join(f"{k}: {logged[k]} -> {v}" for k, v in changed.items())
+        client.log_batch(run_id, tags=[RunTag("digitlab.resume_changes", note[:5000])])
+    items = [Param(k, v) for k, v in params.items() if k not in logged]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_checkpoints(client, run_id: str, *paths: str | Path | None) -> list[str]:
+    """Log the checkpoint files that exist under the run's ``checkpoints/``; returns their paths."""
+    logged = []
+    for path in paths:
+        if path and Path(path).is_file():
+            client.log_artifact(run_id, str(path), "checkpoints")
+            logged.append(str(path))
+    return logged
+
+
+def sweep_tags() -> dict[str, str]:
+    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
+
+    The parent id comes from ``digitlab.sweep.PARENT_ENV``, set by the sweep callback; the job's
+    overrides are kept so the sweep summary can tabulate what each job changed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from digitlab.sweep import PARENT_ENV
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    return {
+        "mlflow.parentRunId": parent,
+        "digitlab.job_num": str(job.num),
+        "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
+    }

@@ -45,6 +45,8 @@ class DigitDataModule(L.LightningDataModule):
         val_size: validation holdout from the training rows: int = count, float = fraction.
         test_size: separate test holdout for sources without a test set; None tests on ``val``.
         resize: side of the square the model sees (28, or 32 for LeNet-5).
+        augment: applied to every training batch on its device, ``augment(x, fill=background)``
+            (e.g. ``digitlab.data.augment.RandomAffine``); None trains on the images as they are.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class DigitDataModule(L.LightningDataModule):
         std: float = 1.0,
         resize: int = 28,
         seed: int = 0,
+        augment: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.load = load
@@ -66,6 +69,7 @@ class DigitDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.scale, self.mean, self.std, self.resize = scale, mean, std, resize
         self.seed = seed
+        self.augment = augment
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
 
@@ -114,6 +118,12 @@ class DigitDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        x, y = batch
+        return self.augment(x, fill=-self.mean / self.std), y  # fill: a black pixel, normalised
 
     def predict_dataloader(self) -> TensorBatches:
         return self._batches("test", self.eval_batch_size, shuffle=False)

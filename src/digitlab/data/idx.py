@@ -9,11 +9,14 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    import torch
 
 _UBYTE = 0x08  # IDX type code of unsigned bytes: the only type MNIST uses
 
@@ -50,6 +53,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+# torch is imported only once a file has passed its checks: a bad file answers in a fraction of a
+# second instead of after the seconds torch takes to import.
+
+
 def read_images(path: Path, size: int = 28) -> torch.Tensor:
     """uint8 images (N, size, size) from an IDX3 file."""
     array = read_idx(path)
@@ -58,6 +65,8 @@ def read_images(path: Path, size: int = 28) -> torch.Tensor:
             f"{path} holds arrays of shape {array.shape[1:]}, not {size}x{size} images: "
             "is it an MNIST image file (…-images-idx3-ubyte)?"
         )
+    import torch
+
     return torch.from_numpy(array.copy())
 
 
@@ -71,6 +80,8 @@ def read_labels(path: Path) -> torch.Tensor:
         )
     if array.size and array.max() > 9:
         raise DigitlabError(f"{path} has a label {int(array.max())} outside 0-9: the file is corrupt")
+    import torch
+
     return torch.from_numpy(array.astype(np.int64))
 
 

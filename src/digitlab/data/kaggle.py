@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    import torch
 
 PIXELS = [f"pixel{i}" for i in range(784)]
 TRAIN_HEADER = ["label", *PIXELS]
@@ -32,7 +35,7 @@ def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, to
         if labelled and header == PIXELS:
             raise DigitlabError(
                 f"{path} has no label column (it looks like Kaggle's test.csv): "
-                "training needs train.csv (label,pixel0,...,pixel783)"
+                "training needs train.csv (label,pixel0,...,pixel783), e.g. data.source.file=train.csv"
             )
         raise DigitlabError(
             f"{path} has header {','.join(header[:3])}... with {len(header)} columns: expected "
@@ -49,15 +52,20 @@ def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, to
     if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
         row, col = np.argwhere((pixels < 0) | (pixels > 255))[0]
         raise DigitlabError(
-            f"{path} line {row + 2}: pixel{col} = {pixels[row, col]} is outside 0-255"
+            f"{path} line {row + 2}: pixel{col} = {pixels[row, col]} is outside 0-255: "
+            "fix or delete that row"
         )
+    labels = values[:, 0] if labelled else None
+    if labelled and labels.size and (labels.min() < 0 or labels.max() > 9):
+        row = int(np.argmax((labels < 0) | (labels > 9)))
+        raise DigitlabError(
+            f"{path} line {row + 2}: label {labels[row]} is outside 0-9: fix or delete that row"
+        )
+    import torch  # only once the file has passed its checks (torch takes seconds to import)
+
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
     if not labelled:
         return images, None
-    labels = values[:, 0]
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        row = int(np.argmax((labels < 0) | (labels > 9)))
-        raise DigitlabError(f"{path} line {row + 2}: label {labels[row]} is outside 0-9")
     return images, torch.from_numpy(labels.astype(np.int64))
 
 
@@ -74,11 +82,13 @@ def _check_cells(path: Path, frame, width: int) -> None:
             row = int(np.argmax(missing.to_numpy()))
             raise DigitlabError(
                 f"{path} line {row + 2} is short: column {column} is empty "
-                f"(every row needs {width} cells)"
+                f"(every row needs {width} cells); complete or delete that row"
             )
         numbers = pd.to_numeric(series, errors="coerce")
-        bad = numbers.isna() | (numbers != numbers.round())
-        row = int(np.argmax(bad.to_numpy()))
+        bad = (numbers.isna() | (numbers != numbers.round())).to_numpy()
+        if not bad.any():  # whole numbers written as floats (e.g. "3.0") are fine
+            continue
+        row = int(np.argmax(bad))
         raise DigitlabError(
-            f"{path} line {row + 2}: {column} = '{series.iloc[row]}' is not an integer"
+            f"{path} line {row + 2}: {column} = '{series.iloc[row]}' is not an integer: fix that cell"
         )

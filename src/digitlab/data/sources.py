@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from digitlab.data.download import MNIST_FILES, download_mnist, locate, missing_files
 from digitlab.data.idx import read_images, read_labels
 from digitlab.data.kaggle import read_kaggle_csv
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:  # loading and validating a file needs no torch until it is valid
+    import torch
 
 
 @dataclass
@@ -32,6 +34,11 @@ def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | Non
     missing = missing_files(raw_dir)
     if missing and download:
         download_mnist(raw_dir, mirrors)
+    elif missing and not raw_dir.is_dir():
+        raise DigitlabError(
+            f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
+            "folder holding MNIST/raw/, or set data.source.download=true"
+        )
     elif missing:
         raise DigitlabError(
             f"MNIST files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
@@ -47,9 +54,12 @@ def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | Non
 
 
 def load_kaggle(root: str | Path, file: str = "train.csv") -> DigitData:
-    """Kaggle's labelled ``<root>/digit-recognizer/train.csv``; it has no test labels."""
+    """Kaggle's labelled ``<root>/digit-recognizer/<file>`` (``file`` may be an absolute path).
+
+    Kaggle's test.csv has no labels, so the training file must be a train.csv-style file.
+    """
     folder = Path(root).expanduser() / "digit-recognizer"
-    if not folder.is_dir():
+    if not Path(file).is_absolute() and not folder.is_dir():
         raise DigitlabError(
             f"data folder {folder} does not exist: put Kaggle's train.csv there or point "
             "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"

@@ -1,0 +1,145 @@
+"""Loading checkpoints safely: weights-only unpickling, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+# Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
+# checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
+RUN_ID_KEY = "digitlab_run_id"
+# MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
+CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, read on the CPU with ``torch.load(weights_only=True)``.
+
+    Never unpickles code: a file holding anything but tensors and plain values is refused.
+    Raises DigitlabError, in one line, for a missing, corrupt, truncated or foreign file.
+    """
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage errors
+        if "Unsupported global" in str(e):  # a pickled class or function, not corrupt bytes
+            raise DigitlabError(
+                f"{path} holds Python objects, not only tensors and plain values; refused for "
+                "safety (checkpoints load with weights_only=True): use a checkpoint digitlab wrote"
+            ) from None
+        raise DigitlabError(
+            f"{path} is not a readable checkpoint: it is corrupt or truncated "
+            f"({type(e).__name__}); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
+        ) from None
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise DigitlabError(
+            f"{path} is not a Lightning checkpoint (it has no state_dict): use a .ckpt file "
+            "written by digitlab training"
+        )
+    return dict(checkpoint)
+
+
+def net_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The network's own weights: a LightningModule state_dict's ``net.*`` entries, unprefixed."""
+    if any(k.startswith("net.") for k in state_dict):
+        return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
+    return dict(state_dict)
+
+
+def load_net_weights(net, state_dict: Mapping[str, Any], source: str | Path = "the checkpoint") -> None:
+    """Load ``state_dict`` (a module's or a network's) into ``net``, strictly.
+
+    Raises DigitlabError naming the first mismatch when the checkpoint was written for another
+    architecture (other layer sizes, other layers), instead of PyTorch's multi-line report.
+    """
+    weights = net_state_dict(state_dict)
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        if shapes:
+            k = shapes[0]
+            detail = f"{k} is {list(weights[k].shape)} there but {list(own[k].shape)} here"
+        elif missing:
+            detail = f"it lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        else:
+            detail = f"it has extra {unexpected[0]}"
+        raise DigitlabError(
+            f"{source} was saved from another architecture than {type(net).__name__} configured "
+            f"here ({detail}): choose the model it was trained with (see its config.yaml) or "
+            "another checkpoint"
+        )
+    net.load_state_dict(weights)
+
+
+def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resolved run config saved in a digitlab checkpoint (the recipe to rebuild its net)."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    config = hparams.get("config") if isinstance(hparams, Mapping) else None
+    return dict(config) if isinstance(config, Mapping) else None
+
+
+@dataclass
+class Resume:
+    """Where training continues from: a checkpoint, its MLflow run (if it is in this store) and the
+    folder its ModelCheckpoint wrote to (reused, so the best-so-far score carries over)."""
+
+    path: Path
+    run_id: str | None
+    dirpath: Path | None
+
+
+def _checkpoint_dir(checkpoint: Mapping[str, Any]) -> Path | None:
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
+            dirpath = state.get("dirpath")
+            if dirpath and Path(dirpath).is_dir():
+                return Path(dirpath)
+    return None
+
+
+def find_resume(target: str, client, download_dir: Path) -> Resume:
+    """Resolve ``resume=<target>``: a ``.ckpt`` path, or an MLflow run id in ``client``'s store.
+
+    A run id resumes from the run's ``last.ckpt``: the local file when it is still there, else
+    the copy logged as the run's artifact (downloaded into ``download_dir``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    path = Path(str(target)).expanduser()
+    if path.is_file() or path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path)
+        run_id = checkpoint.get(RUN_ID_KEY)
+        if run_id:
+            try:
+                client.get_run(run_id)
+            except MlflowException:  # written by a run of another store: start a new run here
+                run_id = None
+        return Resume(path, run_id, _checkpoint_dir(checkpoint))
+    try:
+        run = client.get_run(str(target))
+    except MlflowException:
+        raise DigitlabError(
+            f"resume={target} is neither a checkpoint file nor a run in {client.tracking_uri}: "
+            "give a .ckpt path or a run id shown by the MLflow UI"
+        ) from None
+    local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
+    if not local.is_file():
+        try:
+            local = Path(client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(download_dir)))
+        except (MlflowException, OSError):
+            raise DigitlabError(
+                f"run {target} has no last.ckpt to resume from (it stopped before its first "
+                "epoch ended): start it again without resume="
+            ) from None
+    checkpoint = load_checkpoint(local)
+    return Resume(local, run.info.run_id, _checkpoint_dir(checkpoint))

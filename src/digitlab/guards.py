@@ -1,0 +1,99 @@
+"""What keeps a run's work safe: stop on a non-finite loss, signals as interrupts, run-stamped checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from digitlab.checkpoints import RUN_ID_KEY
+from digitlab.errors import DigitlabError
+
+
+class NonFiniteLoss(DigitlabError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training, naming the first step whose loss was NaN or infinite.
+
+    Every step only records (on the device, without waiting for it) the first non-finite step;
+    the host reads that record every ``check_every_n_steps`` steps and at the last batch of each
+    epoch, so a GPU is synchronised rarely. Checking before the epoch's validation means the
+    end-of-epoch checkpoint is never written from diverged weights: the last one saved is good.
+    Lightning's ``detect_anomaly`` would also catch it, but checks every operation (slow), and
+    EarlyStopping's ``check_finite`` only sees the epoch-level metric after validation.
+    """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        step = trainer.global_step  # optimizer steps so far, counting this one
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad == 0)
+        self._first_bad = torch.where(bad, step, self._first_bad)
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if last_of_epoch or step % self.check_every_n_steps == 0:
+            first = int(self._first_bad.item())
+            if first:
+                raise NonFiniteLoss(
+                    f"the training loss became non-finite (NaN or inf) at step {first} "
+                    f"(epoch {trainer.current_epoch}): lower optimizer.lr, or check the data "
+                    "scaling (data.scale, data.mean, data.std)"
+                )
+
+
+class StampRunId(L.Callback):
+    """Writes the MLflow run id into every checkpoint, so ``resume=<file>`` finds its run."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if self.run_id:
+            checkpoint[RUN_ID_KEY] = self.run_id
+
+
+@dataclass
+class Caught:
+    """The signal that interrupted the block, if any (``signal.Signals``)."""
+
+    signal: signal.Signals | None = None
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[Caught]:
+    """Within the block SIGTERM behaves as Ctrl-C: a KeyboardInterrupt, which Lightning answers
+    with a graceful shutdown. The signal received is recorded for the exit status.
+
+    Lightning registers its own SIGTERM notifier during ``fit`` and calls this handler after it.
+    """
+    caught = Caught()
+
+    def interrupt(signum: int, frame) -> None:
+        if caught.signal is None:
+            caught.signal = signal.Signals(signum)
+            raise KeyboardInterrupt
+        # a second signal while shutting down is ignored: the first one is being honoured
+
+    try:
+        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. a thread-based launcher): leave signals alone
+        yield caught
+        return
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

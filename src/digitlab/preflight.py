@@ -1,0 +1,29 @@
+"""Input checks that answer before torch and Lightning are imported (they take seconds to load)."""
+
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from digitlab import tracking
+from digitlab.checks import check_config
+from digitlab.data.sources import DigitData
+from digitlab.errors import DigitlabError
+
+
+def preflight(cfg: DictConfig) -> DigitData:
+    """Check the config values, the tracking server and the data files; return the decoded data.
+
+    Raises DigitlabError at the first problem, before any MLflow run exists. The data readers
+    validate with numpy and import torch only once the files have passed, so every bad-input
+    case except a missing GPU and a bad checkpoint answers without importing torch.
+    """
+    check_config(cfg)
+    tracking.check_reachable(cfg.logger.tracking_uri)
+    try:
+        return instantiate(cfg.data.source)
+    except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
+        if isinstance(e.__cause__, DigitlabError):
+            raise e.__cause__ from None
+        raise

@@ -1,0 +1,206 @@
+"""Groups a Hydra multirun in MLflow: one parent run per sweep, every job its child.
+
+Registered under ``hydra.callbacks`` in ``conf/config.yaml``. Hydra builds callbacks at start-up,
+so this module imports only Hydra and OmegaConf; MLflow and matplotlib load when a sweep starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Jobs learn their parent from the environment: launchers that run jobs in this process (basic),
+# in worker processes started after this callback (joblib's loky workers) or in fresh processes
+# (submitit) all inherit it, where a value in memory would not reach them.
+PARENT_ENV = "DIGITLAB_PARENT_RUN_ID"
+SUMMARY_METRICS = (
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "train/acc",
+    "train/loss",
+    "train/samples_per_sec",
+)
+
+
+def sweep_settings(config: DictConfig) -> dict[str, Any]:
+    """What defines the sweep: its command-line overrides and the sweeper's own search space."""
+    hydra_cfg = config.hydra
+    sweeper = OmegaConf.to_container(hydra_cfg.sweeper, resolve=False)
+    return {
+        "overrides": list(hydra_cfg.overrides.task),
+        "sweeper": sweeper.get("_target_", "?").rsplit(".", 1)[-1],
+        "sweeper_params": sweeper.get("params") or {},
+        "launcher": OmegaConf.select(hydra_cfg, "launcher._target_", default="?").rsplit(".", 1)[
+            -1
+        ],
+    }
+
+
+class MlflowSweep(Callback):
+    """Parent MLflow run for a multirun, with a summary table and plot when it ends.
+
+    Args:
+        target: the metric the summary plot shows against every swept value.
+    """
+
+    def __init__(self, target: str = "val/acc") -> None:
+        self.target = target
+        self.parent_id: str | None = None
+        self.tracking_uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from digitlab import tracking
+
+        logger_cfg = config.logger
+        client = tracking.open_client(logger_cfg.tracking_uri)
+        experiment_id = tracking.get_or_create_experiment(
+            client, logger_cfg.experiment_name, logger_cfg.artifact_location
+        )
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        settings = sweep_settings(config)
+        program = Path(sys.argv[0]).name
+        program = "python -m digitlab" if program == "__main__.py" else program
+        command = " ".join([program, shlex.join(sys.argv[1:])])
+        sweep_id = f"{sweep_dir.parent.name}/{sweep_dir.name}"  # e.g. 2026-11-20/23-59-01
+        tags = {
+            "digitlab.sweep_id": sweep_id,
+            "digitlab.sweep_dir": str(sweep_dir),
+            "digitlab.command": command,
+            "mlflow.note.content": f"Sweep: `{command}`",
+        }
+        run = client.create_run(
+            experiment_id, run_name="sweep-" + sweep_id.replace("/", "-"), tags=tags
+        )
+        self.parent_id, self.tracking_uri = run.info.run_id, logger_cfg.tracking_uri
+        params = {
+            "sweep.overrides": " ".join(settings["overrides"]),
+            "sweep.sweeper": settings["sweeper"],
+            "sweep.launcher": settings["launcher"],
+        }
+        params.update({f"sweep.params.{k}": str(v) for k, v in settings["sweeper_params"].items()})
+        tracking.log_params(client, self.parent_id, params)
+        client.log_dict(self.parent_id, settings, "sweep.yaml")
+        os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._abandon)
+        log.info("MLflow parent run %s groups this sweep", self.parent_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        from digitlab import tracking
+
+        client = tracking.open_client(self.tracking_uri)
+        try:
+            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)))
+        finally:
+            client.set_terminated(self.parent_id, "FINISHED")
+            os.environ.pop(PARENT_ENV, None)
+            self.parent_id = None
+
+    def _abandon(self) -> None:
+        """The sweep died before on_multirun_end (a job raised, Ctrl-C): do not leave it RUNNING."""
+        if self.parent_id is not None:
+            from digitlab import tracking
+
+            tracking.open_client(self.tracking_uri).set_terminated(self.parent_id, "FAILED")
+            self.parent_id = None
+
+
+def child_rows(client, parent_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per child run (job number, status, overrides, final metrics) and the swept keys."""
+    run = client.get_run(parent_id)
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10_000
+    )
+    rows, keys = [], []
+    for child in children:
+        row: dict[str, Any] = {
+            "job": int(child.data.tags.get("digitlab.job_num", -1)),
+            "run_name": child.info.run_name,
+            "status": child.info.status,
+        }
+        for override in shlex.split(child.data.tags.get("digitlab.overrides", "")):
+            key, _, value = override.partition("=")
+            key = key.lstrip("+~")
+            row[key] = value
+            if key not in keys:
+                keys.append(key)
+        row.update({m: child.data.metrics.get(m) for m in SUMMARY_METRICS})
+        row["run_id"] = child.info.run_id
+        rows.append(row)
+    rows.sort(key=lambda r: r["job"])
+    return rows, keys
+
+
+def swept_keys(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The override keys whose value differs between jobs (the ones worth plotting)."""
+    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+
+
+def markdown_table(frame) -> str:
+    """A pipe table of a DataFrame, floats to 4 places (pandas' to_markdown needs tabulate)."""
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return ""
+        return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
+    """Log the children's table (CSV, markdown), the target-vs-values plot and Optuna's result."""
+    import pandas as pd
+
+    from digitlab.sweep_plot import plot_target_vs_values
+
+    rows, keys = child_rows(client, parent_id)
+    varied = swept_keys(rows, keys)
+    frame = pd.DataFrame(
+        rows, columns=["job", "run_name", "status", *keys, *SUMMARY_METRICS, "run_id"]
+    )
+    client.log_text(parent_id, frame.to_csv(index=False), "summary/jobs.csv")
+    # The markdown table is for reading: only the overrides that differ between jobs.
+    shown = ["job", "status", *varied, *SUMMARY_METRICS, "run_id"]
+    client.log_text(parent_id, markdown_table(frame[shown]), "summary/jobs.md")
+    figure = plot_target_vs_values(rows, varied or keys, target)
+    client.log_figure(parent_id, figure, "summary/target_vs_values.png")
+
+    metrics = {
+        "sweep/jobs": len(rows),
+        "sweep/finished": sum(r["status"] == "FINISHED" for r in rows),
+    }
+    scored = [r for r in rows if r.get(target) is not None]
+    if scored:
+        best = max(scored, key=lambda r: r[target])
+        metrics[f"best/{target}"] = best[target]
+        client.set_tag(parent_id, "digitlab.best_run_id", best["run_id"])
+    optuna_result = sweep_dir / "optimization_results.yaml"
+    if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
+        client.log_artifact(parent_id, str(optuna_result), "summary")
+        result = OmegaConf.to_container(OmegaConf.load(optuna_result))
+        if "best_value" in result:
+            metrics["optuna/best_value"] = float(result["best_value"])
+        best_params = {
+            f"optuna.best.{k}": str(v) for k, v in (result.get("best_params") or {}).items()
+        }
+        for key, value in best_params.items():
+            client.set_tag(parent_id, key, value)
+    for name, value in metrics.items():
+        client.log_metric(parent_id, name, float(value))

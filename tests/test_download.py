@@ -1,0 +1,86 @@
+"""Checksum-verified downloads against a local HTTP server on 127.0.0.1 (no internet needed)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitlab.data.download import download_mnist
+from digitlab.data.idx import write_idx
+from digitlab.errors import DigitlabError
+
+NAMES = ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A folder served at http://127.0.0.1:<port>/ for the test's duration, and its md5 table."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for i, name in enumerate(NAMES):
+        write_idx(served / name, np.arange(10 + i, dtype=np.uint8) % 10)
+    files = tuple((name, hashlib.md5((served / name).read_bytes()).hexdigest()) for name in NAMES)
+    handler = functools.partial(_Quiet, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served, files
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_good_download_is_verified_and_idempotent(mirror, tmp_path):
+    url, served, files = mirror
+    raw = tmp_path / "raw"
+    download_mnist(raw, [url], files)
+    for name, _ in files:
+        assert (raw / name).read_bytes() == (served / name).read_bytes()
+    for name in NAMES:
+        (served / name).unlink()  # a second call must not fetch anything
+    download_mnist(raw, [url], files)
+
+
+def test_wrong_checksum_deletes_the_file_and_says_so(mirror, tmp_path):
+    url, _, files = mirror
+    raw = tmp_path / "raw"
+    wrong = ((files[0][0], "0" * 32), files[1])
+    with pytest.raises(DigitlabError, match="checksum mismatch, partial file deleted") as e:
+        download_mnist(raw, [url], wrong)
+    assert files[0][0] in str(e.value) and str(raw) in str(e.value)
+    assert not (raw / files[0][0]).exists()
+    assert (raw / files[1][0]).exists()  # the good file stays
+
+
+def test_file_missing_on_the_mirror(mirror, tmp_path):
+    url, served, files = mirror
+    (served / NAMES[1]).unlink()
+    with pytest.raises(DigitlabError, match=f"MNIST files missing in .*{NAMES[1]}.*File not found"):
+        download_mnist(tmp_path / "raw", [url], files)
+    assert not (tmp_path / "raw" / NAMES[1]).exists()
+
+
+def test_offline_names_the_folder_and_files(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: connection refused, like offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = tmp_path / "raw"
+    files = tuple((name, "0" * 32) for name in NAMES)
+    with pytest.raises(DigitlabError) as e:
+        download_mnist(raw, [f"http://127.0.0.1:{port}/"], files)
+    message = str(e.value)
+    assert str(raw) in message and all(name in message for name in NAMES)
+    assert "refused" in message.lower()
+    assert not any(Path(raw).glob("*.gz"))

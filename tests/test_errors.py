@@ -1,0 +1,234 @@
+"""Every bad input, through the real command line: one line naming problem and fix, exit 1,
+no stack trace, and no MLflow run left behind (docs/errors.md lists the same cases)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_kaggle, write_mnist
+from digitlab.data.idx import write_idx
+
+RAW = "MNIST/raw"
+CSV = "digit-recognizer/train.csv"
+
+
+def _damage_idx_gz(root: Path, name: str, payload: bytes) -> None:
+    (root / RAW / name).write_bytes(gzip.compress(payload))
+
+
+def _replace_csv_line(root: Path, line_no: int, edit) -> None:
+    """Apply ``edit(cells) -> cells`` to 1-based line ``line_no`` of the tiny train.csv."""
+    path = root / CSV
+    lines = path.read_bytes().decode().split("\r\n")
+    lines[line_no - 1] = ",".join(edit(lines[line_no - 1].split(",")))
+    path.write_bytes("\r\n".join(lines).encode())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# id -> (how to damage a fresh copy of the tiny data root, overrides, expected message fragments)
+CASES: dict[str, tuple] = {
+    "data folder missing": (
+        lambda r: shutil.rmtree(r / "MNIST"), ["data.source.download=false"],
+        ["data folder", "MNIST/raw does not exist", "DIGITLAB_DATA"]),
+    "kaggle folder missing": (
+        lambda r: shutil.rmtree(r / "digit-recognizer"), ["data=kaggle"],
+        ["digit-recognizer does not exist", "DIGITLAB_DATA"]),
+    "one IDX file missing": (
+        lambda r: (r / RAW / "t10k-labels-idx1-ubyte.gz").unlink(), ["data.source.download=false"],
+        ["MNIST files missing", "t10k-labels-idx1-ubyte.gz", "copy them there"]),
+    "truncated gz": (
+        lambda r: (r / RAW / "train-images-idx3-ubyte.gz").write_bytes(
+            (r / RAW / "train-images-idx3-ubyte.gz").read_bytes()[:500]), [],
+        ["train-images-idx3-ubyte.gz is not a readable gzip file", "download it again"]),
+    "wrong IDX magic": (
+        lambda r: _damage_idx_gz(r, "train-labels-idx1-ubyte.gz", b"\x00\x00\x0d\x01" + bytes(8)), [],
+        ["wrong IDX magic number", "is it an MNIST file"]),
+    "image/label count mismatch": (
+        lambda r: write_idx(r / RAW / "train-labels-idx1-ubyte.gz", np.zeros(239, np.uint8)), [],
+        ["holds 240 images but train-labels-idx1-ubyte.gz holds 239 labels", "replace it"]),
+    "image size not 28x28": (
+        lambda r: write_idx(r / RAW / "t10k-images-idx3-ubyte.gz", np.zeros((80, 32, 32), np.uint8)), [],
+        ["not 28x28 images", "MNIST image file"]),
+    "kaggle wrong header": (
+        lambda r: _replace_csv_line(r, 1, lambda c: ["digit", *c[1:]]), ["data=kaggle"],
+        ["has header digit,pixel0,pixel1", "expected label,pixel0,pixel1"]),
+    "kaggle short row": (
+        lambda r: _replace_csv_line(r, 5, lambda c: c[:400]), ["data=kaggle"],
+        ["line 5", "every row needs 785"]),
+    "kaggle non-numeric cell": (
+        lambda r: _replace_csv_line(r, 7, lambda c: [*c[:10], "x", *c[11:]]), ["data=kaggle"],
+        ["line 7: pixel9 = 'x' is not an integer", "fix that cell"]),
+    "kaggle pixel outside 0-255": (
+        lambda r: _replace_csv_line(r, 3, lambda c: [c[0], "300", *c[2:]]), ["data=kaggle"],
+        ["line 3: pixel0 = 300 is outside 0-255", "fix or delete that row"]),
+    "kaggle label outside 0-9": (
+        lambda r: _replace_csv_line(r, 4, lambda c: ["12", *c[1:]]), ["data=kaggle"],
+        ["line 4: label 12 is outside 0-9", "fix or delete that row"]),
+    "test.csv given for training": (
+        None, ["data=kaggle", "data.source.file=test.csv"],
+        ["has no label column (it looks like Kaggle's test.csv)", "data.source.file=train.csv"]),
+    "wrong value type (lr)": (None, ["optimizer.lr=abc"], ["optimizer.lr='abc' is invalid", "a number > 0"]),
+    "wrong value type (batch size)": (
+        None, ["data.batch_size=1.5"], ["data.batch_size=1.5 is invalid", "an integer >= 1"]),
+    "negative lr": (None, ["optimizer.lr=-0.1"], ["optimizer.lr=-0.1 is invalid", "a number > 0"]),
+    "batch size 0": (None, ["data.batch_size=0"], ["data.batch_size=0 is invalid", "an integer >= 1"]),
+    "val fraction outside (0, 1)": (
+        None, ["data.val_size=1.5"], ["data.val_size=1.5 is invalid", "a fraction in (0, 1)"]),
+    "unreachable tracking URI": (
+        None, ["logger.tracking_uri=http://127.0.0.1:{port}"],
+        ["MLflow tracking server http://127.0.0.1:", "is unreachable", "logger.tracking_uri"]),
+    "config naming code to run": (
+        None, ["model._target_=os.system"], ["model._target_=os.system is not allowed"]),
+    "unknown key added with +": (
+        None, ["+optimizer.lrr=1"], ["cannot build the model or optimizer", "'lrr'"]),
+    "trainer setting Lightning rejects": (
+        None, ["trainer.precision=banana"], ["Lightning rejects the trainer settings", "trainer.*"]),
+    "gpu without GPU": (
+        None, ["trainer.accelerator=gpu"], ["trainer.accelerator=gpu but PyTorch sees no CUDA GPU",
+                                            "trainer.accelerator=cpu"]),
+    "corrupt checkpoint": (
+        None, ["resume={corrupt_ckpt}"], ["is not a readable checkpoint", "corrupt or truncated"]),
+    "checkpoint of another architecture": (
+        None, ["resume={mlp_ckpt}"], ["was saved from another architecture than LeNet",
+                                      "choose the model it was trained with"]),
+    "unknown run id to resume": (
+        None, ["resume=0123456789abcdef0123456789abcdef"],
+        ["resume=0123456789abcdef0123456789abcdef is neither a checkpoint file nor a run"]),
+}
+# Hydra's own composition errors: short, no trace, the valid options listed.
+HYDRA_CASES = {
+    "unknown config option": (["model=resnet"], ["Could not find 'model/resnet'", "mlp"]),
+    "unknown config key": (["optimizer.lrr=1"], ["Could not override 'optimizer.lrr'"]),
+}
+
+
+def _checkpoints(folder: Path) -> dict[str, Path]:
+    import torch
+
+    from digitlab.models import MLP
+
+    net = MLP(hidden=[128, 64], activation="relu", input_size=28)
+    mlp = folder / "mlp.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, mlp)
+    corrupt = folder / "corrupt.ckpt"
+    corrupt.write_bytes(mlp.read_bytes()[:1000])
+    return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt}
+
+
+def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIGITLAB_DATA": str(data_root)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    base = [
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "data.val_size=40",
+        "trainer.enable_progress_bar=false", f"logger.tracking_uri=sqlite:///{store}",
+        f"logger.artifact_location={store.parent / 'artifacts'}", f"hydra.run.dir={cwd}",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "digitlab", *base, *overrides],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Run every case at once (one process per case, as many at a time as there are cores)."""
+    base = tmp_path_factory.mktemp("errors")
+    fills = {"port": _free_port(), **_checkpoints(base)}
+    jobs = {}
+    for case, (damage, overrides, _) in CASES.items():
+        folder = base / re.sub(r"\W+", "_", case)  # Hydra's override grammar rejects ( ) in paths
+        root = write_kaggle(write_mnist(folder / "data"))
+        if damage:
+            damage(root)
+        jobs[case] = ([o.format(**fills) for o in overrides], root, folder / "mlruns" / "mlflow.db", folder / "out")
+    for case, (overrides, _) in HYDRA_CASES.items():
+        folder = base / re.sub(r"\W+", "_", case)
+        jobs[case] = (overrides, base, folder / "mlruns" / "mlflow.db", folder / "out")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {case: pool.submit(run_cli, *job) for case, job in jobs.items()}
+        return {case: (f.result(), jobs[case][2]) for case, f in futures.items()}
+
+
+def _no_run_recorded(store: Path) -> bool:
+    if not store.exists():
+        return True
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return not client.search_runs(experiments)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_one_line_and_exit_1(outcomes, case):
+    result, store = outcomes[case]
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("digitlab: error: ")]
+    assert len(errors) == 1, output
+    print(errors[0])  # shown by `pytest -rP`: the source of docs/errors.md
+    for fragment in CASES[case][2]:
+        assert fragment in errors[0], errors[0]
+    assert _no_run_recorded(store)
+
+
+@pytest.mark.parametrize("case", list(HYDRA_CASES))
+def test_config_composition_errors_are_short_and_list_the_options(outcomes, case):
+    result, store = outcomes[case]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) <= 15
+    for fragment in HYDRA_CASES[case][1]:
+        assert fragment in result.stderr
+    assert not store.exists()
+
+
+def test_full_trace_on_request(data_root, tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "optimizer.lr=abc", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "DigitlabError" in result.stderr
+
+
+def test_data_errors_answer_without_importing_torch(tmp_path):
+    """The readers validate with numpy; torch (seconds to import) is loaded only for good files."""
+    root = write_mnist(tmp_path)
+    (root / RAW / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    code = (
+        "import sys\n"
+        "from digitlab.data.sources import load_mnist\n"
+        "from digitlab.errors import DigitlabError\n"
+        f"try:\n    load_mnist({str(root)!r}, download=False)\n"
+        "except DigitlabError:\n    print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+def test_a_saved_config_naming_other_code_is_refused():
+    from digitlab.checks import check_targets
+    from digitlab.errors import DigitlabError
+
+    check_targets({"model": {"_target_": "digitlab.models.MLP"}, "optimizer": {"_target_": "torch.optim.SGD"}})
+    with pytest.raises(DigitlabError, match="model.layers.0._target_=builtins.exec is not allowed"):
+        check_targets({"model": {"layers": [{"_target_": "builtins.exec"}]}})

@@ -1,0 +1,122 @@
+"""Ctrl-C and SIGTERM with real processes: run KILLED, last checkpoint logged, resume matches an
+uninterrupted run; a non-finite loss fails the run and keeps the last good checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import write_mnist
+from digitlab.errors import DigitlabError
+from digitlab.train import train
+
+# LeNet on 2 000 images: each epoch takes long enough (about a second) that the signal, sent as
+# soon as the first epoch's checkpoint appears, arrives well before the last of 4 epochs ends.
+TRAIN = [
+    "model=lenet", "trainer.max_epochs=4", "data.val_size=100", "data.batch_size=50",
+    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
+]
+
+
+def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "DIGITLAB_DATA": str(data_root)}
+    args = [
+        *TRAIN, f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}", f"hydra.run.dir={job_dir}",
+        *overrides,
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "digitlab", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    """Poll until ``path`` exists (the process writes it) or the process ends."""
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+
+
+def net_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
+    data_root = write_mnist(tmp_path / "data", n_train=2000)
+    whole = start([], data_root, store, tmp_path / "whole")
+    stopped = {sig: start([], data_root, store, tmp_path / sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, process in stopped.items():
+        wait_for(tmp_path / sig.name / "checkpoints" / "last.ckpt", process)
+        process.send_signal(sig)
+    client = MlflowClient(store["tracking_uri"])
+    run_ids = {}
+    for sig, process in stopped.items():
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 128 + sig, out + err
+        assert "Traceback" not in err
+        (line,) = [x for x in err.splitlines() if x.startswith("digitlab: interrupted: ")]
+        assert f"{sig.name} stopped training" in line and "KILLED" in line
+        run_id = line.split("run ")[1].split()[0]
+        run_ids[sig] = run_id
+        assert client.get_run(run_id).info.status == "KILLED"
+        assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    out, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, out + err
+
+    # Resume the Ctrl-C'd run by its id: the same MLflow run continues and finishes.
+    resumed = start([f"resume={run_ids[signal.SIGINT]}"], data_root, store, tmp_path / "resumed")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out + err
+    run = client.get_run(run_ids[signal.SIGINT])
+    assert run.info.status == "FINISHED"
+
+    (reference,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id not in run_ids.values()]
+    for name in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
+        assert run.data.metrics[name] == reference.data.metrics[name], name
+    ours = net_weights(tmp_path / "SIGINT" / "checkpoints" / "last.ckpt")
+    theirs = net_weights(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    history = client.get_metric_history(run.info.run_id, "val/acc")
+    assert len({m.step for m in history}) == 4  # every epoch's validation, none lost
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+    from digitlab.module import DigitClassifier
+
+    original = DigitClassifier.training_step
+
+    def diverge(self, batch, batch_idx):  # the loss turns NaN from the 10th step on (epoch 1)
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 9 else loss
+
+    monkeypatch.setattr(DigitClassifier, "training_step", diverge)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3")  # 200 training images: 7 steps per epoch
+    with pytest.raises(DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)") as e:
+        train(cfg, output_dir=tmp_path)
+    assert "is FAILED, last good checkpoint" in str(e.value)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
+    cfg = make_cfg("model=lenet_small", "trainer.max_epochs=2", "trainer.deterministic=true")
+    first = train(cfg, output_dir=tmp_path / "a")["metrics"]
+    second = train(cfg, output_dir=tmp_path / "b")["metrics"]
+    assert first.pop("train/samples_per_sec") > 0 and second.pop("train/samples_per_sec") > 0
+    assert first == second

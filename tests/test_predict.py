@@ -1,0 +1,81 @@
+"""Predictions from a run or a checkpoint: probabilities, the Kaggle submission, bad checkpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import N_TEST, REAL_DATA
+from digitlab.errors import DigitlabError
+from digitlab.predict import predict
+from digitlab.train import train
+
+
+@pytest.fixture
+def trained(make_cfg, tmp_path):
+    """A tiny LeNet trained on the tiny Kaggle set: (result, cfg)."""
+    cfg = make_cfg("data=kaggle", "model=lenet_small", "trainer.max_epochs=2")
+    return train(cfg, output_dir=tmp_path / "job", choices={"data": "kaggle"}), cfg
+
+
+def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tmp_path):
+    result, cfg = trained
+    out = predict(run_id=result["run_id"], data="kaggle", root=data_root,
+                  out=tmp_path / "probs.npy", tracking_uri=cfg.logger.tracking_uri)
+    probs = np.load(out["probabilities"])
+    assert probs.shape == (N_TEST, 10) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+
+    lines = out["submission"].read_text().splitlines()
+    assert lines[0] == "ImageId,Label" and len(lines) == N_TEST + 1
+    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]), strict=True)
+    assert list(ids) == list(range(1, N_TEST + 1))
+    assert list(labels) == probs.argmax(1).tolist()
+    client = MlflowClient(cfg.logger.tracking_uri)
+    logged = [a.path for a in client.list_artifacts(result["run_id"], "predictions")]
+    assert logged == ["predictions/submission.csv"]
+
+
+def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_root, tmp_path):
+    result, _ = trained
+    out = predict(checkpoint=result["best_checkpoint"], data="mnist", root=data_root,
+                  out=tmp_path / "p.csv")
+    table = np.loadtxt(out["probabilities"], delimiter=",", skiprows=1)
+    assert table.shape == (N_TEST, 10)
+    assert out["submission"] is None and 0 <= out["accuracy"] <= 1
+
+
+def test_wrong_architecture_checkpoint_is_one_line(trained, tmp_path):
+    result, _ = trained
+    checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["model"]["channels"] = [7, 9]
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    with pytest.raises(DigitlabError, match="do not fit the network") as caught:
+        predict(checkpoint=tmp_path / "edited.ckpt", data="mnist")
+    assert "\n" not in str(caught.value)
+
+
+def test_corrupt_checkpoint_fails_in_one_line_on_the_command_line(tmp_path):
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint at all")
+    done = subprocess.run(
+        [sys.executable, "-m", "digitlab.predict", "--checkpoint", str(tmp_path / "bad.ckpt")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("digitlab: error: ") and done.stderr.count("\n") == 1
+    assert "not a readable checkpoint" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
+def test_real_kaggle_test_csv_gives_28000_rows(trained, tmp_path):
+    result, _ = trained
+    out = predict(checkpoint=result["best_checkpoint"], data="kaggle", root=REAL_DATA,
+                  out=tmp_path / "p.npy")
+    lines = out["submission"].read_text().splitlines()
+    assert len(lines) == 28_001 and lines[1].startswith("1,") and lines[-1].startswith("28000,")

@@ -1,0 +1,152 @@
+"""Multirun sweeps: one MLflow parent per sweep, children in the store, the summary artifacts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from digitlab.sweep import markdown_table, swept_keys
+from digitlab.sweep_plot import plot_target_vs_values
+
+FAST = [
+    "data.val_size=40",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger.log_checkpoint=false",
+]
+
+
+def sweep(
+    tmp_path, data_root, store, *overrides: str, jobs: int = 2
+) -> subprocess.CompletedProcess:
+    """Run ``python -m digitlab -m ...`` on the tiny data into the temp store."""
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab",
+        "-m",
+        *FAST,
+        f"data.root={data_root}",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *overrides,
+    ]
+    env = {**os.environ, "DIGITLAB_JOBS": str(jobs)}
+    env.pop("DIGITLAB_PARENT_RUN_ID", None)
+    # A session of its own, so a timeout also stops the launcher's worker processes.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=1800)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def runs_of(store) -> tuple[MlflowClient, object, list]:
+    client = MlflowClient(store["tracking_uri"])
+    experiment = client.get_experiment_by_name("digitlab")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children
+
+
+def check_sweep(store, jobs: int, swept: str) -> None:
+    client, parent, children = runs_of(store)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["digitlab.command"].startswith("python -m digitlab -m")
+    assert parent.data.params["sweep.launcher"] == "JoblibLauncher"
+    assert len(children) == jobs
+    assert sorted(int(c.data.tags["digitlab.job_num"]) for c in children) == list(range(jobs))
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for metric in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
+            assert metric in child.data.metrics, (child.info.run_id, metric)
+    assert parent.data.metrics["sweep/finished"] == jobs
+    best = max(c.data.metrics["val/acc"] for c in children)
+    assert parent.data.metrics["best/val/acc"] == pytest.approx(best)
+
+    summary = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert summary == {"summary/jobs.csv", "summary/jobs.md", "summary/target_vs_values.png"}
+    folder = client.download_artifacts(parent.info.run_id, "summary")
+    csv = open(f"{folder}/jobs.csv").read().splitlines()
+    assert len(csv) == jobs + 1 and swept in csv[0] and "val/acc" in csv[0]
+    markdown = open(f"{folder}/jobs.md").read()
+    assert markdown.count("| FINISHED |") == jobs and f"| {swept} |" in markdown
+    assert open(f"{folder}/target_vs_values.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parallel_sweep_groups_two_concurrent_jobs(tmp_path, data_root, store):
+    done = sweep(
+        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "optimizer.lr=0.05,0.2"
+    )
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # really concurrent
+    check_sweep(store, jobs=2, swept="optimizer.lr")
+
+
+@pytest.mark.slow
+def test_eight_job_parallel_sweep_loses_nothing_to_sqlite_contention(tmp_path, data_root, store):
+    sweep(
+        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "seed=range(8)", jobs=8
+    )
+    check_sweep(store, jobs=8, swept="seed")
+
+
+def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, store):
+    sweep(tmp_path, data_root, store, "experiment=search", "hydra.sweeper.n_trials=2")
+    client, parent, children = runs_of(store)
+    assert parent.data.params["sweep.sweeper"] == "OptunaSweeper"
+    assert parent.data.params["sweep.params.optimizer.lr"] == "tag(log, interval(0.005, 0.3))"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    best = max(c.data.metrics["val/acc"] for c in children)
+    assert parent.data.metrics["optuna/best_value"] == pytest.approx(best)
+    assert "optuna.best.optimizer.lr" in parent.data.tags
+    summary = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert "summary/optimization_results.yaml" in summary
+
+
+def test_a_single_run_is_no_child(make_cfg, tmp_path, monkeypatch):
+    from digitlab.train import train
+
+    monkeypatch.setenv("DIGITLAB_PARENT_RUN_ID", "f" * 32)  # leaked from a sweep: not a multirun
+    result = train(make_cfg("model=mlp", "trainer.limit_train_batches=1"), output_dir=tmp_path)
+    run = MlflowClient(make_cfg().logger.tracking_uri).get_run(result["run_id"])
+    assert "mlflow.parentRunId" not in run.data.tags
+
+
+def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():
+    rows = [
+        {"job": i, "optimizer.lr": lr, "model": "mlp", "val/acc": acc}
+        for i, (lr, acc) in enumerate([("0.001", 0.5), ("0.1", 0.9), ("1.0", None)])
+    ]
+    assert swept_keys(rows, ["optimizer.lr", "model"]) == ["optimizer.lr"]
+    figure = plot_target_vs_values(rows, ["optimizer.lr", "model"], "val/acc")
+    assert len(figure.axes) == 2
+    assert (
+        len(figure.axes[0].collections[0].get_offsets()) == 2
+    )  # the job without val/acc is left out
+    assert figure.axes[0].get_xscale() == "log"  # 0.001 .. 0.1 spans two decades
+
+    import pandas as pd
+
+    table = markdown_table(pd.DataFrame(rows))
+    assert table.splitlines()[0] == "| job | optimizer.lr | model | val/acc |"
+    assert "| 1 | 0.1 | mlp | 0.9000 |" in table and table.splitlines()[-1].endswith("|  |")

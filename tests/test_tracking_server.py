@@ -1,0 +1,93 @@
+"""Shared tracking: a real `mlflow server` (SQLite, served artifacts) receives a whole run:
+params, metrics, config, figures and checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from digitlab.train import train
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, migrated_db):
+    """``http://127.0.0.1:<port>`` of a tracking server keeping artifacts in tmp_path/served."""
+    db = tmp_path / "server.db"
+    shutil.copy(migrated_db, db)  # skips the server's own (slow) migration of an empty database
+    port = free_port()
+    log = open(tmp_path / "server.log", "w+")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Block on the server's own output until it says it listens (or it exits): no polling.
+        for line in server.stdout:
+            log.write(line)
+            said = line.lower()
+            if f"127.0.0.1:{port}" in said and ("running on" in said or "listening" in said):
+                break
+        else:
+            pytest.fail(f"mlflow server exited: {Path(log.name).read_text()[-2000:]}")
+        with urllib.request.urlopen(f"{url}/health", timeout=30) as response:
+            assert response.read().decode().strip() == "OK"
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+
+
+def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
+    cfg = make_cfg("model=mlp", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
+                   f"logger.tracking_uri={mlflow_server}")
+    result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp", "data": "mnist"})
+
+    # What the server itself answers over its REST API.
+    address = f"{mlflow_server}/api/2.0/mlflow/runs/get?run_id={result['run_id']}"
+    with urllib.request.urlopen(address, timeout=30) as response:
+        run = json.loads(response.read())["run"]
+    assert run["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["model._target_"] == "digitlab.models.MLP"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+    assert {"train/loss", "val/acc", "test/loss"} <= set(metrics)
+
+    client = MlflowClient(mlflow_server)
+    # The server chose where artifacts go: logger.artifact_location is ignored for a server.
+    experiment = client.get_experiment_by_name("shared")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"config.yaml", "checkpoints", "figures"} <= artifacts
+    figures = [a.path for a in client.list_artifacts(result["run_id"], "figures/predictions")]
+    assert "figures/predictions/confusion_matrix.png" in figures
+    assert not Path(cfg.logger.artifact_location).exists()
+
+    # The checkpoint went through the server into its artifact store, and loads back.
+    downloaded = client.download_artifacts(result["run_id"], "checkpoints/best.ckpt", str(tmp_path))
+    checkpoint = torch.load(downloaded, weights_only=True, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["config"]["model"]["_target_"] == "digitlab.models.MLP"
+    assert list((tmp_path / "served").rglob("best.ckpt"))
+    assert "config.yaml" in {p.name for p in (tmp_path / "served").rglob("*")}
