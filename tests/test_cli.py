@@ -58,8 +58,11 @@ def test_wrong_value_type_is_one_line():
                    capture_output=True).returncode == 0,
     reason="this machine has a GPU",
 )
-def test_gpu_requested_without_a_gpu(tmp_path):
-    out = digitlab("trainer.accelerator=gpu", f"data.root={tmp_path}")
+def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
+    out = digitlab(
+        "trainer.accelerator=gpu", f"data.root={data_root}",
+        f"logger.tracking_uri={store['tracking_uri']}", f"hydra.run.dir={tmp_path / 'job'}",
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert "digitlab: error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU" in out.stderr

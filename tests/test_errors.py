@@ -96,7 +96,7 @@ CASES: dict[str, tuple] = {
     "config naming code to run": (
         None, ["model._target_=os.system"], ["model._target_=os.system is not allowed"]),
     "unknown key added with +": (
-        None, ["+optimizer.lrr=1"], ["cannot build the model or optimizer", "'lrr'"]),
+        None, ["+optimizer.lrr=1"], ["cannot build the model, optimizer or scheduler", "'lrr'"]),
     "trainer setting Lightning rejects": (
         None, ["trainer.precision=banana"], ["Lightning rejects the trainer settings", "trainer.*"]),
     "gpu without GPU": (

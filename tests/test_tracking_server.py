@@ -60,7 +60,7 @@ def mlflow_server(tmp_path, migrated_db):
 
 
 def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
-    cfg = make_cfg("model=mlp", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
+    cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
                    f"logger.tracking_uri={mlflow_server}")
     result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp", "data": "mnist"})
 

@@ -103,31 +103,34 @@ def open_client(tracking_uri: str):
                 f"cannot create the MLflow store folder {db.parent} ({e.strerror}): "
                 "set logger.tracking_uri to a writable place"
             ) from None
-    client = MlflowClient(tracking_uri)
-    if db is not None:
-        _first_contact(client, db)
-    return client
+    if db is None:
+        return MlflowClient(tracking_uri)
+    return _first_contact(tracking_uri, db)
 
 
-def _first_contact(client, db: Path) -> None:
-    """Open the SQLite store under an exclusive file lock.
+def _first_contact(tracking_uri: str, db: Path):
+    """An MlflowClient on a SQLite store, made under an exclusive file lock.
 
-    MLflow creates the tables of a new store on first contact, unguarded: jobs of a parallel
-    sweep starting together on a new store race and fail with "table already exists". After
-    that, MLflow's own 20 s SQLite busy timeout serialises writers (checked with 8 processes in
-    tests/test_concurrency.py). The store object is cached per process, so this runs once.
+    MLflow creates and migrates the tables of a new store when the client is made, unguarded:
+    jobs of a parallel sweep starting together on a new store race and fail ("table already
+    exists", "expected to match one row"). After that, MLflow's own 20 s SQLite busy timeout
+    serialises writers (checked with 8 processes in tests/test_concurrency.py). The store object
+    is cached per process, so the lock is taken once.
     """
+    from mlflow.tracking import MlflowClient
+
     try:
         import fcntl
-    except ImportError:  # not POSIX: no lock, as before
-        client.search_experiments(max_results=1)
-        return
+    except ImportError:  # not POSIX: no lock
+        return MlflowClient(tracking_uri)
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            client = MlflowClient(tracking_uri)
             client.search_experiments(max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def run_name(choices: Mapping[str, Any], seed: int) -> str:
