@@ -37,6 +37,31 @@ def test_help_lists_the_config_groups():
     assert "data: kaggle, mnist" in out.stdout
 
 
+def test_help_shows_the_config_composed_with_the_overrides():
+    out = digitlab("model=mlp", "optimizer=adam", "--help")
+    assert out.returncode == 0
+    assert "_target_: digitlab.models.MLP" in out.stdout and "_target_: torch.optim.Adam" in out.stdout
+    bad = digitlab("model=resnet", "--help")
+    assert bad.returncode == 1 and "Could not find 'model/resnet'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_help_lists_exactly_the_groups_and_options_hydra_finds():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from digitlab.config import CONF_DIR
+    from digitlab.help import config_groups
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = {g: sorted(loader.get_group_options(g)) for g in config_groups(CONF_DIR)}
+        top = {g for g in loader.list_groups("") if g != "hydra"}
+    assert groups == config_groups(CONF_DIR)
+    assert top == {g.split("/")[0] for g in groups}
+
+
 def test_unknown_option_lists_the_valid_ones_without_a_trace():
     out = digitlab("model=resnet")
     assert out.returncode == 1

@@ -87,3 +87,11 @@ def test_search_preset_searches_the_named_hyperparameters():
 
 def test_a_preset_value_can_still_be_overridden():
     assert compose_preset("mxnet_mlp", "optimizer.lr=0.5").optimizer.lr == 0.5
+
+
+def test_fast_trains_a_narrow_relu_lenet_under_a_per_step_one_cycle():
+    cfg = compose_preset("fast")
+    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
+    assert cfg.scheduler.interval == "step" and cfg.scheduler.max_lr == cfg.optimizer.lr
+    assert list(cfg.model.channels) == [8, 16] and cfg.model.activation == "relu"
+    assert cfg.figures.enabled is False and cfg.data.source._target_.endswith("load_mnist")

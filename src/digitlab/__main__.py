@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.errors import DigitlabError
+from digitlab.help import render, wants_help
 
 register_resolvers()
 
@@ -53,6 +54,13 @@ def _run(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    if wants_help(sys.argv[1:]):
+        try:
+            print(render(sys.argv[1:], CONF_DIR))
+        except Exception as e:  # a bad override: Hydra's message, one line
+            print(f"digitlab: error: {str(e).splitlines()[0]}", file=sys.stderr)
+            sys.exit(1)
+        return
     _run()
 
 
