@@ -96,10 +96,12 @@ def write_table(results: dict[str, object]) -> None:
         "",
         "Machine: the one this table was written on, where every run was made. "
         "Wall time is the MLflow run's start to end (data loading, training, testing; not the few "
-        "seconds of Python start-up).",
+        "seconds of Python start-up). Other jobs may have shared the machine's cores during a run, "
+        "so wall times are upper bounds; the accuracies do not depend on load. `commit` is the "
+        "code the run trained with (its MLflow tag `mlflow.source.git.commit`).",
         "",
-        "| preset | seed's headline | ours (test acc) | val acc | wall time | machine | date |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | seed's headline | ours (test acc) | val acc | wall time | machine | date | commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in HEADLINES:
         run = results.get(name)
@@ -119,8 +121,10 @@ def write_table(results: dict[str, object]) -> None:
             ours = f"not finished ({run.info.status} after {epochs} of {planned} epochs)"
             wall = f"{minutes:.1f} min ({'so far' if run.info.status == 'RUNNING' else 'stopped'})"
         val = f"{metrics['val/acc']:.2%}" if "val/acc" in metrics else "–"
+        commit = run.data.tags.get("mlflow.source.git.commit", "")[:7] or "–"
         lines.append(
-            f"| `{name}` | {HEADLINES[name]} | {ours} | {val} | {wall} | {machine()} | {date} |"
+            f"| `{name}` | {HEADLINES[name]} | {ours} | {val} | {wall} | {machine()} | {date} "
+            f"| {commit} |"
         )
     TABLE.write_text("\n".join(lines) + "\n")
 
