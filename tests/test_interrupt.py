@@ -23,6 +23,7 @@ from digitlab.train import train
 TRAIN = [
     "model=lenet", "trainer.max_epochs=4", "data.val_size=100", "data.batch_size=50",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
+    "figures.enabled=false",  # seconds per run; test_figures.py covers the pictures
 ]
 
 

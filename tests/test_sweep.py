@@ -21,6 +21,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
     "logger.log_checkpoint=false",
+    "figures.enabled=false",  # seconds per job; test_figures.py covers the pictures
 ]
 
 
