@@ -40,6 +40,7 @@ def test_scheduler_is_off_by_default_and_cosine_when_chosen(make_cfg):
     assert isinstance(build_module(make_cfg("model=mlp")).configure_optimizers(), torch.optim.SGD)
     module = build_module(make_cfg("model=mlp", "scheduler=cosine", "trainer.max_epochs=4"))
     configured = module.configure_optimizers()
-    scheduler = configured["lr_scheduler"]
+    scheduler = configured["lr_scheduler"]["scheduler"]
+    assert configured["lr_scheduler"]["interval"] == "epoch"
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
     assert scheduler.T_max == 4

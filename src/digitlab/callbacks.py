@@ -1,11 +1,16 @@
-"""Callbacks: side effects of training that are not the loss (speed measurement)."""
+"""Callbacks: side effects of training that are not the loss (speed and start-up measurement)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning as L
 import torch
+
+import digitlab
+
+log = logging.getLogger(__name__)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -20,9 +25,11 @@ class EpochThroughput(L.Callback):
     thing it measures; this callback synchronises twice per epoch and excludes validation.
     """
 
+    clock = staticmethod(time.perf_counter)  # a benchmark may count CPU time instead
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device)
-        self._start = time.perf_counter()
+        self._start = self.clock()
         self._samples = 0
         self._elapsed = None
 
@@ -30,9 +37,25 @@ class EpochThroughput(L.Callback):
         self._samples += len(batch[1])
         if batch_idx + 1 == trainer.num_training_batches:
             _synchronize(pl_module.device)
-            self._elapsed = time.perf_counter() - self._start
+            self._elapsed = self.clock() - self._start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        elapsed = self._elapsed or time.perf_counter() - self._start
+        elapsed = self._elapsed or self.clock() - self._start
         if self._samples:
             pl_module.log("train/samples_per_sec", self._samples * trainer.world_size / elapsed)
+
+
+class TimeToFirstStep(L.Callback):
+    """Logs ``time_to_first_step_s``: from the command's start (imports, data, MLflow set-up
+    included; ``digitlab.STARTED``) to the first training batch, the wait before anything trains."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.seconds is not None:
+            return
+        self.seconds = time.time() - digitlab.STARTED
+        log.info("first training step %.1f s after the command started", self.seconds)
+        for logger in trainer.loggers:
+            logger.log_metrics({"time_to_first_step_s": self.seconds}, step=0)

@@ -24,6 +24,7 @@ RULES: list[tuple[str, Any, str]] = [
     ("seed", _whole, "an integer"),
     ("data.batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("data.steps_per_call", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("data.scale", lambda v: _number(v) and v > 0, "a number > 0"),
     ("data.mean", _number, "a number"),
     ("data.std", lambda v: _number(v) and v > 0, "a number > 0"),
@@ -36,6 +37,12 @@ RULES: list[tuple[str, Any, str]] = [
     ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0),
+     "null or a number >= 0"),
+    # The module steps the optimizer itself (several steps per Lightning step): gradient
+    # accumulation would change what a step is. A larger data.batch_size is the equivalent.
+    ("trainer.accumulate_grad_batches", lambda v: v == 1,
+     "1 (for a larger effective batch raise data.batch_size)"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
     ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
      "null, an MLflow run id or a .ckpt path"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,14 +19,28 @@ STAGES = ("train", "val", "test")
 class DigitClassifier(L.LightningModule):
     """Cross-entropy training of ``net`` with per-epoch ``<stage>/loss`` and ``<stage>/acc``.
 
+    One training batch may carry several optimizer steps: the module cuts it into slices of
+    ``batch_size`` samples and steps the optimizer after each (Lightning's manual optimization).
+    Lightning's fixed cost per training step (loops, hooks, progress bar, ~0.1-1 ms on a CPU) is
+    as long as a whole MLP step on 100 images; the data module serves ``data.steps_per_call``
+    steps at once, so that cost is paid once for all of them (experiments/RESULTS.md).
+    The slices, their order and the updates are those of one step per batch.
+
     Args:
         net: any module mapping (N, 1, S, S) float images to (N, 10) logits.
         optimizer: factory taking the parameters (a Hydra ``_partial_`` optimizer).
         config: the resolved run config as plain values; kept in the checkpoint's hyperparameters
             as the recipe to rebuild ``net`` (objects are never pickled into a checkpoint, so every
             checkpoint loads with ``torch.load(..., weights_only=True)``).
-        scheduler: factory taking the optimizer (a Hydra ``_partial_`` LR scheduler, stepped once
-            per epoch), or None for a constant learning rate.
+        scheduler: factory taking the optimizer (a Hydra ``_partial_`` LR scheduler), or None for
+            a constant learning rate.
+        scheduler_interval: ``"epoch"`` steps the scheduler after every epoch; ``"step"`` after
+            every optimizer step, and its factory is also given ``total_steps``, the optimizer
+            steps of the whole run (what OneCycleLR needs).
+        batch_size: samples per optimizer step; None: one step per training batch.
+        gradient_clip_val, gradient_clip_algorithm: clip gradients before each optimizer step
+            (``trainer.gradient_clip_*`` in the config; Lightning leaves clipping to the module
+            under manual optimization).
     """
 
     def __init__(
@@ -34,7 +49,11 @@ class DigitClassifier(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         config: dict[str, Any] | None = None,
         num_classes: int = 10,
-        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        batch_size: int | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         super().__init__()
         # logger=False: train() logs the flat config as params itself (once; resumes may change it).
@@ -42,6 +61,10 @@ class DigitClassifier(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.batch_size = batch_size
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.automatic_optimization = False
         # validate_args=False: inputs are checked once by the data readers, not on every step.
         # Keyed "<stage>_acc": a ModuleDict key may not shadow nn.Module.train.
         self.accuracy = nn.ModuleDict(
@@ -50,18 +73,21 @@ class DigitClassifier(L.LightningModule):
                 for s in STAGES
             }
         )
-        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        # Losses arrive per sample (exact means over uneven batches without weights);
+        # nan_strategy="disable" skips a NaN check that reads the value on the host (a GPU sync
+        # per update): a NaN loss stays visible in the logged mean.
+        self.mean_loss = nn.ModuleDict(
+            {f"{s}_loss": MeanMetric(nan_strategy="disable") for s in STAGES}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        self.accuracy[f"{stage}_acc"].update(logits.detach(), y)
-        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(y))
-        return loss
+        self.accuracy[f"{stage}_acc"].update(logits, y)
+        self.mean_loss[f"{stage}_loss"].update(F.cross_entropy(logits, y, reduction="none"))
 
     def _log_epoch(self, stage: str) -> None:
         self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"].compute())
@@ -70,13 +96,40 @@ class DigitClassifier(L.LightningModule):
         self.accuracy[f"{stage}_acc"].reset()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        """One optimizer step per ``batch_size`` slice of ``batch``; returns their mean loss."""
+        x, y = batch
+        size = self.batch_size or len(y)
+        optimizer = self.optimizers()
+        losses, logits = [], []
+        for xb, yb in zip(x.split(size), y.split(size), strict=True):
+            out = self.net(xb)
+            loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss.mean())
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
+            self._step_schedulers("step")
+            losses.append(loss.detach())
+            logits.append(out.detach())
+        # Metrics are updated once per batch, not per slice: the same values for less overhead
+        # (each torchmetrics update costs dozens of Python attribute writes).
+        losses = torch.cat(losses)
+        self.accuracy["train_acc"].update(torch.cat(logits), y)
+        self.mean_loss["train_loss"].update(losses)
+        return losses.mean()
+
+    def _step_schedulers(self, interval: str) -> None:
+        """Under manual optimization the module steps LR schedulers itself."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == interval:
+                config.scheduler.step()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluate(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
@@ -84,6 +137,7 @@ class DigitClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        self._step_schedulers("epoch")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -95,4 +149,22 @@ class DigitClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        if self.scheduler_interval == "step":
+            scheduler = self.scheduler_factory(optimizer, total_steps=self.total_optimizer_steps())
+        else:
+            scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps in the whole fit. Lightning's estimate counts its own training steps
+        (limits applied), each holding up to ``steps_per_call`` optimizer steps."""
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        per_call = datamodule.steps_per_call if trainer.world_size == 1 else 1
+        bound = trainer.estimated_stepping_batches * per_call
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            samples = datamodule.train_dataloader().num_samples
+            bound = min(bound, math.ceil(samples / self.batch_size) * trainer.max_epochs)
+        return int(bound)

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab import tracking
-from digitlab.callbacks import EpochThroughput
+from digitlab.callbacks import EpochThroughput, TimeToFirstStep
 from digitlab.checkpoints import CHECKPOINT_DIR_TAG, Resume, find_resume, load_checkpoint, load_net_weights
 from digitlab.checks import check_config
 from digitlab.config import project_root
@@ -39,6 +39,14 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message=r"It is recommended to use `self.log\('(train|val|test)/",
         category=PossibleUserWarning,
+    )
+    # The module logs per epoch only, so the step-logging interval has nothing to log.
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+    )
+    # best.ckpt's callback comes first on purpose: "best" means the best validation accuracy.
+    warnings.filterwarnings(
+        "ignore", message=r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple'
     )
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
@@ -114,6 +122,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         resize=data.resize,
         seed=cfg.seed,
         augment=instantiate(data.augment) if data.get("augment") else None,
+        steps_per_call=data.get("steps_per_call", 1),
     )
 
 
@@ -125,7 +134,16 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
         optimizer([torch.nn.Parameter(torch.zeros(1))])
-        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        scheduler, interval = None, "epoch"
+        if cfg.get("scheduler"):
+            # `interval` is ours (when the module steps it), the other keys the scheduler's.
+            settings = OmegaConf.to_container(cfg.scheduler, resolve=True)
+            interval = settings.pop("interval", "epoch")
+            if interval not in ("epoch", "step"):
+                raise DigitlabError(
+                    f"scheduler.interval={interval!r} is invalid: it must be epoch or step"
+                )
+            scheduler = instantiate(settings)
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ or e
         raise DigitlabError(
@@ -133,14 +151,23 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
             "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
     return DigitClassifier(
-        net, optimizer, config=OmegaConf.to_container(cfg, resolve=True), scheduler=scheduler
+        net,
+        optimizer,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        batch_size=cfg.data.batch_size,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
     )
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
     """The Trainer, without its logger yet (set once the MLflow run exists)."""
+    # The module clips gradients itself (manual optimization): the Trainer must not be given them.
+    settings = {k: v for k, v in cfg.trainer.items() if not k.startswith("gradient_clip")}
     try:
-        return L.Trainer(**cfg.trainer, logger=False, callbacks=callbacks, default_root_dir=output_dir)
+        return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir)
     except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise DigitlabError(
             f"Lightning rejects the trainer settings: {str(e).splitlines()[0]} "
@@ -209,7 +236,8 @@ def train(
     stamp = StampRunId()
     trainer = build_trainer(
         cfg,
-        [checkpoint, latest, EpochThroughput(), StopOnNonFiniteLoss(), stamp, *figure_callbacks(cfg)],
+        [checkpoint, latest, EpochThroughput(), TimeToFirstStep(), StopOnNonFiniteLoss(), stamp,
+         *figure_callbacks(cfg)],
         output_dir,
     )
     # Under DDP every process runs this function; the Trainer has read this process's global

@@ -47,6 +47,9 @@ class DigitDataModule(L.LightningDataModule):
         resize: side of the square the model sees (28, or 32 for LeNet-5).
         augment: applied to every training batch on its device, ``augment(x, fill=background)``
             (e.g. ``digitlab.data.augment.RandomAffine``); None trains on the images as they are.
+        steps_per_call: optimizer steps per training batch: a training batch holds
+            ``batch_size * steps_per_call`` samples, which the module cuts into steps. One step
+            per batch under DDP, whose wrapper syncs gradients once per forward call.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class DigitDataModule(L.LightningDataModule):
         resize: int = 28,
         seed: int = 0,
         augment: Callable[..., torch.Tensor] | None = None,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         self.load = load
@@ -70,6 +74,7 @@ class DigitDataModule(L.LightningDataModule):
         self.scale, self.mean, self.std, self.resize = scale, mean, std, resize
         self.seed = seed
         self.augment = augment
+        self.steps_per_call = steps_per_call
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
 
@@ -111,7 +116,9 @@ class DigitDataModule(L.LightningDataModule):
         return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        steps = self.steps_per_call if world == 1 else 1
+        return self._batches("train", self.batch_size * steps, shuffle=True)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", self.eval_batch_size, shuffle=False)

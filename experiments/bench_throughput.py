@@ -1,0 +1,254 @@
+"""Training throughput side by side: a plain PyTorch loop, digitlab, and a torchvision DataLoader.
+
+For each model, every repeat runs, in turn and in one process:
+  (a) plain   a hand-written loop over the in-memory tensors of digitlab's data module
+              (randperm, index, forward, cross-entropy, zero_grad, backward, step);
+  (b) digitlab  the real training path, ``digitlab.train.train(cfg)``: Lightning Trainer,
+              DigitDataModule, DigitClassifier, MLflow logging into a temporary store; its
+              throughput is the run's own ``train/samples_per_sec`` (training batches only);
+  (c) torchvision  ``torchvision.datasets.MNIST`` over the same IDX files with
+              ``ToTensor() + Normalize`` (and ``Resize(32)`` for LeNet-5) through a DataLoader
+              (``num_workers=0`` by default, as the common template ships it), same plain loop.
+Same network (built from the same config), batch size, optimizer (the config's SGD, lr 0.1) and
+step count in all three. Prints the median samples/s over the repeats and the ratios b/a, b/c.
+
+    DIGITLAB_DATA=/work/shared/data nice -n 5 uv run python experiments/bench_throughput.py
+    ... --accelerator gpu          # the same benchmark on a CUDA device
+    ... --clock cpu --threads 1    # CPU time of the training thread instead of wall time
+
+``--clock cpu`` counts only the CPU time the training thread itself used, which other processes
+on a shared machine do not inflate (with one intra-op thread all the work is on that thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PIPELINES = ("plain", "digitlab", "torchvision")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+clock = time.perf_counter  # set from --clock in main()
+
+
+def compose(model: str, args: argparse.Namespace, store: Path, extra: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from digitlab.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    tracking_uri = args.tracking_uri or f"sqlite:///{store / 'mlflow.db'}"
+    overrides = [
+        f"model={model}",
+        f"data.root={args.data_root}",
+        f"data.val_size={args.val_size}",
+        f"data.batch_size={args.batch_size}",
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        "trainer.max_epochs=1",
+        f"trainer.accelerator={args.accelerator}",
+        "test_after_fit=false",
+        "trainer.limit_val_batches=1",  # validation is outside the timed window: keep it short
+        f"logger.tracking_uri={tracking_uri}",
+        f"logger.artifact_location={store / 'artifacts'}",
+        "logger.log_checkpoint=false",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_steps(net, batches, steps: int, device) -> float:
+    """The plain loop: ``steps`` SGD steps over ``batches``; returns samples/s."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen = 0
+    synchronize(device)
+    start = clock()
+    for step, (x, y) in enumerate(batches):
+        if step == steps:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    synchronize(device)
+    return seen / (clock() - start)
+
+
+def run_plain(cfg, steps: int, device, seed: int) -> float:
+    import torch
+    from hydra.utils import instantiate
+
+    from digitlab.data.datamodule import prepare
+    from digitlab.train import build_datamodule
+
+    images, labels = build_datamodule(cfg).split()["train"]  # digitlab's own split and tensors
+    d = cfg.data
+    x = prepare(images, device, d.scale, d.mean, d.std, d.resize)
+    y = labels.to(device)
+    torch.manual_seed(seed)
+    net = instantiate(cfg.model, input_size=d.resize).to(device)
+
+    def batches():
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(device)
+        for start in range(0, len(y), d.batch_size):
+            index = order[start : start + d.batch_size]
+            yield x[index], y[index]
+
+    return train_steps(net, batches(), steps, device)
+
+
+def run_digitlab(cfg, steps: int) -> float:
+    from omegaconf import open_dict
+
+    from digitlab.callbacks import EpochThroughput
+    from digitlab.train import train
+
+    with open_dict(cfg):
+        cfg.trainer.limit_train_batches = math.ceil(steps / cfg.data.steps_per_call)
+    # train/samples_per_sec is timed by EpochThroughput: give it the benchmark's clock.
+    EpochThroughput.clock = staticmethod(clock)
+    try:
+        result = train(cfg, choices={"model": "bench"})
+    finally:
+        EpochThroughput.clock = staticmethod(time.perf_counter)
+    return result["metrics"]["train/samples_per_sec"]
+
+
+def run_torchvision(cfg, steps: int, device, seed: int, root: Path, workers: int) -> float:
+    import torch
+    from hydra.utils import instantiate
+    from torchvision import datasets, transforms
+
+    d = cfg.data
+    steps_ = [transforms.ToTensor(), transforms.Normalize((d.mean,), (d.std,))]
+    if d.resize != 28:
+        steps_.insert(0, transforms.Resize(d.resize))
+    dataset = datasets.MNIST(root, train=True, transform=transforms.Compose(steps_))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=d.batch_size, shuffle=True, num_workers=workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
+    )
+    torch.manual_seed(seed)
+    net = instantiate(cfg.model, input_size=d.resize).to(device)
+    return train_steps(net, loader, steps, device)
+
+
+def torchvision_root(data_root: Path, into: Path) -> Path:
+    """torchvision's MNIST reads uncompressed IDX files: decompress the .gz ones into ``into``."""
+    raw = into / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{split}-{kind}-ubyte"
+            source = data_root / "MNIST" / "raw" / name
+            if source.exists():
+                shutil.copy(source, raw / name)
+            else:
+                with gzip.open(source.with_suffix(".gz")) as f, open(raw / name, "wb") as out:
+                    shutil.copyfileobj(f, out)
+    return into
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=["mlp", "lenet", "lenet5"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the repeats")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps per measurement")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for (c)")
+    p.add_argument("--data-root", type=Path,
+                   default=Path(os.environ.get("DIGITLAB_DATA", "data")))
+    p.add_argument("--override", action="append", default=[],
+                   help="extra config override for (b), e.g. data.steps_per_call=1")
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall")
+    p.add_argument("--tracking-uri", help="MLflow store for (b); default: a new temporary one")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    global clock
+    args = parse(argv)
+    clock = CLOCKS[args.clock]
+    import logging
+
+    import torch
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    work = Path(tempfile.mkdtemp(prefix="digitlab-bench-"))
+    try:
+        tv_root = torchvision_root(args.data_root, work / "tv")
+        samples: dict[str, dict[str, list[float]]] = {
+            m: {p: [] for p in PIPELINES} for m in args.models
+        }
+        for round_ in range(args.warmup + args.repeats):
+            for model in args.models:
+                cfg = compose(model, args, work / "mlruns", args.override)
+                steps = args.steps
+                seed = 1000 + round_
+                measured = {
+                    "plain": run_plain(cfg, steps, device, seed),
+                    "digitlab": run_digitlab(cfg, steps),
+                    "torchvision": run_torchvision(cfg, steps, device, seed, tv_root, args.workers),
+                }
+                if round_ >= args.warmup:
+                    for name, value in measured.items():
+                        samples[model][name].append(value)
+                print(f"round {round_ + 1 - args.warmup:>2} {model:<7}"
+                      + "".join(f"  {n} {v:9.0f}" for n, v in measured.items()), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    medians = {m: {p: statistics.median(v) for p, v in by.items()} for m, by in samples.items()}
+    print(f"\nmedian samples/s over {args.repeats} repeats, batch {args.batch_size}, "
+          f"{args.steps} steps, {args.accelerator}, torch threads {torch.get_num_threads()}, "
+          f"{args.clock} clock")
+    print("| model | (a) plain | (b) digitlab | (c) torchvision | b/a | b/c |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for m, med in medians.items():
+        a, b, c = (med[p] for p in PIPELINES)
+        print(f"| {m} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {b / a:.2f} | {b / c:.2f} |")
+    report = {
+        "argv": sys.argv[1:] if argv is None else argv,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "samples": samples,
+        "medians": medians,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Several optimizer steps per Lightning step train exactly as one step per batch does."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from digitlab.train import build_datamodule, build_module
+
+
+def fit(cfg, epochs: int = 2):
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build_datamodule(cfg), build_module(cfg)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module, datamodule
+
+
+def test_steps_per_call_changes_speed_not_results(make_cfg):
+    one_trainer, one, _ = fit(make_cfg("model=mlp", "data.steps_per_call=1"))
+    many_trainer, many, datamodule = fit(make_cfg("model=mlp", "data.steps_per_call=3"))
+
+    steps_per_epoch = -(-len(datamodule.tensors["train"][1]) // 32)  # 200 samples, batch 32: 7
+    assert one_trainer.global_step == many_trainer.global_step == 2 * steps_per_epoch
+    assert many_trainer.num_training_batches == 3  # 96 + 96 + 8 samples
+    for a, b in zip(one.net.parameters(), many.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        expected = one_trainer.callback_metrics[name]
+        torch.testing.assert_close(many_trainer.callback_metrics[name], expected)
+
+
+def test_epoch_schedulers_are_stepped_under_manual_optimization(make_cfg):
+    cfg = make_cfg("model=mlp", "data.steps_per_call=4")
+    L.seed_everything(cfg.seed, verbose=False)
+    module = build_module(cfg)
+    factory = module.optimizer_factory
+
+    def with_scheduler():
+        optimizer = factory(module.parameters())
+        return {"optimizer": optimizer,
+                "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)}
+
+    module.configure_optimizers = with_scheduler
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == cfg.optimizer.lr * 0.25
+
+
+def test_evaluation_loss_and_accuracy_are_per_sample_over_uneven_batches():
+    from functools import partial
+
+    import torch.nn.functional as F
+
+    from digitlab.models import MLP
+    from digitlab.module import DigitClassifier
+
+    module = DigitClassifier(MLP(), partial(torch.optim.SGD, lr=0.1))
+    x, y = torch.randn(7, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5, 6])
+    module._evaluate((x[:6], y[:6]), "val")  # a full batch and a short last one
+    module._evaluate((x[6:], y[6:]), "val")
+    logits = module.net(x)
+    torch.testing.assert_close(module.mean_loss["val_loss"].compute(), F.cross_entropy(logits, y))
+    expected_acc = (logits.argmax(1) == y).float().mean()
+    torch.testing.assert_close(module.accuracy["val_acc"].compute(), expected_acc)
+
+
+def test_one_cycle_spans_exactly_the_optimizer_steps_of_the_run(make_cfg):
+    cfg = make_cfg("model=mlp", "scheduler=onecycle", "optimizer.lr=0.2", "data.steps_per_call=3")
+    trainer, module, datamodule = fit(cfg, epochs=2)
+    steps = 2 * -(-len(datamodule.tensors["train"][1]) // cfg.data.batch_size)
+    assert trainer.global_step == steps
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    assert scheduler.total_steps == steps and scheduler.last_epoch == steps  # stepped every step
+    # The last step ran at the bottom of the cycle; one step past it the rate is still far below.
+    assert max(scheduler.get_last_lr()) < 0.2 / 10
+
+
+def test_a_bad_scheduler_interval_is_one_line(make_cfg):
+    import pytest
+
+    from digitlab.errors import DigitlabError
+
+    with pytest.raises(DigitlabError, match="scheduler.interval='hourly' is invalid"):
+        build_module(make_cfg("model=mlp", "scheduler=cosine", "scheduler.interval=hourly"))
