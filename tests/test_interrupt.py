@@ -43,7 +43,9 @@ def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> 
 def wait_for(path: Path, process: subprocess.Popen) -> None:
     """Poll until ``path`` exists (the process writes it) or the process ends."""
     while not path.exists():
-        assert process.poll() is None, process.communicate()
+        if process.poll() is not None:  # the whole of its error, which an assert would shorten
+            _, err = process.communicate()
+            pytest.fail(f"exited with {process.returncode} before writing {path}:\n{err[-4000:]}")
         time.sleep(0.02)
 
 
