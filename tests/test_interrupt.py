@@ -23,6 +23,7 @@ from digitlab.train import train
 TRAIN = [
     "model=lenet", "trainer.max_epochs=4", "data.val_size=100", "data.batch_size=50",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
+    "figures.enabled=false",  # seconds per run; test_figures.py covers the pictures
 ]
 
 
@@ -42,7 +43,9 @@ def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> 
 def wait_for(path: Path, process: subprocess.Popen) -> None:
     """Poll until ``path`` exists (the process writes it) or the process ends."""
     while not path.exists():
-        assert process.poll() is None, process.communicate()
+        if process.poll() is not None:  # the whole of its error, which an assert would shorten
+            _, err = process.communicate()
+            pytest.fail(f"exited with {process.returncode} before writing {path}:\n{err[-4000:]}")
         time.sleep(0.02)
 
 

@@ -20,12 +20,12 @@ FAST = [
     "trainer.max_epochs=1",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
-    "logger.log_checkpoint=false",
+    "figures.enabled=false",  # seconds per job; test_figures.py covers the pictures
 ]
 
 
 def sweep(
-    tmp_path, data_root, store, *overrides: str, jobs: int = 2
+    tmp_path, data_root, store, *overrides: str, jobs: int = 2, checkpoints: bool = False
 ) -> subprocess.CompletedProcess:
     """Run ``python -m digitlab -m ...`` on the tiny data into the temp store."""
     command = [
@@ -34,6 +34,7 @@ def sweep(
         "digitlab",
         "-m",
         *FAST,
+        f"logger.log_checkpoint={str(checkpoints).lower()}",
         f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
@@ -69,7 +70,7 @@ def runs_of(store) -> tuple[MlflowClient, object, list]:
     return client, parent, children
 
 
-def check_sweep(store, jobs: int, swept: str) -> None:
+def check_sweep(store, jobs: int, swept: str, checkpoints: bool = False) -> None:
     client, parent, children = runs_of(store)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["digitlab.command"].startswith("python -m digitlab -m")
@@ -80,6 +81,11 @@ def check_sweep(store, jobs: int, swept: str) -> None:
         assert child.info.status == "FINISHED"
         for metric in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
             assert metric in child.data.metrics, (child.info.run_id, metric)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts == ({"config.yaml", "checkpoints"} if checkpoints else {"config.yaml"})
+        if checkpoints:
+            logged = client.list_artifacts(child.info.run_id, "checkpoints")
+            assert [a.path for a in logged] == ["checkpoints/best.ckpt"]
     assert parent.data.metrics["sweep/finished"] == jobs
     best = max(c.data.metrics["val/acc"] for c in children)
     assert parent.data.metrics["best/val/acc"] == pytest.approx(best)
@@ -104,10 +110,12 @@ def test_parallel_sweep_groups_two_concurrent_jobs(tmp_path, data_root, store):
 
 @pytest.mark.slow
 def test_eight_job_parallel_sweep_loses_nothing_to_sqlite_contention(tmp_path, data_root, store):
-    sweep(
-        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "seed=range(8)", jobs=8
+    done = sweep(
+        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "seed=range(8)",
+        jobs=8, checkpoints=True,
     )
-    check_sweep(store, jobs=8, swept="seed")
+    assert "Joblib.Parallel(n_jobs=8" in done.stdout + done.stderr  # eight writers at once
+    check_sweep(store, jobs=8, swept="seed", checkpoints=True)
 
 
 def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, store):
