@@ -100,11 +100,14 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
     original = DigitClassifier.training_step
 
     def diverge(self, batch, batch_idx):  # the loss turns NaN from the 10th step on (epoch 1)
-        loss = original(self, batch, batch_idx)
-        return loss * float("nan") if self.global_step >= 9 else loss
+        out = original(self, batch, batch_idx)
+        if self.global_step >= 10:  # counts the step this call just took
+            return {key: value * float("nan") for key, value in out.items()}
+        return out
 
     monkeypatch.setattr(DigitClassifier, "training_step", diverge)
-    cfg = make_cfg("model=mlp", "trainer.max_epochs=3")  # 200 training images: 7 steps per epoch
+    # 200 training images: 7 steps per epoch; one optimizer step per training_step call here
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
     with pytest.raises(DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)") as e:
         train(cfg, output_dir=tmp_path)
     assert "is FAILED, last good checkpoint" in str(e.value)
@@ -115,6 +118,26 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+def test_non_finite_loss_names_its_own_step_among_several_per_call(make_cfg, tmp_path, monkeypatch):
+    from digitlab.models import MLP
+
+    original, forwards = MLP.forward, []
+
+    def diverge(self, x):  # the 10th training forward (optimizer step 10, epoch 1) turns NaN
+        out = original(self, x)
+        if self.training:
+            forwards.append(1)
+            if len(forwards) >= 10:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(MLP, "forward", diverge)
+    # 7 steps per epoch in calls of 5 + 2: step 10 is the third step of epoch 1's first call
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=5")
+    with pytest.raises(DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)"):
+        train(cfg, output_dir=tmp_path)
 
 
 def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):

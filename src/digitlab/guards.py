@@ -38,13 +38,20 @@ class StopOnNonFiniteLoss(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        step = trainer.global_step  # optimizer steps so far, counting this one
+        # One loss per optimizer step of this batch (several when data.steps_per_call > 1).
+        per_step = outputs.get("step_losses") if isinstance(outputs, Mapping) else None
+        per_step = (loss if per_step is None else per_step).detach().reshape(-1)
+        step = trainer.global_step  # optimizer steps so far, counting this batch's
         if self._first_bad is None or self._first_bad.device != loss.device:
             self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
-        bad = ~torch.isfinite(loss.detach()) & (self._first_bad == 0)
-        self._first_bad = torch.where(bad, step, self._first_bad)
+        bad = ~torch.isfinite(per_step)
+        first_in_batch = step - len(per_step) + 1 + bad.int().argmax()  # the first bad one's step
+        self._first_bad = torch.where(
+            bad.any() & (self._first_bad == 0), first_in_batch, self._first_bad
+        )
         last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
-        if last_of_epoch or step % self.check_every_n_steps == 0:
+        every = self.check_every_n_steps
+        if last_of_epoch or step // every != (step - len(per_step)) // every:  # crossed a multiple
             first = int(self._first_bad.item())
             if first:
                 raise NonFiniteLoss(

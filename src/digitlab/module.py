@@ -95,17 +95,20 @@ class DigitClassifier(L.LightningModule):
         self.mean_loss[f"{stage}_loss"].reset()
         self.accuracy[f"{stage}_acc"].reset()
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        """One optimizer step per ``batch_size`` slice of ``batch``; returns their mean loss."""
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """One optimizer step per ``batch_size`` slice of ``batch``; returns the batch's mean
+        loss and the loss of every step."""
         x, y = batch
         size = self.batch_size or len(y)
         optimizer = self.optimizers()
-        losses, logits = [], []
+        losses, logits, step_losses = [], [], []
         for xb, yb in zip(x.split(size), y.split(size), strict=True):
             out = self.net(xb)
             loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss.mean())
+            step_loss = loss.mean()
+            self.manual_backward(step_loss)
+            step_losses.append(step_loss.detach())
             if self.gradient_clip_val:
                 self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
             optimizer.step()
@@ -117,7 +120,8 @@ class DigitClassifier(L.LightningModule):
         losses = torch.cat(losses)
         self.accuracy["train_acc"].update(torch.cat(logits), y)
         self.mean_loss["train_loss"].update(losses)
-        return losses.mean()
+        # Each optimizer step's loss, in order: a non-finite one is named by its own step.
+        return {"loss": losses.mean(), "step_losses": torch.stack(step_losses)}
 
     def _step_schedulers(self, interval: str) -> None:
         """Under manual optimization the module steps LR schedulers itself."""
