@@ -8,12 +8,13 @@ import torch
 from digitlab.train import build_datamodule, build_module
 
 
-def fit(cfg, epochs: int = 2):
+def fit(cfg, epochs: int = 2, callbacks=()):
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build_datamodule(cfg), build_module(cfg)
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=list(callbacks),
     )
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, datamodule
@@ -88,3 +89,21 @@ def test_a_bad_scheduler_interval_is_one_line(make_cfg):
 
     with pytest.raises(DigitlabError, match="scheduler.interval='hourly' is invalid"):
         build_module(make_cfg("model=mlp", "scheduler=cosine", "scheduler.interval=hourly"))
+
+
+def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make_cfg):
+    class CountSteps(L.Callback):
+        def __init__(self):
+            self.calls = 0
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.calls += 1
+
+    cfg = make_cfg("model=mlp", "data.steps_per_call=3")
+    direct_trainer, direct, _ = fit(cfg)  # no callback wants the hooks: direct optimizer steps
+    counter = CountSteps()
+    hooked_trainer, hooked, _ = fit(cfg, callbacks=[counter])  # through Lightning's wrappers
+    assert direct._direct_steps() and not hooked._direct_steps()
+    assert counter.calls == hooked_trainer.global_step == direct_trainer.global_step == 14
+    for a, b in zip(direct.net.parameters(), hooked.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -101,18 +101,29 @@ class DigitClassifier(L.LightningModule):
         x, y = batch
         size = self.batch_size or len(y)
         optimizer = self.optimizers()
+        direct = self._direct_steps()
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
         losses, logits, step_losses = [], [], []
         for xb, yb in zip(x.split(size), y.split(size), strict=True):
             out = self.net(xb)
             loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
             optimizer.zero_grad(set_to_none=True)
             step_loss = loss.mean()
-            self.manual_backward(step_loss)
+            if direct:
+                step_loss.backward()
+            else:
+                self.manual_backward(step_loss)
             step_losses.append(step_loss.detach())
             if self.gradient_clip_val:
                 self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-            optimizer.step()
-            self._step_schedulers("step")
+            if direct:  # the torch optimizer itself, with Lightning's step counting around it
+                optimizer._on_before_step()
+                optimizer.optimizer.step()
+                optimizer._on_after_step()
+            else:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
             losses.append(loss.detach())
             logits.append(out.detach())
         # Metrics are updated once per batch, not per slice: the same values for less overhead
@@ -123,10 +134,32 @@ class DigitClassifier(L.LightningModule):
         # Each optimizer step's loss, in order: a non-finite one is named by its own step.
         return {"loss": losses.mean(), "step_losses": torch.stack(step_losses)}
 
-    def _step_schedulers(self, interval: str) -> None:
+    def _direct_steps(self) -> bool:
+        """Whether backward and the optimizer step may skip Lightning's wrappers.
+
+        ``manual_backward`` and ``LightningOptimizer.step`` dispatch five hooks to every callback
+        per optimizer step (before/after backward, before the optimizer step, ...), about a
+        quarter of an MLP step on a CPU (experiments/RESULTS.md). No callback of this project
+        uses those hooks, and with full precision or bf16 (no gradient scaler) on one process
+        the wrappers do nothing else, so the module calls ``backward`` and the torch optimizer
+        itself there, keeping Lightning's step counter. Everything else (16-bit with a scaler,
+        DDP, a callback that implements one of those hooks) goes through Lightning.
+        """
+        trainer = self.trainer
+        plugin = trainer.precision_plugin
+        if trainer.world_size != 1 or getattr(plugin, "scaler", None) is not None:
+            return False
+        if type(plugin).__name__ not in ("Precision", "MixedPrecision", "HalfPrecision"):
+            return False
+        hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+        return not any(
+            getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in hooks
+        )
+
+    def _step_epoch_schedulers(self) -> None:
         """Under manual optimization the module steps LR schedulers itself."""
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval == interval:
+            if config.interval == "epoch":
                 config.scheduler.step()
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -141,7 +174,7 @@ class DigitClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        self._step_schedulers("epoch")
+        self._step_epoch_schedulers()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
