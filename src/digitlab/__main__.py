@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -34,6 +35,7 @@ def _report(result: dict, tracking_uri: str) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from digitlab.preflight import preflight
 
@@ -50,7 +52,29 @@ def _run(cfg: DictConfig) -> float | None:
         sys.exit(e.exit_code)
     if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
         _report(result, cfg.logger.tracking_uri)
+    global _ALONE
+    _ALONE = (
+        HydraConfig.get().mode == RunMode.RUN
+        and result["run_id"] is not None
+        and cfg.trainer.get("devices", 1) == 1
+        and cfg.trainer.get("num_nodes", 1) == 1
+    )
     return result["metrics"].get("val/acc")
+
+
+# True once a single-process, single-run command has recorded everything.
+_ALONE = False
+
+
+def _exit_now() -> None:
+    """Exit without the interpreter's teardown: after a run, unloading torch, Lightning and
+    their native libraries (triton, CUDA) takes 2-3 s on a 2-core machine, for nothing. Only
+    used when everything is on disk: the MLflow store has committed every write (its client is
+    synchronous), Hydra's job has ended, and the log handlers are flushed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
@@ -62,6 +86,8 @@ def main() -> None:
             sys.exit(1)
         return
     _run()
+    if _ALONE:
+        _exit_now()
 
 
 if __name__ == "__main__":
