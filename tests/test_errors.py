@@ -88,6 +88,14 @@ CASES: dict[str, tuple] = {
         None, ["data.batch_size=1.5"], ["data.batch_size=1.5 is invalid", "an integer >= 1"]),
     "negative lr": (None, ["optimizer.lr=-0.1"], ["optimizer.lr=-0.1 is invalid", "a number > 0"]),
     "batch size 0": (None, ["data.batch_size=0"], ["data.batch_size=0 is invalid", "an integer >= 1"]),
+    "steps per call 0": (
+        None, ["data.steps_per_call=0"], ["data.steps_per_call=0 is invalid", "an integer >= 1"]),
+    "gradient accumulation": (
+        None, ["+trainer.accumulate_grad_batches=4"],
+        ["trainer.accumulate_grad_batches=4 is invalid", "raise data.batch_size"]),
+    "unknown scheduler interval": (
+        None, ["scheduler=cosine", "scheduler.interval=hourly"],
+        ["scheduler.interval='hourly' is invalid", "epoch or step"]),
     "val fraction outside (0, 1)": (
         None, ["data.val_size=1.5"], ["data.val_size=1.5 is invalid", "a fraction in (0, 1)"]),
     "unreachable tracking URI": (
