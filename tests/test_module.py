@@ -107,3 +107,14 @@ def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make
     assert counter.calls == hooked_trainer.global_step == direct_trainer.global_step == 14
     for a, b in zip(direct.net.parameters(), hooked.net.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg):
+    cfg = make_cfg("model=mlp", "optimizer.lr=0.5", "trainer.gradient_clip_val=1e-6")
+    L.seed_everything(cfg.seed, verbose=False)
+    start = [p.detach().clone() for p in build_module(cfg).net.parameters()]  # same seed, same init
+    trainer, clipped, _ = fit(cfg, epochs=1)
+    steps = trainer.global_step
+    # 7 SGD steps of lr 0.5 with gradients clipped to norm 1e-6 move the weights by <= 3.5e-6
+    moved = torch.sqrt(sum(((p - s) ** 2).sum() for p, s in zip(clipped.net.parameters(), start)))
+    assert steps == 7 and 0 < moved <= steps * 0.5 * 1e-6 * 1.001
