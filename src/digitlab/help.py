@@ -19,7 +19,7 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 def wants_help(argv: list[str]) -> bool:
     """True for ``--help``/``-h`` with overrides only (any other flag is left to Hydra)."""
     flags = [a for a in argv if a.startswith("-")]
-    return bool(flags) and any(f in HELP_FLAGS for f in flags) and all(
+    return any(f in HELP_FLAGS for f in flags) and all(
         f in HELP_FLAGS + MULTIRUN_FLAGS for f in flags
     )
 

@@ -101,7 +101,7 @@ class DigitClassifier(L.LightningModule):
         x, y = batch
         size = self.batch_size or len(y)
         optimizer = self.optimizers()
-        direct = self._direct_steps()
+        direct = self._direct
         schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
         losses, logits, step_losses = [], [], []
         for xb, yb in zip(x.split(size), y.split(size), strict=True):
@@ -137,8 +137,8 @@ class DigitClassifier(L.LightningModule):
     def _direct_steps(self) -> bool:
         """Whether backward and the optimizer step may skip Lightning's wrappers.
 
-        ``manual_backward`` and ``LightningOptimizer.step`` dispatch five hooks to every callback
-        per optimizer step (before/after backward, before the optimizer step, ...), about a
+        ``manual_backward`` and ``LightningOptimizer.step`` dispatch three hooks to every callback
+        per optimizer step (before/after backward, before the optimizer step), about a
         quarter of an MLP step on a CPU (experiments/RESULTS.md). No callback of this project
         uses those hooks, and with full precision or bf16 (no gradient scaler) on one process
         the wrappers do nothing else, so the module calls ``backward`` and the torch optimizer
@@ -171,6 +171,9 @@ class DigitClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self.net(x).softmax(dim=1)
+
+    def on_train_start(self) -> None:
+        self._direct = self._direct_steps()  # callbacks and precision are fixed for the fit
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
