@@ -3,7 +3,7 @@
 For each model, every repeat runs, in turn and in one process:
   (a) plain   a hand-written loop over the in-memory tensors of digitlab's data module
               (randperm, index, forward, cross-entropy, zero_grad, backward, step);
-  (b) digitlab  the real training path, ``digitlab.train.train(cfg)``: Lightning Trainer,
+  (b) digitlab  the real training path, ``digitlab.training.run.train(cfg)``: Lightning Trainer,
               DigitDataModule, DigitClassifier, MLflow logging into a temporary store; its
               throughput is the run's own ``train/samples_per_sec`` (training batches only);
   (c) torchvision  ``torchvision.datasets.MNIST`` over the same IDX files with
@@ -102,7 +102,7 @@ def run_plain(cfg, steps: int, device, seed: int) -> float:
     from hydra.utils import instantiate
 
     from digitlab.data.datamodule import prepare
-    from digitlab.train import build_datamodule
+    from digitlab.training.run import build_datamodule
 
     images, labels = build_datamodule(cfg).split()["train"]  # digitlab's own split and tensors
     d = cfg.data
@@ -124,7 +124,7 @@ def run_digitlab(cfg, steps: int) -> float:
     from omegaconf import open_dict
 
     from digitlab.callbacks import EpochThroughput
-    from digitlab.train import train
+    from digitlab.training.run import train
 
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = math.ceil(steps / cfg.data.steps_per_call)

@@ -2,7 +2,7 @@
 
     DIGITLAB_DATA=/work/shared/data uv run python experiments/figures_overhead.py --pairs 4
 
-Each run is a fresh process (`--one on|off`) calling digitlab.train.train on a one-epoch LeNet
+Each run is a fresh process (`--one on|off`) calling digitlab.training.run.train on a one-epoch LeNet
 into a throw-away store; "on" runs also time the FigureLogger hooks themselves, which is the
 part of the difference that does not depend on how busy the machine is.
 """
@@ -26,7 +26,7 @@ def one(figures: str, store: Path) -> dict:
 
     from digitlab import figures as fig_module
     from digitlab.config import CONF_DIR, register_resolvers
-    from digitlab.train import train
+    from digitlab.training.run import train
 
     spent = {"seconds": 0.0, "cpu": 0.0}
 

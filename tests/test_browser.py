@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.train import train
+from digitlab.training.run import train
 
 CHROMIUM = Path("/usr/bin/chromium")
 FILTER_IMAGE = "figures/filters/conv1_final.png"

@@ -20,7 +20,7 @@ EPOCHS = 5
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 # One job: import first, say "ready", wait for the go line on stdin (all jobs start together),
-# then write the store the way digitlab.train.train does.
+# then write the store the way digitlab.training.run.train does.
 JOB = f"""
 import sys, time
 from pathlib import Path
@@ -28,7 +28,7 @@ from pathlib import Path
 import mlflow.tracking  # noqa: F401  (imported before the start line: the race is on the store)
 from mlflow.entities import Metric
 
-from digitlab import tracking
+from digitlab.tracking import store as tracking
 
 seed, uri, artifacts, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 print("ready", flush=True)

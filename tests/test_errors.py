@@ -238,7 +238,7 @@ def test_data_errors_answer_without_importing_torch(tmp_path):
 
 
 def test_a_saved_config_naming_other_code_is_refused():
-    from digitlab.checks import check_targets
+    from digitlab.config.checks import check_targets
     from digitlab.errors import DigitlabError
 
     check_targets({"model": {"_target_": "digitlab.models.MLP"}, "optimizer": {"_target_": "torch.optim.SGD"}})

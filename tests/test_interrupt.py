@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import write_mnist
 from digitlab.errors import DigitlabError
-from digitlab.train import train
+from digitlab.training.run import train
 
 # LeNet on 2 000 images: each epoch takes long enough (about a second) that the signal, sent as
 # soon as the first epoch's checkpoint appears, arrives well before the last of 4 epochs ends.
@@ -95,7 +95,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
 
 
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
-    from digitlab.module import DigitClassifier
+    from digitlab.training.classifier import DigitClassifier
 
     original = DigitClassifier.training_step
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from digitlab.train import build_datamodule, build_module
+from digitlab.training.run import build_datamodule, build_module
 
 
 def fit(cfg, epochs: int = 2, callbacks=()):
@@ -58,7 +58,7 @@ def test_evaluation_loss_and_accuracy_are_per_sample_over_uneven_batches():
     import torch.nn.functional as F
 
     from digitlab.models import MLP
-    from digitlab.module import DigitClassifier
+    from digitlab.training.classifier import DigitClassifier
 
     module = DigitClassifier(MLP(), partial(torch.optim.SGD, lr=0.1))
     x, y = torch.randn(7, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5, 6])

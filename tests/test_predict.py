@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import N_TEST, REAL_DATA
 from digitlab.errors import DigitlabError
-from digitlab.predict import predict
-from digitlab.train import train
+from digitlab.cli.predict import predict
+from digitlab.training.run import train
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_wrong_architecture_checkpoint_is_one_line(trained, tmp_path):
 def test_corrupt_checkpoint_fails_in_one_line_on_the_command_line(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint at all")
     done = subprocess.run(
-        [sys.executable, "-m", "digitlab.predict", "--checkpoint", str(tmp_path / "bad.ckpt")],
+        [sys.executable, "-m", "digitlab.cli.predict", "--checkpoint", str(tmp_path / "bad.ckpt")],
         capture_output=True, text=True,
     )
     assert done.returncode == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REAL_DATA
-from digitlab.train import train
+from digitlab.training.run import train
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from digitlab.sweep import markdown_table, swept_keys
+from digitlab.tracking.sweep import markdown_table, swept_keys
 from digitlab.sweep_plot import plot_target_vs_values
 
 FAST = [
@@ -132,7 +132,7 @@ def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, stor
 
 
 def test_a_single_run_is_no_child(make_cfg, tmp_path, monkeypatch):
-    from digitlab.train import train
+    from digitlab.training.run import train
 
     monkeypatch.setenv("DIGITLAB_PARENT_RUN_ID", "f" * 32)  # leaked from a sweep: not a multirun
     result = train(make_cfg("model=mlp", "trainer.limit_train_batches=1"), output_dir=tmp_path)

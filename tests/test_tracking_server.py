@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from digitlab.train import train
+from digitlab.training.run import train
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from digitlab.train import train
+from digitlab.training.run import train
 
 MODELS = ["mlp", "lenet", "lenet_small", "lenet5"]
 DATA = ["mnist", "kaggle"]

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from digitlab import tracking, ui
+from digitlab.cli import ui
+from digitlab.tracking import store as tracking
 
 
 def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
@@ -44,5 +45,5 @@ def test_run_summary_prints_the_ui_command():
 
 
 def test_ui_module_does_not_import_torch():
-    code = "import sys, digitlab.ui; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, digitlab.cli.ui; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

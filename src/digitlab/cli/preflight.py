@@ -6,10 +6,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from digitlab import tracking
-from digitlab.checks import check_config
+from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
+from digitlab.tracking import store as tracking
 
 
 def preflight(cfg: DictConfig) -> DigitData:

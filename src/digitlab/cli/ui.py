@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.errors import DigitlabError
-from digitlab.tracking import sqlite_path
+from digitlab.tracking.store import sqlite_path
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
 

@@ -176,7 +176,7 @@ def predict(
     client = None
     with tempfile.TemporaryDirectory(prefix="digitlab-predict-") as tmp:
         if run_id is not None:
-            from digitlab import tracking
+            from digitlab.tracking import store as tracking
 
             client = tracking.open_client(tracking_uri or default_tracking_uri())
             checkpoint = run_checkpoint(client, run_id, Path(tmp))

@@ -42,7 +42,7 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     if is_server(tracking_uri):
         return f"open {tracking_uri} in a browser (the server is the UI)"
     if default_uri is None:
-        from digitlab.ui import default_tracking_uri
+        from digitlab.cli.ui import default_tracking_uri
 
         default_uri = default_tracking_uri()
     if tracking_uri == default_uri:
@@ -195,13 +195,13 @@ def log_checkpoints(client, run_id: str, *paths: str | Path | None) -> list[str]
 def sweep_tags() -> dict[str, str]:
     """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
 
-    The parent id comes from ``digitlab.sweep.PARENT_ENV``, set by the sweep callback; the job's
+    The parent id comes from ``digitlab.tracking.sweep.PARENT_ENV``, set by the sweep callback; the job's
     overrides are kept so the sweep summary can tabulate what each job changed.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from digitlab.sweep import PARENT_ENV
+    from digitlab.tracking.sweep import PARENT_ENV
 
     parent = os.environ.get(PARENT_ENV)
     if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -19,17 +19,28 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
-from digitlab import tracking
 from digitlab.callbacks import EpochThroughput, TimeToFirstStep
-from digitlab.checkpoints import CHECKPOINT_DIR_TAG, Resume, find_resume, load_checkpoint, load_net_weights
-from digitlab.checks import check_config
+from digitlab.callbacks.guards import (
+    NonFiniteLoss,
+    StampRunId,
+    StopOnNonFiniteLoss,
+    signals_as_interrupts,
+)
 from digitlab.config import project_root
+from digitlab.config.checks import check_config
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.figures import figure_callbacks
-from digitlab.guards import NonFiniteLoss, StampRunId, StopOnNonFiniteLoss, signals_as_interrupts
-from digitlab.module import DigitClassifier
+from digitlab.tracking import store as tracking
+from digitlab.training.checkpoints import (
+    CHECKPOINT_DIR_TAG,
+    Resume,
+    find_resume,
+    load_checkpoint,
+    load_net_weights,
+)
+from digitlab.training.classifier import DigitClassifier
 
 
 def quiet_lightning() -> None:

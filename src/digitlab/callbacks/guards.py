@@ -11,8 +11,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from digitlab.checkpoints import RUN_ID_KEY
 from digitlab.errors import DigitlabError
+from digitlab.training.checkpoints import RUN_ID_KEY
 
 
 class NonFiniteLoss(DigitlabError):

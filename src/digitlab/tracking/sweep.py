@@ -61,7 +61,7 @@ class MlflowSweep(Callback):
         self.tracking_uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from digitlab import tracking
+        from digitlab.tracking import store as tracking
 
         logger_cfg = config.logger
         client = tracking.open_client(logger_cfg.tracking_uri)
@@ -99,7 +99,7 @@ class MlflowSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
             return
-        from digitlab import tracking
+        from digitlab.tracking import store as tracking
 
         client = tracking.open_client(self.tracking_uri)
         try:
@@ -112,7 +112,7 @@ class MlflowSweep(Callback):
     def _abandon(self) -> None:
         """The sweep died before on_multirun_end (a job raised, Ctrl-C): do not leave it RUNNING."""
         if self.parent_id is not None:
-            from digitlab import tracking
+            from digitlab.tracking import store as tracking
 
             tracking.open_client(self.tracking_uri).set_terminated(self.parent_id, "FAILED")
             self.parent_id = None

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``digitlab`` (train), ``digitlab-predict``, ``digitlab-ui``; ``--help``."""

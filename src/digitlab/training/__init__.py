@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its fused-steps variant, checkpoints, and the ``train`` recipe."""
