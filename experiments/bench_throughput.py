@@ -102,7 +102,7 @@ def run_plain(cfg, steps: int, device, seed: int) -> float:
     from hydra.utils import instantiate
 
     from digitlab.data.datamodule import prepare
-    from digitlab.training.run import build_datamodule
+    from digitlab.training.build import build_datamodule
 
     images, labels = build_datamodule(cfg).split()["train"]  # digitlab's own split and tensors
     d = cfg.data
@@ -128,12 +128,9 @@ def run_digitlab(cfg, steps: int) -> float:
 
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = math.ceil(steps / cfg.data.steps_per_call)
-    # train/samples_per_sec is timed by EpochThroughput: give it the benchmark's clock.
-    EpochThroughput.clock = staticmethod(clock)
-    try:
-        result = train(cfg, choices={"model": "bench"})
-    finally:
-        EpochThroughput.clock = staticmethod(time.perf_counter)
+        # train/samples_per_sec is timed by EpochThroughput: ours, with the benchmark's clock.
+        del cfg.callbacks["throughput"]
+    result = train(cfg, choices={"model": "bench"}, callbacks=[EpochThroughput(clock=clock)])
     return result["metrics"]["train/samples_per_sec"]
 
 

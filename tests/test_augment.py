@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from digitlab.data.augment import RandomAffine
-from digitlab.training.run import build_datamodule, build_module
+from digitlab.training.build import build_datamodule, build_module
 
 
 def test_zero_strength_is_the_identity_and_each_image_moves_on_its_own():

@@ -8,7 +8,7 @@ import lightning as L
 
 import digitlab
 from digitlab.callbacks import EpochThroughput, TimeToFirstStep
-from digitlab.training.run import build_datamodule, build_module
+from digitlab.training.build import build_datamodule, build_module
 
 
 def test_time_to_first_step_counts_from_the_command_start(make_cfg, monkeypatch):

@@ -50,8 +50,8 @@ def test_help_lists_exactly_the_groups_and_options_hydra_finds():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from digitlab.config import CONF_DIR
     from digitlab.cli.help import config_groups
+    from digitlab.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

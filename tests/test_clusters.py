@@ -16,7 +16,7 @@ from omegaconf import open_dict
 
 from digitlab.config import CONF_DIR
 from digitlab.errors import DigitlabError
-from digitlab.training.run import check_launcher
+from digitlab.training.build import check_launcher
 
 
 def test_slurm_launcher_config_names_partition_gpus_time_and_memory():

@@ -29,6 +29,7 @@ import mlflow.tracking  # noqa: F401  (imported before the start line: the race 
 from mlflow.entities import Metric
 
 from digitlab.tracking import store as tracking
+from digitlab.tracking.run import log_params
 
 seed, uri, artifacts, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 print("ready", flush=True)
@@ -37,7 +38,7 @@ sys.stdin.readline()
 client = tracking.open_client(uri)
 experiment_id = tracking.get_or_create_experiment(client, "digitlab", artifacts)
 run_id = client.create_run(experiment_id, run_name=f"job{{seed}}").info.run_id
-tracking.log_params(client, run_id, {{"seed": str(seed), "model._target_": "digitlab.models.MLP"}})
+log_params(client, run_id, {{"seed": str(seed), "model._target_": "digitlab.models.MLP"}})
 client.log_text(run_id, f"seed: {{seed}}\\n", "config.yaml")
 for epoch in range({EPOCHS}):
     now = int(time.time() * 1000)
@@ -45,7 +46,7 @@ for epoch in range({EPOCHS}):
     client.log_batch(run_id, metrics=metrics)
 checkpoint = folder / "best.ckpt"
 checkpoint.write_bytes(bytes([seed]) * 1000)
-tracking.log_checkpoints(client, run_id, checkpoint)
+client.log_artifact(run_id, str(checkpoint), "checkpoints")
 client.log_metric(run_id, "test/acc", seed / 10)
 client.set_terminated(run_id, "FINISHED")
 """

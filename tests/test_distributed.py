@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from digitlab.data.batches import TensorBatches
 from digitlab.errors import DigitlabError
-from digitlab.training.run import build_datamodule, check_accelerator
+from digitlab.training.build import build_datamodule, check_accelerator
 
 
 def seen(n: int, world: int, shuffle: bool, epoch: int = 0, batch_size: int = 7) -> list[list[int]]:

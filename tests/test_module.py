@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from digitlab.training.run import build_datamodule, build_module
+from digitlab.training.build import build_datamodule, build_module
 
 
 def fit(cfg, epochs: int = 2, callbacks=()):

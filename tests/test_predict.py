@@ -11,8 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import N_TEST, REAL_DATA
-from digitlab.errors import DigitlabError
 from digitlab.cli.predict import predict
+from digitlab.errors import DigitlabError
 from digitlab.training.run import train
 
 

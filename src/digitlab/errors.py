@@ -23,3 +23,7 @@ class Interrupted(DigitlabError):
     def __init__(self, message: str, signum: int = 2) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class NonFiniteLoss(DigitlabError):
+    """The training loss became NaN or infinite."""

@@ -1,22 +1,15 @@
-"""What keeps a run's work safe: stop on a non-finite loss, signals as interrupts, run-stamped checkpoints."""
+"""What keeps a run's work safe: stop on a non-finite loss, checkpoints stamped with their run."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
 
-from digitlab.errors import DigitlabError
+from digitlab.errors import NonFiniteLoss
 from digitlab.training.checkpoints import RUN_ID_KEY
-
-
-class NonFiniteLoss(DigitlabError):
-    """The training loss became NaN or infinite."""
 
 
 class StopOnNonFiniteLoss(L.Callback):
@@ -70,37 +63,3 @@ class StampRunId(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if self.run_id:
             checkpoint[RUN_ID_KEY] = self.run_id
-
-
-@dataclass
-class Caught:
-    """The signal that interrupted the block, if any (``signal.Signals``)."""
-
-    signal: signal.Signals | None = None
-
-
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[Caught]:
-    """Within the block SIGTERM behaves as Ctrl-C: a KeyboardInterrupt, which Lightning answers
-    with a graceful shutdown. The signal received is recorded for the exit status.
-
-    Lightning registers its own SIGTERM notifier during ``fit`` and calls this handler after it.
-    """
-    caught = Caught()
-
-    def interrupt(signum: int, frame) -> None:
-        if caught.signal is None:
-            caught.signal = signal.Signals(signum)
-            raise KeyboardInterrupt
-        # a second signal while shutting down is ignored: the first one is being honoured
-
-    try:
-        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread (e.g. a thread-based launcher): leave signals alone
-        yield caught
-        return
-    try:
-        yield caught
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -16,18 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from digitlab.config import project_root
 from digitlab.errors import DigitlabError
+from digitlab.tracking.store import default_tracking_uri
 
 DATA_SETS = {
     "kaggle": "Kaggle's unlabelled <root>/digit-recognizer/test.csv (writes a submission)",
     "kaggle-train": "Kaggle's labelled <root>/digit-recognizer/train.csv",
     "mnist": "MNIST's t10k test images under <root>/MNIST/raw/",
 }
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
 
 
 def run_checkpoint(client, run_id: str, folder: Path) -> Path:

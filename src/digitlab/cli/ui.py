@@ -6,19 +6,10 @@ import argparse
 import os
 import sys
 
-from omegaconf import OmegaConf
-
-from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.errors import DigitlabError
-from digitlab.tracking.store import sqlite_path
+from digitlab.tracking.store import default_tracking_uri, sqlite_path
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
-
-
-def default_tracking_uri() -> str:
-    """``logger.tracking_uri`` of ``conf/logger/mlflow.yaml``: the store every run writes to."""
-    register_resolvers()
-    return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
 
 
 def mlflow_ui_args(

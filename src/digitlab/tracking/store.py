@@ -1,19 +1,12 @@
-"""The MLflow side of a run: store, experiment, run name, params and tags (no torch here)."""
+"""The MLflow store: its URI, client, experiments and UI command (no torch here)."""
 
 from __future__ import annotations
 
-import os
-import shlex
 import socket
-import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
-
-# The Hydra groups whose chosen option names the run, in this order.
-NAME_GROUPS = ("model", "data", "optimizer", "experiment")
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -32,6 +25,16 @@ def artifact_root(logger_cfg) -> str | None:
     return None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
 
 
+def default_tracking_uri() -> str:
+    """``logger.tracking_uri`` of ``conf/logger/mlflow.yaml``: the store every run writes to."""
+    from omegaconf import OmegaConf
+
+    from digitlab.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
+
+
 def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1.
 
@@ -42,8 +45,6 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     if is_server(tracking_uri):
         return f"open {tracking_uri} in a browser (the server is the UI)"
     if default_uri is None:
-        from digitlab.cli.ui import default_tracking_uri
-
         default_uri = default_tracking_uri()
     if tracking_uri == default_uri:
         return "uv run digitlab-ui"
@@ -68,6 +69,17 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def open_experiment(logger_cfg) -> tuple[Any, str]:
+    """``(client, experiment id)`` for ``logger.tracking_uri`` and ``logger.experiment_name``.
+
+    The one way runs and sweeps reach their experiment: a new one gets its artifact location
+    from :func:`artifact_root` (the server's choice for a tracking server).
+    """
+    client = open_client(logger_cfg.tracking_uri)
+    name = logger_cfg.experiment_name
+    return client, get_or_create_experiment(client, name, artifact_root(logger_cfg))
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -131,84 +143,3 @@ def _first_contact(tracking_uri: str, db: Path):
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
-
-
-def run_name(choices: Mapping[str, Any], seed: int) -> str:
-    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``."""
-    parts = [str(choices[g]) for g in NAME_GROUPS if choices.get(g)]
-    return "-".join([*parts, f"s{seed}"])
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"model.hidden": "[128, 64]", ...}: MLflow params are flat strings."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def git_commit(folder: Path) -> str | None:
-    """The commit the code runs from (with ``-dirty`` for uncommitted changes), if in git."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
-
-
-def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
-    """Log the flat config; a resumed run keeps the values it has and tags what changed."""
-    from mlflow.entities import Param, RunTag
-
-    params = {k: v[:6000] for k, v in params.items()}
-    logged = client.get_run(run_id).data.params
-    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
-    if changed:  # MLflow params are write-once; a resume may legitimately raise max_epochs
-        note = "; ".join(f"{k}: {logged[k]} -> {v}" for k, v in changed.items())
-        client.log_batch(run_id, tags=[RunTag("digitlab.resume_changes", note[:5000])])
-    items = [Param(k, v) for k, v in params.items() if k not in logged]
-    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])
-
-
-def log_checkpoints(client, run_id: str, *paths: str | Path | None) -> list[str]:
-    """Log the checkpoint files that exist under the run's ``checkpoints/``; returns their paths."""
-    logged = []
-    for path in paths:
-        if path and Path(path).is_file():
-            client.log_artifact(run_id, str(path), "checkpoints")
-            logged.append(str(path))
-    return logged
-
-
-def sweep_tags() -> dict[str, str]:
-    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
-
-    The parent id comes from ``digitlab.tracking.sweep.PARENT_ENV``, set by the sweep callback; the job's
-    overrides are kept so the sweep summary can tabulate what each job changed.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from digitlab.tracking.sweep import PARENT_ENV
-
-    parent = os.environ.get(PARENT_ENV)
-    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}
-    job = HydraConfig.get().job
-    return {
-        "mlflow.parentRunId": parent,
-        "digitlab.job_num": str(job.num),
-        "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
-    }

@@ -34,6 +34,26 @@ SUMMARY_METRICS = (
 )
 
 
+def sweep_tags() -> dict[str, str]:
+    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
+
+    The parent id comes from :data:`PARENT_ENV`, set by the sweep callback; the job's overrides
+    are kept so the sweep summary can tabulate what each job changed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    return {
+        "mlflow.parentRunId": parent,
+        "digitlab.job_num": str(job.num),
+        "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
+    }
+
+
 def sweep_settings(config: DictConfig) -> dict[str, Any]:
     """What defines the sweep: its command-line overrides and the sweeper's own search space."""
     hydra_cfg = config.hydra
@@ -62,6 +82,7 @@ class MlflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from digitlab.tracking import store as tracking
+        from digitlab.tracking.run import log_params
 
         logger_cfg = config.logger
         client = tracking.open_client(logger_cfg.tracking_uri)
@@ -90,7 +111,7 @@ class MlflowSweep(Callback):
             "sweep.launcher": settings["launcher"],
         }
         params.update({f"sweep.params.{k}": str(v) for k, v in settings["sweeper_params"].items()})
-        tracking.log_params(client, self.parent_id, params)
+        log_params(client, self.parent_id, params)
         client.log_dict(self.parent_id, settings, "sweep.yaml")
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._abandon)

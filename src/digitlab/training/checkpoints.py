@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.run import CHECKPOINT_DIR_TAG
 
 # Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
 # checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
 RUN_ID_KEY = "digitlab_run_id"
-# MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
-CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -96,6 +95,7 @@ class Resume:
     path: Path
     run_id: str | None
     dirpath: Path | None
+    checkpoint: dict[str, Any]
 
 
 def _checkpoint_dir(checkpoint: Mapping[str, Any]) -> Path | None:
@@ -124,7 +124,7 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
                 client.get_run(run_id)
             except MlflowException:  # written by a run of another store: start a new run here
                 run_id = None
-        return Resume(path, run_id, _checkpoint_dir(checkpoint))
+        return Resume(path, run_id, _checkpoint_dir(checkpoint), checkpoint)
     try:
         run = client.get_run(str(target))
     except MlflowException:
@@ -142,4 +142,4 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
                 "epoch ended): start it again without resume="
             ) from None
     checkpoint = load_checkpoint(local)
-    return Resume(local, run.info.run_id, _checkpoint_dir(checkpoint))
+    return Resume(local, run.info.run_id, _checkpoint_dir(checkpoint), checkpoint)

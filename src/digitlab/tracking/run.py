@@ -1,0 +1,199 @@
+"""One MLflow run's life: created or resumed, recorded, and ended KILLED, FAILED or FINISHED."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from digitlab.errors import DigitlabError, Interrupted
+
+# The Hydra groups whose chosen option names the run, in this order.
+NAME_GROUPS = ("model", "data", "optimizer", "experiment")
+# MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
+CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
+
+
+class TrackedRun:
+    """Owns one MLflow run from creation to its final status; use it as a context manager.
+
+    Entering creates the run (or reopens ``resume_run_id``, so a resumed run keeps one history),
+    tags it, logs the flat config as params and the resolved config as ``config.yaml``, and
+    makes SIGTERM behave as Ctrl-C. Leaving ends it:
+
+    - FINISHED when the block completes;
+    - KILLED on Ctrl-C or SIGTERM (Lightning turns both into ``SystemExit``): ``last.ckpt`` is
+      logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
+    - FAILED on any other exception; for a :class:`DigitlabError` (e.g. a non-finite loss)
+      ``last.ckpt``, the last good state, is logged and named in the message.
+
+    Under DDP the processes other than global rank zero pass ``owner=False``: they record nothing
+    and ``run_id`` is None.
+    """
+
+    def __init__(
+        self,
+        client,
+        experiment_id: str,
+        config: Mapping[str, Any],
+        checkpoint_dir: Path,
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        resume_run_id: str | None = None,
+        owner: bool = True,
+    ) -> None:
+        self.client, self.experiment_id = client, experiment_id
+        self.config, self.checkpoint_dir = config, Path(checkpoint_dir)
+        self.name, self.tags = name, dict(tags or {})
+        self.resume_run_id, self.owner = resume_run_id, owner
+        self.run_id: str | None = None
+        self._signals = signals_as_interrupts()
+
+    def __enter__(self) -> TrackedRun:
+        if self.owner:
+            self._open()
+        self.caught = self._signals.__enter__()
+        return self
+
+    def _open(self) -> None:
+        client = self.client
+        if self.resume_run_id:
+            self.run_id = self.resume_run_id
+            self.name = client.get_run(self.run_id).info.run_name
+            client.update_run(self.run_id, status="RUNNING")
+        else:
+            run = client.create_run(self.experiment_id, run_name=self.name, tags=self.tags)
+            self.run_id = run.info.run_id
+        try:
+            client.set_tag(self.run_id, CHECKPOINT_DIR_TAG, str(self.checkpoint_dir))
+            log_params(client, self.run_id, flatten(self.config))
+            text = OmegaConf.to_yaml(OmegaConf.create(dict(self.config)))
+            client.log_text(self.run_id, text, "config.yaml")
+        except BaseException:
+            client.set_terminated(self.run_id, "FAILED")
+            raise
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._signals.__exit__(None, None, None)
+        if not self.owner:
+            return False
+        status, replacement = "FINISHED", None
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
+            status = "KILLED"
+            logged = self.log_checkpoint(self.checkpoint_dir / "last.ckpt")
+            how = self.caught.signal.name if self.caught.signal else "an exit request"
+            replacement = Interrupted(
+                f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint(logged)}",
+                signum=self.caught.signal or signal.SIGINT,
+            )
+        elif exc_type is not None:
+            status = "FAILED"
+            if isinstance(exc, DigitlabError):  # the user can fix it: keep the work done so far
+                logged = self.log_checkpoint(self.checkpoint_dir / "last.ckpt")
+                kept = f"last good checkpoint {logged}" if logged else "no checkpoint was saved yet"
+                exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
+        self.client.set_terminated(self.run_id, status)
+        if replacement is not None:
+            raise replacement from None
+        return False
+
+    def log_checkpoint(self, path: str | Path | None) -> str | None:
+        """Log the checkpoint at ``path`` under the run's ``checkpoints/``, if it exists."""
+        if self.run_id is None or not path or not Path(path).is_file():
+            return None
+        self.client.log_artifact(self.run_id, str(path), "checkpoints")
+        return str(path)
+
+    def _resume_hint(self, logged: str | None) -> str:
+        if not logged:
+            return f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
+        return f"last checkpoint {logged} logged to run {self.run_id}; continue with: resume={self.run_id}"
+
+
+def run_name(choices: Mapping[str, Any], seed: int) -> str:
+    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``."""
+    parts = [str(choices[g]) for g in NAME_GROUPS if choices.get(g)]
+    return "-".join([*parts, f"s{seed}"])
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"model.hidden": "[128, 64]", ...}: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit the code runs from (with ``-dirty`` for uncommitted changes), if in git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
+    """Log the flat config; a resumed run keeps the values it has and tags what changed."""
+    from mlflow.entities import Param, RunTag
+
+    params = {k: v[:6000] for k, v in params.items()}
+    logged = client.get_run(run_id).data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    if changed:  # MLflow params are write-once; a resume may legitimately raise max_epochs
+        note = "; ".join(f"{k}: {logged[k]} -> {v}" for k, v in changed.items())
+        client.log_batch(run_id, tags=[RunTag("digitlab.resume_changes", note[:5000])])
+    items = [Param(k, v) for k, v in params.items() if k not in logged]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+@dataclass
+class Caught:
+    """The signal that interrupted the block, if any (``signal.Signals``)."""
+
+    signal: signal.Signals | None = None
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[Caught]:
+    """Within the block SIGTERM behaves as Ctrl-C: a KeyboardInterrupt, which Lightning answers
+    with a graceful shutdown. The signal received is recorded for the exit status.
+
+    Lightning registers its own SIGTERM notifier during ``fit`` and calls this handler after it.
+    """
+    caught = Caught()
+
+    def interrupt(signum: int, frame) -> None:
+        if caught.signal is None:
+            caught.signal = signal.Signals(signum)
+            raise KeyboardInterrupt
+        # a second signal while shutting down is ignored: the first one is being honoured
+
+    try:
+        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. a thread-based launcher): leave signals alone
+        yield caught
+        return
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

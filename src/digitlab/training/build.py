@@ -1,0 +1,182 @@
+"""Build a run's parts from its config: data module, LightningModule, callbacks, Trainer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from omegaconf import DictConfig, OmegaConf
+
+from digitlab.data.datamodule import DigitDataModule
+from digitlab.data.sources import DigitData
+from digitlab.errors import DigitlabError
+from digitlab.figures import figure_callbacks
+from digitlab.training.classifier import DigitClassifier
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up lines once (Hydra already prints them), without its advertising tip."""
+    # Under DDP our epoch metrics are already global: torchmetrics' compute() gathers every
+    # rank's state, so Lightning's advice to add sync_dist=True (average again) does not apply.
+    warnings.filterwarnings(
+        "ignore", message=r"It is recommended to use `self.log\('(train|val|test)/",
+        category=PossibleUserWarning,
+    )
+    # The module logs per epoch only, so the step-logging interval has nothing to log.
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+    )
+    # best.ckpt's callback comes first on purpose: "best" means the best validation accuracy.
+    warnings.filterwarnings(
+        "ignore", message=r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple'
+    )
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+    if logging.getLogger().handlers:  # Hydra has configured logging: no second console handler
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def check_accelerator(name: str, devices: Any = 1) -> None:
+    """Fail early, in one line, when the requested accelerator is not on this machine."""
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise DigitlabError(
+            f"trainer.accelerator={name} but PyTorch sees no CUDA GPU on this machine: "
+            "use trainer.accelerator=cpu (or auto)"
+        )
+    gpus = torch.cuda.device_count()
+    uses_gpus = name in ("gpu", "cuda") or (name == "auto" and gpus > 0)
+    if uses_gpus and isinstance(devices, int) and not isinstance(devices, bool) and devices > gpus:
+        raise DigitlabError(
+            f"trainer.devices={devices} but this machine has {gpus} GPU(s): use "
+            f"trainer.devices={gpus}, or trainer.accelerator=cpu for {devices} CPU processes"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DigitlabError(
+            "trainer.accelerator=mps but no Apple MPS device is available: "
+            "use trainer.accelerator=cpu (or auto)"
+        )
+
+
+def check_launcher(trainer: L.Trainer) -> None:
+    """Refuse Lightning's ``ddp`` launcher inside a ``-m`` sweep, in one line with the fix.
+
+    That launcher starts the extra processes by re-running the command line, which in a sweep
+    would start the whole sweep again in every extra process. ``ddp_spawn`` starts its processes
+    from inside this one; SLURM (``hydra/launcher=slurm``) starts one task per device itself.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = trainer.strategy
+    environment = getattr(strategy, "cluster_environment", None)
+    if (
+        type(strategy.launcher).__name__ == "_SubprocessScriptLauncher"
+        and environment is not None
+        and not environment.creates_processes_externally
+        and HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    ):
+        raise DigitlabError(
+            "trainer.strategy=ddp re-runs the command for each extra process, which a -m sweep "
+            "cannot do: use trainer.strategy=ddp_spawn in sweeps on one machine"
+        )
+
+
+def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
+    data = cfg.data
+    return DigitDataModule(
+        load=(lambda: loaded) if loaded is not None else instantiate(data.source, _partial_=True),
+        val_size=data.val_size,
+        test_size=data.test_size,
+        batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        scale=data.scale,
+        mean=data.mean,
+        std=data.std,
+        resize=data.resize,
+        seed=cfg.seed,
+        augment=instantiate(data.augment) if data.get("augment") else None,
+        steps_per_call=data.get("steps_per_call", 1),
+    )
+
+
+def build_module(cfg: DictConfig) -> DigitClassifier:
+    # data.resize is authoritative: the model is built for the images the data module serves.
+    try:
+        net = instantiate(cfg.model, input_size=cfg.data.resize)
+        optimizer = instantiate(cfg.optimizer)
+        # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
+        # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+        scheduler, interval = None, "epoch"
+        if cfg.get("scheduler"):
+            # `interval` is ours (when the module steps it), the other keys the scheduler's.
+            settings = OmegaConf.to_container(cfg.scheduler, resolve=True)
+            interval = settings.pop("interval", "epoch")
+            if interval not in ("epoch", "step"):
+                raise DigitlabError(
+                    f"scheduler.interval={interval!r} is invalid: it must be epoch or step"
+                )
+            scheduler = instantiate(settings)
+    except (InstantiationException, TypeError, ValueError) as e:
+        cause = e.__cause__ or e
+        raise DigitlabError(
+            f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
+            "(fix or remove the model.* / optimizer.* / scheduler.* override)"
+        ) from None
+    return DigitClassifier(
+        net,
+        optimizer,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        batch_size=cfg.data.batch_size,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The ``callbacks`` group's callbacks (one entry per name, as Lightning's templates do),
+    then the pictures the ``figures`` group asks for."""
+    built = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:  # `callbacks.<name>=null` drops one
+            continue
+        try:
+            built.append(instantiate(node))
+        except InstantiationException as e:
+            cause = e.__cause__ or e
+            raise DigitlabError(
+                f"cannot build callbacks.{name}: {str(cause).splitlines()[0]} "
+                f"(fix or remove the callbacks.{name} override)"
+            ) from None
+    return [*built, *figure_callbacks(cfg)]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
+    """The Trainer, without its logger yet (set once the MLflow run exists)."""
+    # The module clips gradients itself (manual optimization): the Trainer must not be given them.
+    settings = {k: v for k, v in cfg.trainer.items() if not k.startswith("gradient_clip")}
+    try:
+        return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir)
+    except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise DigitlabError(
+            f"Lightning rejects the trainer settings: {str(e).splitlines()[0]} "
+            "(fix the trainer.* override; conf/trainer/default.yaml lists the keys)"
+        ) from None
