@@ -92,7 +92,7 @@ CASES: dict[str, tuple] = {
         None, ["data.steps_per_call=0"], ["data.steps_per_call=0 is invalid", "an integer >= 1"]),
     "gradient accumulation": (
         None, ["+trainer.accumulate_grad_batches=4"],
-        ["trainer.accumulate_grad_batches=4 is invalid", "raise data.batch_size"]),
+        ["trainer.accumulate_grad_batches=4 needs one optimizer step per", "data.steps_per_call=1"]),
     "unknown scheduler interval": (
         None, ["scheduler=cosine", "scheduler.interval=hourly"],
         ["scheduler.interval='hourly' is invalid", "epoch or step"]),

@@ -101,12 +101,11 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
 
     def diverge(self, batch, batch_idx):  # the loss turns NaN from the 10th step on (epoch 1)
         out = original(self, batch, batch_idx)
-        if self.global_step >= 10:  # counts the step this call just took
-            return {key: value * float("nan") for key, value in out.items()}
-        return out
+        # global_step counts the steps before this one (Lightning steps after training_step)
+        return out * float("nan") if self.global_step >= 9 else out
 
     monkeypatch.setattr(DigitClassifier, "training_step", diverge)
-    # 200 training images: 7 steps per epoch; one optimizer step per training_step call here
+    # 200 training images: 7 steps per epoch; the plain module, one optimizer step per call
     cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
     with pytest.raises(DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)") as e:
         train(cfg, output_dir=tmp_path)

@@ -1,21 +1,28 @@
-"""Several optimizer steps per Lightning step train exactly as one step per batch does."""
+"""The plain module (Lightning's automatic optimization) and the fused one (several optimizer
+steps per Lightning step) train identically; clipping, accumulation and schedules hold on both."""
 
 from __future__ import annotations
 
-import lightning as L
-import torch
+import tempfile
+from pathlib import Path
 
-from digitlab.training.build import build_datamodule, build_module
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+
+from digitlab.training.build import build_datamodule, build_module, build_trainer
+from digitlab.training.classifier import DigitClassifier
+from digitlab.training.fused import FusedStepsClassifier
 
 
 def fit(cfg, epochs: int = 2, callbacks=()):
+    """Fit with the Trainer the run would build (its clipping and accumulation settings)."""
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build_datamodule(cfg), build_module(cfg)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=list(callbacks),
-    )
+    with open_dict(cfg):
+        cfg.trainer.update(max_epochs=epochs, enable_checkpointing=False, enable_model_summary=False)
+    trainer = build_trainer(cfg, list(callbacks), Path(tempfile.mkdtemp()))
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, datamodule
 
@@ -23,6 +30,9 @@ def fit(cfg, epochs: int = 2, callbacks=()):
 def test_steps_per_call_changes_speed_not_results(make_cfg):
     one_trainer, one, _ = fit(make_cfg("model=mlp", "data.steps_per_call=1"))
     many_trainer, many, datamodule = fit(make_cfg("model=mlp", "data.steps_per_call=3"))
+    # The config picks the module: Lightning's automatic optimization for one step per call.
+    assert type(one) is DigitClassifier and one.automatic_optimization
+    assert type(many) is FusedStepsClassifier and not many.automatic_optimization
 
     steps_per_epoch = -(-len(datamodule.tensors["train"][1]) // 32)  # 200 samples, batch 32: 7
     assert one_trainer.global_step == many_trainer.global_step == 2 * steps_per_epoch
@@ -70,8 +80,10 @@ def test_evaluation_loss_and_accuracy_are_per_sample_over_uneven_batches():
     torch.testing.assert_close(module.accuracy["val_acc"].compute(), expected_acc)
 
 
-def test_one_cycle_spans_exactly_the_optimizer_steps_of_the_run(make_cfg):
-    cfg = make_cfg("model=mlp", "scheduler=onecycle", "optimizer.lr=0.2", "data.steps_per_call=3")
+@pytest.mark.parametrize("steps_per_call", [1, 3])
+def test_one_cycle_spans_exactly_the_optimizer_steps_of_the_run(make_cfg, steps_per_call):
+    cfg = make_cfg("model=mlp", "scheduler=onecycle", "optimizer.lr=0.2",
+                   f"data.steps_per_call={steps_per_call}")
     trainer, module, datamodule = fit(cfg, epochs=2)
     steps = 2 * -(-len(datamodule.tensors["train"][1]) // cfg.data.batch_size)
     assert trainer.global_step == steps
@@ -109,8 +121,10 @@ def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make
         torch.testing.assert_close(a, b)
 
 
-def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg):
-    cfg = make_cfg("model=mlp", "optimizer.lr=0.5", "trainer.gradient_clip_val=1e-6")
+@pytest.mark.parametrize("steps_per_call", [1, 20])  # Lightning clips (plain), the module (fused)
+def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg, steps_per_call):
+    cfg = make_cfg("model=mlp", "optimizer.lr=0.5", "trainer.gradient_clip_val=1e-6",
+                   f"data.steps_per_call={steps_per_call}")
     L.seed_everything(cfg.seed, verbose=False)
     start = [p.detach().clone() for p in build_module(cfg).net.parameters()]  # same seed, same init
     trainer, clipped, _ = fit(cfg, epochs=1)
@@ -118,3 +132,11 @@ def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg)
     # 7 SGD steps of lr 0.5 with gradients clipped to norm 1e-6 move the weights by <= 3.5e-6
     moved = torch.sqrt(sum(((p - s) ** 2).sum() for p, s in zip(clipped.net.parameters(), start)))
     assert steps == 7 and 0 < moved <= steps * 0.5 * 1e-6 * 1.001
+
+
+def test_gradient_accumulation_is_lightnings_on_the_plain_module(make_cfg):
+    cfg = make_cfg("model=mlp", "data.steps_per_call=1", "+trainer.accumulate_grad_batches=2")
+    trainer, module, _ = fit(cfg, epochs=1)
+    assert type(module) is DigitClassifier
+    assert trainer.accumulate_grad_batches == 2
+    assert trainer.global_step == 4  # 7 batches of 32, one optimizer step per 2 (and the last)

@@ -39,10 +39,6 @@ RULES: list[tuple[str, Any, str]] = [
     ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0),
      "null or a number >= 0"),
-    # The module steps the optimizer itself (several steps per Lightning step): gradient
-    # accumulation would change what a step is. A larger data.batch_size is the equivalent.
-    ("trainer.accumulate_grad_batches", lambda v: v == 1,
-     "1 (for a larger effective batch raise data.batch_size)"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
     ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
      "null, an MLflow run id or a .ckpt path"),
@@ -83,3 +79,11 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not test(value):
             raise DigitlabError(f"{key}={value!r} is invalid: it must be {wanted}")
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
+    if accumulate != 1 and OmegaConf.select(cfg, "data.steps_per_call", default=1) != 1:
+        # Several optimizer steps per Lightning step (the fused path) step the optimizer
+        # themselves: accumulation would change what a step is.
+        raise DigitlabError(
+            f"trainer.accumulate_grad_batches={accumulate!r} needs one optimizer step per "
+            "Lightning step: add data.steps_per_call=1 (or raise data.batch_size instead)"
+        )

@@ -19,6 +19,7 @@ from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 from digitlab.figures import figure_callbacks
 from digitlab.training.classifier import DigitClassifier
+from digitlab.training.fused import FusedStepsClassifier
 
 
 def quiet_lightning() -> None:
@@ -116,6 +117,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
 
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
+    """The LightningModule: the plain one, or the fused-steps one when ``data.steps_per_call > 1``."""
     # data.resize is authoritative: the model is built for the images the data module serves.
     try:
         net = instantiate(cfg.model, input_size=cfg.data.resize)
@@ -139,16 +141,20 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
             f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
             "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
-    return DigitClassifier(
-        net,
-        optimizer,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        scheduler=scheduler,
-        scheduler_interval=interval,
-        batch_size=cfg.data.batch_size,
+    settings = dict(config=OmegaConf.to_container(cfg, resolve=True), scheduler=scheduler,
+                    scheduler_interval=interval)
+    if not fused_steps(cfg):
+        return DigitClassifier(net, optimizer, **settings)
+    return FusedStepsClassifier(
+        net, optimizer, **settings, batch_size=cfg.data.batch_size,
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
     )
+
+
+def fused_steps(cfg: DictConfig) -> bool:
+    """Whether the run takes several optimizer steps per Lightning step (the speed path)."""
+    return cfg.data.get("steps_per_call", 1) > 1
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -171,8 +177,9 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
     """The Trainer, without its logger yet (set once the MLflow run exists)."""
-    # The module clips gradients itself (manual optimization): the Trainer must not be given them.
-    settings = {k: v for k, v in cfg.trainer.items() if not k.startswith("gradient_clip")}
+    settings = dict(cfg.trainer)
+    if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
+        settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:
         return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir)
     except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError

@@ -1,0 +1,131 @@
+"""The speed path: several optimizer steps per Lightning training step (``data.steps_per_call``).
+
+Lightning's fixed cost per training step (loops, hooks, progress bar, ~0.1-1 ms on a CPU) is as
+long as a whole MLP step on 100 images. The data module serves ``steps_per_call`` steps' worth of
+samples at once and this module cuts them into ``batch_size`` slices, stepping the optimizer after
+each (Lightning's manual optimization), so that cost is paid once for all of them
+(experiments/RESULTS.md). The slices, their order and the updates are those of one step per
+batch. Everything that is not about stepping is :class:`DigitClassifier`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from digitlab.training.classifier import DigitClassifier
+
+# The callback hooks Lightning dispatches around every optimizer step under manual optimization.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+class FusedStepsClassifier(DigitClassifier):
+    """:class:`DigitClassifier` taking one optimizer step per ``batch_size`` slice of a batch.
+
+    Under manual optimization Lightning leaves clipping and schedulers to the module, so they are
+    done here (``trainer.gradient_clip_*`` arrive as arguments); gradient accumulation would
+    change what a step is and is refused by the config checks (``data.steps_per_call=1`` allows
+    it).
+
+    Args:
+        batch_size: samples per optimizer step.
+        gradient_clip_val, gradient_clip_algorithm: clip gradients before each optimizer step.
+        *args, **kwargs: those of :class:`DigitClassifier`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        batch_size: int,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_size = batch_size
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.automatic_optimization = False
+        self._direct = False
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """One optimizer step per ``batch_size`` slice of ``batch``; returns the batch's mean
+        loss and the loss of every step."""
+        x, y = batch
+        optimizer = self.optimizers()
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
+        losses, logits, step_losses = [], [], []
+        for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
+            out = self.net(xb)
+            loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = loss.mean()
+            if self._direct:
+                step_loss.backward()
+            else:
+                self.manual_backward(step_loss)
+            step_losses.append(step_loss.detach())
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            if self._direct:
+                # The torch optimizer itself, with Lightning's step counting around it: the
+                # counter behind trainer.global_step (checkpoints, limits, schedules) must move.
+                optimizer._on_before_step()
+                optimizer.optimizer.step()
+                optimizer._on_after_step()
+            else:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            losses.append(loss.detach())
+            logits.append(out.detach())
+        # Metrics are updated once per batch, not per slice: the same values for less overhead
+        # (each torchmetrics update costs dozens of Python attribute writes).
+        losses = torch.cat(losses)
+        self.accuracy["train_acc"].update(torch.cat(logits), y)
+        self.mean_loss["train_loss"].update(losses)
+        # Each optimizer step's loss, in order: a non-finite one is named by its own step.
+        return {"loss": losses.mean(), "step_losses": torch.stack(step_losses)}
+
+    def _direct_steps(self) -> bool:
+        """Whether backward and the optimizer step may skip Lightning's wrappers.
+
+        ``manual_backward`` and ``LightningOptimizer.step`` dispatch three hooks to every callback
+        per optimizer step, about a quarter of an MLP step on a CPU (experiments/RESULTS.md).
+        With full precision or bf16 (no gradient scaler) on one process, and no callback that
+        implements one of those hooks, the wrappers do nothing else, so the module calls
+        ``backward`` and the torch optimizer itself. Everything else (16-bit with a scaler,
+        DDP, a callback with one of the hooks) goes through Lightning.
+        """
+        trainer = self.trainer
+        plugin = trainer.precision_plugin
+        if trainer.world_size != 1 or getattr(plugin, "scaler", None) is not None:
+            return False
+        if type(plugin).__name__ not in ("Precision", "MixedPrecision", "HalfPrecision"):
+            return False
+        return not any(
+            getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in STEP_HOOKS
+        )
+
+    def on_train_start(self) -> None:
+        self._direct = self._direct_steps()  # callbacks and precision are fixed for the fit
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        for config in self.trainer.lr_scheduler_configs:  # manual optimization: ours to step
+            if config.interval == "epoch":
+                config.scheduler.step()
+
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps in the whole fit. Lightning's estimate counts its own training steps
+        (limits applied), each holding up to ``steps_per_call`` optimizer steps."""
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        per_call = datamodule.steps_per_call if trainer.world_size == 1 else 1
+        bound = trainer.estimated_stepping_batches * per_call
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            samples = datamodule.train_dataloader().num_samples
+            bound = min(bound, math.ceil(samples / self.batch_size) * trainer.max_epochs)
+        return int(bound)
