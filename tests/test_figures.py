@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from digitlab.data.datamodule import prepare
 from digitlab.errors import DigitlabError
-from digitlab.figures import FigureLogger, figure_callbacks
-from digitlab.train import train
+from digitlab.figures import FigureLogger, figure_callbacks, grey_levels
+from digitlab.training.run import train
 
 DATA = {f"figures/data/samples_{s}.png" for s in ("train", "val", "test")} | {
     "figures/data/label_histogram.png"
@@ -91,3 +93,14 @@ def test_bad_figure_settings_fail_in_one_line():
     cfg = OmegaConf.create({"figures": {"enabled": True, "sample": 3}})
     with pytest.raises(DigitlabError, match="unknown key"):
         figure_callbacks(cfg)
+
+
+@pytest.mark.parametrize(
+    ("scale", "mean", "std"),
+    [(80.0, 0.4176, 1.0), (255.0, 0.1307, 0.3081)],  # mxnet_jl_kaggle's scale; torchvision's
+)
+def test_grey_levels_undo_prepare_including_its_scale(scale, mean, std):
+    images = (torch.arange(2 * 28 * 28) % 256).to(torch.uint8).reshape(2, 28, 28)
+    x = prepare(images, torch.device("cpu"), scale, mean, std, 28)
+    shown = grey_levels(x[:, 0], scale, mean, std)
+    assert torch.allclose(shown, images.float() / 255, rtol=0, atol=1e-5)

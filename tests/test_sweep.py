@@ -10,8 +10,8 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from digitlab.figures.plots.sweep import plot_target_vs_values
 from digitlab.tracking.sweep import markdown_table, swept_keys
-from digitlab.sweep_plot import plot_target_vs_values
 
 FAST = [
     "data.val_size=40",

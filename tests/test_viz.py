@@ -1,4 +1,4 @@
-"""Tests for digitlab.viz: every plot returns a titled Figure that renders; stats are exact."""
+"""Tests for digitlab.figures.plots: each plot returns a titled Figure that renders; exact stats."""
 
 import io
 
@@ -7,7 +7,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from digitlab import viz
+from digitlab.figures.plots.data import plot_label_histogram, plot_samples
+from digitlab.figures.plots.filters import filter_stats, plot_filters, plot_mlp_templates
+from digitlab.figures.plots.predictions import (
+    plot_confident_mistakes,
+    plot_confusion_matrix,
+    plot_per_class_accuracy,
+    plot_probability_bars,
+)
 
 
 def image_axes(fig: Figure) -> list:
@@ -41,7 +48,7 @@ def digits():
 
 def test_plot_filters_single_input_channel_is_one_mosaic_with_shared_colorbar():
     w = torch.nn.Conv2d(1, 20, 5).weight
-    fig = viz.plot_filters(w, "conv1 at init")
+    fig = plot_filters(w, "conv1 at init")
     assert isinstance(fig, Figure)
     assert title_of(fig) == "conv1 at init"
     assert len(image_axes(fig)) == 1
@@ -53,19 +60,19 @@ def test_plot_filters_single_input_channel_is_one_mosaic_with_shared_colorbar():
 
 def test_plot_filters_default_vmax_is_max_abs_and_symmetric():
     w = torch.tensor([[[[0.1, -0.3], [0.2, 0.05]]], [[[0.0, 0.25], [-0.1, 0.15]]]])
-    fig = viz.plot_filters(w, "t")
+    fig = plot_filters(w, "t")
     assert image_axes(fig)[0].images[0].get_clim() == pytest.approx((-0.3, 0.3))
 
 
 def test_plot_filters_explicit_vmax_is_used():
     w = np.full((3, 1, 5, 5), 0.01)
-    fig = viz.plot_filters(w, "t", vmax=0.5)
+    fig = plot_filters(w, "t", vmax=0.5)
     assert image_axes(fig)[0].images[0].get_clim() == pytest.approx((-0.5, 0.5))
 
 
 def test_plot_filters_multi_channel_is_labelled_grid():
     w = torch.nn.Conv2d(20, 50, 5).weight
-    fig = viz.plot_filters(w, "conv2 at init")
+    fig = plot_filters(w, "conv2 at init")
     (ax,) = image_axes(fig)
     assert ax.get_xlabel() == "input channel"
     assert ax.get_ylabel() == "output filter"
@@ -80,7 +87,7 @@ def test_plot_filters_multi_channel_is_labelled_grid():
 
 def test_plot_mlp_templates_shows_at_most_max_units():
     w = torch.nn.Linear(784, 128).weight
-    fig = viz.plot_mlp_templates(w, "mlp at init", max_units=16)
+    fig = plot_mlp_templates(w, "mlp at init", max_units=16)
     (ax,) = image_axes(fig)
     assert [t.get_text() for t in ax.texts] == [f"unit {i}" for i in range(16)]
     assert "first 16 of 128" in title_of(fig)
@@ -92,7 +99,7 @@ def test_plot_mlp_templates_shows_at_most_max_units():
 def test_filter_stats_match_numpy():
     w = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2) - 5.0
     w[1, 0, 0, 0] = 100.0
-    stats = viz.filter_stats(w)
+    stats = filter_stats(w)
     arr = w.numpy().reshape(2, -1)
     assert stats["filter"] == ["0", "1", "all"]
     assert stats["min"] == pytest.approx([arr[0].min(), arr[1].min(), arr.min()])
@@ -105,7 +112,7 @@ def test_filter_stats_match_numpy():
 
 def test_plot_samples_labels_each_digit(digits):
     images, labels = digits
-    fig = viz.plot_samples(torch.from_numpy(images), torch.from_numpy(labels), "samples", n=12)
+    fig = plot_samples(torch.from_numpy(images), torch.from_numpy(labels), "samples", n=12)
     (ax,) = image_axes(fig)
     assert [t.get_text() for t in ax.texts] == [str(y) for y in labels[:12]]
     assert title_of(fig) == "samples"
@@ -114,7 +121,7 @@ def test_plot_samples_labels_each_digit(digits):
 
 def test_plot_label_histogram_has_one_bar_group_per_split(digits):
     _, labels = digits
-    fig = viz.plot_label_histogram({"train": labels, "test": torch.from_numpy(labels[:5])})
+    fig = plot_label_histogram({"train": labels, "test": torch.from_numpy(labels[:5])})
     (ax,) = fig.axes
     assert len(ax.patches) == 20
     assert ax.get_xlabel() == "digit" and ax.get_ylabel() == "count"
@@ -127,7 +134,7 @@ def test_plot_label_histogram_has_one_bar_group_per_split(digits):
 
 def test_plot_confusion_matrix_annotates_every_cell():
     m = np.arange(100).reshape(10, 10)
-    fig = viz.plot_confusion_matrix(torch.from_numpy(m))
+    fig = plot_confusion_matrix(torch.from_numpy(m))
     (ax,) = image_axes(fig)
     assert len(ax.texts) == 100 and ax.texts[23].get_text() == "23"
     assert ax.get_xlabel() == "predicted digit" and ax.get_ylabel() == "true digit"
@@ -137,7 +144,7 @@ def test_plot_confusion_matrix_annotates_every_cell():
 
 def test_plot_per_class_accuracy_zooms_and_labels_bars():
     acc = np.linspace(0.95, 0.99, 10)
-    fig = viz.plot_per_class_accuracy(acc)
+    fig = plot_per_class_accuracy(acc)
     (ax,) = fig.axes
     assert len(ax.patches) == 10
     assert ax.get_ylim()[0] == pytest.approx(0.9)
@@ -150,7 +157,7 @@ def test_plot_confident_mistakes_captions(digits):
     images, labels = digits
     pred = (labels + 1) % 10
     conf = np.full(20, 0.97)
-    fig = viz.plot_confident_mistakes(images, labels, pred, conf, n=4)
+    fig = plot_confident_mistakes(images, labels, pred, conf, n=4)
     (ax,) = image_axes(fig)
     assert ax.texts[0].get_text() == f"true {labels[0]} → pred {pred[0]} (97%)"
     assert len(ax.texts) == 4
@@ -159,14 +166,14 @@ def test_plot_confident_mistakes_captions(digits):
 
 
 def test_plot_confident_mistakes_with_no_mistakes_still_renders():
-    fig = viz.plot_confident_mistakes(np.zeros((0, 28, 28), np.uint8), [], [], [])
+    fig = plot_confident_mistakes(np.zeros((0, 28, 28), np.uint8), [], [], [])
     assert renders(fig)
 
 
 def test_plot_probability_bars_highlights_true_and_predicted(digits):
     images, labels = digits
     probs = torch.softmax(torch.randn(20, 10), dim=1)
-    fig = viz.plot_probability_bars(images, probs, labels, n=3)
+    fig = plot_probability_bars(images, probs, labels, n=3)
     assert len(image_axes(fig)) == 3
     bar_axes = [ax for ax in fig.axes if ax.patches]
     assert len(bar_axes) == 3

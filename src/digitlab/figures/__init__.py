@@ -1,0 +1,20 @@
+"""Pictures of a run: the callback that logs them to MLflow and the plots it draws (``plots``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from digitlab.figures.callback import FigureLogger, drawn_layers, figure_callbacks, grey_levels
+
+__all__ = ["FigureLogger", "drawn_layers", "figure_callbacks", "grey_levels"]
+
+
+def __getattr__(name: str) -> Any:
+    # The callback (Lightning, torch) loads on first use, so a sweep summary that imports
+    # digitlab.figures.plots.sweep in the Hydra parent process pays for matplotlib only.
+    if name in __all__:
+        from digitlab.figures import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,67 @@
+"""The sweep summary picture: the target metric of every job against each swept value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_target_vs_values(rows: list[dict[str, Any]], keys: list[str], target: str) -> Figure:
+    """One panel per swept key: every job's ``target`` (y) against its value of that key (x).
+
+    rows: dicts holding each key's value (the override string) and ``target`` (float or None).
+    Numeric values are placed on a number line (log scale when they span two decades or more),
+    anything else as categories in first-seen order. The best job is circled.
+    """
+    keys = keys or ["job"]
+    fig = Figure(figsize=(4.2 * len(keys) + 0.6, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    scored = [r for r in rows if r.get(target) is not None]
+    best = max(scored, key=lambda r: r[target]) if scored else None
+    for ax, key in zip(axes, keys, strict=True):
+        values = [r.get(key) for r in scored]
+        numbers = [_number(v) for v in values]
+        if all(n is not None for n in numbers) and numbers:
+            xs = numbers
+            positive = [x for x in xs if x > 0]
+            if len(positive) == len(xs) and max(xs) / min(xs) >= 100:
+                ax.set_xscale("log")
+        else:
+            labels = list(dict.fromkeys(str(v) for v in values))
+            xs = [labels.index(str(v)) for v in values]
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.scatter(xs, [r[target] for r in scored], color="tab:blue", zorder=3)
+        if best is not None:
+            i = scored.index(best)
+            ax.scatter(
+                [xs[i]],
+                [best[target]],
+                s=160,
+                facecolors="none",
+                edgecolors="tab:red",
+                zorder=4,
+                label=f"best {best[target]:.4f}",
+            )
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel(key)
+        ax.set_ylabel(target)
+        ax.grid(alpha=0.3)
+    if not scored:
+        axes[0].text(
+            0.5,
+            0.5,
+            f"no job reported {target}",
+            ha="center",
+            va="center",
+            transform=axes[0].transAxes,
+        )
+    fig.suptitle(f"{target} of {len(scored)} of {len(rows)} jobs against the swept values")
+    return fig
