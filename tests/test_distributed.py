@@ -85,12 +85,9 @@ def test_datamodule_serves_each_rank_its_share(make_cfg):
 
 def evaluate(checkpoint_path: str, cfg) -> float:
     """Single-process test accuracy of a checkpoint's weights, without Lightning or torchmetrics."""
-    from hydra.utils import instantiate
+    from digitlab.training.checkpoints import network_from_checkpoint
 
-    checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
-    config = checkpoint["hyper_parameters"]["config"]
-    net = instantiate(config["model"], input_size=config["data"]["resize"])
-    net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()})
+    net, _ = network_from_checkpoint(checkpoint_path)
     datamodule = build_datamodule(cfg)
     datamodule.setup("test")
     x, y = datamodule.tensors["test"]

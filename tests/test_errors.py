@@ -113,8 +113,8 @@ CASES: dict[str, tuple] = {
     "corrupt checkpoint": (
         None, ["resume={corrupt_ckpt}"], ["is not a readable checkpoint", "corrupt or truncated"]),
     "checkpoint of another architecture": (
-        None, ["resume={mlp_ckpt}"], ["was saved from another architecture than LeNet",
-                                      "choose the model it was trained with"]),
+        None, ["resume={mlp_ckpt}"], ["holds weights of another architecture than the LeNet",
+                                      "use the model config it was trained with"]),
     "unknown run id to resume": (
         None, ["resume=0123456789abcdef0123456789abcdef"],
         ["resume=0123456789abcdef0123456789abcdef is neither a checkpoint file nor a run"]),
@@ -237,10 +237,12 @@ def test_data_errors_answer_without_importing_torch(tmp_path):
     assert result.stdout.strip() == "False", result.stdout + result.stderr
 
 
-def test_a_saved_config_naming_other_code_is_refused():
-    from digitlab.config.checks import check_targets
+def test_the_allow_list_matches_whole_module_names():
+    from digitlab.config.targets import check_targets, is_allowed
     from digitlab.errors import DigitlabError
 
     check_targets({"model": {"_target_": "digitlab.models.MLP"}, "optimizer": {"_target_": "torch.optim.SGD"}})
     with pytest.raises(DigitlabError, match="model.layers.0._target_=builtins.exec is not allowed"):
         check_targets({"model": {"layers": [{"_target_": "builtins.exec"}]}})
+    assert is_allowed("mypkg.nets.Tiny", ["mypkg"]) and is_allowed("mypkg.nets.Tiny", ["mypkg."])
+    assert not is_allowed("mypkg_evil.run", ["mypkg"]) and not is_allowed("digitlabx.run")

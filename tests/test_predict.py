@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -55,7 +56,7 @@ def test_wrong_architecture_checkpoint_is_one_line(trained, tmp_path):
     checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
     checkpoint["hyper_parameters"]["config"]["model"]["channels"] = [7, 9]
     torch.save(checkpoint, tmp_path / "edited.ckpt")
-    with pytest.raises(DigitlabError, match="do not fit the network") as caught:
+    with pytest.raises(DigitlabError, match="weights of another architecture") as caught:
         predict(checkpoint=tmp_path / "edited.ckpt", data="mnist")
     assert "\n" not in str(caught.value)
 
@@ -79,3 +80,43 @@ def test_real_kaggle_test_csv_gives_28000_rows(trained, tmp_path):
                   out=tmp_path / "p.npy")
     lines = out["submission"].read_text().splitlines()
     assert len(lines) == 28_001 and lines[1].startswith("1,") and lines[-1].startswith("28000,")
+
+
+MARKER_MODULE = """
+import os
+from pathlib import Path
+
+import torch
+
+
+def build(**settings):
+    Path(os.environ["DIGITLAB_TEST_MARKER"]).write_text("called")  # proof that it ran
+    return torch.nn.Flatten()
+"""
+
+
+def test_a_crafted_checkpoint_naming_other_code_is_refused_and_never_called(trained, tmp_path):
+    """A .ckpt whose saved config names code outside the allow-list: predict refuses it in one
+    line, and the code is never imported, let alone called; trusting the module runs it."""
+    result, _ = trained
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "crafted_marker.py").write_text(MARKER_MODULE)
+    checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["model"] = {"_target_": "crafted_marker.build"}
+    # The checkpoint trusting itself must not count: only the user's own --trust does.
+    checkpoint["hyper_parameters"]["config"]["trusted_targets"] = ["crafted_marker"]
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    marker = tmp_path / "marker.txt"
+    env = {**os.environ, "PYTHONPATH": str(package), "DIGITLAB_TEST_MARKER": str(marker)}
+    command = [sys.executable, "-m", "digitlab.cli.predict", "--checkpoint", str(tmp_path / "crafted.ckpt"),
+               "--data", "mnist", "--out", str(tmp_path / "p.npy")]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith("digitlab: error: ") and refused.stderr.count("\n") == 1
+    assert "model._target_=crafted_marker.build, which is not trusted" in refused.stderr
+    assert not marker.exists()
+    # The same file with the user's explicit trust does run the code (so the test above could fail).
+    trusting = subprocess.run([*command, "--trust", "crafted_marker"], capture_output=True,
+                              text=True, env=env, timeout=300)
+    assert marker.read_text() == "called", trusting.stderr

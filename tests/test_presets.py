@@ -16,14 +16,14 @@ EXPECTED = {
         "model.activation": "relu", "data.source._target_": "digitlab.data.sources.load_mnist",
         "optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.1, "optimizer.momentum": 0.0,
         "optimizer.weight_decay": 0.0, "data.batch_size": 100, "trainer.max_epochs": 10,
-        "data.scale": 255.0, "data.mean": 0.0, "data.std": 1.0, "data.resize": 28,
+        "data.scale": 255.0, "data.mean": 0.0, "data.std": 1.0, "model.input_size": 28,
     },
     "mxnet_lenet": {
         "model._target_": "digitlab.models.LeNet", "model.channels": [20, 50],
         "model.hidden": [500], "model.activation": "tanh", "model.kernel_size": 5,
         "optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.1, "optimizer.momentum": 0.0,
         "data.batch_size": 100, "trainer.max_epochs": 10, "data.scale": 255.0,
-        "data.mean": 0.0, "data.std": 1.0, "data.resize": 28,
+        "data.mean": 0.0, "data.std": 1.0, "model.input_size": 28,
     },
     "mxnet_jl_kaggle": {
         "data.source._target_": "digitlab.data.sources.load_kaggle", "data.val_size": 0.2,
@@ -41,7 +41,7 @@ EXPECTED = {
     },
     "mindspore_lenet5": {
         "model._target_": "digitlab.models.LeNet", "model.channels": [6, 16],
-        "model.hidden": [120, 84], "model.activation": "relu", "data.resize": 32,
+        "model.hidden": [120, 84], "model.activation": "relu", "model.input_size": 32,
         "data.scale": 255.0, "data.mean": 0.1307, "data.std": 0.3081,
         "optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.01, "optimizer.momentum": 0.9,
         "data.batch_size": 32, "trainer.max_epochs": 3,

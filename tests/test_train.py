@@ -37,16 +37,16 @@ def test_every_model_trains_on_every_data_set(make_cfg, tmp_path, model, data):
 
 
 def test_checkpoint_loads_weights_only_and_rebuilds_the_network(make_cfg, tmp_path):
-    from hydra.utils import instantiate
+    from digitlab.training.checkpoints import network_from_checkpoint
 
     cfg = make_cfg("model=lenet5", "trainer.limit_train_batches=2")
     result = train(cfg, output_dir=tmp_path)
     checkpoint = torch.load(result["best_checkpoint"], weights_only=True, map_location="cpu")
-    config = checkpoint["hyper_parameters"]["config"]
-    assert config["model"]["channels"] == [6, 16]
-    net = instantiate(config["model"], input_size=config["data"]["resize"])
-    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(weights)
+    net, config = network_from_checkpoint(result["best_checkpoint"])
+    assert config["model"]["channels"] == [6, 16] and config["model"]["input_size"] == 32
+    assert "resize" not in config["data"]  # one size key: model.input_size
+    saved = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
 
 

@@ -4,8 +4,11 @@
     digitlab-predict --checkpoint best.ckpt --data mnist   # MNIST's t10k images
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
 
-The network is rebuilt from the configuration stored in the checkpoint and its weights are loaded
-with ``torch.load(..., weights_only=True)``; inputs get the run's own normalisation and resize.
+``--data NAME`` reads the data set that ``conf/data/NAME.yaml`` defines (its ``predict`` source,
+else the test split of its ``source``). The network is rebuilt from the configuration stored in
+the checkpoint (``digitlab.training.checkpoints``: weights only, allow-listed code, strict
+weights); inputs get the run's own normalisation and size. Unlabelled images (Kaggle's test.csv)
+also get a ``submission.csv``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,6 @@ from typing import Any
 
 from digitlab.errors import DigitlabError
 from digitlab.tracking.store import default_tracking_uri
-
-DATA_SETS = {
-    "kaggle": "Kaggle's unlabelled <root>/digit-recognizer/test.csv (writes a submission)",
-    "kaggle-train": "Kaggle's labelled <root>/digit-recognizer/train.csv",
-    "mnist": "MNIST's t10k test images under <root>/MNIST/raw/",
-}
 
 
 def run_checkpoint(client, run_id: str, folder: Path) -> Path:
@@ -46,80 +43,57 @@ def run_checkpoint(client, run_id: str, folder: Path) -> Path:
     return Path(client.download_artifacts(run_id, names[0], str(folder)))
 
 
-def load_network(path: Path) -> tuple[Any, dict[str, Any]]:
-    """The network of a digitlab checkpoint, weights loaded, and the config it was built from."""
-    import torch
+def data_sets() -> list[str]:
+    """The names ``--data`` accepts: the options of the ``data`` config group."""
+    from digitlab.cli.help import config_groups
+    from digitlab.config import CONF_DIR
+
+    return config_groups(CONF_DIR)["data"]
+
+
+def load_images(data: str, root: Path | None, run_root: str | None = None) -> tuple[Any, Any]:
+    """uint8 images (N, 28, 28) and int64 labels (None when the set has none).
+
+    ``data`` names a ``conf/data`` option or a ``.csv`` in Kaggle's layout. The data root is
+    ``root``, else ``$DIGITLAB_DATA``, else the run's own ``data.root`` (``run_root``).
+    """
     from hydra.utils import instantiate
 
-    if not path.is_file():
-        raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DigitlabError(
-            f"{path} is not a readable checkpoint ({reason[:160]}): "
-            "pass a .ckpt written by digitlab"
-        ) from None
-    config = (
-        checkpoint.get("hyper_parameters", {}).get("config")
-        if isinstance(checkpoint, dict)
-        else None
-    )
-    if not isinstance(config, dict) or "model" not in config or "state_dict" not in checkpoint:
-        raise DigitlabError(
-            f"{path} holds no digitlab run config (hyper_parameters.config): "
-            "pass a checkpoint written by digitlab training"
-        )
-    try:
-        net = instantiate(config["model"], input_size=config["data"]["resize"])
-        weights = {
-            k.removeprefix("net."): v
-            for k, v in checkpoint["state_dict"].items()
-            if k.startswith("net.")
-        }
-        net.load_state_dict(weights)
-    except DigitlabError:
-        raise
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DigitlabError(
-            f"{path}: its weights do not fit the network its config describes "
-            f"({config['model'].get('_target_', '?')}: {first[:200]}); the checkpoint is damaged "
-            "or was edited, retrain or use another checkpoint"
-        ) from None
-    return net.eval(), config
-
-
-def load_images(data: str, root: Path) -> tuple[Any, Any]:
-    """uint8 images (N, 28, 28) and int64 labels (None when the set has none)."""
-    from digitlab.data.download import locate
-    from digitlab.data.idx import read_images, read_labels
+    from digitlab.config.targets import check_targets
     from digitlab.data.kaggle import read_kaggle_csv
 
-    if data == "kaggle":
-        return read_kaggle_csv(root / "digit-recognizer" / "test.csv", labelled=False)
-    if data == "kaggle-train":
-        return read_kaggle_csv(root / "digit-recognizer" / "train.csv", labelled=True)
-    if data == "mnist":
-        raw = root / "MNIST" / "raw"
-        images = locate(raw, "t10k-images-idx3-ubyte.gz")
-        labels = locate(raw, "t10k-labels-idx1-ubyte.gz")
-        if images is None or labels is None:
-            raise DigitlabError(
-                f"MNIST test files missing in {raw}: put t10k-images-idx3-ubyte(.gz) and "
-                "t10k-labels-idx1-ubyte(.gz) there or pass --root"
-            )
-        return read_images(images), read_labels(labels)
     path = Path(data)
-    if path.suffix.lower() != ".csv" or not path.is_file():
+    if path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise DigitlabError(f"--data {data}: no such file; give a CSV in Kaggle's layout")
+        with path.open() as f:
+            labelled = f.readline().lstrip("\ufeff").startswith("label,")
+        return read_kaggle_csv(path, labelled=labelled)
+    if data not in data_sets():
         raise DigitlabError(
-            f"--data {data!r} is neither a data set name ({', '.join(DATA_SETS)}) nor an existing "
-            ".csv file in Kaggle's layout"
+            f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/) nor "
+            "a .csv file in Kaggle's layout"
         )
-    with path.open() as f:
-        labelled = f.readline().startswith("label,")
-    return read_kaggle_csv(path, labelled=labelled)
+    root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
+    source = data_config(data, root)
+    check_targets(source)
+    loaded = instantiate(source)
+    if loaded.test_images is not None:
+        return loaded.test_images, loaded.test_labels
+    return loaded.train_images, loaded.train_labels
+
+
+def data_config(name: str, root: Path | str | None) -> Any:
+    """``conf/data/<name>.yaml``'s prediction source, composed as training composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from digitlab.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    overrides = [f"data={name}", *([f"data.root={root}"] if root else [])]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        data = compose("config", overrides=overrides).data
+    return data.get("predict") or data.source
 
 
 def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
@@ -128,7 +102,7 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
 
     from digitlab.data.datamodule import prepare
 
-    data = config["data"]
+    data, size = config["data"], config["model"].get("input_size", 28)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
@@ -138,7 +112,7 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
                 data["scale"],
                 data["mean"],
                 data["std"],
-                data["resize"],
+                size,
             )
             chunks.append(net(x).softmax(dim=1))
     return torch.cat(chunks) if chunks else torch.zeros(0, 10)
@@ -157,28 +131,32 @@ def predict(
     root: str | Path | None = None,
     out: str | Path | None = None,
     tracking_uri: str | None = None,
+    trusted: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
 
-    For ``data="kaggle"`` also write ``submission.csv`` beside them and, given a run, log it to that
-    run under ``predictions/``. Returns {"probabilities", "submission", "accuracy", "n"}.
+    For unlabelled images (Kaggle's test.csv) also write ``submission.csv`` beside them and,
+    given a run, log it to that run under ``predictions/``. ``trusted``: module names whose code
+    the checkpoint's config may name beyond digitlab's (your own network's package).
+    Returns {"probabilities", "submission", "accuracy", "n"}.
     """
     import tempfile
 
     import numpy as np
+
+    from digitlab.training.checkpoints import network_from_checkpoint
 
     if (run_id is None) == (checkpoint is None):
         raise DigitlabError("give exactly one of --run RUN_ID or --checkpoint PATH")
     client = None
     with tempfile.TemporaryDirectory(prefix="digitlab-predict-") as tmp:
         if run_id is not None:
-            from digitlab.tracking import store as tracking
+            from digitlab.tracking import store
 
-            client = tracking.open_client(tracking_uri or default_tracking_uri())
+            client = store.open_client(tracking_uri or default_tracking_uri())
             checkpoint = run_checkpoint(client, run_id, Path(tmp))
-        net, config = load_network(Path(checkpoint))
-    root = Path(root or os.environ.get("DIGITLAB_DATA") or config["data"]["root"]).expanduser()
-    images, labels = load_images(data, root)
+        net, config = network_from_checkpoint(Path(checkpoint), trusted)
+    images, labels = load_images(data, root and Path(root).expanduser(), config["data"].get("root"))
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem
@@ -189,15 +167,11 @@ def predict(
         np.savetxt(out, probs, delimiter=",", header=header, comments="", fmt="%.6g")
     else:
         np.save(out, probs)
-    result: dict[str, Any] = {
-        "probabilities": out,
-        "submission": None,
-        "accuracy": None,
-        "n": len(probs),
-    }
+    result: dict[str, Any] = {"probabilities": out, "submission": None, "accuracy": None,
+                              "n": len(probs)}
     if labels is not None and len(labels):
         result["accuracy"] = float((probs.argmax(1) == labels.numpy()).mean())
-    if data == "kaggle":
+    if labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
         submission = out.with_name("submission.csv")
         write_submission(probs.argmax(1), submission)
         result["submission"] = submission
@@ -218,7 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data",
         default="kaggle",
-        help=f"{', '.join(DATA_SETS)}, or a .csv in Kaggle's layout (default kaggle)",
+        help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
+        "mnist: MNIST's t10k images), or a .csv in Kaggle's layout (default kaggle)",
+    )
+    parser.add_argument(
+        "--trust", action="append", default=[], metavar="MODULE",
+        help="also allow code of MODULE (your own network's package) in the checkpoint's config; "
+        "repeatable. Never trust a module for a checkpoint you did not write",
     )
     parser.add_argument(
         "--root", help="data root (default: $DIGITLAB_DATA, else the run's data.root)"
@@ -230,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = predict(
-            args.run, args.checkpoint, args.data, args.root, args.out, args.tracking_uri
+            args.run, args.checkpoint, args.data, args.root, args.out, args.tracking_uri,
+            tuple(args.trust),
         )
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)

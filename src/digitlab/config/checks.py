@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from digitlab.config.targets import check_targets, trusted_targets
 from digitlab.errors import DigitlabError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -28,7 +29,8 @@ RULES: list[tuple[str, Any, str]] = [
     ("data.scale", lambda v: _number(v) and v > 0, "a number > 0"),
     ("data.mean", _number, "a number"),
     ("data.std", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("data.resize", lambda v: _whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32"),
+    ("model.input_size", lambda v: _whole(v) and 8 <= v <= 256,
+     "an image side in pixels, e.g. 28 or 32"),
     ("data.val_size", lambda v: (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
      "a fraction in (0, 1) or a count >= 1"),
     ("data.test_size", lambda v: v is None or (_whole(v) and v >= 1)
@@ -45,34 +47,9 @@ RULES: list[tuple[str, Any, str]] = [
 ]
 
 
-# Modules whose classes and functions a config may name in `_target_`. Hydra imports and calls
-# whatever `_target_` names, so a config (or a checkpoint's saved config) naming anything else,
-# e.g. `model._target_=os.system`, is refused rather than run.
-TARGET_PREFIXES = ("digitlab.", "torch.optim.")
-
-
-def check_targets(config: Any, path: str = "") -> None:
-    """Raise DigitlabError if any ``_target_`` in ``config`` (a DictConfig or plain dict) names
-    something outside :data:`TARGET_PREFIXES`."""
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=False)
-    if isinstance(config, dict):
-        target = config.get("_target_")
-        if target is not None and not str(target).startswith(TARGET_PREFIXES):
-            raise DigitlabError(
-                f"{path}_target_={target} is not allowed: a config may only name classes and "
-                f"functions under {', '.join(TARGET_PREFIXES)} (pick an option of the group instead)"
-            )
-        for key, value in config.items():
-            check_targets(value, f"{path}{key}.")
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            check_targets(value, f"{path}{i}.")
-
-
 def check_config(cfg: DictConfig) -> None:
     """Raise DigitlabError for the first value that cannot work."""
-    check_targets(cfg)
+    check_targets(cfg, trusted_targets(cfg))
     for key, test, wanted in RULES:
         value = OmegaConf.select(cfg, key, default="__absent__")
         if isinstance(value, str) and value == "__absent__":

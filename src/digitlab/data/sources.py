@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # loading and validating a file needs no torch until it is va
 class DigitData:
     """Decoded images (uint8, (N, 28, 28)) and labels (int64, (N,)).
 
-    ``test_*`` is None when the source has no labelled test set of its own (Kaggle).
+    ``test_*`` is None when the source has no labelled test set of its own (Kaggle);
+    ``train_labels`` is None only for an unlabelled set read for prediction.
     """
 
     train_images: torch.Tensor
-    train_labels: torch.Tensor
+    train_labels: torch.Tensor | None
     test_images: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
 
@@ -53,10 +54,11 @@ def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | Non
     return DigitData(train_images, train_labels, test_images, test_labels)
 
 
-def load_kaggle(root: str | Path, file: str = "train.csv") -> DigitData:
-    """Kaggle's labelled ``<root>/digit-recognizer/<file>`` (``file`` may be an absolute path).
+def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True) -> DigitData:
+    """Kaggle's ``<root>/digit-recognizer/<file>`` (``file`` may be an absolute path).
 
-    Kaggle's test.csv has no labels, so the training file must be a train.csv-style file.
+    Training needs a labelled train.csv-style file; ``labelled=False`` reads Kaggle's test.csv
+    for prediction (``train_labels`` is then None).
     """
     folder = Path(root).expanduser() / "digit-recognizer"
     if not Path(file).is_absolute() and not folder.is_dir():
@@ -64,7 +66,7 @@ def load_kaggle(root: str | Path, file: str = "train.csv") -> DigitData:
             f"data folder {folder} does not exist: put Kaggle's train.csv there or point "
             "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"
         )
-    images, labels = read_kaggle_csv(folder / file, labelled=True)
+    images, labels = read_kaggle_csv(folder / file, labelled=labelled)
     return DigitData(images, labels)
 
 

@@ -189,7 +189,7 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
     """Log the children's table (CSV, markdown), the target-vs-values plot and Optuna's result."""
     import pandas as pd
 
-    from digitlab.sweep_plot import plot_target_vs_values
+    from digitlab.figures.plots.sweep import plot_target_vs_values
 
     rows, keys = child_rows(client, parent_id)
     varied = swept_keys(rows, keys)

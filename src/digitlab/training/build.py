@@ -109,7 +109,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         scale=data.scale,
         mean=data.mean,
         std=data.std,
-        resize=data.resize,
+        resize=cfg.model.get("input_size", 28),  # the one size key: the model's
         seed=cfg.seed,
         augment=instantiate(data.augment) if data.get("augment") else None,
         steps_per_call=data.get("steps_per_call", 1),
@@ -118,9 +118,8 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
     """The LightningModule: the plain one, or the fused-steps one when ``data.steps_per_call > 1``."""
-    # data.resize is authoritative: the model is built for the images the data module serves.
     try:
-        net = instantiate(cfg.model, input_size=cfg.data.resize)
+        net = instantiate(cfg.model)
         optimizer = instantiate(cfg.optimizer)
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.

@@ -1,12 +1,15 @@
-"""Loading checkpoints safely: weights-only unpickling, and one-line errors for bad files."""
+"""From a checkpoint to a network, safely: weights-only unpickling, an allow-list for the code its
+config names, strict weights, and one-line errors for bad files. Predict, resume and the tests
+all come through here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from digitlab.config.targets import first_untrusted
 from digitlab.errors import DigitlabError
 from digitlab.tracking.run import CHECKPOINT_DIR_TAG
 
@@ -73,9 +76,9 @@ def load_net_weights(net, state_dict: Mapping[str, Any], source: str | Path = "t
         else:
             detail = f"it has extra {unexpected[0]}"
         raise DigitlabError(
-            f"{source} was saved from another architecture than {type(net).__name__} configured "
-            f"here ({detail}): choose the model it was trained with (see its config.yaml) or "
-            "another checkpoint"
+            f"{source} holds weights of another architecture than the {type(net).__name__} "
+            f"configured ({detail}): use the model config it was trained with (the run's "
+            "config.yaml) or another checkpoint"
         )
     net.load_state_dict(weights)
 
@@ -85,6 +88,48 @@ def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     hparams = checkpoint.get("hyper_parameters") or {}
     config = hparams.get("config") if isinstance(hparams, Mapping) else None
     return dict(config) if isinstance(config, Mapping) else None
+
+
+def build_network(model: Mapping[str, Any], trusted: Iterable[str] = (), source: Any = "config"):
+    """The network ``model`` (a ``model`` config node) describes, once its targets pass the
+    allow-list (:mod:`digitlab.config.targets`): nothing it names is imported before that."""
+    from hydra.utils import instantiate
+
+    if found := first_untrusted({"model": dict(model)}, trusted):
+        raise DigitlabError(
+            f"{source} names {found}, which is not trusted code: refused, nothing was run. If "
+            "you wrote that module, trust it: --trust MODULE (digitlab-predict) or "
+            "trusted_targets=[MODULE]"
+        )
+    try:
+        return instantiate(dict(model))
+    except Exception as e:
+        first = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+        raise DigitlabError(
+            f"{source}: its model config does not build a network ({first[0][:200]}): the "
+            "checkpoint is damaged or was edited; retrain, or use another checkpoint"
+        ) from None
+
+
+def network_from_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> tuple[Any, dict[str, Any]]:
+    """The network of a digitlab checkpoint, its weights loaded strictly, in eval mode, and the
+    run config it was built from.
+
+    Args:
+        path: a ``.ckpt`` written by digitlab training.
+        trusted: module names allowed beyond the project's (the user's own, never the
+            checkpoint's).
+    """
+    checkpoint = load_checkpoint(path)
+    config = checkpoint_config(checkpoint)
+    if config is None or not isinstance(config.get("model"), Mapping):
+        raise DigitlabError(
+            f"{path} holds no digitlab run config (hyper_parameters.config): "
+            "pass a checkpoint written by digitlab training"
+        )
+    net = build_network(config["model"], trusted, source=f"checkpoint {path}")
+    load_net_weights(net, checkpoint["state_dict"], path)
+    return net.eval(), config
 
 
 @dataclass
