@@ -91,3 +91,28 @@ def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_p
     assert checkpoint["hyper_parameters"]["config"]["model"]["_target_"] == "digitlab.models.MLP"
     assert list((tmp_path / "served").rglob("best.ckpt"))
     assert "config.yaml" in {p.name for p in (tmp_path / "served").rglob("*")}
+
+
+def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_path):
+    """The sweep's parent run creates its experiment as a run does: against a server, the
+    server's own artifact store, never the local logger.artifact_location."""
+    from hydra import compose, initialize_config_dir
+
+    from digitlab.config import CONF_DIR
+    from digitlab.tracking.sweep import PARENT_ENV, MlflowSweep
+
+    overrides = [f"logger.tracking_uri={mlflow_server}", "logger.experiment_name=swept",
+                 f"logger.artifact_location={tmp_path / 'local'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    sweep = MlflowSweep()
+    sweep.on_multirun_start(cfg)
+    client = MlflowClient(mlflow_server)
+    try:
+        experiment = client.get_experiment_by_name("swept")
+        assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment.artifact_location
+        assert client.get_run(sweep.parent_id).info.experiment_id == experiment.experiment_id
+    finally:
+        client.set_terminated(sweep.parent_id, "FINISHED")
+        sweep.parent_id = None  # ended here: nothing left for its exit hook
+        os.environ.pop(PARENT_ENV, None)

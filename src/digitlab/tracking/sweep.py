@@ -85,10 +85,7 @@ class MlflowSweep(Callback):
         from digitlab.tracking.run import log_params
 
         logger_cfg = config.logger
-        client = tracking.open_client(logger_cfg.tracking_uri)
-        experiment_id = tracking.get_or_create_experiment(
-            client, logger_cfg.experiment_name, logger_cfg.artifact_location
-        )
+        client, experiment_id = tracking.open_experiment(logger_cfg)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         settings = sweep_settings(config)
         program = Path(sys.argv[0]).name
