@@ -18,6 +18,9 @@ from digitlab.errors import DigitlabError, Interrupted
 NAME_GROUPS = ("model", "data", "optimizer", "experiment")
 # MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
 CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
+# Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
+# checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
+RUN_ID_KEY = "digitlab_run_id"
 
 
 class TrackedRun:

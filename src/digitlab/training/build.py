@@ -11,9 +11,11 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
+from digitlab.callbacks import StampRunId
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
@@ -172,6 +174,15 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
                 f"(fix or remove the callbacks.{name} override)"
             ) from None
     return [*built, *figure_callbacks(cfg)]
+
+
+def checkpoint_callbacks(folder: Path) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
+    """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``val/acc``, what the
+    test pass uses), ``last.ckpt`` (rewritten every epoch: where an interrupted run resumes;
+    Lightning >= 2.6 refreshes ``save_last`` only when the monitored score improves), and the
+    callback that stamps the MLflow run id into both."""
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max")
+    return best, ModelCheckpoint(dirpath=folder, filename="last"), StampRunId()
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:

@@ -11,11 +11,7 @@ from typing import Any
 
 from digitlab.config.targets import first_untrusted
 from digitlab.errors import DigitlabError
-from digitlab.tracking.run import CHECKPOINT_DIR_TAG
-
-# Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
-# checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
-RUN_ID_KEY = "digitlab_run_id"
+from digitlab.tracking.run import CHECKPOINT_DIR_TAG, RUN_ID_KEY
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
-from digitlab.callbacks import StampRunId
 from digitlab.config import project_root
 from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
@@ -27,6 +25,7 @@ from digitlab.training.build import (
     build_trainer,
     check_accelerator,
     check_launcher,
+    checkpoint_callbacks,
     quiet_lightning,
 )
 from digitlab.training.checkpoints import Resume, find_resume, load_net_weights
@@ -41,9 +40,8 @@ def train(
 ) -> dict[str, Any]:
     """Fit and test one configuration, recorded as one MLflow run.
 
-    Every input a user can get wrong (data files, model, trainer settings, store, checkpoint to
-    resume) is checked before the run is created, so a bad input leaves no run behind. The run's
-    life (KILLED on Ctrl-C/SIGTERM, FAILED on errors, checkpoints kept) is :class:`TrackedRun`'s.
+    Every input a user can get wrong is checked before the run is created, so a bad input leaves
+    no run behind; the run's life (KILLED, FAILED, checkpoints kept) is :class:`TrackedRun`'s.
 
     Args:
         cfg: the composed config (``conf/config.yaml`` and its groups).
@@ -72,13 +70,8 @@ def train(
     if resume:
         load_net_weights(module.net, resume.checkpoint["state_dict"], resume.path)
     checkpoint_dir = (resume and resume.dirpath) or output_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max")
-    # last.ckpt, rewritten after every epoch: where an interrupted run resumes. (Lightning >= 2.6
-    # refreshes `save_last` only in epochs where the monitored score improves.)
-    last = ModelCheckpoint(dirpath=checkpoint_dir, filename="last")
-    stamp = StampRunId()
-    everything = [best, last, stamp, *build_callbacks(cfg), *callbacks]
-    trainer = build_trainer(cfg, everything, output_dir)
+    best, last, stamp = checkpoint_callbacks(checkpoint_dir)
+    trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
     check_launcher(trainer)
     # Under DDP every process runs this function; rank 0 alone records the run.
     run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer)
