@@ -86,8 +86,11 @@ def user_project(tmp_path, data_root, store):
     return {"root": tmp_path, "conf": conf, "env": env, "overrides": overrides, "store": store}
 
 
-def digitlab(project, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "digitlab", "--config-dir", str(project["conf"]), *args]
+def digitlab(project, *args: str, search_path: bool = False) -> subprocess.CompletedProcess:
+    """``digitlab`` with the user's config dir, by ``--config-dir`` or by ``hydra.searchpath``."""
+    where = ([f"hydra.searchpath=[file://{project['conf']}]"] if search_path
+             else ["--config-dir", str(project["conf"])])
+    command = [sys.executable, "-m", "digitlab", *where, *args]
     return subprocess.run(command, capture_output=True, text=True, env=project["env"], timeout=600)
 
 
@@ -96,7 +99,7 @@ def test_a_users_network_and_callback_train_sweep_and_predict(user_project):
     client = MlflowClient(user_project["store"]["tracking_uri"])
 
     # Not trusted yet: one line naming the fix, nothing trained, no run left behind.
-    refused = digitlab(user_project, *overrides, f"hydra.run.dir={root / 'refused'}")
+    refused = digitlab(user_project, *overrides, f"hydra.run.dir={root / 'refused'}", search_path=True)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         line for line in refused.stderr.strip().splitlines() if line.startswith("digitlab: error:")
