@@ -106,10 +106,10 @@ def run_plain(cfg, steps: int, device, seed: int) -> float:
 
     images, labels = build_datamodule(cfg).split()["train"]  # digitlab's own split and tensors
     d = cfg.data
-    x = prepare(images, device, d.scale, d.mean, d.std, d.resize)
+    x = prepare(images, device, d.scale, d.mean, d.std, cfg.model.input_size)
     y = labels.to(device)
     torch.manual_seed(seed)
-    net = instantiate(cfg.model, input_size=d.resize).to(device)
+    net = instantiate(cfg.model).to(device)
 
     def batches():
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(device)
@@ -141,15 +141,15 @@ def run_torchvision(cfg, steps: int, device, seed: int, root: Path, workers: int
 
     d = cfg.data
     steps_ = [transforms.ToTensor(), transforms.Normalize((d.mean,), (d.std,))]
-    if d.resize != 28:
-        steps_.insert(0, transforms.Resize(d.resize))
+    if cfg.model.input_size != 28:
+        steps_.insert(0, transforms.Resize(cfg.model.input_size))
     dataset = datasets.MNIST(root, train=True, transform=transforms.Compose(steps_))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=d.batch_size, shuffle=True, num_workers=workers,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
     )
     torch.manual_seed(seed)
-    net = instantiate(cfg.model, input_size=d.resize).to(device)
+    net = instantiate(cfg.model).to(device)
     return train_steps(net, loader, steps, device)
 
 
