@@ -31,6 +31,29 @@ REAL_DATA = Path(
     os.environ.get("DIGITLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
 N_TRAIN, N_TEST = 240, 80
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test whose real data, browser or GPU this machine lacks, saying which; in CI
+    (DIGITLAB_REQUIRE_REAL_DATA=1, DIGITLAB_REQUIRE_BROWSER=1) a missing one fails the test, so a
+    green run cannot hide that it never exercised them."""
+    needs = [
+        ("real_data", (REAL_DATA / "MNIST" / "raw").is_dir(), "DIGITLAB_REQUIRE_REAL_DATA",
+         f"real data not found in {REAL_DATA} (set DIGITLAB_DATA)"),
+        ("browser", CHROMIUM.exists(), "DIGITLAB_REQUIRE_BROWSER",
+         f"{CHROMIUM} is absent: install Debian's chromium with .ci/browser-deps.sh"),
+    ]
+    for marker, present, required, reason in needs:
+        if item.get_closest_marker(marker) and not present:
+            if os.environ.get(required) == "1":
+                pytest.fail(f"{reason} ({required}=1)", pytrace=False)
+            pytest.skip(reason)
+    if item.get_closest_marker("gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU on this machine")
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CHROMIUM
 from digitlab.training.run import train
 
-CHROMIUM = Path("/usr/bin/chromium")
 FILTER_IMAGE = "figures/filters/conv1_final.png"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is absent: install Debian's chromium with .ci/browser-deps.sh",
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ def test_slurm_launcher_config_names_partition_gpus_time_and_memory():
     assert launcher.timeout_min > 0 and launcher.mem_gb > 0
 
 
+@pytest.mark.slow
 def test_local_submitit_sweep_runs_both_jobs(data_root, store, tmp_path):
     sweep_dir = tmp_path / "sweep"
     out = subprocess.run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 JOBS = 8
@@ -52,6 +53,7 @@ client.set_terminated(run_id, "FINISHED")
 """
 
 
+@pytest.mark.slow
 def test_eight_jobs_share_one_new_sqlite_store(tmp_path):
     db = tmp_path / "mlruns" / "mlflow.db"  # not created yet: the jobs also race to create it
     uri, artifacts = f"sqlite:///{db}", str(tmp_path / "mlruns" / "artifacts")

@@ -95,6 +95,7 @@ def evaluate(checkpoint_path: str, cfg) -> float:
         return (net.eval()(x).argmax(dim=1) == y).float().mean().item()
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, data_root, store,
                                                                       tmp_path):
     """The real command line: Lightning re-runs it for rank 1; rank 0 alone records the run."""

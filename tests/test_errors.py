@@ -101,6 +101,13 @@ CASES: dict[str, tuple] = {
     "unreachable tracking URI": (
         None, ["logger.tracking_uri=http://127.0.0.1:{port}"],
         ["MLflow tracking server http://127.0.0.1:", "is unreachable", "logger.tracking_uri"]),
+    "validation holdout as large as the data": (
+        None, ["data.val_size=240"], ["data.val_size=240 leaves no data to train on", "use 1..239"]),
+    "bad figures value": (
+        None, ["figures.samples=0"], ["figures.samples=0 is invalid", "an integer >= 1"]),
+    "mps requested on Linux": (
+        None, ["trainer.accelerator=mps"], ["trainer.accelerator=mps but no Apple MPS device",
+                                            "trainer.accelerator=cpu"]),
     "config naming code to run": (
         None, ["model._target_=os.system"], ["model._target_=os.system is not allowed"]),
     "unknown key added with +": (

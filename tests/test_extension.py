@@ -94,6 +94,7 @@ def digitlab(project, *args: str, search_path: bool = False) -> subprocess.Compl
     return subprocess.run(command, capture_output=True, text=True, env=project["env"], timeout=600)
 
 
+@pytest.mark.slow
 def test_a_users_network_and_callback_train_sweep_and_predict(user_project):
     root, overrides = user_project["root"], user_project["overrides"]
     client = MlflowClient(user_project["store"]["tracking_uri"])

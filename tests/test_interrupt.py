@@ -54,6 +54,7 @@ def net_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith("net.")}
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     data_root = write_mnist(tmp_path / "data", n_train=2000)
     whole = start([], data_root, store, tmp_path / "whole")
@@ -145,3 +146,39 @@ def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
     second = train(cfg, output_dir=tmp_path / "b")["metrics"]
     assert first.pop("train/samples_per_sec") > 0 and second.pop("train/samples_per_sec") > 0
     assert first == second
+
+
+@pytest.mark.slow
+def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(tmp_path, store, caplog):
+    """SIGKILL leaves no chance to end the run: the next command on the store finds its owner
+    process dead, marks the run KILLED with its last checkpoint, says so, and resume= finishes it."""
+    from omegaconf import OmegaConf
+
+    data_root = write_mnist(tmp_path / "data", n_train=2000)
+    killed = start([], data_root, store, tmp_path / "killed")
+    wait_for(tmp_path / "killed" / "checkpoints" / "last.ckpt", killed)
+    killed.kill()
+    killed.communicate()
+    client = MlflowClient(store["tracking_uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "RUNNING"  # nothing ended it
+
+    logger = OmegaConf.create({**store, "experiment_name": "digitlab"})
+    from digitlab.tracking import store as tracking
+
+    with caplog.at_level("WARNING"):
+        tracking.open_experiment(logger)  # what every digitlab command does first
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "KILLED"
+    assert f"process {killed.pid}" in after.data.tags["digitlab.killed_because"]
+    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    (line,) = [r.getMessage() for r in caplog.records if run.info.run_id in r.getMessage()]
+    assert f"continue with: resume={run.info.run_id}" in line and "\n" not in line
+
+    resumed = start([f"resume={run.info.run_id}"], data_root, store, tmp_path / "resumed")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    assert len(steps) == len(set(steps)) == 4  # every epoch validated once: none lost, none repeated

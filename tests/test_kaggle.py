@@ -30,6 +30,17 @@ def test_train_csv_round_trip(tmp_path):
     assert y.dtype == torch.int64 and y.tolist() == labels
 
 
+@pytest.mark.parametrize(("newline", "bom"), [("\n", b""), ("\r\n", b"\xef\xbb\xbf"), ("\n", b"\xef\xbb\xbf")])
+def test_lf_only_and_byte_order_marked_csv_read_the_same(tmp_path, newline, bom):
+    """Kaggle ships CRLF; a CSV re-saved on Linux has LF only, one saved by Excel a UTF-8 BOM."""
+    images = np.random.default_rng(3).integers(0, 256, size=(3, 784))
+    labels = [7, 1, 4]
+    rows = [HEADER, *(row(lab, img) for lab, img in zip(labels, images, strict=True))]
+    (tmp_path / "train.csv").write_bytes(bom + (newline.join(rows) + newline).encode())
+    x, y = read_kaggle_csv(tmp_path / "train.csv")
+    assert np.array_equal(x.reshape(3, -1).numpy(), images) and y.tolist() == labels
+
+
 def test_test_csv_round_trip(tmp_path):
     images = np.random.default_rng(2).integers(0, 256, size=(3, 784))
     write(tmp_path / "test.csv", ",".join(PIXELS), [",".join(map(str, i)) for i in images])

@@ -73,7 +73,7 @@ def test_corrupt_checkpoint_fails_in_one_line_on_the_command_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
+@pytest.mark.real_data
 def test_real_kaggle_test_csv_gives_28000_rows(trained, tmp_path):
     result, _ = trained
     out = predict(checkpoint=result["best_checkpoint"], data="kaggle", root=REAL_DATA,

@@ -7,12 +7,7 @@ import pytest
 from conftest import REAL_DATA
 from digitlab.training.run import train
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (REAL_DATA / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found in {REAL_DATA}"
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 
 def test_mlp_one_epoch_on_real_mnist_reaches_90_percent(make_cfg, tmp_path):

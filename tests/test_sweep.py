@@ -100,6 +100,7 @@ def check_sweep(store, jobs: int, swept: str, checkpoints: bool = False) -> None
     assert open(f"{folder}/target_vs_values.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_parallel_sweep_groups_two_concurrent_jobs(tmp_path, data_root, store):
     done = sweep(
         tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "optimizer.lr=0.05,0.2"
@@ -118,6 +119,7 @@ def test_eight_job_parallel_sweep_loses_nothing_to_sqlite_contention(tmp_path, d
     check_sweep(store, jobs=8, swept="seed", checkpoints=True)
 
 
+@pytest.mark.slow
 def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, store):
     sweep(tmp_path, data_root, store, "experiment=search", "hydra.sweeper.n_trials=2")
     client, parent, children = runs_of(store)

@@ -59,6 +59,7 @@ def mlflow_server(tmp_path, migrated_db):
         log.close()
 
 
+@pytest.mark.slow
 def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
     cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
                    f"logger.tracking_uri={mlflow_server}")
@@ -93,6 +94,7 @@ def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_p
     assert "config.yaml" in {p.name for p in (tmp_path / "served").rglob("*")}
 
 
+@pytest.mark.slow
 def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_path):
     """The sweep's parent run creates its experiment as a run does: against a server, the
     server's own artifact store, never the local logger.artifact_location."""

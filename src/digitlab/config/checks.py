@@ -42,6 +42,11 @@ RULES: list[tuple[str, Any, str]] = [
     ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0),
      "null or a number >= 0"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
+    ("figures.filters_every_n_epochs", lambda v: _whole(v) and v >= 0,
+     "an integer >= 0 (0: filters at the start and end only)"),
+    ("figures.samples", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("figures.mistakes", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
+    ("figures.probabilities", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
      "null, an MLflow run id or a .ckpt path"),
 ]

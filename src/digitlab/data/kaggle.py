@@ -29,7 +29,8 @@ def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, to
             f"{path} is missing: put Kaggle's digit-recognizer CSV files in {path.parent}"
         )
     expected = TRAIN_HEADER if labelled else PIXELS
-    with path.open(newline="") as f:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which is not part of the header.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         header = f.readline().strip().split(",")
     if header != expected:
         if labelled and header == PIXELS:
@@ -42,7 +43,7 @@ def read_kaggle_csv(path: Path, labelled: bool = True) -> tuple[torch.Tensor, to
             f"{','.join(expected[:3])},...,pixel783 ({len(expected)} columns), Kaggle's layout"
         )
     try:
-        frame = pd.read_csv(path, engine="c")
+        frame = pd.read_csv(path, engine="c", encoding="utf-8-sig")
     except pd.errors.ParserError as e:
         detail = " ".join(str(e).split())  # pandas spreads its message over lines
         raise DigitlabError(f"{path}: {detail} (every row needs {len(expected)} cells)") from None

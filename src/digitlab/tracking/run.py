@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from digitlab.errors import DigitlabError, Interrupted
+from digitlab.tracking.owners import owner_tags
 
 # The Hydra groups whose chosen option names the run, in this order.
 NAME_GROUPS = ("model", "data", "optimizer", "experiment")
@@ -35,6 +36,9 @@ class TrackedRun:
       logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
     - FAILED on any other exception; for a :class:`DigitlabError` (e.g. a non-finite loss)
       ``last.ckpt``, the last good state, is logged and named in the message.
+
+    The run is tagged with the process that owns it (:mod:`digitlab.tracking.owners`), so if that
+    process is killed outright the next command on the store marks the run KILLED.
 
     Under DDP the processes other than global rank zero pass ``owner=False``: they record nothing
     and ``run_id`` is None.
@@ -74,7 +78,10 @@ class TrackedRun:
             run = client.create_run(self.experiment_id, run_name=self.name, tags=self.tags)
             self.run_id = run.info.run_id
         try:
-            client.set_tag(self.run_id, CHECKPOINT_DIR_TAG, str(self.checkpoint_dir))
+            from mlflow.entities import RunTag
+
+            tags = {**owner_tags(), CHECKPOINT_DIR_TAG: str(self.checkpoint_dir)}
+            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             log_params(client, self.run_id, flatten(self.config))
             text = OmegaConf.to_yaml(OmegaConf.create(dict(self.config)))
             client.log_text(self.run_id, text, "config.yaml")

@@ -75,11 +75,17 @@ def open_experiment(logger_cfg) -> tuple[Any, str]:
     """``(client, experiment id)`` for ``logger.tracking_uri`` and ``logger.experiment_name``.
 
     The one way runs and sweeps reach their experiment: a new one gets its artifact location
-    from :func:`artifact_root` (the server's choice for a tracking server).
+    from :func:`artifact_root` (the server's choice for a tracking server), and runs that a
+    killed process left RUNNING are marked KILLED (:mod:`digitlab.tracking.owners`).
     """
+    from digitlab.tracking.owners import reap_dead_owners
+
     client = open_client(logger_cfg.tracking_uri)
-    name = logger_cfg.experiment_name
-    return client, get_or_create_experiment(client, name, artifact_root(logger_cfg))
+    experiment_id = get_or_create_experiment(
+        client, logger_cfg.experiment_name, artifact_root(logger_cfg)
+    )
+    reap_dead_owners(client, experiment_id)  # runs a killed process left RUNNING
+    return client, experiment_id
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:

@@ -82,6 +82,7 @@ class MlflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from digitlab.tracking import store as tracking
+        from digitlab.tracking.owners import owner_tags
         from digitlab.tracking.run import log_params
 
         logger_cfg = config.logger
@@ -93,6 +94,7 @@ class MlflowSweep(Callback):
         command = " ".join([program, shlex.join(sys.argv[1:])])
         sweep_id = f"{sweep_dir.parent.name}/{sweep_dir.name}"  # e.g. 2026-11-20/23-59-01
         tags = {
+            **owner_tags(),
             "digitlab.sweep_id": sweep_id,
             "digitlab.sweep_dir": str(sweep_dir),
             "digitlab.command": command,
