@@ -182,3 +182,34 @@ def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(t
     assert final.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
     assert len(steps) == len(set(steps)) == 4  # every epoch validated once: none lost, none repeated
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkpoint(
+        make_cfg, tmp_path, monkeypatch):
+    """The third checkpoint write (in epoch 2, after epoch 1's best.ckpt and last.ckpt) runs out
+    of space half way."""
+    from lightning.fabric.plugins.io import torch_io
+
+    original, writes = torch_io._atomic_save, []
+
+    def disk_fills_up(checkpoint, path):
+        writes.append(path)
+        if len(writes) < 3:
+            return original(checkpoint, path)
+        with open(path, "wb") as f:  # what a full disk leaves: the first bytes, then an error
+            f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", disk_fills_up)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3")
+    with pytest.raises(DigitlabError, match=r"cannot write checkpoint .*\.ckpt \(No space left on device\)") as e:
+        train(cfg, output_dir=tmp_path)
+    assert "\n" not in str(e.value) and "is FAILED" in str(e.value)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "FAILED"
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial file
+    for name in ("best.ckpt", "last.ckpt"):  # both still epoch 1's, whole and loadable
+        assert torch.load(folder / name, weights_only=True)["epoch"] == 0
+    assert len(writes) == 3

@@ -20,6 +20,7 @@ from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 from digitlab.figures import figure_callbacks
+from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import DigitClassifier
 from digitlab.training.fused import FusedStepsClassifier
 
@@ -191,7 +192,8 @@ def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Train
     if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
         settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:
-        return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir)
+        return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir,
+                         plugins=[AtomicCheckpointIO()])
     except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise DigitlabError(
             f"Lightning rejects the trainer settings: {str(e).splitlines()[0]} "
