@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -108,6 +109,9 @@ CASES: dict[str, tuple] = {
     "mps requested on Linux": (
         None, ["trainer.accelerator=mps"], ["trainer.accelerator=mps but no Apple MPS device",
                                             "trainer.accelerator=cpu"]),
+    "corrupt MLflow store": (  # the data root's sibling mlruns/ is the case's store
+        lambda r: (r.parent / "mlruns" / "mlflow.db").write_bytes(b"not a database " * 300), [],
+        ["mlflow.db is not a readable SQLite database", "move it aside"]),
     "config naming code to run": (
         None, ["model._target_=os.system"], ["model._target_=os.system is not allowed"]),
     "unknown key added with +": (
@@ -169,12 +173,12 @@ def outcomes(tmp_path_factory, migrated_db) -> dict[str, tuple[subprocess.Comple
     for case, (damage, overrides, _) in CASES.items():
         folder = base / re.sub(r"\W+", "_", case)  # Hydra's override grammar rejects ( ) in paths
         root = write_kaggle(write_mnist(folder / "data"))
-        if damage:
-            damage(root)
         # An existing store, as most users have: the cases that get as far as the store then
         # skip MLflow's migration of a new one (seconds each), and must still leave it run-free.
         (folder / "mlruns").mkdir()
         shutil.copy(migrated_db, folder / "mlruns" / "mlflow.db")
+        if damage:
+            damage(root)
         jobs[case] = ([o.format(**fills) for o in overrides], root, folder / "mlruns" / "mlflow.db", folder / "out")
     for case, (overrides, _) in HYDRA_CASES.items():
         folder = base / re.sub(r"\W+", "_", case)
@@ -185,8 +189,8 @@ def outcomes(tmp_path_factory, migrated_db) -> dict[str, tuple[subprocess.Comple
 
 
 def _no_run_recorded(store: Path) -> bool:
-    if not store.exists():
-        return True
+    if not store.exists() or not store.read_bytes().startswith(b"SQLite format 3"):
+        return True  # no store, or not a database (the corrupt-store case): nothing recorded
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{store}")
@@ -253,3 +257,32 @@ def test_the_allow_list_matches_whole_module_names():
         check_targets({"model": {"layers": [{"_target_": "builtins.exec"}]}})
     assert is_allowed("mypkg.nets.Tiny", ["mypkg"]) and is_allowed("mypkg.nets.Tiny", ["mypkg."])
     assert not is_allowed("mypkg_evil.run", ["mypkg"]) and not is_allowed("digitlabx.run")
+
+
+@pytest.mark.slow
+def test_a_store_locked_by_another_program_is_one_line_within_the_busy_timeout(
+        tmp_path, data_root, migrated_db):
+    """Another program holds the SQLite write lock for 60 s: the command gives up after MLflow's
+    busy timeout with one line naming the file, instead of hanging or printing a trace."""
+    store = tmp_path / "mlruns" / "mlflow.db"
+    store.parent.mkdir()
+    shutil.copy(migrated_db, store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)", str(store)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        result = run_cli(["model=mlp"], data_root, store, tmp_path / "out")
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("digitlab: error: ")]
+    assert f"the MLflow store {store} stayed locked by another program" in line
+    assert waited < 55, waited  # gave up on its own, well before the lock was released
+    assert _no_run_recorded(store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +142,30 @@ def _first_contact(tracking_uri: str, db: Path):
         import fcntl
     except ImportError:  # not POSIX: no lock
         return MlflowClient(tracking_uri)
+    started = time.monotonic()
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = MlflowClient(tracking_uri)
             client.search_experiments(max_results=1)
+        except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
+            raise _unusable_store(db, e, time.monotonic() - started) from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
+    """A one-line DigitlabError for a corrupt or locked SQLite store; other errors unchanged."""
+    reason = str(error)
+    if "database is locked" in reason:
+        return DigitlabError(
+            f"the MLflow store {db} stayed locked by another program for {waited:.0f} s: close "
+            "what holds it (a program writing to it), then run again"
+        )
+    if "file is not a database" in reason or "malformed" in reason:
+        return DigitlabError(
+            f"the MLflow store {db} is not a readable SQLite database (corrupt or another kind "
+            "of file): move it aside to start a new store, or set logger.tracking_uri to another"
+        )
+    return error
