@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +151,65 @@ def make_cfg(data_root, store) -> Callable[..., DictConfig]:
             return compose("config", overrides=[*base, *overrides])
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def http_server(command: Callable[[int], list[str]], log: Path, seconds: float = 300) -> Iterator[str]:
+    """Start ``command(port)`` on a free 127.0.0.1 port and yield its URL once ``/health``
+    answers OK; stopped, with its whole process group, on exit.
+
+    Its output goes to ``log`` (never an undrained pipe that could fill and block it). A port
+    taken between choosing it and binding it is retried on another.
+    """
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for _attempt in range(3):
+        port = _free_port()
+        with log.open("w") as out:
+            server = subprocess.Popen(command(port), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_for_health(url, server, log, seconds):
+                yield url
+                return
+        finally:
+            _stop(server)
+    pytest.fail(f"every port tried was taken:\n{log.read_text()[-2000:]}")
+
+
+def _wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: float) -> bool:
+    """True once ``url``/health says OK; False if the port was taken; fails otherwise."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.read().strip() == b"OK":
+                    return True
+        except OSError:
+            pass
+        try:
+            server.wait(timeout=0.5)  # doubles as the pause between polls
+        except subprocess.TimeoutExpired:
+            continue
+        if "address already in use" in log.read_text().lower():
+            return False
+        pytest.fail(f"server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"server did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop a server and the workers it forked (its process group)."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

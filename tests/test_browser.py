@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM
+from conftest import CHROMIUM, http_server
 from digitlab.training.run import train
 
 FILTER_IMAGE = "figures/filters/conv1_final.png"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: float = 300) -> None:
-    """Poll /health until it answers OK; fail early (with the server's log) if the server died."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.read().strip() == b"OK":
-                    return
-        except OSError:
-            pass
-        try:
-            server.wait(timeout=0.5)  # doubles as the pause between polls
-        except subprocess.TimeoutExpired:
-            continue
-        pytest.fail(f"mlflow ui exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-    tail = log.read_text()[-3000:]
-    pytest.fail(f"mlflow ui did not answer {url}/health in {seconds:.0f} s:\n{tail}")
 
 
 @pytest.fixture
@@ -61,29 +29,15 @@ def trained(make_cfg, tmp_path) -> dict:
 
 @pytest.fixture
 def mlflow_ui(trained, tmp_path):
-    """``mlflow ui`` on a free 127.0.0.1 port over the trained store; stopped at teardown."""
-    port = free_port()
-    log = tmp_path / "mlflow-ui.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", trained["uri"],
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url, server, log)
+    """``digitlab-ui`` (the project's command, which runs MLflow's UI) on a free 127.0.0.1 port
+    over the trained store; stopped at teardown."""
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "digitlab.cli.ui", "--backend-store-uri", trained["uri"],
+                "--port", str(port)]
+
+    with http_server(command, tmp_path / "mlflow-ui.log") as url:
         yield url
-    finally:
-        # The UI runs as a process group (uvicorn forks a worker): stop all of it.
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 @pytest.fixture

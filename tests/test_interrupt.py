@@ -71,6 +71,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
         (line,) = [x for x in err.splitlines() if x.startswith("digitlab: interrupted: ")]
         assert f"{sig.name} stopped training" in line and "KILLED" in line
         run_id = line.split("run ")[1].split()[0]
+        assert line.endswith(f"continue with: resume={run_id}"), line  # the hint, runnable as is
         run_ids[sig] = run_id
         assert client.get_run(run_id).info.status == "KILLED"
         assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
@@ -83,16 +84,24 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     assert resumed.returncode == 0, out + err
     run = client.get_run(run_ids[signal.SIGINT])
     assert run.info.status == "FINISHED"
+    # Resume the SIGTERM'd run from its checkpoint file: the run id stamped in it finds the run.
+    checkpoint = tmp_path / "SIGTERM" / "checkpoints" / "last.ckpt"
+    by_path = start([f"resume={checkpoint}"], data_root, store, tmp_path / "by_path")
+    out, err = by_path.communicate(timeout=600)
+    assert by_path.returncode == 0, out + err
+    assert client.get_run(run_ids[signal.SIGTERM]).info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 3  # continued, no new run
 
     (reference,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id not in run_ids.values()]
-    for name in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
-        assert run.data.metrics[name] == reference.data.metrics[name], name
+    for resumed_run in (run, client.get_run(run_ids[signal.SIGTERM])):
+        for name in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
+            assert resumed_run.data.metrics[name] == reference.data.metrics[name], name
     ours = net_weights(tmp_path / "SIGINT" / "checkpoints" / "last.ckpt")
     theirs = net_weights(tmp_path / "whole" / "checkpoints" / "last.ckpt")
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    history = client.get_metric_history(run.info.run_id, "val/acc")
-    assert len({m.step for m in history}) == 4  # every epoch's validation, none lost
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    assert len(steps) == len(set(steps)) == 4  # every epoch's validation once: none lost, none twice
 
 
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -17,13 +14,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import http_server
 from digitlab.training.run import train
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -31,32 +23,14 @@ def mlflow_server(tmp_path, migrated_db):
     """``http://127.0.0.1:<port>`` of a tracking server keeping artifacts in tmp_path/served."""
     db = tmp_path / "server.db"
     shutil.copy(migrated_db, db)  # skips the server's own (slow) migration of an empty database
-    port = free_port()
-    log = open(tmp_path / "server.log", "w+")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # Block on the server's own output until it says it listens (or it exits): no polling.
-        for line in server.stdout:
-            log.write(line)
-            said = line.lower()
-            if f"127.0.0.1:{port}" in said and ("running on" in said or "listening" in said):
-                break
-        else:
-            pytest.fail(f"mlflow server exited: {Path(log.name).read_text()[-2000:]}")
-        with urllib.request.urlopen(f"{url}/health", timeout=30) as response:
-            assert response.read().decode().strip() == "OK"
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+                "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+    with http_server(command, tmp_path / "server.log") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        log.close()
 
 
 @pytest.mark.slow
