@@ -213,3 +213,19 @@ def _stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def checkpoint_accuracy(checkpoint: Path, cfg: DictConfig, split: str = "test") -> float:
+    """Accuracy of a checkpoint's network on a split of ``cfg``'s data, computed here without
+    Lightning or torchmetrics: what a logged ``<split>/acc`` must equal."""
+    import torch
+
+    from digitlab.training.build import build_datamodule
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    net, _ = network_from_checkpoint(checkpoint)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    x, y = datamodule.tensors[split]
+    with torch.no_grad():
+        return (net(x).argmax(dim=1) == y).float().mean().item()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 
@@ -110,4 +113,11 @@ def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
     assert run.info.run_id in out.stdout
     assert run.data.tags["choice.model"] == "mlp"
     assert run.data.tags["choice.optimizer"] == "sgd"
-    assert (tmp_path / "job" / "checkpoints" / "best.ckpt").is_file()
+    # The summary line carries the run's own test accuracy, and best.ckpt reached the store
+    # before the command's fast exit (no interpreter teardown): it downloads and loads whole.
+    shown = re.search(r"test/acc (\d\.\d{4})", out.stdout)
+    assert shown and float(shown.group(1)) == round(run.data.metrics["test/acc"], 4)
+    logged = client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(tmp_path))
+    local = tmp_path / "job" / "checkpoints" / "best.ckpt"
+    assert Path(logged).read_bytes() == local.read_bytes()
+    assert torch.load(logged, weights_only=True)["state_dict"]
