@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -160,3 +161,46 @@ def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():
     table = markdown_table(pd.DataFrame(rows))
     assert table.splitlines()[0] == "| job | optimizer.lr | model | val/acc |"
     assert "| 1 | 0.1 | mlp | 0.9000 |" in table and table.splitlines()[-1].endswith("|  |")
+
+
+def sweep_process(tmp_path, data_root, store, *overrides: str) -> subprocess.Popen:
+    """A ``-m`` sweep with the basic launcher (jobs one after another), in a session of its own."""
+    command = [sys.executable, "-m", "digitlab", "-m", *FAST, f"data.root={data_root}",
+               f"logger.tracking_uri={store['tracking_uri']}",
+               f"logger.artifact_location={store['artifact_location']}",
+               f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
+    env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_PARENT_RUN_ID"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+
+
+def statuses(store) -> tuple[str, list[str]]:
+    client, parent, children = runs_of(store)
+    return parent.info.status, sorted(c.info.status for c in children)
+
+
+@pytest.mark.slow
+def test_a_failing_job_fails_the_sweep_and_leaves_nothing_running(tmp_path, data_root, store):
+    process = sweep_process(tmp_path, data_root, store, "model=mlp", "data.batch_size=32,0")
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 1
+    assert "digitlab: error: data.batch_size=0 is invalid" in err and "Traceback" not in err
+    assert statuses(store) == ("FAILED", ["FINISHED"])  # the bad job stopped before its run
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent(tmp_path, store):
+    from conftest import write_mnist
+
+    data_root = write_mnist(tmp_path / "data", n_train=2000)
+    process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=4",
+                            "data.val_size=100", "data.batch_size=50", "seed=1,2")
+    checkpoint = tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt"
+    while not checkpoint.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 130, err[-3000:]
+    assert "digitlab: interrupted: SIGINT stopped training" in err
+    assert statuses(store) == ("KILLED", ["KILLED"])  # job 1 never started; nothing RUNNING

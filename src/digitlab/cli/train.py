@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from digitlab.cli.help import render, wants_help
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, Interrupted
 
 register_resolvers()
 
@@ -46,6 +46,10 @@ def _run(cfg: DictConfig) -> float | None:
         runtime = HydraConfig.get().runtime
         result = train(cfg, output_dir=runtime.output_dir, choices=dict(runtime.choices), data=data)
     except DigitlabError as e:
+        if isinstance(e, Interrupted) and HydraConfig.get().mode == RunMode.MULTIRUN:
+            from digitlab.tracking.sweep import mark_interrupted
+
+            mark_interrupted()  # the sweep's parent run ends KILLED, not FAILED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)

@@ -114,6 +114,7 @@ class MlflowSweep(Callback):
         client.log_dict(self.parent_id, settings, "sweep.yaml")
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._abandon)
+        _observe_interrupts()
         log.info("MLflow parent run %s groups this sweep", self.parent_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -130,12 +131,47 @@ class MlflowSweep(Callback):
             self.parent_id = None
 
     def _abandon(self) -> None:
-        """The sweep died before on_multirun_end (a job raised, Ctrl-C): do not leave it RUNNING."""
+        """The sweep died before on_multirun_end: do not leave it RUNNING. KILLED when Ctrl-C or
+        SIGTERM stopped it, FAILED when a job raised."""
         if self.parent_id is not None:
             from digitlab.tracking import store as tracking
 
-            tracking.open_client(self.tracking_uri).set_terminated(self.parent_id, "FAILED")
+            status = "KILLED" if _interrupted else "FAILED"
+            tracking.open_client(self.tracking_uri).set_terminated(self.parent_id, status)
             self.parent_id = None
+
+
+# Whether Ctrl-C or SIGTERM reached this process during the sweep (read when it is abandoned).
+_interrupted = False
+
+
+def mark_interrupted() -> None:
+    """Record that the sweep was interrupted, not failed (a job that caught the signal itself
+    and turned it into ``Interrupted`` reports it here)."""
+    global _interrupted
+    _interrupted = True
+
+
+def _observe_interrupts() -> None:
+    """Note SIGINT/SIGTERM before whatever handled them already (Python's KeyboardInterrupt, a
+    launcher's own handler) handles them as before."""
+    import signal
+
+    def observer(previous):
+        def handle(signum, frame):
+            mark_interrupted()
+            if callable(previous):
+                return previous(signum, frame)
+            if previous == signal.SIG_DFL and signum == signal.SIGTERM:
+                raise SystemExit(128 + signum)
+            raise KeyboardInterrupt
+        return handle
+
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, observer(signal.getsignal(signum)))
+    except ValueError:  # not the main thread: nothing to observe from here
+        pass
 
 
 def child_rows(client, parent_id: str) -> tuple[list[dict[str, Any]], list[str]]:
