@@ -104,3 +104,23 @@ def test_grey_levels_undo_prepare_including_its_scale(scale, mean, std):
     x = prepare(images, torch.device("cpu"), scale, mean, std, 28)
     shown = grey_levels(x[:, 0], scale, mean, std)
     assert torch.allclose(shown, images.float() / 255, rtol=0, atol=1e-5)
+
+
+def test_a_resumed_run_keeps_its_initialisation_pictures(make_cfg, tmp_path):
+    """Resuming starts from trained weights: the run's init filters and its stats stay those of
+    the real initialisation, and the final ones are redrawn from the resumed training."""
+    cfg = make_cfg("model=lenet", "figures.enabled=true", "trainer.max_epochs=1")
+    first = train(cfg, output_dir=tmp_path / "first")
+    client = MlflowClient(cfg.logger.tracking_uri)
+
+    def logged(name: str) -> bytes:
+        folder = tmp_path / f"download-{len(list(tmp_path.iterdir()))}"
+        return Path(client.download_artifacts(first["run_id"], name, str(folder))).read_bytes()
+
+    init_stats, final_stats = (logged(f"figures/filters/conv1_stats_{w}.json") for w in ("init", "final"))
+    resumed = train(make_cfg("model=lenet", "figures.enabled=true", "trainer.max_epochs=2",
+                             f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"),
+                    output_dir=tmp_path / "second")
+    assert resumed["run_id"] == first["run_id"]
+    assert logged("figures/filters/conv1_stats_init.json") == init_stats
+    assert logged("figures/filters/conv1_stats_final.json") != final_stats

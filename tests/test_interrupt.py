@@ -20,8 +20,10 @@ from digitlab.training.run import train
 
 # LeNet on 2 000 images: each epoch takes long enough (about a second) that the signal, sent as
 # soon as the first epoch's checkpoint appears, arrives well before the last of 4 epochs ends.
+# A per-step learning-rate schedule and random augmentation: a resume must continue both exactly.
 TRAIN = [
     "model=lenet", "trainer.max_epochs=4", "data.val_size=100", "data.batch_size=50",
+    "scheduler=onecycle", "data.augment={_target_:digitlab.data.augment.RandomAffine,degrees:10}",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
     "figures.enabled=false",  # seconds per run; test_figures.py covers the pictures
 ]

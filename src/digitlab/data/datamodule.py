@@ -77,6 +77,7 @@ class DigitDataModule(L.LightningDataModule):
         self.steps_per_call = steps_per_call
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
+        self._generator, self._augment_epoch = None, None
 
     def split(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Decode once and split: {"train", "val", "test"} -> (uint8 images, int64 labels)."""
@@ -130,7 +131,14 @@ class DigitDataModule(L.LightningDataModule):
         if self.augment is None or self.trainer is None or not self.trainer.training:
             return batch
         x, y = batch
-        return self.augment(x, fill=-self.mean / self.std), y  # fill: a black pixel, normalised
+        epoch = self.trainer.current_epoch
+        if self._augment_epoch != (epoch, x.device):
+            # Seeded per epoch, as the batch order is: a run resumed at an epoch boundary draws
+            # exactly the transforms an uninterrupted one would.
+            self._generator = torch.Generator(x.device).manual_seed(self.seed * 1_000_003 + epoch + 1)
+            self._augment_epoch = (epoch, x.device)
+        fill = -self.mean / self.std  # a black pixel, normalised
+        return self.augment(x, fill=fill, generator=self._generator), y
 
     def predict_dataloader(self) -> TensorBatches:
         return self._batches("test", self.eval_batch_size, shuffle=False)

@@ -231,7 +231,9 @@ class FigureLogger(L.Callback):
     # -- hooks ---------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        # A resumed fit starts from trained weights and continues a run whose data pictures
+        # exist: drawing "init" now would replace the real initialisation with them.
+        if not trainer.is_global_zero or trainer.ckpt_path is not None:
             return
         self._snapshot(pl_module, "init")
         self._draw_data(trainer)
