@@ -86,11 +86,26 @@ def train(
                 module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
             )
             metrics.update({k: float(v) for k, v in tested.items()})
-        if cfg.logger.log_checkpoint:
-            run.log_checkpoint(best.best_model_path)
+        _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
             "best_checkpoint": best.best_model_path}
+
+
+def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: dict) -> None:
+    """What a finished run keeps beyond its metrics: the best checkpoint, and the best network as
+    an MLflow Model (registered under ``logger.register_as`` when that is set)."""
+    if run.run_id is None:  # DDP: ranks other than zero record nothing
+        return
+    if cfg.logger.log_checkpoint:
+        run.log_checkpoint(checkpoint)
+    if not (cfg.logger.get("log_model", False) and checkpoint):
+        return
+    from digitlab.tracking.models import log_model
+
+    tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    example = datamodule.split()["test"][0][:2].numpy()
+    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested)
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
