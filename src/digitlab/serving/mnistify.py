@@ -1,0 +1,74 @@
+"""A drawing made MNIST-like, as MNIST itself was made (LeCun et al.): the ink's bounding box
+scaled into 20x20 with anti-aliasing, then placed in 28x28 with its centre of mass at the centre."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.serving.model import BadInput
+
+BOX, SIDE = 20, 28
+
+
+def mnistify(ink: np.ndarray, threshold: int = 10) -> np.ndarray:
+    """uint8 (28, 28) from a grayscale drawing (H, W), 0 = paper, 255 = ink, any size.
+
+    Pixels at or below ``threshold`` count as paper when finding the bounding box (a canvas
+    leaves faint anti-aliasing traces). Raises :class:`BadInput` for an empty drawing.
+    """
+    from PIL import Image
+
+    ink = np.asarray(ink, dtype=np.float32)
+    rows, cols = np.nonzero(ink > threshold)
+    if len(rows) == 0:
+        raise BadInput("the drawing is empty: draw a digit first")
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)  # the longer side becomes 20 px, the aspect ratio stays
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).resize(size, Image.LANCZOS)
+    small = np.asarray(image, dtype=np.float32)
+    canvas = np.zeros((SIDE, SIDE), np.float32)
+    top, left = (SIDE - small.shape[0]) // 2, (SIDE - small.shape[1]) // 2
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return shift_to_centre_of_mass(canvas)
+
+
+def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
+    """uint8 image translated by whole pixels so that its centre of mass is the centre."""
+    total = image.sum()
+    ys, xs = np.indices(image.shape)
+    dy = round((image.shape[0] - 1) / 2 - (ys * image).sum() / total)
+    dx = round((image.shape[1] - 1) / 2 - (xs * image).sum() / total)
+    rows, cols = np.nonzero(image)
+    # Never push ink off the edge (np.roll would wrap it round): stay within the free margins.
+    dy = min(max(dy, -rows.min()), image.shape[0] - 1 - rows.max())
+    dx = min(max(dx, -cols.min()), image.shape[1] - 1 - cols.max())
+    moved = np.roll(image, (dy, dx), axis=(0, 1))
+    return np.clip(np.rint(moved), 0, 255).astype(np.uint8)
+
+
+def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
+    """Grayscale ink (H, W) from a canvas's ``data:image/png;base64,...`` (white ink on black,
+    or dark ink on a transparent or white canvas: alpha, where present, is the ink)."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    head, _, body = str(data_url).partition(",")
+    if not head.startswith("data:image/png;base64"):
+        raise BadInput("the drawing must be a PNG data URL (canvas.toDataURL('image/png'))")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(body, validate=True)))
+        if max(image.size) > max_side:
+            raise BadInput(f"the drawing is {image.size[0]}x{image.size[1]} px: at most {max_side} a side")
+        image.load()
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, BadInput):
+            raise
+        raise BadInput("the drawing is not a readable PNG: send canvas.toDataURL('image/png')") from None
+    if image.mode in ("RGBA", "LA"):
+        return np.asarray(image.getchannel("A"))
+    return np.asarray(image.convert("L"))
