@@ -71,3 +71,17 @@ def test_canvas_png_alpha_is_the_ink():
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     ink = decode_png(url)
     assert ink.shape == (40, 40) and ink[20, 20] == 255 and ink[0, 0] == 0
+
+
+@pytest.mark.parametrize(("paper", "ink"), [((0, 0, 0, 255), (255, 255, 255, 255)),
+                                            ((255, 255, 255, 255), (0, 0, 0, 255))])
+def test_opaque_canvases_white_on_black_and_black_on_white(paper, ink):
+    from PIL import Image
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:] = paper
+    rgba[10:30, 18:22] = ink
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    decoded = decode_png("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    assert decoded[20, 20] == 255 and decoded[0, 0] == 0

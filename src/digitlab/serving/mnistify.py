@@ -51,8 +51,8 @@ def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
 
 
 def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
-    """Grayscale ink (H, W) from a canvas's ``data:image/png;base64,...`` (white ink on black,
-    or dark ink on a transparent or white canvas: alpha, where present, is the ink)."""
+    """Grayscale ink (H, W), 0 = paper, from a canvas's ``data:image/png;base64,...``: white ink
+    on black (the page's), dark ink on white, or any ink on a transparent canvas (its alpha)."""
     import base64
     import binascii
     import io
@@ -72,5 +72,8 @@ def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
             raise
         raise BadInput("the drawing is not a readable PNG: send canvas.toDataURL('image/png')") from None
     if image.mode in ("RGBA", "LA"):
-        return np.asarray(image.getchannel("A"))
-    return np.asarray(image.convert("L"))
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:  # a transparent canvas: what was drawn is where the alpha is
+            return alpha
+    gray = np.asarray(image.convert("L"))
+    return 255 - gray if gray.mean() > 127 else gray  # paper is the bulk: ink on white inverted
