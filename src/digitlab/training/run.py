@@ -77,6 +77,7 @@ def train(
     run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer)
     with run:
         stamp.run_id = run.run_id
+        _record_inputs(cfg, run, datamodule, choices)
         trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
         resume_from = resume and str(resume.path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -90,6 +91,18 @@ def train(
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
             "best_checkpoint": best.best_model_path}
+
+
+def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
+    """The data the run learns from: each split's size and source files' digest (MLflow inputs)."""
+    if run.run_id is None:
+        return
+    from digitlab.tracking.lineage import log_splits
+
+    name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix("load_")
+    sizes = {part: len(labels) for part, (_, labels) in datamodule.split().items()}
+    split = {"seed": cfg.seed, "val_size": cfg.data.val_size, "test_size": cfg.data.test_size}
+    log_splits(run.client, run.run_id, name, datamodule.files, sizes, split)
 
 
 def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: dict) -> None:
