@@ -6,6 +6,8 @@ weights-only checkpoint as its data (see that module for why not ``mlflow.pytorc
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,7 +65,7 @@ def log_model(tracking_uri: str, run_id: str, checkpoint: str | Path, example,
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
         data = slim_checkpoint(checkpoint, Path(tmp))
         # Reopening the run lets MLflow link the LoggedModel to it; its caller sets the final status.
         with mlflow.start_run(run_id=run_id):
@@ -74,6 +76,19 @@ def log_model(tracking_uri: str, run_id: str, checkpoint: str | Path, example,
             if metrics:
                 mlflow.log_metrics(dict(metrics), model_id=info.model_id)
     return info.model_id
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow narrates logging a model (uv project found, input example validated, pip not
+    found in a uv environment); a run's output keeps to what the user asked for."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def model_metrics(client, model_id: str) -> dict[str, Any]:
