@@ -17,15 +17,19 @@ from test_serve import start_server, stop
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: run .ci/browser-deps.sh"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: run .ci/browser-deps.sh"
+    ),
     pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}"),
 ]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "draw-a-digit.png"
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> list[tuple[float, float]]:
-    return [(cx + rx * math.sin(2 * math.pi * i / n), cy - ry * math.cos(2 * math.pi * i / n))
-            for i in range(n + 1)]
+    return [
+        (cx + rx * math.sin(2 * math.pi * i / n), cy - ry * math.cos(2 * math.pi * i / n))
+        for i in range(n + 1)
+    ]
 
 
 # Hand-made strokes on the 280x280 pad, as a person draws them: each digit a list of strokes,
@@ -34,17 +38,25 @@ STROKES = {
     0: [ellipse(140, 140, 62, 95)],
     1: [[(128, 60), (150, 40), (150, 240)]],
     7: [[(75, 50), (205, 50), (165, 120), (130, 240)]],
-    3: [[(85, 70), (120, 45), (175, 50), (190, 90), (160, 130), (125, 135)],
-        [(160, 130), (195, 165), (190, 215), (140, 240), (85, 220)]],
+    3: [
+        [(85, 70), (120, 45), (175, 50), (190, 90), (160, 130), (125, 135)],
+        [(160, 130), (195, 165), (190, 215), (140, 240), (85, 220)],
+    ],
 }
 
 
 @pytest.fixture
 def server(make_cfg, tmp_path):
     """A LeNet trained 1 epoch on real MNIST, registered as ``digits``, served on a free port."""
-    cfg = make_cfg(f"data.root={REAL_DATA}", "data.val_size=5000", "data.batch_size=100",
-                   "data.eval_batch_size=1000", "model=lenet", "logger.log_model=true",
-                   "logger.register_as=digits")
+    cfg = make_cfg(
+        f"data.root={REAL_DATA}",
+        "data.val_size=5000",
+        "data.batch_size=100",
+        "data.eval_batch_size=1000",
+        "model=lenet",
+        "logger.log_model=true",
+        "logger.register_as=digits",
+    )
     result = train(cfg, output_dir=tmp_path / "job")
     assert result["metrics"]["test/acc"] > 0.95
     process, url = start_server(cfg.logger.tracking_uri, tmp_path / "serve.log")
@@ -60,8 +72,10 @@ def page():
 
     expect.set_options(timeout=30_000)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--disable-gpu", "--disable-quic", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--disable-gpu", "--disable-quic", "--disable-dev-shm-usage"],
+        )
         try:
             yield browser.new_page(viewport={"width": 1100, "height": 520})
         finally:

@@ -1,4 +1,4 @@
-"""Data lineage: every run logs its splits as MLflow dataset inputs (context, size, file digests)."""
+"""Data lineage: every run logs its splits as MLflow dataset inputs (context, size, digests)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from digitlab.training.run import train
 def inputs_of(uri: str, run_id: str) -> dict[str, object]:
     """context -> the dataset logged for it."""
     run = MlflowClient(uri).get_run(run_id)
-    return {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
-            for i in run.inputs.dataset_inputs}
+    return {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+        for i in run.inputs.dataset_inputs
+    }
 
 
-def test_each_split_is_an_input_with_its_context_size_and_file_digests(make_cfg, data_root, tmp_path):
+def test_each_split_is_an_input_with_its_context_size_and_file_digests(
+    make_cfg, data_root, tmp_path
+):
     cfg = make_cfg()
     result = train(cfg, output_dir=tmp_path / "a", choices={"data": "mnist"})
     inputs = inputs_of(cfg.logger.tracking_uri, result["run_id"])
@@ -33,11 +37,13 @@ def test_each_split_is_an_input_with_its_context_size_and_file_digests(make_cfg,
 
     # The same files and split give the same digests; other files give other digests.
     again = train(cfg, output_dir=tmp_path / "b", choices={"data": "mnist"})
-    assert ({c: d.digest for c, d in inputs_of(cfg.logger.tracking_uri, again["run_id"]).items()}
-            == {c: d.digest for c, d in inputs.items()})
+    assert {
+        c: d.digest for c, d in inputs_of(cfg.logger.tracking_uri, again["run_id"]).items()
+    } == {c: d.digest for c, d in inputs.items()}
     other_root = write_mnist(tmp_path / "other", n_train=N_TRAIN + 8)
-    other = train(make_cfg(f"data.root={other_root}"), output_dir=tmp_path / "c",
-                  choices={"data": "mnist"})
+    other = train(
+        make_cfg(f"data.root={other_root}"), output_dir=tmp_path / "c", choices={"data": "mnist"}
+    )
     other_inputs = inputs_of(cfg.logger.tracking_uri, other["run_id"])
     assert all(other_inputs[c].digest != inputs[c].digest for c in inputs)
 
@@ -48,4 +54,5 @@ def test_kaggle_lineage_names_its_csv(make_cfg, data_root, tmp_path):
     inputs = inputs_of(cfg.logger.tracking_uri, result["run_id"])
     assert inputs["training"].name == "kaggle-train"
     assert list(json.loads(inputs["training"].source)["files"]) == [
-        str((data_root / "digit-recognizer" / "train.csv").resolve())]
+        str((data_root / "digit-recognizer" / "train.csv").resolve())
+    ]

@@ -35,7 +35,8 @@ def test_run_logs_a_model_with_signature_example_and_metrics(run):
     result, cfg = run
     client = MlflowClient(cfg.logger.tracking_uri)
     (model,) = client.search_logged_models(
-        experiment_ids=[client.get_run(result["run_id"]).info.experiment_id])
+        experiment_ids=[client.get_run(result["run_id"]).info.experiment_id]
+    )
     assert model.source_run_id == result["run_id"] and model.name == "model"
     metrics = {m.key: m.value for m in model.metrics}
     assert metrics["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
@@ -53,16 +54,29 @@ def test_run_logs_a_model_with_signature_example_and_metrics(run):
 
 def test_model_loads_in_a_fresh_process_and_matches_predict(run, data_root, tmp_path):
     result, cfg = run
-    offline = predict(checkpoint=result["best_checkpoint"], data="mnist", root=data_root,
-                      out=tmp_path / "offline.npy")
+    offline = predict(
+        checkpoint=result["best_checkpoint"],
+        data="mnist",
+        root=data_root,
+        out=tmp_path / "offline.npy",
+    )
     from digitlab.data.sources import load_mnist
 
     images = load_mnist(data_root, download=False).test_images.numpy()
     np.save(tmp_path / "images.npy", images)
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, cfg.logger.tracking_uri,
-         f"runs:/{result['run_id']}/model", str(tmp_path / "images.npy"), str(tmp_path / "served.npy")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            LOAD_AND_PREDICT,
+            cfg.logger.tracking_uri,
+            f"runs:/{result['run_id']}/model",
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "served.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     served = np.load(tmp_path / "served.npy")
@@ -76,29 +90,36 @@ def test_loading_never_unpickles_objects(run, tmp_path):
     from mlflow.artifacts import download_artifacts
 
     result, cfg = run
-    folder = download_artifacts(f"runs:/{result['run_id']}/model", dst_path=str(tmp_path / "m"),
-                                tracking_uri=cfg.logger.tracking_uri)
+    folder = download_artifacts(
+        f"runs:/{result['run_id']}/model",
+        dst_path=str(tmp_path / "m"),
+        tracking_uri=cfg.logger.tracking_uri,
+    )
     (data,) = (tmp_path / "m").rglob("network.ckpt")
     torch.load(data, weights_only=True)  # plain tensors and values only
     assert not list((tmp_path / "m").rglob("*.pkl")), folder
 
 
-@pytest.mark.parametrize("pixels", [np.zeros((2, 28, 28), np.uint8), np.full((3, 784), 255.0),
-                                    [[0] * 784]])
+@pytest.mark.parametrize(
+    "pixels", [np.zeros((2, 28, 28), np.uint8), np.full((3, 784), 255.0), [[0] * 784]]
+)
 def test_raw_pixel_layouts_are_accepted(pixels):
     out = as_pixels(pixels)
     assert out.dtype == np.uint8 and out.shape[1:] == (28, 28)
 
 
-@pytest.mark.parametrize(("pixels", "reason"), [
-    (np.zeros((2, 27, 28)), "shape"),
-    (np.zeros((2, 783)), "shape"),
-    (np.full((1, 784), 256.0), "0..255"),
-    (np.full((1, 784), -1), "0..255"),
-    (np.full((1, 784), np.nan), "NaN"),
-    (np.array([["a"] * 784]), "not numbers"),
-    (np.zeros((0, 784)), "1 to"),
-])
+@pytest.mark.parametrize(
+    ("pixels", "reason"),
+    [
+        (np.zeros((2, 27, 28)), "shape"),
+        (np.zeros((2, 783)), "shape"),
+        (np.full((1, 784), 256.0), "0..255"),
+        (np.full((1, 784), -1), "0..255"),
+        (np.full((1, 784), np.nan), "NaN"),
+        (np.array([["a"] * 784]), "not numbers"),
+        (np.zeros((0, 784)), "1 to"),
+    ],
+)
 def test_bad_pixels_are_one_line(pixels, reason):
     with pytest.raises(BadInput, match=reason) as caught:
         as_pixels(pixels)

@@ -73,8 +73,10 @@ def test_canvas_png_alpha_is_the_ink():
     assert ink.shape == (40, 40) and ink[20, 20] == 255 and ink[0, 0] == 0
 
 
-@pytest.mark.parametrize(("paper", "ink"), [((0, 0, 0, 255), (255, 255, 255, 255)),
-                                            ((255, 255, 255, 255), (0, 0, 0, 255))])
+@pytest.mark.parametrize(
+    ("paper", "ink"),
+    [((0, 0, 0, 255), (255, 255, 255, 255)), ((255, 255, 255, 255), (0, 0, 0, 255))],
+)
 def test_opaque_canvases_white_on_black_and_black_on_white(paper, ink):
     from PIL import Image
 

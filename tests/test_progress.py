@@ -14,8 +14,11 @@ from conftest import N_TRAIN
 from digitlab.callbacks import EpochReport, EpochThroughput, SampleProgressBar
 from digitlab.training.run import train
 
-LINE = re.compile(r"^epoch (\d)/2  train loss ([\d.]+) acc ([\d.]+)  val loss ([\d.]+) acc ([\d.]+)"
-                  r"  [\d,]+ img/s  [\d.]+ s$", re.M)
+LINE = re.compile(
+    r"^epoch (\d)/2  train loss ([\d.]+) acc ([\d.]+)  val loss ([\d.]+) acc ([\d.]+)"
+    r"  [\d,]+ img/s  [\d.]+ s$",
+    re.M,
+)
 
 
 class RecordingBar(SampleProgressBar):
@@ -31,12 +34,19 @@ class RecordingBar(SampleProgressBar):
         super().on_train_epoch_end(trainer, pl_module)
 
 
-def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(make_cfg, tmp_path, capsys):
-    cfg = make_cfg("callbacks=none", "trainer.max_epochs=2", "data.steps_per_call=5",
-                   "trainer.enable_progress_bar=true")
+def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
+    make_cfg, tmp_path, capsys
+):
+    cfg = make_cfg(
+        "callbacks=none",
+        "trainer.max_epochs=2",
+        "data.steps_per_call=5",
+        "trainer.enable_progress_bar=true",
+    )
     bar = RecordingBar()
-    result = train(cfg, output_dir=tmp_path / "job",
-                   callbacks=[bar, EpochThroughput(), EpochReport()])
+    result = train(
+        cfg, output_dir=tmp_path / "job", callbacks=[bar, EpochThroughput(), EpochReport()]
+    )
     lines = LINE.findall(capsys.readouterr().out)
     assert [int(line[0]) for line in lines] == [1, 2]
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -49,11 +59,19 @@ def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(make_cf
 
 
 def test_the_command_shows_no_deprecation_warnings(data_root, store, tmp_path):
-    command = [sys.executable, "-m", "digitlab", f"data.root={data_root}", "data.val_size=40",
-               "trainer.max_epochs=1", "model=mlp", "figures=off",
-               f"logger.tracking_uri={store['tracking_uri']}",
-               f"logger.artifact_location={store['artifact_location']}",
-               f"hydra.run.dir={tmp_path / 'out'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab",
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "trainer.max_epochs=1",
+        "model=mlp",
+        "figures=off",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr

@@ -25,18 +25,32 @@ from digitlab.training.run import train
 
 def start_server(tracking_uri: str, log: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """``digitlab-serve`` on a free 127.0.0.1 port; its output goes to ``log`` (never blocks)."""
-    command = [sys.executable, "-m", "digitlab.cli.serve", "--port", "0",
-               "--tracking-uri", tracking_uri, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab.cli.serve",
+        "--port",
+        "0",
+        "--tracking-uri",
+        tracking_uri,
+        *args,
+    ]
     with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True,
-                                  env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        server = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if found := re.search(r"on (http://127\.0\.0\.1:\d+)/", log.read_text()):
             return server, found.group(1)
         if server.poll() is not None:
-            pytest.fail(f"digitlab-serve exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"digitlab-serve exited with {server.returncode}:\n{log.read_text()[-3000:]}"
+            )
         time.sleep(0.2)
     stop(server)
     pytest.fail(f"digitlab-serve did not start:\n{log.read_text()[-3000:]}")
@@ -54,8 +68,12 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -68,7 +86,9 @@ def served(make_cfg, tmp_path):
     """A run with a logged model and ``digitlab-serve --run`` on it: (url, result)."""
     cfg = make_cfg("model=lenet_small", "logger.log_model=true")
     result = train(cfg, output_dir=tmp_path / "job")
-    server, url = start_server(cfg.logger.tracking_uri, tmp_path / "serve.log", "--run", result["run_id"])
+    server, url = start_server(
+        cfg.logger.tracking_uri, tmp_path / "serve.log", "--run", result["run_id"]
+    )
     try:
         yield url, result
     finally:
@@ -123,8 +143,18 @@ def test_bad_requests_get_a_4xx_with_one_line_and_the_server_survives(served):
 
 def test_a_bad_model_is_one_line_at_start(store, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "digitlab.cli.serve", "--port", "0",
-         "--tracking-uri", store["tracking_uri"]],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "digitlab.cli.serve",
+            "--port",
+            "0",
+            "--tracking-uri",
+            store["tracking_uri"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("digitlab: error: no model in")

@@ -74,7 +74,9 @@ class EpochReport(L.Callback):
         parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
         for stage in ("train", "val"):
             if f"{stage}/loss" in m:
-                parts.append(f"{stage} loss {m[f'{stage}/loss']:.4f} acc {m.get(f'{stage}/acc', 0):.4f}")
+                parts.append(
+                    f"{stage} loss {m[f'{stage}/loss']:.4f} acc {m.get(f'{stage}/acc', 0):.4f}"
+                )
         if "train/samples_per_sec" in m:
             parts.append(f"{m['train/samples_per_sec']:,.0f} img/s")
         parts.append(f"{seconds:.1f} s")

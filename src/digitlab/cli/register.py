@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"digitlab: registered models:/{args.name}/{version}; "
-          f"models:/{args.name}@{registry.BEST_ALIAS} is version {best}")
+    print(
+        f"digitlab: registered models:/{args.name}/{version}; "
+        f"models:/{args.name}@{registry.BEST_ALIAS} is version {best}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``digitlab-serve``: a run's or a registered model over REST, plus the draw-a-digit page.
 
-    digitlab-serve                          # a registered model's @best (else the newest run's model)
+    digitlab-serve                          # a registered @best (else the newest run's model)
     digitlab-serve --model models:/digits@best --port 5001
     digitlab-serve --run RUN_ID
 
@@ -33,17 +33,31 @@ def default_model(client) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="digitlab-serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="digitlab-serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="URI", help="models:/NAME@ALIAS, models:/NAME/VERSION "
-                       "or runs:/RUN_ID/model (default: a registered @best, else the newest run)")
+    which.add_argument(
+        "--model",
+        metavar="URI",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION "
+        "or runs:/RUN_ID/model (default: a registered @best, else the newest run)",
+    )
     which.add_argument("--run", metavar="RUN_ID", help="serve this training run's model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5001, help="port (default 5001; 0: any free one)")
+    parser.add_argument(
+        "--port", type=int, default=5001, help="port (default 5001; 0: any free one)"
+    )
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
-    parser.add_argument("--trust", action="append", default=[], metavar="MODULE",
-                        help="allow your own network's package in a model's recipe; repeatable")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="allow your own network's package in a model's recipe; repeatable",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,15 +72,22 @@ def main(argv: list[str] | None = None) -> None:
         server = make_server(client, model, args.host, args.port, tuple(args.trust))
         server.models.get(model)  # load now: a bad model is a one-line error, not a first 404
     except OSError as e:
-        print(f"digitlab: error: cannot listen on {args.host}:{args.port} ({e.strerror}): "
-              "pick another --port", file=sys.stderr, flush=True)
+        print(
+            f"digitlab: error: cannot listen on {args.host}:{args.port} ({e.strerror}): "
+            "pick another --port",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
     host, port = server.server_address[:2]
-    print(f"digitlab: serving {model} on http://{host}:{port}/ (draw a digit there; "
-          f"POST /invocations for REST); Ctrl-C stops", flush=True)
+    print(
+        f"digitlab: serving {model} on http://{host}:{port}/ (draw a digit there; "
+        f"POST /invocations for REST); Ctrl-C stops",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -46,7 +46,8 @@ def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
     # An affine map from output to input pixels: out(x, y) = in(x - dx, y - dy); the 20x20 box
     # leaves 4 px margins, so the ink stays inside.
     moved = Image.fromarray(image.astype(np.float32), "F").transform(
-        image.shape[::-1], Image.AFFINE, (1, 0, -dx, 0, 1, -dy), resample=Image.BILINEAR)
+        image.shape[::-1], Image.AFFINE, (1, 0, -dx, 0, 1, -dy), resample=Image.BILINEAR
+    )
     return np.clip(np.rint(np.asarray(moved)), 0, 255).astype(np.uint8)
 
 
@@ -65,12 +66,16 @@ def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(base64.b64decode(body, validate=True)))
         if max(image.size) > max_side:
-            raise BadInput(f"the drawing is {image.size[0]}x{image.size[1]} px: at most {max_side} a side")
+            raise BadInput(
+                f"the drawing is {image.size[0]}x{image.size[1]} px: at most {max_side} a side"
+            )
         image.load()
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
         if isinstance(e, BadInput):
             raise
-        raise BadInput("the drawing is not a readable PNG: send canvas.toDataURL('image/png')") from None
+        raise BadInput(
+            "the drawing is not a readable PNG: send canvas.toDataURL('image/png')"
+        ) from None
     if image.mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 255:  # a transparent canvas: what was drawn is where the alpha is

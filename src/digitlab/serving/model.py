@@ -35,10 +35,15 @@ def as_pixels(data: Any, max_rows: int = MAX_ROWS) -> np.ndarray:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
-        raise BadInput("the pixels are ragged lists: every image needs 28x28 (or 784) numbers") from None
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
-                                       or np.issubdtype(array.dtype, np.floating)):
-        raise BadInput(f"pixels of type {array.dtype} are not numbers: send integers or floats 0..255")
+        raise BadInput(
+            "the pixels are ragged lists: every image needs 28x28 (or 784) numbers"
+        ) from None
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise BadInput(
+            f"pixels of type {array.dtype} are not numbers: send integers or floats 0..255"
+        )
     if array.ndim == 2 and array.shape[1] == SIDE * SIDE:
         array = array.reshape(-1, SIDE, SIDE)
     if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE):
@@ -50,7 +55,9 @@ def as_pixels(data: Any, max_rows: int = MAX_ROWS) -> np.ndarray:
             raise BadInput("pixels hold NaN or infinity: send numbers 0..255")
         low, high = array.min(), array.max()
         if low < 0 or high > 255:
-            raise BadInput(f"pixels range {low:g}..{high:g}: send raw values 0..255 (not normalised)")
+            raise BadInput(
+                f"pixels range {low:g}..{high:g}: send raw values 0..255 (not normalised)"
+            )
         array = np.rint(array).astype(np.uint8)
     return array
 
@@ -66,14 +73,20 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = prepare(images[start : start + batch_size], torch.device("cpu"), data["scale"],
-                        data["mean"], data["std"], size)
+            x = prepare(
+                images[start : start + batch_size],
+                torch.device("cpu"),
+                data["scale"],
+                data["mean"],
+                data["std"],
+                size,
+            )
             chunks.append(net(x).softmax(dim=1))
     return torch.cat(chunks) if chunks else torch.zeros(0, 10)
 
 
 class DigitModel:
-    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(pixels) -> {"probabilities", "digit"}``."""
+    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(pixels) -> {"probabilities", "digit"}``"""
 
     def __init__(self, net, config: dict[str, Any]) -> None:
         self.net, self.config = net, config

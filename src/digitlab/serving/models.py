@@ -33,8 +33,10 @@ class ModelCache:
 
     def get(self, uri: str):
         if not URI.match(uri or ""):
-            raise UnknownModel(f"model {uri!r} is not a model URI: use models:/NAME@ALIAS, "
-                               "models:/NAME/VERSION or runs:/RUN_ID/model")
+            raise UnknownModel(
+                f"model {uri!r} is not a model URI: use models:/NAME@ALIAS, "
+                "models:/NAME/VERSION or runs:/RUN_ID/model"
+            )
         with self._lock:  # one load per URI, even when the page and a client ask together
             if uri not in self._models:
                 self._models[uri] = self._load(uri)
@@ -49,11 +51,15 @@ class ModelCache:
         try:
             flavor = Model.load(uri).flavors.get("python_function", {})
         except (MlflowException, OSError):
-            raise UnknownModel(f"no model {uri} in {self.tracking_uri}: pick one of /models") from None
+            raise UnknownModel(
+                f"no model {uri} in {self.tracking_uri}: pick one of /models"
+            ) from None
         # Loading imports the module the model names: only digitlab's own model code.
         if flavor.get("loader_module") != LOADER:
-            raise UnknownModel(f"{uri} is not a digitlab model (its loader is "
-                               f"{flavor.get('loader_module')!r}): serve a model digitlab logged")
+            raise UnknownModel(
+                f"{uri} is not a digitlab model (its loader is "
+                f"{flavor.get('loader_module')!r}): serve a model digitlab logged"
+            )
         return mlflow.pyfunc.load_model(uri, model_config={"trust": list(self.trusted)})
 
 
@@ -64,19 +70,28 @@ def available(client, limit: int = 50) -> list[dict[str, str]]:
     for registered in client.search_registered_models():
         name = registered.name
         for alias, version in sorted((registered.aliases or {}).items()):
-            choices.append({"uri": f"models:/{name}@{alias}", "label": f"{name}@{alias} (v{version})"})
+            choices.append(
+                {"uri": f"models:/{name}@{alias}", "label": f"{name}@{alias} (v{version})"}
+            )
         for version in client.search_model_versions(f"name = '{name}'")[:limit]:
-            choices.append({"uri": f"models:/{name}/{version.version}",
-                            "label": f"{name} v{version.version}"})
+            choices.append(
+                {"uri": f"models:/{name}/{version.version}", "label": f"{name} v{version.version}"}
+            )
     experiments = [e.experiment_id for e in client.search_experiments()]
     if experiments:
-        for model in client.search_logged_models(experiment_ids=experiments, max_results=limit,
-                                                 order_by=[{"field_name": "creation_timestamp",
-                                                            "ascending": False}]):
+        for model in client.search_logged_models(
+            experiment_ids=experiments,
+            max_results=limit,
+            order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+        ):
             if model.name == MODEL_NAME and model.source_run_id:
                 run = client.get_run(model.source_run_id)
                 acc = run.data.metrics.get("test/acc")
                 shown = f" test/acc {acc:.4f}" if acc is not None else ""
-                choices.append({"uri": f"runs:/{model.source_run_id}/{MODEL_NAME}",
-                                "label": f"run {run.info.run_name}{shown}"})
+                choices.append(
+                    {
+                        "uri": f"runs:/{model.source_run_id}/{MODEL_NAME}",
+                        "label": f"run {run.info.run_name}{shown}",
+                    }
+                )
     return choices

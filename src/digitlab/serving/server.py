@@ -51,7 +51,9 @@ def mlflow_inputs(body: Any) -> Any:
                 return body[key]
         if isinstance(body.get("dataframe_split"), dict) and "data" in body["dataframe_split"]:
             return body["dataframe_split"]["data"]
-    raise RequestError(HTTPStatus.BAD_REQUEST, 'no pixels found: send {"inputs": [[...784 numbers...]]}')
+    raise RequestError(
+        HTTPStatus.BAD_REQUEST, 'no pixels found: send {"inputs": [[...784 numbers...]]}'
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -69,15 +71,23 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/health":
             return "text/plain", b"OK"
         if path in ("/", "/index.html"):
-            return "text/html; charset=utf-8", files("digitlab.serving").joinpath("page.html").read_bytes()
+            return "text/html; charset=utf-8", files("digitlab.serving").joinpath(
+                "page.html"
+            ).read_bytes()
         if path == "/models":
-            return "application/json", {"default": self.server.default_model,
-                                        "models": available(self.server.client)}
-        raise RequestError(HTTPStatus.NOT_FOUND, f"no page {path}: try /, /models or POST /invocations")
+            return "application/json", {
+                "default": self.server.default_model,
+                "models": available(self.server.client),
+            }
+        raise RequestError(
+            HTTPStatus.NOT_FOUND, f"no page {path}: try /, /models or POST /invocations"
+        )
 
     def _post(self, path: str, query: dict) -> tuple[str, Any]:
         if path not in ("/invocations", "/draw"):
-            raise RequestError(HTTPStatus.NOT_FOUND, f"cannot POST to {path}: use /invocations or /draw")
+            raise RequestError(
+                HTTPStatus.NOT_FOUND, f"cannot POST to {path}: use /invocations or /draw"
+            )
         body = self._json_body()
         model = self.server.models.get(query.get("model", [self.server.default_model])[0])
         if path == "/draw":
@@ -85,8 +95,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(HTTPStatus.BAD_REQUEST, 'send {"png": canvas.toDataURL()}')
             image = mnistify(decode_png(body["png"]))
             out = model.predict(image[None])
-            return "application/json", {"probabilities": out["probabilities"][0].tolist(),
-                                        "digit": int(out["digit"][0]), "image": image.tolist()}
+            return "application/json", {
+                "probabilities": out["probabilities"][0].tolist(),
+                "digit": int(out["digit"][0]),
+                "image": image.tolist(),
+            }
         out = model.predict(as_pixels(mlflow_inputs(body)))
         return "application/json", {"predictions": {k: v.tolist() for k, v in out.items()}}
 
@@ -96,14 +109,18 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
         if int(length) > MAX_BODY:
             self.close_connection = True  # the body is not read: the connection cannot be reused
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"the request is {int(length)} bytes: at most {MAX_BODY} per request")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the request is {int(length)} bytes: at most {MAX_BODY} per request",
+            )
         raw = self.rfile.read(int(length))
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"the body is not JSON ({str(e).splitlines()[0][:80]}): send JSON") from None
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"the body is not JSON ({str(e).splitlines()[0][:80]}): send JSON",
+            ) from None
 
     def _answer(self, route) -> None:
         parts = urlsplit(self.path)
@@ -113,9 +130,17 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as e:
             status, kind, payload = e.status, "application/json", _error(e.status, str(e))
         except UnknownModel as e:
-            status, kind, payload = HTTPStatus.NOT_FOUND, "application/json", _error(HTTPStatus.NOT_FOUND, str(e))
+            status, kind, payload = (
+                HTTPStatus.NOT_FOUND,
+                "application/json",
+                _error(HTTPStatus.NOT_FOUND, str(e)),
+            )
         except DigitlabError as e:  # bad pixels or a bad drawing: the client's to fix
-            status, kind, payload = HTTPStatus.BAD_REQUEST, "application/json", _error(HTTPStatus.BAD_REQUEST, str(e))
+            status, kind, payload = (
+                HTTPStatus.BAD_REQUEST,
+                "application/json",
+                _error(HTTPStatus.BAD_REQUEST, str(e)),
+            )
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -131,8 +156,13 @@ def _error(status: HTTPStatus, message: str) -> dict[str, str]:
     return {"error_code": status.name, "message": message}
 
 
-def make_server(client, default_model: str | None, host: str = "127.0.0.1", port: int = 0,
-                trusted: tuple[str, ...] = ()) -> ThreadingHTTPServer:
+def make_server(
+    client,
+    default_model: str | None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    trusted: tuple[str, ...] = (),
+) -> ThreadingHTTPServer:
     """The server, bound (port 0: a free one) but not yet serving: call ``serve_forever()``."""
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

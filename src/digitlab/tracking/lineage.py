@@ -24,8 +24,9 @@ def file_digests(paths: Iterable[str | Path]) -> dict[str, str]:
     return digests
 
 
-def split_datasets(name: str, files: Mapping[str, str], sizes: Mapping[str, int],
-                   split: Mapping[str, object]):
+def split_datasets(
+    name: str, files: Mapping[str, str], sizes: Mapping[str, int], split: Mapping[str, object]
+):
     """One ``mlflow.entities.DatasetInput`` per split.
 
     Args:
@@ -40,11 +41,20 @@ def split_datasets(name: str, files: Mapping[str, str], sizes: Mapping[str, int]
     inputs = []
     for part, rows in sizes.items():
         # The same files cut another way (another seed or val_size) are another data set.
-        recipe = json.dumps({"files": sorted(files.values()), "split": part, "rows": rows,
-                             **{k: str(v) for k, v in split.items()}}, sort_keys=True)
+        recipe = json.dumps(
+            {
+                "files": sorted(files.values()),
+                "split": part,
+                "rows": rows,
+                **{k: str(v) for k, v in split.items()},
+            },
+            sort_keys=True,
+        )
         dataset = Dataset(
-            name=f"{name}-{part}", digest=hashlib.sha256(recipe.encode()).hexdigest()[:16],
-            source_type="local", source=source,
+            name=f"{name}-{part}",
+            digest=hashlib.sha256(recipe.encode()).hexdigest()[:16],
+            source_type="local",
+            source=source,
             profile=json.dumps({"num_rows": rows, **{k: str(v) for k, v in split.items()}}),
         )
         context = InputTag("mlflow.data.context", CONTEXTS.get(part, part))
@@ -52,7 +62,13 @@ def split_datasets(name: str, files: Mapping[str, str], sizes: Mapping[str, int]
     return inputs
 
 
-def log_splits(client, run_id: str, name: str, paths: Iterable[str | Path],
-               sizes: Mapping[str, int], split: Mapping[str, object]) -> None:
+def log_splits(
+    client,
+    run_id: str,
+    name: str,
+    paths: Iterable[str | Path],
+    sizes: Mapping[str, int],
+    split: Mapping[str, object],
+) -> None:
     """Log the run's splits as its dataset inputs (see :func:`split_datasets`)."""
     client.log_inputs(run_id, datasets=split_datasets(name, file_digests(paths), sizes, split))

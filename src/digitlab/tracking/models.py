@@ -26,10 +26,12 @@ def signature():
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
-        outputs=Schema([
-            TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities"),
-            TensorSpec(np.dtype(np.int64), (-1,), "digit"),
-        ]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities"),
+                TensorSpec(np.dtype(np.int64), (-1,), "digit"),
+            ]
+        ),
     )
 
 
@@ -40,8 +42,10 @@ def slim_checkpoint(checkpoint: str | Path, folder: Path) -> Path:
     from digitlab.training.checkpoints import load_checkpoint, net_state_dict
 
     full = load_checkpoint(checkpoint)
-    slim = {"state_dict": net_state_dict(full["state_dict"]),
-            "hyper_parameters": {"config": full["hyper_parameters"]["config"]}}
+    slim = {
+        "state_dict": net_state_dict(full["state_dict"]),
+        "hyper_parameters": {"config": full["hyper_parameters"]["config"]},
+    }
     path = folder / "network.ckpt"
     torch.save(slim, path)
     return path
@@ -54,8 +58,9 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("digitlab", "mlflow", "torch", "numpy")]
 
 
-def log_model(tracking_uri: str, run_id: str, checkpoint: str | Path, example,
-              metrics: Mapping[str, float]) -> str:
+def log_model(
+    tracking_uri: str, run_id: str, checkpoint: str | Path, example, metrics: Mapping[str, float]
+) -> str:
     """Log ``checkpoint``'s network as the run's model ``model``; returns its model id.
 
     Args:
@@ -67,11 +72,15 @@ def log_model(tracking_uri: str, run_id: str, checkpoint: str | Path, example,
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
         data = slim_checkpoint(checkpoint, Path(tmp))
-        # Reopening the run lets MLflow link the LoggedModel to it; its caller sets the final status.
+        # Reopening the run links the LoggedModel to it; the caller sets the final status.
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME, loader_module=LOADER, data_path=str(data),
-                signature=signature(), input_example=example, pip_requirements=requirements(),
+                name=MODEL_NAME,
+                loader_module=LOADER,
+                data_path=str(data),
+                signature=signature(),
+                input_example=example,
+                pip_requirements=requirements(),
             )
             if metrics:
                 mlflow.log_metrics(dict(metrics), model_id=info.model_id)
