@@ -146,6 +146,7 @@ def make_cfg(data_root, store) -> Callable[..., DictConfig]:
             f"logger.tracking_uri={store['tracking_uri']}",
             f"logger.artifact_location={store['artifact_location']}",
             "figures.enabled=false",  # seconds per run; test_figures.py turns pictures on
+            "logger.log_model=false",  # about a second per run; test_logged_model.py turns it on
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=[*base, *overrides])

@@ -22,6 +22,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
     "figures.enabled=false",  # seconds per job; test_figures.py covers the pictures
+    "logger.log_model=false",  # a second per job; test_registry.py sweeps with models
 ]
 
 

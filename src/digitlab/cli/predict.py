@@ -96,28 +96,6 @@ def data_config(name: str, root: Path | str | None) -> Any:
     return data.get("predict") or data.source
 
 
-def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
-    """(N, 10) float32 class probabilities of uint8 images (N, 28, 28), on the CPU."""
-    import torch
-
-    from digitlab.data.datamodule import prepare
-
-    data, size = config["data"], config["model"].get("input_size", 28)
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = prepare(
-                images[start : start + batch_size],
-                torch.device("cpu"),
-                data["scale"],
-                data["mean"],
-                data["std"],
-                size,
-            )
-            chunks.append(net(x).softmax(dim=1))
-    return torch.cat(chunks) if chunks else torch.zeros(0, 10)
-
-
 def write_submission(labels, path: Path) -> None:
     """Kaggle's format: header ``ImageId,Label``, one row per image, ImageId counted from 1."""
     rows = [f"{i},{int(label)}" for i, label in enumerate(labels, start=1)]
@@ -144,6 +122,7 @@ def predict(
 
     import numpy as np
 
+    from digitlab.serving.model import probabilities
     from digitlab.training.checkpoints import network_from_checkpoint
 
     if (run_id is None) == (checkpoint is None):

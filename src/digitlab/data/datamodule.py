@@ -76,6 +76,7 @@ class DigitDataModule(L.LightningDataModule):
         self.augment = augment
         self.steps_per_call = steps_per_call
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
+        self.files: tuple = ()  # the source's files, once split() has read them
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
         self._generator, self._augment_epoch = None, None
 
@@ -84,6 +85,7 @@ class DigitDataModule(L.LightningDataModule):
         if self.raw:
             return self.raw
         data = self.load()
+        self.files = data.files
         images, labels = data.train_images, data.train_labels
         n = len(labels)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))

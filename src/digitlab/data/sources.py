@@ -20,13 +20,15 @@ class DigitData:
     """Decoded images (uint8, (N, 28, 28)) and labels (int64, (N,)).
 
     ``test_*`` is None when the source has no labelled test set of its own (Kaggle);
-    ``train_labels`` is None only for an unlabelled set read for prediction.
+    ``train_labels`` is None only for an unlabelled set read for prediction; ``files`` may be
+    empty for a source that reads no files.
     """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor | None
     test_images: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    files: tuple[Path, ...] = ()  # the files it was read from: the run's data lineage
 
 
 def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | None = None) -> DigitData:
@@ -51,7 +53,7 @@ def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | Non
     test_images, test_labels = read_images(paths[2]), read_labels(paths[3])
     _check_counts(paths[0], train_images, paths[1], train_labels)
     _check_counts(paths[2], test_images, paths[3], test_labels)
-    return DigitData(train_images, train_labels, test_images, test_labels)
+    return DigitData(train_images, train_labels, test_images, test_labels, tuple(paths))
 
 
 def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True) -> DigitData:
@@ -67,7 +69,7 @@ def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True
             "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"
         )
     images, labels = read_kaggle_csv(folder / file, labelled=labelled)
-    return DigitData(images, labels)
+    return DigitData(images, labels, files=(folder / file,))
 
 
 def _check_counts(image_path: Path, images: torch.Tensor, label_path: Path, labels: torch.Tensor) -> None:

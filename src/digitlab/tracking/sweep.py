@@ -17,6 +17,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from digitlab.errors import DigitlabError
+
 log = logging.getLogger(__name__)
 
 # Jobs learn their parent from the environment: launchers that run jobs in this process (basic),
@@ -125,6 +127,13 @@ class MlflowSweep(Callback):
         client = tracking.open_client(self.tracking_uri)
         try:
             summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)))
+            if name := OmegaConf.select(config, "logger.register_as"):
+                from digitlab.tracking.registry import register
+
+                try:
+                    register(client, self.parent_id, name)  # the parent's best child
+                except DigitlabError as e:  # the sweep itself succeeded: say why, keep its runs
+                    log.error("digitlab: the sweep's best model was not registered: %s", e)
         finally:
             client.set_terminated(self.parent_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
@@ -174,6 +174,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
                 f"cannot build callbacks.{name}: {str(cause).splitlines()[0]} "
                 f"(fix or remove the callbacks.{name} override)"
             ) from None
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
+        built = [c for c in built if not isinstance(c, ProgressBar)]
     return [*built, *figure_callbacks(cfg)]
 
 

@@ -77,6 +77,7 @@ def train(
     run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer)
     with run:
         stamp.run_id = run.run_id
+        _record_inputs(cfg, run, datamodule, choices)
         trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
         resume_from = resume and str(resume.path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -86,11 +87,43 @@ def train(
                 module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
             )
             metrics.update({k: float(v) for k, v in tested.items()})
-        if cfg.logger.log_checkpoint:
-            run.log_checkpoint(best.best_model_path)
+        _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
             "best_checkpoint": best.best_model_path}
+
+
+def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
+    """The data the run learns from: each split's size and source files' digest (MLflow inputs)."""
+    if run.run_id is None:
+        return
+    from digitlab.tracking.lineage import log_splits
+
+    name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix("load_")
+    sizes = {part: len(labels) for part, (_, labels) in datamodule.split().items()}
+    split = {"seed": cfg.seed, "val_size": cfg.data.val_size, "test_size": cfg.data.test_size}
+    log_splits(run.client, run.run_id, name, datamodule.files, sizes, split)
+
+
+def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: dict) -> None:
+    """What a finished run keeps beyond its metrics: the best checkpoint, and the best network as
+    an MLflow Model (registered under ``logger.register_as`` when that is set)."""
+    if run.run_id is None:  # DDP: ranks other than zero record nothing
+        return
+    if cfg.logger.log_checkpoint:
+        run.log_checkpoint(checkpoint)
+    if not (cfg.logger.get("log_model", False) and checkpoint):
+        return
+    from digitlab.tracking.models import log_model
+
+    tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    example = datamodule.split()["test"][0][:2].numpy()
+    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested)
+    # A sweep's jobs leave registering to their parent, which registers its best child.
+    if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
+        from digitlab.tracking.registry import register
+
+        register(run.client, run.run_id, cfg.logger.register_as)
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,

@@ -1,0 +1,35 @@
+"""``digitlab-register RUN_ID --name NAME``: register a run's model; ``NAME@best`` follows the
+highest ``test/acc``. A sweep's parent run registers its best child. No torch import."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from digitlab.errors import DigitlabError
+from digitlab.tracking.store import default_tracking_uri
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="digitlab-register", description=__doc__)
+    parser.add_argument("run", metavar="RUN_ID", help="a training run, or a sweep's parent run")
+    parser.add_argument("--name", required=True, help="registered model name, e.g. digits")
+    parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
+    args = parser.parse_args(argv)
+    from digitlab.tracking import registry, store
+
+    try:
+        client = store.open_client(args.tracking_uri or default_tracking_uri())
+        version = registry.register(client, args.run, args.name)
+        best = client.get_model_version_by_alias(args.name, registry.BEST_ALIAS).version
+    except DigitlabError as e:
+        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(
+        f"digitlab: registered models:/{args.name}/{version}; "
+        f"models:/{args.name}@{registry.BEST_ALIAS} is version {best}"
+    )
+
+
+if __name__ == "__main__":
+    main()

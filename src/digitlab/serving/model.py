@@ -1,0 +1,114 @@
+"""The code of digitlab's MLflow Model: raw pixels in, class probabilities and the digit out.
+
+A run logs its best network as a ``python_function`` model whose ``loader_module`` is this file
+and whose data is a weights-only checkpoint (state_dict + the run config, the recipe). Loading it
+(``mlflow.pyfunc.load_model``) goes through ``network_from_checkpoint``: ``torch.load`` with
+``weights_only=True`` and the ``_target_`` allow-list, so a model never unpickles Python objects.
+That is why it is not ``mlflow.pytorch``'s flavour: that one pickles the whole ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from digitlab.errors import DigitlabError
+
+SIDE = 28
+# More rows than one request should need; a bigger batch is a client's mistake, not a workload.
+MAX_ROWS = 10_000
+
+
+class BadInput(DigitlabError, ValueError):
+    """A request whose pixels cannot be classified; the message names the problem and the fix."""
+
+
+def as_pixels(data: Any, max_rows: int = MAX_ROWS) -> np.ndarray:
+    """uint8 (N, 28, 28) from raw pixels: uint8 or numbers in 0..255, shaped (N, 28, 28) or
+    (N, 784). Raises :class:`BadInput` in one line for any other shape, dtype or value."""
+    if isinstance(data, dict) and len(data) == 1:  # a single named input, as MLflow may pass
+        data = next(iter(data.values()))
+    if hasattr(data, "to_numpy"):  # a pandas DataFrame of 784 columns
+        data = data.to_numpy()
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):
+        raise BadInput(
+            "the pixels are ragged lists: every image needs 28x28 (or 784) numbers"
+        ) from None
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise BadInput(
+            f"pixels of type {array.dtype} are not numbers: send integers or floats 0..255"
+        )
+    if array.ndim == 2 and array.shape[1] == SIDE * SIDE:
+        array = array.reshape(-1, SIDE, SIDE)
+    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE):
+        raise BadInput(f"pixels of shape {list(array.shape)}: send (N, 28, 28) or (N, 784)")
+    if not 1 <= len(array) <= max_rows:
+        raise BadInput(f"{len(array)} images: send 1 to {max_rows} per request")
+    if array.dtype != np.uint8:
+        if not np.isfinite(array).all():
+            raise BadInput("pixels hold NaN or infinity: send numbers 0..255")
+        low, high = array.min(), array.max()
+        if low < 0 or high > 255:
+            raise BadInput(
+                f"pixels range {low:g}..{high:g}: send raw values 0..255 (not normalised)"
+            )
+        array = np.rint(array).astype(np.uint8)
+    return array
+
+
+def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
+    """(N, 10) float32 class probabilities of uint8 images (N, 28, 28), on the CPU, with the run's
+    own normalisation and input size (``prepare``, as in training)."""
+    import torch
+
+    from digitlab.data.datamodule import prepare
+
+    data, size = config["data"], config["model"].get("input_size", SIDE)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = prepare(
+                images[start : start + batch_size],
+                torch.device("cpu"),
+                data["scale"],
+                data["mean"],
+                data["std"],
+                size,
+            )
+            chunks.append(net(x).softmax(dim=1))
+    return torch.cat(chunks) if chunks else torch.zeros(0, 10)
+
+
+class DigitModel:
+    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(pixels) -> {"probabilities", "digit"}``"""
+
+    def __init__(self, net, config: dict[str, Any]) -> None:
+        self.net, self.config = net, config
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``probabilities``: float32 (N, 10); ``digit``: int64 (N,), the most probable class."""
+        import torch
+
+        pixels = torch.from_numpy(as_pixels(data))
+        probs = probabilities(self.net, pixels, self.config).numpy()
+        return {"probabilities": probs, "digit": probs.argmax(1).astype(np.int64)}
+
+
+def load(path: str, trusted: Iterable[str] = ()) -> DigitModel:
+    """The model of a weights-only checkpoint at ``path`` (see the module docstring)."""
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    net, config = network_from_checkpoint(path, trusted)
+    return DigitModel(net, config)
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitModel:
+    """MLflow's entry point. ``model_config={"trust": ["mypkg"]}`` allows your own network's code
+    (never trusted from the model itself)."""
+    return load(data_path, (model_config or {}).get("trust", ()))

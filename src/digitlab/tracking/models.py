@@ -1,0 +1,105 @@
+"""A run's best network as an MLflow Model (a LoggedModel linked to the run and its test metrics).
+
+The model is ``python_function`` with :mod:`digitlab.serving.model` as its loader and a
+weights-only checkpoint as its data (see that module for why not ``mlflow.pytorch``'s pickle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# The name of the model inside its run: ``runs:/<run id>/model``.
+MODEL_NAME = "model"
+LOADER = "digitlab.serving.model"
+
+
+def signature():
+    """Raw pixels in; the 10 probabilities and the predicted digit out."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities"),
+                TensorSpec(np.dtype(np.int64), (-1,), "digit"),
+            ]
+        ),
+    )
+
+
+def slim_checkpoint(checkpoint: str | Path, folder: Path) -> Path:
+    """The network's weights and the run config only (no optimizer state): the model's data."""
+    import torch
+
+    from digitlab.training.checkpoints import load_checkpoint, net_state_dict
+
+    full = load_checkpoint(checkpoint)
+    slim = {
+        "state_dict": net_state_dict(full["state_dict"]),
+        "hyper_parameters": {"config": full["hyper_parameters"]["config"]},
+    }
+    path = folder / "network.ckpt"
+    torch.save(slim, path)
+    return path
+
+
+def requirements() -> list[str]:
+    """Pinned explicitly: MLflow's own inference loads the model in a subprocess (seconds)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("digitlab", "mlflow", "torch", "numpy")]
+
+
+def log_model(
+    tracking_uri: str, run_id: str, checkpoint: str | Path, example, metrics: Mapping[str, float]
+) -> str:
+    """Log ``checkpoint``'s network as the run's model ``model``; returns its model id.
+
+    Args:
+        example: uint8 images (n, 28, 28), the model's input example.
+        metrics: the run's test metrics, also logged onto the model (how the registry ranks it).
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
+        data = slim_checkpoint(checkpoint, Path(tmp))
+        # Reopening the run links the LoggedModel to it; the caller sets the final status.
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                loader_module=LOADER,
+                data_path=str(data),
+                signature=signature(),
+                input_example=example,
+                pip_requirements=requirements(),
+            )
+            if metrics:
+                mlflow.log_metrics(dict(metrics), model_id=info.model_id)
+    return info.model_id
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow narrates logging a model (uv project found, input example validated, pip not
+    found in a uv environment); a run's output keeps to what the user asked for."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def model_metrics(client, model_id: str) -> dict[str, Any]:
+    """The metrics logged onto a LoggedModel, by name."""
+    return {m.key: m.value for m in client.get_logged_model(model_id).metrics or []}

@@ -1,0 +1,79 @@
+"""What the terminal shows: one line per epoch with the epoch's own numbers, a progress bar in
+images without v_num, and no deprecation warnings from dependencies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import N_TRAIN
+from digitlab.callbacks import EpochReport, EpochThroughput, SampleProgressBar
+from digitlab.training.run import train
+
+LINE = re.compile(
+    r"^epoch (\d)/2  train loss ([\d.]+) acc ([\d.]+)  val loss ([\d.]+) acc ([\d.]+)"
+    r"  [\d,]+ img/s  [\d.]+ s$",
+    re.M,
+)
+
+
+class RecordingBar(SampleProgressBar):
+    """Notes the training bar's (total, completed) at each epoch's end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        task = next(t for t in self.progress.tasks if t.id == self.train_progress_bar_id)
+        self.seen.append((task.total, task.completed))
+        super().on_train_epoch_end(trainer, pl_module)
+
+
+def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
+    make_cfg, tmp_path, capsys
+):
+    cfg = make_cfg(
+        "callbacks=none",
+        "trainer.max_epochs=2",
+        "data.steps_per_call=5",
+        "trainer.enable_progress_bar=true",
+    )
+    bar = RecordingBar()
+    result = train(
+        cfg, output_dir=tmp_path / "job", callbacks=[bar, EpochThroughput(), EpochReport()]
+    )
+    lines = LINE.findall(capsys.readouterr().out)
+    assert [int(line[0]) for line in lines] == [1, 2]
+    client = MlflowClient(cfg.logger.tracking_uri)
+    for key, column in (("train/loss", 1), ("val/acc", 4)):
+        history = [m.value for m in client.get_metric_history(result["run_id"], key)]
+        assert [float(line[column]) for line in lines] == pytest.approx(history, abs=1e-4), key
+    # images, not the 2 Lightning steps of 5 optimizer steps each
+    assert bar.seen == [(N_TRAIN - 40, N_TRAIN - 40)] * 2
+    assert "v_num" not in bar.get_metrics(bar.trainer, None)
+
+
+def test_the_command_shows_no_deprecation_warnings(data_root, store, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab",
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "trainer.max_epochs=1",
+        "model=mlp",
+        "figures=off",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert re.search(r"^epoch 1/1  train loss", done.stdout, re.M), done.stdout
+    assert not re.search(r"Deprecat|FutureWarning|deprecated", output), output[-3000:]
