@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.tracking.models import log_model
+from digitlab.training.logged_model import log_model
 from digitlab.training.run import train
 
 

@@ -7,7 +7,8 @@ import threading
 from typing import Any
 
 from digitlab.errors import DigitlabError
-from digitlab.tracking.models import LOADER, MODEL_NAME
+from digitlab.tracking.registry import MODEL_NAME
+from digitlab.training.logged_model import LOADER
 
 # models:/name@alias, models:/name/3, models:/m-<id>, runs:/<run id>/model: never a file path,
 # which would let a request load a model from anywhere on disk.

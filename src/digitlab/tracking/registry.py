@@ -4,7 +4,9 @@ version with the highest ``test/acc`` (aliases, not the deprecated stages). No t
 from __future__ import annotations
 
 from digitlab.errors import DigitlabError
-from digitlab.tracking.models import MODEL_NAME
+
+# The name of the model inside its run: ``runs:/<run id>/model``.
+MODEL_NAME = "model"
 
 BEST_ALIAS = "best"
 RANK_METRIC = "test/acc"

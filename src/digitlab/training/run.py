@@ -114,7 +114,7 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
         run.log_checkpoint(checkpoint)
     if not (cfg.logger.get("log_model", False) and checkpoint):
         return
-    from digitlab.tracking.models import log_model
+    from digitlab.training.logged_model import log_model
 
     tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
     example = datamodule.split()["test"][0][:2].numpy()

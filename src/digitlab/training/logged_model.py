@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# The name of the model inside its run: ``runs:/<run id>/model``.
-MODEL_NAME = "model"
+from digitlab.tracking.registry import MODEL_NAME
+
 LOADER = "digitlab.serving.model"
 
 
