@@ -204,21 +204,38 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
         "sweep/jobs": len(rows),
         "sweep/finished": sum(r["status"] == "FINISHED" for r in rows),
     }
-    scored = [r for r in rows if r.get(target) is not None]
+    # a pruned (KILLED) trial stopped at an early epoch: it does not compete for best
+    scored = [r for r in rows if r.get(target) is not None and r["status"] == "FINISHED"]
     if scored:
         best = max(scored, key=lambda r: r[target])
         metrics[f"best/{target}"] = best[target]
         client.set_tag(parent_id, "digitlab.best_run_id", best["run_id"])
     optuna_result = sweep_dir / "optimization_results.yaml"
     if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
-        client.log_artifact(parent_id, str(optuna_result), "summary")
-        result = OmegaConf.to_container(OmegaConf.load(optuna_result))
-        if "best_value" in result:
-            metrics["optuna/best_value"] = float(result["best_value"])
-        best_params = {
-            f"optuna.best.{k}": str(v) for k, v in (result.get("best_params") or {}).items()
-        }
-        for key, value in best_params.items():
-            client.set_tag(parent_id, key, value)
+        metrics.update(log_study(client, parent_id, optuna_result))
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
+
+
+def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
+    """The Optuna sweeper's result on the parent: the file, the best parameters as tags, and in
+    the run's description the link to the study in optuna-dashboard and the command serving it."""
+    client.log_artifact(parent_id, str(result_file), "summary")
+    result = OmegaConf.to_container(OmegaConf.load(result_file))
+    for key, value in (result.get("best_params") or {}).items():
+        client.set_tag(parent_id, f"optuna.best.{key}", str(value))
+    if "study_name" in result:
+        client.set_tag(parent_id, "optuna.study_name", result["study_name"])
+        client.set_tag(parent_id, "optuna.storage", result["storage"])
+        client.set_tag(parent_id, "optuna.dashboard", result["dashboard_link"])
+        note = client.get_run(parent_id).data.tags.get("mlflow.note.content", "")
+        client.set_tag(parent_id, "mlflow.note.content", (
+            f"{note}\n\nOptuna study `{result['study_name']}` ({result['n_trials']} trials, "
+            f"{result['n_pruned']} pruned): [open it in optuna-dashboard]"
+            f"({result['dashboard_link']}) after starting `{result['dashboard']}`").strip())
+    metrics = {}
+    if "best_value" in result:
+        metrics["optuna/best_value"] = float(result["best_value"])
+    if "n_pruned" in result:
+        metrics["optuna/pruned"] = float(result["n_pruned"])
+    return metrics

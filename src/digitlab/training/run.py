@@ -37,6 +37,7 @@ def train(
     choices: Mapping[str, Any] | None = None,
     data: DigitData | None = None,
     callbacks: Sequence[L.Callback] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit and test one configuration, recorded as one MLflow run.
 
@@ -51,9 +52,11 @@ def train(
         data: the already decoded data set (the command line loads it before importing torch);
             None: loaded here from ``cfg.data.source``.
         callbacks: more Lightning callbacks, after those of the ``callbacks`` group.
+        tags: more MLflow tags for the run, applied last (a k-fold run names its own parent).
 
     Returns:
-        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``;
+        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint",
+        "pruned"}`` (``pruned``: why a callback stopped the fit on purpose, else None);
         ``run_id`` is None in the DDP processes other than rank 0 (they record nothing).
     """
     started = time.perf_counter()
@@ -74,14 +77,19 @@ def train(
     trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
     check_launcher(trainer)
     # Under DDP every process runs this function; rank 0 alone records the run.
-    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer)
+    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer, tags)
     with run:
         stamp.run_id = run.run_id
         trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
         resume_from = resume and str(resume.path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.test_after_fit:
+        # A callback may stop the fit on purpose and say why (a pruned Optuna trial): no test.
+        stopped = next((c.stop_reason for c in trainer.callbacks
+                        if getattr(c, "stop_reason", None)), None)
+        if stopped:
+            run.mark_pruned(stopped)
+        elif cfg.test_after_fit:
             (tested,) = trainer.test(
                 module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
             )
@@ -90,11 +98,11 @@ def train(
             run.log_checkpoint(best.best_model_path)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
-            "best_checkpoint": best.best_model_path}
+            "best_checkpoint": best.best_model_path, "pruned": stopped}
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
-                 trainer: L.Trainer) -> TrackedRun:
+                 trainer: L.Trainer, extra_tags: Mapping[str, str] | None) -> TrackedRun:
     """The MLflow run this training records into: its name, tags and what it resumes."""
     choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
     tags = {f"choice.{group}": str(option) for group, option in choices.items()}
@@ -103,6 +111,7 @@ def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Re
     if resume:
         tags["digitlab.resumed_from"] = str(resume.path)
     tags.update(sweep_tags())
+    tags.update(extra_tags or {})
     return TrackedRun(
         client, experiment_id, OmegaConf.to_container(cfg, resolve=True), checkpoint_dir,
         name=cfg.logger.run_name or run_name(choices, cfg.seed), tags=tags,
