@@ -33,8 +33,8 @@ def _report(result: dict, tracking_uri: str) -> None:
 
 
 def _job(cfg: DictConfig, data) -> dict:
-    """One run; inside an Optuna search it reports to its trial (``digitlab.search.study``) and
-    may be pruned."""
+    """One run, or with ``data.folds=K`` K cross-validation runs under a parent; inside an Optuna
+    search the job reports to its trial (``digitlab.search.study``) and may be pruned."""
     from hydra.core.hydra_config import HydraConfig
 
     from digitlab.search.study import current_trial, trial_tags
@@ -43,6 +43,10 @@ def _job(cfg: DictConfig, data) -> dict:
     trial = current_trial(hydra_cfg.get("sweeper"), cfg.logger.tracking_uri)
     settings = dict(output_dir=hydra_cfg.runtime.output_dir,
                     choices=dict(hydra_cfg.runtime.choices), data=data)
+    if cfg.data.get("folds"):
+        from digitlab.training.crossval import cross_validate  # imports torch and lightning
+
+        return cross_validate(cfg, **settings, trial=trial, tags=trial_tags(trial))
     from digitlab.training.run import train  # imports torch and lightning (seconds)
 
     callbacks = []
