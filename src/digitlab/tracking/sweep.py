@@ -73,10 +73,13 @@ class MlflowSweep(Callback):
 
     Args:
         target: the metric the summary plot shows against every swept value.
+        repeat: override keys that repeat a configuration (seeds): when one varies, the summary
+            also gives each other configuration's mean, std, min and max over them.
     """
 
-    def __init__(self, target: str = "val/acc") -> None:
-        self.target = target
+    def __init__(self, target: str = "val/acc", repeat: list[str] | tuple[str, ...] = ("seed",)
+                 ) -> None:
+        self.target, self.repeat = target, list(repeat)
         self.parent_id: str | None = None
         self.tracking_uri: str | None = None
 
@@ -121,7 +124,8 @@ class MlflowSweep(Callback):
 
         client = tracking.open_client(self.tracking_uri)
         try:
-            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)))
+            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)),
+                      self.repeat)
         finally:
             client.set_terminated(self.parent_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)
@@ -182,11 +186,14 @@ def markdown_table(frame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
-    """Log the children's table (CSV, markdown), the target-vs-values plot and Optuna's result."""
+def summarise(client, parent_id: str, target: str, sweep_dir: Path,
+              repeat: list[str] | tuple[str, ...] = ("seed",)) -> None:
+    """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
+    the ``repeat`` keys (``tracking.repeats``) and Optuna's result."""
     import pandas as pd
 
     from digitlab.figures.plots.sweep import plot_target_vs_values
+    from digitlab.tracking.repeats import log_repeats
 
     rows, keys = child_rows(client, parent_id)
     varied = swept_keys(rows, keys)
@@ -199,6 +206,7 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
     client.log_text(parent_id, markdown_table(frame[shown]), "summary/jobs.md")
     figure = plot_target_vs_values(rows, varied or keys, target)
     client.log_figure(parent_id, figure, "summary/target_vs_values.png")
+    log_repeats(client, parent_id, rows, varied, list(repeat))
 
     metrics = {
         "sweep/jobs": len(rows),
