@@ -10,12 +10,12 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from mlflow.tracking import MlflowClient
-from test_sweep import sweep
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from digitlab.search.space import distribution, search_space
 from digitlab.search.study import storage_url
+from test_sweep import sweep
 
 # Every trial is pruned after its first epoch: Optuna's ThresholdPruner with an upper bound
 # below any accuracy (a deterministic stand-in for the median pruner, which needs history).
@@ -135,3 +135,17 @@ def test_a_new_study_name_starts_fresh(tmp_path, data_root, store):
           "hydra.sweeper.n_trials=1", "hydra/sweeper/pruner=hyperband")
     assert len(optuna.load_study(study_name="fresh", storage=url).trials) == 1
     assert len(optuna.load_study(study_name="old", storage=url).trials) == 1  # untouched
+
+
+def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "digitlab", "-m", "experiment=search", f"data.root={data_root}",
+         f"logger.tracking_uri={store['tracking_uri']}", f"hydra.sweep.dir={tmp_path}",
+         "hydra.sweeper.storage=nosuchdialect://127.0.0.1/db"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "digitlab: error: cannot open the Optuna storage nosuchdialect://" in done.stderr

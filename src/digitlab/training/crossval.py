@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.config import project_root
@@ -15,6 +16,7 @@ from digitlab.data.sources import DigitData
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags
+from digitlab.training.build import build_datamodule
 from digitlab.training.run import train
 
 # Metrics averaged over the folds into the parent; its val/acc is the CV mean, so a sweep
@@ -43,6 +45,9 @@ def cross_validate(
     """
     started, output_dir = time.perf_counter(), Path(output_dir)
     folds = int(cfg.data.folds)
+    # Check the folds fit the data before the parent run exists: bad input leaves no run.
+    data = data or instantiate(cfg.data.source)
+    build_datamodule(cfg, data).split()
     client, experiment_id = store.open_experiment(cfg.logger)
     parent_tags = {f"choice.{k}": str(v) for k, v in (choices or {}).items()
                    if v is not None and not k.startswith("hydra")}

@@ -12,6 +12,8 @@ when a sweep starts.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +55,17 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        from digitlab.errors import DigitlabError
         from digitlab.search.space import search_space
 
-        distributions, fixed = search_space(self.params, arguments)
-        study = self._open_study()
+        try:
+            distributions, fixed = search_space(self.params, arguments)
+            study = self._open_study()
+        except DigitlabError as e:  # one line, as the command line reports a job's bad input
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
         log.info("Optuna study %r in %s: %d trial(s) so far", study.study_name, self.storage_url,
                  len(study.trials))
         job_idx, to_go = 0, self.n_trials
