@@ -128,12 +128,16 @@ def test_a_stored_study_is_continued_shared_pruned_and_seen_by_the_dashboard(
     assert parent.data.metrics["optuna/pruned"] == 2  # the whole study's count
 
 
-def test_a_new_study_name_starts_fresh(tmp_path, data_root, store):
+def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
+    tmp_path, data_root, store
+):
     url = storage_url(None, store["tracking_uri"])
     optuna.create_study(study_name="old", storage=url).enqueue_trial({"x": 1})
+    # lr 1e9 makes the loss non-finite: that trial fails, the sweep itself succeeds
     sweep(tmp_path, data_root, store, *SEARCH, "hydra.sweeper.study_name=fresh",
-          "hydra.sweeper.n_trials=1", "hydra/sweeper/pruner=hyperband")
-    assert len(optuna.load_study(study_name="fresh", storage=url).trials) == 1
+          "hydra.sweeper.n_trials=1", "hydra/sweeper/pruner=hyperband", "optimizer.lr=1e9")
+    (trial,) = optuna.load_study(study_name="fresh", storage=url).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
     assert len(optuna.load_study(study_name="old", storage=url).trials) == 1  # untouched
 
 

@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 from digitlab.cli.help import render, wants_help
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, Interrupted
+from digitlab.search.study import TRIAL_ENV
 
 register_resolvers()
 
@@ -71,6 +72,8 @@ def _run(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
+        if os.environ.get(TRIAL_ENV) and not isinstance(e, Interrupted):
+            raise  # the Optuna sweeper records the trial FAILED and decides whether to go on
         sys.exit(e.exit_code)
     if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
         _report(result, cfg.logger.tracking_uri)

@@ -33,17 +33,20 @@ class OptunaSweeper(Sweeper):
         n_trials: trials this command adds to the study.
         n_jobs: trials launched together (at once with a parallel launcher).
         max_failure_rate: fraction of a batch's trials that may fail before the sweep stops.
+        catch: exception classes (dotted names) that fail a trial without counting as a
+            failure: outcomes of the sampled values, such as a diverging loss, not broken jobs
+            (Optuna's ``optimize(catch=...)``).
         sampler, pruner: config nodes of an Optuna sampler and pruner (``_target_``).
         params: the search space in Hydra's override syntax, ``{key: "interval(0.01, 0.3)"}``.
     """
 
     def __init__(self, direction: str = "maximize", study_name: str = "digitlab",
                  storage: str | None = None, n_trials: int = 20, n_jobs: int = 1,
-                 max_failure_rate: float = 0.0, sampler: Any = None, pruner: Any = None,
-                 params: Any = None) -> None:
+                 max_failure_rate: float = 0.0, catch: Any = (), sampler: Any = None,
+                 pruner: Any = None, params: Any = None) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
-        self.max_failure_rate = max_failure_rate
+        self.max_failure_rate, self.catch = max_failure_rate, tuple(catch or ())
         self.sampler_cfg, self.pruner_cfg, self.params = sampler, pruner, params
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
@@ -119,13 +122,23 @@ class OptunaSweeper(Sweeper):
                 log.info("Trial %d pruned: %s", trial.number, ret._return_value)
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                failures.append(ret)
+                if not self._caught(ret._return_value):
+                    failures.append(ret)
         if failures and len(failures) / len(returns) > self.max_failure_rate:
             log.error("%d of %d trials failed (max_failure_rate=%s)", len(failures), len(returns),
                       self.max_failure_rate)
             for ret in failures:
                 ret.return_value  # raises the job's own exception, with its trace  # noqa: B018
             raise ValueError(f"a trial returned {failures[0]._return_value!r}, not a number")
+
+    def _caught(self, error: Any) -> bool:
+        from hydra.utils import get_class
+
+        caught = tuple(get_class(name) for name in self.catch)
+        if isinstance(error, caught):
+            log.warning("Trial failed (%s); the search goes on", error)
+            return True
+        return False
 
     def _save_results(self, study) -> None:
         """``optimization_results.yaml`` in the sweep folder: the sweep callback logs it."""
