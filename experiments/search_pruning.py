@@ -1,6 +1,6 @@
 """The same Optuna search with and without pruning: wall time and best ``val/acc``.
 
-    uv run python experiments/search_pruning.py --root ../shared/data [--trials 24] [-- OVERRIDE ...]
+    uv run python experiments/search_pruning.py --root ../shared/data [--trials 24] [-- OVERRIDE]
 
 Each search is one ``python -m digitlab -m experiment=search`` command over LeNet's learning
 rate, width (conv filters, hidden units) and batch size (momentum and weight decay fixed), with

@@ -9,13 +9,13 @@ import optuna
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from test_search import SEARCH, last_sweep
-from test_sweep import sweep
 
 from digitlab.data.datamodule import DigitDataModule, fold_split
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 from digitlab.search.study import storage_url
+from test_search import SEARCH, last_sweep
+from test_sweep import sweep
 
 
 @pytest.mark.parametrize(("n", "folds"), [(10, 3), (240, 5), (7, 7)])
