@@ -153,3 +153,15 @@ def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "digitlab: error: cannot open the Optuna storage nosuchdialect://" in done.stderr
+
+
+def test_submitit_jobs_report_to_the_one_stored_study(tmp_path, data_root, store):
+    # hydra/launcher=local is the SLURM launcher's path with submitit's local executor: every
+    # trial a fresh process, as on a cluster node.
+    sweep(tmp_path, data_root, store, *SEARCH, "hydra/launcher=local",
+          "hydra.sweeper.study_name=submitit", "hydra.sweeper.n_trials=2")
+    assert (tmp_path / "multirun" / ".submitit").is_dir()
+    url = storage_url(None, store["tracking_uri"])
+    trials = optuna.load_study(study_name="submitit", storage=url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.intermediate_values.keys() == {0, 1} for t in trials)  # both epochs reported

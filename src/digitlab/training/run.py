@@ -81,24 +81,31 @@ def train(
     with run:
         stamp.run_id = run.run_id
         trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
-        resume_from = resume and str(resume.path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        # A callback may stop the fit on purpose and say why (a pruned Optuna trial): no test.
-        stopped = next((c.stop_reason for c in trainer.callbacks
-                        if getattr(c, "stop_reason", None)), None)
-        if stopped:
-            run.mark_pruned(stopped)
-        elif cfg.test_after_fit:
-            (tested,) = trainer.test(
-                module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-            )
-            metrics.update({k: float(v) for k, v in tested.items()})
+        metrics = _fit_and_test(cfg, trainer, module, datamodule, run, resume)
         if cfg.logger.log_checkpoint:
             run.log_checkpoint(best.best_model_path)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
-            "best_checkpoint": best.best_model_path, "pruned": stopped}
+            "best_checkpoint": best.best_model_path, "pruned": run.pruned}
+
+
+def _fit_and_test(cfg, trainer: L.Trainer, module, datamodule, run: TrackedRun,
+                  resume: Resume | None) -> dict[str, float]:
+    """Fit, then test the best checkpoint unless a callback stopped the fit on purpose (a pruned
+    Optuna trial says why in ``stop_reason``): that run is marked pruned instead."""
+    resume_from = resume and str(resume.path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stopped = next((c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)),
+                   None)
+    if stopped:
+        run.mark_pruned(stopped)
+    elif cfg.test_after_fit:
+        (tested,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        )
+        metrics.update({k: float(v) for k, v in tested.items()})
+    return metrics
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
