@@ -12,7 +12,9 @@ the trial counts and the pruned count are read from the stored study afterwards.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,13 @@ PRUNERS = {
 }
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes: on a machine shared with other
+    jobs this, unlike wall time, does not grow with their load."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def search(root: str, folder: Path, pruner: str, trials: int, extra: list[str]) -> dict:
     import optuna
 
@@ -51,15 +60,15 @@ def search(root: str, folder: Path, pruner: str, trials: int, extra: list[str]) 
         f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.study_name=bench-{pruner}",
         *SETTINGS, *PRUNERS[pruner], *extra,
     ]
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     if done.returncode != 0:
         sys.exit(f"{pruner}: exit {done.returncode}\n{done.stderr[-3000:]}")
     study = optuna.load_study(study_name=f"bench-{pruner}",
                               storage=f"sqlite:///{store / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
-    return {"pruner": pruner, "wall_s": wall, "best": study.best_value,
+    return {"pruner": pruner, "wall_s": wall, "cpu_s": cpu, "best": study.best_value,
             "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED")}
 
 
@@ -67,18 +76,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder holding MNIST/raw/")
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--first", choices=list(PRUNERS), default="median",
+                        help="which search runs first (alternate it to balance drifting load)")
     parser.add_argument("overrides", nargs="*", help="more digitlab overrides for both searches")
     args = parser.parse_args()
-    print(f"# {platform.machine()} {platform.system()}, python {platform.python_version()}")
+    print(f"# {platform.machine()} {platform.system()}, python {platform.python_version()}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    order = sorted(PRUNERS, key=lambda p: p != args.first)
     with tempfile.TemporaryDirectory(prefix="digitlab-search-") as tmp:
-        rows = [search(args.root, Path(tmp), p, args.trials, args.overrides) for p in PRUNERS]
-    print("| pruner | trials (complete / pruned) | wall time | best val/acc |")
-    print("|---|---|---|---|")
-    for r in rows:
+        rows = {p: search(args.root, Path(tmp), p, args.trials, args.overrides) for p in order}
+        print(f"# load average after: {os.getloadavg()[0]:.2f}")
+    print("| pruner | trials (complete / pruned) | wall time | CPU time | best val/acc |")
+    print("|---|---|---|---|---|")
+    for r in rows.values():
         print(f"| {r['pruner']} | {r['complete']} / {r['pruned']} | {r['wall_s'] / 60:.1f} min "
-              f"| {r['best'] * 100:.2f}% |")
-    (median, none) = rows
-    print(f"\ntime ratio median/none: {median['wall_s'] / none['wall_s']:.2f}; "
+              f"| {r['cpu_s'] / 60:.1f} min | {r['best'] * 100:.2f}% |")
+    median, none = rows["median"], rows["none"]
+    print(f"\nratio median/none: wall {median['wall_s'] / none['wall_s']:.2f}, "
+          f"CPU {median['cpu_s'] / none['cpu_s']:.2f}; "
           f"best val/acc difference: {(median['best'] - none['best']) * 100:+.2f} points")
 
 
