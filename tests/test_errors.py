@@ -99,6 +99,10 @@ CASES: dict[str, tuple] = {
         ["scheduler.interval='hourly' is invalid", "epoch or step"]),
     "val fraction outside (0, 1)": (
         None, ["data.val_size=1.5"], ["data.val_size=1.5 is invalid", "a fraction in (0, 1)"]),
+    "cross-validation folds below 2": (
+        None, ["data.folds=1"], ["data.folds=1 is invalid", "an integer >= 2 (K-fold"]),
+    "more folds than training rows": (
+        None, ["data.folds=500"], ["data.folds=500, data.fold=0 cannot split 240 training rows"]),
     "unreachable tracking URI": (
         None, ["logger.tracking_uri=http://127.0.0.1:{port}"],
         ["MLflow tracking server http://127.0.0.1:", "is unreachable", "logger.tracking_uri"]),

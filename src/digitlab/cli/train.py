@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from digitlab.cli.help import render, wants_help
 from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.errors import DigitlabError, Interrupted
+from digitlab.search.study import TRIAL_ENV
 
 register_resolvers()
 
@@ -32,6 +33,31 @@ def _report(result: dict, tracking_uri: str) -> None:
     )
 
 
+def _job(cfg: DictConfig, data) -> dict:
+    """One run, or with ``data.folds=K`` K cross-validation runs under a parent; inside an Optuna
+    search the job reports to its trial (``digitlab.search.study``) and may be pruned."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from digitlab.search.study import current_trial, trial_tags
+
+    hydra_cfg = HydraConfig.get()
+    trial = current_trial(hydra_cfg.get("sweeper"), cfg.logger.tracking_uri)
+    settings = dict(output_dir=hydra_cfg.runtime.output_dir,
+                    choices=dict(hydra_cfg.runtime.choices), data=data)
+    if cfg.data.get("folds"):
+        from digitlab.training.crossval import cross_validate  # imports torch and lightning
+
+        return cross_validate(cfg, **settings, trial=trial, tags=trial_tags(trial))
+    from digitlab.training.run import train  # imports torch and lightning (seconds)
+
+    callbacks = []
+    if trial is not None:
+        from digitlab.callbacks.pruning import TrialPruning
+
+        callbacks.append(TrialPruning(trial, monitor="val/acc"))
+    return train(cfg, **settings, callbacks=callbacks, tags=trial_tags(trial))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -41,10 +67,7 @@ def _run(cfg: DictConfig) -> float | None:
 
     try:
         data = preflight(cfg)  # config, store and data files, before torch is imported
-        from digitlab.training.run import train  # imports torch and lightning (seconds)
-
-        runtime = HydraConfig.get().runtime
-        result = train(cfg, output_dir=runtime.output_dir, choices=dict(runtime.choices), data=data)
+        result = _job(cfg, data)
     except DigitlabError as e:
         if isinstance(e, Interrupted) and HydraConfig.get().mode == RunMode.MULTIRUN:
             from digitlab.tracking.sweep import mark_interrupted
@@ -53,9 +76,15 @@ def _run(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
+        if os.environ.get(TRIAL_ENV) and not isinstance(e, Interrupted):
+            raise  # the Optuna sweeper records the trial FAILED and decides whether to go on
         sys.exit(e.exit_code)
     if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
         _report(result, cfg.logger.tracking_uri)
+    if result.get("pruned"):  # the Optuna sweeper records the trial PRUNED
+        import optuna
+
+        raise optuna.TrialPruned(result["pruned"])
     global _ALONE
     _ALONE = (
         HydraConfig.get().mode == RunMode.RUN

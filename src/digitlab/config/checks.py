@@ -35,6 +35,8 @@ RULES: list[tuple[str, Any, str]] = [
      "a fraction in (0, 1) or a count >= 1"),
     ("data.test_size", lambda v: v is None or (_whole(v) and v >= 1)
      or (isinstance(v, float) and 0 < v < 1), "null, a fraction in (0, 1) or a count >= 1"),
+    ("data.folds", lambda v: v is None or (_whole(v) and v >= 2),
+     "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)"),
     ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0, e.g. 0.1"),
     ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),

@@ -37,12 +37,27 @@ def prepare(images: torch.Tensor, device: torch.device, scale: float, mean: floa
     return x.contiguous()
 
 
+def fold_split(rows: torch.Tensor, folds: int, fold: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(validation rows, training rows)`` of fold ``fold`` of ``folds``: the rows cut into
+    ``folds`` consecutive, near-equal parts (sizes differ by at most one)."""
+    if not 2 <= folds <= len(rows) or not 0 <= fold < folds:
+        raise DigitlabError(
+            f"data.folds={folds}, data.fold={fold} cannot split {len(rows)} training rows: "
+            f"use 2 <= data.folds <= {len(rows)} and 0 <= data.fold < data.folds"
+        )
+    parts = torch.tensor_split(rows, folds)
+    return parts[fold], torch.cat([p for i, p in enumerate(parts) if i != fold])
+
+
 class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 
     Args:
         load: returns the decoded data set (a configured ``digitlab.data.sources`` function).
         val_size: validation holdout from the training rows: int = count, float = fraction.
+        folds, fold: K-fold cross-validation: the training rows (after any test holdout) are cut
+            into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
+            train, and ``val_size`` is unused. ``folds=None``: one ``val_size`` holdout.
         test_size: separate test holdout for sources without a test set; None tests on ``val``.
         resize: side of the square the model sees (28, or 32 for LeNet-5).
         augment: applied to every training batch on its device, ``augment(x, fill=background)``
@@ -66,6 +81,8 @@ class DigitDataModule(L.LightningDataModule):
         seed: int = 0,
         augment: Callable[..., torch.Tensor] | None = None,
         steps_per_call: int = 1,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         self.load = load
@@ -75,6 +92,7 @@ class DigitDataModule(L.LightningDataModule):
         self.seed = seed
         self.augment = augment
         self.steps_per_call = steps_per_call
+        self.folds, self.fold = folds, fold
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.files: tuple = ()  # the source's files, once split() has read them
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
@@ -87,22 +105,28 @@ class DigitDataModule(L.LightningDataModule):
         data = self.load()
         self.files = data.files
         images, labels = data.train_images, data.train_labels
-        n = len(labels)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        n_val = holdout_count(n, self.val_size, "data.val_size")
-        n_test = 0
-        if data.test_images is None and self.test_size is not None:
-            n_test = holdout_count(n - n_val, self.test_size, "data.test_size")
-        val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+        val_idx, test_idx, train_idx = self._indices(len(labels), data.test_images is None)
         self.raw["train"] = images[train_idx], labels[train_idx]
         self.raw["val"] = images[val_idx], labels[val_idx]
         if data.test_images is not None:
             self.raw["test"] = data.test_images, data.test_labels
-        elif n_test:
+        elif len(test_idx):
             self.raw["test"] = images[test_idx], labels[test_idx]
         else:  # Kaggle: its test.csv has no labels, so the labelled holdout is the test set
             self.raw["test"] = self.raw["val"]
         return self.raw
+
+    def _indices(self, n: int, carve_test: bool) -> tuple[torch.Tensor, ...]:
+        """Seeded ``(val, test, train)`` row indices; ``test`` is empty unless carved out."""
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        carve_test = carve_test and self.test_size is not None
+        if self.folds:  # test rows first, then the folds over all the others
+            n_test = holdout_count(n, self.test_size, "data.test_size") if carve_test else 0
+            val_idx, train_idx = fold_split(order[n_test:], self.folds, self.fold)
+            return val_idx, order[:n_test], train_idx
+        n_val = holdout_count(n, self.val_size, "data.val_size")
+        n_test = holdout_count(n - n_val, self.test_size, "data.test_size") if carve_test else 0
+        return order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:

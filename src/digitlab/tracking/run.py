@@ -22,6 +22,8 @@ CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
 # Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
 # checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
 RUN_ID_KEY = "digitlab_run_id"
+# Tag of a run that an Optuna pruner stopped early (status KILLED, metrics up to that epoch).
+PRUNED_TAG = "digitlab.pruned"
 
 
 class TrackedRun:
@@ -31,7 +33,8 @@ class TrackedRun:
     tags it, logs the flat config as params and the resolved config as ``config.yaml``, and
     makes SIGTERM behave as Ctrl-C. Leaving ends it:
 
-    - FINISHED when the block completes;
+    - FINISHED when the block completes; KILLED with the tag ``digitlab.pruned`` when
+      :meth:`mark_pruned` was called (an Optuna trial stopped on purpose, its history kept);
     - KILLED on Ctrl-C or SIGTERM (Lightning turns both into ``SystemExit``): ``last.ckpt`` is
       logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
     - FAILED on any other exception; for a :class:`DigitlabError` (e.g. a non-finite loss)
@@ -60,6 +63,7 @@ class TrackedRun:
         self.name, self.tags = name, dict(tags or {})
         self.resume_run_id, self.owner = resume_run_id, owner
         self.run_id: str | None = None
+        self.pruned: str | None = None
         self._signals = signals_as_interrupts()
 
     def __enter__(self) -> TrackedRun:
@@ -93,7 +97,7 @@ class TrackedRun:
         self._signals.__exit__(None, None, None)
         if not self.owner:
             return False
-        status, replacement = "FINISHED", None
+        status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
             status = "KILLED"
             logged = self.log_checkpoint(self.checkpoint_dir / "last.ckpt")
@@ -112,6 +116,16 @@ class TrackedRun:
         if replacement is not None:
             raise replacement from None
         return False
+
+    def mark_pruned(self, reason: str) -> None:
+        """The run was stopped on purpose (a pruned trial): it ends KILLED, tagged with why.
+
+        KILLED, not FAILED: nothing went wrong, and MLflow has no status of its own for it.
+        """
+        self.pruned = reason
+        if self.run_id is not None:
+            self.client.set_tag(self.run_id, PRUNED_TAG, "true")
+            self.client.set_tag(self.run_id, "digitlab.stop_reason", reason)
 
     def log_checkpoint(self, path: str | Path | None) -> str | None:
         """Log the checkpoint at ``path`` under the run's ``checkpoints/``, if it exists."""

@@ -75,10 +75,13 @@ class MlflowSweep(Callback):
 
     Args:
         target: the metric the summary plot shows against every swept value.
+        repeat: override keys that repeat a configuration (seeds): when one varies, the summary
+            also gives each other configuration's mean, std, min and max over them.
     """
 
-    def __init__(self, target: str = "val/acc") -> None:
-        self.target = target
+    def __init__(self, target: str = "val/acc", repeat: list[str] | tuple[str, ...] = ("seed",)
+                 ) -> None:
+        self.target, self.repeat = target, list(repeat)
         self.parent_id: str | None = None
         self.tracking_uri: str | None = None
 
@@ -126,7 +129,8 @@ class MlflowSweep(Callback):
 
         client = tracking.open_client(self.tracking_uri)
         try:
-            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)))
+            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)),
+                      self.repeat)
             if name := OmegaConf.select(config, "logger.register_as"):
                 from digitlab.tracking.registry import register
 
@@ -229,11 +233,14 @@ def markdown_table(frame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
-    """Log the children's table (CSV, markdown), the target-vs-values plot and Optuna's result."""
+def summarise(client, parent_id: str, target: str, sweep_dir: Path,
+              repeat: list[str] | tuple[str, ...] = ("seed",)) -> None:
+    """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
+    the ``repeat`` keys (``tracking.repeats``) and Optuna's result."""
     import pandas as pd
 
     from digitlab.figures.plots.sweep import plot_target_vs_values
+    from digitlab.tracking.repeats import log_repeats
 
     rows, keys = child_rows(client, parent_id)
     varied = swept_keys(rows, keys)
@@ -246,26 +253,44 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path) -> None:
     client.log_text(parent_id, markdown_table(frame[shown]), "summary/jobs.md")
     figure = plot_target_vs_values(rows, varied or keys, target)
     client.log_figure(parent_id, figure, "summary/target_vs_values.png")
+    log_repeats(client, parent_id, rows, varied, list(repeat))
 
     metrics = {
         "sweep/jobs": len(rows),
         "sweep/finished": sum(r["status"] == "FINISHED" for r in rows),
     }
-    scored = [r for r in rows if r.get(target) is not None]
+    # a pruned (KILLED) trial stopped at an early epoch: it does not compete for best
+    scored = [r for r in rows if r.get(target) is not None and r["status"] == "FINISHED"]
     if scored:
         best = max(scored, key=lambda r: r[target])
         metrics[f"best/{target}"] = best[target]
         client.set_tag(parent_id, "digitlab.best_run_id", best["run_id"])
     optuna_result = sweep_dir / "optimization_results.yaml"
     if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
-        client.log_artifact(parent_id, str(optuna_result), "summary")
-        result = OmegaConf.to_container(OmegaConf.load(optuna_result))
-        if "best_value" in result:
-            metrics["optuna/best_value"] = float(result["best_value"])
-        best_params = {
-            f"optuna.best.{k}": str(v) for k, v in (result.get("best_params") or {}).items()
-        }
-        for key, value in best_params.items():
-            client.set_tag(parent_id, key, value)
+        metrics.update(log_study(client, parent_id, optuna_result))
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
+
+
+def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
+    """The Optuna sweeper's result on the parent: the file, the best parameters as tags, and in
+    the run's description the link to the study in optuna-dashboard and the command serving it."""
+    client.log_artifact(parent_id, str(result_file), "summary")
+    result = OmegaConf.to_container(OmegaConf.load(result_file))
+    for key, value in (result.get("best_params") or {}).items():
+        client.set_tag(parent_id, f"optuna.best.{key}", str(value))
+    if "study_name" in result:
+        client.set_tag(parent_id, "optuna.study_name", result["study_name"])
+        client.set_tag(parent_id, "optuna.storage", result["storage"])
+        client.set_tag(parent_id, "optuna.dashboard", result["dashboard_link"])
+        note = client.get_run(parent_id).data.tags.get("mlflow.note.content", "")
+        client.set_tag(parent_id, "mlflow.note.content", (
+            f"{note}\n\nOptuna study `{result['study_name']}` ({result['n_trials']} trials, "
+            f"{result['n_pruned']} pruned): [open it in optuna-dashboard]"
+            f"({result['dashboard_link']}) after starting `{result['dashboard']}`").strip())
+    metrics = {}
+    if "best_value" in result:
+        metrics["optuna/best_value"] = float(result["best_value"])
+    if "n_pruned" in result:
+        metrics["optuna/pruned"] = float(result["n_pruned"])
+    return metrics

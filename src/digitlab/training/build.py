@@ -116,6 +116,8 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         seed=cfg.seed,
         augment=instantiate(data.augment) if data.get("augment") else None,
         steps_per_call=data.get("steps_per_call", 1),
+        folds=data.get("folds"),
+        fold=data.get("fold", 0),
     )
 
 

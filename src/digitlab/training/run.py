@@ -37,6 +37,7 @@ def train(
     choices: Mapping[str, Any] | None = None,
     data: DigitData | None = None,
     callbacks: Sequence[L.Callback] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit and test one configuration, recorded as one MLflow run.
 
@@ -51,9 +52,11 @@ def train(
         data: the already decoded data set (the command line loads it before importing torch);
             None: loaded here from ``cfg.data.source``.
         callbacks: more Lightning callbacks, after those of the ``callbacks`` group.
+        tags: more MLflow tags for the run, applied last (a k-fold run names its own parent).
 
     Returns:
-        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint"}``;
+        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint",
+        "pruned"}`` (``pruned``: why a callback stopped the fit on purpose, else None);
         ``run_id`` is None in the DDP processes other than rank 0 (they record nothing).
     """
     started = time.perf_counter()
@@ -74,23 +77,35 @@ def train(
     trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
     check_launcher(trainer)
     # Under DDP every process runs this function; rank 0 alone records the run.
-    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer)
+    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer, tags)
     with run:
         stamp.run_id = run.run_id
         _record_inputs(cfg, run, datamodule, choices)
         trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
-        resume_from = resume and str(resume.path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.test_after_fit:
-            (tested,) = trainer.test(
-                module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-            )
-            metrics.update({k: float(v) for k, v in tested.items()})
+        metrics = _fit_and_test(cfg, trainer, module, datamodule, run, resume)
         _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
-            "best_checkpoint": best.best_model_path}
+            "best_checkpoint": best.best_model_path, "pruned": run.pruned}
+
+
+def _fit_and_test(cfg, trainer: L.Trainer, module, datamodule, run: TrackedRun,
+                  resume: Resume | None) -> dict[str, float]:
+    """Fit, then test the best checkpoint unless a callback stopped the fit on purpose (a pruned
+    Optuna trial says why in ``stop_reason``): that run is marked pruned instead."""
+    resume_from = resume and str(resume.path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stopped = next((c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)),
+                   None)
+    if stopped:
+        run.mark_pruned(stopped)
+    elif cfg.test_after_fit:
+        (tested,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        )
+        metrics.update({k: float(v) for k, v in tested.items()})
+    return metrics
 
 
 def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
@@ -112,8 +127,8 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
         return
     if cfg.logger.log_checkpoint:
         run.log_checkpoint(checkpoint)
-    if not (cfg.logger.get("log_model", False) and checkpoint):
-        return
+    if not (cfg.logger.get("log_model", False) and checkpoint) or run.pruned:
+        return  # a pruned trial was never tested: no model to offer
     from digitlab.training.logged_model import log_model
 
     tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -127,7 +142,7 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
-                 trainer: L.Trainer) -> TrackedRun:
+                 trainer: L.Trainer, extra_tags: Mapping[str, str] | None) -> TrackedRun:
     """The MLflow run this training records into: its name, tags and what it resumes."""
     choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
     tags = {f"choice.{group}": str(option) for group, option in choices.items()}
@@ -136,6 +151,7 @@ def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Re
     if resume:
         tags["digitlab.resumed_from"] = str(resume.path)
     tags.update(sweep_tags())
+    tags.update(extra_tags or {})
     return TrackedRun(
         client, experiment_id, OmegaConf.to_container(cfg, resolve=True), checkpoint_dir,
         name=cfg.logger.run_name or run_name(choices, cfg.seed), tags=tags,

@@ -65,3 +65,35 @@ def plot_target_vs_values(rows: list[dict[str, Any]], keys: list[str], target: s
         )
     fig.suptitle(f"{target} of {len(scored)} of {len(rows)} jobs against the swept values")
     return fig
+
+
+def plot_repeat_summary(
+    table: list[dict[str, Any]], labels: list[str], metrics: tuple[str, ...]
+) -> Figure:
+    """One panel per metric: each configuration's mean across repeats (seeds) with ±1 std error
+    bars and its min-max range as a thin line; x = the configurations (``labels``).
+
+    table: rows with ``"<metric> mean"``, ``std``, ``min``, ``max`` (None when unmeasured) and
+    ``runs``, as ``digitlab.tracking.repeats.repeat_table`` builds them.
+    """
+    fig = Figure(figsize=(max(4.5, 1.1 * len(table) + 2.0) * len(metrics), 4.2),
+                 layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        shown = [i for i, e in enumerate(table) if e.get(f"{metric} mean") is not None]
+        xs = list(range(len(shown)))
+        means, stds, lows, highs = (
+            [table[i][f"{metric} {stat}"] for i in shown] for stat in ("mean", "std", "min", "max")
+        )
+        ax.vlines(xs, lows, highs, color="tab:gray", linewidth=1, label="min-max")
+        ax.errorbar(xs, means, yerr=stds, fmt="o", color="tab:blue", capsize=5,
+                    label="mean ± std")
+        ax.set_xticks(xs, [f"{labels[i]}\n(n={table[i]['runs']})" for i in shown], fontsize=8)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(loc="lower right", fontsize=8)
+        if not shown:
+            ax.text(0.5, 0.5, f"no run reported {metric}", ha="center", va="center",
+                    transform=ax.transAxes)
+    fig.suptitle("across repeats (seeds): mean ± std, min-max")
+    return fig
