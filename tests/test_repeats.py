@@ -6,11 +6,11 @@ import statistics
 
 import pytest
 from matplotlib.container import ErrorbarContainer
-from test_search import last_sweep
-from test_sweep import sweep
 
 from digitlab.figures.plots.sweep import plot_repeat_summary
 from digitlab.tracking.repeats import REPEAT_METRICS, repeat_table
+from test_search import last_sweep
+from test_sweep import sweep
 
 
 def rows_for(lrs=("0.1", "0.3"), seeds=("1", "2", "3")) -> list[dict]:
