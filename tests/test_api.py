@@ -108,7 +108,7 @@ def test_bad_input_raises_the_command_lines_one_line_error_and_leaves_no_run(ove
     with pytest.raises(DigitlabError, match="^runs\\(\\) has no filter colour="):
         digitlab.runs(tracking_uri=uri, colour="red")
     with pytest.raises(DigitlabError, match="^MLflow cannot search runs by that filter: "):
-        digitlab.runs(tracking_uri=uri, filter_string="metrics.acc >>> 1")
+        digitlab.runs(tracking_uri=uri, filter_string="params.optimizer.lr = 0.1")
 
 
 class SigintAfterFirstEpoch(L.Callback):

@@ -30,26 +30,28 @@ def runs(
     ``logger.experiment_name``.
     """
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
 
     from digitlab.tracking import store
 
     clauses = [filter_clause(key, value) for key, value in filters.items()]
     clauses += [filter_string] if filter_string else []
+    try:  # checked here too, so a bad filter fails even before the experiment has runs
+        SearchUtils.parse_search_filter(" and ".join(clauses))
+    except MlflowException as e:
+        first = str(e.message).splitlines()[0]
+        raise DigitlabError(f"MLflow cannot search runs by that filter: {first}") from None
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     experiment = client.get_experiment_by_name(experiment_name)
     found = []
     if experiment is not None:
         token = None
         while len(found) < max_results:
-            try:
-                page = client.search_runs(
-                    [experiment.experiment_id], " and ".join(clauses),
-                    max_results=min(1000, max_results - len(found)),
-                    order_by=["attributes.start_time DESC"], page_token=token,
-                )
-            except MlflowException as e:
-                first = str(e.message).splitlines()[0]
-                raise DigitlabError(f"MLflow cannot search runs by that filter: {first}") from None
+            page = client.search_runs(
+                [experiment.experiment_id], " and ".join(clauses),
+                max_results=min(1000, max_results - len(found)),
+                order_by=["attributes.start_time DESC"], page_token=token,
+            )
             found.extend(page)
             token = page.token
             if not token:
