@@ -146,3 +146,10 @@ def test_a_second_fit_in_the_same_second_gets_its_own_job_folder(tmp_path):
     assert unused_folder(folder) == folder.with_name("10-00-00-2")
     folder.with_name("10-00-00-2").mkdir()
     assert unused_folder(folder) == folder.with_name("10-00-00-3")
+
+
+def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
+    missing = tmp_path / "mlruns" / "mlflow.db"
+    with pytest.raises(DigitlabError, match=f"^no MLflow store at {missing} yet: train a run"):
+        digitlab.ui(tracking_uri=f"sqlite:///{missing}")
+    assert not missing.exists()  # the UI must not create it (see digitlab.cli.ui)

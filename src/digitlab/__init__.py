@@ -9,6 +9,7 @@ From Python (and Jupyter)::
     digitlab.runs(model="mlp")                     # the store's runs, a pandas DataFrame
     digitlab.load(run_id).predict(images)          # any run's network
     digitlab.show(run_id, "figures/filters/*")     # a run's pictures, inline
+    server = digitlab.ui(); server.stop()          # the MLflow UI on the store
 """
 
 import time
@@ -29,6 +30,7 @@ _API = {
     "load": "digitlab.api.model",
     "Model": "digitlab.api.model",
     "show": "digitlab.api.show",
+    "ui": "digitlab.api.ui",
 }
 __all__ = [*_API, "STARTED", "__version__"]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,23 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
     from digitlab.training.checkpoints import network_from_checkpoint
 
     client = store.open_client(tracking_uri or store.default_tracking_uri())
-    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder:
+    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder, no_progress_bars():
         path = run_checkpoint(client, str(run_id), Path(folder))
         net, config = network_from_checkpoint(path, tuple(trust))
     return Model(net, config, str(run_id))
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """MLflow's download progress bars off within the block: a notebook cell would show four
+    lines of bars per file. MLflow reads the variable at each download; it is restored after."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

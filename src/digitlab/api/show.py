@@ -21,6 +21,7 @@ def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[P
     """
     from mlflow.exceptions import MlflowException
 
+    from digitlab.api.model import no_progress_bars
     from digitlab.tracking import store
 
     patterns = patterns or ("figures/*",)
@@ -42,7 +43,8 @@ def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[P
             f"it has {listed or 'none'}"
         )
     folder = Path(tempfile.mkdtemp(prefix=f"digitlab-{str(run_id)[:8]}-"))
-    local = [Path(client.download_artifacts(str(run_id), p, str(folder))) for p in chosen]
+    with no_progress_bars():
+        local = [Path(client.download_artifacts(str(run_id), p, str(folder))) for p in chosen]
     for path, name in zip(local, chosen, strict=True):
         display(path, name)
     return local
