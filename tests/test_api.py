@@ -105,6 +105,9 @@ def test_bad_input_raises_the_command_lines_one_line_error_and_leaves_no_run(ove
         digitlab.fit(*overrides, "optimizer.lr=-0.1")
     assert str(error.value) == "optimizer.lr=-0.1 is invalid: it must be a number > 0, e.g. 0.1"
     assert digitlab.runs(tracking_uri=uri).empty
+    for call in (digitlab.load, digitlab.show):
+        with pytest.raises(DigitlabError, match="^no MLflow run 0123 in this store: check the id"):
+            call("0123", tracking_uri=uri)
     with pytest.raises(DigitlabError, match="^runs\\(\\) has no filter colour="):
         digitlab.runs(tracking_uri=uri, colour="red")
     with pytest.raises(DigitlabError, match="^MLflow cannot search runs by that filter: "):

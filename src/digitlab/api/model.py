@@ -71,10 +71,24 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
     from digitlab.training.checkpoints import network_from_checkpoint
 
     client = store.open_client(tracking_uri or store.default_tracking_uri())
+    check_run(client, str(run_id))
     with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder, no_progress_bars():
         path = run_checkpoint(client, str(run_id), Path(folder))
         net, config = network_from_checkpoint(path, tuple(trust))
     return Model(net, config, str(run_id))
+
+
+def check_run(client, run_id: str) -> None:
+    """Raise the API's one-line error when ``run_id`` is not a run of ``client``'s store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise DigitlabError(
+            f"no MLflow run {run_id} in this store: check the id (digitlab.runs() lists them), "
+            "or pass tracking_uri= (the store the run was logged to)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -19,20 +19,12 @@ def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[P
     are displayed as images and JSON tables (``*_stats_*.json``) as DataFrames; elsewhere the
     files are only downloaded. A sweep's parent run holds ``summary/*``.
     """
-    from mlflow.exceptions import MlflowException
-
-    from digitlab.api.model import no_progress_bars
+    from digitlab.api.model import check_run, no_progress_bars
     from digitlab.tracking import store
 
     patterns = patterns or ("figures/*",)
     client = store.open_client(tracking_uri or store.default_tracking_uri())
-    try:
-        client.get_run(str(run_id))
-    except MlflowException:
-        raise DigitlabError(
-            f"no MLflow run {run_id} in this store: check the id (digitlab.runs() lists them), "
-            "or pass tracking_uri= (the store the run was logged to)"
-        ) from None
+    check_run(client, str(run_id))
     everything = artifact_paths(client, str(run_id))
     chosen = [p for p in everything if any(fnmatch.fnmatch(p, pat) for pat in patterns)]
     if not chosen:
