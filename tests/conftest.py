@@ -14,13 +14,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.data.idx import write_idx
+
+# The tiny data set lives in the package so that the tutorial notebook can write it too.
+from digitlab.data.synthetic import (  # noqa: F401  (tests import them from conftest)
+    N_TEST,
+    N_TRAIN,
+    synthetic_digits,
+    write_kaggle,
+    write_mnist,
+)
 
 # Cache compiled bytecode even where the environment says not to (PYTHONDONTWRITEBYTECODE): the
 # suite starts dozens of Python processes that import torch, Lightning and MLflow, and compiling
@@ -36,7 +43,6 @@ register_resolvers()
 REAL_DATA = Path(
     os.environ.get("DIGITLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
-N_TRAIN, N_TEST = 240, 80
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -60,43 +66,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
         if not torch.cuda.is_available():
             pytest.skip("no CUDA GPU on this machine")
-
-
-def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 28, 28) images whose bright block position encodes the label (0..9), plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, size=n).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 5)
-        images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
-    return images, labels
-
-
-def write_mnist(root: Path, gz: bool = True, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
-    """Write a tiny MNIST in torchvision's layout under ``root/MNIST/raw``; returns ``root``."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if gz else ""
-    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        images, labels = synthetic_digits(n, seed)
-        write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels)
-    return root
-
-
-def write_kaggle(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
-    """Write a tiny Kaggle digit-recognizer (CRLF, as Kaggle ships it) under ``root``."""
-    folder = root / "digit-recognizer"
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = ",".join(f"pixel{i}" for i in range(784))
-    images, labels = synthetic_digits(n_train, 2)
-    rows = [f"{label}," + ",".join(map(str, img.ravel())) for img, label in zip(images, labels)]
-    (folder / "train.csv").write_bytes(("\r\n".join([f"label,{pixels}", *rows]) + "\r\n").encode())
-    images, _ = synthetic_digits(n_test, 3)
-    rows = [",".join(map(str, img.ravel())) for img in images]
-    (folder / "test.csv").write_bytes(("\r\n".join([pixels, *rows]) + "\r\n").encode())
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""``digitlab.compose(*overrides)``: the config the command line would run, composed in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.errors import DigitlabError
+
+
+@dataclass
+class Composed:
+    """A composed config with what the command line learns from Hydra beside it."""
+
+    cfg: Any  # DictConfig, without the ``hydra`` node
+    choices: dict[str, str]  # chosen option per config group, e.g. {"model": "mlp"}
+    output_dir: Path  # ``hydra.run.dir``: where the command line's job would write
+
+
+def compose(*overrides: str):
+    """The composed config (an OmegaConf ``DictConfig``) for command-line overrides.
+
+    ``digitlab.compose("model=mlp", "optimizer.lr=0.05")`` is what ``digitlab model=mlp
+    optimizer.lr=0.05 --cfg job`` prints. A bad override raises :class:`DigitlabError` in one
+    line (Hydra's message, with the valid options where there is a list); values are checked
+    when the config is run (:func:`digitlab.fit`), as on the command line.
+    """
+    return compose_job(overrides).cfg
+
+
+def compose_job(overrides: Iterable[str]) -> Composed:
+    """Compose with Hydra's compose API; Hydra's global state is cleared again on return, so a
+    notebook can compose (and fit) any number of times."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [str(o) for o in overrides]
+    if flags := [o for o in overrides if o.startswith("-")]:
+        raise DigitlabError(
+            f"{flags[0]} is a command-line flag, not an override: pass group=option or "
+            "key=value only (for a sweep, call digitlab.fit once per setting)"
+        )
+    if GlobalHydra.instance().is_initialized():
+        raise DigitlabError(
+            "another Hydra context is open in this process: leave it (or call "
+            "hydra.core.global_hydra.GlobalHydra.instance().clear()) before digitlab.compose"
+        )
+    register_resolvers()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digitlab"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+        output_dir = Path(str(cfg.hydra.run.dir))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise DigitlabError(one_line(str(e))) from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    choices = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    return Composed(cfg, choices, output_dir)
+
+
+def one_line(message: str) -> str:
+    """Hydra's multi-line composition error as one line, its list of valid options kept."""
+    text = message.split("\nConfig search path:")[0]
+    head, _, options = text.partition("\n\nAvailable options in ")
+    line = "; ".join(part.strip().rstrip(".") for part in head.splitlines() if part.strip())
+    if options:
+        group, _, names = options.partition(":")
+        line += f"; available options in {group}: {', '.join(names.split())}"
+    return line

@@ -1,0 +1,107 @@
+"""``digitlab.load(run_id)``: a run's network with its own preprocessing, ready to predict."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+
+class Model:
+    """A trained network and the run config it came from (normalisation, input size).
+
+    ``predict(images)`` takes digits as the data files hold them, uint8 pixel values 0-255,
+    one ``(28, 28)`` image or a stack ``(N, 28, 28)`` (numpy or torch), and returns float32
+    ``(N, 10)`` class probabilities as a numpy array; rows sum to 1.
+    """
+
+    def __init__(self, net: Any, config: dict[str, Any], run_id: str | None = None) -> None:
+        self.net, self.config, self.run_id = net, config, run_id
+
+    def predict(self, images: Any, batch_size: int = 1000):
+        from digitlab.serving.model import probabilities
+
+        return probabilities(self.net, as_images(images), self.config, batch_size).numpy()
+
+    def __repr__(self) -> str:
+        name = type(self.net).__name__
+        return f"Model({name}, run {self.run_id})" if self.run_id else f"Model({name})"
+
+
+def as_images(images: Any):
+    """uint8 torch images ``(N, 28, 28)`` from an array-like, or a one-line error saying why not."""
+    import numpy as np
+    import torch
+
+    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
+        raise DigitlabError(
+            f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
+            "stack (N, 28, 28) of pixel values 0-255"
+        )
+    if x.dtype != torch.uint8:
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DigitlabError("images hold NaN or inf: give pixel values 0-255")
+        if len(x) and (x.min() < 0 or x.max() > 255):
+            raise DigitlabError(
+                f"images hold values from {float(x.min()):g} to {float(x.max()):g}: give pixel "
+                "values 0-255, as the data files hold them"
+            )
+        x = x.round().to(torch.uint8)
+    return x
+
+
+def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()) -> Model:
+    """The network of training run ``run_id`` (its logged best checkpoint), in eval mode.
+
+    The checkpoint is read weights-only and its config's code checked against the allow-list
+    (``digitlab.training.checkpoints.network_from_checkpoint``); ``trust`` names your own
+    network's package, as ``--trust`` does for ``digitlab-predict``. ``tracking_uri``: the store
+    (default: ``logger.tracking_uri``, the project's ``mlruns/mlflow.db``).
+    """
+    from digitlab.cli.predict import run_checkpoint
+    from digitlab.tracking import store
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    client = store.open_client(tracking_uri or store.default_tracking_uri())
+    check_run(client, str(run_id))
+    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder, no_progress_bars():
+        path = run_checkpoint(client, str(run_id), Path(folder))
+        net, config = network_from_checkpoint(path, tuple(trust))
+    return Model(net, config, str(run_id))
+
+
+def check_run(client, run_id: str) -> None:
+    """Raise the API's one-line error when ``run_id`` is not a run of ``client``'s store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise DigitlabError(
+            f"no MLflow run {run_id} in this store: check the id (digitlab.runs() lists them), "
+            "or pass tracking_uri= (the store the run was logged to)"
+        ) from None
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """MLflow's download progress bars off within the block: a notebook cell would show four
+    lines of bars per file. MLflow reads the variable at each download; it is restored after."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -1,0 +1,50 @@
+"""A tiny synthetic digit set in the real file formats (MNIST IDX, Kaggle CSV), for the tests and
+the tutorial notebook where the real data is not at hand. numpy only, no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.data.idx import write_idx
+
+N_TRAIN, N_TEST = 240, 80
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 28, 28) images whose bright block position encodes the label (0..9), plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
+    return images, labels
+
+
+def write_mnist(root: Path, gz: bool = True, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
+    """Write a tiny MNIST in torchvision's layout under ``root/MNIST/raw``; returns ``root``."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_digits(n, seed)
+        write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels)
+    return Path(root)
+
+
+def write_kaggle(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
+    """Write a tiny Kaggle digit-recognizer (CRLF, as Kaggle ships it) under ``root``."""
+    folder = Path(root) / "digit-recognizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = ",".join(f"pixel{i}" for i in range(784))
+    images, labels = synthetic_digits(n_train, 2)
+    pairs = zip(images, labels, strict=True)
+    rows = [f"{label}," + ",".join(map(str, img.ravel())) for img, label in pairs]
+    (folder / "train.csv").write_bytes(("\r\n".join([f"label,{pixels}", *rows]) + "\r\n").encode())
+    images, _ = synthetic_digits(n_test, 3)
+    rows = [",".join(map(str, img.ravel())) for img in images]
+    (folder / "test.csv").write_bytes(("\r\n".join([pixels, *rows]) + "\r\n").encode())
+    return Path(root)
