@@ -36,20 +36,21 @@ SETTINGS = [
     "hydra.sweeper.n_jobs=1",
 ]
 PRUNERS = {
-    "median": ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=4",
-               "hydra.sweeper.pruner.n_warmup_steps=1"],
+    "median": ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=4"],
     "none": ["hydra/sweeper/pruner=none"],
 }
 
 
 def _children_cpu() -> float:
     """CPU seconds (user + system) of finished child processes: on a machine shared with other
-    jobs this, unlike wall time, does not grow with their load."""
+    jobs this grows less with their load than wall time does (but still grows: threads that
+    spin-wait for a core count as busy)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def search(root: str, folder: Path, pruner: str, trials: int, extra: list[str]) -> dict:
+def search(root: str, folder: Path, pruner: str, trials: int, extra: list[str],
+           warmup: int) -> dict:
     import optuna
 
     store = folder / pruner
@@ -59,6 +60,7 @@ def search(root: str, folder: Path, pruner: str, trials: int, extra: list[str]) 
         f"logger.artifact_location={store / 'artifacts'}", f"hydra.sweep.dir={store / 'sweep'}",
         f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.study_name=bench-{pruner}",
         *SETTINGS, *PRUNERS[pruner], *extra,
+        *([f"hydra.sweeper.pruner.n_warmup_steps={warmup}"] if pruner == "median" else []),
     ]
     started, cpu_before = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
@@ -76,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder holding MNIST/raw/")
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="epochs (0-based steps) before the median pruner may stop a trial")
     parser.add_argument("--first", choices=list(PRUNERS), default="median",
                         help="which search runs first (alternate it to balance drifting load)")
     parser.add_argument("overrides", nargs="*", help="more digitlab overrides for both searches")
@@ -84,7 +88,8 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")
     order = sorted(PRUNERS, key=lambda p: p != args.first)
     with tempfile.TemporaryDirectory(prefix="digitlab-search-") as tmp:
-        rows = {p: search(args.root, Path(tmp), p, args.trials, args.overrides) for p in order}
+        rows = {p: search(args.root, Path(tmp), p, args.trials, args.overrides,
+                         args.warmup) for p in order}
         print(f"# load average after: {os.getloadavg()[0]:.2f}")
     print("| pruner | trials (complete / pruned) | wall time | CPU time | best val/acc |")
     print("|---|---|---|---|---|")
