@@ -27,8 +27,9 @@ def test_augmentation_only_touches_training_batches(make_cfg):
     datamodule = build_datamodule(cfg)
     batch = (torch.rand(4, 1, 28, 28), torch.arange(4))
 
-    class Stage:
+    class Stage:  # what the data module reads of its Trainer
         training = False
+        current_epoch = 0
 
     datamodule.trainer = Stage()
     assert datamodule.on_after_batch_transfer(batch, 0)[0] is batch[0]

@@ -93,7 +93,10 @@ def check_sweep(store, jobs: int, swept: str, checkpoints: bool = False) -> None
     assert parent.data.metrics["best/val/acc"] == pytest.approx(best)
 
     summary = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
-    assert summary == {"summary/jobs.csv", "summary/jobs.md", "summary/target_vs_values.png"}
+    expected = {"summary/jobs.csv", "summary/jobs.md", "summary/target_vs_values.png"}
+    if swept == "seed":  # a sweep over seeds also summarises across them
+        expected |= {"summary/repeats.csv", "summary/repeats.md", "summary/repeats.png"}
+    assert summary == expected
     folder = client.download_artifacts(parent.info.run_id, "summary")
     csv = open(f"{folder}/jobs.csv").read().splitlines()
     assert len(csv) == jobs + 1 and swept in csv[0] and "val/acc" in csv[0]

@@ -146,13 +146,28 @@ def _first_contact(tracking_uri: str, db: Path):
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(tracking_uri)
-            client.search_experiments(max_results=1)
-        except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
-            raise _unusable_store(db, e, time.monotonic() - started) from None
+            client = _checked_client(tracking_uri, db, started)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def _checked_client(tracking_uri: str, db: Path, started: float, patience: float = 20.0):
+    """An MlflowClient whose first query went through. MLflow's schema check on connecting waits
+    only SQLite's default 5 s for a writer's lock (its own busy timeout, 20 s, applies later), so a
+    store busy with parallel jobs is retried for ``patience`` seconds before it counts as locked."""
+    from mlflow.tracking import MlflowClient
+
+    while True:
+        try:
+            client = MlflowClient(tracking_uri)
+            client.search_experiments(max_results=1)
+            return client
+        except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
+            waited = time.monotonic() - started
+            if "database is locked" in str(e) and waited < patience:
+                continue
+            raise _unusable_store(db, e, waited) from None
 
 
 def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
