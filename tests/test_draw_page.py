@@ -17,10 +17,7 @@ from test_serve import start_server, stop
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: run .ci/browser-deps.sh"
-    ),
-    pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}"),
+    pytest.mark.real_data,  # conftest skips, or in CI fails, when Chromium or the data is absent
 ]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "draw-a-digit.png"
 

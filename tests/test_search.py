@@ -84,6 +84,7 @@ def dashboard_get(storage: str, path: str) -> dict:
     return json.loads(body)
 
 
+@pytest.mark.slow
 def test_a_stored_study_is_continued_shared_pruned_and_seen_by_the_dashboard(
     tmp_path, data_root, store
 ):
@@ -155,6 +156,7 @@ def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
     assert "digitlab: error: cannot open the Optuna storage nosuchdialect://" in done.stderr
 
 
+@pytest.mark.slow
 def test_submitit_jobs_report_to_the_one_stored_study(tmp_path, data_root, store):
     # hydra/launcher=local is the SLURM launcher's path with submitit's local executor: every
     # trial a fresh process, as on a cluster node.

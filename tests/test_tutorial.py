@@ -74,6 +74,7 @@ def printed(cell) -> str:
     return "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs_and_shows_its_pictures_and_numbers(executed):
     cells, root, left_running = executed
     assert len(shown(cells["digits"], "image/png")) == 2  # samples and label histogram
