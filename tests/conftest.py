@@ -149,7 +149,7 @@ def http_server(command: Callable[[int], list[str]], log: Path, seconds: float =
                 yield url
                 return
         finally:
-            _stop(server)
+            stop_server(server)
     pytest.fail(f"every port tried was taken:\n{log.read_text()[-2000:]}")
 
 
@@ -173,7 +173,7 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: flo
     pytest.fail(f"server did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(server: subprocess.Popen) -> None:
+def stop_server(server: subprocess.Popen) -> None:
     """Stop a server and the workers it forked (its process group)."""
     try:
         os.killpg(server.pid, signal.SIGTERM)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_DATA
+from conftest import REAL_DATA, stop_server
 from digitlab.training.run import train
 from test_browser import CHROMIUM
-from test_serve import start_server, stop
+from test_serve import start_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -60,7 +60,7 @@ def server(make_cfg, tmp_path):
     try:
         yield url, result
     finally:
-        stop(process)
+        stop_server(process)
 
 
 @pytest.fixture

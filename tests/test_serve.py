@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REAL_DATA
+from conftest import REAL_DATA, stop_server
 from digitlab.serving.model import probabilities
 from digitlab.training.checkpoints import network_from_checkpoint
 from digitlab.training.run import train
@@ -52,19 +51,8 @@ def start_server(tracking_uri: str, log: Path, *args: str) -> tuple[subprocess.P
                 f"digitlab-serve exited with {server.returncode}:\n{log.read_text()[-3000:]}"
             )
         time.sleep(0.2)
-    stop(server)
+    stop_server(server)
     pytest.fail(f"digitlab-serve did not start:\n{log.read_text()[-3000:]}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -92,7 +80,7 @@ def served(make_cfg, tmp_path):
     try:
         yield url, result
     finally:
-        stop(server)
+        stop_server(server)
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
