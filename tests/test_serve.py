@@ -22,18 +22,15 @@ from digitlab.training.checkpoints import network_from_checkpoint
 from digitlab.training.run import train
 
 
+def serve_command(tracking_uri: str, *args: str) -> list[str]:
+    """``digitlab-serve`` on a port the system picks, over ``tracking_uri``."""
+    return [sys.executable, "-m", "digitlab.cli.serve", "--port", "0", "--tracking-uri",
+            tracking_uri, *args]
+
+
 def start_server(tracking_uri: str, log: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """``digitlab-serve`` on a free 127.0.0.1 port; its output goes to ``log`` (never blocks)."""
-    command = [
-        sys.executable,
-        "-m",
-        "digitlab.cli.serve",
-        "--port",
-        "0",
-        "--tracking-uri",
-        tracking_uri,
-        *args,
-    ]
+    command = serve_command(tracking_uri, *args)
     with log.open("w") as out:
         server = subprocess.Popen(
             command,
@@ -131,15 +128,7 @@ def test_bad_requests_get_a_4xx_with_one_line_and_the_server_survives(served):
 
 def test_a_bad_model_is_one_line_at_start(store, tmp_path):
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "digitlab.cli.serve",
-            "--port",
-            "0",
-            "--tracking-uri",
-            store["tracking_uri"],
-        ],
+        serve_command(store["tracking_uri"]),
         capture_output=True,
         text=True,
         timeout=300,
