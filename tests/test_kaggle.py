@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.kaggle import PIXELS, read_kaggle_csv
+from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
 HEADER = "label," + ",".join(PIXELS)
@@ -73,3 +75,19 @@ def test_broken_csv_gets_a_one_line_error(tmp_path, header, rows, message):
         read_kaggle_csv(tmp_path / "train.csv")
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_split_seed_gives_every_seed_of_a_sweep_the_same_holdouts():
+    """An ensemble of a seed sweep is scored on the test holdout: no member may have trained on it."""
+    n = 200
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 28, 28).contiguous()
+    data = DigitData(images, torch.arange(n) % 10)
+
+    def holdouts(seed, split_seed):
+        split = DigitDataModule(lambda: data, val_size=20, test_size=30, seed=seed, split_seed=split_seed).split()
+        return {name: set(split[name][0][:, 0, 0].tolist()) for name in ("train", "val", "test")}
+
+    fixed = [holdouts(seed, split_seed=0) for seed in (1, 2, 3)]
+    assert fixed[0] == fixed[1] == fixed[2]
+    assert len(fixed[0]["test"]) == 30 and not fixed[0]["test"] & fixed[0]["train"]
+    assert holdouts(1, None)["test"] != holdouts(2, None)["test"]  # without it, the seed splits

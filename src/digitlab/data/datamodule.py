@@ -59,6 +59,9 @@ class DigitDataModule(L.LightningDataModule):
             into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
             train, and ``val_size`` is unused. ``folds=None``: one ``val_size`` holdout.
         test_size: separate test holdout for sources without a test set; None tests on ``val``.
+        seed: seeds the batch order, the augmentation and (unless ``split_seed``) the split.
+        split_seed: seeds the split alone, so that the runs of a seed sweep share one holdout
+            (an ensemble of them is then scored on rows none of its members trained on).
         resize: side of the square the model sees (28, or 32 for LeNet-5).
         augment: applied to every training batch on its device, ``augment(x, fill=background)``
             (e.g. ``digitlab.data.augment.RandomAffine``); None trains on the images as they are.
@@ -79,6 +82,7 @@ class DigitDataModule(L.LightningDataModule):
         std: float = 1.0,
         resize: int = 28,
         seed: int = 0,
+        split_seed: int | None = None,
         augment: Callable[..., torch.Tensor] | None = None,
         steps_per_call: int = 1,
         folds: int | None = None,
@@ -90,6 +94,7 @@ class DigitDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.scale, self.mean, self.std, self.resize = scale, mean, std, resize
         self.seed = seed
+        self.split_seed = seed if split_seed is None else split_seed
         self.augment = augment
         self.steps_per_call = steps_per_call
         self.folds, self.fold = folds, fold
@@ -118,7 +123,7 @@ class DigitDataModule(L.LightningDataModule):
 
     def _indices(self, n: int, carve_test: bool) -> tuple[torch.Tensor, ...]:
         """Seeded ``(val, test, train)`` row indices; ``test`` is empty unless carved out."""
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         carve_test = carve_test and self.test_size is not None
         if self.folds:  # test rows first, then the folds over all the others
             n_test = holdout_count(n, self.test_size, "data.test_size") if carve_test else 0

@@ -114,6 +114,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         std=data.std,
         resize=cfg.model.get("input_size", 28),  # the one size key: the model's
         seed=cfg.seed,
+        split_seed=data.get("split_seed"),
         augment=instantiate(data.augment) if data.get("augment") else None,
         steps_per_call=data.get("steps_per_call", 1),
         folds=data.get("folds"),
