@@ -83,6 +83,8 @@ def latest_runs(tracking_uri: str) -> dict[str, list]:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     latest: dict[tuple, object] = {}
     for run in sorted(runs, key=lambda r: r.info.status != "FINISHED"):  # finished ones first
+        if "digitlab.sweep_id" in run.data.tags:  # a seed sweep's parent: its children count
+            continue
         key = (run.data.tags.get("choice.experiment"), run.data.params.get("seed"))
         latest.setdefault(key, run)
     by_preset: dict[str, list] = {}
