@@ -1,8 +1,8 @@
 """Time to accuracy: the whole ``digitlab experiment=fast`` command, start to exit, several times.
 
-    uv run python experiments/time_to_accuracy.py --root ../shared/data [--repeats 5] [-- OVERRIDE ...]
+    uv run python experiments/time_to_accuracy.py --root ../shared/data [--seeds 1 2 3 4 5] [-- OVERRIDE ...]
 
-Each repeat is a fresh ``python -m digitlab`` process (imports, data decoding, MLflow run, training,
+Each repeat (one per seed) is a fresh ``python -m digitlab`` process (imports, data decoding, MLflow run, training,
 test pass, checkpoint upload: everything a user waits for), timed from before the process starts
 to after it exits. One untimed run first creates the MLflow store (its schema migrations are a
 one-off cost) and warms the file cache, as a user's second run would find them. Prints each
@@ -51,18 +51,20 @@ def run_once(root: str, store: Path, overrides: list[str]) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=os.environ.get("DIGITLAB_DATA", "data"))
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. seed=1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5],
+                   help="one timed repeat per seed: every seed must reach the accuracy")
+    p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. trainer.max_epochs=3")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="digitlab-tta-") as tmp:
         store = Path(tmp)
         run_once(args.root, store, args.overrides)  # creates the store; untimed
         results = []
-        for i in range(args.repeats):
-            r = run_once(args.root, store, args.overrides)
+        for seed in args.seeds:
+            r = run_once(args.root, store, [f"seed={seed}", *args.overrides])
+            r["load"] = os.getloadavg()[0]
             results.append(r)
-            print(f"repeat {i + 1}: wall {r['wall_s']:.1f} s  test/acc {r['test_acc']:.4f}  "
-                  f"first step after {r['first_step_s']:.1f} s", flush=True)
+            print(f"seed {seed}: wall {r['wall_s']:.1f} s  test/acc {r['test_acc']:.4f}  "
+                  f"first step after {r['first_step_s']:.1f} s  load average {r['load']:.2f}", flush=True)
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     for key in ("wall_s", "test_acc", "first_step_s"):
