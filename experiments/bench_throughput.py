@@ -10,7 +10,9 @@ For each model, every repeat runs, in turn and in one process:
               ``ToTensor() + Normalize`` (and ``Resize(32)`` for LeNet-5) through a DataLoader
               (``num_workers=0`` by default, as the common template ships it), same plain loop.
 Same network (built from the same config), batch size, optimizer (the config's SGD, lr 0.1) and
-step count in all three. Prints the median samples/s over the repeats and the ratios b/a, b/c.
+step count in all three (checked: a round whose pipelines trained different numbers of samples
+stops the benchmark). Prints the median samples/s over the repeats and the ratios b/a, b/c;
+``--json`` also keeps every rate (``samples``) and every count of samples trained (``trained``).
 
     DIGITLAB_DATA=/work/shared/data nice -n 5 uv run python experiments/bench_throughput.py
     ... --accelerator gpu          # the same benchmark on a CUDA device
@@ -75,8 +77,8 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_steps(net, batches, steps: int, device) -> float:
-    """The plain loop: ``steps`` SGD steps over ``batches``; returns samples/s."""
+def train_steps(net, batches, steps: int, device) -> tuple[int, float]:
+    """The plain loop: ``steps`` SGD steps over ``batches``; returns (samples trained, seconds)."""
     import torch
     import torch.nn.functional as F
 
@@ -94,10 +96,10 @@ def train_steps(net, batches, steps: int, device) -> float:
         optimizer.step()
         seen += len(y)
     synchronize(device)
-    return seen / (clock() - start)
+    return seen, clock() - start
 
 
-def run_plain(cfg, steps: int, device, seed: int) -> float:
+def run_plain(cfg, steps: int, device, seed: int) -> tuple[int, float]:
     import torch
     from hydra.utils import instantiate
 
@@ -120,21 +122,33 @@ def run_plain(cfg, steps: int, device, seed: int) -> float:
     return train_steps(net, batches(), steps, device)
 
 
-def run_digitlab(cfg, steps: int) -> float:
+def run_digitlab(cfg, steps: int) -> tuple[int, float]:
+    import lightning as L
     from omegaconf import open_dict
 
     from digitlab.callbacks import EpochThroughput
     from digitlab.training.run import train
 
+    class CountSamples(L.Callback):
+        samples = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.samples += len(batch[1])
+
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = math.ceil(steps / cfg.data.steps_per_call)
         # train/samples_per_sec is timed by EpochThroughput: ours, with the benchmark's clock.
         del cfg.callbacks["throughput"]
-    result = train(cfg, choices={"model": "bench"}, callbacks=[EpochThroughput(clock=clock)])
-    return result["metrics"]["train/samples_per_sec"]
+    counted = CountSamples()
+    timer = EpochThroughput(clock=clock)
+    result = train(cfg, choices={"model": "bench"}, callbacks=[timer, counted])
+    rate = result["metrics"]["train/samples_per_sec"]  # what the run itself logged to MLflow
+    return counted.samples, counted.samples / rate
 
 
-def run_torchvision(cfg, steps: int, device, seed: int, root: Path, workers: int) -> float:
+def run_torchvision(
+    cfg, steps: int, device, seed: int, root: Path, workers: int
+) -> tuple[int, float]:
     import torch
     from hydra.utils import instantiate
     from torchvision import datasets, transforms
@@ -151,6 +165,18 @@ def run_torchvision(cfg, steps: int, device, seed: int, root: Path, workers: int
     torch.manual_seed(seed)
     net = instantiate(cfg.model).to(device)
     return train_steps(net, loader, steps, device)
+
+
+def same_work(model: str, measured: dict[str, tuple[int, float]], steps_per_call: int) -> None:
+    """Stop when the pipelines trained different numbers of samples: their rates would not
+    compare (digitlab trains whole Lightning steps of ``data.steps_per_call`` optimizer steps,
+    and none of them goes past one epoch of the training split)."""
+    counts = {name: count for name, (count, _) in measured.items()}
+    if len(set(counts.values())) > 1:
+        raise SystemExit(
+            f"{model}: the pipelines trained different numbers of samples {counts}: make --steps "
+            f"a multiple of data.steps_per_call ({steps_per_call}) and at most one epoch of batches"
+        )
 
 
 def torchvision_root(data_root: Path, into: Path) -> Path:
@@ -205,9 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="digitlab-bench-"))
     try:
         tv_root = torchvision_root(args.data_root, work / "tv")
-        samples: dict[str, dict[str, list[float]]] = {
-            m: {p: [] for p in PIPELINES} for m in args.models
-        }
+        samples = {m: {p: [] for p in PIPELINES} for m in args.models}  # samples/s
+        trained = {m: {p: [] for p in PIPELINES} for m in args.models}  # samples trained
         for round_ in range(args.warmup + args.repeats):
             for model in args.models:
                 cfg = compose(model, args, work / "mlruns", args.override)
@@ -218,11 +243,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "digitlab": run_digitlab(cfg, steps),
                     "torchvision": run_torchvision(cfg, steps, device, seed, tv_root, args.workers),
                 }
+                same_work(model, measured, cfg.data.steps_per_call)
                 if round_ >= args.warmup:
-                    for name, value in measured.items():
-                        samples[model][name].append(value)
-                print(f"round {round_ + 1 - args.warmup:>2} {model:<7}"
-                      + "".join(f"  {n} {v:9.0f}" for n, v in measured.items()), flush=True)
+                    for name, (count, seconds) in measured.items():
+                        samples[model][name].append(count / seconds)
+                        trained[model][name].append(count)
+                rates = "".join(f"  {n} {c / s:9.0f}" for n, (c, s) in measured.items())
+                print(f"round {round_ + 1 - args.warmup:>2} {model:<7}{rates}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -240,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
         "samples": samples,
+        "trained": trained,
         "medians": medians,
     }
     if args.json:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
+from matplotlib.patches import Rectangle
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from conftest import copy_store, fast_config
 from digitlab.data.datamodule import prepare
 from digitlab.errors import DigitlabError
 from digitlab.figures import FigureLogger, figure_callbacks, grey_levels
@@ -124,3 +128,129 @@ def test_a_resumed_run_keeps_its_initialisation_pictures(make_cfg, tmp_path):
     assert resumed["run_id"] == first["run_id"]
     assert logged("figures/filters/conv1_stats_init.json") == init_stats
     assert logged("figures/filters/conv1_stats_final.json") != final_stats
+
+
+# -- what the pictures show --------------------------------------------------------------------
+
+
+class RecordingFigureLogger(FigureLogger):
+    """The real callback, keeping what each picture shows (its images' arrays and colour limits,
+    its texts, its bars) before it is logged and cleared; keyed by path under ``figures/``."""
+
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        self.shown: dict[str, dict] = {}
+
+    def _log_figure(self, trainer, fig, path: str) -> None:
+        images = [im for ax in fig.axes for im in ax.images]
+        self.shown[path] = {
+            "arrays": [np.ma.filled(im.get_array().astype(float), np.nan) for im in images],
+            "clims": [im.get_clim() for im in images],
+            "texts": [t.get_text() for ax in fig.axes for t in ax.texts],
+            "text_xy": [t.get_position() for ax in fig.axes for t in ax.texts],
+            "bars": [bars for ax in fig.axes
+                     if (bars := [p.get_height() for p in ax.patches if isinstance(p, Rectangle)])],
+        }
+        super()._log_figure(trainer, fig, path)
+
+
+class SpoilLastEpoch(L.Callback):
+    """Zeroes the network's output layer before the last epoch's validation: that epoch scores
+    at chance, so best.ckpt (an earlier epoch) and the final weights differ."""
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            output = [m for m in pl_module.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                output.weight.zero_()
+                output.bias.zero_()
+
+
+@pytest.fixture(scope="module")
+def spoiled_run(tmp_path_factory, data_root, migrated_db):
+    """One lenet_small run of 3 epochs, filters drawn every epoch, its last epoch spoiled:
+    (result, cfg, the recorded pictures)."""
+    folder = tmp_path_factory.mktemp("spoiled")
+    # Four SGD steps an epoch: a network that still makes mistakes (about a quarter of the test
+    # digits at its best epoch) on digits that a longer training learns perfectly.
+    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=lenet_small",
+                      "trainer.max_epochs=3", "data.steps_per_call=1",
+                      "trainer.limit_train_batches=4")
+    recorder = RecordingFigureLogger(filters_every_n_epochs=1)
+    result = train(cfg, output_dir=folder / "job", callbacks=[SpoilLastEpoch(), recorder])
+    return result, cfg, recorder.shown
+
+
+def tiles(shown: dict, side: int = 28) -> list[np.ndarray]:
+    """The captioned tiles of a mosaic picture, in caption order (each caption is centred
+    above its tile; the first non-blank row below it is the tile's top)."""
+    canvas = shown["arrays"][0]
+    found = []
+    for x, y in shown["text_xy"]:
+        x0 = round(x - (side - 1) / 2)
+        y0 = next(r for r in range(int(np.ceil(y)), len(canvas)) if not np.isnan(canvas[r, x0]))
+        found.append(canvas[y0 : y0 + side, x0 : x0 + side])
+    return found
+
+
+def best_checkpoint_predictions(result, cfg):
+    """(uint8 test images, labels, probabilities) of best.ckpt's network, computed here."""
+    from digitlab.training.build import build_datamodule
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    net, _ = network_from_checkpoint(result["best_checkpoint"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    x, y = datamodule.tensors["test"]
+    with torch.no_grad():
+        probs = net(x).softmax(1)
+    return datamodule.raw["test"][0], y, probs
+
+
+def test_prediction_pictures_show_the_best_checkpoint_not_the_last_weights(spoiled_run):
+    result, cfg, shown = spoiled_run
+    folder = Path(result["best_checkpoint"]).parent
+    best = torch.load(folder / "best.ckpt", weights_only=True)
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert best["epoch"] < last["epoch"] == 2  # the spoiled last epoch did not become the best
+    images, y, probs = best_checkpoint_predictions(result, cfg)
+    confidence, pred = probs.max(1)
+    assert int((pred != y).sum()) >= 16  # enough mistakes to fill the picture
+
+    matrix = torch.zeros(10, 10, dtype=torch.long)
+    for t, p in zip(y.tolist(), pred.tolist(), strict=True):
+        matrix[t, p] += 1
+    confusion = shown["predictions/confusion_matrix.png"]
+    assert confusion["texts"][:100] == [str(int(v)) for v in matrix.flatten()]
+
+    # The 16 wrong test digits best.ckpt was surest of, most confident first.
+    wrong = (pred != y).nonzero().squeeze(1).tolist()
+    worst = sorted(wrong, key=lambda i: -float(confidence[i]))[:16]
+    mistakes = shown["predictions/confident_mistakes.png"]
+    assert mistakes["texts"] == [
+        f"true {int(y[i])} → pred {int(pred[i])} ({int(float(confidence[i]) * 100)}%)"
+        for i in worst
+    ]
+    for tile, i in zip(tiles(mistakes), worst, strict=True):
+        assert np.allclose(tile, images[i].numpy() / 255, atol=1e-5)
+
+    beliefs = shown["predictions/probabilities.png"]
+    for bars, row in zip(beliefs["bars"], range(4), strict=False):  # the first test digits
+        assert bars == pytest.approx(probs[row].tolist(), abs=1e-6)
+
+
+def test_every_picture_of_a_layer_shares_one_colour_scale(spoiled_run):
+    result, _, shown = spoiled_run
+    last = torch.load(Path(result["best_checkpoint"]).parent / "last.ckpt", weights_only=True)
+    whens = ("init", "epoch1", "epoch2", "final")
+    for layer, key in (("conv1", "net.features.0.weight"), ("conv2", "net.features.3.weight")):
+        pictures = [shown[f"filters/{layer}_{when}.png"] for when in whens]
+        weights = [p["arrays"][0][~np.isnan(p["arrays"][0])] for p in pictures]
+        # One limit for the layer: the 99.5th percentile of |weight| over all its pictures.
+        limit = np.percentile(np.abs(np.concatenate(weights)), 99.5)
+        for when, picture in zip(whens, pictures, strict=True):
+            assert picture["clims"] == [pytest.approx((-limit, limit))], (layer, when)
+        # The final picture shows the trained weights, and they moved from the initial ones.
+        trained = last["state_dict"][key].numpy()
+        assert np.allclose(np.sort(weights[-1]), np.sort(trained.ravel()), atol=1e-6), layer
+        assert not np.allclose(np.sort(weights[0]), np.sort(weights[-1])), layer
