@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,9 +175,9 @@ of {metrics} at each of its {epochs} epochs, `test/loss` and `test/acc`, its {fi
 (config, checkpoint, figures) non-empty, the logged `best.ckpt` byte-identical to the job's own
 file, and exactly one READY MLflow Model holding its weights and `test/acc`.
 
-Date: {date}. Machine: {machine} VM, {cpus} CPU cores, {memory:.0f} GiB, no GPU, shared with
-other jobs: the wall times are under that load (the 1-minute load average, sampled every 2 s while
-the sweeps ran, is in the table), not benchmarks.
+Date: {date}, code at commit {commit}. Machine: {machine} VM, {cpus} CPU cores, {memory:.0f} GiB,
+no GPU, shared with other jobs: the wall times are under that load (the 1-minute load average,
+sampled every 2 s while the sweeps ran, is in the table), not benchmarks.
 
 ## Results
 
@@ -194,6 +195,8 @@ Failures: {failures}
 
 def report(results: dict[str, dict], sweeps: int, jobs: int, date: str) -> str:
     """experiments/LOAD.md: the command, date, machine and one row per store."""
+    from digitlab.tracking.run import git_commit
+
     rows = []
     for kind, r in results.items():
         load, checked = r["load"], r["checked"]
@@ -206,7 +209,8 @@ def report(results: dict[str, dict], sweeps: int, jobs: int, date: str) -> str:
     return REPORT.format(
         sweeps=sweeps, jobs=jobs, total=sweeps * jobs, argv=" ".join(sys.argv[1:]),
         tiny=" ".join(TINY), metrics=", ".join(f"`{m}`" for m in EPOCH_METRICS), epochs=EPOCHS,
-        files=len(RUN_FILES), date=date, machine=platform.machine(), cpus=os.cpu_count(),
+        files=len(RUN_FILES), date=date, commit=git_commit(PROJECT), machine=platform.machine(),
+        cpus=os.cpu_count(),
         memory=int(Path("/proc/meminfo").read_text().split()[1]) / 2**20,
         trouble=" | ".join(TROUBLE), rule="---|" * (7 + len(TROUBLE)), rows="\n".join(rows),
         failures="\n".join(["", *failures]) if failures else "none.")
@@ -219,20 +223,27 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--stores", nargs="+", choices=["sqlite", "server"],
                         default=["sqlite", "server"])
     parser.add_argument("--out", type=Path, default=PROJECT / "experiments" / "LOAD.md")
+    parser.add_argument("--keep", action="store_true", help="keep the stores, sweeps and logs")
     args = parser.parse_args(argv)
     from digitlab.data.synthetic import write_mnist
 
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the checks download files
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = {}
-    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as tmp:
-        data_root = write_mnist(Path(tmp) / "data")
+    tmp = Path(tempfile.mkdtemp(prefix="digitlab-load-"))
+    print(f"stores, sweeps and their logs in {tmp}", flush=True)
+    try:
+        data_root = write_mnist(tmp / "data")
         for kind in args.stores:
-            results[kind] = r = measure(kind, data_root, Path(tmp) / kind, args.sweeps, args.jobs)
-            print(f"{kind}: {r['seconds']:.0f} s, {r['checked'].runs} runs checked, "
-                  f"{len(r['checked'].failures)} failures {r['trouble']}", flush=True)
+            results[kind] = r = measure(kind, data_root, tmp / kind, args.sweeps, args.jobs)
+            print(f"{kind}: {r['seconds']:.0f} s, {r['checked'].at_once} jobs at once, "
+                  f"{r['checked'].runs} runs checked, {len(r['checked'].failures)} failures, "
+                  f"{r['trouble']}", flush=True)
             for line in r["checked"].failures:
                 print(f"  {line}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     args.out.write_text(report(results, args.sweeps, args.jobs, started))
     return results
 

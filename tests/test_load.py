@@ -33,7 +33,7 @@ def test_two_sweeps_of_four_parallel_jobs_keep_every_run_whole_in_one_sqlite_sto
     assert output.count(f"Joblib.Parallel(n_jobs={JOBS}") == SWEEPS  # each sweep's jobs at once
 
     checked = load.check_store(store["tracking_uri"], SWEEPS, JOBS)
-    assert checked.failures == []
+    assert checked.failures == [], "\n".join(checked.failures)
     assert checked.runs == SWEEPS * (JOBS + 1)
     assert checked.at_once >= JOBS, "the jobs never overlapped: no concurrency was tested"
     assert load.count_trouble(*result["logs"]) == dict.fromkeys(load.TROUBLE, 0), output[-6000:]
