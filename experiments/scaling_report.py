@@ -75,7 +75,10 @@ def reading(med, models, threads, batches) -> list[str]:
                 parts.append(f"{m} {fixed:.0f} µs + {per_sample:.1f} µs/image (even at batch "
                              f"{fixed / per_sample:.0f})")
             else:
-                parts.append(f"{m}: no positive fixed cost in the fit (compute throughout)")
+                # Step time growing faster than the batch: per-image compute outweighs any
+                # fixed cost at every batch measured.
+                parts.append(f"{m}: no positive fixed cost in the fit (step time grows faster "
+                             "than the batch: compute dominates throughout)")
         lines.append(
             f"- **Fixed cost vs. compute, plain loop, {t} thread(s)** (step time fitted as fixed + "
             f"per image × batch): {'; '.join(parts)}. Below the even batch a step's fixed cost "
@@ -88,7 +91,8 @@ def reading(med, models, threads, batches) -> list[str]:
                  f"{med[m, hi, batches[-1], 'plain'] / med[m, lo, batches[-1], 'plain']:.2f}× "
                  f"at batch {batches[-1]}" for m in models]
         lines.append(f"- **Threads** ({hi} vs {lo}, plain loop): {'; '.join(gains)}. A second "
-                     "core pays where compute dominates; fixed per-step costs run on one.")
+                     "core can only speed up the compute part of a step (the intra-op work); the "
+                     "fixed per-step cost runs on one.")
     return lines
 
 
