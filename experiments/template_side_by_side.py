@@ -175,12 +175,36 @@ def medians(runs: list[dict]) -> dict[str, dict[str, float]]:
             for p in PROJECTS}
 
 
+def conditions(args: argparse.Namespace, runs: list[dict]) -> str:
+    """The report's paragraphs on what both commands share and where each keeps its own way."""
+    params = {p: sorted({r["params"] for r in runs if r["project"] == p}) for p in PROJECTS}
+    plateau = ("it cannot act within so few epochs" if args.epochs <= 10
+               else "it may lower the lr in a run this long")
+    return f"""Network (`--network {args.network}`): {NETWORKS[args.network]}.
+Trainable parameters, counted by the callback: template {params['template']},
+digitlab {params['digitlab']}.
+
+Same in both: Adam, lr {args.lr}, weight decay {args.weight_decay}, batch {args.batch_size},
+epochs {args.epochs}, 55 000 / 5 000 / 10 000 train / validation / test images, seed 1000 + round,
+CPU, torch's default threads, progress bars off, test with the best checkpoint (by val/acc).
+Each as it ships otherwise: the template's `trainer=cpu logger=csv` (CSV logs, checkpoints,
+model summary, config tree printed; its ReduceLROnPlateau scheduler has patience 10: {plateau};
+its split is a seeded random 55k/5k/10k of train + test together), digitlab's
+defaults (MLflow run in a SQLite store, checkpoint upload, logged model, figures; validation
+from the training images, MNIST's official test images). The template's test step needs
+`TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (its checkpoints pickle the network object, which torch ≥ 2.6
+refuses to load); its code is unchanged. Training samples/s: all epochs' training samples over
+their training batches' wall time (validation excluded), timed by `experiments/train_clock.py`
+in both. Untimed warm-up rounds first: {args.warmup}; then timed rounds, each the template
+then digitlab: {args.repeats}.
+"""
+
+
 def markdown(args: argparse.Namespace, argv: list[str], runs: list[dict], started: dict) -> str:
     med = medians(runs)
     t, d = med["template"], med["digitlab"]
     speed = d["samples_per_s"] / t["samples_per_s"]
     faster = t["wall_s"] / d["wall_s"]
-    params = {p: {r["params"] for r in runs if r["project"] == p} for p in PROJECTS}
     smoke = ("**SMOKE RUN (`--limit-batches`): proves the script runs; these figures are not "
              "results.**\n\n" if args.limit_batches else "")
     rows = [
@@ -211,23 +235,7 @@ def markdown(args: argparse.Namespace, argv: list[str], runs: list[dict], starte
 - digitlab {report.git_commit(PROJECT)}: {report.versions(sys.executable, started['modules'])}
 - lightning-hydra-template {report.git_commit(args.template)}: {started['template_versions']}
 
-Network (`--network {args.network}`): {NETWORKS[args.network]}.
-Trainable parameters, counted by the callback: template {sorted(params['template'])},
-digitlab {sorted(params['digitlab'])}.
-
-Same in both: Adam, lr {args.lr}, weight decay {args.weight_decay}, batch {args.batch_size},
-epochs {args.epochs}, 55 000 / 5 000 / 10 000 train / validation / test images, seed 1000 + round,
-CPU, torch's default threads, progress bars off, test with the best checkpoint (by val/acc).
-Each as it ships otherwise: the template's `trainer=cpu logger=csv` (CSV logs, checkpoints,
-model summary, config tree printed; its ReduceLROnPlateau scheduler, patience 10, never acts in
-so few epochs; its split is a seeded random 55k/5k/10k of train + test together), digitlab's
-defaults (MLflow run in a SQLite store, checkpoint upload, logged model, figures; validation
-from the training images, MNIST's official test images). The template's test step needs
-`TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (its checkpoints pickle the network object, which torch ≥ 2.6
-refuses to load); its code is unchanged. Training samples/s: all epochs' training samples over
-their training batches' wall time (validation excluded), timed by `experiments/train_clock.py`
-in both. Untimed warm-up rounds first: {args.warmup}; then timed rounds, each the template
-then digitlab: {args.repeats}.
+{conditions(args, runs)}
 
 ## Medians over {args.repeats} round(s)
 
