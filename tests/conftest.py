@@ -87,11 +87,9 @@ def migrated_db(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture
-def store(tmp_path, migrated_db) -> dict[str, str]:
-    """A fresh copy of the migrated store: {"tracking_uri", "artifact_location"}."""
-    folder = tmp_path / "mlruns"
-    folder.mkdir()
+def copy_store(migrated_db: Path, folder: Path) -> dict[str, str]:
+    """A copy of the migrated store in ``folder``: {"tracking_uri", "artifact_location"}."""
+    folder.mkdir(parents=True)
     shutil.copy(migrated_db, folder / "mlflow.db")
     return {
         "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
@@ -100,25 +98,36 @@ def store(tmp_path, migrated_db) -> dict[str, str]:
 
 
 @pytest.fixture
+def store(tmp_path, migrated_db) -> dict[str, str]:
+    """A fresh copy of the migrated store: {"tracking_uri", "artifact_location"}."""
+    return copy_store(migrated_db, tmp_path / "mlruns")
+
+
+def tiny_cfg(data_root: Path, store: dict[str, str], *overrides: str) -> DictConfig:
+    """The real config with overrides for a fast CPU run on the tiny data and ``store``."""
+    base = [
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "data.batch_size=32",
+        "data.eval_batch_size=64",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        "figures.enabled=false",  # seconds per run; test_figures.py turns pictures on
+        "logger.log_model=false",  # about a second per run; test_logged_model.py turns it on
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[*base, *overrides])
+
+
+@pytest.fixture
 def make_cfg(data_root, store) -> Callable[..., DictConfig]:
     """Compose the real config with overrides for a fast CPU run on the tiny data and temp store."""
 
     def make(*overrides: str) -> DictConfig:
-        base = [
-            f"data.root={data_root}",
-            "data.val_size=40",
-            "data.batch_size=32",
-            "data.eval_batch_size=64",
-            "trainer.max_epochs=1",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            f"logger.tracking_uri={store['tracking_uri']}",
-            f"logger.artifact_location={store['artifact_location']}",
-            "figures.enabled=false",  # seconds per run; test_figures.py turns pictures on
-            "logger.log_model=false",  # about a second per run; test_logged_model.py turns it on
-        ]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[*base, *overrides])
+        return tiny_cfg(data_root, store, *overrides)
 
     return make
 
