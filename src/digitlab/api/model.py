@@ -66,8 +66,8 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
     network's package, as ``--trust`` does for ``digitlab-predict``. ``tracking_uri``: the store
     (default: ``logger.tracking_uri``, the project's ``mlruns/mlflow.db``).
     """
-    from digitlab.cli.predict import run_checkpoint
     from digitlab.tracking import store
+    from digitlab.tracking.ensemble import run_checkpoint
     from digitlab.training.checkpoints import network_from_checkpoint
 
     client = store.open_client(tracking_uri or store.default_tracking_uri())

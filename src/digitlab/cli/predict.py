@@ -3,12 +3,19 @@
     digitlab-predict --run RUN_ID --data kaggle            # -> probabilities + submission.csv
     digitlab-predict --checkpoint best.ckpt --data mnist   # MNIST's t10k images
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
+    digitlab-predict --run A B C --data mnist              # an ensemble of three runs
+    digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
 
 ``--data NAME`` reads the data set that ``conf/data/NAME.yaml`` defines (its ``predict`` source,
 else the test split of its ``source``). The network is rebuilt from the configuration stored in
 the checkpoint (``digitlab.training.checkpoints``: weights only, allow-listed code, strict
 weights); inputs get the run's own normalisation and size. Unlabelled images (Kaggle's test.csv)
 also get a ``submission.csv``.
+
+Several runs or checkpoints (or a sweep's parent run) predict as an ensemble: every member is
+loaded the same way and fed its own preprocessing, their probabilities are averaged (or their
+digits put to a vote, --method vote), and the ensemble is recorded as a run of the MLflow
+experiment ``ensembles``: its members, method, accuracy and prediction files.
 """
 
 from __future__ import annotations
@@ -16,31 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
+from digitlab.serving.ensemble import METHODS
 from digitlab.tracking.store import default_tracking_uri
-
-
-def run_checkpoint(client, run_id: str, folder: Path) -> Path:
-    """Download the best checkpoint a training run logged (artifact ``checkpoints/*.ckpt``)."""
-    try:
-        client.get_run(run_id)
-    except Exception:
-        raise DigitlabError(
-            f"no MLflow run {run_id} in this store: check the id, or pass --tracking-uri "
-            "(the store the run was logged to)"
-        ) from None
-    names = [
-        a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path.endswith(".ckpt")
-    ]
-    if not names:
-        raise DigitlabError(
-            f"run {run_id} logged no checkpoint (was logger.log_checkpoint=false?): "
-            "pass --checkpoint with the job folder's checkpoints/best.ckpt instead"
-        )
-    return Path(client.download_artifacts(run_id, names[0], str(folder)))
 
 
 def data_sets() -> list[str]:
@@ -102,14 +91,45 @@ def write_submission(labels, path: Path) -> None:
     path.write_text("\n".join(["ImageId,Label", *rows]) + "\n")
 
 
+def write_predictions(probs, digits, labels, out: Path) -> dict[str, Any]:
+    """Write the (N, 10) probabilities to ``out`` (``.npy``, or ``.csv`` by its name) and, for
+    unlabelled images (Kaggle's test.csv), ``submission.csv`` of ``digits`` beside it.
+    Returns {"probabilities", "submission", "accuracy", "n"}; accuracy against ``labels``."""
+    import numpy as np
+
+    from digitlab.serving.ensemble import accuracy
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        header = ",".join(f"p{d}" for d in range(10))
+        np.savetxt(out, probs, delimiter=",", header=header, comments="", fmt="%.6g")
+    else:
+        np.save(out, probs)
+    result: dict[str, Any] = {"probabilities": out, "submission": None,
+                              "accuracy": accuracy(digits, labels), "n": len(probs)}
+    if labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
+        result["submission"] = out.with_name("submission.csv")
+        write_submission(digits, result["submission"])
+    return result
+
+
+def as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
+    """``None``, one value or several, as a list of strings."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
 def predict(
-    run_id: str | None = None,
-    checkpoint: str | Path | None = None,
+    run_id: str | Sequence[str] | None = None,
+    checkpoint: str | Path | Sequence[str | Path] | None = None,
     data: str = "kaggle",
     root: str | Path | None = None,
     out: str | Path | None = None,
     tracking_uri: str | None = None,
     trusted: tuple[str, ...] = (),
+    method: str = "mean",
+    skip_missing: bool = False,
 ) -> dict[str, Any]:
     """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
 
@@ -117,62 +137,89 @@ def predict(
     given a run, log it to that run under ``predictions/``. ``trusted``: module names whose code
     the checkpoint's config may name beyond digitlab's (your own network's package).
     Returns {"probabilities", "submission", "accuracy", "n"}.
+
+    Several runs or checkpoints, or a sweep's parent run (its finished children), predict as an
+    ensemble (:mod:`digitlab.cli.ensemble`, ``method`` "mean" or "vote", ``skip_missing``),
+    recorded as a run of its own; the result then also holds "run_id", "members", "skipped".
     """
+    from digitlab.tracking import ensemble, store
+
+    runs, files = as_list(run_id), as_list(checkpoint)
+    if not runs and not files:
+        raise DigitlabError("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
+    if method not in METHODS:
+        raise DigitlabError(f"--method {method!r} is unknown: use {' or '.join(METHODS)}")
+    root = root and Path(root).expanduser()
+    client = None
+    if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
+        client = store.open_client(tracking_uri or default_tracking_uri())
+    if len(runs) + len(files) > 1 or (
+        runs and ensemble.children(client, ensemble.get_run(client, runs[0]))
+    ):
+        from digitlab.cli.ensemble import predict_ensemble
+
+        return predict_ensemble(client, runs, files, data, root, out, trusted, method,
+                                skip_missing)
+    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out,
+                       trusted)
+
+
+def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
+                root: Path | None, out: str | Path | None, trusted: tuple[str, ...]
+                ) -> dict[str, Any]:
+    """:func:`predict` for one run (``client``'s) or one checkpoint file."""
     import tempfile
 
-    import numpy as np
-
     from digitlab.serving.model import probabilities
+    from digitlab.tracking.ensemble import run_checkpoint
     from digitlab.training.checkpoints import network_from_checkpoint
 
-    if (run_id is None) == (checkpoint is None):
-        raise DigitlabError("give exactly one of --run RUN_ID or --checkpoint PATH")
-    client = None
     with tempfile.TemporaryDirectory(prefix="digitlab-predict-") as tmp:
         if run_id is not None:
-            from digitlab.tracking import store
-
-            client = store.open_client(tracking_uri or default_tracking_uri())
             checkpoint = run_checkpoint(client, run_id, Path(tmp))
         net, config = network_from_checkpoint(Path(checkpoint), trusted)
-    images, labels = load_images(data, root and Path(root).expanduser(), config["data"].get("root"))
+    images, labels = load_images(data, root, config["data"].get("root"))
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{Path(data).stem}.npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        header = ",".join(f"p{d}" for d in range(10))
-        np.savetxt(out, probs, delimiter=",", header=header, comments="", fmt="%.6g")
-    else:
-        np.save(out, probs)
-    result: dict[str, Any] = {"probabilities": out, "submission": None, "accuracy": None,
-                              "n": len(probs)}
-    if labels is not None and len(labels):
-        result["accuracy"] = float((probs.argmax(1) == labels.numpy()).mean())
-    if labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
-        submission = out.with_name("submission.csv")
-        write_submission(probs.argmax(1), submission)
-        result["submission"] = submission
-        if client is not None:
-            client.log_artifact(run_id, str(submission), "predictions")
+    result = write_predictions(probs, probs.argmax(1), labels, out)
+    if result["submission"] is not None and run_id is not None:
+        client.log_artifact(run_id, str(result["submission"]), "predictions")
     return result
 
-
-def main(argv: list[str] | None = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitlab-predict",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_ID", help="MLflow run id of a training run")
-    source.add_argument("--checkpoint", metavar="PATH", help="a .ckpt file written by digitlab")
+    parser.add_argument(
+        "--run", nargs="+", action="extend", default=[], metavar="RUN_ID",
+        help="MLflow run id of a training run; several (or repeated --run), or a sweep's parent "
+        "run (its FINISHED children), predict as an ensemble",
+    )
+    parser.add_argument(
+        "--checkpoint", nargs="+", action="extend", default=[], metavar="PATH",
+        help="a .ckpt file written by digitlab; several (with or without --run) make an ensemble",
+    )
     parser.add_argument(
         "--data",
         default="kaggle",
         help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
         "mnist: MNIST's t10k images), or a .csv in Kaggle's layout (default kaggle)",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="mean",
+        help="how an ensemble decides: mean (default) averages the members' class probabilities; "
+        "vote gives each member one vote for its most probable digit, the most votes win and a "
+        "tie goes to the tied digit of highest mean probability (the probabilities file then "
+        "holds each digit's share of the votes)",
+    )
+    parser.add_argument(
+        "--skip-missing", action="store_true",
+        help="leave out an ensemble member whose run or checkpoint is missing or refused (one "
+        "line each) and predict with the others; without it such a member is an error",
     )
     parser.add_argument(
         "--trust", action="append", default=[], metavar="MODULE",
@@ -183,23 +230,40 @@ def main(argv: list[str] | None = None) -> None:
         "--root", help="data root (default: $DIGITLAB_DATA, else the run's data.root)"
     )
     parser.add_argument(
-        "--out", help="probabilities file, .npy or .csv (default predictions/<run>-<data>.npy)"
+        "--out", help="probabilities file, .npy or .csv (default predictions/<run>-<data>.npy, "
+        "predictions/ensemble-<ensemble run>-<data>.npy for an ensemble)"
     )
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
     args = parser.parse_args(argv)
+    if not args.run and not args.checkpoint:
+        parser.error("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
+    # MLflow draws a progress bar on stderr for every checkpoint it downloads: noise around the
+    # one-line errors and summary (set the variable to true to see them).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         result = predict(
             args.run, args.checkpoint, args.data, args.root, args.out, args.tracking_uri,
-            tuple(args.trust),
+            tuple(args.trust), args.method, args.skip_missing,
         )
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
+    if "members" in result:
+        members = len(result["members"])
+        scored = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.4f}"
+        print(f"digitlab: ensemble of {members} members ({result['method']}){scored}, "
+              f"MLflow run {result['run_id']}")
     print(f"digitlab: {result['n']} probabilities (N, 10) -> {result['probabilities']}")
     if result["accuracy"] is not None:
         print(f"  accuracy against the labels: {result['accuracy']:.4f}")
     if result["submission"] is not None:
-        logged = f", logged to run {args.run}" if args.run else ""
+        logged = result.get("run_id") or (args.run[0] if args.run else None)
+        logged = f", logged to run {logged}" if logged else ""
         print(f"  Kaggle submission -> {result['submission']}{logged}")
 
 

@@ -1,0 +1,147 @@
+"""``digitlab-predict`` with several members: who they are (a sweep's parent stands for its
+finished children), loading each as a single run is loaded, and the ensemble's own MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+
+@dataclass
+class Source:
+    """Where a member comes from: a run of the store (``run_id``) or a checkpoint file."""
+
+    name: str
+    run_id: str | None = None
+    checkpoint: str | None = None
+
+
+class Roster:
+    """The members found so far, and those left out: a member that is missing or refused raises
+    a one-line error naming it, or with ``skip_missing`` prints one line and is left out."""
+
+    def __init__(self, skip_missing: bool) -> None:
+        self.skip_missing = skip_missing
+        self.sources: list[Source] = []
+        self.sweeps: list[str] = []
+        self.skipped: list[str] = []
+
+    def add(self, source: Source) -> None:
+        if source.name not in {s.name for s in self.sources}:  # a member counts once
+            self.sources.append(source)
+
+    def miss(self, name: str, error: DigitlabError) -> None:
+        if not self.skip_missing:
+            raise DigitlabError(
+                f"ensemble member {name}: {error}; or pass --skip-missing to predict with the "
+                "other members"
+            ) from None
+        print(f"digitlab: skipped member {name}: {error}", file=sys.stderr, flush=True)
+        self.skipped.append(f"{name}: {error}")
+
+
+def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Roster) -> None:
+    """Add each run (a sweep's parent: its FINISHED children, said in one line) and each
+    checkpoint file to ``roster``."""
+    from digitlab.tracking.ensemble import finished_children, get_run
+
+    for run_id in runs:
+        try:
+            run = get_run(client, run_id)
+        except DigitlabError as e:
+            roster.miss(run_id, e)
+            continue
+        finished, others = finished_children(client, run)
+        if not finished and not others:  # a training run
+            roster.add(Source(run_id, run_id=run_id))
+            continue
+        left_out = f"not finished, left out: {', '.join(others)}" if others else ""
+        if not finished:
+            roster.miss(run_id, DigitlabError(
+                f"sweep run {run_id} has no FINISHED child ({left_out}): wait for its jobs to "
+                "end, or name finished runs with --run"))
+            continue
+        print(f"digitlab: sweep run {run_id}: {len(finished)} finished children are members"
+              + (f"; {left_out}" if others else ""), flush=True)
+        roster.sweeps.append(run_id)
+        for child in finished:
+            roster.add(Source(child, run_id=child))
+    for path in files:
+        roster.add(Source(str(path), checkpoint=str(path)))
+
+
+def load_members(client, roster: Roster, trusted: tuple[str, ...]) -> list:
+    """Each member's network and run config, through the one checkpoint path
+    (:func:`digitlab.training.checkpoints.network_from_checkpoint`: weights only, allow-list)."""
+    from digitlab.serving.ensemble import Member
+    from digitlab.tracking.ensemble import run_checkpoint
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    members = []
+    with tempfile.TemporaryDirectory(prefix="digitlab-ensemble-") as tmp:
+        for number, source in enumerate(roster.sources):
+            try:
+                path = source.checkpoint or run_checkpoint(
+                    client, source.run_id, Path(tmp) / str(number)
+                )
+                net, config = network_from_checkpoint(Path(path), trusted)
+            except DigitlabError as e:
+                roster.miss(source.name, e)
+                continue
+            members.append(Member(source.name, source.run_id, net, config))
+    if not members:
+        raise DigitlabError(
+            "no ensemble member is left (each was missing or refused, above): give runs or "
+            "checkpoints that predict on their own"
+        )
+    return members
+
+
+def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
+    """CSV, one row per member: its run (or file), network, preprocessing and own accuracy."""
+    rows = [{**m.describe(), "accuracy": a} for m, a in zip(members, accuracies, strict=True)]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: str,
+                     root: Path | None, out: str | Path | None, trusted: tuple[str, ...],
+                     method: str, skip_missing: bool) -> dict[str, Any]:
+    """:func:`digitlab.cli.predict.predict` for several members: the same files, plus the
+    ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
+    "method" and "skipped"."""
+    from digitlab.cli.predict import load_images, write_predictions
+    from digitlab.serving.ensemble import accuracy, combine, member_probabilities
+    from digitlab.tracking.ensemble import ensemble_run, log_results
+
+    roster = Roster(skip_missing)
+    find_members(client, runs, files, roster)
+    members = load_members(client, roster, trusted)
+    images, labels = load_images(data, root, members[0].config["data"].get("root"))
+    each = member_probabilities(members, images)
+    probs, digits = combine(each, method)
+    own = [accuracy(p.argmax(axis=1), labels) for p in each]
+    scored = [a for a in own if a is not None]
+    names = [m.name for m in members]
+    settings = {"method": method, "data": data, "rows": len(probs)}
+    with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
+        out = Path(out or f"predictions/ensemble-{run_id}-{Path(data).stem}.npy")
+        result = write_predictions(probs, digits, labels, out)
+        metrics = {"accuracy": result["accuracy"],
+                   "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
+                   "members/best_accuracy": max(scored, default=None)}
+        files_out = [out, *([result["submission"]] if result["submission"] else [])]
+        log_results(client, run_id, members_table(members, own), metrics, files_out)
+    return {**result, "run_id": run_id, "members": names, "method": method,
+            "skipped": roster.skipped}

@@ -1,0 +1,137 @@
+"""An ensemble's side of the store: its members' runs (a sweep's parent stands for its finished
+children), their logged checkpoints, and the ensemble's own MLflow run. No torch here."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+# Ensembles get an experiment of their own: in the training experiment an ensemble would look
+# like one more training run to the sweep summaries, the presets table and digitlab.runs().
+EXPERIMENT = "ensembles"
+PARENT_TAG = "mlflow.parentRunId"
+MEMBERS_TAG = "digitlab.ensemble.members"
+SWEEPS_TAG = "digitlab.ensemble.sweeps"
+SKIPPED_TAG = "digitlab.ensemble.skipped"
+
+
+def get_run(client, run_id: str):
+    """The run ``run_id`` of ``client``'s store; one-line DigitlabError when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise DigitlabError(
+            f"no MLflow run {run_id} in this store: check the id, or pass --tracking-uri "
+            "(the store the run was logged to)"
+        ) from None
+
+
+def run_checkpoint(client, run_id: str, folder: Path) -> Path:
+    """Download the best checkpoint a training run logged (artifact ``checkpoints/*.ckpt``)."""
+    get_run(client, run_id)
+    names = [
+        a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path.endswith(".ckpt")
+    ]
+    if not names:
+        raise DigitlabError(
+            f"run {run_id} logged no checkpoint (was logger.log_checkpoint=false?): "
+            "pass --checkpoint with the job folder's checkpoints/best.ckpt instead"
+        )
+    return Path(client.download_artifacts(run_id, names[0], str(folder)))
+
+
+def children(client, run) -> list:
+    """The child runs of ``run`` (a sweep's jobs, a cross-validation's folds), oldest first."""
+    found = client.search_runs(
+        [run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
+        max_results=10_000, order_by=["attributes.start_time ASC"],
+    )
+    return list(found)
+
+
+def finished_children(client, parent) -> tuple[list[str], list[str]]:
+    """``(FINISHED children's run ids, "<id> (<status>)" of the others)``. The others are
+    pruned trials (KILLED at an early epoch), failed or still running jobs: not members."""
+    finished, others = [], []
+    for child in children(client, parent):
+        if child.info.status == "FINISHED":
+            finished.append(child.info.run_id)
+        else:
+            others.append(f"{child.info.run_id} ({child.info.status})")
+    return finished, others
+
+
+def experiment_id(client) -> str:
+    """The ``ensembles`` experiment of ``client``'s store; a new one keeps its artifacts in the
+    store's ``artifacts/`` folder, as training runs do (a tracking server decides for itself)."""
+    from digitlab.tracking.owners import reap_dead_owners
+    from digitlab.tracking.store import get_or_create_experiment, sqlite_path
+
+    db = sqlite_path(client.tracking_uri)
+    location = str(db.parent / "artifacts") if db is not None else None
+    found = get_or_create_experiment(client, EXPERIMENT, location)
+    reap_dead_owners(client, found)  # an ensemble whose process was killed mid-way
+    return found
+
+
+@contextlib.contextmanager
+def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
+                 sweeps: Sequence[str] = (), skipped: Sequence[str] = ()) -> Iterator[str]:
+    """Create the ensemble's run and yield its id; it ends FINISHED when the block completes,
+    FAILED when it raises.
+
+    Args:
+        members: each member's run id (or checkpoint path, for a member given as a file).
+        settings: params (``method``, ``data``, ...), logged as ``ensemble.<key>``.
+        sweeps: the sweep parents whose children became members.
+        skipped: ``"<member>: <reason>"`` of each member left out (``--skip-missing``).
+    """
+    from mlflow.entities import Param
+
+    from digitlab.tracking.owners import owner_tags
+
+    command = shlex.join(["digitlab-predict", *sys.argv[1:]])
+    tags = {
+        **owner_tags(),
+        MEMBERS_TAG: " ".join(members)[:8000],
+        "digitlab.command": command[:8000],
+        "mlflow.note.content": f"Ensemble of {len(members)} members: `{command}`"[:8000],
+    }
+    if sweeps:
+        tags[SWEEPS_TAG] = " ".join(sweeps)
+    if skipped:
+        tags[SKIPPED_TAG] = "; ".join(skipped)[:8000]
+    method = settings.get("method", "mean")
+    run = client.create_run(
+        experiment_id(client), run_name=f"ensemble-{len(members)}-{method}", tags=tags
+    )
+    run_id = run.info.run_id
+    params = {"members": str(len(members)), **{k: str(v) for k, v in settings.items()}}
+    try:
+        client.log_batch(run_id, params=[Param(f"ensemble.{k}", v[:6000])
+                                         for k, v in params.items()])
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def log_results(client, run_id: str, table_csv: str, metrics: Mapping[str, float | None],
+                files: Sequence[Path]) -> None:
+    """The members' table (``ensemble/members.csv``), the metrics that exist, and the
+    prediction files (probabilities, submission) under ``predictions/``."""
+    client.log_text(run_id, table_csv, "ensemble/members.csv")
+    for name, value in metrics.items():
+        if value is not None:
+            client.log_metric(run_id, name, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), "predictions")
