@@ -120,3 +120,16 @@ def test_a_crafted_checkpoint_naming_other_code_is_refused_and_never_called(trai
     trusting = subprocess.run([*command, "--trust", "crafted_marker"], capture_output=True,
                               text=True, env=env, timeout=300)
     assert marker.read_text() == "called", trusting.stderr
+
+
+def test_an_out_path_without_suffix_gets_npy_and_the_returned_path_is_the_file(tmp_path):
+    """np.save appends .npy itself; the path reported (and logged by an ensemble) must exist."""
+    import numpy as np
+
+    from digitlab.cli.predict import write_predictions
+
+    probs = np.full((3, 10), 0.1)
+    result = write_predictions(probs, np.array([1, 2, 3]), np.array([1, 2, 0]), tmp_path / "sub" / "out")
+    assert result["probabilities"] == tmp_path / "sub" / "out.npy"
+    assert np.array_equal(np.load(result["probabilities"]), probs)
+    assert result["accuracy"] == 2 / 3

@@ -141,7 +141,7 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
         metrics = {"accuracy": result["accuracy"],
                    "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
                    "members/best_accuracy": max(scored, default=None)}
-        files_out = [out, *([result["submission"]] if result["submission"] else [])]
+        files_out = [result["probabilities"], *([result["submission"]] if result["submission"] else [])]
         log_results(client, run_id, members_table(members, own), metrics, files_out)
     return {**result, "run_id": run_id, "members": names, "method": method,
             "skipped": roster.skipped}

@@ -104,7 +104,8 @@ def write_predictions(probs, digits, labels, out: Path) -> dict[str, Any]:
         header = ",".join(f"p{d}" for d in range(10))
         np.savetxt(out, probs, delimiter=",", header=header, comments="", fmt="%.6g")
     else:
-        np.save(out, probs)
+        out = out.with_name(out.name + ".npy") if out.suffix != ".npy" else out
+        np.save(out, probs)  # (np.save would add .npy itself, and the path returned be wrong)
     result: dict[str, Any] = {"probabilities": out, "submission": None,
                               "accuracy": accuracy(digits, labels), "n": len(probs)}
     if labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
