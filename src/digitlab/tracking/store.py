@@ -136,6 +136,10 @@ def _first_contact(tracking_uri: str, db: Path):
     serialises writers (checked with 8 processes in tests/test_concurrency.py). The store object
     is cached per process, so the lock is taken once.
     """
+    # Imported before the lock, not by the client under it: the import takes seconds on a busy
+    # machine, and every job of a parallel sweep waited out each other's (16 jobs at once: the
+    # last opened the store 90 s after the first, experiments/LOAD.md).
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from mlflow.tracking import MlflowClient
 
     try:
