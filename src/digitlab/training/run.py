@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import MLFlowLogger
+from digitlab.tracking.logger import RunLogger
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.config import project_root
@@ -81,7 +81,7 @@ def train(
     with run:
         stamp.run_id = run.run_id
         _record_inputs(cfg, run, datamodule, choices)
-        trainer.logger = MLFlowLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
+        trainer.logger = RunLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
         metrics = _fit_and_test(cfg, trainer, module, datamodule, run, resume)
         _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
