@@ -3,6 +3,7 @@ no stack trace, and no MLflow run left behind (docs/errors.md lists the same cas
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import re
@@ -103,6 +104,11 @@ CASES: dict[str, tuple] = {
         None, ["data.folds=1"], ["data.folds=1 is invalid", "an integer >= 2 (K-fold"]),
     "more folds than training rows": (
         None, ["data.folds=500"], ["data.folds=500, data.fold=0 cannot split 240 training rows"]),
+    "download fails": (  # nothing listens on the mirror's port: the download is refused
+        lambda r: shutil.rmtree(r / "MNIST"),
+        ["data.source.download=true", "+data.source.mirrors=[http://127.0.0.1:{port}/]"],
+        ["MNIST files missing in", "train-images-idx3-ubyte.gz", "and the download failed",
+         "http://127.0.0.1:", "copy them there or point DIGITLAB_DATA"]),
     "unreachable tracking URI": (
         None, ["logger.tracking_uri=http://127.0.0.1:{port}"],
         ["MLflow tracking server http://127.0.0.1:", "is unreachable", "logger.tracking_uri"]),
@@ -133,6 +139,9 @@ CASES: dict[str, tuple] = {
     "unknown run id to resume": (
         None, ["resume=0123456789abcdef0123456789abcdef"],
         ["resume=0123456789abcdef0123456789abcdef is neither a checkpoint file nor a run"]),
+    "checkpoint holding pickled objects": (
+        None, ["resume={pickled_ckpt}"], ["pickled.ckpt holds Python objects, not only tensors",
+                                          "refused for safety", "use a checkpoint digitlab wrote"]),
 }
 # Hydra's own composition errors: short, no trace, the valid options listed.
 HYDRA_CASES = {
@@ -151,7 +160,11 @@ def _checkpoints(folder: Path) -> dict[str, Path]:
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, mlp)
     corrupt = folder / "corrupt.ckpt"
     corrupt.write_bytes(mlp.read_bytes()[:1000])
-    return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt}
+    # Right weights, plus an object that only unpickling code could rebuild (a foreign checkpoint)
+    pickled = folder / "pickled.ckpt"
+    torch.save({"state_dict": torch.load(mlp, weights_only=True)["state_dict"],
+                "hyper_parameters": argparse.Namespace(lr=0.1)}, pickled)
+    return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt, "pickled_ckpt": pickled}
 
 
 def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -213,7 +226,11 @@ def test_bad_input_gets_one_line_and_exit_1(outcomes, case):
     print(errors[0])  # shown by `pytest -rP`: the source of docs/errors.md
     for fragment in CASES[case][2]:
         assert fragment in errors[0], errors[0]
+    # Nothing half-done: no run in the case's store, and no training started (no checkpoint).
+    # For the tracking-server case the local store is not the one the command would have used:
+    # there the check that counts is that it stopped before training.
     assert _no_run_recorded(store)
+    assert not (store.parent.parent / "out" / "checkpoints").exists(), output
 
 
 @pytest.mark.parametrize("case", list(HYDRA_CASES))

@@ -82,3 +82,19 @@ def test_real_gzip_header_is_what_we_write(tmp_path):
     """write_idx output is plain gzip: the standard library reads it back byte for byte."""
     write_idx(tmp_path / "l.gz", np.array([7], dtype=np.uint8))
     assert gzip.decompress((tmp_path / "l.gz").read_bytes()) == bytes([0, 0, 8, 1, 0, 0, 0, 1, 7])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_mnist_reads_uncompressed_and_gzipped_files_alike(tmp_path, gz):
+    """torchvision's layout holds the .gz files and, once extracted, the plain ones: both load."""
+    from digitlab.data.sources import load_mnist
+    from digitlab.data.synthetic import N_TEST, N_TRAIN, synthetic_digits, write_mnist
+
+    write_mnist(tmp_path, gz=gz)
+    names = sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir())
+    assert all(name.endswith(".gz") == gz for name in names)
+    data = load_mnist(tmp_path, download=False)  # download=False: nothing may be fetched
+    images, labels = synthetic_digits(N_TRAIN, 0)
+    assert np.array_equal(data.train_images.numpy(), images)
+    assert data.train_labels.tolist() == labels.tolist()
+    assert data.test_images.shape == (N_TEST, 28, 28) and len(data.test_labels) == N_TEST

@@ -225,3 +225,173 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkp
     for name in ("best.ckpt", "last.ckpt"):  # both still epoch 1's, whole and loadable
         assert torch.load(folder / name, weights_only=True)["epoch"] == 0
     assert len(writes) == 3
+
+
+class SignalAt:
+    """A callback that sends this process ``signum`` at one point of the fit or the test pass,
+    as a user's Ctrl-C would arrive: through the signal handlers, not as a raised exception."""
+
+    def __init__(self, hook: str, signum: int = signal.SIGINT) -> None:
+        import lightning as L
+
+        def send(*args) -> None:
+            trainer = args[0]
+            if hook == "on_train_batch_start" and not (trainer.current_epoch == 0 and args[3] == 2):
+                return  # the third step of the first epoch
+            os.kill(os.getpid(), signum)
+
+        self.callback = type("SignalAt", (L.Callback,), {hook: lambda self, *a: send(*a)})()
+
+
+def test_ctrl_c_before_the_first_epoch_ends_kills_the_run_and_says_to_start_again(make_cfg, tmp_path):
+    from digitlab.errors import Interrupted
+
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
+    with pytest.raises(Interrupted) as e:
+        train(cfg, output_dir=tmp_path, callbacks=[SignalAt("on_train_batch_start").callback])
+    message = str(e.value)
+    assert e.value.exit_code == 130 and "\n" not in message
+    assert "SIGINT stopped training" in message
+    assert "has no checkpoint yet (no epoch finished): start it again" in message
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "KILLED" and run.info.run_id in message
+    assert "val/acc" not in run.data.metrics  # it stopped inside epoch 0
+    assert client.list_artifacts(run.info.run_id, "checkpoints") == []
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_ctrl_c_during_the_test_pass_kills_the_run_and_a_resume_only_tests(make_cfg, tmp_path):
+    """Training ended (every epoch validated, checkpoints saved) but the test pass did not:
+    resume=<id> trains nothing more and records the test metrics of the best checkpoint."""
+    from conftest import checkpoint_accuracy
+    from digitlab.errors import Interrupted
+
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=2")
+    with pytest.raises(Interrupted) as e:
+        train(cfg, output_dir=tmp_path / "first", callbacks=[SignalAt("on_test_batch_start").callback])
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    run_id = run.info.run_id
+    assert run.info.status == "KILLED"
+    assert f"continue with: resume={run_id}" in str(e.value)
+    assert "test/acc" not in run.data.metrics
+    assert len(client.get_metric_history(run_id, "val/acc")) == 2  # both epochs validated
+
+    resumed = train(make_cfg("model=mlp", "trainer.max_epochs=2", f"resume={run_id}"),
+                    output_dir=tmp_path / "second")
+    assert resumed["run_id"] == run_id
+    after = client.get_run(run_id)
+    assert after.info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "val/acc")) == 2  # no epoch trained again
+    best = tmp_path / "first" / "checkpoints" / "best.ckpt"
+    assert after.data.metrics["test/acc"] == pytest.approx(checkpoint_accuracy(best, cfg), abs=1e-6)
+
+
+def test_a_failed_non_finite_run_resumes_from_its_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+    from digitlab.training.classifier import DigitClassifier
+
+    original = DigitClassifier.training_step
+
+    def diverge(self, batch, batch_idx):  # NaN from step 10 (epoch 1), as a bad learning rate would
+        out = original(self, batch, batch_idx)
+        return out * float("nan") if self.global_step >= 9 else out
+
+    monkeypatch.setattr(DigitClassifier, "training_step", diverge)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
+    with pytest.raises(DigitlabError, match="is FAILED, last good checkpoint"):
+        train(cfg, output_dir=tmp_path / "first")
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "FAILED"
+
+    monkeypatch.setattr(DigitClassifier, "training_step", original)  # the cause fixed
+    resumed = train(make_cfg("model=mlp", "trainer.max_epochs=4", "data.steps_per_call=1",
+                             f"resume={run.info.run_id}"), output_dir=tmp_path / "second")
+    assert resumed["run_id"] == run.info.run_id
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "FINISHED" and "test/acc" in after.data.metrics
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    assert len(steps) == len(set(steps)) == 4  # epoch 0 kept, epochs 1-3 trained once each
+    tags = after.data.tags
+    assert tags["digitlab.resumed_from"] == str(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert tags["digitlab.resume_changes"] == "trainer.max_epochs: 3 -> 4"
+    assert after.data.params["trainer.max_epochs"] == "3"  # params keep their first values
+
+
+def test_a_checkpoint_from_another_store_starts_a_new_run_tagged_with_it(make_cfg, tmp_path, migrated_db):
+    from conftest import copy_store
+
+    first = train(make_cfg("model=mlp", "trainer.max_epochs=1"), output_dir=tmp_path / "first")
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    (tmp_path / "other").mkdir()
+    other = copy_store(tmp_path / "other", migrated_db)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=2", f"resume={checkpoint}",
+                   f"logger.tracking_uri={other['tracking_uri']}",
+                   f"logger.artifact_location={other['artifact_location']}")
+    result = train(cfg, output_dir=tmp_path / "second")
+    client = MlflowClient(other["tracking_uri"])
+    run = client.get_run(result["run_id"])
+    assert result["run_id"] != first["run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["digitlab.resumed_from"] == str(checkpoint)
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 1  # epoch 0 was done
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_the_next_command_ends_the_run(tmp_path, store):
+    """Ctrl-C twice: the second one, arriving while the first is being honoured, leaves at once.
+    SIGINT then SIGTERM (one handler for both): two different signals are both delivered, where
+    a second SIGINT sent so soon could merge with the first while it is still pending."""
+    import sqlite3
+
+    from omegaconf import OmegaConf
+
+    from digitlab.tracking import store as tracking
+
+    data_root = write_mnist(tmp_path / "data", n_train=2000)
+    process = start(["model=mlp", "trainer.max_epochs=500"], data_root, store, tmp_path / "job")
+    wait_for(tmp_path / "job" / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGSTOP)  # both signals pending at once: the second arrives while
+    process.send_signal(signal.SIGINT)   # the first is handled, however fast the machine
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if "a second SIGTERM, exiting at once" in x]
+    assert "the next digitlab command on this store marks the run KILLED" in line
+
+    db = store["tracking_uri"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    client = MlflowClient(store["tracking_uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "RUNNING"  # left at once: nothing ended it
+    tracking.open_experiment(OmegaConf.create({**store, "experiment_name": "digitlab"}))
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "KILLED"
+    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+
+
+def test_a_signal_inside_a_store_call_waits_until_the_call_has_ended():
+    """Ctrl-C landing inside a SQLite transaction would leave this process holding the store's
+    lock (every later write then fails "database is locked"): it is honoured once the call ends."""
+    from digitlab.tracking.run import signals_as_interrupts
+
+    # A function that runs as code of SQLAlchemy does: Ctrl-C arrives half way through its work.
+    store_code = (
+        "def store_call(done):\n"
+        "    import os, signal, time\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    until = time.monotonic() + 0.3\n"
+        "    while time.monotonic() < until:\n"
+        "        pass\n"
+        "    done.append('committed')\n"
+    )
+    namespace = {"__name__": "sqlalchemy.engine.stand_in"}
+    exec(store_code, namespace)
+    done = []
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupts() as caught:
+        namespace["store_call"](done)
+        time.sleep(5)  # the signal, sent again, interrupts this instead
+    assert done == ["committed"] and caught.signal == signal.SIGINT

@@ -91,3 +91,14 @@ def test_split_seed_gives_every_seed_of_a_sweep_the_same_holdouts():
     assert fixed[0] == fixed[1] == fixed[2]
     assert len(fixed[0]["test"]) == 30 and not fixed[0]["test"] & fixed[0]["train"]
     assert holdouts(1, None)["test"] != holdouts(2, None)["test"]  # without it, the seed splits
+
+
+@pytest.mark.parametrize(("val_size", "n_val"), [(0.25, 50), (0.1, 20), (37, 37)])
+def test_val_size_is_a_count_or_a_fraction_of_the_training_rows(val_size, n_val):
+    """README: ``data.val_size`` is an int (rows) or a float (fraction); the rest trains, once each."""
+    n = 200
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 28, 28).contiguous()
+    split = DigitDataModule(lambda: DigitData(images, torch.arange(n) % 10), val_size=val_size, seed=1).split()
+    val, train = (split[name][0][:, 0, 0].tolist() for name in ("val", "train"))
+    assert len(val) == n_val and len(train) == n - n_val
+    assert sorted(val + train) == list(range(n))  # disjoint, and together every row

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import copy_store, fast_config
 from digitlab.cli.predict import predict
 from digitlab.serving.model import BadInput, as_pixels
 from digitlab.training.run import train
@@ -24,10 +25,12 @@ np.save(sys.argv[4], out["probabilities"])
 """
 
 
-@pytest.fixture
-def run(make_cfg, tmp_path):
-    cfg = make_cfg("model=mlp", "logger.log_model=true")
-    result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp"})
+@pytest.fixture(scope="module")
+def run(data_root, migrated_db, tmp_path_factory):
+    """One run with a logged model, trained once for the tests here (they only read it)."""
+    folder = tmp_path_factory.mktemp("logged_model")
+    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=mlp", "logger.log_model=true")
+    result = train(cfg, output_dir=folder / "job", choices={"model": "mlp"})
     return result, cfg
 
 

@@ -11,17 +11,19 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import N_TEST, REAL_DATA
+from conftest import N_TEST, REAL_DATA, copy_store, fast_config
 from digitlab.cli.predict import predict
 from digitlab.errors import DigitlabError
 from digitlab.training.run import train
 
 
-@pytest.fixture
-def trained(make_cfg, tmp_path):
-    """A tiny LeNet trained on the tiny Kaggle set: (result, cfg)."""
-    cfg = make_cfg("data=kaggle", "model=lenet_small", "trainer.max_epochs=2")
-    return train(cfg, output_dir=tmp_path / "job", choices={"data": "kaggle"}), cfg
+@pytest.fixture(scope="module")
+def trained(data_root, migrated_db, tmp_path_factory):
+    """A tiny LeNet trained once on the tiny Kaggle set for every test here: (result, cfg)."""
+    folder = tmp_path_factory.mktemp("predict")
+    cfg = fast_config(data_root, copy_store(folder, migrated_db),
+                      "data=kaggle", "model=lenet_small", "trainer.max_epochs=2")
+    return train(cfg, output_dir=folder / "job", choices={"data": "kaggle"}), cfg
 
 
 def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tmp_path):
@@ -46,30 +48,54 @@ def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_roo
     result, _ = trained
     out = predict(checkpoint=result["best_checkpoint"], data="mnist", root=data_root,
                   out=tmp_path / "p.csv")
+    from digitlab.data.sources import load_mnist
+
     table = np.loadtxt(out["probabilities"], delimiter=",", skiprows=1)
     assert table.shape == (N_TEST, 10)
-    assert out["submission"] is None and 0 <= out["accuracy"] <= 1
+    labels = np.asarray(load_mnist(data_root, download=False).test_labels)
+    assert out["submission"] is None
+    assert out["accuracy"] == pytest.approx((table.argmax(1) == labels).mean())
 
 
-def test_wrong_architecture_checkpoint_is_one_line(trained, tmp_path):
-    result, _ = trained
-    checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
+def _corrupt(checkpoint: dict, path) -> None:
+    torch.save(checkpoint, path)
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _pickled(checkpoint: dict, path) -> None:
+    import argparse
+
+    torch.save({**checkpoint, "hyper_parameters": argparse.Namespace(lr=0.1)}, path)
+
+
+def _other_architecture(checkpoint: dict, path) -> None:
     checkpoint["hyper_parameters"]["config"]["model"]["channels"] = [7, 9]
-    torch.save(checkpoint, tmp_path / "edited.ckpt")
-    with pytest.raises(DigitlabError, match="weights of another architecture") as caught:
-        predict(checkpoint=tmp_path / "edited.ckpt", data="mnist")
-    assert "\n" not in str(caught.value)
+    torch.save(checkpoint, path)
 
 
-def test_corrupt_checkpoint_fails_in_one_line_on_the_command_line(tmp_path):
-    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint at all")
-    done = subprocess.run(
-        [sys.executable, "-m", "digitlab.cli.predict", "--checkpoint", str(tmp_path / "bad.ckpt")],
-        capture_output=True, text=True,
-    )
-    assert done.returncode == 1
-    assert done.stderr.startswith("digitlab: error: ") and done.stderr.count("\n") == 1
-    assert "not a readable checkpoint" in done.stderr
+# docs/errors.md: "The checkpoint rows apply equally to digitlab-predict" -- through its command.
+BAD_CHECKPOINTS = {
+    "corrupt": (_corrupt, "is not a readable checkpoint: it is corrupt or truncated"),
+    "pickled objects": (_pickled, "holds Python objects, not only tensors and plain values; refused"),
+    "another architecture": (_other_architecture, "holds weights of another architecture than the LeNet"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_fails_predict_in_one_line(trained, tmp_path, capsys, case):
+    """The command's own entry point (its argument parsing and error printing), in this process."""
+    from digitlab.cli.predict import main
+
+    spoil, message = BAD_CHECKPOINTS[case]
+    result, _ = trained
+    spoil(torch.load(result["best_checkpoint"], weights_only=True), tmp_path / "bad.ckpt")
+    with pytest.raises(SystemExit) as exited:
+        main(["--checkpoint", str(tmp_path / "bad.ckpt"), "--data", "mnist", "--out", str(tmp_path / "p.npy")])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1, stderr
+    assert stderr.startswith("digitlab: error: ") and stderr.count("\n") == 1, stderr
+    assert message in stderr and str(tmp_path / "bad.ckpt") in stderr
+    assert not (tmp_path / "p.npy").exists()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REAL_DATA, stop_server
+from conftest import REAL_DATA, copy_store, fast_config, stop_server
 from digitlab.serving.model import probabilities
 from digitlab.training.checkpoints import network_from_checkpoint
 from digitlab.training.run import train
@@ -66,13 +66,15 @@ def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]
         return e.code, json.loads(e.read())
 
 
-@pytest.fixture
-def served(make_cfg, tmp_path):
-    """A run with a logged model and ``digitlab-serve --run`` on it: (url, result)."""
-    cfg = make_cfg("model=lenet_small", "logger.log_model=true")
-    result = train(cfg, output_dir=tmp_path / "job")
+@pytest.fixture(scope="module")
+def served(data_root, migrated_db, tmp_path_factory):
+    """A run with a logged model and ``digitlab-serve --run`` on it, shared by the tests here
+    (the server must survive each test's requests): (url, result)."""
+    folder = tmp_path_factory.mktemp("served")
+    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=lenet_small", "logger.log_model=true")
+    result = train(cfg, output_dir=folder / "job")
     server, url = start_server(
-        cfg.logger.tracking_uri, tmp_path / "serve.log", "--run", result["run_id"]
+        cfg.logger.tracking_uri, folder / "serve.log", "--run", result["run_id"]
     )
     try:
         yield url, result

@@ -138,13 +138,30 @@ def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, stor
     assert "summary/optimization_results.yaml" in summary
 
 
-def test_a_single_run_is_no_child(make_cfg, tmp_path, monkeypatch):
-    from digitlab.training.run import train
+@pytest.mark.parametrize("mode", ["RUN", "MULTIRUN"])
+def test_a_leaked_parent_id_makes_a_child_only_inside_a_multirun(monkeypatch, mode):
+    """A parent id left in the environment (a sweep's, inherited by a later command) must not
+    make a single run its child: only a job of a Hydra multirun is one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    monkeypatch.setenv("DIGITLAB_PARENT_RUN_ID", "f" * 32)  # leaked from a sweep: not a multirun
-    result = train(make_cfg("model=mlp", "trainer.limit_train_batches=1"), output_dir=tmp_path)
-    run = MlflowClient(make_cfg().logger.tracking_uri).get_run(result["run_id"])
-    assert "mlflow.parentRunId" not in run.data.tags
+    from digitlab.config import CONF_DIR
+    from digitlab.tracking.sweep import PARENT_ENV, sweep_tags
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=mlp"], return_hydra_config=True)
+    cfg.hydra.mode, cfg.hydra.job.num = RunMode[mode], 3
+    monkeypatch.setenv(PARENT_ENV, "f" * 32)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        tags = sweep_tags()
+    finally:
+        HydraConfig.instance().cfg = None
+    if mode == "RUN":
+        assert tags == {}
+    else:  # the same environment inside a multirun: a child (so the check above can fail)
+        assert tags["mlflow.parentRunId"] == "f" * 32 and tags["digitlab.job_num"] == "3"
 
 
 def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():

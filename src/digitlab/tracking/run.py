@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +87,8 @@ class TrackedRun:
             from mlflow.entities import RunTag
 
             tags = {**owner_tags(), CHECKPOINT_DIR_TAG: str(self.checkpoint_dir)}
+            if self.resume_run_id:  # a new run got its tags when created; a continued one now
+                tags = {**self.tags, **tags}
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             log_params(client, self.run_id, flatten(self.config))
             text = OmegaConf.to_yaml(OmegaConf.create(dict(self.config)))
@@ -94,7 +98,13 @@ class TrackedRun:
             raise
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._signals.__exit__(None, None, None)
+        self.caught.close()  # a signal while the run is ended must not cut that short
+        try:
+            return self._end(exc_type, exc)
+        finally:
+            self._signals.__exit__(None, None, None)
+
+    def _end(self, exc_type, exc) -> bool:
         if not self.owner:
             return False
         status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
@@ -113,6 +123,13 @@ class TrackedRun:
                 kept = f"last good checkpoint {logged}" if logged else "no checkpoint was saved yet"
                 exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
         self.client.set_terminated(self.run_id, status)
+        if replacement is None and exc_type is None and self.caught.late:
+            # The signal came as the finished run was being recorded: it stands as FINISHED,
+            # and the command still stops (a sweep runs no further job).
+            replacement = Interrupted(
+                f"{self.caught.signal.name} arrived as run {self.run_id} ended; it is {status}",
+                signum=self.caught.signal,
+            )
         if replacement is not None:
             raise replacement from None
         return False
@@ -180,7 +197,8 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
 
     params = {k: v[:6000] for k, v in params.items()}
     logged = client.get_run(run_id).data.params
-    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    # ``resume`` itself differs on every resume: a change of what trains is what the tag is for
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v and k != "resume"}
     if changed:  # MLflow params are write-once; a resume may legitimately raise max_epochs
         note = "; ".join(f"{k}: {logged[k]} -> {v}" for k, v in changed.items())
         client.log_batch(run_id, tags=[RunTag("digitlab.resume_changes", note[:5000])])
@@ -191,9 +209,39 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
 
 @dataclass
 class Caught:
-    """The signal that interrupted the block, if any (``signal.Signals``)."""
+    """The signal that interrupted the block, if any (``signal.Signals``).
+
+    ``closing``: the block's work is done and the run is being ended; a signal then is only
+    recorded (``late``), since raising would cut the ending short.
+    """
 
     signal: signal.Signals | None = None
+    closing: bool = False
+    late: bool = False
+    awaiting: int | None = None  # a signal deferred out of a store call, to be sent again
+    resend: threading.Timer | None = None
+
+    def close(self) -> None:
+        """From now on a signal is only recorded; one still deferred counts as late."""
+        self.closing = True
+        if self.resend is not None:
+            self.resend.cancel()
+        if self.awaiting is not None:
+            self.late = True
+
+
+# Modules whose calls talk to the MLflow store: an exception raised in the middle of one can
+# leave a database transaction open.
+STORE_MODULES = ("sqlalchemy.", "mlflow.store.", "sqlite3.")
+
+
+def in_store_call(frame) -> bool:
+    """Whether ``frame`` (where a signal handler was called) is inside a call to the store."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -204,12 +252,38 @@ def signals_as_interrupts() -> Iterator[Caught]:
     Lightning registers its own SIGTERM notifier during ``fit`` and calls this handler after it.
     """
     caught = Caught()
+    main_thread = threading.main_thread().ident
 
     def interrupt(signum: int, frame) -> None:
         if caught.signal is None:
             caught.signal = signal.Signals(signum)
-            raise KeyboardInterrupt
-        # a second signal while shutting down is ignored: the first one is being honoured
+        elif caught.awaiting == signum:  # the deferred signal, sent again
+            caught.awaiting = None
+        else:
+            # A second signal while the first is honoured: the user will not wait. Leave at
+            # once. The store stays whole: each SQLite write is a transaction (one cut short is
+            # rolled back when the file is next opened), and the run left RUNNING names this
+            # process as its owner, so the next command on the store marks it KILLED and logs
+            # its last checkpoint (digitlab.tracking.owners).
+            os.write(2, (
+                f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+                "the next digitlab command on this store marks the run KILLED (resume=<run id> "
+                "continues it from its last checkpoint)\n"
+            ).encode())
+            os._exit(128 + signum)
+        if caught.closing:
+            caught.late = True
+            return
+        if in_store_call(frame):
+            # Raised inside a SQLite transaction, KeyboardInterrupt leaves this process's
+            # connection holding the store's lock: every later write (ending the run, and other
+            # jobs on the store) waits it out and fails "database is locked". Let the call
+            # finish; the signal comes again a moment later, outside it.
+            caught.awaiting = signum
+            caught.resend = threading.Timer(0.02, signal.pthread_kill, (main_thread, signum))
+            caught.resend.start()
+            return
+        raise KeyboardInterrupt
 
     try:
         previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -219,5 +293,6 @@ def signals_as_interrupts() -> Iterator[Caught]:
     try:
         yield caught
     finally:
+        caught.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
