@@ -81,17 +81,16 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     out, err = whole.communicate(timeout=600)
     assert whole.returncode == 0, out + err
 
-    # Resume the Ctrl-C'd run by its id: the same MLflow run continues and finishes.
+    # Both resumed at once: the Ctrl-C'd run by its id (the same MLflow run continues and
+    # finishes), the SIGTERM'd run from its checkpoint file (the run id stamped in it finds it).
     resumed = start([f"resume={run_ids[signal.SIGINT]}"], data_root, store, tmp_path / "resumed")
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out + err
-    run = client.get_run(run_ids[signal.SIGINT])
-    assert run.info.status == "FINISHED"
-    # Resume the SIGTERM'd run from its checkpoint file: the run id stamped in it finds the run.
     checkpoint = tmp_path / "SIGTERM" / "checkpoints" / "last.ckpt"
     by_path = start([f"resume={checkpoint}"], data_root, store, tmp_path / "by_path")
-    out, err = by_path.communicate(timeout=600)
-    assert by_path.returncode == 0, out + err
+    for process in (resumed, by_path):
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, out + err
+    run = client.get_run(run_ids[signal.SIGINT])
+    assert run.info.status == "FINISHED"
     assert client.get_run(run_ids[signal.SIGTERM]).info.status == "FINISHED"
     assert len(client.search_runs([run.info.experiment_id])) == 3  # continued, no new run
 

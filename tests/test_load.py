@@ -1,4 +1,4 @@
-"""Load: two `digitlab -m` sweeps started at once, four parallel jobs each, on one SQLite store:
+"""Load: two `digitlab -m` sweeps started at once, two parallel jobs each, on one SQLite store:
 every run arrives whole. experiments/load.py runs the same checks at 4 x 4, and through a
 tracking server; its LOAD.md holds the figures."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-SWEEPS, JOBS = 2, 4
+SWEEPS, JOBS = 2, 2  # four writers at once; test_sweep.py has a sweep of eight
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def load(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_two_sweeps_of_four_parallel_jobs_keep_every_run_whole_in_one_sqlite_store(
+def test_two_sweeps_of_parallel_jobs_keep_every_run_whole_in_one_sqlite_store(
     load, data_root, store, tmp_path
 ):
     # store: tmp_path/mlruns/mlflow.db, already migrated; the sweeps put their artifacts beside it
