@@ -60,6 +60,7 @@ def test_compose_takes_command_line_overrides_and_errors_in_one_line():
     assert not GlobalHydra.instance().is_initialized()  # nothing left for the next compose
 
 
+@pytest.mark.slow
 def test_fit_twice_in_one_process_then_runs_load_and_show(overrides, uri):
     sigint_before = signal.getsignal(signal.SIGINT)
     first = digitlab.fit(*overrides, "model=mlp", "optimizer.lr=0.05")

@@ -44,6 +44,7 @@ def argv(data_root: Path, tracking_uri: str, *extra: str) -> list[str]:
             "--override", "trainer.enable_progress_bar=false", *extra]
 
 
+@pytest.mark.slow
 def test_benchmark_json_holds_every_measurement_of_the_run(data_root, store, tmp_path, monkeypatch):
     bench = load_bench()
     readings = recording_clock(bench, monkeypatch)

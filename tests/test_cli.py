@@ -86,6 +86,7 @@ def test_wrong_value_type_is_one_line():
                    capture_output=True).returncode == 0,
     reason="this machine has a GPU",
 )
+@pytest.mark.slow
 def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
     out = digitlab(
         "trainer.accelerator=gpu", f"data.root={data_root}",
@@ -96,6 +97,7 @@ def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
     assert "digitlab: error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
     out = digitlab(
         "model=mlp", f"data.root={data_root}", "data.val_size=40", "trainer.max_epochs=1",

@@ -76,6 +76,7 @@ def test_three_fold_cv_trains_three_children_under_one_parent(make_cfg, tmp_path
     assert sorted(table["val/acc"]) == pytest.approx(sorted(accs))
 
 
+@pytest.mark.slow
 def test_an_optuna_search_maximises_the_cv_mean(tmp_path, data_root, store):
     sweep(tmp_path, data_root, store, *SEARCH, "data.folds=2", "hydra.sweeper.n_trials=1",
           "hydra.sweeper.study_name=cv")

@@ -215,6 +215,7 @@ def _no_run_recorded(store: Path) -> bool:
     return not client.search_runs(experiments)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gets_one_line_and_exit_1(outcomes, case):
     result, store = outcomes[case]
@@ -233,6 +234,7 @@ def test_bad_input_gets_one_line_and_exit_1(outcomes, case):
     assert not (store.parent.parent / "out" / "checkpoints").exists(), output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(HYDRA_CASES))
 def test_config_composition_errors_are_short_and_list_the_options(outcomes, case):
     result, store = outcomes[case]

@@ -59,6 +59,7 @@ def test_lenet_run_logs_exactly_the_documented_figures(make_cfg, tmp_path):
     assert artifact_files(client, run_id) == expected
 
 
+@pytest.mark.slow
 def test_mlp_run_draws_first_layer_templates_every_n_epochs(make_cfg, tmp_path):
     client, run_id, _ = run(
         make_cfg, tmp_path, "model=mlp", "trainer.max_epochs=3", "figures.filters_every_n_epochs=1"
@@ -110,6 +111,7 @@ def test_grey_levels_undo_prepare_including_its_scale(scale, mean, std):
     assert torch.allclose(shown, images.float() / 255, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_initialisation_pictures(make_cfg, tmp_path):
     """Resuming starts from trained weights: the run's init filters and its stats stay those of
     the real initialisation, and the final ones are redrawn from the resumed training."""

@@ -55,6 +55,7 @@ def test_run_logs_a_model_with_signature_example_and_metrics(run):
     assert client.get_run(result["run_id"]).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_model_loads_in_a_fresh_process_and_matches_predict(run, data_root, tmp_path):
     result, cfg = run
     offline = predict(

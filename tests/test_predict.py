@@ -121,6 +121,7 @@ def build(**settings):
 """
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_naming_other_code_is_refused_and_never_called(trained, tmp_path):
     """A .ckpt whose saved config names code outside the allow-list: predict refuses it in one
     line, and the code is never imported, let alone called; trusting the module runs it."""

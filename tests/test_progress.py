@@ -58,6 +58,7 @@ def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
     assert "v_num" not in bar.get_metrics(bar.trainer, None)
 
 
+@pytest.mark.slow
 def test_the_command_shows_no_deprecation_warnings(data_root, store, tmp_path):
     command = [
         sys.executable,

@@ -44,6 +44,7 @@ def test_register_as_points_best_at_the_highest_test_acc(make_cfg, tmp_path):
     assert not best.current_stage or best.current_stage == "None"  # aliases, not stages
 
 
+@pytest.mark.slow
 def test_digitlab_register_command_and_its_errors(make_cfg, tmp_path):
     cfg = make_cfg("model=mlp", "logger.log_model=true")
     with_model = train(cfg, output_dir=tmp_path / "a")
@@ -69,6 +70,7 @@ def test_digitlab_register_command_and_its_errors(make_cfg, tmp_path):
         registry.register(MlflowClient(uri), "0" * 32, "mine")
 
 
+@pytest.mark.slow
 def test_a_sweep_registers_its_best_child(tmp_path, data_root, store):
     sweep(
         tmp_path,

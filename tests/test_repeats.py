@@ -56,6 +56,7 @@ def test_the_summary_picture_has_error_bars():
         assert bars.has_yerr and len(bars.lines[0].get_xdata()) == 2
 
 
+@pytest.mark.slow
 def test_a_three_seed_sweep_summarises_in_the_parent(tmp_path, data_root, store):
     sweep(tmp_path, data_root, store, "model=mlp", "seed=1,2,3")
     client, parent, children = last_sweep(store)

@@ -129,6 +129,7 @@ def test_a_stored_study_is_continued_shared_pruned_and_seen_by_the_dashboard(
     assert parent.data.metrics["optuna/pruned"] == 2  # the whole study's count
 
 
+@pytest.mark.slow
 def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
     tmp_path, data_root, store
 ):
@@ -142,6 +143,7 @@ def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
     assert len(optuna.load_study(study_name="old", storage=url).trials) == 1  # untouched
 
 
+@pytest.mark.slow
 def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
     import subprocess
     import sys

@@ -82,6 +82,7 @@ def served(data_root, migrated_db, tmp_path_factory):
         stop_server(server)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
 def test_real_mnist_digits_over_rest_match_offline_prediction(served):
     from digitlab.data.idx import read_images
@@ -112,6 +113,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_requests_get_a_4xx_with_one_line_and_the_server_survives(served):
     url, _ = served
     for case, body, status, reason in BAD:
@@ -128,6 +130,7 @@ def test_bad_requests_get_a_4xx_with_one_line_and_the_server_survives(served):
         assert response.read() == b"OK"
 
 
+@pytest.mark.slow
 def test_a_bad_model_is_one_line_at_start(store, tmp_path):
     done = subprocess.run(
         serve_command(store["tracking_uri"]),
