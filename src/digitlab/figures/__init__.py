@@ -10,6 +10,11 @@ if TYPE_CHECKING:
 __all__ = ["FigureLogger", "drawn_layers", "figure_callbacks", "grey_levels"]
 
 
+def figures_enabled(cfg: Any) -> bool:
+    """Whether the ``figures`` group asks for pictures, answered without importing matplotlib."""
+    return bool((cfg.get("figures") or {}).get("enabled", False))
+
+
 def __getattr__(name: str) -> Any:
     # The callback (Lightning, torch) loads on first use, so a sweep summary that imports
     # digitlab.figures.plots.sweep in the Hydra parent process pays for matplotlib only.

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from digitlab.errors import DigitlabError
+from digitlab.figures import figures_enabled
 from digitlab.figures.plots.data import plot_label_histogram, plot_samples
 from digitlab.figures.plots.filters import filter_stats, plot_filters, plot_mlp_templates
 from digitlab.figures.plots.predictions import (
@@ -257,9 +258,9 @@ class FigureLogger(L.Callback):
 
 def figure_callbacks(cfg: Any) -> list[L.Callback]:
     """``[FigureLogger(...)]`` as the ``figures`` config group asks, or ``[]`` when it is off."""
-    figures = cfg.get("figures") or {}
-    if not figures.get("enabled", False):
+    if not figures_enabled(cfg):
         return []
+    figures = cfg.get("figures") or {}
     options = {k: v for k, v in figures.items() if k != "enabled"}
     try:
         return [FigureLogger(**options)]

@@ -19,7 +19,7 @@ from digitlab.callbacks import StampRunId
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
-from digitlab.figures import figure_callbacks
+from digitlab.figures import figures_enabled
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import DigitClassifier
 from digitlab.training.fused import FusedStepsClassifier
@@ -179,6 +179,12 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
             ) from None
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         built = [c for c in built if not isinstance(c, ProgressBar)]
+    if not figures_enabled(cfg):
+        # The pictures' module imports matplotlib (0.9 s on a busy 2-core machine): only load it
+        # for a run that draws pictures.
+        return built
+    from digitlab.figures import figure_callbacks
+
     return [*built, *figure_callbacks(cfg)]
 
 
