@@ -70,7 +70,8 @@ def run_plain(cfg, data, steps: int, seed: int) -> float:
     net = instantiate(cfg.model)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     batches = ((x[i], labels[i]) for i in order.split(d.batch_size))
-    return train_steps(net, batches, steps, device)
+    samples, seconds = train_steps(net, batches, steps, device)
+    return samples / seconds
 
 
 def run_digitlab(cfg, data) -> float:
