@@ -12,6 +12,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import warm
+
 
 def digitlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -73,12 +75,16 @@ def test_unknown_option_lists_the_valid_ones_without_a_trace():
     assert "Traceback" not in out.stderr
 
 
-def test_wrong_value_type_is_one_line():
-    out = digitlab("data.batch_size=abc")
+def test_wrong_value_type_is_one_line(tmp_path):
+    out = digitlab("data.batch_size=abc", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 1
     assert out.stderr.strip() == (
         "digitlab: error: data.batch_size='abc' is invalid: it must be an integer >= 1"
     )
+    # The bad-input cases of test_errors.py run forked from a warm process (tests/warm.py):
+    # it must answer exactly as a new interpreter does.
+    forked = warm.run("digitlab", "data.batch_size=abc", f"hydra.run.dir={tmp_path}")
+    assert (forked.returncode, forked.stdout, forked.stderr) == (1, out.stdout, out.stderr)
 
 
 @pytest.mark.skipif(

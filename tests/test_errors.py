@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import warm
 from conftest import write_kaggle, write_mnist
 from digitlab.data.idx import write_idx
 
@@ -175,15 +176,13 @@ def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> su
         "trainer.enable_progress_bar=false", f"logger.tracking_uri=sqlite:///{store}",
         f"logger.artifact_location={store.parent / 'artifacts'}", f"hydra.run.dir={cwd}",
     ]
-    return subprocess.run(
-        [sys.executable, "-m", "digitlab", *base, *overrides],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    return warm.run("digitlab", *base, *overrides, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, migrated_db) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Run every case at once (one process per case, as many at a time as there are cores)."""
+    """Run every case at once (one process per case, forked warm, as many at a time as there are
+    cores)."""
     base = tmp_path_factory.mktemp("errors")
     fills = {"port": _free_port(), **_checkpoints(base)}
     jobs = {}

@@ -1,0 +1,105 @@
+"""Run a command line the way ``python -m <module> <args>`` does, in a process forked from one
+that has already imported torch, Lightning, MLflow and Hydra.
+
+A new Python process spends 10-13 s of CPU importing those on a 2-core machine before the
+command does anything, and the suite runs dozens of commands that stop within a second of
+starting (the bad-input cases, predict, register). Here each command still gets a process of
+its own (its own exit code, output, environment, working folder and signal handlers, nothing
+shared with the next), forked from multiprocessing's fork server, whose only work was the
+imports. Tests of the start-up itself (lazy imports, ``--help`` speed, a user's installed
+package) keep starting real interpreters.
+
+The fork server has only imported modules, run no torch operation and started no thread pool
+when it forks: the state in which torch's own DataLoader forks its workers. The pytest process,
+which has run torch's thread pools, is never forked. ``test_cli.py`` checks that a forked
+command answers exactly as a new interpreter does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+# What a digitlab command imports before it does its work.
+PRELOAD = [
+    "warm",
+    "digitlab.cli.train",
+    "digitlab.cli.preflight",
+    "digitlab.cli.predict",
+    "digitlab.training.run",
+    "digitlab.tracking.store",
+    "mlflow.store.tracking.sqlalchemy_store",
+]
+
+_context = None
+
+
+def _fork_server() -> multiprocessing.context.BaseContext:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    return _context
+
+
+def _exit_code(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives a real interpreter."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    """In the forked process: become ``python -m module args`` run in ``cwd`` with ``env``."""
+    for fd, path in ((1, out), (2, err)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    # As `python -m`: the working folder first on the path, then $PYTHONPATH.
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:0] = [cwd, *extra]
+    sys.argv = [module, *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = _exit_code(e.code)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()  # what the interpreter's exit would run (MLflow ends its runs)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
+    """``subprocess.run([python, "-m", module, *args], capture_output=True, text=True, ...)``,
+    forked from the warm fork server. ``env`` is the whole environment (default: this one's)."""
+    env = dict(os.environ if env is None else env)
+    cwd = str(cwd or os.getcwd())
+    with tempfile.TemporaryDirectory(prefix="warm-") as folder:
+        out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
+        process = _fork_server().Process(target=_command, args=(module, list(args), env, cwd, out, err))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired([module, *args], timeout)
+        stdout, stderr = Path(out).read_text(), Path(err).read_text()
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], process.exitcode, stdout, stderr)
