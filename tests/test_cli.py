@@ -94,7 +94,7 @@ def test_wrong_value_type_is_one_line(tmp_path):
 )
 @pytest.mark.slow
 def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
-    out = digitlab(
+    out = warm.run("digitlab",
         "trainer.accelerator=gpu", f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}", f"hydra.run.dir={tmp_path / 'job'}",
     )

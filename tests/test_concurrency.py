@@ -4,8 +4,9 @@ Each process writes as a training job does, through digitlab's own tracking func
 the client (the first contact migrates the new store, under digitlab's file lock), finds or
 creates the experiment, creates a run, logs params, metrics per step, the config and a checkpoint
 file, and ends the run. Whole training jobs writing one store concurrently are covered by the
-8-job parallel sweep in tests/test_sweep.py; here the processes skip torch and Lightning (seconds
-to import each) so that all eight reach the new store within the same moment.
+parallel sweep in tests/test_sweep.py (eight jobs, four at once); here the processes skip torch
+and Lightning (seconds to import each) so that all eight reach the new store within the same
+moment.
 """
 
 from __future__ import annotations

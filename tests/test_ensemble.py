@@ -3,8 +3,6 @@ normalisations, the mean and the vote, missing members, and the ensemble's own M
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import N_TEST, copy_store, synthetic_digits, fast_config
+import warm
+from conftest import N_TEST, copy_store, fast_config, synthetic_digits
 from digitlab.cli.predict import predict
 from digitlab.errors import DigitlabError
 from digitlab.serving.ensemble import combine
@@ -136,10 +135,9 @@ def test_vote_takes_the_majority_over_the_mean_and_breaks_ties_by_the_mean():
 @pytest.mark.slow
 def test_a_missing_member_is_one_line_naming_it(committee, tmp_path):
     """The KILLED child logged no checkpoint: one line naming it, exit 1, no ensemble run."""
-    command = [sys.executable, "-m", "digitlab.cli.predict", "--run", committee.mlps[0],
-               committee.pruned, "--data", "mnist", "--root", str(committee.root),
-               "--tracking-uri", committee.uri, "--out", str(tmp_path / "p.npy")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = warm.run("digitlab.cli.predict", "--run", committee.mlps[0], committee.pruned,
+                    "--data", "mnist", "--root", str(committee.root),
+                    "--tracking-uri", committee.uri, "--out", str(tmp_path / "p.npy"))
     assert done.returncode == 1
     assert done.stderr.startswith("digitlab: error: ") and done.stderr.count("\n") == 1
     assert f"ensemble member {committee.pruned}: run {committee.pruned} logged no " in done.stderr
@@ -175,10 +173,9 @@ def test_skip_missing_leaves_out_missing_and_refused_members(committee, tmp_path
 
 @pytest.mark.slow
 def test_the_ensemble_run_records_members_method_accuracy_and_submission(committee, tmp_path):
-    command = [sys.executable, "-m", "digitlab.cli.predict", "--run", committee.mlps[0],
-               "--run", committee.mlps[1], "--data", "kaggle", "--root", str(committee.root),
-               "--tracking-uri", committee.uri, "--out", str(tmp_path / "kaggle" / "p.csv")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = warm.run("digitlab.cli.predict", "--run", committee.mlps[0], "--run", committee.mlps[1],
+                    "--data", "kaggle", "--root", str(committee.root),
+                    "--tracking-uri", committee.uri, "--out", str(tmp_path / "kaggle" / "p.csv"))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = done.stdout.splitlines()[0]
     assert summary.startswith("digitlab: ensemble of 2 members (mean), MLflow run ")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import warm
 from conftest import N_TEST, REAL_DATA, copy_store, fast_config
 from digitlab.cli.predict import predict
-from digitlab.errors import DigitlabError
 from digitlab.training.run import train
 
 
@@ -136,16 +134,15 @@ def test_a_crafted_checkpoint_naming_other_code_is_refused_and_never_called(trai
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
     marker = tmp_path / "marker.txt"
     env = {**os.environ, "PYTHONPATH": str(package), "DIGITLAB_TEST_MARKER": str(marker)}
-    command = [sys.executable, "-m", "digitlab.cli.predict", "--checkpoint", str(tmp_path / "crafted.ckpt"),
+    command = ["digitlab.cli.predict", "--checkpoint", str(tmp_path / "crafted.ckpt"),
                "--data", "mnist", "--out", str(tmp_path / "p.npy")]
-    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    refused = warm.run(*command, env=env)
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.startswith("digitlab: error: ") and refused.stderr.count("\n") == 1
     assert "model._target_=crafted_marker.build, which is not trusted" in refused.stderr
     assert not marker.exists()
     # The same file with the user's explicit trust does run the code (so the test above could fail).
-    trusting = subprocess.run([*command, "--trust", "crafted_marker"], capture_output=True,
-                              text=True, env=env, timeout=300)
+    trusting = warm.run(*command, "--trust", "crafted_marker", env=env)
     assert marker.read_text() == "called", trusting.stderr
 
 

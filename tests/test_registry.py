@@ -3,12 +3,10 @@ a sweep's parent registering its best child."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from mlflow.tracking import MlflowClient
 
+import warm
 from digitlab.errors import DigitlabError
 from digitlab.tracking import registry
 from digitlab.training.run import train
@@ -50,18 +48,11 @@ def test_digitlab_register_command_and_its_errors(make_cfg, tmp_path):
     with_model = train(cfg, output_dir=tmp_path / "a")
     without = train(make_cfg("model=mlp"), output_dir=tmp_path / "b")
     uri = cfg.logger.tracking_uri
-    command = [sys.executable, "-m", "digitlab.cli.register", "--tracking-uri", uri]
-    done = subprocess.run(
-        [*command, with_model["run_id"], "--name", "mine"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = ["digitlab.cli.register", "--tracking-uri", uri]
+    done = warm.run(*command, with_model["run_id"], "--name", "mine")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "registered models:/mine/1; models:/mine@best is version 1" in done.stdout
-    refused = subprocess.run(
-        [*command, without["run_id"], "--name", "mine"], capture_output=True, text=True, timeout=300
-    )
+    refused = warm.run(*command, without["run_id"], "--name", "mine")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert (
         refused.stderr.startswith("digitlab: error: ") and "logger.log_model=true" in refused.stderr

@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+import warm
 from digitlab.search.space import distribution, search_space
 from digitlab.search.study import storage_url
 from test_sweep import sweep
@@ -145,15 +146,9 @@ def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
 
 @pytest.mark.slow
 def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "digitlab", "-m", "experiment=search", f"data.root={data_root}",
-         f"logger.tracking_uri={store['tracking_uri']}", f"hydra.sweep.dir={tmp_path}",
-         "hydra.sweeper.storage=nosuchdialect://127.0.0.1/db"],
-        capture_output=True, text=True, timeout=300,
-    )
+    done = warm.run("digitlab", "-m", "experiment=search", f"data.root={data_root}",
+                    f"logger.tracking_uri={store['tracking_uri']}", f"hydra.sweep.dir={tmp_path}",
+                    "hydra.sweeper.storage=nosuchdialect://127.0.0.1/db")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "digitlab: error: cannot open the Optuna storage nosuchdialect://" in done.stderr
 

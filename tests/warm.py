@@ -24,6 +24,7 @@ import runpy
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: str,
+             err: str) -> None:
     """In the forked process: become ``python -m module args`` run in ``cwd`` with ``env``."""
     for fd, path in ((1, out), (2, err)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
@@ -70,6 +72,9 @@ def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: s
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [cwd, *extra]
     sys.argv = [module, *args]
+    # `python -m` runs the module as __main__ without importing it under its own name first
+    # (runpy warns where it was): only its imports are warm.
+    sys.modules.pop(module, None)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
@@ -78,8 +83,9 @@ def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: s
     except BaseException:
         traceback.print_exc()
         code = 1
-    try:
-        atexit._run_exitfuncs()  # what the interpreter's exit would run (MLflow ends its runs)
+    try:  # what the interpreter's exit runs, in its order (Py_FinalizeEx):
+        threading._shutdown()  # join non-daemon threads, after their hooks (loky stops its workers)
+        atexit._run_exitfuncs()  # then the atexit handlers (MLflow ends its runs)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -94,7 +100,8 @@ def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | 
     cwd = str(cwd or os.getcwd())
     with tempfile.TemporaryDirectory(prefix="warm-") as folder:
         out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
-        process = _fork_server().Process(target=_command, args=(module, list(args), env, cwd, out, err))
+        process = _fork_server().Process(
+            target=_command, args=(module, list(args), env, cwd, out, err))
         process.start()
         process.join(timeout)
         if process.exitcode is None:
@@ -102,4 +109,5 @@ def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | 
             process.join()
             raise subprocess.TimeoutExpired([module, *args], timeout)
         stdout, stderr = Path(out).read_text(), Path(err).read_text()
-    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], process.exitcode, stdout, stderr)
+    command = [sys.executable, "-m", module, *args]
+    return subprocess.CompletedProcess(command, process.exitcode, stdout, stderr)
