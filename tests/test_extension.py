@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+import warm
 
 NETWORK = """
 from torch import nn
@@ -87,11 +88,12 @@ def user_project(tmp_path, data_root, store):
 
 
 def digitlab(project, *args: str, search_path: bool = False) -> subprocess.CompletedProcess:
-    """``digitlab`` with the user's config dir, by ``--config-dir`` or by ``hydra.searchpath``."""
+    """``digitlab`` with the user's config dir, by ``--config-dir`` or by ``hydra.searchpath``
+    (forked warm, tests/warm.py: the user's package is found through $PYTHONPATH as in a new
+    interpreter, and is imported only by the command)."""
     where = ([f"hydra.searchpath=[file://{project['conf']}]"] if search_path
              else ["--config-dir", str(project["conf"])])
-    command = [sys.executable, "-m", "digitlab", *where, *args]
-    return subprocess.run(command, capture_output=True, text=True, env=project["env"], timeout=600)
+    return warm.run("digitlab", *where, *args, env=project["env"], timeout=600)
 
 
 @pytest.mark.slow
@@ -126,12 +128,11 @@ def test_a_users_network_and_callback_train_sweep_and_predict(user_project):
     assert {r.info.status for r in children} == {"FINISHED"}
 
     checkpoint = root / "job" / "checkpoints" / "best.ckpt"
-    predict = [sys.executable, "-m", "digitlab.cli.predict", "--checkpoint", str(checkpoint),
+    predict = ["digitlab.cli.predict", "--checkpoint", str(checkpoint),
                "--data", "mnist", "--out", str(root / "probs.npy")]
-    untrusted = subprocess.run(predict, capture_output=True, text=True, env=user_project["env"])
+    untrusted = warm.run(*predict, env=user_project["env"])
     assert untrusted.returncode == 1 and "not trusted code" in untrusted.stderr
-    predicted = subprocess.run([*predict, "--trust", "usernets"], capture_output=True, text=True,
-                               env=user_project["env"])
+    predicted = warm.run(*predict, "--trust", "usernets", env=user_project["env"])
     assert predicted.returncode == 0, predicted.stderr
     assert "80 probabilities (N, 10)" in predicted.stdout and "accuracy" in predicted.stdout
     assert Path(root / "probs.npy").is_file()

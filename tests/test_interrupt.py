@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import warm
 from conftest import write_mnist
 from digitlab.errors import DigitlabError
 from digitlab.training.run import train
@@ -29,20 +28,18 @@ TRAIN = [
 ]
 
 
-def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> subprocess.Popen:
+def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> warm.Started:
+    """``python -m digitlab`` with these overrides, running (forked warm: tests/warm.py)."""
     env = {**os.environ, "DIGITLAB_DATA": str(data_root)}
     args = [
         *TRAIN, f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}", f"hydra.run.dir={job_dir}",
         *overrides,
     ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "digitlab", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    return warm.start("digitlab", *args, env=env)
 
 
-def wait_for(path: Path, process: subprocess.Popen) -> None:
+def wait_for(path: Path, process: warm.Started) -> None:
     """Poll until ``path`` exists (the process writes it) or the process ends."""
     while not path.exists():
         if process.poll() is not None:  # the whole of its error, which an assert would shorten

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -162,15 +161,14 @@ def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():
     assert "| 1 | 0.1 | mlp | 0.9000 |" in table and table.splitlines()[-1].endswith("|  |")
 
 
-def sweep_process(tmp_path, data_root, store, *overrides: str) -> subprocess.Popen:
-    """A ``-m`` sweep with the basic launcher (jobs one after another), in a session of its own."""
-    command = [sys.executable, "-m", "digitlab", "-m", *FAST, f"data.root={data_root}",
-               f"logger.tracking_uri={store['tracking_uri']}",
-               f"logger.artifact_location={store['artifact_location']}",
-               f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
+def sweep_process(tmp_path, data_root, store, *overrides: str) -> warm.Started:
+    """A ``-m`` sweep with the basic launcher (jobs one after another), in a session of its own,
+    running (forked warm: tests/warm.py)."""
+    args = ["-m", *FAST, f"data.root={data_root}", f"logger.tracking_uri={store['tracking_uri']}",
+            f"logger.artifact_location={store['artifact_location']}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
     env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_PARENT_RUN_ID"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+    return warm.start("digitlab", *args, env=env, new_session=True)
 
 
 def statuses(store) -> tuple[str, list[str]]:

@@ -21,6 +21,8 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,8 +63,10 @@ def _exit_code(code: object) -> int:
 
 
 def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: str,
-             err: str) -> None:
+             err: str, new_session: bool) -> None:
     """In the forked process: become ``python -m module args`` run in ``cwd`` with ``env``."""
+    if new_session:  # as Popen(start_new_session=True): a process group to signal as a whole
+        os.setsid()
     for fd, path in ((1, out), (2, err)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     os.environ.clear()
@@ -92,22 +96,67 @@ def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: s
         os._exit(code)
 
 
+class Started:
+    """A command forked warm and running: the parts of ``subprocess.Popen`` the tests use, with
+    its output captured as by ``stdout=PIPE, stderr=PIPE, text=True``."""
+
+    def __init__(self, module: str, args: tuple[str, ...], env: dict[str, str] | None,
+                 cwd: Path | str | None, new_session: bool) -> None:
+        self.args = [sys.executable, "-m", module, *args]
+        self._folder = Path(tempfile.mkdtemp(prefix="warm-"))
+        env = dict(os.environ if env is None else env)
+        self._process = _fork_server().Process(target=_command, args=(
+            module, list(args), env, str(cwd or os.getcwd()),
+            str(self._folder / "out"), str(self._folder / "err"), new_session))
+        self._process.start()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """As Popen's: the exit status, minus the signal's number if a signal ended it."""
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self._process.exitcode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        try:
+            return (self._folder / "out").read_text(), (self._folder / "err").read_text()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def start(module: str, *args: str, env: dict[str, str] | None = None,
+          cwd: Path | str | None = None, new_session: bool = False) -> Started:
+    """``subprocess.Popen([python, "-m", module, *args], stdout=PIPE, stderr=PIPE, text=True,
+    ...)``, forked from the warm fork server. ``env`` is the whole environment (default: this
+    one's)."""
+    return Started(module, args, env, cwd, new_session)
+
+
 def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None,
         timeout: float = 300) -> subprocess.CompletedProcess:
     """``subprocess.run([python, "-m", module, *args], capture_output=True, text=True, ...)``,
     forked from the warm fork server. ``env`` is the whole environment (default: this one's)."""
-    env = dict(os.environ if env is None else env)
-    cwd = str(cwd or os.getcwd())
-    with tempfile.TemporaryDirectory(prefix="warm-") as folder:
-        out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
-        process = _fork_server().Process(
-            target=_command, args=(module, list(args), env, cwd, out, err))
-        process.start()
-        process.join(timeout)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired([module, *args], timeout)
-        stdout, stderr = Path(out).read_text(), Path(err).read_text()
-    command = [sys.executable, "-m", module, *args]
-    return subprocess.CompletedProcess(command, process.exitcode, stdout, stderr)
+    process = start(module, *args, env=env, cwd=cwd)
+    try:
+        stdout, stderr = process.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
