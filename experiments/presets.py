@@ -148,12 +148,34 @@ def write_table(results: dict[str, list]) -> None:
         "(mean per run) | machine | date | commit |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    kept, rest = earlier_rows_and_sections()
     for name in HEADLINES:
         runs = results.get(name)
-        if not runs:
+        if runs:
+            lines.append(table_row(name, runs))
+        elif name in kept:  # not run into this store: its earlier row stays, as it was measured
+            lines.append(kept[name])
+    TABLE.write_text("\n".join(lines) + "\n" + rest)
+
+
+def earlier_rows_and_sections() -> tuple[dict[str, str], str]:
+    """The table's rows now in PRESETS.md (preset -> row, in this table's columns), and the
+    sections after the table (written by hand: the seed ensembles), so a run of some presets
+    into a new store loses neither."""
+    if not TABLE.exists():
+        return {}, ""
+    text = TABLE.read_text()
+    table, _, rest = text.partition("\n## ")
+    rows = {}
+    for line in table.splitlines():
+        found = re.match(r"\| `(\w+)` \|", line)
+        if not found:
             continue
-        lines.append(table_row(name, runs))
-    TABLE.write_text("\n".join(lines) + "\n")
+        cells = line.strip("|").split(" | ")
+        if len(cells) == 8:  # a single-seed row of the earlier table: no seeds column yet
+            cells.insert(4, "42 (1 seed)")
+        rows[found.group(1)] = "| " + " | ".join(c.strip() for c in cells) + " |"
+    return rows, "\n## " + rest if rest else ""
 
 
 def main() -> None:
