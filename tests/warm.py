@@ -2,12 +2,13 @@
 that has already imported torch, Lightning, MLflow and Hydra.
 
 A new Python process spends 10-13 s of CPU importing those on a 2-core machine before the
-command does anything, and the suite runs dozens of commands that stop within a second of
-starting (the bad-input cases, predict, register). Here each command still gets a process of
-its own (its own exit code, output, environment, working folder and signal handlers, nothing
-shared with the next), forked from multiprocessing's fork server, whose only work was the
-imports. Tests of the start-up itself (lazy imports, ``--help`` speed, a user's installed
-package) keep starting real interpreters.
+command does anything, and the suite runs dozens of commands that are done within seconds (the
+bad-input cases, predict, register, sweeps on the tiny data, the interrupt tests). Here each
+command still gets a process of its own (its own pid, exit code, output, environment, working
+folder, $PYTHONPATH and signal handlers, nothing shared with the next), forked from
+multiprocessing's fork server, whose only work was the imports. Tests of what a new interpreter
+itself does keep starting one: lazy imports (``--cfg job``), a full run's fast exit, warnings
+at start-up, DDP and submitit jobs, the notebook's kernel, the servers.
 
 The fork server has only imported modules, run no torch operation and started no thread pool
 when it forks: the state in which torch's own DataLoader forks its workers. The pytest process,
