@@ -14,12 +14,24 @@ The fork server has only imported modules, run no torch operation and started no
 when it forks: the state in which torch's own DataLoader forks its workers. The pytest process,
 which has run torch's thread pools, is never forked. ``test_cli.py`` checks that a forked
 command answers exactly as a new interpreter does.
+
+Where it differs from a new interpreter, and why that is acceptable here:
+- What is read when an interpreter starts or a module is imported comes from the fork server,
+  not from ``env``: PYTHONHASHSEED (every command has the same), PYTHONWARNINGS, OpenMP thread
+  counts, MLflow's logging set-up, and warnings printed while importing (test_progress.py checks
+  those with a new interpreter). digitlab's own variables are read when used, so ``env`` holds.
+- The output is complete when the command's process exits, not when every process it started
+  has closed the pipes: a worker left running would hang ``subprocess.run`` but not this (the
+  load test, experiments/load.py, runs sweeps as new interpreters and would).
+- stdin is empty (/dev/null).
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import shutil
@@ -43,6 +55,10 @@ PRELOAD = [
 ]
 
 _context = None
+# Reading a child's exit status consumes it, and Process.start() reads those of every finished
+# child: threads starting and waiting for commands at once take turns here, or one of them reads
+# nothing and multiprocessing reports exit status 255.
+_status_lock = threading.Lock()
 
 
 def _fork_server() -> multiprocessing.context.BaseContext:
@@ -77,9 +93,10 @@ def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: s
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [cwd, *extra]
     sys.argv = [module, *args]
-    # `python -m` runs the module as __main__ without importing it under its own name first
-    # (runpy warns where it was): only its imports are warm.
-    sys.modules.pop(module, None)
+    # `python -m` runs the module (a package's __main__) as __main__ without importing it under
+    # its own name first (runpy warns where it was): only its imports are warm.
+    spec = importlib.util.find_spec(module)
+    sys.modules.pop(f"{module}.__main__" if spec.submodule_search_locations else module, None)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
@@ -109,16 +126,18 @@ class Started:
         self._process = _fork_server().Process(target=_command, args=(
             module, list(args), env, str(cwd or os.getcwd()),
             str(self._folder / "out"), str(self._folder / "err"), new_session))
-        self._process.start()
+        with _status_lock:
+            self._process.start()
         self.pid = self._process.pid
 
     @property
     def returncode(self) -> int | None:
         """As Popen's: the exit status, minus the signal's number if a signal ended it."""
-        return self._process.exitcode
+        return self.poll()
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        with _status_lock:
+            return self._process.exitcode
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -128,15 +147,17 @@ class Started:
         self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        if self._process.exitcode is None:
+        multiprocessing.connection.wait([self._process.sentinel], timeout)
+        code = self.poll()
+        if code is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
-        return self._process.exitcode
+        return code
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
-        try:
-            return (self._folder / "out").read_text(), (self._folder / "err").read_text()
+        try:  # (a command killed at once may not have opened its files)
+            return tuple(path.read_text() if path.exists() else ""
+                         for path in (self._folder / "out", self._folder / "err"))
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -156,7 +177,7 @@ def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | 
     process = start(module, *args, env=env, cwd=cwd)
     try:
         stdout, stderr = process.communicate(timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # a timeout, pytest-timeout's or Ctrl-C: never leave it running
         process.kill()
         process.communicate()
         raise
