@@ -44,8 +44,8 @@ import traceback
 from pathlib import Path
 
 # What a digitlab command imports before it does its work.
+# (Not this module: each child imports it, from the path the child is given.)
 PRELOAD = [
-    "warm",
     "digitlab.cli.train",
     "digitlab.cli.preflight",
     "digitlab.cli.predict",
