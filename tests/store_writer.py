@@ -3,7 +3,8 @@
 It has imported everything it needs when it writes FOLDER/ready; it then waits for the file GO
 (so that all jobs start together) and writes the store the way digitlab.training.run.train
 does: the client (the first contact migrates a new store, under digitlab's file lock), the
-experiment, a run, params, metrics per epoch, the config, a checkpoint file, the run's end.
+experiment, a run, params, its data sets (the same for every job: FOLDER/../images.bin cut one
+way), metrics per epoch, the config, a checkpoint file, the run's end.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import mlflow.tracking  # noqa: F401  (imported before the start: the race is on
 from mlflow.entities import Metric
 
 from digitlab.tracking import store as tracking
+from digitlab.tracking.lineage import log_splits
 from digitlab.tracking.run import log_params
 
 EPOCHS = 5
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+SIZES = {"train": 50, "val": 5, "test": 10}
 
 
 def main(seed: int, uri: str, artifacts: str, folder: Path, go: Path) -> None:
@@ -30,6 +33,7 @@ def main(seed: int, uri: str, artifacts: str, folder: Path, go: Path) -> None:
     experiment_id = tracking.get_or_create_experiment(client, "digitlab", artifacts)
     run_id = client.create_run(experiment_id, run_name=f"job{seed}").info.run_id
     log_params(client, run_id, {"seed": str(seed), "model._target_": "digitlab.models.MLP"})
+    log_splits(client, run_id, "mnist", [folder.parent / "images.bin"], SIZES, {"seed": 0})
     client.log_text(run_id, f"seed: {seed}\n", "config.yaml")
     for epoch in range(EPOCHS):
         now = int(time.time() * 1000)

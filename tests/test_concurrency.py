@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import warm
-from store_writer import EPOCHS, METRICS
+from store_writer import EPOCHS, METRICS, SIZES
 
 JOBS = 8
 
@@ -24,6 +24,7 @@ def test_eight_jobs_share_one_new_sqlite_store(tmp_path):
     db = tmp_path / "mlruns" / "mlflow.db"  # not created yet: the jobs also race to create it
     uri, artifacts = f"sqlite:///{db}", str(tmp_path / "mlruns" / "artifacts")
     go = tmp_path / "go"
+    (tmp_path / "images.bin").write_bytes(bytes(range(256)))  # every job's data set
     processes = []
     for seed in range(JOBS):  # each its own process, forked warm (tests/warm.py)
         folder = tmp_path / f"job{seed}"
@@ -48,6 +49,10 @@ def test_eight_jobs_share_one_new_sqlite_store(tmp_path):
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    digests = {  # all eight runs name the same data sets (each created once, by whichever job won)
+        frozenset((i.dataset.name, i.dataset.digest) for i in r.inputs.dataset_inputs) for r in runs
+    }
+    assert len(digests) == 1 and len(next(iter(digests))) == len(SIZES), digests
     assert sorted(r.data.params["seed"] for r in runs) == [str(s) for s in range(JOBS)]
     for run in runs:
         seed = int(run.data.params["seed"])

@@ -56,3 +56,41 @@ def test_kaggle_lineage_names_its_csv(make_cfg, data_root, tmp_path):
     assert list(json.loads(inputs["training"].source)["files"]) == [
         str((data_root / "digit-recognizer" / "train.csv").resolve())
     ]
+
+
+def test_a_job_that_loses_the_race_to_create_a_data_set_still_logs_it(store, tmp_path):
+    # Jobs of one sweep log the same new data sets. MLflow looks a data set up and inserts it if
+    # absent in one transaction; here a second job commits the same data sets between the two
+    # steps of the first (as two processes at the same moment can), so the first's insert hits
+    # the unique key. The job must still log its inputs, onto the one shared data-set row.
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from digitlab.tracking.lineage import log_splits
+
+    uri = store["tracking_uri"]
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("race", artifact_location=store["artifact_location"])
+    loser, winner = (client.create_run(experiment).info.run_id for _ in range(2))
+    data = tmp_path / "images.bin"
+    data.write_bytes(b"\x00" * 64)
+    args = ("mnist", [data], {"train": 50, "test": 10}, {"seed": 0})
+
+    raced = []
+
+    def winner_commits_first(session, flush_context, instances):
+        if not raced:  # the loser's first insert; the winner's own flushes pass through
+            raced.append(session)
+            log_splits(MlflowClient(uri), winner, *args)
+
+    event.listen(Session, "before_flush", winner_commits_first)
+    try:
+        log_splits(client, loser, *args)
+    finally:
+        event.remove(Session, "before_flush", winner_commits_first)
+    assert raced
+
+    logged = {run: inputs_of(uri, run) for run in (loser, winner)}
+    assert set(logged[loser]) == set(logged[winner]) == {"training", "test"}
+    for context in ("training", "test"):
+        assert logged[loser][context].digest == logged[winner][context].digest

@@ -70,5 +70,32 @@ def log_splits(
     sizes: Mapping[str, int],
     split: Mapping[str, object],
 ) -> None:
-    """Log the run's splits as its dataset inputs (see :func:`split_datasets`)."""
-    client.log_inputs(run_id, datasets=split_datasets(name, file_digests(paths), sizes, split))
+    """Log the run's splits as its dataset inputs (see :func:`split_datasets`).
+
+    Runs of one sweep share their data sets, and MLflow's SQL store creates a data set's row by
+    "look it up, insert it if absent" in one transaction: two jobs logging the same new data set
+    at once can both find it absent, and the second insert then fails on the table's unique key
+    (``UNIQUE constraint failed: datasets...``), rolled back whole. Logged again, the row is
+    there and is reused, so a lost race is retried instead of failing the job.
+    """
+    from mlflow.exceptions import MlflowException
+
+    datasets = split_datasets(name, file_digests(paths), sizes, split)
+    for attempt in range(RETRIES + 1):
+        try:
+            client.log_inputs(run_id, datasets=datasets)
+            return
+        except MlflowException as e:
+            if attempt == RETRIES or not _lost_insert_race(e):
+                raise
+
+
+# How often a lost race is retried. A retry finds the rows the winner committed, so one is
+# enough unless yet another job wins a race on another data set of the same call.
+RETRIES = 3
+
+
+def _lost_insert_race(error: Exception) -> bool:
+    """Whether the store refused an insert on a unique key (SQLite, PostgreSQL, MySQL wording)."""
+    text = str(error).lower()
+    return "unique constraint" in text or "duplicate entry" in text
