@@ -1,0 +1,75 @@
+"""ConvNet: VGG-style blocks with batch norm, the members of the most accurate presets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from digitlab.errors import DigitlabError
+from digitlab.models.activations import activation as make_activation
+
+
+class ConvNet(nn.Module):
+    """(N, 1, S, S) images -> (N, num_classes) logits.
+
+    Each entry of ``channels`` is a block of ``convs_per_block`` 3x3 convolutions (padded, so only
+    the pooling shrinks the image), each followed by batch norm and the activation, then a 2x2
+    max pool and dropout. Each entry of ``hidden`` is a fully connected layer > batch norm >
+    activation > dropout. Two 3x3 convolutions see as far as one 5x5 with fewer weights and one
+    more non-linearity, and batch norm lets a high learning rate train them in few epochs: the
+    recipe of the small CNNs that lead Kaggle's digit recognizer, where LeNet's single 5x5 layers
+    per block stop at about 99.6 % on MNIST.
+
+    >>> ConvNet()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (16, 32),
+        convs_per_block: int = 2,
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+        dropout: float = 0.25,
+        input_size: int = 28,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if not 0 <= dropout < 1:
+            raise DigitlabError(f"model.dropout={dropout} is not a probability: use 0 <= dropout < 1")
+        features: list[nn.Module] = []
+        in_channels, side = 1, input_size
+        for out_channels in channels:
+            for _ in range(convs_per_block):
+                # No conv bias: batch norm's shift takes its place.
+                features += [
+                    nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    make_activation(activation),
+                ]
+                in_channels = out_channels
+            features += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+            side //= 2
+        if side < 1:
+            raise DigitlabError(
+                f"model.channels={list(channels)} halves a {input_size}x{input_size} image "
+                f"{len(channels)} times, to nothing: use fewer conv blocks or a larger input"
+            )
+        self.features = nn.Sequential(*features)
+        classifier: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * side * side
+        for units in hidden:
+            classifier += [
+                nn.Linear(width, units, bias=False),
+                nn.BatchNorm1d(units),
+                make_activation(activation),
+                nn.Dropout(dropout),
+            ]
+            width = units
+        classifier.append(nn.Linear(width, num_classes))
+        self.classifier = nn.Sequential(*classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
