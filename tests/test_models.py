@@ -1,0 +1,56 @@
+"""The networks themselves: shapes, their one-line refusals, and batch norm at prediction time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from digitlab.errors import DigitlabError
+from digitlab.models import ConvNet, LeNet
+
+
+@pytest.mark.parametrize("side", [28, 32])
+def test_convnet_maps_images_of_its_input_size_to_logits(side):
+    net = ConvNet(channels=(4, 8, 8), hidden=(16,), input_size=side)
+    assert net(torch.zeros(3, 1, side, side)).shape == (3, 10)
+    assert net.classifier[1].in_features == 8 * (side // 8) ** 2
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ConvNet(channels=(4,) * 5), "halves a 28x28 image 5 times, to nothing"),
+    (lambda: ConvNet(dropout=1.0), "model.dropout=1.0 is not a probability"),
+    (lambda: LeNet(channels=(4, 4, 4)), "shrinks a 28x28 image to nothing"),
+])
+def test_impossible_shapes_and_values_are_one_line(make, message):
+    with pytest.raises(DigitlabError, match=message) as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_path):
+    # Batch norm normalises by the batch while training and by its running averages in eval
+    # mode: a network rebuilt from a checkpoint (predict, serve, ensembles) must come back in
+    # eval mode with those averages, so that a digit's prediction does not depend on the others
+    # sent with it.
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    torch.manual_seed(0)
+    model = {"_target_": "digitlab.models.ConvNet", "channels": [4, 8], "hidden": [16]}
+    net = ConvNet(channels=(4, 8), hidden=(16,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(5):
+        x, y = torch.randn(32, 1, 28, 28) + 0.5, torch.randint(0, 10, (32,))
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"config": {"model": model}}},
+               tmp_path / "best.ckpt")
+
+    rebuilt, _ = network_from_checkpoint(tmp_path / "best.ckpt")
+    images = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        together = rebuilt(images)
+        alone = torch.cat([rebuilt(images[i : i + 1]) for i in range(8)])
+        torch.testing.assert_close(together, net.eval()(images))  # the same network, averages too
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
