@@ -199,3 +199,35 @@ def test_the_ensemble_run_records_members_method_accuracy_and_submission(committ
     own = [run_predict(committee, tmp_path / r, r)["accuracy"] for r in committee.mlps]
     assert run.data.metrics["members/best_accuracy"] == pytest.approx(max(own))
     assert run.data.metrics["members/mean_accuracy"] == pytest.approx(sum(own) / 2)
+
+
+@pytest.mark.slow
+def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows(
+    data_root, store, tmp_path
+):
+    # Kaggle's test.csv has no labels: a seed sweep with one data.split_seed holds the same
+    # data.test_size rows of train.csv out of every member, and --data holdout scores on them.
+    def kaggle_run(seed: int, split_seed: int) -> str:
+        cfg = fast_config(data_root, store, "data=kaggle", "model=mlp", "data.test_size=40",
+                          f"data.split_seed={split_seed}", f"seed={seed}")
+        return train(cfg, output_dir=tmp_path / f"s{seed}-{split_seed}")["run_id"]
+
+    first, second, elsewhere = kaggle_run(1, 0), kaggle_run(2, 0), kaggle_run(3, 1)
+    client = MlflowClient(store["tracking_uri"])
+    uri = store["tracking_uri"]
+
+    def holdout(runs, name):
+        return predict(run_id=runs, data="holdout", out=tmp_path / name / "p.npy", tracking_uri=uri)
+
+    for run_id in (first, second):  # alone: the run's own test/acc, on its own 40 rows
+        alone = holdout(run_id, run_id)
+        assert alone["n"] == 40 and alone["submission"] is None
+        assert alone["accuracy"] == pytest.approx(client.get_run(run_id).data.metrics["test/acc"])
+    both = holdout([first, second], "both")
+    mean = (np.load(tmp_path / first / "p.npy") + np.load(tmp_path / second / "p.npy")) / 2
+    assert np.abs(np.load(both["probabilities"]) - mean).max() <= 1e-6
+    run = client.get_run(both["run_id"])
+    assert run.data.params["ensemble.data"] == "holdout"
+    assert run.data.metrics["accuracy"] == pytest.approx(both["accuracy"])
+    with pytest.raises(DigitlabError, match="the runs held out different test rows"):
+        holdout([first, elsewhere], "mixed")

@@ -121,14 +121,14 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
     """:func:`digitlab.cli.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
     "method" and "skipped"."""
-    from digitlab.cli.predict import load_images, write_predictions
+    from digitlab.cli.predict import images_for, write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
     from digitlab.tracking.ensemble import ensemble_run, log_results
 
     roster = Roster(skip_missing)
     find_members(client, runs, files, roster)
     members = load_members(client, roster, trusted)
-    images, labels = load_images(data, root, members[0].config["data"].get("root"))
+    images, labels = images_for(data, root, [m.config for m in members], trusted)
     each = member_probabilities(members, images)
     probs, digits = combine(each, method)
     own = [accuracy(p.argmax(axis=1), labels) for p in each]

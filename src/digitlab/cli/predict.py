@@ -5,6 +5,7 @@
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
     digitlab-predict --run A B C --data mnist              # an ensemble of three runs
     digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
+    digitlab-predict --run SWEEP_PARENT_ID --data holdout  # scored on the rows the runs held out
 
 ``--data NAME`` reads the data set that ``conf/data/NAME.yaml`` defines (its ``predict`` source,
 else the test split of its ``source``). The network is rebuilt from the configuration stored in
@@ -70,6 +71,64 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
     if loaded.test_images is not None:
         return loaded.test_images, loaded.test_labels
     return loaded.train_images, loaded.train_labels
+
+
+# ``--data holdout``: the labelled test split the runs themselves held out.
+HOLDOUT = "holdout"
+
+
+def images_for(data: str, root: Path | None, configs: Sequence[Any],
+               trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """The images to predict for runs with these run ``configs``: ``--data holdout`` rebuilds
+    the test split the runs held out (:func:`holdout_images`), any other ``data`` is read by
+    :func:`load_images`."""
+    if data == HOLDOUT:
+        return holdout_images(configs, root, trusted)
+    return load_images(data, root, configs[0]["data"].get("root"))
+
+
+def holdout_images(configs: Sequence[Any], root: Path | None,
+                   trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """uint8 images and labels of the test split that runs with these configs held out in
+    training (for Kaggle's train.csv with ``data.test_size``: the rows no member trained on),
+    cut again from each run's data source, sizes and split seed as training cut it. Every run
+    must have held out the same rows, or the ensemble's accuracy would mix rows some members
+    trained on."""
+    import torch
+    from hydra.utils import instantiate
+
+    from digitlab.config.targets import check_targets
+    from digitlab.data.datamodule import DigitDataModule
+
+    root = root or (Path(os.environ["DIGITLAB_DATA"]) if os.environ.get("DIGITLAB_DATA") else None)
+    splits: dict[str, tuple[Any, Any]] = {}
+    for config in configs:
+        data = dict(config["data"])
+        source = dict(data["source"])
+        if root is not None and "root" in source:
+            source["root"] = str(root)
+        check_targets(source, trusted)
+        seed = config.get("seed", 0)
+        split_seed = seed if data.get("split_seed") is None else data["split_seed"]
+        recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
+        if recipe not in splits:  # members of one sweep share the recipe: read and cut once
+            datamodule = DigitDataModule(
+                load=instantiate(source, _partial_=True), val_size=data["val_size"],
+                test_size=data.get("test_size"), seed=seed, split_seed=split_seed,
+                folds=data.get("folds"), fold=data.get("fold", 0))
+            splits[recipe] = datamodule.split()["test"]
+    (images, labels), *others = splits.values()
+    if any(not (torch.equal(labels, y) and torch.equal(images, x)) for x, y in others):
+        raise DigitlabError(
+            "--data holdout: the runs held out different test rows (another data.split_seed, "
+            "seed, test_size or source), so no rows are unseen by all of them: ensemble runs "
+            "trained with one data.split_seed, or pass a data set with --data"
+        )
+    return images, labels
+
+
+# The data keys that decide which rows a run held out (with the source and the split seed).
+SPLIT_KEYS = ("val_size", "test_size", "folds", "fold")
 
 
 def data_config(name: str, root: Path | str | None) -> Any:
@@ -179,7 +238,7 @@ def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
         if run_id is not None:
             checkpoint = run_checkpoint(client, run_id, Path(tmp))
         net, config = network_from_checkpoint(Path(checkpoint), trusted)
-    images, labels = load_images(data, root, config["data"].get("root"))
+    images, labels = images_for(data, root, [config], trusted)
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem
@@ -208,7 +267,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "--data",
         default="kaggle",
         help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
-        "mnist: MNIST's t10k images), or a .csv in Kaggle's layout (default kaggle)",
+        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, or holdout: the labelled test "
+        "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv "
+        "(default kaggle)",
     )
     parser.add_argument(
         "--method", choices=METHODS, default="mean",
