@@ -19,6 +19,7 @@ def test_convnet_maps_images_of_its_input_size_to_logits(side):
 @pytest.mark.parametrize("make, message", [
     (lambda: ConvNet(channels=(4,) * 5), "halves a 28x28 image 5 times, to nothing"),
     (lambda: ConvNet(dropout=1.0), "model.dropout=1.0 is not a probability"),
+    (lambda: ConvNet(convs_per_block=0), "model.convs_per_block=0 leaves the blocks without"),
     (lambda: LeNet(channels=(4, 4, 4)), "shrinks a 28x28 image to nothing"),
 ])
 def test_impossible_shapes_and_values_are_one_line(make, message):
@@ -54,3 +55,15 @@ def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_p
         alone = torch.cat([rebuilt(images[i : i + 1]) for i in range(8)])
         torch.testing.assert_close(together, net.eval()(images))  # the same network, averages too
     torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+
+
+def test_a_convnet_trains_through_a_last_batch_of_one_image(make_cfg, tmp_path):
+    # 200 training rows in batches of 199: the epoch ends on one image, which batch norm over
+    # the batch cannot normalise; it is normalised by the running averages instead.
+    from digitlab.training.run import train
+
+    cfg = make_cfg("model=convnet", "model.channels=[4,8]", "model.hidden=[16]",
+                   "data.batch_size=199", "data.steps_per_call=1", "trainer.max_epochs=1")
+    result = train(cfg, output_dir=tmp_path)
+    assert result["metrics"]["train/loss"] == result["metrics"]["train/loss"]  # finite, not NaN
+    assert 0 <= result["metrics"]["test/acc"] <= 1

@@ -5,10 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from digitlab.errors import DigitlabError
 from digitlab.models.activations import activation as make_activation
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that also trains on a batch of one sample, normalising it by the
+    running averages as in eval mode: one sample has no batch statistics (torch raises), and an
+    epoch's last batch holds one when the training rows leave one over a multiple of the batch
+    size (e.g. ``data.val_size=4999`` with batch 100). Same weights and buffers as its parent."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                training=False, eps=self.eps)
+        return super().forward(x)
 
 
 class ConvNet(nn.Module):
@@ -39,6 +53,11 @@ class ConvNet(nn.Module):
         super().__init__()
         if not 0 <= dropout < 1:
             raise DigitlabError(f"model.dropout={dropout} is not a probability: use 0 <= dropout < 1")
+        if convs_per_block < 1:
+            raise DigitlabError(
+                f"model.convs_per_block={convs_per_block} leaves the blocks without convolutions: "
+                "use 1 or more"
+            )
         features: list[nn.Module] = []
         in_channels, side = 1, input_size
         for out_channels in channels:
@@ -63,7 +82,7 @@ class ConvNet(nn.Module):
         for units in hidden:
             classifier += [
                 nn.Linear(width, units, bias=False),
-                nn.BatchNorm1d(units),
+                BatchNorm1d(units),
                 make_activation(activation),
                 nn.Dropout(dropout),
             ]
