@@ -207,8 +207,12 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
 ):
     # Kaggle's test.csv has no labels: a seed sweep with one data.split_seed holds the same
     # data.test_size rows of train.csv out of every member, and --data holdout scores on them.
-    def kaggle_run(seed: int, split_seed: int) -> str:
-        cfg = fast_config(data_root, store, "data=kaggle", "model=mlp", "data.test_size=40",
+    from digitlab.cli.predict import holdout_images
+    from digitlab.data.datamodule import DigitDataModule
+    from digitlab.data.sources import load_kaggle
+
+    def kaggle_run(seed: int, split_seed: int) -> str:  # 40 validation rows, 30 test rows
+        cfg = fast_config(data_root, store, "data=kaggle", "model=mlp", "data.test_size=30",
                           f"data.split_seed={split_seed}", f"seed={seed}")
         return train(cfg, output_dir=tmp_path / f"s{seed}-{split_seed}")["run_id"]
 
@@ -219,9 +223,9 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
     def holdout(runs, name):
         return predict(run_id=runs, data="holdout", out=tmp_path / name / "p.npy", tracking_uri=uri)
 
-    for run_id in (first, second):  # alone: the run's own test/acc, on its own 40 rows
+    for run_id in (first, second):  # alone: the run's own test/acc, on its own 30 rows
         alone = holdout(run_id, run_id)
-        assert alone["n"] == 40 and alone["submission"] is None
+        assert alone["n"] == 30 and alone["submission"] is None
         assert alone["accuracy"] == pytest.approx(client.get_run(run_id).data.metrics["test/acc"])
     both = holdout([first, second], "both")
     mean = (np.load(tmp_path / first / "p.npy") + np.load(tmp_path / second / "p.npy")) / 2
@@ -229,5 +233,29 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
     run = client.get_run(both["run_id"])
     assert run.data.params["ensemble.data"] == "holdout"
     assert run.data.metrics["accuracy"] == pytest.approx(both["accuracy"])
-    with pytest.raises(DigitlabError, match="the runs held out different test rows"):
+    different = f"{first} and {elsewhere} held out different test rows"
+    with pytest.raises(DigitlabError, match=different):
         holdout([first, elsewhere], "mixed")
+
+    # The rows are training's own test split, not its validation rows or another cut.
+    config = {"seed": 1, "data": {"source": {"_target_": "digitlab.data.sources.load_kaggle",
+                                             "root": str(data_root), "file": "train.csv"},
+                                  "val_size": 40, "test_size": 30, "split_seed": 0}}
+    images, labels = holdout_images([("run", config)], None)
+    split = DigitDataModule(lambda: load_kaggle(data_root), val_size=40, test_size=30,
+                            split_seed=0).split()
+    assert torch.equal(labels, split["test"][1]) and torch.equal(images, split["test"][0])
+    assert not torch.equal(images, split["val"][0][:30])
+
+
+def test_holdout_refuses_a_config_naming_code_before_running_it(tmp_path):
+    from digitlab.cli.predict import holdout_images
+
+    ran = tmp_path / "ran"
+    config = {"seed": 1, "data": {"val_size": 40, "source": {
+        "_target_": "os.system", "command": f"touch {ran}"}}}
+    with pytest.raises(DigitlabError, match="os.system is not allowed"):
+        holdout_images([("crafted.ckpt", config)], None)
+    assert not ran.exists()
+    with pytest.raises(DigitlabError, match="crafted.ckpt's run config lacks data.source"):
+        holdout_images([("crafted.ckpt", {"seed": 1, "data": {"val_size": 40}})], None)

@@ -128,7 +128,7 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
     roster = Roster(skip_missing)
     find_members(client, runs, files, roster)
     members = load_members(client, roster, trusted)
-    images, labels = images_for(data, root, [m.config for m in members], trusted)
+    images, labels = images_for(data, root, [(m.name, m.config) for m in members], trusted)
     each = member_probabilities(members, images)
     probs, digits = combine(each, method)
     own = [accuracy(p.argmax(axis=1), labels) for p in each]

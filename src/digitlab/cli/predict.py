@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
         return read_kaggle_csv(path, labelled=labelled)
     if data not in data_sets():
         raise DigitlabError(
-            f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/) nor "
-            "a .csv file in Kaggle's layout"
+            f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/), "
+            "holdout (the rows the runs held out) nor a .csv file in Kaggle's layout"
         )
     root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
     source = data_config(data, root)
@@ -77,58 +77,83 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
 HOLDOUT = "holdout"
 
 
-def images_for(data: str, root: Path | None, configs: Sequence[Any],
+def images_for(data: str, root: Path | None, members: Sequence[tuple[str, Any]],
                trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """The images to predict for runs with these run ``configs``: ``--data holdout`` rebuilds
-    the test split the runs held out (:func:`holdout_images`), any other ``data`` is read by
-    :func:`load_images`."""
+    """The images to predict for ``members`` ((name, run config) pairs): ``--data holdout``
+    rebuilds the test split they held out (:func:`holdout_images`), any other ``data`` is read
+    by :func:`load_images`."""
     if data == HOLDOUT:
-        return holdout_images(configs, root, trusted)
-    return load_images(data, root, configs[0]["data"].get("root"))
+        return holdout_images(members, root, trusted)
+    return load_images(data, root, members[0][1]["data"].get("root"))
 
 
-def holdout_images(configs: Sequence[Any], root: Path | None,
+# The data keys that decide which rows a run held out, besides its source and split seed.
+SPLIT_KEYS = ("val_size", "test_size", "folds", "fold")
+
+
+def holdout_images(members: Sequence[tuple[str, Any]], root: Path | None,
                    trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """uint8 images and labels of the test split that runs with these configs held out in
-    training (for Kaggle's train.csv with ``data.test_size``: the rows no member trained on),
-    cut again from each run's data source, sizes and split seed as training cut it. Every run
-    must have held out the same rows, or the ensemble's accuracy would mix rows some members
-    trained on."""
+    """uint8 images and labels of the test split that ``members`` ((name, run config) pairs)
+    held out in training, cut again from each run's data source, sizes and split seed as
+    training cut it: for Kaggle's train.csv with ``data.test_size``, rows no member trained on
+    (without it, the validation rows that picked each member's best epoch). Every member must
+    have held out the same rows, or the ensemble's accuracy would mix rows some members trained
+    on. The root is ``root``, else ``$DIGITLAB_DATA``, else each run's own."""
     import torch
+
+    root = root or (Path(os.environ["DIGITLAB_DATA"]) if os.environ.get("DIGITLAB_DATA") else None)
+    splits: dict[str, tuple[Any, Any]] = {}
+    owner: dict[str, str] = {}  # recipe -> the first member that held out its rows
+    for name, config in members:
+        recipe, cut = _holdout_recipe(name, config, root, trusted)
+        if recipe not in splits:  # members of one sweep share the recipe: read and cut once
+            splits[recipe], owner[recipe] = cut(), name
+    (first, (images, labels)), *others = splits.items()
+    for recipe, (x, y) in others:
+        if not (torch.equal(labels, y) and torch.equal(images, x)):
+            raise DigitlabError(
+                f"--data holdout: {owner[first]} and {owner[recipe]} held out different test "
+                "rows (another data.split_seed, seed, source or "
+                f"data.{', data.'.join(SPLIT_KEYS)}), so no rows are unseen by both: ensemble "
+                "runs trained with one data.split_seed, or pass a data set with --data"
+            )
+    return images, labels
+
+
+def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[str, ...]):
+    """(what decides the member's held-out rows, a function that cuts them): its data source,
+    once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
+    the cut needs."""
     from hydra.utils import instantiate
 
     from digitlab.config.targets import check_targets
     from digitlab.data.datamodule import DigitDataModule
 
-    root = root or (Path(os.environ["DIGITLAB_DATA"]) if os.environ.get("DIGITLAB_DATA") else None)
-    splits: dict[str, tuple[Any, Any]] = {}
-    for config in configs:
-        data = dict(config["data"])
-        source = dict(data["source"])
-        if root is not None and "root" in source:
-            source["root"] = str(root)
-        check_targets(source, trusted)
-        seed = config.get("seed", 0)
-        split_seed = seed if data.get("split_seed") is None else data["split_seed"]
-        recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
-        if recipe not in splits:  # members of one sweep share the recipe: read and cut once
+    data = config.get("data") if isinstance(config, Mapping) else None
+    source = data.get("source") if isinstance(data, Mapping) else None
+    if not isinstance(source, Mapping) or "val_size" not in data or "seed" not in config:
+        raise DigitlabError(
+            f"--data holdout: {name}'s run config lacks data.source, data.val_size or seed, so "
+            "its held-out rows cannot be cut again: pass a data set with --data instead"
+        )
+    source = dict(source)
+    if root is not None and "root" in source:
+        source["root"] = str(root)
+    check_targets(source, trusted)  # a checkpoint's config names code: allow-listed first
+    split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
+    recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
+
+    def cut() -> tuple[Any, Any]:
+        try:
             datamodule = DigitDataModule(
                 load=instantiate(source, _partial_=True), val_size=data["val_size"],
-                test_size=data.get("test_size"), seed=seed, split_seed=split_seed,
+                test_size=data.get("test_size"), seed=config["seed"], split_seed=split_seed,
                 folds=data.get("folds"), fold=data.get("fold", 0))
-            splits[recipe] = datamodule.split()["test"]
-    (images, labels), *others = splits.values()
-    if any(not (torch.equal(labels, y) and torch.equal(images, x)) for x, y in others):
-        raise DigitlabError(
-            "--data holdout: the runs held out different test rows (another data.split_seed, "
-            "seed, test_size or source), so no rows are unseen by all of them: ensemble runs "
-            "trained with one data.split_seed, or pass a data set with --data"
-        )
-    return images, labels
+            return datamodule.split()["test"]
+        except DigitlabError as e:
+            raise DigitlabError(f"--data holdout, {name}: {e}") from None
 
-
-# The data keys that decide which rows a run held out (with the source and the split seed).
-SPLIT_KEYS = ("val_size", "test_size", "folds", "fold")
+    return recipe, cut
 
 
 def data_config(name: str, root: Path | str | None) -> Any:
@@ -238,7 +263,7 @@ def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
         if run_id is not None:
             checkpoint = run_checkpoint(client, run_id, Path(tmp))
         net, config = network_from_checkpoint(Path(checkpoint), trusted)
-    images, labels = images_for(data, root, [config], trusted)
+    images, labels = images_for(data, root, [(run_id or str(checkpoint), config)], trusted)
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem

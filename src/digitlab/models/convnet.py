@@ -52,7 +52,9 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
-            raise DigitlabError(f"model.dropout={dropout} is not a probability: use 0 <= dropout < 1")
+            raise DigitlabError(
+                f"model.dropout={dropout} is not a probability: use 0 <= dropout < 1"
+            )
         if convs_per_block < 1:
             raise DigitlabError(
                 f"model.convs_per_block={convs_per_block} leaves the blocks without convolutions: "
