@@ -48,6 +48,19 @@ def test_each_split_is_an_input_with_its_context_size_and_file_digests(
     assert all(other_inputs[c].digest != inputs[c].digest for c in inputs)
 
 
+def test_the_split_seed_and_the_fold_name_the_rows(make_cfg, tmp_path):
+    # Runs of a seed sweep with one data.split_seed train on the same rows: one data set. Two
+    # folds of one cross-validation (one seed) train on different rows: two data sets.
+    def digests(*overrides: str) -> dict[str, str]:
+        cfg = make_cfg(*overrides)
+        run = train(cfg, output_dir=tmp_path / "-".join(overrides), choices={"data": "mnist"})
+        return {c: d.digest for c, d in inputs_of(cfg.logger.tracking_uri, run["run_id"]).items()}
+
+    assert digests("seed=1", "data.split_seed=0") == digests("seed=2", "data.split_seed=0")
+    first, second = (digests("seed=1", "data.folds=2", f"data.fold={k}") for k in (0, 1))
+    assert first["training"] != second["training"] and first["validation"] != second["validation"]
+
+
 def test_kaggle_lineage_names_its_csv(make_cfg, data_root, tmp_path):
     cfg = make_cfg("data=kaggle")
     result = train(cfg, output_dir=tmp_path / "k")  # no choices: named after the source function

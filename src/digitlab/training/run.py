@@ -116,7 +116,12 @@ def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
 
     name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix("load_")
     sizes = {part: len(labels) for part, (_, labels) in datamodule.split().items()}
-    split = {"seed": cfg.seed, "val_size": cfg.data.val_size, "test_size": cfg.data.test_size}
+    # What cut the rows: the seed of the split (data.split_seed, else the run's seed), the sizes
+    # and, under cross-validation, the fold.
+    split = {"seed": datamodule.split_seed, "val_size": cfg.data.val_size,
+             "test_size": cfg.data.test_size}
+    if datamodule.folds:
+        split.update(folds=datamodule.folds, fold=datamodule.fold)
     log_splits(run.client, run.run_id, name, datamodule.files, sizes, split)
 
 
