@@ -133,8 +133,9 @@ def write_table(results: dict[str, list]) -> None:
         "(each row: `digitlab experiment=<preset> seed=<s>` for every seed, one MLflow run each in "
         "experiment `presets`; accuracies are mean ± sample std over the seeds, in %).",
         '"Ours" is accuracy on MNIST\'s official 10 000 test images (for `mxnet_jl_kaggle`: on the '
-        "20 % holdout of Kaggle's train.csv, since Kaggle's test.csv has no labels), measured with "
-        "the checkpoint of the best validation epoch. The MNIST presets hold 5 000 of the 60 000 "
+        "20 % holdout of Kaggle's train.csv, since Kaggle's test.csv has no labels; for "
+        "`kaggle_best`: on the 4 200 rows of train.csv it holds out as its test split), measured "
+        "with the checkpoint of the best validation epoch. The MNIST presets hold 5 000 of the 60 000 "
         "training images out for validation; the tutorials train on all 60 000 and watch the "
         "test set.",
         "",
