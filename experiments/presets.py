@@ -135,9 +135,9 @@ def write_table(results: dict[str, list]) -> None:
         '"Ours" is accuracy on MNIST\'s official 10 000 test images (for `mxnet_jl_kaggle`: on the '
         "20 % holdout of Kaggle's train.csv, since Kaggle's test.csv has no labels; for "
         "`kaggle_best`: on the 4 200 rows of train.csv it holds out as its test split), measured "
-        "with the checkpoint of the best validation epoch. The MNIST presets hold 5 000 of the 60 000 "
-        "training images out for validation; the tutorials train on all 60 000 and watch the "
-        "test set.",
+        "with the checkpoint of the best validation epoch. The MNIST presets hold 5 000 of the "
+        "60 000 training images out for validation; the tutorials train on all 60 000 and watch "
+        "the test set.",
         "",
         "Machine: the one this table was written on, where every run was made. "
         "Wall time is the MLflow run's start to end (data loading, training, testing; not the few "
