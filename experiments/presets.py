@@ -72,8 +72,41 @@ def run_preset(name: str, seed: int, root: str, overrides: list[str]) -> None:
     print(f"{name} seed {seed}: {status} after {seconds / 60:.1f} min", flush=True)
 
 
+# The config groups and keys that make a preset's recipe: a run trained with other values (the
+# preset as it was before an edit, or a variant run into the same experiment) is not its row.
+RECIPE = ("model", "optimizer", "scheduler", "data.augment", "data.batch_size", "data.val_size",
+          "data.test_size", "data.split_seed", "trainer.max_epochs")
+
+
+def preset_recipe(name: str) -> dict[str, str]:
+    """The preset's recipe as it is now, as the flat strings a run logs as params."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from digitlab.config import CONF_DIR, register_resolvers
+    from digitlab.tracking.run import flatten
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", [f"experiment={name}"])
+    recipe = {}
+    for key in RECIPE:
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            recipe.update(flatten(OmegaConf.to_container(value, resolve=True), f"{key}."))
+        else:
+            recipe[key] = str(value)
+    return recipe
+
+
+def same_recipe(run, recipe: dict[str, str]) -> bool:
+    """Whether ``run`` trained ``recipe`` (params it did not log, as older runs, do not count)."""
+    return all(run.data.params.get(key, value) == value for key, value in recipe.items())
+
+
 def latest_runs(tracking_uri: str) -> dict[str, list]:
-    """preset -> its latest FINISHED run per seed in experiment ``presets`` (else the latest)."""
+    """preset -> its latest FINISHED run per seed in experiment ``presets`` (else the latest),
+    among the runs that trained the preset's recipe as it is now."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -82,11 +115,16 @@ def latest_runs(tracking_uri: str) -> dict[str, list]:
         return {}
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     latest: dict[tuple, object] = {}
+    recipes: dict[str, dict[str, str] | None] = {}
     for run in sorted(runs, key=lambda r: r.info.status != "FINISHED"):  # finished ones first
         if "digitlab.sweep_id" in run.data.tags:  # a seed sweep's parent: its children count
             continue
-        key = (run.data.tags.get("choice.experiment"), run.data.params.get("seed"))
-        latest.setdefault(key, run)
+        name = run.data.tags.get("choice.experiment")
+        if name not in recipes:
+            recipes[name] = preset_recipe(name) if name in HEADLINES else None
+        if recipes[name] is None or not same_recipe(run, recipes[name]):
+            continue
+        latest.setdefault((name, run.data.params.get("seed")), run)
     by_preset: dict[str, list] = {}
     for (name, _), run in latest.items():
         by_preset.setdefault(name, []).append(run)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from torch import nn
@@ -159,6 +160,28 @@ def test_readme_and_the_presets_table_name_every_preset_and_its_target():
 
 def conv_widths(net: nn.Module) -> list[int]:
     return [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_the_presets_table_counts_only_runs_of_the_preset_as_it_is_now(data_root, store, tmp_path):
+    # A run of an earlier recipe of best (another network) must not be averaged into its row.
+    from digitlab.training.run import train
+
+    script = load_presets_script()
+    recipe = script.preset_recipe("best")
+    assert recipe["model._target_"] == "digitlab.models.LeNet" and "optimizer.lr" in recipe
+    cut = [f"data.root={data_root}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+           "data.val_size=40", f"logger.tracking_uri={store['tracking_uri']}",
+           f"logger.artifact_location={store['artifact_location']}", "figures=off",
+           "logger.log_model=false", "logger.experiment_name=presets", "seed=1"]
+    now = train(compose_preset("best", *cut), output_dir=tmp_path / "now")
+    earlier = train(compose_preset("best", *cut, "model=convnet", "model.channels=[4,8]",
+                                   "seed=2"), output_dir=tmp_path / "earlier")
+    client = MlflowClient(store["tracking_uri"])
+    runs = {r: client.get_run(r) for r in (now["run_id"], earlier["run_id"])}
+    # The tiny runs override sizes and epochs, so compare the recipe's network and optimizer.
+    network = {k: v for k, v in recipe.items() if k.startswith(("model.", "optimizer."))}
+    assert script.same_recipe(runs[now["run_id"]], network)
+    assert not script.same_recipe(runs[earlier["run_id"]], network)
 
 
 def test_best_is_what_readme_says(data_root):
