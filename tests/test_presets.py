@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from mlflow.tracking import MlflowClient
 from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from torch import nn
 
