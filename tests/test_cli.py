@@ -38,7 +38,7 @@ def test_cfg_job_prints_the_config_without_importing_torch():
 def test_help_lists_the_config_groups():
     out = digitlab("--help")
     assert out.returncode == 0
-    assert "model: lenet, lenet5, lenet_small, mlp" in out.stdout
+    assert "model: convnet, lenet, lenet5, lenet_small, mlp" in out.stdout
     assert "data: kaggle, mnist" in out.stdout
 
 

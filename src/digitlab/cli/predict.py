@@ -98,10 +98,10 @@ def holdout_images(members: Sequence[tuple[str, Any]], root: Path | None,
     training cut it: for Kaggle's train.csv with ``data.test_size``, rows no member trained on
     (without it, the validation rows that picked each member's best epoch). Every member must
     have held out the same rows, or the ensemble's accuracy would mix rows some members trained
-    on. The root is ``root``, else ``$DIGITLAB_DATA``, else each run's own."""
+    on. The files are those under ``root`` (``--root``), else each run's own ``data.root``:
+    not ``$DIGITLAB_DATA``, a default for new runs that may name other files."""
     import torch
 
-    root = root or (Path(os.environ["DIGITLAB_DATA"]) if os.environ.get("DIGITLAB_DATA") else None)
     splits: dict[str, tuple[Any, Any]] = {}
     owner: dict[str, str] = {}  # recipe -> the first member that held out its rows
     for name, config in members:
@@ -314,7 +314,8 @@ def argument_parser() -> argparse.ArgumentParser:
         "repeatable. Never trust a module for a checkpoint you did not write",
     )
     parser.add_argument(
-        "--root", help="data root (default: $DIGITLAB_DATA, else the run's data.root)"
+        "--root", help="data root (default: $DIGITLAB_DATA, else the run's data.root; for "
+        "--data holdout: the run's data.root)"
     )
     parser.add_argument(
         "--out", help="probabilities file, .npy or .csv (default predictions/<run>-<data>.npy, "
