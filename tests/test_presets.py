@@ -41,6 +41,10 @@ TUTORIALS = {
     # conv 1*32*25+32, 32*64*25+64, fc 64*4*4*512+512, 512*10+10
     "best": (582_026, nn.ReLU, MNIST_NORM),
     "kaggle_best": (582_026, nn.ReLU, MNIST_NORM),
+    # convnet's own widths, not best's: conv 1*16*9, 16*16*9, 16*32*9, 32*32*9, fc 32*7*7*256
+    # (no biases: batch norm follows), batch norms 2*(16+16+32+32+256), fc 256*10+10
+    "best_convnet": (420_954, nn.ReLU, MNIST_NORM),
+    "kaggle_best_convnet": (420_954, nn.ReLU, MNIST_NORM),
     # conv 1*8*25+8, 8*16*25+16, fc 16*4*4*100+100, 100*10+10
     "fast": (30_134, nn.ReLU, MNIST_NORM),
     # the MXNet LeNet's width (the search's starting point), ReLU
