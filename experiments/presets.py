@@ -36,9 +36,10 @@ HEADLINES = {
     "flux_mlp": "Flux model zoo MLP: ≈ 92 % (MNIST test)",
     "mindspore_lenet5": "MindSpore LeNet-5 lab: > 95 % (MNIST test)",
     "best": "target ≥ 99.5 % (MNIST test)",
-    "kaggle_best": "target ≥ 99.6 % for a 5-seed ensemble (Kaggle holdout)",
     "best_convnet": "with `best`: target ≥ 99.7 % for the 10-member committee (MNIST test)",
+    "kaggle_best": "target ≥ 99.6 % for a 5-seed ensemble (Kaggle holdout)",
     "kaggle_best_convnet": "with `kaggle_best`: target ≥ 99.6 % for the committee (Kaggle holdout)",
+    "fast": "target ≥ 99 % for every seed, whole command ≤ 15 s (MNIST test)",
 }
 
 
