@@ -107,6 +107,17 @@ def same_recipe(run, recipe: dict[str, str]) -> bool:
     return all(run.data.params.get(key, value) == value for key, value in recipe.items())
 
 
+def preset_of(run, recipes: dict[str, dict[str, str]]) -> str | None:
+    """The preset whose recipe, as it is now, ``run`` trained: the one it was started as, else
+    any other (``experiment=best model=convnet`` trained best_convnet's recipe before that
+    preset had a name); None if it trained none of them."""
+    named = run.data.tags.get("choice.experiment")
+    for name in sorted(recipes, key=lambda name: name != named):  # its own name first
+        if same_recipe(run, recipes[name]):
+            return name
+    return None
+
+
 def latest_runs(tracking_uri: str) -> dict[str, list]:
     """preset -> its latest FINISHED run per seed in experiment ``presets`` (else the latest),
     among the runs that trained the preset's recipe as it is now."""
@@ -118,16 +129,13 @@ def latest_runs(tracking_uri: str) -> dict[str, list]:
         return {}
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     latest: dict[tuple, object] = {}
-    recipes: dict[str, dict[str, str] | None] = {}
+    recipes = {name: preset_recipe(name) for name in HEADLINES}
     for run in sorted(runs, key=lambda r: r.info.status != "FINISHED"):  # finished ones first
         if "digitlab.sweep_id" in run.data.tags:  # a seed sweep's parent: its children count
             continue
-        name = run.data.tags.get("choice.experiment")
-        if name not in recipes:
-            recipes[name] = preset_recipe(name) if name in HEADLINES else None
-        if recipes[name] is None or not same_recipe(run, recipes[name]):
-            continue
-        latest.setdefault((name, run.data.params.get("seed")), run)
+        name = preset_of(run, recipes)
+        if name is not None:
+            latest.setdefault((name, run.data.params.get("seed")), run)
     by_preset: dict[str, list] = {}
     for (name, _), run in latest.items():
         by_preset.setdefault(name, []).append(run)

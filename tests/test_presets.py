@@ -188,6 +188,30 @@ def test_the_presets_table_counts_only_runs_of_the_preset_as_it_is_now(data_root
     assert not script.same_recipe(runs[earlier["run_id"]], network)
 
 
+def test_a_run_counts_for_the_preset_whose_recipe_it_trained(store):
+    # A run started as `experiment=best model=convnet ...` trained best_convnet's recipe (before
+    # that preset had a name): it belongs in best_convnet's row, not in best's, and a run of
+    # neither recipe belongs in no row.
+    script = load_presets_script()
+    client = MlflowClient(store["tracking_uri"])
+    experiment = client.create_experiment("presets", artifact_location=store["artifact_location"])
+    recipes = {name: script.preset_recipe(name) for name in ("best", "best_convnet")}
+    started = {}
+    for label, started_as, params in [
+        ("best", "best", recipes["best"]),
+        ("convnet as best", "best", recipes["best_convnet"]),
+        ("neither", "best", {**recipes["best"], "trainer.max_epochs": "3"}),
+    ]:
+        run = client.create_run(experiment, tags={"choice.experiment": started_as})
+        for key, value in {**params, "seed": "1"}.items():
+            client.log_param(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+        started[run.info.run_id] = label
+    rows = {name: sorted(started[r.info.run_id] for r in runs)
+            for name, runs in script.latest_runs(store["tracking_uri"]).items()}
+    assert rows == {"best": ["best"], "best_convnet": ["convnet as best"]}
+
+
 def test_best_is_what_readme_says(data_root):
     """README: a wider ReLU LeNet, on-device random rotation/shift/zoom, Nesterov SGD, cosine."""
     cfg = tiny("best", data_root)
