@@ -41,9 +41,11 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # starts (they inherit the variable): by default every process runs a thread per core, so two
 # workers and the jobs they start oversubscribe the cores, and torch's OpenMP threads spin
 # waiting for each other. On this 2-core machine, one thread each took the suite from 1 475 to
-# 1 182 worker-seconds (2026-12-02). Set before anything imports torch; a value given wins.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+# 1 182 worker-seconds (2026-12-02). Set in the workers only (the controller, which loads this
+# file too, runs no test), before anything imports torch; a value the user gave wins.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 register_resolvers()
 
