@@ -18,23 +18,27 @@ from conftest import http_server
 from digitlab.training.run import train
 
 
-@pytest.fixture
-def mlflow_server(tmp_path, migrated_db):
-    """``http://127.0.0.1:<port>`` of a tracking server keeping artifacts in tmp_path/served."""
-    db = tmp_path / "server.db"
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory, migrated_db) -> tuple[str, Path]:
+    """``http://127.0.0.1:<port>`` of a tracking server, and the folder it keeps artifacts in.
+    Shared by this file's tests (each writes its own experiment): a server takes a new
+    interpreter's imports, 20 s of CPU on a 2-core machine, to start."""
+    folder = tmp_path_factory.mktemp("server")
+    db = folder / "server.db"
     shutil.copy(migrated_db, db)  # skips the server's own (slow) migration of an empty database
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-                "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
+                "--serve-artifacts", "--artifacts-destination", str(folder / "served"),
                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
-    with http_server(command, tmp_path / "server.log") as url:
-        yield url
+    with http_server(command, folder / "server.log") as url:
+        yield url, folder / "served"
 
 
 @pytest.mark.slow
 def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
+    mlflow_server, served = mlflow_server
     cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
                    f"logger.tracking_uri={mlflow_server}")
     result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp", "data": "mnist"})
@@ -64,8 +68,9 @@ def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_p
     downloaded = client.download_artifacts(result["run_id"], "checkpoints/best.ckpt", str(tmp_path))
     checkpoint = torch.load(downloaded, weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["config"]["model"]["_target_"] == "digitlab.models.MLP"
-    assert list((tmp_path / "served").rglob("best.ckpt"))
-    assert "config.yaml" in {p.name for p in (tmp_path / "served").rglob("*")}
+    run_folder = [p for p in served.rglob(result["run_id"]) if p.is_dir()]
+    assert run_folder and list(run_folder[0].rglob("best.ckpt"))
+    assert "config.yaml" in {p.name for p in run_folder[0].rglob("*")}
 
 
 @pytest.mark.slow
@@ -77,6 +82,7 @@ def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_pa
     from digitlab.config import CONF_DIR
     from digitlab.tracking.sweep import PARENT_ENV, MlflowSweep
 
+    mlflow_server, _ = mlflow_server
     overrides = [f"logger.tracking_uri={mlflow_server}", "logger.experiment_name=swept",
                  f"logger.artifact_location={tmp_path / 'local'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
