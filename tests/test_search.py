@@ -154,13 +154,21 @@ def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
 
 
 @pytest.mark.slow
-def test_submitit_jobs_report_to_the_one_stored_study(tmp_path, data_root, store):
+def test_submitit_jobs_report_to_the_one_stored_study_and_finish_their_runs(
+    tmp_path, data_root, store
+):
     # hydra/launcher=local is the SLURM launcher's path with submitit's local executor: every
-    # trial a fresh process, as on a cluster node.
+    # trial a fresh process, as on a cluster node. (test_clusters.py checks the SLURM config.)
     sweep(tmp_path, data_root, store, *SEARCH, "hydra/launcher=local",
           "hydra.sweeper.study_name=submitit", "hydra.sweeper.n_trials=2")
-    assert (tmp_path / "multirun" / ".submitit").is_dir()
+    jobs = [p for p in (tmp_path / "multirun" / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == 2  # each trial went through submitit, as a job of its own (by job id)
     url = storage_url(None, store["tracking_uri"])
     trials = optuna.load_study(study_name="submitit", storage=url).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert all(t.intermediate_values.keys() == {0, 1} for t in trials)  # both epochs reported
+    # The jobs' MLflow runs, and the sweep's parent, all ended FINISHED.
+    client, parent, children = last_sweep(store)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" and "test/acc" in c.data.metrics for c in children)
+    assert len(client.search_runs([parent.info.experiment_id])) == 3
