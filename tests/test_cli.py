@@ -105,13 +105,18 @@ def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
 
 @pytest.mark.slow
 def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
+    """A new interpreter, as a user's command: its output, what it logged, its fast exit, and no
+    deprecation warning from any dependency (progress bar, pictures and model logging on)."""
     out = digitlab(
         "model=mlp", f"data.root={data_root}", "data.val_size=40", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false", f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
         f"hydra.run.dir={tmp_path / 'job'}",
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    output = out.stdout + out.stderr
+    assert not re.search(r"Deprecat|FutureWarning|deprecated", output), output[-3000:]
+    assert re.search(r"^epoch 1/1  train loss", out.stdout, re.M), out.stdout
     assert "digitlab: mlp-mnist-sgd-s42 finished in" in out.stdout
     ui = f"open the UI: uv run digitlab-ui --backend-store-uri {store['tracking_uri']}"
     assert ui in out.stdout
