@@ -168,7 +168,8 @@ def _checkpoints(folder: Path) -> dict[str, Path]:
     return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt, "pickled_ckpt": pickled}
 
 
-def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> subprocess.CompletedProcess:
+def cli_args(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> tuple[list, dict]:
+    """The arguments and environment of a case's ``digitlab`` command."""
     env = {**os.environ, "DIGITLAB_DATA": str(data_root)}
     env.pop("HYDRA_FULL_ERROR", None)
     base = [
@@ -176,14 +177,52 @@ def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> su
         "trainer.enable_progress_bar=false", f"logger.tracking_uri=sqlite:///{store}",
         f"logger.artifact_location={store.parent / 'artifacts'}", f"hydra.run.dir={cwd}",
     ]
-    return warm.run("digitlab", *base, *overrides, env=env, timeout=600)
+    return [*base, *overrides], env
+
+
+def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> subprocess.CompletedProcess:
+    args, env = cli_args(overrides, data_root, store, cwd)
+    return warm.run("digitlab", *args, env=env, timeout=600)
+
+
+LOCKED = "store locked by another program"
+
+
+def _against_a_locked_store(folder: Path, data_root: Path, migrated_db: Path) -> tuple:
+    """The command run while another program holds the store's SQLite write lock for 60 s:
+    (result, seconds it took, the store)."""
+    store = folder / "mlruns" / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    shutil.copy(migrated_db, store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)", str(store)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args, env = cli_args(["model=mlp"], data_root, store, folder / "out")
+        process = warm.start("digitlab", *args, env=env)
+        started = time.monotonic()  # once forked (the fork server may still have been starting)
+        try:
+            stdout, stderr = process.communicate(timeout=600)
+        finally:
+            process.kill()
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        return result, time.monotonic() - started, store
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, migrated_db) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def outcomes(tmp_path_factory, migrated_db, data_root) -> dict[str, tuple]:
     """Run every case at once (one process per case, forked warm, as many at a time as there are
-    cores)."""
+    cores), and meanwhile the locked-store case, which spends its time waiting on the lock."""
     base = tmp_path_factory.mktemp("errors")
+    waiting = ThreadPoolExecutor(max_workers=1)
+    locked = waiting.submit(_against_a_locked_store, base / "locked", data_root, migrated_db)
     fills = {"port": _free_port(), **_checkpoints(base)}
     jobs = {}
     for case, (damage, overrides, _) in CASES.items():
@@ -201,7 +240,10 @@ def outcomes(tmp_path_factory, migrated_db) -> dict[str, tuple[subprocess.Comple
         jobs[case] = (overrides, base, folder / "mlruns" / "mlflow.db", folder / "out")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {case: pool.submit(run_cli, *job) for case, job in jobs.items()}
-        return {case: (f.result(), jobs[case][2]) for case, f in futures.items()}
+        done = {case: (f.result(), jobs[case][2]) for case, f in futures.items()}
+    done[LOCKED] = locked.result()
+    waiting.shutdown()
+    return done
 
 
 def _no_run_recorded(store: Path) -> bool:
@@ -282,27 +324,10 @@ def test_the_allow_list_matches_whole_module_names():
 
 
 @pytest.mark.slow
-def test_a_store_locked_by_another_program_is_one_line_within_the_busy_timeout(
-        tmp_path, data_root, migrated_db):
+def test_a_store_locked_by_another_program_is_one_line_within_the_busy_timeout(outcomes):
     """Another program holds the SQLite write lock for 60 s: the command gives up after MLflow's
     busy timeout with one line naming the file, instead of hanging or printing a trace."""
-    store = tmp_path / "mlruns" / "mlflow.db"
-    store.parent.mkdir()
-    shutil.copy(migrated_db, store)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)", str(store)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
-        result = run_cli(["model=mlp"], data_root, store, tmp_path / "out")
-        waited = time.monotonic() - started
-    finally:
-        holder.kill()
-        holder.wait()
+    result, waited, store = outcomes[LOCKED]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("digitlab: error: ")]
     assert f"the MLflow store {store} stayed locked by another program" in line
