@@ -2,7 +2,7 @@
 
 Each process (tests/store_writer.py) writes as a training job does, through digitlab's own
 tracking functions. Whole training jobs writing one store concurrently are covered by the
-parallel sweep in tests/test_sweep.py (eight jobs, four at once); here the processes skip the
+sweeps of tests/test_load.py (four jobs at once, from two sweeps); here the processes skip the
 training so that all eight reach the new store within the same moment.
 """
 

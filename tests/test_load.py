@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-SWEEPS, JOBS = 2, 2  # four writers at once, from two sweeps; test_sweep.py has one of eight jobs
+SWEEPS, JOBS = 2, 2  # four writers at once, from two sweeps; test_concurrency.py has eight
 
 
 @pytest.fixture
