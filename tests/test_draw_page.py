@@ -44,13 +44,16 @@ STROKES = {
 
 @pytest.fixture
 def server(make_cfg, tmp_path):
-    """A LeNet trained 1 epoch on real MNIST, registered as ``digits``, served on a free port."""
+    """A LeNet trained 1 epoch on real MNIST, registered as ``digits``, served on a free port.
+    The recipe is experiment=fast's (a narrow LeNet, Adam under a one-cycle schedule, batch 256)
+    cut to one epoch: about 98 % on MNIST's test set, at a third of LeNet's arithmetic."""
     cfg = make_cfg(
+        "experiment=fast",
         f"data.root={REAL_DATA}",
-        "data.val_size=5000",
-        "data.batch_size=100",
+        "data.val_size=1000",
+        "data.batch_size=256",  # fast's (overriding make_cfg's)
         "data.eval_batch_size=1000",
-        "model=lenet",
+        "trainer.max_epochs=1",
         "logger.log_model=true",
         "logger.register_as=digits",
     )
