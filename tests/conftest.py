@@ -175,7 +175,10 @@ def http_server(command: Callable[[int], list[str]], log: Path, seconds: float =
     Its output goes to ``log`` (never an undrained pipe that could fill and block it). A port
     taken between choosing it and binding it is retried on another.
     """
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # Without MLflow's job runner (eight huey worker processes, each importing MLflow, for its
+    # GenAI jobs), as digitlab-ui and README's server command run it.
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for _attempt in range(3):
         port = _free_port()
         with log.open("w") as out:

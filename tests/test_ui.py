@@ -17,14 +17,17 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     (tmp_path / "mlruns" / "mlflow.db").touch()
     calls = []
     monkeypatch.setattr(ui.os, "execv", lambda path, argv: calls.append(argv))
+    monkeypatch.setattr(ui.os, "environ", dict(ui.os.environ))  # what main sets stays here
     ui.main([])
     (argv,) = calls
     assert argv[1:] == [
         "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-        "--host", "127.0.0.1", "--port", "5000",
+        "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
     ]
-    ui.main(["--port", "5123", "--host", "0.0.0.0"])
-    assert calls[1][-4:] == ["--host", "0.0.0.0", "--port", "5123"]
+    # One server process, and none of MLflow's job runner's: they only compete for the cores.
+    assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    ui.main(["--port", "5123", "--host", "0.0.0.0", "--workers", "3"])
+    assert calls[1][-6:] == ["--host", "0.0.0.0", "--port", "5123", "--workers", "3"]
 
 
 def test_ui_without_a_store_fails_in_one_line(monkeypatch, tmp_path, capsys):

@@ -88,14 +88,11 @@ def _log_path(port: int) -> Path:
 def _start(uri: str, port: int, timeout_s: float) -> UI | None:
     """The server on ``port`` once ``/health`` answers, or None if it exited or never answered.
     Its output goes to a log file, so no pipe fills up and blocks it."""
-    from digitlab.cli.ui import mlflow_ui_args
+    from digitlab.cli.ui import mlflow_ui_args, mlflow_ui_environment
 
     log = _log_path(port)
-    # MLflow's job runner (eight huey worker processes, for its GenAI jobs) is not needed to
-    # browse runs and would compete with training for a laptop's cores.
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, port=port), "--workers", "1"]
+    env = mlflow_ui_environment(dict(os.environ))
+    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, port=port)]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)

@@ -13,10 +13,19 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
 
 
 def mlflow_ui_args(
-    tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1
 ) -> list[str]:
     """The ``mlflow ui`` arguments serving ``tracking_uri`` on ``host:port``."""
-    return ["ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
+    return ["ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
+            "--workers", str(workers)]
+
+
+def mlflow_ui_environment(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` for the UI's process: no telemetry, and without MLflow's job runner (eight
+    huey worker processes, for its GenAI jobs), which browsing runs does not use and which would
+    compete with training for a laptop's cores. A value the user set wins."""
+    return {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **environ}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--host", default=DEFAULT_HOST,
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: the network)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="server processes (default 1, enough for one browser; MLflow's own default is 4, "
+             "each a Python process importing MLflow)",
     )
     return parser.parse_args(argv)
 
@@ -53,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     print(f"digitlab-ui: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
           flush=True)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.update(mlflow_ui_environment(dict(os.environ)))
     # exec: Ctrl-C and signals go straight to the server, no wrapper process is left behind.
-    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, args.host, args.port)]
-    os.execv(sys.executable, command)
+    ui_args = mlflow_ui_args(uri, args.host, args.port, args.workers)
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", *ui_args])
 
 
 if __name__ == "__main__":
