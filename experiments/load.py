@@ -49,10 +49,19 @@ def sweep_command(index: int, jobs: int, tracking_uri: str, data_root: Path,
             f"hydra.sweep.dir={folder / f'sweep{index}'}"]
 
 
+def start_sweep(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``command`` as a new process in a session of its own, its output in ``log`` (a file, not a
+    pipe: no undrained pipe can block a job)."""
+    with log.open("w") as out:
+        return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jobs: int,
-               timeout_s: float = 3600) -> dict:
+               timeout_s: float = 3600, start=start_sweep) -> dict:
     """Start ``sweeps`` sweeps together and wait for all; ``{"seconds", "load", "exit_codes",
-    "logs"}`` (``load``: the 1-minute load averages sampled meanwhile; ``logs``: output files)."""
+    "logs"}`` (``load``: the 1-minute load averages sampled meanwhile; ``logs``: output files).
+    ``start(command, env, log)``: how a sweep's process starts (tests/test_load.py forks it)."""
     env = {**os.environ, "DIGITLAB_JOBS": str(jobs), "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("DIGITLAB_PARENT_RUN_ID", None)
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,10 +69,8 @@ def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jo
     processes, load = [], []
     started = time.perf_counter()
     for i, log in enumerate(logs):
-        with log.open("w") as out:  # a file, not a pipe: no undrained pipe can block a job
-            processes.append(subprocess.Popen(
-                sweep_command(i, jobs, tracking_uri, data_root, folder), cwd=PROJECT, env=env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        command = sweep_command(i, jobs, tracking_uri, data_root, folder)
+        processes.append(start(command, env, log))
     try:
         while any(p.poll() is None for p in processes):
             if time.perf_counter() - started > timeout_s:

@@ -21,8 +21,7 @@ Where it differs from a new interpreter, and why that is acceptable here:
   counts, MLflow's logging set-up, and warnings printed while importing (test_progress.py checks
   those with a new interpreter). digitlab's own variables are read when used, so ``env`` holds.
 - The output is complete when the command's process exits, not when every process it started
-  has closed the pipes: a worker left running would hang ``subprocess.run`` but not this (the
-  load test, experiments/load.py, runs sweeps as new interpreters and would).
+  has closed the pipes: a worker left running would hang ``subprocess.run`` but not this.
 - stdin is empty (/dev/null).
 """
 
