@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import warm
 from conftest import REAL_DATA, copy_store, fast_config, stop_server
 from digitlab.serving.model import probabilities
 from digitlab.training.checkpoints import network_from_checkpoint
@@ -132,11 +133,7 @@ def test_bad_requests_get_a_4xx_with_one_line_and_the_server_survives(served):
 
 @pytest.mark.slow
 def test_a_bad_model_is_one_line_at_start(store, tmp_path):
-    done = subprocess.run(
-        serve_command(store["tracking_uri"]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    module, *args = serve_command(store["tracking_uri"])[2:]  # forked warm: tests/warm.py
+    done = warm.run(module, *args, timeout=300)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("digitlab: error: no model in")
