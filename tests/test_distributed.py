@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from types import SimpleNamespace
 
@@ -12,6 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import warm
 from digitlab.data.batches import TensorBatches
 from digitlab.errors import DigitlabError
 from digitlab.training.build import build_datamodule, check_accelerator
@@ -110,11 +109,9 @@ def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, 
         ("trainer.enable_progress_bar", "false"), ("logger.tracking_uri", store["tracking_uri"]),
         ("logger.artifact_location", store["artifact_location"]), ("hydra.run.dir", run_dir),
     )]
-    out = subprocess.run(
-        [sys.executable, "-m", "digitlab", *overrides, *args],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "DIGITLAB_ROOT": str(tmp_path)},
-    )
+    # Rank 0 forked warm (tests/warm.py); rank 1 is the new interpreter Lightning starts.
+    out = warm.run("digitlab", *overrides, *args, timeout=600,
+                   env={**os.environ, "DIGITLAB_ROOT": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Starting with 2 processes" in out.stdout + out.stderr
     assert out.stdout.count("finished in") == 1  # rank 1 reports nothing
