@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -105,12 +106,22 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store, migrated once per session (migrations take seconds)."""
+def migrated_db(tmp_path_factory, worker_id) -> Path:
+    """An empty MLflow SQLite store, migrated once per test run (migrations take seconds): the
+    first xdist worker to ask migrates it, under a lock the others wait on, and all copy it."""
     from mlflow.tracking import MlflowClient
 
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
+    if worker_id == "master":  # no xdist: this session alone
+        folder = tmp_path_factory.mktemp("mlflow-template")
+    else:  # the workers' temp folders share this run's parent
+        folder = tmp_path_factory.getbasetemp().parent
+    db = folder / "mlflow-template.db"
+    with open(folder / "mlflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            building = folder / f"mlflow-template-{worker_id}.db"
+            MlflowClient(f"sqlite:///{building}").search_experiments()
+            building.rename(db)  # whole, or not there
     return db
 
 
