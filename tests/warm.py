@@ -7,8 +7,9 @@ bad-input cases, predict, register, sweeps on the tiny data, the interrupt tests
 command still gets a process of its own (its own pid, exit code, output, environment, working
 folder, $PYTHONPATH and signal handlers, nothing shared with the next), forked from
 multiprocessing's fork server, whose only work was the imports. Tests of what a new interpreter
-itself does keep starting one: lazy imports (``--cfg job``), a full run's fast exit, warnings
-at start-up, DDP and submitit jobs, the notebook's kernel, the servers.
+itself does keep starting one: lazy imports (``--cfg job``), a full run's fast exit and the
+warnings it prints, DDP's second rank, the jobs of submitit and joblib, the notebook's kernel,
+the servers.
 
 The fork server has only imported modules, run no torch operation and started no thread pool
 when it forks: the state in which torch's own DataLoader forks its workers. The pytest process,
