@@ -19,6 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from digitlab.cli.ui import mlflow_ui_environment
 from digitlab.config import CONF_DIR, register_resolvers
 
 # The tiny data set lives in the package so that the tutorial notebook can write it too.
@@ -185,10 +186,9 @@ def http_server(command: Callable[[int], list[str]], log: Path, seconds: float =
     Its output goes to ``log`` (never an undrained pipe that could fill and block it). A port
     taken between choosing it and binding it is retried on another.
     """
-    # Without MLflow's job runner (eight huey worker processes, each importing MLflow, for its
-    # GenAI jobs), as digitlab-ui and README's server command run it.
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # As digitlab-ui runs MLflow's server: no telemetry, no GenAI job runner (its processes only
+    # compete for the cores).
+    env = mlflow_ui_environment(dict(os.environ))
     for _attempt in range(3):
         port = _free_port()
         with log.open("w") as out:
