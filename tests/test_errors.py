@@ -221,8 +221,13 @@ def outcomes(tmp_path_factory, migrated_db, data_root) -> dict[str, tuple]:
     """Run every case at once (one process per case, forked warm, as many at a time as there are
     cores), and meanwhile the locked-store case, which spends its time waiting on the lock."""
     base = tmp_path_factory.mktemp("errors")
-    waiting = ThreadPoolExecutor(max_workers=1)
-    locked = waiting.submit(_against_a_locked_store, base / "locked", data_root, migrated_db)
+    with ThreadPoolExecutor(max_workers=1) as waiting:
+        locked = waiting.submit(_against_a_locked_store, base / "locked", data_root, migrated_db)
+        return {**_run_cases(base, migrated_db), LOCKED: locked.result()}
+
+
+def _run_cases(base: Path, migrated_db: Path) -> dict[str, tuple]:
+    """Every case of CASES and HYDRA_CASES, as many at a time as there are cores."""
     fills = {"port": _free_port(), **_checkpoints(base)}
     jobs = {}
     for case, (damage, overrides, _) in CASES.items():
@@ -240,10 +245,7 @@ def outcomes(tmp_path_factory, migrated_db, data_root) -> dict[str, tuple]:
         jobs[case] = (overrides, base, folder / "mlruns" / "mlflow.db", folder / "out")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {case: pool.submit(run_cli, *job) for case, job in jobs.items()}
-        done = {case: (f.result(), jobs[case][2]) for case, f in futures.items()}
-    done[LOCKED] = locked.result()
-    waiting.shutdown()
-    return done
+        return {case: (f.result(), jobs[case][2]) for case, f in futures.items()}
 
 
 def _no_run_recorded(store: Path) -> bool:
