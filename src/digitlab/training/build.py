@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -188,11 +190,16 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [*built, *figure_callbacks(cfg)]
 
 
-def checkpoint_callbacks(folder: Path) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
+def checkpoint_callbacks(folder: Path, resuming: bool = False
+                         ) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
     """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``val/acc``, what the
     test pass uses), ``last.ckpt`` (rewritten every epoch: where an interrupted run resumes;
     Lightning >= 2.6 refreshes ``save_last`` only when the monitored score improves), and the
-    callback that stamps the MLflow run id into both."""
+    callback that stamps the MLflow run id into both. A resumed run (``resuming``) goes on
+    writing into its own folder, where Lightning's warning that the folder is not empty is noise."""
+    if resuming:
+        where = re.escape(os.path.realpath(folder))  # Lightning names the folder by its real path
+        warnings.filterwarnings("ignore", message=f"Checkpoint directory {where} exists and is not")
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max")
     return best, ModelCheckpoint(dirpath=folder, filename="last"), StampRunId()
 

@@ -73,7 +73,8 @@ def train(
     if resume:
         load_net_weights(module.net, resume.checkpoint["state_dict"], resume.path)
     checkpoint_dir = (resume and resume.dirpath) or output_dir / "checkpoints"
-    best, last, stamp = checkpoint_callbacks(checkpoint_dir)
+    resuming = bool(resume and resume.dirpath)
+    best, last, stamp = checkpoint_callbacks(checkpoint_dir, resuming=resuming)
     trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
     check_launcher(trainer)
     # Under DDP every process runs this function; rank 0 alone records the run.
