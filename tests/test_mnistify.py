@@ -32,7 +32,7 @@ def test_an_off_centre_drawing_is_boxed_into_20_px_and_centred():
     assert len(np.unique(image)) > 2  # grey edges: anti-aliased, not binary
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
+@pytest.mark.real_data
 def test_real_mnist_digits_drawn_large_and_off_centre_come_back_as_they_were():
     """MNIST digits already are what the preprocessing makes: blown up 10x and moved to a
     corner of a big canvas, they come back close to the originals."""

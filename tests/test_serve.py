@@ -84,7 +84,7 @@ def served(data_root, migrated_db, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
+@pytest.mark.real_data
 def test_real_mnist_digits_over_rest_match_offline_prediction(served):
     from digitlab.data.idx import read_images
 
