@@ -205,12 +205,14 @@ def http_server(command: Callable[[int], list[str]], log: Path, seconds: float =
 
 
 def _wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: float) -> bool:
-    """True once ``url``/health says OK; False if the port was taken; fails otherwise."""
+    """True once ``url``/health says OK and the server's log says it bound that address (an OK
+    from another test's server, which took the port first, does not count); False if the port
+    was taken; fails otherwise."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.read().strip() == b"OK":
+                if response.read().strip() == b"OK" and f"running on {url} " in log.read_text():
                     return True
         except OSError:
             pass

@@ -73,13 +73,12 @@ def test_file_missing_on_the_mirror(mirror, tmp_path):
 
 
 def test_offline_names_the_folder_and_files(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on: connection refused, like offline
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     raw = tmp_path / "raw"
     files = tuple((name, "0" * 32) for name in NAMES)
-    with pytest.raises(DigitlabError) as e:
-        download_mnist(raw, [f"http://127.0.0.1:{port}/"], files)
+    # A port bound and not listening, held while the download tries it: refused, like offline.
+    with socket.socket() as closed, pytest.raises(DigitlabError) as e:
+        closed.bind(("127.0.0.1", 0))
+        download_mnist(raw, [f"http://127.0.0.1:{closed.getsockname()[1]}/"], files)
     message = str(e.value)
     assert str(raw) in message and all(name in message for name in NAMES)
     assert "refused" in message.lower()

@@ -4,6 +4,7 @@ uninterrupted run; a non-finite loss fails the run and keeps the last good check
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -223,6 +224,40 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkp
     for name in ("best.ckpt", "last.ckpt"):  # both still epoch 1's, whole and loadable
         assert torch.load(folder / name, weights_only=True)["epoch"] == 0
     assert len(writes) == 3
+
+
+def test_an_artifact_folder_unwritable_mid_run_fails_the_run_in_one_line(make_cfg, tmp_path,
+                                                                         monkeypatch):
+    """The run's MLflow artifact folder stops taking files once the run has begun (its
+    config.yaml is in): the run ends FAILED with one line naming the file, and the checkpoints
+    on disk are whole, ready for resume=."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    original, writes = LocalArtifactRepository.log_artifact, []
+
+    def unwritable(self, local_file, artifact_path=None):
+        writes.append(Path(local_file).name)
+        if len(writes) < 2:
+            return original(self, local_file, artifact_path)
+        raise PermissionError(13, "Permission denied", f"{self.artifact_dir}/{writes[-1]}")
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", unwritable)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=2")
+    with pytest.raises(DigitlabError) as e:
+        train(cfg, output_dir=tmp_path)
+    message = str(e.value)
+    assert "\n" not in message
+    assert re.fullmatch(
+        r"cannot write \S+/artifacts/best\.ckpt \(Permission denied\): make its folder writable, "
+        r"or free disk space there; run \w+ is FAILED, last good checkpoint \S+/last\.ckpt "
+        r"\(not logged to the run: Permission denied\)", message), message
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "FAILED"
+    assert writes == ["config.yaml", "best.ckpt", "last.ckpt"]
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1  # both epochs, whole
 
 
 class SignalAt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -26,6 +27,8 @@ CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
 RUN_ID_KEY = "digitlab_run_id"
 # Tag of a run that an Optuna pruner stopped early (status KILLED, metrics up to that epoch).
 PRUNED_TAG = "digitlab.pruned"
+# The errors of a write the user fixes by freeing space or permissions, not a bug to trace.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 class TrackedRun:
@@ -110,18 +113,26 @@ class TrackedRun:
         status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
             status = "KILLED"
-            logged = self.log_checkpoint(self.checkpoint_dir / "last.ckpt")
+            last = self.checkpoint_dir / "last.ckpt"
+            try:
+                hint = self._resume_hint(self.log_checkpoint(last))
+            except OSError as e:  # resume= reads the checkpoint folder first: it still works
+                hint = (f"last checkpoint {last} (not logged to the run: {e.strerror or e}); "
+                        f"continue with: resume={self.run_id}")
             how = self.caught.signal.name if self.caught.signal else "an exit request"
             replacement = Interrupted(
-                f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint(logged)}",
+                f"{how} stopped training; run {self.run_id} is KILLED; {hint}",
                 signum=self.caught.signal or signal.SIGINT,
             )
         elif exc_type is not None:
             status = "FAILED"
+            if isinstance(exc, OSError) and exc.errno in UNWRITABLE:  # e.g. the artifact folder
+                exc = replacement = DigitlabError(
+                    f"cannot write {exc.filename or 'to the MLflow store'} ({exc.strerror}): make "
+                    "its folder writable, or free disk space there"
+                )
             if isinstance(exc, DigitlabError):  # the user can fix it: keep the work done so far
-                logged = self.log_checkpoint(self.checkpoint_dir / "last.ckpt")
-                kept = f"last good checkpoint {logged}" if logged else "no checkpoint was saved yet"
-                exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
+                exc.args = (f"{exc}; run {self.run_id} is FAILED, {self._last_good()}",)
         self.client.set_terminated(self.run_id, status)
         if replacement is None and exc_type is None and self.caught.late:
             # The signal came as the finished run was being recorded: it stands as FINISHED,
@@ -143,6 +154,15 @@ class TrackedRun:
         if self.run_id is not None:
             self.client.set_tag(self.run_id, PRUNED_TAG, "true")
             self.client.set_tag(self.run_id, "digitlab.stop_reason", reason)
+
+    def _last_good(self) -> str:
+        """Log ``last.ckpt`` to the failed run and say where it is, in words for the message."""
+        last = self.checkpoint_dir / "last.ckpt"
+        try:
+            logged = self.log_checkpoint(last)
+        except OSError as e:  # the artifact folder is what failed: the file is still on disk
+            return f"last good checkpoint {last} (not logged to the run: {e.strerror or e})"
+        return f"last good checkpoint {logged}" if logged else "no checkpoint was saved yet"
 
     def log_checkpoint(self, path: str | Path | None) -> str | None:
         """Log the checkpoint at ``path`` under the run's ``checkpoints/``, if it exists."""
