@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -160,11 +161,10 @@ def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(tmp_path, store, caplog):
-    """SIGKILL leaves no chance to end the run: the next command on the store finds its owner
-    process dead, marks the run KILLED with its last checkpoint, says so, and resume= finishes it."""
-    from omegaconf import OmegaConf
-
+def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(tmp_path, store):
+    """SIGKILL leaves no chance to end the run: the next command on the store, here the resume
+    itself, finds its owner process dead, marks the run KILLED with its last checkpoint, says so
+    in one line, and then continues and finishes it."""
     data_root = write_mnist(tmp_path / "data", n_train=2000)
     killed = start([], data_root, store, tmp_path / "killed")
     wait_for(tmp_path / "killed" / "checkpoints" / "last.ckpt", killed)
@@ -173,22 +173,20 @@ def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(t
     client = MlflowClient(store["tracking_uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     assert run.info.status == "RUNNING"  # nothing ended it
-
-    logger = OmegaConf.create({**store, "experiment_name": "digitlab"})
-    from digitlab.tracking import store as tracking
-
-    with caplog.at_level("WARNING"):
-        tracking.open_experiment(logger)  # what every digitlab command does first
-    after = client.get_run(run.info.run_id)
-    assert after.info.status == "KILLED"
-    assert f"process {killed.pid}" in after.data.tags["digitlab.killed_because"]
-    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    (line,) = [r.getMessage() for r in caplog.records if run.info.run_id in r.getMessage()]
-    assert f"continue with: resume={run.info.run_id}" in line and "\n" not in line
+    assert run.data.tags["digitlab.owner.pid"] == str(killed.pid)
+    assert run.data.tags["digitlab.owner.host"] == socket.gethostname()
 
     resumed = start([f"resume={run.info.run_id}"], data_root, store, tmp_path / "resumed")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
+    (line,) = [x for x in (out + err).splitlines() if "was left RUNNING" in x]
+    assert line.endswith(
+        f"run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {killed.pid}, "
+        f"which died: marked KILLED, last checkpoint logged; continue with: resume={run.info.run_id}"
+    ), line
+    reaped = client.get_run(run.info.run_id).data.tags["digitlab.killed_because"]
+    assert reaped == f"its process {killed.pid} on {socket.gethostname()} died"
+    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     final = client.get_run(run.info.run_id)
     assert final.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
