@@ -72,7 +72,7 @@ def _run(cfg: DictConfig) -> float | None:
         if isinstance(e, Interrupted) and HydraConfig.get().mode == RunMode.MULTIRUN:
             from digitlab.tracking.sweep import mark_interrupted
 
-            mark_interrupted()  # the sweep's parent run ends KILLED, not FAILED
+            mark_interrupted(e.exit_code - 128)  # the sweep's parent run ends KILLED, not FAILED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
@@ -118,7 +118,18 @@ def main() -> None:
             print(f"digitlab: error: {str(e).splitlines()[0]}", file=sys.stderr)
             sys.exit(1)
         return
-    _run()
+    try:
+        _run()
+    except KeyboardInterrupt:
+        # Only a sweep's own process gets here (a run turns Ctrl-C into its one-line Interrupted):
+        # its launcher was waiting on jobs in other processes when the signal came.
+        from digitlab.tracking.sweep import end_interrupted_sweep
+
+        ended = end_interrupted_sweep()
+        if ended is None:
+            raise
+        print(f"digitlab: interrupted: {ended[0]}", file=sys.stderr, flush=True)
+        sys.exit(ended[1])
     if _ALONE:
         _exit_now()
 

@@ -119,6 +119,8 @@ class MlflowSweep(Callback):
         client.log_dict(self.parent_id, settings, "sweep.yaml")
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._abandon)
+        global _active
+        _active = self
         _observe_interrupts()
         log.info("MLflow parent run %s groups this sweep", self.parent_id)
 
@@ -143,41 +145,83 @@ class MlflowSweep(Callback):
             os.environ.pop(PARENT_ENV, None)
             self.parent_id = None
 
-    def _abandon(self) -> None:
+    def _abandon(self) -> list[str]:
         """The sweep died before on_multirun_end: do not leave it RUNNING. KILLED when Ctrl-C or
-        SIGTERM stopped it, FAILED when a job raised."""
-        if self.parent_id is not None:
-            from digitlab.tracking import store as tracking
+        SIGTERM stopped it, FAILED when a job raised. Jobs that ran in other processes (joblib's
+        workers) and were stopped with it are marked KILLED too, as the next command would
+        (:func:`digitlab.tracking.owners.reap_dead_owners`); returns a line for each."""
+        if self.parent_id is None:
+            return []
+        from digitlab.tracking import store as tracking
+        from digitlab.tracking.owners import reap_dead_owners
 
-            status = "KILLED" if _interrupted else "FAILED"
-            tracking.open_client(self.tracking_uri).set_terminated(self.parent_id, status)
-            self.parent_id = None
+        client = tracking.open_client(self.tracking_uri)
+        status = "KILLED" if _interrupted else "FAILED"
+        client.set_terminated(self.parent_id, status)
+        experiment_id = client.get_run(self.parent_id).info.experiment_id
+        self.parent_id = None
+        return reap_dead_owners(client, experiment_id)
 
 
-# Whether Ctrl-C or SIGTERM reached this process during the sweep (read when it is abandoned).
-_interrupted = False
+# The sweep running in this process, if any, and whether Ctrl-C or SIGTERM reached this process
+# during it (read when it is abandoned).
+_active: MlflowSweep | None = None
+_interrupted: int | None = None
 
 
-def mark_interrupted() -> None:
-    """Record that the sweep was interrupted, not failed (a job that caught the signal itself
-    and turned it into ``Interrupted`` reports it here)."""
+def mark_interrupted(signum: int = 2) -> None:
+    """Record that the sweep was interrupted (by SIGINT unless said), not failed (a job that
+    caught the signal itself and turned it into ``Interrupted`` reports it here)."""
     global _interrupted
-    _interrupted = True
+    _interrupted = _interrupted or signum
+
+
+def end_interrupted_sweep() -> tuple[str, int] | None:
+    """After Ctrl-C or SIGTERM reached a sweep's own process while its launcher waited on jobs
+    in other processes (joblib's workers, which the launcher then stops): end the parent run
+    KILLED and the jobs' runs left RUNNING too, and return the one line to print and the exit
+    status. None when no sweep runs here.
+
+    A second signal meanwhile exits at once (:func:`_observe_interrupts`)."""
+    import signal
+
+    sweep = _active
+    if sweep is None or sweep.parent_id is None:
+        return None
+    mark_interrupted()
+    parent, signum = sweep.parent_id, _interrupted
+    jobs = sweep._abandon()
+    also = ", and so are the runs of the jobs it stopped (resume=<run id> continues one)"
+    return (f"{signal.Signals(signum).name} stopped the sweep; its parent run {parent} is KILLED"
+            f"{also if jobs else ''}", 128 + signum)
+
+
+def _exit_at_once(signum: int, frame) -> None:
+    """A second signal while the first is honoured: the user will not wait. As in a single run
+    (digitlab.tracking.run), the store stays whole and the next command ends what is left."""
+    import signal
+
+    os.write(2, (f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+                 "the next digitlab command on this store marks the sweep's runs KILLED\n"
+                 ).encode())
+    os._exit(128 + signum)
 
 
 def _observe_interrupts() -> None:
     """Note SIGINT/SIGTERM before whatever handled them already (Python's KeyboardInterrupt, a
-    launcher's own handler) handles them as before."""
+    launcher's own handler) handles them as before; from then on a second one exits at once.
+
+    A run in this process (the basic launcher's jobs) handles signals itself while it runs."""
     import signal
 
     def observer(previous):
         def handle(signum, frame):
-            mark_interrupted()
+            mark_interrupted(signum)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, _exit_at_once)
             if callable(previous):
                 return previous(signum, frame)
-            if previous == signal.SIG_DFL and signum == signal.SIGTERM:
-                raise SystemExit(128 + signum)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # SIGTERM too: the command ends the sweep as for Ctrl-C
         return handle
 
     try:
