@@ -39,12 +39,19 @@ TINY = ["model=mlp", "data.val_size=40", "data.batch_size=32", "data.eval_batch_
         "logger.log_model=true"]
 
 
+def job_overrides(epochs: int = EPOCHS) -> list[str]:
+    """:data:`TINY` with ``epochs`` epochs: more make each run last longer, so that more of the
+    jobs, which start one after another on a busy machine, write the store at once."""
+    return [f"trainer.max_epochs={epochs}" if o.startswith("trainer.max_epochs=") else o
+            for o in TINY]
+
+
 def sweep_command(index: int, jobs: int, tracking_uri: str, data_root: Path,
-                  folder: Path) -> list[str]:
+                  folder: Path, epochs: int = EPOCHS) -> list[str]:
     """Sweep ``index``: ``jobs`` seeds of its own, run at once by the joblib launcher."""
     seeds = f"range({index * jobs},{(index + 1) * jobs})"
     return [sys.executable, "-m", "digitlab", "-m", "hydra/launcher=parallel", f"seed={seeds}",
-            *TINY, f"data.root={data_root}", f"logger.tracking_uri={tracking_uri}",
+            *job_overrides(epochs), f"data.root={data_root}", f"logger.tracking_uri={tracking_uri}",
             f"logger.artifact_location={folder / 'mlruns' / 'artifacts'}",
             f"hydra.sweep.dir={folder / f'sweep{index}'}"]
 
@@ -58,7 +65,7 @@ def start_sweep(command: list[str], env: dict[str, str], log: Path) -> subproces
 
 
 def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jobs: int,
-               timeout_s: float = 3600, start=start_sweep) -> dict:
+               timeout_s: float = 3600, start=start_sweep, epochs: int = EPOCHS) -> dict:
     """Start ``sweeps`` sweeps together and wait for all; ``{"seconds", "load", "exit_codes",
     "logs"}`` (``load``: the 1-minute load averages sampled meanwhile; ``logs``: output files).
     ``start(command, env, log)``: how a sweep's process starts (tests/test_load.py forks it)."""
@@ -69,7 +76,7 @@ def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jo
     processes, load = [], []
     started = time.perf_counter()
     for i, log in enumerate(logs):
-        command = sweep_command(i, jobs, tracking_uri, data_root, folder)
+        command = sweep_command(i, jobs, tracking_uri, data_root, folder, epochs)
         processes.append(start(command, env, log))
     try:
         while any(p.poll() is None for p in processes):
@@ -141,12 +148,13 @@ def open_store(kind: str, folder: Path) -> Iterator[str]:
             yield url
 
 
-def measure(kind: str, data_root: Path, folder: Path, sweeps: int, jobs: int) -> dict:
+def measure(kind: str, data_root: Path, folder: Path, sweeps: int, jobs: int,
+            epochs: int = EPOCHS) -> dict:
     """Run the sweeps on a new store of ``kind`` and check it: :func:`run_sweeps`'s figures plus
     ``checked`` and ``trouble``."""
     with open_store(kind, folder) as uri:
-        result = run_sweeps(uri, data_root, folder, sweeps, jobs)
-        result["checked"] = check_store(uri, sweeps, jobs)
+        result = run_sweeps(uri, data_root, folder, sweeps, jobs, epochs=epochs)
+        result["checked"] = check_store(uri, sweeps, jobs, epochs)
     result["trouble"] = count_trouble(*result["logs"], folder / "server.log")
     codes = enumerate(result["exit_codes"])
     result["checked"].failures[:0] = [f"sweep {i} exited with {code}" for i, code in codes if code]
@@ -171,8 +179,8 @@ Each sweep, with `DIGITLAB_JOBS={jobs}` and its own seeds, its own `hydra.sweep.
 python -m digitlab -m hydra/launcher=parallel seed='range(...)' {tiny}
 ```
 
-on the tiny synthetic MNIST (240 training, 80 test images, IDX files); every job logs its figures,
-checkpoint and MLflow Model. `sqlite`: a new `mlflow.db` (the sweeps race to create it). `server`:
+on the tiny synthetic MNIST ({train} training, 80 test images, IDX files); every job logs its
+figures, checkpoint and MLflow Model. `sqlite`: a new `mlflow.db` (the sweeps race to create it). `server`:
 `mlflow server` on 127.0.0.1 (its default 4 workers, SQLite behind it, `--serve-artifacts`).
 
 Then every run is checked (`check_store` in `experiments/load_checks.py`, which
@@ -200,7 +208,8 @@ Failures: {failures}
 """
 
 
-def report(results: dict[str, dict], sweeps: int, jobs: int, date: str) -> str:
+def report(results: dict[str, dict], sweeps: int, jobs: int, date: str, epochs: int = EPOCHS,
+           train: int = 240) -> str:
     """experiments/LOAD.md: the command, date, machine and one row per store."""
     from digitlab.tracking.run import git_commit
 
@@ -215,7 +224,8 @@ def report(results: dict[str, dict], sweeps: int, jobs: int, date: str) -> str:
                 for line in r["checked"].failures]
     return REPORT.format(
         sweeps=sweeps, jobs=jobs, total=sweeps * jobs, argv=" ".join(sys.argv[1:]),
-        tiny=" ".join(TINY), metrics=", ".join(f"`{m}`" for m in EPOCH_METRICS), epochs=EPOCHS,
+        tiny=" ".join(job_overrides(epochs)), metrics=", ".join(f"`{m}`" for m in EPOCH_METRICS),
+        epochs=epochs, train=train,
         files=len(RUN_FILES), date=date, commit=git_commit(PROJECT), machine=platform.machine(),
         cpus=os.cpu_count(),
         memory=int(Path("/proc/meminfo").read_text().split()[1]) / 2**20,
@@ -231,6 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                         default=["sqlite", "server"])
     parser.add_argument("--out", type=Path, default=PROJECT / "experiments" / "LOAD.md")
     parser.add_argument("--keep", action="store_true", help="keep the stores, sweeps and logs")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="each job's trainer.max_epochs")
+    parser.add_argument("--train-images", type=int, default=240,
+                        help="training images of the synthetic MNIST (more: longer epochs)")
     args = parser.parse_args(argv)
     from digitlab.data.synthetic import write_mnist
 
@@ -240,9 +253,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     tmp = Path(tempfile.mkdtemp(prefix="digitlab-load-"))
     print(f"stores, sweeps and their logs in {tmp}", flush=True)
     try:
-        data_root = write_mnist(tmp / "data")
+        data_root = write_mnist(tmp / "data", n_train=args.train_images)
         for kind in args.stores:
-            results[kind] = r = measure(kind, data_root, tmp / kind, args.sweeps, args.jobs)
+            results[kind] = r = measure(kind, data_root, tmp / kind, args.sweeps, args.jobs,
+                                        args.epochs)
             print(f"{kind}: {r['seconds']:.0f} s, {r['checked'].at_once} jobs at once, "
                   f"{r['checked'].runs} runs checked, {len(r['checked'].failures)} failures, "
                   f"{r['trouble']}", flush=True)
@@ -251,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    args.out.write_text(report(results, args.sweeps, args.jobs, started))
+    args.out.write_text(report(results, args.sweeps, args.jobs, started, args.epochs,
+                               args.train_images))
     return results
 
 
