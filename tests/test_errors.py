@@ -188,31 +188,44 @@ def run_cli(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> su
 
 
 LOCKED = "store locked by another program"
+LOCKED_MID_RUN = "store locked by another program mid-run"
+# Another program's write lock on a SQLite file, held for 60 s once the file ``when`` exists.
+HOLD_LOCK = """import pathlib, sqlite3, sys, time
+while not pathlib.Path(sys.argv[2]).exists():
+    time.sleep(0.01)
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)
+"""
 
 
-def _against_a_locked_store(folder: Path, data_root: Path, migrated_db: Path) -> tuple:
-    """The command run while another program holds the store's SQLite write lock for 60 s:
-    (result, seconds it took, the store)."""
+def _against_a_locked_store(folder: Path, data_root: Path, migrated_db: Path,
+                            mid_run: bool = False) -> tuple:
+    """The command run while another program holds the store's SQLite write lock for 60 s,
+    from the start, or (``mid_run``) from when the run's first checkpoint is written:
+    (result, seconds from the lock to the command's exit, the store)."""
     store = folder / "mlruns" / "mlflow.db"
     store.parent.mkdir(parents=True)
     shutil.copy(migrated_db, store)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-         "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)", str(store)],
-        stdout=subprocess.PIPE, text=True,
-    )
+    when = folder / "out" / "checkpoints" / "last.ckpt" if mid_run else store
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(store), str(when)],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        args, env = cli_args(["model=mlp"], data_root, store, folder / "out")
+        overrides = ["model=mlp", *(["trainer.max_epochs=1000"] if mid_run else [])]
+        args, env = cli_args(overrides, data_root, store, folder / "out")
+        if not mid_run:
+            assert holder.stdout.readline().strip() == "locked"
         process = warm.start("digitlab", *args, env=env)
-        started = time.monotonic()  # once forked (the fork server may still have been starting)
+        if mid_run:
+            assert holder.stdout.readline().strip() == "locked"
+        # From the lock, or for a lock from the start, from the fork (the fork server may have
+        # been starting before).
+        locked = time.monotonic()
         try:
             stdout, stderr = process.communicate(timeout=600)
         finally:
             process.kill()
         result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        return result, time.monotonic() - started, store
+        return result, time.monotonic() - locked, store
     finally:
         holder.kill()
         holder.wait()
@@ -221,11 +234,14 @@ def _against_a_locked_store(folder: Path, data_root: Path, migrated_db: Path) ->
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, migrated_db, data_root) -> dict[str, tuple]:
     """Run every case at once (one process per case, forked warm, as many at a time as there are
-    cores), and meanwhile the locked-store case, which spends its time waiting on the lock."""
+    cores), and meanwhile the locked-store cases, which spend their time waiting on the lock."""
     base = tmp_path_factory.mktemp("errors")
-    with ThreadPoolExecutor(max_workers=1) as waiting:
+    with ThreadPoolExecutor(max_workers=2) as waiting:
         locked = waiting.submit(_against_a_locked_store, base / "locked", data_root, migrated_db)
-        return {**_run_cases(base, migrated_db), LOCKED: locked.result()}
+        mid_run = waiting.submit(_against_a_locked_store, base / "mid_run", data_root, migrated_db,
+                                 mid_run=True)
+        return {**_run_cases(base, migrated_db), LOCKED: locked.result(),
+                LOCKED_MID_RUN: mid_run.result()}
 
 
 def _run_cases(base: Path, migrated_db: Path) -> dict[str, tuple]:
@@ -343,3 +359,35 @@ def test_a_store_locked_by_another_program_is_one_line_within_the_busy_timeout(o
     print(f"gave up after {stated} s, exited {waited:.1f} s after it started")
     assert waited < stated + 15, waited  # the rest is the command's own start, on a busy machine
     assert _no_run_recorded(store)
+
+
+@pytest.mark.slow
+def test_a_store_locked_mid_run_is_one_line_within_the_busy_timeout_and_the_run_is_ended_later(
+        outcomes):
+    """The lock is taken once the run's first epoch is checkpointed: the next write waits out
+    MLflow's 20 s busy timeout, then the command stops in one line, without waiting a second
+    time to end the run; the next command on the store ends it KILLED, resumable."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from digitlab.tracking import store as tracking
+
+    result, waited, store = outcomes[LOCKED_MID_RUN]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("digitlab: error: ")]
+    client = MlflowClient(f"sqlite:///{store}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    run_id = run.info.run_id
+    assert line == (
+        f"digitlab: error: the MLflow store {store} stayed locked by another program while run "
+        f"{run_id} was recorded: close what holds it (a program writing to it); the next digitlab "
+        f"command on the store marks the run KILLED, then resume={run_id} continues it")
+    print(f"exited {waited:.1f} s after the lock was taken")
+    assert waited < 35, waited  # one busy timeout (20 s), not two, nor the lock's 60 s
+    assert run.info.status == "RUNNING"  # left as the message says
+    experiment = client.get_experiment(run.info.experiment_id).name
+    tracking.open_experiment(OmegaConf.create({  # what the next command does first
+        "tracking_uri": f"sqlite:///{store}", "artifact_location": str(store.parent / "artifacts"),
+        "experiment_name": experiment}))
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}

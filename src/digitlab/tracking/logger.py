@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from lightning.pytorch.loggers import MLFlowLogger
@@ -20,6 +21,12 @@ class RunLogger(MLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         from mlflow.exceptions import MlflowException
 
+        from digitlab.tracking.run import store_locked
+
+        if store_locked(sys.exc_info()[1]):
+            # Lightning ends a fit that failed on a store another program holds: waiting here
+            # too would only double the wait; digitlab.tracking.run says what to do instead.
+            return None
         deadline = time.monotonic() + self.patience_s
         while True:
             try:

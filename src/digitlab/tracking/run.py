@@ -110,6 +110,8 @@ class TrackedRun:
     def _end(self, exc_type, exc) -> bool:
         if not self.owner:
             return False
+        if exc_type is not None and store_locked(exc):
+            raise self._locked_store() from None
         status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
             status = "KILLED"
@@ -155,6 +157,19 @@ class TrackedRun:
             self.client.set_tag(self.run_id, PRUNED_TAG, "true")
             self.client.set_tag(self.run_id, "digitlab.stop_reason", reason)
 
+    def _locked_store(self) -> DigitlabError:
+        """Another program held the store's write lock past MLflow's busy timeout while the run
+        was recorded. Ending the run would wait that long again: it is left RUNNING, owned by
+        this process, so the next command on the store marks it KILLED and logs its last.ckpt."""
+        from digitlab.tracking.store import sqlite_path
+
+        store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
+        return DigitlabError(
+            f"the MLflow store {store} stayed locked by another program while run {self.run_id} "
+            "was recorded: close what holds it (a program writing to it); the next digitlab "
+            f"command on the store marks the run KILLED, then resume={self.run_id} continues it"
+        )
+
     def _last_good(self) -> str:
         """Log ``last.ckpt`` to the failed run and say where it is, in words for the message."""
         last = self.checkpoint_dir / "last.ckpt"
@@ -175,6 +190,11 @@ class TrackedRun:
         if not logged:
             return f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
         return f"last checkpoint {logged} logged to run {self.run_id}; continue with: resume={self.run_id}"
+
+
+def store_locked(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite's "database is locked", however MLflow or SQLAlchemy wrap it."""
+    return error is not None and "database is locked" in str(error)
 
 
 def run_name(choices: Mapping[str, Any], seed: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -124,7 +126,26 @@ def open_client(tracking_uri: str):
             ) from None
     if db is None:
         return MlflowClient(tracking_uri)
+    _quiet_lock_errors()
     return _first_contact(tracking_uri, db)
+
+
+class _DropLockErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return "database is locked" not in f"{record.getMessage()} {error}"
+
+
+def _quiet_lock_errors() -> None:
+    """MLflow logs a SQLite store's "database is locked" with its whole trace before raising
+    it; digitlab answers it in one line that names the store and what to do (the busy retries
+    here, digitlab.tracking.run for a run), so that log record is dropped. HYDRA_FULL_ERROR=1
+    keeps it."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    utils = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _DropLockErrors) for f in utils.filters):
+        utils.addFilter(_DropLockErrors())
 
 
 def _first_contact(tracking_uri: str, db: Path):
