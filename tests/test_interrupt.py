@@ -292,6 +292,24 @@ def test_ctrl_c_before_the_first_epoch_ends_kills_the_run_and_says_to_start_agai
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
+def test_the_run_stays_running_until_its_test_pass_has_ended(make_cfg, tmp_path):
+    """Only the run's own ending sets its status: a process killed during the test pass must
+    leave it RUNNING (for the next command to mark KILLED), not FINISHED without test metrics."""
+    import lightning as L
+
+    seen = {}
+
+    class StatusAtTest(L.Callback):
+        def on_test_start(self, trainer, module):
+            client = MlflowClient(trainer.logger._tracking_uri)
+            seen["status"] = client.get_run(trainer.logger.run_id).info.status
+
+    result = train(make_cfg("model=mlp"), output_dir=tmp_path, callbacks=[StatusAtTest()])
+    assert seen == {"status": "RUNNING"}
+    client = MlflowClient(make_cfg().logger.tracking_uri)
+    assert client.get_run(result["run_id"]).info.status == "FINISHED"
+
+
 def test_ctrl_c_during_the_test_pass_kills_the_run_and_a_resume_only_tests(make_cfg, tmp_path):
     """Training ended (every epoch validated, checkpoints saved) but the test pass did not:
     resume=<id> trains nothing more and records the test metrics of the best checkpoint."""

@@ -1,37 +1,19 @@
-"""Lightning's MLflow logger, patient with a SQLite store that parallel jobs keep busy."""
+"""Lightning's MLflow logger, writing into a run that digitlab.tracking.run owns."""
 
 from __future__ import annotations
-
-import sys
-import time
 
 from lightning.pytorch.loggers import MLFlowLogger
 
 
 class RunLogger(MLFlowLogger):
-    """``MLFlowLogger`` whose ``finalize`` retries while the store is locked.
+    """``MLFlowLogger`` for metrics only: it never ends the run.
 
-    Lightning calls ``finalize("failed")`` from its interrupt handler (Ctrl-C, SIGTERM); with
-    other jobs writing the same SQLite file, that read can meet "database is locked" and the
-    process would exit with a traceback instead of the one-line interrupt message and KILLED run.
+    Lightning calls ``finalize("success")`` when a fit ends, before the test pass, and
+    ``finalize("failed")`` on Ctrl-C or an error; ``MLFlowLogger`` then marks the run FINISHED or
+    FAILED. The run's status is :class:`digitlab.tracking.run.TrackedRun`'s to set (KILLED after a
+    signal, FINISHED only once tested): a process killed between the two would otherwise leave
+    a run FINISHED without its test metrics, or FAILED after Ctrl-C, which nothing corrects.
     """
 
-    patience_s = 30.0
-
     def finalize(self, status: str = "success") -> None:
-        from mlflow.exceptions import MlflowException
-
-        from digitlab.tracking.run import store_locked
-
-        if store_locked(sys.exc_info()[1]):
-            # Lightning ends a fit that failed on a store another program holds: waiting here
-            # too would only double the wait; digitlab.tracking.run says what to do instead.
-            return None
-        deadline = time.monotonic() + self.patience_s
-        while True:
-            try:
-                return super().finalize(status)
-            except MlflowException as error:
-                if "database is locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        return None  # (MLFlowLogger logs checkpoints here only with log_model, never set here)
