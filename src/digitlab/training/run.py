@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from digitlab.tracking.logger import RunLogger
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.config import project_root
 from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
 from digitlab.tracking import store
+from digitlab.tracking.logger import RunLogger
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags
 from digitlab.training.build import (
