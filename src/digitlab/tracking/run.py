@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.tracking.owners import owner_tags
+from digitlab.tracking.store import sqlite_path, store_locked
 
 # The Hydra groups whose chosen option names the run, in this order.
 NAME_GROUPS = ("model", "data", "optimizer", "experiment")
@@ -115,15 +116,9 @@ class TrackedRun:
         status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
             status = "KILLED"
-            last = self.checkpoint_dir / "last.ckpt"
-            try:
-                hint = self._resume_hint(self.log_checkpoint(last))
-            except OSError as e:  # resume= reads the checkpoint folder first: it still works
-                hint = (f"last checkpoint {last} (not logged to the run: {e.strerror or e}); "
-                        f"continue with: resume={self.run_id}")
             how = self.caught.signal.name if self.caught.signal else "an exit request"
             replacement = Interrupted(
-                f"{how} stopped training; run {self.run_id} is KILLED; {hint}",
+                f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint()}",
                 signum=self.caught.signal or signal.SIGINT,
             )
         elif exc_type is not None:
@@ -134,7 +129,10 @@ class TrackedRun:
                     "its folder writable, or free disk space there"
                 )
             if isinstance(exc, DigitlabError):  # the user can fix it: keep the work done so far
-                exc.args = (f"{exc}; run {self.run_id} is FAILED, {self._last_good()}",)
+                last, unlogged = self._log_last()
+                kept = (f"last good checkpoint {last}{unlogged}" if last
+                        else "no checkpoint was saved yet")
+                exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
         self.client.set_terminated(self.run_id, status)
         if replacement is None and exc_type is None and self.caught.late:
             # The signal came as the finished run was being recorded: it stands as FINISHED,
@@ -161,8 +159,6 @@ class TrackedRun:
         """Another program held the store's write lock past MLflow's busy timeout while the run
         was recorded. Ending the run would wait that long again: it is left RUNNING, owned by
         this process, so the next command on the store marks it KILLED and logs its last.ckpt."""
-        from digitlab.tracking.store import sqlite_path
-
         store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
         return DigitlabError(
             f"the MLflow store {store} stayed locked by another program while run {self.run_id} "
@@ -170,14 +166,15 @@ class TrackedRun:
             f"command on the store marks the run KILLED, then resume={self.run_id} continues it"
         )
 
-    def _last_good(self) -> str:
-        """Log ``last.ckpt`` to the failed run and say where it is, in words for the message."""
+    def _log_last(self) -> tuple[str | None, str]:
+        """Log ``last.ckpt`` to the run as it ends: (its path, or None if no epoch saved one;
+        "" or, if the artifact folder refused it, why, for the message). ``resume=`` reads the
+        checkpoint folder first, so a checkpoint not logged still continues the run."""
         last = self.checkpoint_dir / "last.ckpt"
         try:
-            logged = self.log_checkpoint(last)
+            return self.log_checkpoint(last), ""
         except OSError as e:  # the artifact folder is what failed: the file is still on disk
-            return f"last good checkpoint {last} (not logged to the run: {e.strerror or e})"
-        return f"last good checkpoint {logged}" if logged else "no checkpoint was saved yet"
+            return str(last), f" (not logged to the run: {e.strerror or e})"
 
     def log_checkpoint(self, path: str | Path | None) -> str | None:
         """Log the checkpoint at ``path`` under the run's ``checkpoints/``, if it exists."""
@@ -186,15 +183,12 @@ class TrackedRun:
         self.client.log_artifact(self.run_id, str(path), "checkpoints")
         return str(path)
 
-    def _resume_hint(self, logged: str | None) -> str:
-        if not logged:
+    def _resume_hint(self) -> str:
+        last, unlogged = self._log_last()
+        if not last:
             return f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
-        return f"last checkpoint {logged} logged to run {self.run_id}; continue with: resume={self.run_id}"
-
-
-def store_locked(error: BaseException | None) -> bool:
-    """Whether ``error`` is SQLite's "database is locked", however MLflow or SQLAlchemy wrap it."""
-    return error is not None and "database is locked" in str(error)
+        logged = unlogged or f" logged to run {self.run_id}"
+        return f"last checkpoint {last}{logged}; continue with: resume={self.run_id}"
 
 
 def run_name(choices: Mapping[str, Any], seed: int) -> str:

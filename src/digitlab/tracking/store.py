@@ -130,10 +130,15 @@ def open_client(tracking_uri: str):
     return _first_contact(tracking_uri, db)
 
 
+def store_locked(error: object) -> bool:
+    """Whether ``error`` is SQLite's "database is locked", however MLflow or SQLAlchemy wrap it."""
+    return error is not None and "database is locked" in str(error)
+
+
 class _DropLockErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return "database is locked" not in f"{record.getMessage()} {error}"
+        return not (store_locked(record.getMessage()) or store_locked(error))
 
 
 def _quiet_lock_errors() -> None:
@@ -190,7 +195,7 @@ def _checked_client(tracking_uri: str, db: Path, started: float, patience: float
             return client
         except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
             waited = time.monotonic() - started
-            if "database is locked" in str(e) and waited < patience:
+            if store_locked(e) and waited < patience:
                 continue
             raise _unusable_store(db, e, waited) from None
 
@@ -198,7 +203,7 @@ def _checked_client(tracking_uri: str, db: Path, started: float, patience: float
 def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
     """A one-line DigitlabError for a corrupt or locked SQLite store; other errors unchanged."""
     reason = str(error)
-    if "database is locked" in reason:
+    if store_locked(error):
         return DigitlabError(
             f"the MLflow store {db} stayed locked by another program for {waited:.0f} s: close "
             "what holds it (a program writing to it), then run again"

@@ -10,6 +10,7 @@ import atexit
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,6 @@ def end_interrupted_sweep() -> tuple[str, int] | None:
     status. None when no sweep runs here.
 
     A second signal meanwhile exits at once (:func:`_observe_interrupts`)."""
-    import signal
-
     sweep = _active
     if sweep is None or sweep.parent_id is None:
         return None
@@ -199,8 +198,6 @@ def end_interrupted_sweep() -> tuple[str, int] | None:
 def _exit_at_once(signum: int, frame) -> None:
     """A second signal while the first is honoured: the user will not wait. As in a single run
     (digitlab.tracking.run), the store stays whole and the next command ends what is left."""
-    import signal
-
     os.write(2, (f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
                  "the next digitlab command on this store marks the sweep's runs KILLED\n"
                  ).encode())
@@ -212,8 +209,6 @@ def _observe_interrupts() -> None:
     launcher's own handler) handles them as before; from then on a second one exits at once.
 
     A run in this process (the basic launcher's jobs) handles signals itself while it runs."""
-    import signal
-
     def observer(previous):
         def handle(signum, frame):
             mark_interrupted(signum)
