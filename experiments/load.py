@@ -180,8 +180,9 @@ python -m digitlab -m hydra/launcher=parallel seed='range(...)' {tiny}
 ```
 
 on the tests' synthetic MNIST ({train} training, 80 test images, IDX files); every job logs
-its figures, checkpoint and MLflow Model. `sqlite`: a new `mlflow.db` (the sweeps race to create it). `server`:
-`mlflow server` on 127.0.0.1 (its default 4 workers, SQLite behind it, `--serve-artifacts`).
+its figures, checkpoint and MLflow Model. `sqlite`: a new `mlflow.db` (the sweeps race to create
+it). `server`: `mlflow server` on 127.0.0.1 (its default 4 workers, SQLite behind it,
+`--serve-artifacts`).
 
 Then every run is checked (`check_store` in `experiments/load_checks.py`, which
 `tests/test_load.py` runs too): each sweep's parent FINISHED with `sweep/jobs`, `sweep/finished`,

@@ -226,6 +226,16 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: flo
     pytest.fail(f"server did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def wait_for(path: Path, process) -> None:
+    """Poll until ``path`` exists (``process``, a Popen or warm.Started, writes it), failing
+    with the process's whole error output if it ends first."""
+    while not path.exists():
+        if process.poll() is not None:  # the whole of its error, which an assert would shorten
+            _, err = process.communicate()
+            pytest.fail(f"exited with {process.returncode} before writing {path}:\n{err[-4000:]}")
+        time.sleep(0.02)
+
+
 def stop_server(server: subprocess.Popen) -> None:
     """Stop a server and the workers it forked (its process group)."""
     try:

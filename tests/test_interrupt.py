@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import warm
-from conftest import write_mnist
+from conftest import wait_for, write_mnist
 from digitlab.errors import DigitlabError
 from digitlab.training.run import train
 
@@ -39,15 +39,6 @@ def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> 
         *overrides,
     ]
     return warm.start("digitlab", *args, env=env)
-
-
-def wait_for(path: Path, process: warm.Started) -> None:
-    """Poll until ``path`` exists (the process writes it) or the process ends."""
-    while not path.exists():
-        if process.poll() is not None:  # the whole of its error, which an assert would shorten
-            _, err = process.communicate()
-            pytest.fail(f"exited with {process.returncode} before writing {path}:\n{err[-4000:]}")
-        time.sleep(0.02)
 
 
 def net_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -182,7 +173,8 @@ def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(t
     (line,) = [x for x in (out + err).splitlines() if "was left RUNNING" in x]
     assert line.endswith(
         f"run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {killed.pid}, "
-        f"which died: marked KILLED, last checkpoint logged; continue with: resume={run.info.run_id}"
+        "which died: marked KILLED, last checkpoint logged; "
+        f"continue with: resume={run.info.run_id}"
     ), line
     reaped = client.get_run(run.info.run_id).data.tags["digitlab.killed_because"]
     assert reaped == f"its process {killed.pid} on {socket.gethostname()} died"

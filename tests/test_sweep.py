@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 import warm
+from conftest import wait_for
 from digitlab.figures.plots.sweep import plot_target_vs_values
 from digitlab.tracking.sweep import markdown_table, swept_keys
 
@@ -200,21 +200,12 @@ def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent(tmp_path, store):
     data_root = write_mnist(tmp_path / "data", n_train=2000)
     process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=4",
                             "data.val_size=100", "data.batch_size=50", "seed=1,2")
-    checkpoint = tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt"
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
+    wait_for(tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt", process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     _, err = process.communicate(timeout=600)
     assert process.returncode == 130, err[-3000:]
     assert "digitlab: interrupted: SIGINT stopped training" in err
     assert statuses(store) == ("KILLED", ["KILLED"])  # job 1 never started; nothing RUNNING
-
-
-def wait_for_checkpoints(process: warm.Started, *checkpoints) -> None:
-    while not all(c.exists() for c in checkpoints):
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -228,14 +219,16 @@ def test_ctrl_c_in_a_parallel_sweep_ends_every_run_killed_in_one_line(tmp_path, 
                             "data.val_size=100", "data.batch_size=50", "seed=1,2",
                             "hydra/launcher=parallel")
     jobs = tmp_path / "multirun"
-    wait_for_checkpoints(process, *(jobs / str(n) / "checkpoints" / "last.ckpt" for n in (0, 1)))
+    for n in (0, 1):
+        wait_for(jobs / str(n) / "checkpoints" / "last.ckpt", process)
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 130, err[-3000:]
     assert "Traceback" not in out + err
     client, parent, children = runs_of(store)
     (line,) = [x for x in err.splitlines() if "stopped the sweep" in x]
-    said = f"digitlab: interrupted: SIGINT stopped the sweep; its parent run {parent.info.run_id} is KILLED"
+    said = ("digitlab: interrupted: SIGINT stopped the sweep; "
+            f"its parent run {parent.info.run_id} is KILLED")
     # The rest is there when the sweep ended a stopped job's run itself (a job that had time to
     # end its own run says so in its own line).
     also = ", and so are the runs of the jobs it stopped (resume=<run id> continues one)"
@@ -284,7 +277,7 @@ def test_a_second_ctrl_c_in_a_sweep_exits_at_once_and_the_next_command_ends_its_
     data_root = write_mnist(tmp_path / "data", n_train=2000)
     process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=20",
                             "data.val_size=100", "data.batch_size=50", "seed=1,2")
-    wait_for_checkpoints(process, tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt")
+    wait_for(tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt", process)
     # Both pending at once, so the second arrives while the first is honoured (test_interrupt.py
     # does the same for a single run).
     for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT):
