@@ -47,9 +47,7 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
     ``data`` names a ``conf/data`` option or a ``.csv`` in Kaggle's layout. The data root is
     ``root``, else ``$DIGITLAB_DATA``, else the run's own ``data.root`` (``run_root``).
     """
-    from hydra.utils import instantiate
-
-    from digitlab.config.targets import check_targets
+    from digitlab.config.targets import build
     from digitlab.data.kaggle import read_kaggle_csv
 
     path = Path(data)
@@ -65,9 +63,7 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
             "holdout (the rows the runs held out) nor a .csv file in Kaggle's layout"
         )
     root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
-    source = data_config(data, root)
-    check_targets(source)
-    loaded = instantiate(source)
+    loaded = build(data_config(data, root), "data source", path="data.source.")
     if loaded.test_images is not None:
         return loaded.test_images, loaded.test_labels
     return loaded.train_images, loaded.train_labels
@@ -124,9 +120,7 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     """(what decides the member's held-out rows, a function that cuts them): its data source,
     once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
     the cut needs."""
-    from hydra.utils import instantiate
-
-    from digitlab.config.targets import check_targets
+    from digitlab.config.targets import build
     from digitlab.data.datamodule import DigitDataModule
 
     data = config.get("data") if isinstance(config, Mapping) else None
@@ -139,14 +133,15 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     source = dict(source)
     if root is not None and "root" in source:
         source["root"] = str(root)
-    check_targets(source, trusted)  # a checkpoint's config names code: allow-listed first
+    source_name = f"{name}'s run config"
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
     recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
 
     def cut() -> tuple[Any, Any]:
         try:
             datamodule = DigitDataModule(
-                load=instantiate(source, _partial_=True), val_size=data["val_size"],
+                load=build(source, "data source", trusted, untrusted=True, path="data.source.",
+                           source=source_name, _partial_=True), val_size=data["val_size"],
                 test_size=data.get("test_size"), seed=config["seed"], split_seed=split_seed,
                 folds=data.get("folds"), fold=data.get("fold", 0))
             return datamodule.split()["test"]

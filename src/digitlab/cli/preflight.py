@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitlab.config.checks import check_config
+from digitlab.config.targets import build, trusted_targets
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 from digitlab.tracking import store as tracking
@@ -22,7 +22,7 @@ def preflight(cfg: DictConfig) -> DigitData:
     check_config(cfg)
     tracking.check_reachable(cfg.logger.tracking_uri)
     try:
-        return instantiate(cfg.data.source)
+        return build(cfg.data.source, "data source", trusted_targets(cfg), path="data.source.")
     except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
         if isinstance(e.__cause__, DigitlabError):
             raise e.__cause__ from None

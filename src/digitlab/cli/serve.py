@@ -3,9 +3,13 @@
     digitlab-serve                          # a registered @best (else the newest run's model)
     digitlab-serve --model models:/digits@best --port 5001
     digitlab-serve --run RUN_ID
+    digitlab-serve --model models:/digits@best --model models:/digits/1   # the page offers both
 
 Binds 127.0.0.1 (``--host 0.0.0.0`` opens it to the network). Browse to http://127.0.0.1:5001/
-to draw a digit; ``POST /invocations`` takes MLflow's scoring JSON.
+to draw a digit; ``POST /invocations`` takes MLflow's scoring JSON. Requests may pick
+(``?model=``) only the models given here, the first being the default; ``--any-model`` lets
+them pick any digitlab model of the store. A model is loaded from its weights and recipe only:
+one that carries code of its own is refused (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import sys
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.registry import MODEL_NAME
 from digitlab.tracking.store import default_tracking_uri
 
 
@@ -38,14 +43,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--model",
-        metavar="URI",
-        help="models:/NAME@ALIAS, models:/NAME/VERSION "
-        "or runs:/RUN_ID/model (default: a registered @best, else the newest run)",
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="URI",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model; repeatable, the "
+        "first is the default (default: a registered @best, else the newest run)",
     )
-    which.add_argument("--run", metavar="RUN_ID", help="serve this training run's model")
+    parser.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                        help="serve this training run's model; repeatable")
+    parser.add_argument(
+        "--any-model", action="store_true",
+        help="let requests pick any digitlab model of the store with ?model= (default: only "
+        "the models given here)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port", type=int, default=5001, help="port (default 5001; 0: any free one)"
@@ -56,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="MODULE",
-        help="allow your own network's package in a model's recipe; repeatable",
+        help="allow your own network's package in a model's recipe; repeatable. Never trust a "
+        "module for a model you did not make",
     )
     return parser.parse_args(argv)
 
@@ -68,9 +78,13 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         client = store.open_client(args.tracking_uri or default_tracking_uri())
-        model = args.model or (args.run and f"runs:/{args.run}/model") or default_model(client)
+        models = [*args.model, *(f"runs:/{run}/{MODEL_NAME}" for run in args.run)]
+        models = models or [default_model(client)]
+        model = models[0]
         server = make_server(client, model, args.host, args.port, tuple(args.trust))
-        server.models.get(model)  # load now: a bad model is a one-line error, not a first 404
+        server.models.allowed = None if args.any_model else tuple(dict.fromkeys(models))
+        for uri in models:  # load now: a bad model is a one-line error, not a first 404
+            server.models.get(uri)
     except OSError as e:
         print(
             f"digitlab: error: cannot listen on {args.host}:{args.port} ({e.strerror}): "

@@ -1,33 +1,52 @@
-"""Which code a config may name in ``_target_``: the project's own, plus what the user trusts.
+"""Which code a config may name in ``_target_``, checked on what the name resolves to.
 
-Hydra imports and calls whatever ``_target_`` names, so a config, or a checkpoint's saved config,
-naming ``os.system`` would run it. Every ``_target_`` is checked against this allow-list before
-anything is instantiated. The user widens it for their own code with ``trusted_targets`` in their
-config (``trusted_targets=[mypkg]``) or ``digitlab-predict --trust mypkg``; a checkpoint's own
-saved ``trusted_targets`` is never read, so a file from elsewhere cannot trust itself.
+Hydra imports and calls whatever ``_target_`` names, and its ``_locate`` walks attributes: a
+name under an allowed package can reach anything that package imported
+(``digitlab.models.lenet.torch.load``). So a name is accepted only if it resolves to one of the
+callables digitlab builds (:func:`registry`: its networks, data sources and augmentations,
+callbacks, and ``torch.optim``'s optimizers and schedulers), or to a class or function *defined*
+in a module the user trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). Nothing is resolved
+before the name has passed a text check (a dotted path of public names under an allowed
+package), so a refused name never imports anything.
+
+Configs from an untrusted source (a checkpoint's or a model's saved recipe, a run config read
+from a store) get :func:`build` with ``untrusted=True``: one ``_target_`` at the top, arguments
+that are plain values, no interpolations; their own ``trusted_targets`` are never read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from digitlab.errors import DigitlabError
 
-# Modules whose classes and functions any config may name.
+# The packages whose names a config may use at all; what a name resolves to is checked after.
 PROJECT_TARGETS = ("digitlab", "torch.optim", "lightning.pytorch.callbacks")
+# Dotted public names only: no "_private" or "__dunder__" step (``__globals__``, ``__builtins__``).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 
 
 def is_allowed(target: str, trusted: Iterable[str] = ()) -> bool:
-    """Whether ``target`` lies in one of the project's modules or a ``trusted`` one, matched on
-    whole module names (``mypkg`` allows ``mypkg.nets.Tiny``, not ``mypkg_evil.run``)."""
-    for module in (*PROJECT_TARGETS, *trusted):
-        module = str(module).rstrip(".")
-        if target == module or target.startswith(module + "."):
-            return True
-    return False
+    """Whether the *text* ``target`` is a public dotted name under one of the project's packages
+    or a ``trusted`` one, matched on whole module names (``mypkg`` allows ``mypkg.nets.Tiny``,
+    not ``mypkg_evil.run``). Necessary, not sufficient: :func:`resolve` decides."""
+    if not NAME.fullmatch(str(target)):
+        return False
+    return _root_of(str(target), (*PROJECT_TARGETS, *trusted)) is not None
+
+
+def _root_of(name: str, roots: Iterable[str]) -> str | None:
+    for root in roots:
+        root = str(root).rstrip(".")
+        if name == root or name.startswith(root + "."):
+            return root
+    return None
 
 
 def trusted_targets(cfg: Any) -> tuple[str, ...]:
@@ -35,7 +54,8 @@ def trusted_targets(cfg: Any) -> tuple[str, ...]:
     value = cfg.get("trusted_targets") if hasattr(cfg, "get") else None
     if value is None:
         return ()
-    if isinstance(value, ListConfig | list | tuple) and all(isinstance(v, str) and v for v in value):
+    names = isinstance(value, ListConfig | list | tuple)
+    if names and all(isinstance(v, str) and v for v in value):
         return tuple(value)
     raise DigitlabError(
         f"trusted_targets={value!r} is invalid: it must be a list of module names, "
@@ -43,28 +63,35 @@ def trusted_targets(cfg: Any) -> tuple[str, ...]:
     )
 
 
-def first_untrusted(config: Any, trusted: Iterable[str] = (), path: str = "") -> str | None:
-    """``"<key path>_target_=<target>"`` of the first ``_target_`` outside the allow-list, else None."""
+def _targets(config: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(key path, value)`` of every ``_target_`` in ``config``, at any depth."""
     if isinstance(config, DictConfig | ListConfig):
         config = OmegaConf.to_container(config, resolve=False)
-    trusted = tuple(trusted)
-    if isinstance(config, dict):
-        target = config.get("_target_")
-        if target is not None and not is_allowed(str(target), trusted):
-            return f"{path}_target_={target}"
+    if isinstance(config, Mapping):
+        if "_target_" in config:
+            yield path, config["_target_"]
         items = config.items()
-    elif isinstance(config, list):
+    elif isinstance(config, list | tuple):
         items = enumerate(config)
     else:
-        return None
+        return
     for key, value in items:
-        if found := first_untrusted(value, trusted, f"{path}{key}."):
-            return found
+        yield from _targets(value, f"{path}{key}.")
+
+
+def first_untrusted(config: Any, trusted: Iterable[str] = (), path: str = "") -> str | None:
+    """``"<key path>_target_=<target>"`` of the first ``_target_`` whose text is outside the
+    allowed packages, else None (the quick check, before anything is imported)."""
+    trusted = tuple(trusted)
+    for where, target in _targets(config, path):
+        if not is_allowed(str(target), trusted):
+            return f"{where}_target_={target}"
     return None
 
 
 def check_targets(config: Any, trusted: Iterable[str] = ()) -> None:
-    """Raise DigitlabError if a ``_target_`` in ``config`` is outside the allow-list."""
+    """Raise DigitlabError if a ``_target_``'s text in ``config`` is outside the allowed
+    packages. Imports nothing: the command line runs it before torch is loaded."""
     trusted = tuple(trusted)
     if found := first_untrusted(config, trusted):
         allowed = ", ".join((*PROJECT_TARGETS, *trusted))
@@ -72,3 +99,187 @@ def check_targets(config: Any, trusted: Iterable[str] = ()) -> None:
             f"{found} is not allowed: a config may only name code under {allowed} (pick an "
             "option of the group, or trust your own module with trusted_targets=[mypkg])"
         )
+
+
+# --- The registry: what digitlab builds from a config, by kind ------------------------------
+
+
+def _networks() -> list[Any]:
+    from digitlab import models
+
+    return [getattr(models, name) for name in models.__all__]
+
+
+def _data_sources() -> list[Any]:
+    from digitlab.data import sources
+
+    return [sources.load_mnist, sources.load_kaggle]
+
+
+def _augmentations() -> list[Any]:
+    from digitlab.data.augment import RandomAffine
+
+    return [RandomAffine]
+
+
+def _public_subclasses(module: Any, base: type | tuple[type, ...]) -> list[Any]:
+    found = (getattr(module, name, None) for name in getattr(module, "__all__", dir(module)))
+    return [c for c in found if inspect.isclass(c) and issubclass(c, base)]
+
+
+def _optimizers() -> list[Any]:
+    import torch.optim
+
+    return _public_subclasses(torch.optim, torch.optim.Optimizer)
+
+
+def _schedulers() -> list[Any]:
+    from torch.optim import lr_scheduler
+
+    bases = (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
+    return _public_subclasses(lr_scheduler, bases)
+
+
+def _callbacks() -> list[Any]:
+    from lightning.pytorch import callbacks as lightning_callbacks
+
+    from digitlab import callbacks
+
+    return [getattr(callbacks, name) for name in callbacks.__all__] + _public_subclasses(
+        lightning_callbacks, lightning_callbacks.Callback
+    )
+
+
+KINDS: dict[str, Callable[[], list[Any]]] = {
+    "network": _networks,
+    "data source": _data_sources,
+    "augmentation": _augmentations,
+    "optimizer": _optimizers,
+    "scheduler": _schedulers,
+    "callback": _callbacks,
+}
+
+
+@functools.cache
+def registry(kind: str) -> tuple[Any, ...]:
+    """The callables of one kind that configs may name (imports what defines them)."""
+    return tuple(KINDS[kind]())
+
+
+def _registered(obj: Any, kinds: Iterable[str]) -> bool:
+    return any(obj is known for kind in kinds for known in registry(kind))
+
+
+def _defined_in(obj: Any, trusted: Iterable[str]) -> bool:
+    """A class or plain function whose own module lies in a trusted package."""
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return False
+    return _root_of(str(getattr(obj, "__module__", "") or ""), trusted) is not None
+
+
+class Refused(DigitlabError):
+    """A ``_target_`` (or value) refused: ``key`` names it, ``reason`` says why; ``trust_helps``
+    when trusting a module would accept it (it is the user's code, not a nested call or an
+    interpolation)."""
+
+    def __init__(self, key: str, reason: str, trust_helps: bool = True) -> None:
+        super().__init__(f"{key} {reason}")
+        self.key, self.reason, self.trust_helps = key, reason, trust_helps
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> Any:
+    """The callable ``target`` names, if it is one of ``kinds``' registry or defined in a
+    ``trusted`` package; else :class:`Refused` saying why. Names outside the allowed packages
+    are refused before anything is imported."""
+    from hydra._internal.utils import _locate
+
+    kinds, trusted = tuple(kinds), tuple(str(t).rstrip(".") for t in trusted)
+    key = f"_target_={target}"
+    if not is_allowed(str(target), trusted):
+        raise Refused(key, f"names code outside {', '.join((*PROJECT_TARGETS, *trusted))}")
+    try:
+        obj = _locate(str(target))
+    except Exception:  # ImportError, AttributeError, and whatever a broken module raises
+        raise Refused(key, "names nothing that exists") from None
+    named_trusted = bool(trusted) and _root_of(str(target), trusted) is not None
+    if _registered(obj, kinds) or (named_trusted and _defined_in(obj, trusted)):
+        return obj
+    module = getattr(obj, "__module__", None) or "?"
+    actual = f"{module}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+    what = " or ".join(kinds) if kinds else "callable"
+    raise Refused(key, f"resolves to {actual}, not {_a(what)} digitlab builds")
+
+
+def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False,
+                   path: str = "") -> None:
+    """Check every ``_target_`` in ``node`` (a config node of ``kind``) by what it resolves to.
+
+    The top-level target must be of ``kind``; nested ones (a trusted config's) of any kind. An
+    ``untrusted`` node (from a checkpoint, a model or a store) may hold no nested target, and
+    only plain values without interpolations as arguments. Raises :class:`Refused`.
+    """
+    trusted = tuple(trusted)
+    for where, target in _targets(node):
+        if untrusted and where:
+            raise Refused(f"{path}{where}_target_={target}",
+                          f"is nested code inside a saved {kind}, which takes plain values only",
+                          trust_helps=False)
+        try:
+            resolve(target, (kind,) if not where else tuple(KINDS), trusted)
+        except Refused as e:
+            raise Refused(f"{path}{where}{e.key}", e.reason) from None
+    if untrusted and (found := _interpolation(node)):
+        raise Refused(f"{path}{found}", f"holds an interpolation (${{...}}), where a saved {kind} "
+                      "takes plain values only", trust_helps=False)
+
+
+def _interpolation(node: Any, path: str = "") -> str | None:
+    """The key path of the first string holding ``${`` (which Hydra would resolve), else None."""
+    if isinstance(node, str):
+        return (path.rstrip(".") or "value") if "${" in node else None
+    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(
+        node, list | tuple) else ()
+    for key, value in items:
+        if found := _interpolation(value, f"{path}{key}."):
+            return found
+    return None
+
+
+def build(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False,
+          path: str = "", source: str = "", **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` once :func:`check_resolved` passes; the
+    checked plain copy is what gets instantiated, so nothing can change in between.
+
+    A refusal is one DigitlabError: for an ``untrusted`` node, naming its ``source`` (e.g.
+    ``checkpoint best.ckpt``) and saying that nothing was run; for the user's own config, how
+    to pick an option or trust a module instead.
+    """
+    from hydra.utils import instantiate
+
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    elif isinstance(node, Mapping):
+        node = dict(node)
+    try:
+        check_resolved(node, kind, trusted, untrusted=untrusted, path=path)
+        if not untrusted and (found := _interpolation(node)):  # resolved: a literal "${" left
+            raise Refused(f"{path}{found}", "holds an interpolation after resolving: escape "
+                          "nothing there", trust_helps=False)
+    except Refused as e:
+        if not untrusted:
+            raise DigitlabError(
+                f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "
+                "your own module with trusted_targets=[mypkg])"
+            ) from None
+        trust = (" If you wrote that module, trust it: --trust MODULE (digitlab-predict, "
+                 "digitlab-serve), trust=[MODULE] (digitlab.load) or trusted_targets=[MODULE]"
+                 if e.trust_helps else "")
+        raise DigitlabError(
+            f"{source or 'a saved config'} names {e.key}, which is not trusted code (it "
+            f"{e.reason}): refused, nothing was run.{trust}"
+        ) from None
+    return instantiate(node, **kwargs)

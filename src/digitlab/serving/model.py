@@ -108,7 +108,36 @@ def load(path: str, trusted: Iterable[str] = ()) -> DigitModel:
     return DigitModel(net, config)
 
 
+# Where plain ``mlflow.pyfunc.load_model`` gets the user's trust: the environment of the process
+# that loads (MLflow hands the loader only the model's own model_config, which never counts).
+TRUST_ENV = "DIGITLAB_TRUST"
+
+
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitModel:
-    """MLflow's entry point. ``model_config={"trust": ["mypkg"]}`` allows your own network's code
-    (never trusted from the model itself)."""
-    return load(data_path, (model_config or {}).get("trust", ()))
+    """MLflow's entry point, for plain ``mlflow.pyfunc.load_model``.
+
+    A model never widens its own trust: a ``model_config`` asking for ``trust`` is refused, and
+    so is a model that carries ``code_paths`` (MLflow has put them on ``sys.path`` by now: they
+    are taken off before anything else is imported). Trust your own network's package with
+    ``DIGITLAB_TRUST=mypkg[,other]`` in the environment. digitlab's own commands check the
+    MLmodel before MLflow sees it (:mod:`digitlab.serving.models`).
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    if (model_config or {}).get("trust"):
+        raise DigitlabError(
+            f"the model at {data_path} asks to trust {model_config['trust']!r} itself: refused, "
+            f"nothing of it was run; trust your own package with {TRUST_ENV}=MODULE"
+        )
+    folder = Path(data_path).resolve().parent
+    code = [p for p in sys.path if p and Path(p).resolve().is_relative_to(folder)]
+    if code:
+        sys.path[:] = [p for p in sys.path if p not in code]
+        raise DigitlabError(
+            f"the model at {folder} carries code_paths (its own Python files): refused, nothing "
+            "of it was run; digitlab models carry weights and a recipe only"
+        )
+    trusted = tuple(m for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip())
+    return load(data_path, trusted)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
@@ -16,19 +18,64 @@ URI = re.compile(r"^(models:/[\w.\- ]+(@[\w\-]+|/\d+)?|runs:/[0-9a-f]{32}/" + MO
 
 
 class UnknownModel(DigitlabError):
-    """A model URI that is malformed, absent from the store, or not a digitlab model."""
+    """A model URI that is malformed, absent from the store, not served here, or not a digitlab
+    model."""
+
+
+class RefusedModel(DigitlabError):
+    """A model whose MLmodel asks to run code of its own: refused before anything of it runs."""
+
+
+def checked_data_path(folder: Path, uri: str) -> Path:
+    """The weights-only checkpoint inside a downloaded model ``folder``, once its MLmodel asks
+    for nothing but digitlab's own loader: no ``code_paths`` (MLflow would put them first on
+    ``sys.path``), no other ``loader_module``, no ``model_config`` (a model must not widen its
+    own trust), and data inside the folder."""
+    from mlflow.models import Model
+
+    try:
+        flavor = Model.load(str(folder / "MLmodel")).flavors.get("python_function") or {}
+    except Exception:  # a missing or garbled MLmodel: MLflow raises several types
+        raise UnknownModel(
+            f"{uri} has no readable MLmodel: serve a model digitlab logged"
+        ) from None
+    if flavor.get("loader_module") != LOADER:
+        raise RefusedModel(
+            f"{uri} is not a digitlab model (its loader is {flavor.get('loader_module')!r}): "
+            "refused, nothing of it was run; serve a model digitlab logged"
+        )
+    for key, what in (("code", "code_paths (its own Python files)"),
+                      ("model_config", "a model_config of its own (a model cannot trust itself)")):
+        if flavor.get(key):
+            raise RefusedModel(
+                f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
+                "weights and a recipe only (give trust with --trust MODULE instead)"
+            )
+    data = (folder / str(flavor.get("data", ""))).resolve()
+    if not data.is_file() or not data.is_relative_to(folder.resolve()):
+        raise RefusedModel(f"{uri}'s data {flavor.get('data')!r} is not a file inside the model: "
+                           "refused; serve a model digitlab logged")
+    return data
 
 
 class ModelCache:
-    """Loads each model URI once (``mlflow.pyfunc.load_model``) and keeps it for later requests.
+    """Loads each model URI once and keeps it for later requests.
+
+    A model is downloaded, its MLmodel checked (:func:`checked_data_path`) and its checkpoint
+    loaded by digitlab's loader directly, with the user's ``trusted`` modules: not through
+    ``mlflow.pyfunc.load_model``, which would first add the model's own ``code_paths`` to
+    ``sys.path`` and hand the loader the model's own ``model_config``.
 
     Args:
         tracking_uri: the MLflow store that ``models:/`` and ``runs:/`` URIs resolve in.
-        trusted: your own network's modules, passed to the model's loader (never the model's).
+        trusted: your own network's modules (never the model's).
+        allowed: the URIs requests may ask for (``?model=``); None: any digitlab model of the
+            store (the operator's choice, ``digitlab-serve --any-model``).
     """
 
-    def __init__(self, tracking_uri: str, trusted: tuple[str, ...] = ()) -> None:
-        self.tracking_uri, self.trusted = tracking_uri, trusted
+    def __init__(self, tracking_uri: str, trusted: tuple[str, ...] = (),
+                 allowed: tuple[str, ...] | None = None) -> None:
+        self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -38,6 +85,11 @@ class ModelCache:
                 f"model {uri!r} is not a model URI: use models:/NAME@ALIAS, "
                 "models:/NAME/VERSION or runs:/RUN_ID/model"
             )
+        if self.allowed is not None and uri not in self.allowed:
+            raise UnknownModel(
+                f"model {uri} is not served here: this server serves {', '.join(self.allowed)} "
+                "(its operator can add it with --model)"
+            )
         with self._lock:  # one load per URI, even when the page and a client ask together
             if uri not in self._models:
                 self._models[uri] = self._load(uri)
@@ -46,22 +98,18 @@ class ModelCache:
     def _load(self, uri: str):
         import mlflow
         from mlflow.exceptions import MlflowException
-        from mlflow.models import Model
+
+        from digitlab.serving.model import load
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            flavor = Model.load(uri).flavors.get("python_function", {})
-        except (MlflowException, OSError):
-            raise UnknownModel(
-                f"no model {uri} in {self.tracking_uri}: pick one of /models"
-            ) from None
-        # Loading imports the module the model names: only digitlab's own model code.
-        if flavor.get("loader_module") != LOADER:
-            raise UnknownModel(
-                f"{uri} is not a digitlab model (its loader is "
-                f"{flavor.get('loader_module')!r}): serve a model digitlab logged"
-            )
-        return mlflow.pyfunc.load_model(uri, model_config={"trust": list(self.trusted)})
+        with tempfile.TemporaryDirectory(prefix="digitlab-serve-") as folder:
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+            except (MlflowException, OSError):
+                raise UnknownModel(
+                    f"no model {uri} in {self.tracking_uri}: pick one of /models"
+                ) from None
+            return load(str(checked_data_path(local, uri)), self.trusted)
 
 
 def available(client, limit: int = 50) -> list[dict[str, str]]:

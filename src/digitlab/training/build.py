@@ -12,12 +12,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.callbacks import StampRunId
+from digitlab.config.targets import build, trusted_targets
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
@@ -104,9 +104,10 @@ def check_launcher(trainer: L.Trainer) -> None:
 
 
 def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
-    data = cfg.data
+    data, trusted = cfg.data, trusted_targets(cfg)
     return DigitDataModule(
-        load=(lambda: loaded) if loaded is not None else instantiate(data.source, _partial_=True),
+        load=(lambda: loaded) if loaded is not None
+        else build(data.source, "data source", trusted, path="data.source.", _partial_=True),
         val_size=data.val_size,
         test_size=data.test_size,
         batch_size=data.batch_size,
@@ -117,7 +118,8 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         resize=cfg.model.get("input_size", 28),  # the one size key: the model's
         seed=cfg.seed,
         split_seed=data.get("split_seed"),
-        augment=instantiate(data.augment) if data.get("augment") else None,
+        augment=build(data.augment, "augmentation", trusted, path="data.augment.")
+        if data.get("augment") else None,
         steps_per_call=data.get("steps_per_call", 1),
         folds=data.get("folds"),
         fold=data.get("fold", 0),
@@ -126,9 +128,10 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
     """The LightningModule: the plain one, or the fused-steps one when ``data.steps_per_call > 1``."""
+    trusted = trusted_targets(cfg)
     try:
-        net = instantiate(cfg.model)
-        optimizer = instantiate(cfg.optimizer)
+        net = build(cfg.model, "network", trusted, path="model.")
+        optimizer = build(cfg.optimizer, "optimizer", trusted, path="optimizer.")
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
         optimizer([torch.nn.Parameter(torch.zeros(1))])
@@ -141,7 +144,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
                 raise DigitlabError(
                     f"scheduler.interval={interval!r} is invalid: it must be epoch or step"
                 )
-            scheduler = instantiate(settings)
+            scheduler = build(settings, "scheduler", trusted, path="scheduler.")
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ or e
         raise DigitlabError(
@@ -167,12 +170,12 @@ def fused_steps(cfg: DictConfig) -> bool:
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The ``callbacks`` group's callbacks (one entry per name, as Lightning's templates do),
     then the pictures the ``figures`` group asks for."""
-    built = []
+    built, trusted = [], trusted_targets(cfg)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` drops one
             continue
         try:
-            built.append(instantiate(node))
+            built.append(build(node, "callback", trusted, path=f"callbacks.{name}."))
         except InstantiationException as e:
             cause = e.__cause__ or e
             raise DigitlabError(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from digitlab.config.targets import first_untrusted
 from digitlab.errors import DigitlabError
 from digitlab.tracking.run import CHECKPOINT_DIR_TAG, RUN_ID_KEY
 
@@ -87,19 +86,17 @@ def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def build_network(model: Mapping[str, Any], trusted: Iterable[str] = (), source: Any = "config"):
-    """The network ``model`` (a ``model`` config node) describes, once its targets pass the
-    allow-list (:mod:`digitlab.config.targets`): nothing it names is imported before that."""
-    from hydra.utils import instantiate
+    """The network ``model`` (a saved ``model`` config node, untrusted) describes, once its one
+    ``_target_`` resolves to a network digitlab builds (or one defined in a ``trusted`` package)
+    and its arguments are plain values (:func:`digitlab.config.targets.build`)."""
+    from hydra.errors import InstantiationException
 
-    if found := first_untrusted({"model": dict(model)}, trusted):
-        raise DigitlabError(
-            f"{source} names {found}, which is not trusted code: refused, nothing was run. If "
-            "you wrote that module, trust it: --trust MODULE (digitlab-predict) or "
-            "trusted_targets=[MODULE]"
-        )
+    from digitlab.config.targets import build
+
     try:
-        return instantiate(dict(model))
-    except Exception as e:
+        return build(dict(model), "network", trusted, untrusted=True, path="model.",
+                     source=str(source))
+    except (InstantiationException, TypeError, ValueError) as e:
         first = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise DigitlabError(
             f"{source}: its model config does not build a network ({first[0][:200]}): the "
