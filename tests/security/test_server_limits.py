@@ -1,0 +1,317 @@
+"""digitlab-serve as a service: silent or trickling clients are dropped, a fixed pool of threads
+answers a burst of 200 clients, hostile bodies (deep nesting, wrong type, too large), methods and
+Host headers get one JSON line each, and the server keeps serving.
+
+The server runs in this process on a free 127.0.0.1 port with a stub model that checks its
+pixels as the real one does, so each test takes seconds and trains nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from digitlab.serving.model import as_pixels
+from digitlab.serving.server import MAX_BODY, make_server
+
+ONE_IMAGE = json.dumps({"inputs": [[0] * 784]}).encode()
+
+
+class StubModel:
+    """predict() as a served model's: the pixels checked, ten equal probabilities each."""
+
+    def predict(self, data):
+        n = len(as_pixels(data))
+        return {"probabilities": np.full((n, 10), 0.1, np.float32), "digit": np.zeros(n, np.int64)}
+
+
+class StubModels:
+    def get(self, uri: str) -> StubModel:
+        return StubModel()
+
+
+@contextmanager
+def serving(client=None, **options) -> Iterator[tuple[int, object]]:
+    """make_server on a free 127.0.0.1 port, serving in a thread: (port, server)."""
+    if client is None:
+        client = SimpleNamespace(tracking_uri="sqlite:///unused.db")
+        options.setdefault("models", StubModels())
+    server = make_server(client, "models:/stub@best", **options)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server.server_address[1], server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request; JSON unless ``headers`` says otherwise."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body=body,
+                           headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def raw(port: int, data: bytes, seconds: float = 10) -> bytes:
+    """What the server answers to ``data`` sent as is, read until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
+        s.sendall(data)
+        return read_to_end(s)
+
+
+def read_to_end(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def one_json_line(body: bytes, status: str) -> str:
+    """The message of a JSON error answer, checked to be one line with ``status``'s name."""
+    answer = json.loads(body)
+    assert set(answer) == {"error_code", "message"} and answer["error_code"] == status, answer
+    assert "\n" not in body.decode() and "\n" not in answer["message"], body
+    return answer["message"]
+
+
+def still_serving(port: int) -> None:
+    assert request(port, "GET", "/health")[::2] == (200, b"OK")
+    status, _, body = request(port, "POST", "/invocations", ONE_IMAGE)
+    assert status == 200 and json.loads(body)["predictions"]["digit"] == [0]
+
+
+def test_a_silent_or_stalled_client_is_dropped_within_the_timeout():
+    with serving(workers=1, timeout=0.5) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            started = time.monotonic()
+            assert silent.recv(1024) == b""  # closed by the server, before this side's 5 s
+            assert time.monotonic() - started < 3
+        headers = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as stalled:
+            stalled.sendall(headers + b'{"inputs": ')  # then nothing more
+            started = time.monotonic()
+            answer = read_to_end(stalled)
+            assert time.monotonic() - started < 3
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 408")
+        assert "stopped arriving" in one_json_line(body, "REQUEST_TIMEOUT")
+        still_serving(port)  # the only worker is free again
+
+
+def test_a_trickling_client_is_dropped_after_the_request_deadline():
+    with serving(workers=1, timeout=0.5, request_seconds=1) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as trickle:
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 5:  # one byte per 0.2 s, each within 0.5 s
+                    trickle.sendall(b"G")
+                    if select.select([trickle], [], [], 0.2)[0]:
+                        break  # the server closed it
+            except OSError:
+                pass
+            assert time.monotonic() - started < 3
+        still_serving(port)
+
+
+def test_a_fixed_pool_of_threads_answers_however_many_clients_connect():
+    with serving(workers=2, timeout=0.5) as (port, _):
+        threads = threading.active_count()
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+        try:
+            time.sleep(0.3)  # the server has accepted them by now
+            assert threading.active_count() <= threads  # no thread per connection
+            started = time.monotonic()
+            still_serving(port)  # once the two workers have dropped the silent ones
+            assert time.monotonic() - started < 8
+        finally:
+            for s in silent:
+                s.close()
+
+
+def test_200_concurrent_clients_all_get_an_answer_without_a_reset():
+    results: list[object] = [None] * 200
+    with serving() as (port, _):
+        start = threading.Barrier(len(results))
+
+        def client(i: int) -> None:
+            start.wait()
+            try:
+                status, _, body = request(port, "POST", "/invocations", ONE_IMAGE)
+                results[i] = status if json.loads(body)["predictions"]["digit"] == [0] else body
+            except Exception as e:  # a reset, a timeout: reported below with the others
+                results[i] = repr(e)
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(len(results))]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+    failed = [r for r in results if r != 200]
+    assert not failed, f"{len(failed)} of 200 failed, e.g. {failed[:3]}"
+
+
+def test_json_nested_100_000_deep_is_a_400():
+    with serving() as (port, _):
+        status, _, body = request(port, "POST", "/invocations", b"[" * 100_000)
+        assert status == 400 and "nests too deep" in one_json_line(body, "BAD_REQUEST")
+        still_serving(port)
+
+
+def test_10_000_images_as_compact_json_are_accepted():
+    images = np.random.default_rng(0).integers(0, 256, size=(10_000, 784), dtype=np.uint8)
+    body = json.dumps({"inputs": images.tolist()}, separators=(",", ":")).encode()
+    assert len(body) > 16 * 1024 * 1024  # MNIST's t10k is about 18 MB this way
+    with serving() as (port, _):
+        status, _, answer = request(port, "POST", "/invocations", body)
+        assert status == 200, answer[:300]
+        assert len(json.loads(answer)["predictions"]["digit"]) == 10_000
+    # json.dumps' default ", " separators at 3 digits a pixel: 5 bytes each, 39 MB in all
+    row = len(json.dumps([255] * 784))
+    assert len('{"inputs": []}') + 10_000 * row + 9_999 * 2 < MAX_BODY
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read():
+    with serving() as (port, _):
+        started = time.monotonic()
+        status, _, body = request(port, "POST", "/invocations", b"[]",
+                                  {"Content-Length": str(MAX_BODY + 1)})
+        assert status == 413 and "at most" in one_json_line(body, "REQUEST_ENTITY_TOO_LARGE")
+        assert time.monotonic() - started < 3  # not waiting for the 64 MiB
+        still_serving(port)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "BREW"])
+def test_other_methods_get_a_json_405_with_allow(method):
+    with serving() as (port, _):
+        status, headers, body = request(port, method, "/invocations", b"[]")
+        assert status == 405 and headers["Allow"] == "GET, HEAD, POST"
+        assert method in one_json_line(body, "METHOD_NOT_ALLOWED")
+        still_serving(port)
+
+
+def test_head_is_get_without_the_body():
+    with serving() as (port, _):
+        status, headers, body = request(port, "HEAD", "/health")
+        assert (status, headers["Content-Length"], body) == (200, "2", b"")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "LOCALHOST", "digits.lan"])
+def test_loopback_names_and_allowed_hosts_are_answered(host):
+    with serving(allowed_hosts=("digits.lan",)) as (port, _):
+        status, _, body = request(port, "POST", "/invocations", ONE_IMAGE,
+                                  {"Host": f"{host}:{port}"})
+        assert status == 200, body
+
+
+def test_another_host_is_a_403_naming_the_fix():
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1."""
+    with serving() as (port, _):
+        for method, path, body in (("GET", "/models", None), ("POST", "/invocations", ONE_IMAGE)):
+            status, _, answer = request(port, method, path, body, {"Host": f"evil.example:{port}"})
+            message = one_json_line(answer, "FORBIDDEN")
+            assert status == 403 and "evil.example" in message and "--allow-host" in message
+        still_serving(port)
+
+
+def test_which_hosts_each_binding_allows():
+    from digitlab.serving.server import host_allowed, host_name
+
+    assert host_name("[::1]:5001") == "::1" and host_name("Localhost:80") == "localhost"
+    assert not host_allowed("evil.example", "127.0.0.1")
+    assert host_allowed("127.0.0.1:5001", "127.0.0.1") and host_allowed(None, "127.0.0.1")
+    assert host_allowed("evil.example", "127.0.0.1", ("*",))
+    # Open to the network: any name, unless names are given.
+    assert host_allowed("box.lan:5001", "0.0.0.0")
+    assert not host_allowed("evil.example", "0.0.0.0", ("box.lan",))
+    assert host_allowed("box.lan", "0.0.0.0", ("box.lan",))
+    assert host_allowed("192.168.1.5:5001", "192.168.1.5", ("box.lan",))
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_declared_json_is_a_415(kind):
+    with serving() as (port, _):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": kind} if kind else {}
+        connection.request("POST", "/invocations", body=ONE_IMAGE, headers=headers)
+        response = connection.getresponse()
+        message = one_json_line(response.read(), "UNSUPPORTED_MEDIA_TYPE")
+        assert response.status == 415 and "application/json" in message
+        connection.close()
+        still_serving(port)
+
+
+def test_json_with_a_charset_is_accepted_and_the_page_sends_json():
+    with serving() as (port, _):
+        kind = {"Content-Type": "Application/JSON; charset=utf-8"}
+        assert request(port, "POST", "/invocations", ONE_IMAGE, kind)[0] == 200
+    page = files("digitlab.serving").joinpath("page.html").read_text()
+    assert 'headers: {"Content-Type": "application/json"}' in page
+
+
+BROKEN = [  # (what is sent as is, the answer's status name, a word of its message)
+    (b"GARBAGE\r\n\r\n", "BAD_REQUEST", "syntax"),
+    (b"GET /" + b"x" * 70_000 + b" HTTP/1.0\r\n\r\n", "REQUEST_URI_TOO_LONG", "URI"),
+    (b"GET / HTTP/1.0\r\nX: " + b"x" * 70_000 + b"\r\n\r\n", "REQUEST_HEADER_FIELDS_TOO_LARGE",
+     "long"),
+    (b"GET / HTTP/2.0\r\n\r\n", "HTTP_VERSION_NOT_SUPPORTED", "version"),
+    (b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n\r\n[]", "LENGTH_REQUIRED",
+     "Content-Length"),
+]
+
+
+@pytest.mark.parametrize("sent, status, word", BROKEN, ids=[b[1] for b in BROKEN])
+def test_broken_requests_get_one_json_line(sent, status, word):
+    with serving() as (port, _):
+        answer = raw(port, sent)
+        body = answer.partition(b"\r\n\r\n")[2] if answer.startswith(b"HTTP/") else answer
+        assert word.lower() in one_json_line(body, status).lower()
+        still_serving(port)
+
+
+def test_a_body_shorter_than_its_length_is_a_400():
+    with serving() as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 50\r\n\r\n[[0]]")
+            s.shutdown(socket.SHUT_WR)
+            answer = read_to_end(s)
+        assert "ended after 5 of its 50" in one_json_line(answer.partition(b"\r\n\r\n")[2],
+                                                          "BAD_REQUEST")
+        still_serving(port)
+
+
+def test_a_registered_model_named_with_quotes_is_listed(store, tmp_path):
+    """available() must quote a name holding ' (and one holding both ' and ")."""
+    from mlflow.tracking import MlflowClient
+
+    from digitlab.cli.serve import default_model
+
+    client = MlflowClient(store["tracking_uri"])
+    for name in ("a'b", "c'\"d"):
+        client.create_registered_model(name)
+        client.create_model_version(name, str(tmp_path))
+    assert default_model(client).startswith("models:/")  # what a bare digitlab-serve starts on
+    with serving(client) as (port, _):
+        status, _, body = request(port, "GET", "/models")
+        assert status == 200, body
+        uris = [m["uri"] for m in json.loads(body)["models"]]
+        assert {"models:/a'b/1", "models:/c'\"d/1"} <= set(uris)
