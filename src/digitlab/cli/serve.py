@@ -15,6 +15,7 @@ one that carries code of its own is refused (docs/security.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from digitlab.errors import DigitlabError
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # MLflow draws a progress bar on stderr for every model it downloads: noise around the
+    # one-line errors and the serving line (set the variable to true to see them).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from digitlab.serving.server import make_server
     from digitlab.tracking import store
 

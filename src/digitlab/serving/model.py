@@ -131,7 +131,8 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
             f"the model at {data_path} asks to trust {model_config['trust']!r} itself: refused, "
             f"nothing of it was run; trust your own package with {TRUST_ENV}=MODULE"
         )
-    folder = Path(data_path).resolve().parent
+    data = Path(data_path).resolve()
+    folder = next((p for p in data.parents if (p / "MLmodel").is_file()), data.parent)
     code = [p for p in sys.path if p and Path(p).resolve().is_relative_to(folder)]
     if code:
         sys.path[:] = [p for p in sys.path if p not in code]

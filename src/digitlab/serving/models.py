@@ -32,6 +32,7 @@ def checked_data_path(folder: Path, uri: str) -> Path:
     ``sys.path``), no other ``loader_module``, no ``model_config`` (a model must not widen its
     own trust), and data inside the folder."""
     from mlflow.models import Model
+    from mlflow.pyfunc import CODE, MODEL_CONFIG
 
     try:
         flavor = Model.load(str(folder / "MLmodel")).flavors.get("python_function") or {}
@@ -44,8 +45,8 @@ def checked_data_path(folder: Path, uri: str) -> Path:
             f"{uri} is not a digitlab model (its loader is {flavor.get('loader_module')!r}): "
             "refused, nothing of it was run; serve a model digitlab logged"
         )
-    for key, what in (("code", "code_paths (its own Python files)"),
-                      ("model_config", "a model_config of its own (a model cannot trust itself)")):
+    for key, what in ((CODE, "code_paths (its own Python files)"),
+                      (MODEL_CONFIG, "a model_config of its own (a model cannot trust itself)")):
         if flavor.get(key):
             raise RefusedModel(
                 f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
