@@ -73,14 +73,17 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
 
     # Both resumed at once: the Ctrl-C'd run by its id (the same MLflow run continues and
     # finishes), the SIGTERM'd run from its checkpoint file (the run id stamped in it finds it).
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "SIGINT" / "checkpoints").iterdir()}
     resumed = start([f"resume={run_ids[signal.SIGINT]}"], data_root, store, tmp_path / "resumed")
     checkpoint = tmp_path / "SIGTERM" / "checkpoints" / "last.ckpt"
     by_path = start([f"resume={checkpoint}"], data_root, store, tmp_path / "by_path")
     for process in (resumed, by_path):
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out + err
-        # Continuing in the run's own checkpoint folder is the point, not something to warn of.
+        # The best checkpoint carried over into the new folder is the point, not a warning.
         assert "exists and is not empty" not in err, err
+    # A resume writes into its own job's folder only: the interrupted job's files are as they were.
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "SIGINT" / "checkpoints").iterdir()} == before
     run = client.get_run(run_ids[signal.SIGINT])
     assert run.info.status == "FINISHED"
     assert client.get_run(run_ids[signal.SIGTERM]).info.status == "FINISHED"
@@ -90,7 +93,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     for resumed_run in (run, client.get_run(run_ids[signal.SIGTERM])):
         for name in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
             assert resumed_run.data.metrics[name] == reference.data.metrics[name], name
-    ours = net_weights(tmp_path / "SIGINT" / "checkpoints" / "last.ckpt")
+    ours = net_weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     theirs = net_weights(tmp_path / "whole" / "checkpoints" / "last.ckpt")
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -9,6 +9,8 @@ import os
 import socket
 from pathlib import Path
 
+from digitlab.errors import DigitlabError
+
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, START_TAG = "digitlab.owner.host", "digitlab.owner.pid", "digitlab.owner.start"
@@ -68,3 +70,67 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
     for line in lines:
         log.warning(line)
     return lines
+
+
+def _lock_folder(tracking_uri: str) -> Path:
+    """Where the per-run lock files live: beside a SQLite store, else in the temp folder (a
+    tracking server's runs can only be locked against this machine's own processes)."""
+    import tempfile
+
+    from digitlab.tracking.store import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        return db.parent / ".locks"
+    return Path(tempfile.gettempdir()) / "digitlab-runs"
+
+
+def claim_run(client, run_id: str):
+    """Claim run ``run_id`` for this process before continuing it (``resume=``); returns the
+    open lock file, held until closed (or the process dies).
+
+    One process per run: an exclusive lock per run id closes the race of two resumes started
+    together, and a run that is RUNNING under a live owner (its tags: host, pid, start) is
+    refused too, for an owner on another machine that no lock here can see. Raises
+    DigitlabError naming the owner.
+    """
+    import fcntl
+
+    folder = _lock_folder(client.tracking_uri)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{run_id}.lock", "a+")  # noqa: SIM115 (held for the run's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise DigitlabError(
+            f"run {run_id} is being trained by {owner}: {_wait_hint(run_id)}"
+        ) from None
+    if owner := _live_owner(client.get_run(run_id)):
+        handle.close()
+        raise DigitlabError(f"run {run_id} is RUNNING in {owner}: {_wait_hint(run_id)}")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
+
+
+def _wait_hint(run_id: str) -> str:
+    return (f"one process trains a run at a time; wait for it to end, or stop it (Ctrl-C), then "
+            f"resume={run_id}")
+
+
+def _live_owner(run) -> str | None:
+    """``"process PID on HOST"`` when ``run`` is RUNNING under an owner that is not known dead
+    (on another host, whether it lives cannot be told from here), else None."""
+    tags = run.data.tags
+    host, pid = tags.get(HOST_TAG), int(tags.get(PID_TAG, "0") or 0)
+    if run.info.status != "RUNNING" or not host or not pid:
+        return None
+    here = host == socket.gethostname()
+    if here and (pid == os.getpid() or not is_alive(pid, tags.get(START_TAG, ""))):
+        return None
+    return f"process {pid} on {host}"

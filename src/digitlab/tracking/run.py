@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from digitlab.errors import DigitlabError, Interrupted
-from digitlab.tracking.owners import owner_tags
+from digitlab.tracking.owners import claim_run, owner_tags
 from digitlab.tracking.store import sqlite_path, store_locked
 
 # The Hydra groups whose chosen option names the run, in this order.
@@ -70,6 +70,7 @@ class TrackedRun:
         self.resume_run_id, self.owner = resume_run_id, owner
         self.run_id: str | None = None
         self.pruned: str | None = None
+        self._claim = None  # the lock file held while this process continues a run
         self._signals = signals_as_interrupts()
 
     def __enter__(self) -> TrackedRun:
@@ -80,7 +81,8 @@ class TrackedRun:
 
     def _open(self) -> None:
         client = self.client
-        if self.resume_run_id:
+        if self.resume_run_id:  # refused, in one line, while another process trains it
+            self._claim = claim_run(client, self.resume_run_id)
             self.run_id = self.resume_run_id
             self.name = client.get_run(self.run_id).info.run_name
             client.update_run(self.run_id, status="RUNNING")
@@ -107,6 +109,8 @@ class TrackedRun:
             return self._end(exc_type, exc)
         finally:
             self._signals.__exit__(None, None, None)
+            if self._claim is not None:
+                self._claim.close()
 
     def _end(self, exc_type, exc) -> bool:
         if not self.owner:

@@ -127,22 +127,70 @@ def network_from_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> tu
 
 @dataclass
 class Resume:
-    """Where training continues from: a checkpoint, its MLflow run (if it is in this store) and the
-    folder its ModelCheckpoint wrote to (reused, so the best-so-far score carries over)."""
+    """Where training continues from: a checkpoint and its MLflow run (if it is in this store).
+
+    Only the state in the file is taken (weights, optimizer, loops, scores), never its paths:
+    :func:`restore_point` rewrites them into the run's own folder."""
 
     path: Path
     run_id: str | None
-    dirpath: Path | None
     checkpoint: dict[str, Any]
 
 
-def _checkpoint_dir(checkpoint: Mapping[str, Any]) -> Path | None:
+# ModelCheckpoint's state names files it wrote: it deletes them when they drop out of its
+# top k, overwrites the last one, and ``ckpt_path="best"`` reads the best one. From a file
+# made elsewhere, every one of those is a place this run must not touch.
+_PATH_STATE = {"best_model_path": "", "kth_best_model_path": "", "last_model_path": "",
+               "best_k_models": {}, "best_model_score": None, "kth_value": None}
+
+
+def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
+    """The checkpoint Lightning restores from: ``resume``'s state with every ModelCheckpoint
+    path rewritten into ``folder`` (the run's own checkpoint folder), written into ``scratch``.
+
+    The best-so-far score carries over only with its file: the best checkpoint the resumed one
+    names is copied into ``folder`` when it is a readable checkpoint of the same run; otherwise
+    the best is counted afresh from the next validation.
+    """
+    import os
+    import shutil
+
+    import torch
+
+    folder = Path(os.path.realpath(folder))  # as ModelCheckpoint holds its dirpath
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    checkpoint = dict(resume.checkpoint)
+    callbacks = {}
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
-            dirpath = state.get("dirpath")
-            if dirpath and Path(dirpath).is_dir():
-                return Path(dirpath)
-    return None
+            state = {**state, **_PATH_STATE, "dirpath": str(folder)}
+            best = _same_run_best(resume, resume.checkpoint["callbacks"][key])
+            if state.get("monitor") and best is not None:
+                kept = folder / "best.ckpt"
+                shutil.copyfile(best[0], kept)
+                state.update(best_model_path=str(kept), kth_best_model_path=str(kept),
+                             best_k_models={str(kept): best[1]}, best_model_score=best[1],
+                             kth_value=best[1])
+        callbacks[key] = state
+    checkpoint["callbacks"] = callbacks
+    path = scratch / "restore.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def _same_run_best(resume: Resume, state: Mapping[str, Any]) -> tuple[Path, Any] | None:
+    """(path, score) of the best checkpoint ``state`` names, if it is a ``best.ckpt`` that loads
+    weights-only and was written by the same run as the resumed checkpoint; else None."""
+    run_id, score = resume.checkpoint.get(RUN_ID_KEY), state.get("best_model_score")
+    path = Path(str(state.get("best_model_path") or ""))
+    if not run_id or score is None or path.name != "best.ckpt" or not path.is_file():
+        return None
+    try:
+        best = load_checkpoint(path)
+    except DigitlabError:
+        return None
+    return (path, score) if best.get(RUN_ID_KEY) == run_id else None
 
 
 def find_resume(target: str, client, download_dir: Path) -> Resume:
@@ -162,7 +210,7 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
                 client.get_run(run_id)
             except MlflowException:  # written by a run of another store: start a new run here
                 run_id = None
-        return Resume(path, run_id, _checkpoint_dir(checkpoint), checkpoint)
+        return Resume(path, run_id, checkpoint)
     try:
         run = client.get_run(str(target))
     except MlflowException:
@@ -179,5 +227,4 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
                 f"run {target} has no last.ckpt to resume from (it stopped before its first "
                 "epoch ended): start it again without resume="
             ) from None
-    checkpoint = load_checkpoint(local)
-    return Resume(local, run.info.run_id, _checkpoint_dir(checkpoint), checkpoint)
+    return Resume(local, run.info.run_id, load_checkpoint(local))

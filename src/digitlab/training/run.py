@@ -28,7 +28,7 @@ from digitlab.training.build import (
     checkpoint_callbacks,
     quiet_lightning,
 )
-from digitlab.training.checkpoints import Resume, find_resume, load_net_weights
+from digitlab.training.checkpoints import Resume, find_resume, load_net_weights, restore_point
 
 
 def train(
@@ -72,9 +72,10 @@ def train(
     resume = find_resume(cfg.resume, client, output_dir / "resume") if cfg.get("resume") else None
     if resume:
         load_net_weights(module.net, resume.checkpoint["state_dict"], resume.path)
-    checkpoint_dir = (resume and resume.dirpath) or output_dir / "checkpoints"
-    resuming = bool(resume and resume.dirpath)
-    best, last, stamp = checkpoint_callbacks(checkpoint_dir, resuming=resuming)
+    # The run's own folder, resumed or not: the only place its checkpoints are written or deleted.
+    checkpoint_dir = output_dir / "checkpoints"
+    restore = resume and restore_point(resume, checkpoint_dir, output_dir / "resume")
+    best, last, stamp = checkpoint_callbacks(checkpoint_dir, resuming=bool(resume))
     trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
     check_launcher(trainer)
     # Under DDP every process runs this function; rank 0 alone records the run.
@@ -83,7 +84,7 @@ def train(
         stamp.run_id = run.run_id
         _record_inputs(cfg, run, datamodule, choices)
         trainer.logger = RunLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
-        metrics = _fit_and_test(cfg, trainer, module, datamodule, run, resume)
+        metrics = _fit_and_test(cfg, trainer, module, datamodule, run, restore)
         _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
     return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
@@ -91,11 +92,12 @@ def train(
 
 
 def _fit_and_test(cfg, trainer: L.Trainer, module, datamodule, run: TrackedRun,
-                  resume: Resume | None) -> dict[str, float]:
-    """Fit, then test the best checkpoint unless a callback stopped the fit on purpose (a pruned
-    Optuna trial says why in ``stop_reason``): that run is marked pruned instead."""
-    resume_from = resume and str(resume.path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+                  restore: Path | None) -> dict[str, float]:
+    """Fit (from ``restore``, a resumed run's state), then test the best checkpoint unless a
+    callback stopped the fit on purpose (a pruned Optuna trial says why in ``stop_reason``):
+    that run is marked pruned instead."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=restore and str(restore),
+                weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     stopped = next((c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)),
                    None)
