@@ -208,10 +208,17 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
     named_trusted = bool(trusted) and _root_of(str(target), trusted) is not None
     if _registered(obj, kinds) or (named_trusted and _defined_in(obj, trusted)):
         return obj
-    module = getattr(obj, "__module__", None) or "?"
-    actual = f"{module}.{getattr(obj, '__qualname__', type(obj).__name__)}"
     what = " or ".join(kinds) if kinds else "callable"
-    raise Refused(key, f"resolves to {actual}, not {_a(what)} digitlab builds")
+    raise Refused(key, f"resolves to {_describe(obj)}, not {_a(what)} digitlab builds")
+
+
+def _describe(obj: Any) -> str:
+    """``module.qualname`` of what a name resolved to, for the message; never raises (some
+    objects' attribute lookups do, e.g. torch's class namespaces)."""
+    try:
+        return f"{obj.__module__}.{obj.__qualname__}"
+    except Exception:
+        return f"an object of type {type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False,
@@ -275,11 +282,14 @@ def build(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool 
                 f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "
                 "your own module with trusted_targets=[mypkg])"
             ) from None
-        trust = (" If you wrote that module, trust it: --trust MODULE (digitlab-predict, "
-                 "digitlab-serve), trust=[MODULE] (digitlab.load) or trusted_targets=[MODULE]"
-                 if e.trust_helps else "")
+        if not e.trust_helps:
+            raise DigitlabError(
+                f"{source or 'a saved config'}: {e.key} {e.reason}: refused, nothing was run"
+            ) from None
         raise DigitlabError(
             f"{source or 'a saved config'} names {e.key}, which is not trusted code (it "
-            f"{e.reason}): refused, nothing was run.{trust}"
+            f"{e.reason}): refused, nothing was run. If you wrote that module, trust it: --trust "
+            "MODULE (digitlab-predict, digitlab-serve), trust=[MODULE] (digitlab.load) or "
+            "trusted_targets=[MODULE]"
         ) from None
     return instantiate(node, **kwargs)
