@@ -57,7 +57,7 @@ register_resolvers()
 # in at the end, instead of one worker finishing a long file alone. Files not listed follow in
 # their usual order; the list only orders, so a stale entry costs time, never a test.
 LONGEST_FIRST = [
-    "test_search.py", "test_errors.py", "test_load.py", "test_interrupt.py", "test_tutorial.py",
+    "test_input_forms.py", "test_search.py", "test_errors.py", "test_load.py", "test_interrupt.py", "test_tutorial.py",
     "test_distributed.py", "test_figures.py", "test_cli.py", "test_sweep.py", "test_draw_page.py",
     "test_presets.py", "test_browser.py", "test_serve.py", "test_tracking_server.py",
     "test_logged_model.py", "test_ensemble.py", "test_crossval.py", "test_registry.py",

@@ -141,7 +141,7 @@ def test_predict_refuses_images_it_cannot_read():
     model = digitlab.Model(net=None, config={})  # the images are refused before either is used
     with pytest.raises(DigitlabError, match=r"shape \(2, 32, 32\) cannot be predicted"):
         model.predict(np.zeros((2, 32, 32), np.uint8))
-    with pytest.raises(DigitlabError, match="values from -1 to 3: give pixel values 0-255"):
+    with pytest.raises(DigitlabError, match=r"pixels range -1..3: send raw values 0..255"):
         model.predict(np.full((1, 28, 28), 3.0) - np.eye(28)[None] * 4)
 
 

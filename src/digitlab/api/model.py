@@ -17,7 +17,9 @@ class Model:
 
     ``predict(images)`` takes digits as the data files hold them, uint8 pixel values 0-255,
     one ``(28, 28)`` image or a stack ``(N, 28, 28)`` (numpy or torch), and returns float32
-    ``(N, 10)`` class probabilities as a numpy array; rows sum to 1.
+    ``(N, 10)`` class probabilities as a numpy array; rows sum to 1. Images scaled to 0-1, and
+    dark digits on light paper, are recognised and made MNIST-like first (light on dark,
+    0-255); other values are refused in one line.
     """
 
     def __init__(self, net: Any, config: dict[str, Any], run_id: str | None = None) -> None:
@@ -34,28 +36,23 @@ class Model:
 
 
 def as_images(images: Any):
-    """uint8 torch images ``(N, 28, 28)`` from an array-like, or a one-line error saying why not."""
+    """uint8 torch images ``(N, 28, 28)``, MNIST-like, from one ``(28, 28)`` image or a stack of
+    pixel values 0-255 or 0-1, light ink on dark or dark ink on light
+    (:func:`digitlab.serving.model.as_pixels`); or a one-line error saying why not."""
     import numpy as np
     import torch
 
-    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    from digitlab.serving.model import as_pixels
+
+    x = images.numpy(force=True) if isinstance(images, torch.Tensor) else np.asarray(images)
     if x.ndim == 2:
-        x = x.unsqueeze(0)
+        x = x[None]
     if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
         raise DigitlabError(
             f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
             "stack (N, 28, 28) of pixel values 0-255"
         )
-    if x.dtype != torch.uint8:
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise DigitlabError("images hold NaN or inf: give pixel values 0-255")
-        if len(x) and (x.min() < 0 or x.max() > 255):
-            raise DigitlabError(
-                f"images hold values from {float(x.min()):g} to {float(x.max()):g}: give pixel "
-                "values 0-255, as the data files hold them"
-            )
-        x = x.round().to(torch.uint8)
-    return x
+    return torch.from_numpy(as_pixels(x, max_rows=max(1, len(x))))
 
 
 def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()) -> Model:

@@ -121,7 +121,7 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
     """:func:`digitlab.cli.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
     "method" and "skipped"."""
-    from digitlab.cli.predict import images_for, write_predictions
+    from digitlab.cli.predict import images_for, picture_files, write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
     from digitlab.tracking.ensemble import ensemble_run, log_results
 
@@ -137,11 +137,12 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
     settings = {"method": method, "data": data, "rows": len(probs)}
     with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{Path(data).stem}.npy")
-        result = write_predictions(probs, digits, labels, out)
+        result = write_predictions(probs, digits, labels, out, picture_files(data))
         metrics = {"accuracy": result["accuracy"],
                    "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
                    "members/best_accuracy": max(scored, default=None)}
-        files_out = [result["probabilities"], *([result["submission"]] if result["submission"] else [])]
+        files_out = [result["probabilities"],
+                     *(result[k] for k in ("submission", "digits") if result[k] is not None)]
         log_results(client, run_id, members_table(members, own), metrics, files_out)
     return {**result, "run_id": run_id, "members": names, "method": method,
             "skipped": roster.skipped}

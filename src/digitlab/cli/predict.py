@@ -3,6 +3,7 @@
     digitlab-predict --run RUN_ID --data kaggle            # -> probabilities + submission.csv
     digitlab-predict --checkpoint best.ckpt --data mnist   # MNIST's t10k images
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
+    digitlab-predict --run RUN_ID --data 'photos/*.jpg'    # pictures of digits -> digits.csv
     digitlab-predict --run A B C --data mnist              # an ensemble of three runs
     digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
     digitlab-predict --run SWEEP_PARENT_ID --data holdout  # scored on the rows the runs held out
@@ -44,12 +45,20 @@ def data_sets() -> list[str]:
 def load_images(data: str, root: Path | None, run_root: str | None = None) -> tuple[Any, Any]:
     """uint8 images (N, 28, 28) and int64 labels (None when the set has none).
 
-    ``data`` names a ``conf/data`` option or a ``.csv`` in Kaggle's layout. The data root is
-    ``root``, else ``$DIGITLAB_DATA``, else the run's own ``data.root`` (``run_root``).
+    ``data`` names a ``conf/data`` option, a ``.csv`` in Kaggle's layout, or pictures of digits
+    (:func:`picture_files`). The data root is ``root``, else ``$DIGITLAB_DATA``, else the run's
+    own ``data.root`` (``run_root``).
     """
     from digitlab.config.targets import build
     from digitlab.data.kaggle import read_kaggle_csv
 
+    if (pictures := picture_files(data)) is not None:
+        import numpy as np
+        import torch
+
+        from digitlab.serving.mnistify import read_digit
+
+        return torch.from_numpy(np.stack([read_digit(p) for p in pictures])), None
     path = Path(data)
     if path.suffix.lower() == ".csv":
         if not path.is_file():
@@ -60,13 +69,43 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
     if data not in data_sets():
         raise DigitlabError(
             f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/), "
-            "holdout (the rows the runs held out) nor a .csv file in Kaggle's layout"
+            "holdout (the rows the runs held out), a .csv file in Kaggle's layout, nor pictures "
+            "(a .png/.jpg file, a folder of them or a glob such as 'digits/*.png')"
         )
     root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
     loaded = build(data_config(data, root), "data source", path="data.source.")
     if loaded.test_images is not None:
         return loaded.test_images, loaded.test_labels
     return loaded.train_images, loaded.train_labels
+
+
+def picture_files(data: str) -> list[Path] | None:
+    """The picture files ``--data`` names, sorted: one picture (``.png``, ``.jpg``, ...), a
+    folder's pictures or a glob's; None when ``data`` names none of these (a data set, a CSV).
+    Raises DigitlabError when a folder or glob holds no picture, or a picture is missing."""
+    import glob
+
+    from digitlab.serving.mnistify import IMAGE_SUFFIXES
+
+    def pictures(paths) -> list[Path]:
+        return sorted(p for p in map(Path, paths) if p.is_file()
+                      and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    path = Path(data).expanduser()
+    if glob.has_magic(data):
+        found = pictures(glob.glob(str(path)))
+    elif path.is_dir():
+        found = pictures(path.iterdir())
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise DigitlabError(f"--data {data}: no such file; give a picture of a digit")
+        return [path]
+    else:
+        return None
+    if not found:
+        raise DigitlabError(f"--data {data} holds no picture ({', '.join(IMAGE_SUFFIXES)}): give "
+                            "a folder or glob of digit pictures")
+    return found
 
 
 # ``--data holdout``: the labelled test split the runs themselves held out.
@@ -170,10 +209,13 @@ def write_submission(labels, path: Path) -> None:
     path.write_text("\n".join(["ImageId,Label", *rows]) + "\n")
 
 
-def write_predictions(probs, digits, labels, out: Path) -> dict[str, Any]:
+def write_predictions(probs, digits, labels, out: Path, pictures: list[Path] | None = None
+                      ) -> dict[str, Any]:
     """Write the (N, 10) probabilities to ``out`` (``.npy``, or ``.csv`` by its name) and, for
-    unlabelled images (Kaggle's test.csv), ``submission.csv`` of ``digits`` beside it.
-    Returns {"probabilities", "submission", "accuracy", "n"}; accuracy against ``labels``."""
+    unlabelled images (Kaggle's test.csv), ``submission.csv`` of ``digits`` beside it; for
+    ``pictures`` (the files the images came from), ``digits.csv`` (file, digit) instead.
+    Returns {"probabilities", "submission", "digits", "accuracy", "n"}; accuracy against
+    ``labels``."""
     import numpy as np
 
     from digitlab.serving.ensemble import accuracy
@@ -185,9 +227,13 @@ def write_predictions(probs, digits, labels, out: Path) -> dict[str, Any]:
     else:
         out = out.with_name(out.name + ".npy") if out.suffix != ".npy" else out
         np.save(out, probs)  # (np.save would add .npy itself, and the path returned be wrong)
-    result: dict[str, Any] = {"probabilities": out, "submission": None,
+    result: dict[str, Any] = {"probabilities": out, "submission": None, "digits": None,
                               "accuracy": accuracy(digits, labels), "n": len(probs)}
-    if labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
+    if pictures is not None:
+        result["digits"] = out.with_name("digits.csv")
+        rows = [f"{picture},{int(digit)}" for picture, digit in zip(pictures, digits, strict=True)]
+        result["digits"].write_text("\n".join(["file,digit", *rows]) + "\n")
+    elif labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
         result["submission"] = out.with_name("submission.csv")
         write_submission(digits, result["submission"])
     return result
@@ -263,7 +309,7 @@ def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
 
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{Path(data).stem}.npy")
-    result = write_predictions(probs, probs.argmax(1), labels, out)
+    result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data))
     if result["submission"] is not None and run_id is not None:
         client.log_artifact(run_id, str(result["submission"]), "predictions")
     return result
@@ -287,7 +333,10 @@ def argument_parser() -> argparse.ArgumentParser:
         "--data",
         default="kaggle",
         help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
-        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, or holdout: the labelled test "
+        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, pictures of digits (a PNG or "
+        "JPEG file, a folder of them, or a quoted glob 'digits/*.png': any size, dark on light "
+        "or light on dark, made MNIST-like as the draw page does; writes digits.csv), or "
+        "holdout: the labelled test "
         "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv "
         "(default kaggle)",
     )
@@ -344,6 +393,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"digitlab: {result['n']} probabilities (N, 10) -> {result['probabilities']}")
     if result["accuracy"] is not None:
         print(f"  accuracy against the labels: {result['accuracy']:.4f}")
+    if result["digits"] is not None:
+        print(f"  digit of each picture -> {result['digits']}")
+        for row in result["digits"].read_text().splitlines()[1:11]:
+            file, digit = row.rsplit(",", 1)
+            print(f"    {file}: {digit}")
     if result["submission"] is not None:
         logged = result.get("run_id") or (args.run[0] if args.run else None)
         logged = f", logged to run {logged}" if logged else ""

@@ -76,9 +76,47 @@ def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
         raise BadInput(
             "the drawing is not a readable PNG: send canvas.toDataURL('image/png')"
         ) from None
-    if image.mode in ("RGBA", "LA"):
+    return ink_of(image)
+
+
+def ink_of(image) -> np.ndarray:
+    """Grayscale ink (H, W), 0 = paper, of a PIL image: white ink on black, dark ink on white
+    (paper is the bulk of a drawing: a light one is inverted), or any ink on a transparent
+    background (its alpha)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA") if image.mode in ("P", "PA") else image
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 255:  # a transparent canvas: what was drawn is where the alpha is
             return alpha
     gray = np.asarray(image.convert("L"))
     return 255 - gray if gray.mean() > 127 else gray  # paper is the bulk: ink on white inverted
+
+
+# What digitlab-predict reads as pictures of digits (PIL reads them; any size).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def read_digit(path, max_side: int = 8000) -> np.ndarray:
+    """uint8 (28, 28) MNIST-like digit from a picture file (PNG, JPEG, ...): its ink found as
+    the draw page finds it (:func:`ink_of`), boxed and centred as MNIST's (:func:`mnistify`).
+    Raises :class:`BadInput` in one line naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if max(image.size) > max_side:
+                raise BadInput(f"{path} is {image.size[0]}x{image.size[1]} px: at most "
+                               f"{max_side} a side; scale it down")
+            image.load()
+            ink = ink_of(image)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, BadInput):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a readable picture"
+        raise BadInput(f"{path}: {reason}; give PNG or JPEG files of digits") from None
+    try:
+        return mnistify(ink)
+    except BadInput:
+        raise BadInput(
+            f"{path} holds no digit (one shade only): give a picture of a digit"
+        ) from None

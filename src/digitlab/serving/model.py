@@ -26,8 +26,13 @@ class BadInput(DigitlabError, ValueError):
 
 
 def as_pixels(data: Any, max_rows: int = MAX_ROWS) -> np.ndarray:
-    """uint8 (N, 28, 28) from raw pixels: uint8 or numbers in 0..255, shaped (N, 28, 28) or
-    (N, 784). Raises :class:`BadInput` in one line for any other shape, dtype or value."""
+    """uint8 (N, 28, 28) MNIST-like pixels from images shaped (N, 28, 28) or (N, 784): light ink
+    on a dark ground, 0..255. Raises :class:`BadInput` in one line for any other shape, dtype or
+    value.
+
+    Two other ways of writing a digit are recognised, image by image, and turned into MNIST's
+    (:func:`mnist_like`): values in 0..1 (a scaled image) and dark ink on light paper.
+    """
     if isinstance(data, dict) and len(data) == 1:  # a single named input, as MLflow may pass
         data = next(iter(data.values()))
     if hasattr(data, "to_numpy"):  # a pandas DataFrame of 784 columns
@@ -58,8 +63,23 @@ def as_pixels(data: Any, max_rows: int = MAX_ROWS) -> np.ndarray:
             raise BadInput(
                 f"pixels range {low:g}..{high:g}: send raw values 0..255 (not normalised)"
             )
-        array = np.rint(array).astype(np.uint8)
-    return array
+    return mnist_like(array)
+
+
+def mnist_like(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) as MNIST writes digits, from images with values in 0..255 or 0..1.
+
+    Image by image: one whose values all lie in 0..1 is scaled by 255 (a digit written 0..255
+    has ink far above 1, so nothing else looks like that), and one whose median pixel is on the
+    light side is inverted (the paper is most of an image: dark ink on light paper becomes
+    MNIST's light ink on a dark ground, as the draw page does).
+    """
+    images = images.astype(np.float32)
+    flat = images.reshape(len(images), -1)
+    flat[flat.max(axis=1) <= 1] *= 255
+    light = np.median(flat, axis=1) > 127.5
+    flat[light] = 255 - flat[light]
+    return np.rint(flat).astype(np.uint8).reshape(images.shape)
 
 
 def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
