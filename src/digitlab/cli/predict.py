@@ -63,9 +63,7 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
     if path.suffix.lower() == ".csv":
         if not path.is_file():
             raise DigitlabError(f"--data {data}: no such file; give a CSV in Kaggle's layout")
-        with path.open() as f:
-            labelled = f.readline().lstrip("\ufeff").startswith("label,")
-        return read_kaggle_csv(path, labelled=labelled)
+        return read_kaggle_csv(path, labelled=None)  # None: train.csv's layout or test.csv's
     if data not in data_sets():
         raise DigitlabError(
             f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/), "

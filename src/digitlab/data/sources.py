@@ -69,6 +69,11 @@ def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True
             "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"
         )
     images, labels = read_kaggle_csv(folder / file, labelled=labelled)
+    if labelled and len(images) < 2:  # the split would answer with an empty range of sizes
+        raise DigitlabError(
+            f"{folder / file} holds 1 row: training needs at least 2 (one to train on, one to "
+            "validate); add rows in Kaggle's layout"
+        )
     return DigitData(images, labels, files=(folder / file,))
 
 
