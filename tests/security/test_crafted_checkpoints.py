@@ -159,7 +159,9 @@ def test_digitlab_predict_refuses_a_crafted_checkpoint_in_one_line(genuine, tmp_
                       "--root", str(genuine[1].data.root), "--out", str(tmp_path / "p.npy"))
     assert result.returncode == 1
     line = one_line(result.stdout + result.stderr)
-    assert f"checkpoint {path} names " in line and "refused, nothing was run" in line
+    assert line.startswith(f"digitlab: error: checkpoint {path}") and line.endswith((
+        "refused, nothing was run", "trusted_targets=[MODULE]")), line
+    assert "refused, nothing was run" in line
     assert not marker.exists() and not (tmp_path / "p.npy").exists()
 
 
@@ -278,3 +280,50 @@ def test_digitlab_serve_refuses_a_model_with_code_paths_in_one_line(genuine, tmp
     line = one_line(result.stdout + result.stderr)
     assert f"{uri} carries code_paths" in line
     assert not marker.exists()
+
+
+def test_a_request_picks_only_the_models_the_server_was_started_with(genuine, tmp_path):
+    """``?model=`` naming another model of the store (here a crafted one) is a 404 that loads
+    nothing; /models offers only what the operator served. ``--any-model`` (allowed=None)
+    lets requests pick any digitlab model, which the loader's checks still refuse."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from digitlab.serving.models import ModelCache
+    from digitlab.serving.server import make_server
+    from digitlab.tracking.store import open_client
+
+    marker = tmp_path / "marker"
+    crafted = log_crafted_model(genuine, craft_checkpoint(
+        genuine, tmp_path, crafted_models(marker)["attribute path to logging.basicConfig"]))
+    served = f"runs:/{genuine[0]['run_id']}/model"
+    tracking_uri = genuine[1].logger.tracking_uri
+
+    def ask(cache, uri: str) -> tuple[int, dict]:
+        server = make_server(open_client(tracking_uri), served, models=cache)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        request = urllib.request.Request(
+            f"{url}/invocations?model={uri}", headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": [[0] * 784]}).encode())
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=60) as answer:
+                offered = [m["uri"] for m in json.loads(answer.read())["models"]]
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, {"offered": offered, **json.loads(answer.read())}
+        except urllib.error.HTTPError as e:
+            return e.code, {"offered": offered, **json.loads(e.read())}
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    only = ModelCache(tracking_uri, allowed=(served,))
+    status, body = ask(only, crafted)
+    assert status == 404 and f"model {crafted} is not served here" in body["message"]
+    assert body["offered"] == [served] and crafted not in only._models
+    assert ask(only, served)[0] == 200
+    status, body = ask(ModelCache(tracking_uri, allowed=None), crafted)
+    assert status == 400 and "refused, nothing was run" in body["message"], body
+    assert crafted in body["offered"] and not marker.exists()

@@ -38,6 +38,14 @@ def default_model(client) -> str:
     )
 
 
+def warm_up(model) -> None:
+    """One prediction before serving: torch's first call on a network takes seconds (lazy
+    initialisation), which the first client would otherwise wait for."""
+    import numpy as np
+
+    model.predict(np.zeros((1, 28, 28), np.uint8))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="digitlab-serve",
@@ -60,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, default=5001, help="port (default 5001; 0: any free one)"
     )
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="also answer requests addressed to NAME (a proxy's or the LAN's name for this "
+        "machine); repeatable. A loopback server answers only 127.0.0.1, localhost and ::1 "
+        "otherwise (against DNS rebinding)",
+    )
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
     parser.add_argument(
         "--trust",
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     # MLflow draws a progress bar on stderr for every model it downloads: noise around the
     # one-line errors and the serving line (set the variable to true to see them).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from digitlab.serving.models import ModelCache
     from digitlab.serving.server import make_server
     from digitlab.tracking import store
 
@@ -84,11 +99,16 @@ def main(argv: list[str] | None = None) -> None:
         client = store.open_client(args.tracking_uri or default_tracking_uri())
         models = [*args.model, *(f"runs:/{run}/{MODEL_NAME}" for run in args.run)]
         models = models or [default_model(client)]
-        model = models[0]
-        server = make_server(client, model, args.host, args.port, tuple(args.trust))
-        server.models.allowed = None if args.any_model else tuple(dict.fromkeys(models))
+        allowed = None if args.any_model else tuple(dict.fromkeys(models))
+        cache = ModelCache(client.tracking_uri, tuple(args.trust), allowed)
         for uri in models:  # load now: a bad model is a one-line error, not a first 404
-            server.models.get(uri)
+            warm_up(cache.get(uri))
+    except DigitlabError as e:
+        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    try:
+        server = make_server(client, models[0], args.host, args.port, models=cache,
+                             allowed_hosts=tuple(args.allow_host))
     except OSError as e:
         print(
             f"digitlab: error: cannot listen on {args.host}:{args.port} ({e.strerror}): "
@@ -97,12 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         sys.exit(1)
-    except DigitlabError as e:
-        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
     host, port = server.server_address[:2]
     print(
-        f"digitlab: serving {model} on http://{host}:{port}/ (draw a digit there; "
+        f"digitlab: serving {', '.join(models)} on http://{host}:{port}/ (draw a digit there; "
         f"POST /invocations for REST); Ctrl-C stops",
         flush=True,
     )

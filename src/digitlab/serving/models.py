@@ -14,7 +14,7 @@ from digitlab.training.logged_model import LOADER
 
 # models:/name@alias, models:/name/3, models:/m-<id>, runs:/<run id>/model: never a file path,
 # which would let a request load a model from anywhere on disk.
-URI = re.compile(r"^(models:/[\w.\- ]+(@[\w\-]+|/\d+)?|runs:/[0-9a-f]{32}/" + MODEL_NAME + ")$")
+URI = re.compile(r"^(models:/[\w.\- '\"]+(@[\w\-]+|/\d+)?|runs:/[0-9a-f]{32}/" + MODEL_NAME + ")$")
 
 
 class UnknownModel(DigitlabError):
@@ -113,6 +113,25 @@ class ModelCache:
             return load(str(checked_data_path(local, uri)), self.trusted)
 
 
+def _versions(client, name: str) -> list:
+    """A registered model's versions. MLflow's filter strings have no escape: the name goes
+    between the quotes it does not hold, and one holding both kinds is matched here."""
+    for quote in ("'", '"'):
+        if quote not in name:
+            return client.search_model_versions(f"name = {quote}{name}{quote}")
+    return [v for v in client.search_model_versions() if v.name == name]
+
+
+def offered(client, allowed: tuple[str, ...] | None) -> list[dict[str, str]]:
+    """What the page offers: the models the server may serve (``allowed``; None: every digitlab
+    model of the store, :func:`available`), labelled as :func:`available` labels them."""
+    choices = available(client)
+    if allowed is None:
+        return choices
+    labels = {c["uri"]: c["label"] for c in choices}
+    return [{"uri": uri, "label": labels.get(uri, uri)} for uri in allowed]
+
+
 def available(client, limit: int = 50) -> list[dict[str, str]]:
     """What the page offers: each registered model's aliases and versions, then runs' models,
     newest first. ``[{"uri", "label"}]``."""
@@ -123,7 +142,7 @@ def available(client, limit: int = 50) -> list[dict[str, str]]:
             choices.append(
                 {"uri": f"models:/{name}@{alias}", "label": f"{name}@{alias} (v{version})"}
             )
-        for version in client.search_model_versions(f"name = '{name}'")[:limit]:
+        for version in _versions(client, name)[:limit]:
             choices.append(
                 {"uri": f"models:/{name}/{version.version}", "label": f"{name} v{version.version}"}
             )

@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 from digitlab.errors import DigitlabError
 from digitlab.serving.mnistify import decode_png, mnistify
 from digitlab.serving.model import as_pixels
-from digitlab.serving.models import ModelCache, UnknownModel, available
+from digitlab.serving.models import ModelCache, UnknownModel, offered
 
 log = logging.getLogger(__name__)
 # 10 000 images (MAX_ROWS) of 784 values up to 255 are 18 MB as compact JSON and 39 MB with
@@ -198,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/models":
             return "application/json", {
                 "default": self.server.default_model,
-                "models": available(self.server.client),
+                "models": offered(self.server.client, getattr(self.server.models, "allowed", None)),
             }
         raise RequestError(
             HTTPStatus.NOT_FOUND, f"no page {path}: try /, /models or POST /invocations"
