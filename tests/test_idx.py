@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pathlib
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -55,6 +59,92 @@ def test_payload_shorter_than_header_says(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DigitlabError, match="truncated or corrupt"):
         read_images(path)
+
+
+def header(*dims: int) -> bytes:
+    return bytes([0, 0, 8, len(dims)]) + np.asarray(dims, dtype=">u4").tobytes()
+
+
+def peak_bytes(read, path) -> tuple[str, int]:
+    """The DigitlabError ``read(path)`` raises, and the most memory Python held meanwhile."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DigitlabError) as error:
+            read(path)
+        return str(error.value), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_header_dims_whose_product_overflows_int64(tmp_path):
+    """2^31 x 2^31 x 2^31 is 2^93 bytes: numpy's int64 product wrapped to 0 (\"needs 16\")."""
+    path = tmp_path / "img"
+    path.write_bytes(header(2**31, 2**31, 2**31) + bytes(100))
+    with pytest.raises(DigitlabError) as error:
+        read_images(path)
+    message = str(error.value)
+    assert f"needs {2**93 + 16}" in message and "holds 116 bytes" in message, message
+    assert "\n" not in message
+
+
+def test_header_is_checked_against_the_file_size_before_the_payload_is_read(tmp_path):
+    """A 64 MB file (sparse) whose header claims a million images is refused unread."""
+    path = tmp_path / "img"
+    path.write_bytes(header(10**6, 28, 28))
+    os.truncate(path, 64 << 20)
+    message, peak = peak_bytes(read_images, path)
+    assert f"holds {64 << 20} bytes but its header (1000000, 28, 28) needs" in message
+    assert peak < 1 << 20, f"read {peak} bytes"
+    path.write_bytes(header(10, 28, 28))
+    os.truncate(path, 64 << 20)  # room to spare is as wrong: refused unread too
+    message, peak = peak_bytes(read_images, path)
+    assert "needs 7856: the file is truncated or corrupt" in message and peak < 1 << 20
+
+
+def test_gzip_header_larger_than_any_gzip_of_its_size_can_hold(tmp_path):
+    """Deflate expands at most about 1032:1: a .gz of 41 bytes cannot hold 2^31 images."""
+    path = tmp_path / "img.gz"
+    path.write_bytes(gzip.compress(header(2**31 - 1, 28, 28) + bytes(1000)))
+    message, peak = peak_bytes(read_images, path)
+    assert "holds 41 bytes of gzip, which cannot hold the 1683627179264 bytes" in message
+    assert peak < 1 << 20, f"read {peak} bytes"
+
+
+def test_gzip_payload_longer_than_its_header_is_read_only_as_far_as_the_header_says(tmp_path):
+    """A .gz of 10 images' header and 64 MB of payload stops being read after the 10 images."""
+    path = tmp_path / "img.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+    with path.open("wb") as f:
+        f.write(compressor.compress(header(10, 28, 28)))
+        block = bytes(1 << 20)
+        for _ in range(64):
+            f.write(compressor.compress(block))
+        f.write(compressor.flush())
+    message, peak = peak_bytes(read_images, path)
+    assert "longer than its header (10, 28, 28) says (7856 bytes once" in message, message
+    assert peak < 4 << 20, f"read {peak} bytes"
+
+
+def test_unreadable_idx_file_says_so(tmp_path, monkeypatch):
+    """As root, chmod 000 does not stop reading: opening is refused by a stand-in instead."""
+    path = tmp_path / "img"
+    write_idx(path, np.zeros((2, 28, 28), dtype=np.uint8))
+    real_open = pathlib.Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", refuse)
+    with pytest.raises(DigitlabError, match=f"cannot read {path} \\(Permission denied\\): make"):
+        read_images(path)
+
+
+def test_a_folder_in_place_of_an_idx_file_says_so(tmp_path):
+    (tmp_path / "img").mkdir()
+    with pytest.raises(DigitlabError, match="is a folder, not a file"):
+        read_images(tmp_path / "img")
 
 
 def test_images_must_be_28_by_28(tmp_path):
