@@ -37,9 +37,19 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
     ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]), strict=True)
     assert list(ids) == list(range(1, N_TEST + 1))
     assert list(labels) == probs.argmax(1).tolist()
+    # Recorded as a run of its own, linked to the training run, which is left as it was; a
+    # second prediction is another run, and the first one's files stay.
     client = MlflowClient(cfg.logger.tracking_uri)
-    logged = [a.path for a in client.list_artifacts(result["run_id"], "predictions")]
-    assert logged == ["predictions/submission.csv"]
+    assert client.list_artifacts(result["run_id"], "predictions") == []
+    again = predict(run_id=result["run_id"], data="kaggle", root=data_root,
+                    out=tmp_path / "again.npy", tracking_uri=cfg.logger.tracking_uri)
+    assert again["run_id"] != out["run_id"]
+    for recorded, name in ((out, "probs.npy"), (again, "again.npy")):
+        run = client.get_run(recorded["run_id"])
+        assert run.data.tags["digitlab.predicted_from"] == result["run_id"]
+        assert client.get_experiment(run.info.experiment_id).name == "predictions"
+        logged = {a.path for a in client.list_artifacts(recorded["run_id"], "predictions")}
+        assert logged == {f"predictions/{name}", "predictions/submission.csv"}
 
 
 def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_root, tmp_path):

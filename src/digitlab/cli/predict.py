@@ -258,7 +258,8 @@ def predict(
     """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
 
     For unlabelled images (Kaggle's test.csv) also write ``submission.csv`` beside them and,
-    given a run, log it to that run under ``predictions/``. ``trusted``: module names whose code
+    given a run, record them as a run of the ``predictions`` experiment linked to it (the
+    training run is never written to). ``trusted``: module names whose code
     the checkpoint's config may name beyond digitlab's (your own network's package).
     Returns {"probabilities", "submission", "accuracy", "n"}.
 
@@ -308,8 +309,14 @@ def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{Path(data).stem}.npy")
     result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data))
-    if result["submission"] is not None and run_id is not None:
-        client.log_artifact(run_id, str(result["submission"]), "predictions")
+    if run_id is not None:  # recorded as a run of its own: the training run stays as it was
+        from digitlab.tracking.ensemble import log_results, prediction_run
+
+        with prediction_run(client, run_id, {"data": Path(data).name, "rows": len(probs)}) as own:
+            files = [result[k] for k in ("probabilities", "submission", "digits")
+                     if result[k] is not None]
+            log_results(client, own, None, {"accuracy": result["accuracy"]}, files)
+        result["run_id"] = own
     return result
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -396,9 +403,10 @@ def main(argv: list[str] | None = None) -> None:
         for row in result["digits"].read_text().splitlines()[1:11]:
             file, digit = row.rsplit(",", 1)
             print(f"    {file}: {digit}")
+    if result.get("run_id") and "members" not in result:
+        print(f"  recorded as MLflow run {result['run_id']} (experiment predictions)")
     if result["submission"] is not None:
-        logged = result.get("run_id") or (args.run[0] if args.run else None)
-        logged = f", logged to run {logged}" if logged else ""
+        logged = f", logged to run {result['run_id']}" if result.get("run_id") else ""
         print(f"  Kaggle submission -> {result['submission']}{logged}")
 
 

@@ -19,6 +19,9 @@ PARENT_TAG = "mlflow.parentRunId"
 MEMBERS_TAG = "digitlab.ensemble.members"
 SWEEPS_TAG = "digitlab.ensemble.sweeps"
 SKIPPED_TAG = "digitlab.ensemble.skipped"
+# One training run's predictions get a run of their own here, linked to it by this tag.
+PREDICTIONS = "predictions"
+SOURCE_TAG = "digitlab.predicted_from"
 
 
 def get_run(client, run_id: str):
@@ -69,15 +72,16 @@ def finished_children(client, parent) -> tuple[list[str], list[str]]:
     return finished, others
 
 
-def experiment_id(client) -> str:
-    """The ``ensembles`` experiment of ``client``'s store; a new one keeps its artifacts in the
-    store's ``artifacts/`` folder, as training runs do (a tracking server decides for itself)."""
+def experiment_id(client, name: str = EXPERIMENT) -> str:
+    """The ``ensembles`` (or ``name``) experiment of ``client``'s store; a new one keeps its
+    artifacts in the store's ``artifacts/`` folder, as training runs do (a tracking server
+    decides for itself)."""
     from digitlab.tracking.owners import reap_dead_owners
     from digitlab.tracking.store import get_or_create_experiment, sqlite_path
 
     db = sqlite_path(client.tracking_uri)
     location = str(db.parent / "artifacts") if db is not None else None
-    found = get_or_create_experiment(client, EXPERIMENT, location)
+    found = get_or_create_experiment(client, name, location)
     reap_dead_owners(client, found)  # an ensemble whose process was killed mid-way
     return found
 
@@ -94,8 +98,6 @@ def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
         sweeps: the sweep parents whose children became members.
         skipped: ``"<member>: <reason>"`` of each member left out (``--skip-missing``).
     """
-    from mlflow.entities import Param
-
     from digitlab.tracking.owners import owner_tags
 
     command = shlex.join(["digitlab-predict", *sys.argv[1:]])
@@ -110,14 +112,40 @@ def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
     if skipped:
         tags[SKIPPED_TAG] = "; ".join(skipped)[:8000]
     method = settings.get("method", "mean")
-    run = client.create_run(
-        experiment_id(client), run_name=f"ensemble-{len(members)}-{method}", tags=tags
-    )
-    run_id = run.info.run_id
     params = {"members": str(len(members)), **{k: str(v) for k, v in settings.items()}}
+    with recorded_run(client, experiment_id(client), f"ensemble-{len(members)}-{method}", tags,
+                      {f"ensemble.{k}": v for k, v in params.items()}) as run_id:
+        yield run_id
+
+
+@contextlib.contextmanager
+def prediction_run(client, source_run_id: str, settings: Mapping[str, Any]) -> Iterator[str]:
+    """The run that records one training run's predictions, in the ``predictions`` experiment:
+    linked to its source (tag ``digitlab.predicted_from``), never written into it, so predicting
+    again never replaces what the training run (or an earlier prediction) holds."""
+    from digitlab.tracking.owners import owner_tags
+
+    source = get_run(client, source_run_id)
+    command = shlex.join(["digitlab-predict", *sys.argv[1:]])
+    tags = {**owner_tags(), SOURCE_TAG: source_run_id, "digitlab.command": command[:8000],
+            "mlflow.note.content": f"Predictions of run {source.info.run_name} "
+                                   f"({source_run_id}): `{command}`"[:8000]}
+    name = f"predict-{source.info.run_name}-{settings.get('data', 'data')}"[:250]
+    with recorded_run(client, experiment_id(client, PREDICTIONS), name, tags,
+                      {f"predict.{k}": str(v) for k, v in settings.items()}) as run_id:
+        yield run_id
+
+
+@contextlib.contextmanager
+def recorded_run(client, experiment: str, name: str, tags: Mapping[str, str],
+                 params: Mapping[str, str]) -> Iterator[str]:
+    """Create a run and yield its id; it ends FINISHED when the block completes, FAILED when it
+    raises."""
+    from mlflow.entities import Param
+
+    run_id = client.create_run(experiment, run_name=name, tags=dict(tags)).info.run_id
     try:
-        client.log_batch(run_id, params=[Param(f"ensemble.{k}", v[:6000])
-                                         for k, v in params.items()])
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         yield run_id
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -125,11 +153,12 @@ def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
     client.set_terminated(run_id, "FINISHED")
 
 
-def log_results(client, run_id: str, table_csv: str, metrics: Mapping[str, float | None],
-                files: Sequence[Path]) -> None:
-    """The members' table (``ensemble/members.csv``), the metrics that exist, and the
-    prediction files (probabilities, submission) under ``predictions/``."""
-    client.log_text(run_id, table_csv, "ensemble/members.csv")
+def log_results(client, run_id: str, table_csv: str | None,
+                metrics: Mapping[str, float | None], files: Sequence[Path]) -> None:
+    """The members' table (``ensemble/members.csv``, for an ensemble), the metrics that exist,
+    and the prediction files (probabilities, submission) under ``predictions/``."""
+    if table_csv is not None:
+        client.log_text(run_id, table_csv, "ensemble/members.csv")
     for name, value in metrics.items():
         if value is not None:
             client.log_metric(run_id, name, float(value))
