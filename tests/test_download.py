@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from digitlab.data.download import download_mnist
 from digitlab.data.idx import write_idx
+from digitlab.data.sources import load_mnist
 from digitlab.errors import DigitlabError
 
 NAMES = ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -83,3 +85,78 @@ def test_offline_names_the_folder_and_files(tmp_path):
     assert str(raw) in message and all(name in message for name in NAMES)
     assert "refused" in message.lower()
     assert not any(Path(raw).glob("*.gz"))
+
+
+@pytest.fixture
+def refused():
+    """The URL of a port bound and not listening, held for the test: refused, like offline."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{closed.getsockname()[1]}/"
+
+
+def test_a_root_that_does_not_exist_is_not_created(tmp_path, refused):
+    """data.root=/nowhere created /nowhere/MNIST/raw and waited on the mirrors: now one line."""
+    root = tmp_path / "nowhere"
+    start = time.perf_counter()
+    with pytest.raises(DigitlabError) as e:
+        load_mnist(root, download=True, mirrors=[refused])
+    message = str(e.value)
+    assert f"data folder {root} does not exist" in message, message
+    assert "point DIGITLAB_DATA (or data.root) at the folder holding MNIST/raw/" in message
+    assert "refused" not in message.lower()  # no mirror was tried
+    assert not root.exists() and time.perf_counter() - start < 1
+
+
+def test_the_default_root_is_created_for_the_first_download(tmp_path, monkeypatch, refused):
+    """A fresh checkout has no data/ (git ignores it): the first run downloads into it."""
+    from digitlab.config import project_root
+
+    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
+    root = project_root() / "data"
+    with pytest.raises(DigitlabError, match="and the download failed"):
+        load_mnist(root, download=True, mirrors=[refused])
+    assert (root / "MNIST" / "raw").is_dir()
+
+
+def test_every_mirror_tried_is_named(mirror, tmp_path, refused):
+    url, served, files = mirror
+    (served / NAMES[1]).unlink()
+    with pytest.raises(DigitlabError) as e:
+        download_mnist(tmp_path / "raw", [refused, url], files)
+    message = str(e.value)
+    assert f"{refused}{NAMES[0]}: [Errno 111] Connection refused" in message, message
+    assert f"{url}{NAMES[1]}: File not found" in message, message
+    assert "\n" not in message
+
+
+@pytest.fixture
+def hanging_up():
+    """A mirror that accepts each connection and closes it unanswered; its count of them."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # the server closed: the test is over
+                return
+            accepted.append(connection)
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/", accepted
+    server.close()
+    thread.join(5)
+
+
+def test_a_mirror_that_does_not_answer_is_not_tried_for_every_file(tmp_path, hanging_up):
+    """Offline, each file would wait out each mirror's timeout in turn: one try per mirror."""
+    url, accepted = hanging_up
+    files = tuple((name, "0" * 32) for name in NAMES)
+    with pytest.raises(DigitlabError) as e:
+        download_mnist(tmp_path / "raw", [url], files)
+    assert len(accepted) == 1
+    assert all(name in str(e.value) for name in NAMES) and url in str(e.value)

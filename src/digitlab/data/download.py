@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,39 +45,55 @@ def download_mnist(
     """Fetch every missing file from the first mirror that serves it with the right md5.
 
     Idempotent: files already present are left alone. A file that arrives with a wrong checksum
-    is deleted. Raises DigitlabError naming the folder and the files still missing.
+    is deleted. A mirror that cannot be reached is not tried again for the next files: offline,
+    each would wait out its timeout once per file. Raises DigitlabError naming the folder, the
+    files still missing and what each mirror tried answered.
     """
-    from torchvision.datasets.utils import download_url
-
     raw_dir = Path(raw_dir)
     mirrors = list(mirrors) if mirrors is not None else default_mirrors()
     wanted = [(name, md5) for name, md5 in files if locate(raw_dir, name) is None]
     if not wanted:
         return
     raw_dir.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
+    answers: dict[str, str] = {}  # mirror -> its last problem; unreachable ones stay out of use
+    unreachable: set[str] = set()
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)  # urllib inside torchvision has no timeout of its own
     try:
         for name, md5 in wanted:
-            for mirror in mirrors:
-                target = raw_dir / name
-                try:
-                    download_url(mirror.rstrip("/") + "/" + name, root=raw_dir, filename=name, md5=md5)
+            for mirror in [m for m in mirrors if m not in unreachable]:
+                problem, reachable = _fetch(raw_dir, mirror, name, md5)
+                if problem is None:
                     break
-                except RuntimeError as e:  # torchvision: "File not found or corrupted."
-                    target.unlink(missing_ok=True)
-                    problems.append(f"{mirror}{name}: checksum mismatch, partial file deleted ({e})")
-                except (OSError, ValueError) as e:
-                    target.unlink(missing_ok=True)
-                    problems.append(f"{mirror}{name}: {getattr(e, 'reason', e)}")
+                answers[mirror] = f"{mirror}{name}: {problem}"
+                if not reachable:
+                    unreachable.add(mirror)
     finally:
         socket.setdefaulttimeout(previous_timeout)
     still_missing = missing_files(raw_dir, files)
     if still_missing:
-        detail = problems[-1] if problems else "no mirror"
+        detail = "; ".join(answers.values()) or "no mirror"
         raise DigitlabError(
-            f"MNIST files missing in {raw_dir}: {', '.join(still_missing)} and the download failed "
-            f"({detail}); copy them there or point DIGITLAB_DATA (or data.root) at a folder "
-            "holding MNIST/raw/"
+            f"MNIST files missing in {raw_dir}: {', '.join(still_missing)} and the download "
+            f"failed ({detail}); copy them there or point DIGITLAB_DATA (or data.root) at a "
+            "folder holding MNIST/raw/"
         )
+
+
+def _fetch(raw_dir: Path, mirror: str, name: str, md5: str) -> tuple[str | None, bool]:
+    """(None, True) once ``name`` is in ``raw_dir`` with its md5, else (what went wrong, whether
+    the mirror answered at all); a partial or wrong file is deleted."""
+    from torchvision.datasets.utils import download_url
+
+    try:
+        download_url(mirror.rstrip("/") + "/" + name, root=raw_dir, filename=name, md5=md5)
+        return None, True
+    except RuntimeError as e:  # torchvision: "File not found or corrupted."
+        (raw_dir / name).unlink(missing_ok=True)
+        return f"checksum mismatch, partial file deleted ({e})", True
+    except urllib.error.HTTPError as e:  # the mirror answered, without this file
+        (raw_dir / name).unlink(missing_ok=True)
+        return str(e.reason), True
+    except (OSError, ValueError) as e:  # refused, offline, a timeout, no such host, a bad URL
+        (raw_dir / name).unlink(missing_ok=True)
+        return str(getattr(e, "reason", e)), False

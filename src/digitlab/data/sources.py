@@ -31,11 +31,14 @@ class DigitData:
     files: tuple[Path, ...] = ()  # the files it was read from: the run's data lineage
 
 
-def load_mnist(root: str | Path, download: bool = True, mirrors: list[str] | None = None) -> DigitData:
+def load_mnist(
+    root: str | Path, download: bool = True, mirrors: list[str] | None = None
+) -> DigitData:
     """MNIST from ``<root>/MNIST/raw/``; missing files are downloaded first when allowed."""
     raw_dir = Path(root).expanduser() / "MNIST" / "raw"
     missing = missing_files(raw_dir)
     if missing and download:
+        _check_root(raw_dir.parent.parent)
         download_mnist(raw_dir, mirrors)
     elif missing and not raw_dir.is_dir():
         raise DigitlabError(
@@ -77,7 +80,23 @@ def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True
     return DigitData(images, labels, files=(folder / file,))
 
 
-def _check_counts(image_path: Path, images: torch.Tensor, label_path: Path, labels: torch.Tensor) -> None:
+def _check_root(root: Path) -> None:
+    """A download goes into ``root``/MNIST/raw only when ``root`` exists, or is the default
+    ``data/`` of the project (a fresh checkout has none): a mistyped ``data.root`` would
+    otherwise become a new folder and a download there."""
+    from digitlab.config import project_root
+
+    if root.is_dir() or root.resolve() == (project_root() / "data").resolve():
+        return
+    raise DigitlabError(
+        f"data folder {root} does not exist: point DIGITLAB_DATA (or data.root) at the folder "
+        f"holding MNIST/raw/, or create {root} to download MNIST into it"
+    )
+
+
+def _check_counts(
+    image_path: Path, images: torch.Tensor, label_path: Path, labels: torch.Tensor
+) -> None:
     if len(images) != len(labels):
         raise DigitlabError(
             f"{image_path.name} holds {len(images)} images but {label_path.name} holds "
