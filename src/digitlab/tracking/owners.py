@@ -59,6 +59,7 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
         if not pid or is_alive(pid, tags.get(START_TAG, "")):
             continue
         last = Path(tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
+        _remove_partial_writes(last.parent, pid)
         if last.is_file():
             client.log_artifact(run_id, str(last), "checkpoints")
         client.set_tag(run_id, "digitlab.killed_because", f"its process {pid} on {host} died")
@@ -70,6 +71,13 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
     for line in lines:
         log.warning(line)
     return lines
+
+
+def _remove_partial_writes(folder: Path, pid: int) -> None:
+    """The checkpoint files the dead owner ``pid`` was writing (``.last.ckpt.tmp-<pid>``, ...):
+    only those exact names, in the folder the run's tag names."""
+    for name in ("best.ckpt", "last.ckpt"):
+        (folder / f".{name}.tmp-{pid}").unlink(missing_ok=True)
 
 
 def _lock_folder(tracking_uri: str) -> Path:

@@ -22,8 +22,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     line naming the folder and the fix.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         path = Path(path)
+        remove_partial_writes(path)
         partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             super().save_checkpoint(checkpoint, partial, storage_options)
@@ -34,3 +37,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"cannot write checkpoint {path} ({e.strerror or e}): free disk space in "
                 f"{path.parent} or make it writable; the previous checkpoint there is intact"
             ) from None
+
+
+def remove_partial_writes(path: Path, pid: int | None = None) -> list[Path]:
+    """Delete the temporary files that processes killed mid-write (SIGKILL, out of memory) left
+    beside ``path`` (``.<name>.tmp-<pid>``, hundreds of MB each); only ``pid``'s when given,
+    else those of every process that no longer runs. Returns what was deleted."""
+    from digitlab.tracking.owners import is_alive
+
+    removed = []
+    for partial in path.parent.glob(f".{path.name}.tmp-*"):
+        owner = partial.name.rsplit("-", 1)[-1]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        if (int(owner) == pid) if pid is not None else not is_alive(int(owner)):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
