@@ -142,6 +142,19 @@ CASES: dict[str, tuple] = {
     "unknown run id to resume": (
         None, ["resume=0123456789abcdef0123456789abcdef"],
         ["resume=0123456789abcdef0123456789abcdef is neither a checkpoint file nor a run"]),
+    "seed below 0": (None, ["seed=-1"], ["seed=-1 is invalid", "from 0 to 4294967295"]),
+    "seed above 2**32 - 1": (
+        None, ["seed=99999999999"], ["seed=99999999999 is invalid", "from 0 to 4294967295"]),
+    "no devices": (
+        None, ["trainer.devices=0"], ["trainer.devices=0 is invalid", "an integer >= 1"]),
+    "widths not a list": (
+        None, ["model.channels=abc"], ["model.channels='abc' is invalid", "integers >= 1"]),
+    "zero-width layer": (
+        None, ["model.hidden=[0]"], ["model.hidden=[0] is invalid", "integers >= 1"]),
+    "kernel size 0": (None, ["model.kernel_size=0"], ["model.kernel_size=0 is invalid"]),
+    "infinite learning rate": (
+        None, ["optimizer.lr=inf"], ["optimizer.lr=inf is invalid", "a finite number"]),
+    "NaN in the data settings": (None, ["data.mean=nan"], ["data.mean=nan is invalid", "finite"]),
     "checkpoint holding pickled objects": (
         None, ["resume={pickled_ckpt}"], ["pickled.ckpt holds Python objects, not only tensors",
                                           "refused for safety", "use a checkpoint digitlab wrote"]),
@@ -391,3 +404,41 @@ def test_a_store_locked_mid_run_is_one_line_within_the_busy_timeout_and_the_run_
         "experiment_name": experiment}))
     assert client.get_run(run_id).info.status == "KILLED"
     assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+
+
+@pytest.mark.parametrize("config, refused", [
+    ({"trainer": {"devices": 0}}, "trainer.devices=0 is invalid"),
+    ({"trainer": {"devices": "0"}}, "trainer.devices='0' is invalid"),
+    ({"trainer": {"devices": []}}, "trainer.devices=[] is invalid"),
+    ({"trainer": {"devices": [-1]}}, "trainer.devices=[-1] is invalid"),
+    ({"trainer": {"devices": "one"}}, "trainer.devices='one' is invalid"),
+    ({"seed": 2**32}, "seed=4294967296 is invalid"),
+    ({"seed": True}, "seed=True is invalid"),
+    ({"data": {"split_seed": -5}}, "data.split_seed=-5 is invalid"),
+    ({"model": {"channels": [8, 0]}}, "model.channels=[8, 0] is invalid"),
+    ({"model": {"hidden": 500}}, "model.hidden=500 is invalid"),
+    ({"model": {"kernel_size": 2.5}}, "model.kernel_size=2.5 is invalid"),
+    ({"optimizer": {"betas": [0.9, float("nan")]}},
+     "optimizer.betas.1=nan is invalid: it must be a finite number"),
+    ({"scheduler": {"max_lr": float("-inf")}},
+     "scheduler.max_lr=-inf is invalid: it must be a finite number"),
+    ({"trainer": {"devices": 2}, "seed": 0, "data": {"split_seed": None, "std": 1.0},
+      "model": {"channels": [1], "hidden": [], "kernel_size": 3}}, None),
+    ({"trainer": {"devices": [0, 1]}, "seed": 2**32 - 1}, None),
+    *(({"trainer": {"devices": d}}, None) for d in ("auto", -1, "0,1", "2", "-1")),
+])
+def test_value_ranges(config, refused):
+    """What numpy's and torch's seeding, Lightning's devices and the networks' widths accept
+    (checked in-process: test_bad_input_gets_one_line_and_exit_1 runs the command line)."""
+    from omegaconf import OmegaConf
+
+    from digitlab.config.checks import check_config
+    from digitlab.errors import DigitlabError
+
+    cfg = OmegaConf.create(config)
+    if refused is None:
+        check_config(cfg)
+    else:
+        with pytest.raises(DigitlabError) as e:
+            check_config(cfg)
+        assert str(e.value).startswith(refused), e.value
