@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from digitlab.cli.help import render, wants_help
 from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.config.names import check_command_line
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.search.study import TRIAL_ENV
 
@@ -110,7 +111,21 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def _refuse(e: DigitlabError) -> None:
+    """Stop with the error's one line, or its trace with ``HYDRA_FULL_ERROR=1``."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise e
+    print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
+
+
 def main() -> None:
+    try:
+        # Misspelt options, keys and added keys, and an output folder that cannot be written:
+        # answered before Hydra creates that folder, a sweep starts a job, or torch is imported.
+        check_command_line(sys.argv[1:], CONF_DIR)
+    except DigitlabError as e:
+        _refuse(e)
     if wants_help(sys.argv[1:]):
         try:
             print(render(sys.argv[1:], CONF_DIR))
