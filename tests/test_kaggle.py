@@ -39,10 +39,12 @@ def test_train_csv_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("newline", "bom"), [("\n", b""), ("\r\n", b"\xef\xbb\xbf"), ("\n", b"\xef\xbb\xbf")]
+    ("newline", "bom"),
+    [("\n", b""), ("\r\n", b"\xef\xbb\xbf"), ("\n", b"\xef\xbb\xbf"), ("\r", b"")],
 )
 def test_lf_only_and_byte_order_marked_csv_read_the_same(tmp_path, newline, bom):
-    """Kaggle ships CRLF; a CSV re-saved on Linux has LF only, one saved by Excel a UTF-8 BOM."""
+    """Kaggle ships CRLF; a CSV re-saved on Linux has LF only, one saved by Excel a UTF-8 BOM,
+    one saved on a classic Mac CR only."""
     images = np.random.default_rng(3).integers(0, 256, size=(3, 784))
     labels = [7, 1, 4]
     rows = [HEADER, *(row(lab, img) for lab, img in zip(labels, images, strict=True))]

@@ -99,14 +99,16 @@ def read_header(path: Path) -> list[str]:
     """
     try:
         with _open(path) as f:
-            line = f.readline(MAX_LINE + 1)
+            head = f.read(MAX_LINE + 1)
     except OSError as e:
         raise _unreadable(path, e) from None
     for name, bom in _WIDE_BOMS:
-        if line.startswith(bom):
+        if head.startswith(bom):
             raise DigitlabError(
                 f"{path} is {name} text: save it as UTF-8 (or ASCII), the encoding of Kaggle's CSV"
             )
+    ends = [at for at in (head.find(b"\n"), head.find(b"\r")) if at >= 0]  # CR alone ends it too
+    line = head[: min(ends, default=len(head))]
     _check_lines(path, line, 1)
     return line.decode("utf-8-sig").strip().split(",")
 
@@ -169,13 +171,16 @@ def _check_lines(path: Path, data: bytes, first: int) -> None:
             "CSV text (a binary file, or UTF-16 text?): give a CSV saved as UTF-8 text, as Kaggle "
             "ships it"
         )
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    lengths = np.append(ends, len(data)) - np.concatenate(([0], ends + 1))
+    array = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero((array == 10) | (array == 13))  # a lone CR ends a line for pandas too
+    starts = np.concatenate(([0], ends + 1))
+    lengths = np.append(ends, len(data)) - starts
     if lengths.max() > MAX_LINE:
-        line = first + int(np.argmax(lengths > MAX_LINE))
+        at = int(starts[np.argmax(lengths > MAX_LINE)])
         raise DigitlabError(
-            f"{path} line {line} is longer than {MAX_LINE} bytes, which no row of Kaggle's layout "
-            "is (label,pixel0,...,pixel783: at most 785 numbers): is it a digit-recognizer CSV?"
+            f"{path} line {_line_of(data, at, first)} is longer than {MAX_LINE} bytes, which no "
+            "row of Kaggle's layout is (label,pixel0,...,pixel783: at most 785 numbers): is it a "
+            "digit-recognizer CSV?"
         )
     if not data.isascii():  # ASCII is UTF-8: decode only what might not be
         try:
