@@ -42,7 +42,10 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     """
     from digitlab.cli.preflight import preflight
 
+    from digitlab.config.resume import config_to_resume
+
     job = compose_job(overrides)
+    job.cfg = config_to_resume(job.cfg, overrides)  # resume=: the run's own config
     data = preflight(job.cfg)  # the command line's checks, before torch is imported
     from digitlab.training.checkpoints import network_from_checkpoint
     from digitlab.training.run import train

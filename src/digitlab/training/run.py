@@ -153,7 +153,8 @@ def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Re
                  trainer: L.Trainer, extra_tags: Mapping[str, str] | None) -> TrackedRun:
     """The MLflow run this training records into: its name, tags and what it resumes."""
     choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
-    tags = {f"choice.{group}": str(option) for group, option in choices.items()}
+    # A resumed run keeps the choices it was trained with (its config is the stored one).
+    tags = {} if resume else {f"choice.{group}": str(option) for group, option in choices.items()}
     if commit := git_commit(project_root()):
         tags["mlflow.source.git.commit"] = commit
     if resume:
