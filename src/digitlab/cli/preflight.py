@@ -9,6 +9,7 @@ from digitlab.config.checks import check_config
 from digitlab.config.targets import build, trusted_targets
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
+from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store as tracking
 
 
@@ -19,6 +20,7 @@ def preflight(cfg: DictConfig) -> DigitData:
     validate with numpy and import torch only once the files have passed, so every bad-input
     case except a missing GPU and a bad checkpoint answers without importing torch.
     """
+    set_verbosity(verbose_requested(cfg))
     check_config(cfg)
     tracking.check_reachable(cfg.logger.tracking_uri)
     try:

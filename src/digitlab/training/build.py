@@ -57,6 +57,14 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
+def set_matmul_precision(cfg: DictConfig) -> None:
+    """``float32_matmul_precision`` of the config for float32 matrix products on a CUDA GPU
+    (``high``: TF32 tensor cores where the GPU has them), said here rather than left to
+    Lightning's hint on every run."""
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
+
+
 def check_accelerator(name: str, devices: Any = 1) -> None:
     """Fail early, in one line, when the requested accelerator is not on this machine."""
     if name in ("gpu", "cuda") and not torch.cuda.is_available():

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitlab.config import project_root
 from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
+from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
 from digitlab.tracking.logger import RunLogger
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
@@ -27,6 +28,7 @@ from digitlab.training.build import (
     check_launcher,
     checkpoint_callbacks,
     quiet_lightning,
+    set_matmul_precision,
 )
 from digitlab.training.checkpoints import Resume, find_resume, load_net_weights, restore_point
 
@@ -60,7 +62,9 @@ def train(
         ``run_id`` is None in the DDP processes other than rank 0 (they record nothing).
     """
     started = time.perf_counter()
+    set_verbosity(verbose_requested(cfg))
     quiet_lightning()
+    set_matmul_precision(cfg)
     check_config(cfg)
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="digitlab-"))

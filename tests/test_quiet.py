@@ -1,0 +1,28 @@
+"""A run prints digitlab's own lines; the libraries' INFO lines (Lightning's devices and
+checkpoint restores, MLflow's table creation) only with ``verbose=true``."""
+
+from __future__ import annotations
+
+import pytest
+
+import warm
+
+NOISE = ("Creating initial MLflow database tables", "GPU available:", "Restoring states from",
+         "Loaded model weights from")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_info_lines_only_on_request(data_root, tmp_path, verbose):
+    store = tmp_path / "mlruns"  # a new store: MLflow creates its tables
+    result = warm.run(
+        "digitlab", f"data.root={data_root}", "data.val_size=40", "model=mlp",
+        "trainer.max_epochs=1", "figures.enabled=false", "logger.log_model=false",
+        f"logger.tracking_uri=sqlite:///{store / 'mlflow.db'}",
+        f"logger.artifact_location={store / 'artifacts'}", f"hydra.run.dir={tmp_path / 'job'}",
+        f"verbose={str(verbose).lower()}", timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "digitlab: mlp-mnist-sgd-s42 finished" in output and "epoch 1/1" in output
+    shown = [line for line in NOISE if line in output]
+    assert shown == (list(NOISE) if verbose else []), output[-3000:]
