@@ -450,6 +450,9 @@ def test_added_keys_are_checked_against_the_arguments_the_source_declares():
     assert argument_names("nosuchpackage.Net") is None
 
 
+LENET = "digitlab.models.LeNet"
+
+
 @pytest.mark.parametrize("config, refused", [
     ({"trainer": {"devices": 0}}, "trainer.devices=0 is invalid"),
     ({"trainer": {"devices": "0"}}, "trainer.devices='0' is invalid"),
@@ -459,15 +462,18 @@ def test_added_keys_are_checked_against_the_arguments_the_source_declares():
     ({"seed": 2**32}, "seed=4294967296 is invalid"),
     ({"seed": True}, "seed=True is invalid"),
     ({"data": {"split_seed": -5}}, "data.split_seed=-5 is invalid"),
-    ({"model": {"channels": [8, 0]}}, "model.channels=[8, 0] is invalid"),
-    ({"model": {"hidden": 500}}, "model.hidden=500 is invalid"),
-    ({"model": {"kernel_size": 2.5}}, "model.kernel_size=2.5 is invalid"),
+    ({"model": {"_target_": LENET, "channels": [8, 0]}}, "model.channels=[8, 0] is invalid"),
+    ({"model": {"_target_": LENET, "hidden": 500}}, "model.hidden=500 is invalid"),
+    ({"model": {"_target_": LENET, "kernel_size": 2.5}}, "model.kernel_size=2.5 is invalid"),
     ({"optimizer": {"betas": [0.9, float("nan")]}},
      "optimizer.betas.1=nan is invalid: it must be a finite number"),
     ({"scheduler": {"max_lr": float("-inf")}},
      "scheduler.max_lr=-inf is invalid: it must be a finite number"),
     ({"trainer": {"devices": 2}, "seed": 0, "data": {"split_seed": None, "std": 1.0},
-      "model": {"channels": [1], "hidden": [], "kernel_size": 3}}, None),
+      "model": {"_target_": LENET, "channels": [1], "hidden": [], "kernel_size": 3}}, None),
+    # A network of the user's (trusted_targets) may mean other things by these names.
+    ({"model": {"_target_": "usernets.Tiny", "hidden": 16}, "trusted_targets": ["usernets"]},
+     None),
     ({"trainer": {"devices": [0, 1]}, "seed": 2**32 - 1}, None),
     *(({"trainer": {"devices": d}}, None) for d in ("auto", -1, "0,1", "2", "-1")),
 ])

@@ -65,9 +65,6 @@ RULES: list[tuple[str, Any, str]] = [
     ("data.std", lambda v: _number(v) and v > 0, "a number > 0"),
     ("model.input_size", lambda v: _whole(v) and 8 <= v <= 256,
      "an image side in pixels, e.g. 28 or 32"),
-    ("model.channels", _widths, "a list of integers >= 1 (filters per conv block), e.g. [20, 50]"),
-    ("model.hidden", _widths, "a list of integers >= 1 (units per hidden layer), e.g. [500]"),
-    ("model.kernel_size", lambda v: _whole(v) and v >= 1, "an integer >= 1, e.g. 5"),
     ("data.val_size", lambda v: (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
      "a fraction in (0, 1) or a count >= 1"),
     ("data.test_size", lambda v: v is None or (_whole(v) and v >= 1)
@@ -93,12 +90,22 @@ RULES: list[tuple[str, Any, str]] = [
 ]
 
 
+# The arguments of digitlab's own networks (digitlab.models): a network of the user's
+# (trusted_targets) may mean other things by the same names.
+NETWORK_RULES: list[tuple[str, Any, str]] = [
+    ("model.channels", _widths, "a list of integers >= 1 (filters per conv block), e.g. [20, 50]"),
+    ("model.hidden", _widths, "a list of integers >= 1 (units per hidden layer), e.g. [500]"),
+    ("model.kernel_size", lambda v: _whole(v) and v >= 1, "an integer >= 1, e.g. 5"),
+]
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise DigitlabError for the first value that cannot work."""
     check_targets(cfg, trusted_targets(cfg))
     if found := _first_non_finite(cfg):
         raise DigitlabError(f"{found[0]}={found[1]!r} is invalid: it must be a finite number")
-    for key, test, wanted in RULES:
+    ours = str(OmegaConf.select(cfg, "model._target_", default="")).startswith("digitlab.models.")
+    for key, test, wanted in RULES + (NETWORK_RULES if ours else []):
         value = OmegaConf.select(cfg, key, default="__absent__")
         if isinstance(value, str) and value == "__absent__":
             continue
