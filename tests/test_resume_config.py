@@ -82,3 +82,29 @@ def test_resume_with_the_run_id_alone_continues_a_run_trained_with_overrides(
     assert type(resumed.model.net).__name__ == "MLP"
     run = client.get_run(first["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["choice.model"] == "mlp"
+
+
+@pytest.mark.slow
+def test_the_command_printed_after_ctrl_c_alone_continues_the_run(data_root, migrated_db,
+                                                                  tmp_path):
+    """``continue with: resume=<id>`` is runnable as printed (beside where the store is), for a
+    run started with overrides; an override of what was trained is one line, no traceback."""
+    import warm
+
+    store = copy_store(tmp_path, migrated_db)
+    place = [f"data.root={data_root}", f"logger.tracking_uri={store['tracking_uri']}",
+             f"logger.artifact_location={store['artifact_location']}"]
+    cfg = fast_config(data_root, store, "model=mlp", "optimizer=adam", "trainer.max_epochs=2",
+                      "trainer.limit_train_batches=1")
+    first = train(cfg, output_dir=tmp_path / "first", choices={"model": "mlp"})
+    MlflowClient(store["tracking_uri"]).set_terminated(first["run_id"], "KILLED")
+    refused = warm.run("digitlab", f"resume={first['run_id']}", *place, "model=lenet",
+                       f"hydra.run.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("digitlab: error: ")]
+    assert f"resume={first['run_id']} continues the run as it was trained, and model" in line
+    resumed = warm.run("digitlab", f"resume={first['run_id']}", *place,
+                       f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"MLflow run {first['run_id']}" in resumed.stdout
+    assert MlflowClient(store["tracking_uri"]).get_run(first["run_id"]).info.status == "FINISHED"

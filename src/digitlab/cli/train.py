@@ -65,8 +65,11 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from digitlab.cli.preflight import preflight
+    from digitlab.config.resume import config_to_resume
 
     try:
+        # resume=: the run's stored config, the command's overrides checked against it
+        cfg = config_to_resume(cfg, list(HydraConfig.get().overrides.task))
         data = preflight(cfg)  # config, store and data files, before torch is imported
         result = _job(cfg, data)
     except DigitlabError as e:
