@@ -239,6 +239,13 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
         ["+optimizer.dampening=0.1", "++optimizer.lr=0.2", "++optimizer.foreach=false"],
         ["model.channels.0=8", "~callbacks.throughput", "hydra.job.chdir=true"],
         ["data.source.download=false", "+data.source.mirrors=[http://127.0.0.1:1/]"],
+        ["+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+         "+callbacks.early_stop.monitor=val/acc"],  # conf/callbacks/default.yaml's example
+        ["-m", "experiment=search", "hydra/sweeper/pruner=none",  # test_search.py's
+         "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+         "+hydra.sweeper.pruner.upper=-1.0"],
+        ["trainer=ddp", f'hydra.run.dir="{tmp_path}"', "hydra.job.name=train_ddp_process_1",
+         "hydra.output_subdir=null"],  # what Lightning adds for DDP's second rank
         ["model=lenett", "--config-name", "other"],  # another config: Hydra answers
         [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=tiny", "model.width=4"],
     ):
