@@ -108,6 +108,7 @@ def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, 
         ("data.root", data_root), ("data.batch_size", 32), ("trainer.accelerator", "cpu"),
         ("trainer.enable_progress_bar", "false"), ("logger.tracking_uri", store["tracking_uri"]),
         ("logger.artifact_location", store["artifact_location"]), ("hydra.run.dir", run_dir),
+        ("verbose", "true"),  # Lightning's INFO line below says that two processes ran
     )]
     # Rank 0 forked warm (tests/warm.py); rank 1 is the new interpreter Lightning starts.
     out = warm.run("digitlab", *overrides, *args, timeout=600,
