@@ -21,15 +21,17 @@ LINE = re.compile(
 
 
 class RecordingBar(SampleProgressBar):
-    """Notes the training bar's (total, completed) at each epoch's end."""
+    """Notes the training bar's (total, completed) and its description at each epoch's end."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[float, float]] = []
+        self.descriptions: list[str] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         task = next(t for t in self.progress.tasks if t.id == self.train_progress_bar_id)
         self.seen.append((task.total, task.completed))
+        self.descriptions.append(task.description.strip())
         super().on_train_epoch_end(trainer, pl_module)
 
 
@@ -48,6 +50,8 @@ def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
     )
     lines = LINE.findall(capsys.readouterr().out)
     assert [int(line[0]) for line in lines] == [1, 2]
+    # the bar names the epoch as its report line does, counting from 1
+    assert bar.descriptions == ["epoch 1/2", "epoch 2/2"]
     client = MlflowClient(cfg.logger.tracking_uri)
     for key, column in (("train/loss", 1), ("val/acc", 4)):
         history = [m.value for m in client.get_metric_history(result["run_id"], key)]
@@ -55,3 +59,16 @@ def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
     # images, not the 2 Lightning steps of 5 optimizer steps each
     assert bar.seen == [(N_TRAIN - 40, N_TRAIN - 40)] * 2
     assert "v_num" not in bar.get_metrics(bar.trainer, None)
+
+
+def test_with_limit_train_batches_the_bar_counts_the_images_trained(make_cfg, tmp_path):
+    """One Lightning step of 2 optimizer steps of 32 images: 64 images of the 200, not 200."""
+    cfg = make_cfg(
+        "callbacks=none",
+        "data.steps_per_call=2",
+        "trainer.limit_train_batches=1",
+        "trainer.enable_progress_bar=true",
+    )
+    bar = RecordingBar()
+    train(cfg, output_dir=tmp_path / "job", callbacks=[bar])
+    assert bar.seen == [(64, 64)]

@@ -11,8 +11,9 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 class SampleProgressBar(RichProgressBar):
     """Lightning's (rich) bar, counting training images instead of Lightning steps (one step
-    holds ``data.steps_per_call`` optimizer steps, a number no user thinks in), without
-    ``v_num`` (the logger's version, meaningless for an MLflow run)."""
+    holds ``data.steps_per_call`` optimizer steps, a number no user thinks in), naming the epoch
+    as :class:`EpochReport` does (``epoch 3/3``, where Lightning counts from 0: ``Epoch 2/2``),
+    without ``v_num`` (the logger's version, meaningless for an MLflow run)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._seen = 0
@@ -20,8 +21,9 @@ class SampleProgressBar(RichProgressBar):
 
     @property
     def total_train_batches(self) -> int | float:
-        images = _train_images(self.trainer)
-        return images if images is not None else super().total_train_batches
+        steps = super().total_train_batches  # Lightning steps, after limit_train_batches
+        images = _train_images(self.trainer, steps)
+        return images if images is not None else steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._seen += len(batch[1])
@@ -33,14 +35,28 @@ class SampleProgressBar(RichProgressBar):
         items.pop("v_num", None)
         return items
 
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = epoch_label(current_epoch, self.trainer.max_epochs)
+        # as Lightning pads it: the bar does not shift when the validation bar's label shows
+        return f"{description:{len(self.validation_description)}}"
 
-def _train_images(trainer: L.Trainer) -> int | None:
-    """Training images this process sees per epoch, when the data module can say."""
-    datamodule = getattr(trainer, "datamodule", None)
-    tensors = getattr(datamodule, "tensors", {}).get("train")
-    if tensors is None:
+
+def epoch_label(epoch: int, max_epochs: int | None) -> str:
+    """``epoch 3/3`` for the 0-based ``epoch`` 2 of 3; no total when the run has none (-1)."""
+    if max_epochs is None or max_epochs < 0:
+        return f"epoch {epoch + 1}"
+    return f"epoch {epoch + 1}/{max_epochs}"
+
+
+def _train_images(trainer: L.Trainer, steps: int | float) -> int | None:
+    """Training images this process sees in an epoch of ``steps`` Lightning steps, when its
+    loader can say: each step is one batch of ``data.batch_size * data.steps_per_call`` images,
+    the last one short (``trainer.limit_train_batches`` may stop the epoch before it)."""
+    loader = trainer.train_dataloader
+    per_step, images = getattr(loader, "batch_size", None), getattr(loader, "num_samples", None)
+    if per_step is None or images is None:
         return None
-    return -(-len(tensors[1]) // trainer.world_size)  # ceil: DDP evens shares out by repeating
+    return images if steps == float("inf") else min(images, int(steps) * per_step)
 
 
 class EpochReport(L.Callback):
@@ -71,7 +87,7 @@ class EpochReport(L.Callback):
             return
         (epoch, seconds), self._pending = self._pending, None
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
+        parts = [epoch_label(epoch, trainer.max_epochs)]
         for stage in ("train", "val"):
             if f"{stage}/loss" in m:
                 parts.append(
