@@ -55,7 +55,8 @@ def test_compose_takes_command_line_overrides_and_errors_in_one_line():
     message = str(error.value)
     assert "\n" not in message
     options = "convnet, lenet, lenet5, lenet_small, mlp"
-    assert message.endswith(f"available options in 'model': {options}")
+    assert message == ("model=resnet is not an option of model: did you mean lenet or lenet5? "
+                       f"(options: {options})")  # the command line's own line
     with pytest.raises(DigitlabError, match=r"^-m is a command-line flag"):
         digitlab.compose("-m", "seed=1,2")
     assert not GlobalHydra.instance().is_initialized()  # nothing left for the next compose
@@ -159,3 +160,12 @@ def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
     with pytest.raises(DigitlabError, match=f"^no MLflow store at {missing} yet: train a run"):
         digitlab.ui(tracking_uri=f"sqlite:///{missing}")
     assert not missing.exists()  # the UI must not create it (see digitlab.cli.ui)
+
+
+def test_a_misspelt_word_is_refused_by_compose_and_fit_as_by_the_command_line():
+    """``digitlab.fit("experiment=fastt")`` must not train the default model."""
+    for overrides, said in ((["experiment=fastt"], "fast"), (["optimizer.lrr=0.1"], "optimizer.lr")):
+        for door in (digitlab.compose, digitlab.fit):
+            with pytest.raises(DigitlabError, match=said) as refused:
+                door(*overrides)
+            assert "\n" not in str(refused.value)

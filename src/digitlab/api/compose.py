@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.config.names import check_command_line, one_line
 from digitlab.errors import DigitlabError
 
 
@@ -52,6 +53,9 @@ def compose_job(overrides: Iterable[str]) -> Composed:
             "another Hydra context is open in this process: leave it (or call "
             "hydra.core.global_hydra.GlobalHydra.instance().clear()) before digitlab.compose"
         )
+    # The command line's check of every word (a misspelt preset, option or key: one line with
+    # the closest valid ones), so that fit("experiment=fastt") does not train the default.
+    check_command_line(overrides, CONF_DIR)
     register_resolvers()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digitlab"):
@@ -64,14 +68,3 @@ def compose_job(overrides: Iterable[str]) -> Composed:
         del cfg["hydra"]
     choices = {k: v for k, v in choices.items() if not k.startswith("hydra")}
     return Composed(cfg, choices, output_dir)
-
-
-def one_line(message: str) -> str:
-    """Hydra's multi-line composition error as one line, its list of valid options kept."""
-    text = message.split("\nConfig search path:")[0]
-    head, _, options = text.partition("\n\nAvailable options in ")
-    line = "; ".join(part.strip().rstrip(".") for part in head.splitlines() if part.strip())
-    if options:
-        group, _, names = options.partition(":")
-        line += f"; available options in {group}: {', '.join(names.split())}"
-    return line

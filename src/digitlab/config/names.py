@@ -197,8 +197,6 @@ def _compose_checked(combinations: list, keys: list, groups: dict) -> tuple[Dict
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose
 
-    from digitlab.api.compose import one_line
-
     try:
         return compose("config", overrides=overrides, return_hydra_config=True)
     # What the checks here do not name (Hydra raises ValueError for some malformed overrides)
@@ -327,3 +325,14 @@ def _suggest(word: str, choices: list[str], listing: str, prefix: str = "") -> s
     if close:
         return f"did you mean {_or(close)}? ({listing}: {shown})"
     return f"choose one of {shown}" if listing == "options" else f"{listing}: {shown}"
+
+
+def one_line(message: str) -> str:
+    """Hydra's multi-line composition error as one line, its list of valid options kept."""
+    text = message.split("\nConfig search path:")[0]
+    head, _, options = text.partition("\n\nAvailable options in ")
+    line = "; ".join(part.strip().rstrip(".") for part in head.splitlines() if part.strip())
+    if options:
+        group, _, names = options.partition(":")
+        line += f"; available options in {group}: {', '.join(names.split())}"
+    return line
