@@ -7,10 +7,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import checkpoint_accuracy
+from digitlab.cli.help import config_groups
+from digitlab.config import CONF_DIR
 from digitlab.training.run import train
 
-MODELS = ["mlp", "lenet", "lenet_small", "lenet5"]
-DATA = ["mnist", "kaggle"]
+# Every option of the groups: a new model or data set is trained here without a test edit.
+MODELS = config_groups(CONF_DIR)["model"]
+DATA = config_groups(CONF_DIR)["data"]
 EPOCH_METRICS = ["train/loss", "train/acc", "val/loss", "val/acc", "train/samples_per_sec"]
 
 
