@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import warm
+from digitlab.cli.register import main as register_command
 from digitlab.errors import DigitlabError
 from digitlab.tracking import registry
 from digitlab.training.run import train
@@ -51,7 +52,10 @@ def test_digitlab_register_command_and_its_errors(make_cfg, tmp_path):
     command = ["digitlab.cli.register", "--tracking-uri", uri]
     done = warm.run(*command, with_model["run_id"], "--name", "mine")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "registered models:/mine/1; models:/mine@best is version 1" in done.stdout
+    assert done.stdout == (
+        f"digitlab: registered models:/mine/1 (run {with_model['run_id']}); "
+        "models:/mine@best is version 1\n"
+    )
     refused = warm.run(*command, without["run_id"], "--name", "mine")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert (
@@ -78,3 +82,54 @@ def test_a_sweep_registers_its_best_child(tmp_path, data_root, store):
     best_child = max(children, key=lambda c: c.data.metrics["val/acc"])
     assert version.run_id == best_child.info.run_id
     assert client.get_model_version_by_alias("swept", "best").version == version.version
+
+
+def register_line(capsys, uri: str, run_id: str, name: str = "mine") -> str:
+    """``digitlab-register RUN_ID --name NAME`` in this process: its one line on stdout."""
+    capsys.readouterr()  # what training printed
+    register_command([run_id, "--name", name, "--tracking-uri", uri])
+    out, err = capsys.readouterr()
+    assert err == "" and out.count("\n") == 1, (out, err)
+    return out.strip()
+
+
+def test_a_run_without_test_acc_is_registered_and_best_says_why_it_did_not_move(
+    make_cfg, tmp_path, capsys
+):
+    cfg = make_cfg("model=mlp", "logger.log_model=true", "test_after_fit=false")
+    untested = train(cfg, output_dir=tmp_path / "untested")["run_id"]
+    tested = train(make_cfg("model=mlp", "logger.log_model=true"), output_dir=tmp_path / "tested")
+    uri, client = cfg.logger.tracking_uri, MlflowClient(cfg.logger.tracking_uri)
+
+    assert register_line(capsys, uri, untested) == (
+        f"digitlab: registered models:/mine/1 (run {untested}); models:/mine@best is not set: "
+        f"run {untested} has no test/acc to rank it by (trained with test_after_fit=false)"
+    )
+    assert not client.get_registered_model("mine").aliases
+    assert register_line(capsys, uri, tested["run_id"]) == (
+        f"digitlab: registered models:/mine/2 (run {tested['run_id']}); "
+        "models:/mine@best is version 2"
+    )
+    other = train(cfg, output_dir=tmp_path / "untested2")["run_id"]
+    assert register_line(capsys, uri, other) == (
+        f"digitlab: registered models:/mine/3 (run {other}); models:/mine@best stays version 2: "
+        f"run {other} has no test/acc to rank it by (trained with test_after_fit=false)"
+    )
+    assert str(client.get_model_version_by_alias("mine", registry.BEST_ALIAS).version) == "2"
+
+
+def test_registering_a_run_again_answers_with_its_version_and_makes_none(
+    make_cfg, tmp_path, capsys
+):
+    cfg = make_cfg("model=mlp", "logger.log_model=true", "logger.register_as=mine")
+    run_id = train(cfg, output_dir=tmp_path / "a")["run_id"]  # registered as version 1
+    uri, client = cfg.logger.tracking_uri, MlflowClient(cfg.logger.tracking_uri)
+    again = (
+        f"digitlab: run {run_id}'s model is already models:/mine/1, no new version made; "
+        "models:/mine@best is version 1"
+    )
+    assert register_line(capsys, uri, run_id) == again
+    assert register_line(capsys, uri, run_id) == again
+    assert [str(v.version) for v in client.search_model_versions("name = 'mine'")] == ["1"]
+    # under another name it is a first registration
+    assert register_line(capsys, uri, run_id, "other").startswith("digitlab: registered ")

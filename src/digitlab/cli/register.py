@@ -1,5 +1,7 @@
 """``digitlab-register RUN_ID --name NAME``: register a run's model; ``NAME@best`` follows the
-highest ``test/acc``. A sweep's parent run registers its best child. No torch import."""
+highest ``test/acc``. A sweep's parent run registers its best child. A run registered before
+under that name answers with its version (no new one); a run without ``test/acc``
+(``test_after_fit=false``) is registered and leaves ``@best`` where it was. No torch import."""
 
 from __future__ import annotations
 
@@ -20,15 +22,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         client = store.open_client(args.tracking_uri or default_tracking_uri())
-        version = registry.register(client, args.run, args.name)
-        best = client.get_model_version_by_alias(args.name, registry.BEST_ALIAS).version
+        registration = registry.register(client, args.run, args.name)
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(
-        f"digitlab: registered models:/{args.name}/{version}; "
-        f"models:/{args.name}@{registry.BEST_ALIAS} is version {best}"
-    )
+    print(f"digitlab: {registration.line()}", flush=True)
 
 
 if __name__ == "__main__":

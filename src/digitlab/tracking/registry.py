@@ -3,6 +3,8 @@ version with the highest ``test/acc`` (aliases, not the deprecated stages). No t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from digitlab.errors import DigitlabError
 
 # The name of the model inside its run: ``runs:/<run id>/model``.
@@ -14,9 +16,41 @@ RANK_METRIC = "test/acc"
 BEST_CHILD_TAG = "digitlab.best_run_id"
 
 
-def run_model_id(client, run_id: str) -> str:
-    """The id of the LoggedModel ``model`` that run ``run_id`` logged (a sweep parent: its best
-    child's). Raises DigitlabError naming the fix when there is none."""
+@dataclass(frozen=True)
+class Registration:
+    """What :func:`register` did: ``version`` of ``name`` holds run ``run_id``'s model (a sweep
+    parent's best child), made now (``new``) or found from an earlier registration; ``best`` is
+    the version ``@best`` points at afterwards (None: no version has a ``test/acc``), ``scored``
+    whether the run has a ``test/acc`` to compete for it."""
+
+    name: str
+    version: str
+    run_id: str
+    new: bool
+    best: str | None
+    scored: bool
+
+    def line(self) -> str:
+        """The one line the command prints, after ``digitlab: ``."""
+        model = f"models:/{self.name}/{self.version}"
+        if self.new:
+            done = f"registered {model} (run {self.run_id})"
+        else:
+            done = f"run {self.run_id}'s model is already {model}, no new version made"
+        alias = f"models:/{self.name}@{BEST_ALIAS}"
+        if self.scored:
+            return f"{done}; {alias} is version {self.best}"
+        # a run trained with test_after_fit=false has no score: registered, but it cannot rank
+        moved = f"stays version {self.best}" if self.best else "is not set"
+        return (
+            f"{done}; {alias} {moved}: run {self.run_id} has no {RANK_METRIC} to rank it by "
+            "(trained with test_after_fit=false)"
+        )
+
+
+def model_source(client, run_id: str) -> tuple[str, str]:
+    """``(run id, model id)`` of the LoggedModel ``model`` that run ``run_id`` logged (a sweep
+    parent: its best child's). Raises DigitlabError naming the fix when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -27,7 +61,7 @@ def run_model_id(client, run_id: str) -> str:
             "it was logged to (--tracking-uri)"
         ) from None
     if best_child := run.data.tags.get(BEST_CHILD_TAG):
-        return run_model_id(client, best_child)
+        return model_source(client, best_child)
     models = client.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'",
@@ -37,21 +71,48 @@ def run_model_id(client, run_id: str) -> str:
             f"run {run_id} logged no model (trained with logger.log_model=false, or before "
             "models were logged): train it again with logger.log_model=true"
         )
-    return models[0].model_id
+    return run_id, models[0].model_id
 
 
-def register(client, run_id: str, name: str) -> str:
+def register(client, run_id: str, name: str) -> Registration:
     """Register run ``run_id``'s model (a sweep parent: its best child's) as a new version of
-    ``name``, move ``@best`` to the best version, and return the new version number."""
-    import mlflow
+    ``name`` unless a version of ``name`` already holds that model, then move ``@best`` to the
+    best version."""
+    source_run, model_id = model_source(client, run_id)
+    version = registered_version(client, name, model_id)
+    new = version is None
+    if new:
+        version = _new_version(client, name, source_run, model_id)
+    scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
+    return Registration(name, version, source_run, new, point_best(client, name), scored)
 
-    model_id = run_model_id(client, run_id)
+
+def registered_version(client, name: str, model_id: str) -> str | None:
+    """The version of ``name`` that holds the model ``model_id``, if one does: registering a
+    run twice must not make two versions of one model."""
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.model_id == model_id or version.source == f"models:/{model_id}":
+            return str(version.version)
+    return None
+
+
+def _new_version(client, name: str, run_id: str, model_id: str) -> str:
+    """A new version of ``name`` (created if needed) holding the model ``model_id``. Through the
+    client, not ``mlflow.register_model``, which prints its own lines on stderr."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:  # a parallel job, or an earlier registration, made it first
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    # The store resolves a models:/ source through the default client, so through this URI.
     mlflow.set_tracking_uri(client.tracking_uri)
-    # mlflow.register_model creates the registered model if needed, tolerating a parallel job
-    # that creates it first.
-    version = mlflow.register_model(f"models:/{model_id}", name).version
-    point_best(client, name)
-    return str(version)
+    created = client.create_model_version(
+        name, f"models:/{model_id}", run_id=run_id, model_id=model_id
+    )
+    return str(created.version)
 
 
 def point_best(client, name: str) -> str | None:
