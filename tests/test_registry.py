@@ -67,7 +67,7 @@ def test_digitlab_register_command_and_its_errors(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_registers_its_best_child(tmp_path, data_root, store):
-    sweep(
+    done = sweep(
         tmp_path,
         data_root,
         store,
@@ -82,6 +82,13 @@ def test_a_sweep_registers_its_best_child(tmp_path, data_root, store):
     best_child = max(children, key=lambda c: c.data.metrics["val/acc"])
     assert version.run_id == best_child.info.run_id
     assert client.get_model_version_by_alias("swept", "best").version == version.version
+    # the sweep's closing lines say what it registered, in place of the command that would
+    registered = (
+        f"  registered models:/swept/1 (run {best_child.info.run_id}); "
+        "models:/swept@best is version 1"
+    )
+    assert registered in done.stdout.splitlines()
+    assert "digitlab-register" not in done.stdout
 
 
 def register_line(capsys, uri: str, run_id: str, name: str = "mine") -> str:

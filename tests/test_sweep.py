@@ -91,6 +91,51 @@ def check_sweep(store, jobs: int, swept: list[str], checkpoints: bool = False) -
     assert open(f"{folder}/target_vs_values.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def check_summary(done, store) -> dict[str, str]:
+    """The lines the sweep prints once at its end: the best job and its val/acc, the parent run
+    and the next commands (returned by what they do, as printed, e.g. "register")."""
+    client, parent, children = runs_of(store)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    best = max(finished, key=lambda c: c.data.metrics["val/acc"])
+    uri, parent_id = store["tracking_uri"], parent.info.run_id
+    assert done.stdout.count("digitlab: sweep ") == 1, done.stdout[-3000:]
+    head, *commands = done.stdout[done.stdout.index("digitlab: sweep "):].splitlines()
+    assert head == (
+        f"digitlab: sweep {parent.info.run_name} finished: {len(children)} jobs, "
+        f"{len(finished)} FINISHED"
+    )
+    assert commands[:2] == [
+        f"  best job {best.data.tags['digitlab.job_num']}: {best.info.run_name} "
+        f"(run {best.info.run_id}), val/acc {best.data.metrics['val/acc']:.4f}",
+        f"  MLflow parent run {parent_id} in {uri}",
+    ]
+    said = dict(line.strip().split(": ", 1) for line in commands[2:])
+    if "logger.log_checkpoint=true" in done.args:  # a command that would fail is not offered
+        assert said["predict with the finished jobs as a committee"] == (
+            f"uv run digitlab-predict --run {parent_id} --data mnist --tracking-uri {uri}"
+        )
+    else:
+        assert said["no committee to predict with"] == (
+            "the jobs logged no checkpoint (logger.log_checkpoint=false)"
+        )
+    if "logger.log_model=true" in done.args:
+        assert said["register the best job"] == (
+            f"uv run digitlab-register {best.info.run_id} --name NAME --tracking-uri {uri}"
+        )
+    else:
+        assert said["nothing to register"] == (
+            f"run {best.info.run_id} logged no model (logger.log_model=false)"
+        )
+    return said
+
+
+def run_printed(command: str, **replace: str) -> subprocess.CompletedProcess:
+    """A command the sweep printed (``uv run digitlab-x ...``), run as the shell would."""
+    program, *args = command.removeprefix("uv run ").split()
+    module = "digitlab.cli." + program.removeprefix("digitlab-")
+    return warm.run(module, *(replace.get(a, a) for a in args))
+
+
 @pytest.mark.slow
 def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(
         tmp_path, data_root, store):
@@ -99,16 +144,26 @@ def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(
     test_concurrency.py eight."""
     done = sweep(
         tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "optimizer.lr=0.05,0.2",
-        "seed=range(2)", jobs=2, checkpoints=True,
+        "seed=range(2)", "logger.log_model=true", jobs=2, checkpoints=True,
     )
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # two writers at once
     check_sweep(store, jobs=4, swept=["optimizer.lr", "seed"], checkpoints=True)
+    # the commands it prints at its end run as printed
+    said = check_summary(done, store)
+    registered = run_printed(said["register the best job"], NAME="swept")
+    assert registered.returncode == 0 and "registered models:/swept/1" in registered.stdout
+    predicted = run_printed(said["predict with the finished jobs as a committee"])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_optuna_search_records_its_study_in_the_parent(tmp_path, data_root, store):
-    sweep(tmp_path, data_root, store, "experiment=search", "hydra.sweeper.n_trials=2")
+    done = sweep(tmp_path, data_root, store, "experiment=search", "hydra.sweeper.n_trials=2")
     client, parent, children = runs_of(store)
+    said = check_summary(done, store)
+    serve, _, link = said["the study in optuna-dashboard"].partition(", then open ")
+    assert serve.startswith("uv run optuna-dashboard --host 127.0.0.1 ")
+    assert link == parent.data.tags["optuna.dashboard"]
     assert parent.data.params["sweep.sweeper"] == "OptunaSweeper"
     assert parent.data.params["sweep.params.optimizer.lr"] == "tag(log, interval(0.005, 0.3))"
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)

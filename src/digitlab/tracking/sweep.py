@@ -131,20 +131,18 @@ class MlflowSweep(Callback):
         from digitlab.tracking import store as tracking
 
         client = tracking.open_client(self.tracking_uri)
+        parent_id = self.parent_id
         try:
-            summarise(client, self.parent_id, self.target, Path(str(config.hydra.sweep.dir)),
-                      self.repeat)
-            if name := OmegaConf.select(config, "logger.register_as"):
-                from digitlab.tracking.registry import register
-
-                try:
-                    register(client, self.parent_id, name)  # the parent's best child
-                except DigitlabError as e:  # the sweep itself succeeded: say why, keep its runs
-                    log.error("digitlab: the sweep's best model was not registered: %s", e)
+            outcome = summarise(client, parent_id, self.target,
+                                Path(str(config.hydra.sweep.dir)), self.repeat)
+            registered = _register_best(client, parent_id, config)
         finally:
-            client.set_terminated(self.parent_id, "FINISHED")
+            client.set_terminated(parent_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)
             self.parent_id = None
+        # once the parent is FINISHED, so that what it says is what the store holds
+        lines = closing_lines(client, parent_id, self.target, outcome, registered)
+        print("\n" + "\n".join(lines), flush=True)
 
     def _abandon(self) -> list[str]:
         """The sweep died before on_multirun_end: do not leave it RUNNING. KILLED when Ctrl-C or
@@ -162,6 +160,74 @@ class MlflowSweep(Callback):
         experiment_id = client.get_run(self.parent_id).info.experiment_id
         self.parent_id = None
         return reap_dead_owners(client, experiment_id)
+
+
+def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
+    """With ``logger.register_as``: register the parent's best child, and return the line
+    saying what was done (None: not asked). A failure is said on stderr: the sweep itself
+    succeeded, and its runs stay."""
+    name = OmegaConf.select(config, "logger.register_as")
+    if not name:
+        return None
+    from digitlab.tracking.registry import register
+
+    try:
+        return register(client, parent_id, name).line()
+    except DigitlabError as e:
+        print(f"digitlab: error: the sweep's best model was not registered: {e}",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def closing_lines(client, parent_id: str, target: str, outcome: dict[str, Any],
+                  registered: str | None = None) -> list[str]:
+    """What a sweep prints once at its end: how many jobs finished, the best one and its
+    ``target``, the parent run, and the commands that use them (predict with the finished jobs
+    as a committee, register the best) or, with ``logger.register_as``, what was registered."""
+    from digitlab.tracking.store import default_tracking_uri
+
+    uri = client.tracking_uri
+    store = "" if uri == default_tracking_uri() else f" --tracking-uri {uri}"
+    parent = client.get_run(parent_id).info.run_name
+    lines = [f"digitlab: sweep {parent} finished: {outcome['jobs']} jobs, "
+             f"{outcome['finished']} FINISHED"]
+    best = outcome["best"]
+    if best is None:
+        lines.append(f"  no FINISHED job has {target}: nothing to predict with or register")
+    else:
+        lines.append(f"  best job {best['job']}: {best['run_name']} (run {best['run_id']}), "
+                     f"{target} {best[target]:.4f}")
+    lines.append(f"  MLflow parent run {parent_id} in {uri}")
+    if best is not None:
+        lines += next_commands(client, parent_id, best["run_id"], store, registered)
+    if study := outcome.get("study"):
+        lines.append(f"  the study in optuna-dashboard: {study['dashboard']}, "
+                     f"then open {study['dashboard_link']}")
+    return lines
+
+
+def next_commands(client, parent_id: str, best_id: str, store: str,
+                  registered: str | None) -> list[str]:
+    """The commands that use a sweep's jobs, each only where its jobs logged what it reads (a
+    command that would fail is not offered: the line says why instead)."""
+    from digitlab.tracking.registry import model_source
+
+    logged = client.list_artifacts(best_id, "checkpoints")
+    if any(a.path.endswith(".ckpt") for a in logged):
+        data = client.get_run(best_id).data.tags.get("choice.data", "mnist")
+        predict = ("predict with the finished jobs as a committee: "
+                   f"uv run digitlab-predict --run {parent_id} --data {data}{store}")
+    else:
+        predict = ("no committee to predict with: the jobs logged no checkpoint "
+                   "(logger.log_checkpoint=false)")
+    if registered:
+        return [f"  {predict}", f"  {registered}"]
+    try:
+        model_source(client, best_id)
+        register = f"register the best job: uv run digitlab-register {best_id} --name NAME{store}"
+    except DigitlabError:
+        register = f"nothing to register: run {best_id} logged no model (logger.log_model=false)"
+    return [f"  {predict}", f"  {register}"]
 
 
 # The sweep running in this process, if any, and whether Ctrl-C or SIGTERM reached this process
@@ -273,9 +339,11 @@ def markdown_table(frame) -> str:
 
 
 def summarise(client, parent_id: str, target: str, sweep_dir: Path,
-              repeat: list[str] | tuple[str, ...] = ("seed",)) -> None:
+              repeat: list[str] | tuple[str, ...] = ("seed",)) -> dict[str, Any]:
     """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
-    the ``repeat`` keys (``tracking.repeats``) and Optuna's result."""
+    the ``repeat`` keys (``tracking.repeats``) and Optuna's result. Returns what
+    :func:`closing_lines` says: ``jobs``, ``finished``, the ``best`` job's row (None when no
+    FINISHED job has ``target``) and Optuna's ``study`` result (None for other sweepers)."""
     import pandas as pd
 
     from digitlab.figures.plots.sweep import plot_target_vs_values
@@ -300,15 +368,18 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path,
     }
     # a pruned (KILLED) trial stopped at an early epoch: it does not compete for best
     scored = [r for r in rows if r.get(target) is not None and r["status"] == "FINISHED"]
-    if scored:
-        best = max(scored, key=lambda r: r[target])
+    best = max(scored, key=lambda r: r[target]) if scored else None
+    if best is not None:
         metrics[f"best/{target}"] = best[target]
         client.set_tag(parent_id, "digitlab.best_run_id", best["run_id"])
-    optuna_result = sweep_dir / "optimization_results.yaml"
+    optuna_result, study = sweep_dir / "optimization_results.yaml", None
     if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
+        study = OmegaConf.to_container(OmegaConf.load(optuna_result))
         metrics.update(log_study(client, parent_id, optuna_result))
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
+    return {"jobs": metrics["sweep/jobs"], "finished": metrics["sweep/finished"], "best": best,
+            "study": study}
 
 
 def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
