@@ -116,7 +116,7 @@ def check_summary(done, store) -> dict[str, str]:
         )
     else:
         assert said["no committee to predict with"] == (
-            "the jobs logged no checkpoint (logger.log_checkpoint=false)"
+            f"run {best.info.run_id} logged no checkpoint (logger.log_checkpoint=false)"
         )
     if "logger.log_model=true" in done.args:
         assert said["register the best job"] == (

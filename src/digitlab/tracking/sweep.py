@@ -212,22 +212,34 @@ def next_commands(client, parent_id: str, best_id: str, store: str,
     command that would fail is not offered: the line says why instead)."""
     from digitlab.tracking.registry import model_source
 
+    best = client.get_run(best_id)
     logged = client.list_artifacts(best_id, "checkpoints")
     if any(a.path.endswith(".ckpt") for a in logged):
-        data = client.get_run(best_id).data.tags.get("choice.data", "mnist")
+        data = best.data.tags.get("choice.data", "mnist")
         predict = ("predict with the finished jobs as a committee: "
                    f"uv run digitlab-predict --run {parent_id} --data {data}{store}")
     else:
-        predict = ("no committee to predict with: the jobs logged no checkpoint "
-                   "(logger.log_checkpoint=false)")
+        predict = (f"no committee to predict with: run {best_id} logged no checkpoint"
+                   f"{_switched_off(best, 'logger.log_checkpoint')}")
     if registered:
         return [f"  {predict}", f"  {registered}"]
     try:
         model_source(client, best_id)
         register = f"register the best job: uv run digitlab-register {best_id} --name NAME{store}"
     except DigitlabError:
-        register = f"nothing to register: run {best_id} logged no model (logger.log_model=false)"
+        register = (f"nothing to register: run {best_id} logged no model"
+                    f"{_switched_off(best, 'logger.log_model')}")
     return [f"  {predict}", f"  {register}"]
+
+
+def _switched_off(run, key: str) -> str:
+    """Why a job logged no checkpoint or model, in parentheses: its config turned ``key`` off,
+    or it is a cross-validation (data.folds), whose fold runs hold what they log."""
+    if run.data.params.get(key) == "False":
+        return f" ({key}=false)"
+    if "digitlab.cv_folds" in run.data.tags:
+        return " (a cross-validation: its fold runs hold them)"
+    return ""
 
 
 # The sweep running in this process, if any, and whether Ctrl-C or SIGTERM reached this process
