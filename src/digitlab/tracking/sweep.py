@@ -174,7 +174,7 @@ def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
     try:
         return register(client, parent_id, name).line()
     except DigitlabError as e:
-        print(f"digitlab: error: the sweep's best model was not registered: {e}",
+        print(f"digitlab: the sweep's best model was not registered: {e}",
               file=sys.stderr, flush=True)
         return None
 
