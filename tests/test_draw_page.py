@@ -59,7 +59,9 @@ def server(make_cfg, tmp_path):
     )
     result = train(cfg, output_dir=tmp_path / "job")
     assert result["metrics"]["test/acc"] > 0.95
-    process, url = start_server(cfg.logger.tracking_uri, tmp_path / "serve.log")
+    # The registered model and the same network by its run: the page offers what is served.
+    process, url = start_server(cfg.logger.tracking_uri, tmp_path / "serve.log", "--model",
+                                "models:/digits@best", "--run", result["run_id"])
     try:
         yield url, result
     finally:
@@ -103,7 +105,7 @@ def test_drawn_digits_are_recognised_and_the_bars_show(server, page, tmp_path):
         select = page.locator("#model")
         expect(select).to_have_value("models:/digits@best")  # the served default
         options = select.locator("option").evaluate_all("os => os.map(o => o.value)")
-        assert f"runs:/{result['run_id']}/model" in options  # a run can be picked too
+        assert options == ["models:/digits@best", f"runs:/{result['run_id']}/model"]
         for digit, strokes in STROKES.items():
             page.click("#clear")
             draw(page, strokes)
