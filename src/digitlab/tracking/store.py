@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import socket
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,12 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
-    """Experiment id for ``name``, created with an absolute artifact location if it is new."""
+    """Experiment id for ``name``, created with an absolute artifact location if it is new.
+
+    Every digitlab run is created in an experiment got here, so this is where a store that could
+    not take one (a read-only folder, a full disk) is told in one line, before anything is
+    written: SQLite would fail half-way through creating the run, in a chain of traces."""
+    check_writable(client.tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -113,7 +122,8 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 
 def open_client(tracking_uri: str):
-    """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first."""
+    """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first, and an
+    existing store's pages are checked once per process (:func:`_check_pages`)."""
     from mlflow.tracking import MlflowClient
 
     if (db := sqlite_path(tracking_uri)) is not None:
@@ -126,8 +136,102 @@ def open_client(tracking_uri: str):
             ) from None
     if db is None:
         return MlflowClient(tracking_uri)
+    if not db.exists():  # MLflow creates its tables next: on a full disk it would stop half-way
+        check_writable(tracking_uri)
     _quiet_lock_errors()
     return _first_contact(tracking_uri, db)
+
+
+# The other fix for a store that cannot be used: another one. digitlab names its store with
+# logger.tracking_uri, digitlab-serve and digitlab-predict with --tracking-uri.
+ANOTHER_STORE = "point logger.tracking_uri (or --tracking-uri) at"
+# What a test write must get through for a store to take a run: SQLite's journal copies the
+# pages a transaction changes, the store grows, and the run's checkpoints usually land beside it.
+PROBE_BYTES = 1 << 20
+
+
+def check_writable(tracking_uri: str) -> None:
+    """A one-line DigitlabError where a SQLite store's folder or file cannot be written (a
+    read-only folder, a full disk, a quota), told from the operating system's own answer to a
+    1 MiB test write in that folder (an unnamed file, gone when closed). Other stores: nothing."""
+    if (db := sqlite_path(tracking_uri)) is None:
+        return
+    try:
+        _probe_write(db.parent)
+    except OSError as e:
+        raise _unwritable(db.parent, e) from None
+    if db.exists() and not os.access(db, os.W_OK):  # (for root it says yes, and root may)
+        raise DigitlabError(
+            f"the MLflow store {db} is read-only: make it writable (chmod u+w {db}), or "
+            f"{ANOTHER_STORE} another store"
+        )
+
+
+def _probe_write(folder: Path) -> None:
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(bytes(PROBE_BYTES))
+        probe.flush()
+
+
+def _unwritable(folder: Path, error: OSError) -> DigitlabError:
+    """One line for a store folder the operating system would not write to, by its reason."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DigitlabError(
+            f"no space left for the MLflow store in {folder} ({reason}): free disk space there, "
+            f"or {ANOTHER_STORE} a store on another disk"
+        )
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return DigitlabError(
+            f"the MLflow store folder {folder} is read-only ({reason}): make it writable "
+            f"(chmod u+w, or mount it read-write), or {ANOTHER_STORE} a store in a writable folder"
+        )
+    return DigitlabError(
+        f"cannot write in the MLflow store folder {folder} ({reason}): check that folder, or "
+        f"{ANOTHER_STORE} another store"
+    )
+
+
+# Stores whose every page this process has read whole: checked once, however often opened.
+_whole_stores: set[Path] = set()
+
+
+def _check_pages(db: Path, busy_s: float = 1.0) -> None:
+    """A one-line DigitlabError for a store with damaged pages, before anything uses it.
+
+    MLflow's first look at a store reads its experiments only; a damaged page elsewhere (a
+    run's, a metric's) would surface later, as a chain of traces or as "no such run". SQLite's
+    quick_check reads every page (about 1 ms per MB), over a read-only connection: a damaged
+    file stays exactly as it is. A store busy for longer than ``busy_s``, or one that needs a
+    journal rolled back first, is left to MLflow's own connection and checked next time.
+    """
+    if db in _whole_stores or not db.is_file():
+        return
+    try:
+        uri = f"{db.as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=busy_s)) as connection:
+            found = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
+    except sqlite3.DatabaseError as e:
+        if _is_damage(e):
+            raise _unusable_store(db, e, 0.0) from None
+        return
+    if found != ["ok"]:  # its first finding, on one line ("*** in database main ***" dropped)
+        finding = " ".join(line for line in found[0].splitlines() if not line.startswith("***"))
+        raise _damaged_store(db, f"database disk image is malformed: {finding}")
+    _whole_stores.add(db)
+
+
+def _is_damage(error: object) -> bool:
+    """Whether ``error`` is SQLite's word for a damaged file, however it is wrapped."""
+    return any(s in str(error) for s in ("file is not a database", "malformed"))
+
+
+def _damaged_store(db: Path, reason: str) -> DigitlabError:
+    return DigitlabError(
+        f"the MLflow store {db} is damaged ({reason}): restore it from a backup, or "
+        f'{ANOTHER_STORE} another store; sqlite3 {db} ".recover" | sqlite3 recovered.db may '
+        "rescue its runs into a new file (this one is left as it is)"
+    )
 
 
 def store_locked(error: object) -> bool:
@@ -168,12 +272,17 @@ def _first_contact(tracking_uri: str, db: Path):
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from mlflow.tracking import MlflowClient
 
+    started = time.monotonic()
+    _check_pages(db)  # within the lock's patience: a busy store waits here at most a second
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         return MlflowClient(tracking_uri)
-    started = time.monotonic()
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
+    try:
+        lock = open(db.with_name(db.name + ".lock"), "a")
+    except OSError as e:  # the store's folder is what failed: read-only, or out of inodes
+        raise _unwritable(db.parent, e) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = _checked_client(tracking_uri, db, started)
@@ -201,16 +310,24 @@ def _checked_client(tracking_uri: str, db: Path, started: float, patience: float
 
 
 def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
-    """A one-line DigitlabError for a corrupt or locked SQLite store; other errors unchanged."""
+    """A one-line DigitlabError for a corrupt, damaged, locked, read-only or full SQLite store;
+    other errors unchanged."""
     reason = str(error)
     if store_locked(error):
         return DigitlabError(
             f"the MLflow store {db} stayed locked by another program for {waited:.0f} s: close "
             "what holds it (a program writing to it), then run again"
         )
-    if "file is not a database" in reason or "malformed" in reason:
+    if "file is not a database" in reason:
         return DigitlabError(
             f"the MLflow store {db} is not a readable SQLite database (corrupt or another kind "
             "of file): move it aside to start a new store, or set logger.tracking_uri to another"
         )
+    if "malformed" in reason:
+        return _damaged_store(db, "database disk image is malformed")
+    # SQLite's own words where the folder check could not see it coming (a store to migrate).
+    if "database or disk is full" in reason:
+        return _unwritable(db.parent, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    if "readonly database" in reason:
+        return _unwritable(db.parent, OSError(errno.EROFS, "attempt to write a readonly database"))
     return error
