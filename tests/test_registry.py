@@ -20,7 +20,7 @@ def best_version(client, name: str) -> str:
     return max(versions, key=lambda v: client.get_run(v.run_id).data.metrics["test/acc"]).version
 
 
-def test_register_as_points_best_at_the_highest_test_acc(make_cfg, tmp_path):
+def test_register_as_points_best_at_the_highest_test_acc(make_cfg, tmp_path, capsys):
     good = train(
         make_cfg("model=mlp", "logger.log_model=true", "logger.register_as=digits"),
         output_dir=tmp_path / "good",
@@ -34,6 +34,8 @@ def test_register_as_points_best_at_the_highest_test_acc(make_cfg, tmp_path):
         "seed=3",
     )
     bad = train(cfg, output_dir=tmp_path / "bad")
+    said = [line for line in capsys.readouterr().out.splitlines() if "registered" in line]
+    assert len(said) == 2 and said[1].startswith("digitlab: registered models:/digits/2 (run ")
     assert good["metrics"]["test/acc"] > bad["metrics"]["test/acc"]
     client = MlflowClient(cfg.logger.tracking_uri)
     versions = client.search_model_versions("name = 'digits'")

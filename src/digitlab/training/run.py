@@ -150,7 +150,8 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
     if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
         from digitlab.tracking.registry import register
 
-        register(run.client, run.run_id, cfg.logger.register_as)
+        print(f"digitlab: {register(run.client, run.run_id, cfg.logger.register_as).line()}",
+              flush=True)
 
 
 def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
