@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 import warm
 from conftest import wait_for
 from digitlab.figures.plots.sweep import plot_target_vs_values
-from digitlab.tracking.sweep import markdown_table, swept_keys
+from digitlab.tracking.sweep import swept_keys
+from digitlab.tracking.tables import markdown_table
 
 FAST = [
     "data.val_size=40",

@@ -7,6 +7,8 @@ import math
 import statistics
 from typing import Any
 
+from digitlab.tracking.tables import markdown_table
+
 # Metrics summarised across repeats; test/acc is the headline, val/acc what a search compares.
 REPEAT_METRICS = ("test/acc", "val/acc")
 
@@ -66,8 +68,7 @@ def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: li
     (``repeats/test/acc_mean`` ...) on the sweep's parent; nothing when no repeat key varies."""
     import pandas as pd
 
-    from digitlab.figures.plots.sweep import plot_repeat_summary
-    from digitlab.tracking.sweep import markdown_table
+    from digitlab.figures.plots.sweep import plot_repeat_summary  # matplotlib: seconds
 
     table = repeat_table(rows, varied, repeat_keys)
     if not table:

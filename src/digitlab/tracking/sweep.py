@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -333,21 +334,6 @@ def child_rows(client, parent_id: str) -> tuple[list[dict[str, Any]], list[str]]
 def swept_keys(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     """The override keys whose value differs between jobs (the ones worth plotting)."""
     return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
-
-
-def markdown_table(frame) -> str:
-    """A pipe table of a DataFrame, floats to 4 places (pandas' to_markdown needs tabulate)."""
-
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return ""
-        return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def summarise(client, parent_id: str, target: str, sweep_dir: Path,
