@@ -1,4 +1,5 @@
-"""A real headless Chromium browses the MLflow UI over a store filled by a real training run."""
+"""A real headless Chromium browses the MLflow UI over a store filled by a real training run, in
+a fresh profile each time: what a user opening ``digitlab-ui`` for the first time sees."""
 
 from __future__ import annotations
 
@@ -52,12 +53,8 @@ def page(tmp_path):
             executable_path=str(CHROMIUM),
             args=["--disable-gpu", "--disable-quic", "--disable-dev-shm-usage"],
         )
+        # No settings of our own: digitlab-ui's page picks MLflow's training view.
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
-        # Open the UI in its classic training view, without the assistant panel.
-        context.add_init_script(
-            "localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('machine_learning'));"
-            "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-        )
         try:
             page = context.new_page()
             page.set_default_timeout(page_timeout)
@@ -100,3 +97,37 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
         shot = tmp_path / "browser-failure.png"
         page.screenshot(path=str(shot), full_page=True)
         raise AssertionError(f"browser check failed; screenshot at {shot}: {e}") from e
+
+
+def test_the_experiment_opens_as_the_runs_table_with_metric_columns(mlflow_ui, trained, page,
+                                                                    tmp_path):
+    """The experiment's page, as a first visit opens it: MLflow's training view (not GenAI's
+    traces overview), no assistant panel taking the side of the window, and the runs table with
+    digitlab's metrics as columns, inside the window, holding the run's values."""
+    from playwright.sync_api import expect
+
+    from digitlab.cli.ui import METRIC_COLUMNS
+
+    run, experiment = trained["run"], trained["experiment_id"]
+    shot = tmp_path / "experiment-page.png"
+    try:
+        page.goto(f"{mlflow_ui}/#/experiments/{experiment}")
+        expect(page).to_have_url(re.compile(
+            rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning"))
+        link = page.locator(f'a[href="#/experiments/{experiment}/runs/{run.info.run_id}"]')
+        expect(link).to_have_text(run.info.run_name)
+        width = 1440  # a laptop's window: the columns fit it
+        for metric in METRIC_COLUMNS:
+            header = page.locator(f'.ag-header-cell[col-id="metrics.`{metric}`"]')
+            expect(header).to_be_visible()
+            expect(header).to_contain_text(metric)
+            box = header.bounding_box()
+            assert 0 <= box["x"] and box["x"] + box["width"] <= width, (metric, box)
+        cell = page.locator('.ag-row .ag-cell[col-id="metrics.`test/acc`"]').first
+        expect(cell).to_have_text(re.compile(r"^\s*[0-9.]+\s*$"))
+        assert float(cell.inner_text()) == pytest.approx(run.data.metrics["test/acc"], abs=5e-3)
+        # The assistant is its button in the corner; its panel (a chat box) is closed.
+        expect(page.get_by_placeholder(re.compile("Ask a question"))).to_be_hidden()
+    finally:
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -88,11 +87,11 @@ def _log_path(port: int) -> Path:
 def _start(uri: str, port: int, timeout_s: float) -> UI | None:
     """The server on ``port`` once ``/health`` answers, or None if it exited or never answered.
     Its output goes to a log file, so no pipe fills up and blocks it."""
-    from digitlab.cli.ui import mlflow_ui_args, mlflow_ui_environment
+    from digitlab.cli.ui import mlflow_ui_command, mlflow_ui_environment
 
     log = _log_path(port)
     env = mlflow_ui_environment(dict(os.environ))
-    command = [sys.executable, "-m", "mlflow", *mlflow_ui_args(uri, port=port)]
+    command = mlflow_ui_command(uri, port=port)
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)

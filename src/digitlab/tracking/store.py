@@ -58,8 +58,15 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     return f"uv run digitlab-ui --backend-store-uri {tracking_uri}"
 
 
+# MLflow 3 records an experiment's kind in this tag: GenAI apps, or the training of models, as
+# digitlab's are. MLflow 3.17's page no longer lays itself out by it (the browser's choice does:
+# digitlab.cli.ui serves that), but its API, other MLflow versions' pages and tools read it.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
-    """Experiment id for ``name``, created with an absolute artifact location if it is new.
+    """Experiment id for ``name``, created with an absolute artifact location if it is new; of
+    the training kind (:data:`KIND_TAG`), also when an earlier digitlab made it without.
 
     Every digitlab run is created in an experiment got here, so this is where a store that could
     not take one (a read-only folder, a full disk) is told in one line, before anything is
@@ -69,18 +76,30 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        _mark_training_kind(client, experiment)
         return experiment.experiment_id
     location = None
     if artifact_location:
         location = Path(artifact_location).expanduser().resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={KIND_TAG: TRAINING_KIND})
     except Exception:
         # A parallel job may have created it between our look-up and create: use theirs.
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def _mark_training_kind(client, experiment) -> None:
+    """Tag an experiment an earlier digitlab made of the training kind; a kind chosen in the UI
+    stays. Parallel jobs may all try: one write wins, and the tag is worth no failed job."""
+    from mlflow.exceptions import MlflowException
+
+    if KIND_TAG not in experiment.tags:
+        with contextlib.suppress(MlflowException):
+            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
 
 
 def open_experiment(logger_cfg) -> tuple[Any, str]:
