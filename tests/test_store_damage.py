@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -258,3 +259,60 @@ def test_the_operating_systems_answer_to_a_test_write_is_told(code, told, tmp_pa
         tracking.get_or_create_experiment(client, "digitlab", str(db.parent / "artifacts"))
     assert str(error.value).startswith(told.format(folder=db.parent)), error.value
     assert client.get_experiment_by_name("digitlab") is None  # stopped before writing
+
+
+# --- digitlab-serve: what is the store's, a model's file's, or the address's -------------------
+
+
+class _Model:
+    def predict(self, images):
+        return images
+
+
+def _serve(monkeypatch, capsys, store, *args: str, load=None) -> str:
+    """digitlab-serve's one error line, run in this process with ``load`` for loading models."""
+    from digitlab.cli import serve
+    from digitlab.serving.models import ModelCache
+
+    monkeypatch.setattr(ModelCache, "get", load or (lambda self, uri: _Model()))
+    with pytest.raises(SystemExit) as exit_info:
+        serve.main(["--tracking-uri", store["tracking_uri"], "--model", "runs:/0123/model",
+                    *args])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("digitlab: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err.strip()
+
+
+def test_serve_tells_a_models_unreadable_file_in_one_line(monkeypatch, capsys, store):
+    def full(self, uri):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/digitlab-x/best.ckpt")
+
+    line = _serve(monkeypatch, capsys, store, "--port", "0", load=full)
+    assert "cannot load runs:/0123/model (No space left on device: /tmp/digitlab-x/best.ckpt)" \
+        in line, line
+    assert "cannot listen" not in line
+
+
+def test_serve_blames_the_address_only_for_what_the_address_did(monkeypatch, capsys, store):
+    with contextlib.closing(socket.socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        line = _serve(monkeypatch, capsys, store, "--port", port)
+    assert line.endswith(f"cannot listen on 127.0.0.1:{port} (Address already in use): "
+                         "pick another --port"), line
+    line = _serve(monkeypatch, capsys, store, "--host", "192.0.2.1", "--port", "0")  # TEST-NET
+    assert "cannot listen on 192.0.2.1:0 (Cannot assign requested address)" in line, line
+    assert line.endswith("pick a --host of this machine (127.0.0.1, or 0.0.0.0 for all)"), line
+
+    from digitlab.serving import server
+
+    def privileged(*args, **kwargs):  # (root, who runs the suite here, may bind port 80)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(server, "make_server", privileged)
+    line = _serve(monkeypatch, capsys, store, "--port", "80")
+    assert line.endswith("(Permission denied): pick a --port above 1023 (the ones below need "
+                         "root), or another --host"), line

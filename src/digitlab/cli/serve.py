@@ -15,6 +15,7 @@ one that carries code of its own is refused (docs/security.md).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -86,6 +87,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _cannot_listen(error: OSError, host: str, port: int) -> str:
+    """The one line for an address the server could not bind, with the fix its reason asks."""
+    if error.errno == errno.EADDRINUSE:
+        fix = "pick another --port"
+    elif error.errno == errno.EACCES:
+        fix = "pick a --port above 1023 (the ones below need root), or another --host"
+    else:  # not an address of this machine, or a name that does not resolve
+        fix = "pick a --host of this machine (127.0.0.1, or 0.0.0.0 for all)"
+    return f"cannot listen on {host}:{port} ({error.strerror or error}): {fix}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # MLflow draws a progress bar on stderr for every model it downloads: noise around the
@@ -95,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     from digitlab.serving.server import make_server
     from digitlab.tracking import store
 
-    try:
+    uri = None
+    try:  # the store's own problems (damaged, read-only, full) are DigitlabErrors from here
         client = store.open_client(args.tracking_uri or default_tracking_uri())
         models = [*args.model, *(f"runs:/{run}/{MODEL_NAME}" for run in args.run)]
         models = models or [default_model(client)]
@@ -106,16 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except OSError as e:  # a model's file unreadable, or no room for the copy MLflow loads
+        where = f": {e.filename}" if e.filename else ""
+        print(f"digitlab: error: cannot load {uri or 'the models'} ({e.strerror or e}{where}): "
+              "make that file readable, or free disk space there; or serve another --model",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
     try:
         server = make_server(client, models[0], args.host, args.port, models=cache,
                              allowed_hosts=tuple(args.allow_host))
-    except OSError as e:
-        print(
-            f"digitlab: error: cannot listen on {args.host}:{args.port} ({e.strerror}): "
-            "pick another --port",
-            file=sys.stderr,
-            flush=True,
-        )
+    except OSError as e:  # binding only: the store and the models were read above
+        print(f"digitlab: error: {_cannot_listen(e, args.host, args.port)}", file=sys.stderr,
+              flush=True)
         sys.exit(1)
     host, port = server.server_address[:2]
     print(
