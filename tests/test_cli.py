@@ -13,8 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import warm
-from digitlab.cli.help import config_groups
-from digitlab.config import CONF_DIR
+from digitlab.config import CONF_DIR, config_groups
 
 
 def digitlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -59,8 +58,7 @@ def test_help_lists_exactly_the_groups_and_options_hydra_finds():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from digitlab.cli.help import config_groups
-    from digitlab.config import CONF_DIR
+    from digitlab.config import CONF_DIR, config_groups
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -8,8 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from digitlab.cli.help import config_groups
-from digitlab.config import CONF_DIR, register_resolvers
+from digitlab.config import CONF_DIR, config_groups, register_resolvers
 from digitlab.config.checks import check_config
 from digitlab.config.targets import build, trusted_targets
 from digitlab.training.build import build_callbacks

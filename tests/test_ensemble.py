@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 import warm
 from conftest import N_TEST, copy_store, fast_config, synthetic_digits
-from digitlab.cli.predict import predict
+from digitlab.jobs.predict import predict
 from digitlab.errors import DigitlabError
 from digitlab.serving.ensemble import combine
 from digitlab.training.run import train
@@ -207,7 +207,7 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
 ):
     # Kaggle's test.csv has no labels: a seed sweep with one data.split_seed holds the same
     # data.test_size rows of train.csv out of every member, and --data holdout scores on them.
-    from digitlab.cli.predict import holdout_images
+    from digitlab.jobs.inputs import holdout_images
     from digitlab.data.datamodule import DigitDataModule
     from digitlab.data.sources import load_kaggle
 
@@ -249,7 +249,7 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
 
 
 def test_holdout_refuses_a_config_naming_code_before_running_it(tmp_path):
-    from digitlab.cli.predict import holdout_images
+    from digitlab.jobs.inputs import holdout_images
 
     ran = tmp_path / "ran"
     config = {"seed": 1, "data": {"val_size": 40, "source": {

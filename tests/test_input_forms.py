@@ -101,7 +101,7 @@ def save_pictures(images: np.ndarray, folder, sides=(28, 56, 200), suffix=".png"
 
 
 def test_pictures_a_folder_a_glob_and_bad_files(model, tmp_path):
-    from digitlab.cli.predict import predict
+    from digitlab.jobs.predict import predict
 
     result, _ = model
     images = digits(6)
@@ -144,7 +144,7 @@ def test_real_mnist_digits_as_dark_on_light_pictures_are_recognised(data_root, m
     images = read_images(raw / "t10k-images-idx3-ubyte.gz")[:600].numpy()
     labels = read_labels(raw / "t10k-labels-idx1-ubyte.gz")[:600].numpy()
     save_pictures(images, tmp_path / "pics")
-    from digitlab.cli.predict import predict
+    from digitlab.jobs.predict import predict
 
     out = predict(checkpoint=result["best_checkpoint"], data=str(tmp_path / "pics"),
                   out=tmp_path / "p.npy")

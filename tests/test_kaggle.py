@@ -123,7 +123,7 @@ def test_csv_that_is_not_utf8_text_gets_one_line(tmp_path, content, fragments):
 
 def test_predict_reads_the_header_of_a_non_utf8_csv_without_a_traceback(tmp_path):
     """digitlab-predict --data x.csv looks at the header for a label column before reading."""
-    from digitlab.cli.predict import load_images
+    from digitlab.jobs.inputs import load_images
 
     path = tmp_path / "x.csv"
     path.write_bytes((HEADER + "\r\n" + ONE_ROW + "\r\n").encode("utf-16"))
@@ -133,7 +133,7 @@ def test_predict_reads_the_header_of_a_non_utf8_csv_without_a_traceback(tmp_path
 
 
 def test_predict_tells_train_and_test_layouts_apart(tmp_path):
-    from digitlab.cli.predict import load_images
+    from digitlab.jobs.inputs import load_images
 
     write(tmp_path / "train.csv", HEADER, [ONE_ROW])
     write(tmp_path / "test.csv", ",".join(PIXELS), [",".join(["0"] * 784)])

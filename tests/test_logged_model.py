@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import copy_store, fast_config
-from digitlab.cli.predict import predict
+from digitlab.jobs.predict import predict
 from digitlab.serving.model import BadInput, as_pixels
 from digitlab.training.run import train
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import warm
 from conftest import N_TEST, REAL_DATA, copy_store, fast_config
-from digitlab.cli.predict import predict
+from digitlab.jobs.predict import predict
 from digitlab.training.run import train
 
 
@@ -160,7 +160,7 @@ def test_an_out_path_without_suffix_gets_npy_and_the_returned_path_is_the_file(t
     """np.save appends .npy itself; the path reported (and logged by an ensemble) must exist."""
     import numpy as np
 
-    from digitlab.cli.predict import write_predictions
+    from digitlab.jobs.outputs import write_predictions
 
     probs = np.full((3, 10), 0.1)
     result = write_predictions(probs, np.array([1, 2, 3]), np.array([1, 2, 0]), tmp_path / "sub" / "out")

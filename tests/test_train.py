@@ -7,8 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import checkpoint_accuracy
-from digitlab.cli.help import config_groups
-from digitlab.config import CONF_DIR
+from digitlab.config import CONF_DIR, config_groups
 from digitlab.training.run import train
 
 # Every option of the groups: a new model or data set is trained here without a test edit.

@@ -47,8 +47,9 @@ from pathlib import Path
 # (Not this module: each child imports it, from the path the child is given.)
 PRELOAD = [
     "digitlab.cli.train",
-    "digitlab.cli.preflight",
+    "digitlab.jobs.preflight",
     "digitlab.cli.predict",
+    "digitlab.jobs.predict",
     "digitlab.training.run",
     "digitlab.tracking.store",
     "mlflow.store.tracking.sqlalchemy_store",

@@ -40,9 +40,8 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     checkpoint logged, and raises :class:`digitlab.errors.Interrupted` naming ``resume=<id>``.
     ``callbacks``: more Lightning callbacks, after the ``callbacks`` group's.
     """
-    from digitlab.cli.preflight import preflight
-
     from digitlab.config.resume import config_to_resume
+    from digitlab.jobs.preflight import preflight
 
     job = compose_job(overrides)
     job.cfg = config_to_resume(job.cfg, overrides)  # resume=: the run's own config

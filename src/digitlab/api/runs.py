@@ -61,8 +61,7 @@ def runs(
 
 def filter_clause(key: str, value: Any) -> str:
     """One MLflow search clause for a keyword filter (see :func:`runs`)."""
-    from digitlab.cli.help import config_groups
-    from digitlab.config import CONF_DIR
+    from digitlab.config import CONF_DIR, config_groups
 
     text = str(value)
     if "'" in text:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digitlab.config import config_groups
+
 HELP_FLAGS = ("--help", "-h")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
@@ -22,17 +24,6 @@ def wants_help(argv: list[str]) -> bool:
     return any(f in HELP_FLAGS for f in flags) and all(
         f in HELP_FLAGS + MULTIRUN_FLAGS for f in flags
     )
-
-
-def config_groups(conf_dir: Path) -> dict[str, list[str]]:
-    """``{group: sorted options}`` for every folder of YAML files under ``conf_dir``, Hydra's
-    own ``hydra/...`` groups left out (``--hydra-help`` lists those)."""
-    groups: dict[str, list[str]] = {}
-    for path in sorted(conf_dir.rglob("*.yaml")):
-        group = path.parent.relative_to(conf_dir).as_posix()
-        if group != "." and not group.startswith("hydra"):
-            groups.setdefault(group, []).append(path.stem)
-    return {group: sorted(options) for group, options in sorted(groups.items())}
 
 
 def render(argv: list[str], conf_dir: Path, app: str = "digitlab") -> str:

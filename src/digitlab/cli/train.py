@@ -64,8 +64,8 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from digitlab.cli.preflight import preflight
     from digitlab.config.resume import config_to_resume
+    from digitlab.jobs.preflight import preflight
 
     try:
         # resume=: the run's stored config, the command's overrides checked against it

@@ -38,3 +38,14 @@ def register_resolvers() -> None:
     """Make ``${project_root:}`` available to the YAML files (idempotent)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+
+
+def config_groups(conf_dir: Path) -> dict[str, list[str]]:
+    """``{group: sorted options}`` for every folder of YAML files under ``conf_dir``, Hydra's
+    own ``hydra/...`` groups left out (``--hydra-help`` lists those)."""
+    groups: dict[str, list[str]] = {}
+    for path in sorted(conf_dir.rglob("*.yaml")):
+        group = path.parent.relative_to(conf_dir).as_posix()
+        if group != "." and not group.startswith("hydra"):
+            groups.setdefault(group, []).append(path.stem)
+    return {group: sorted(options) for group, options in sorted(groups.items())}

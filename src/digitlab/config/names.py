@@ -24,8 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from digitlab.cli.help import config_groups
-from digitlab.config import register_resolvers
+from digitlab.config import config_groups, register_resolvers
 from digitlab.config.signatures import argument_names
 from digitlab.errors import DigitlabError
 

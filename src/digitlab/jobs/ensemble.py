@@ -1,4 +1,4 @@
-"""``digitlab-predict`` with several members: who they are (a sweep's parent stands for its
+"""Predicting with several members: who they are (a sweep's parent stands for its
 finished children), loading each as a single run is loaded, and the ensemble's own MLflow run."""
 
 from __future__ import annotations
@@ -118,10 +118,11 @@ def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
 def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: str,
                      root: Path | None, out: str | Path | None, trusted: tuple[str, ...],
                      method: str, skip_missing: bool) -> dict[str, Any]:
-    """:func:`digitlab.cli.predict.predict` for several members: the same files, plus the
+    """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
     "method" and "skipped"."""
-    from digitlab.cli.predict import images_for, picture_files, write_predictions
+    from digitlab.jobs.inputs import images_for, picture_files
+    from digitlab.jobs.outputs import write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
     from digitlab.tracking.ensemble import ensemble_run, log_results
 

@@ -1,0 +1,177 @@
+"""What a prediction is made on: a data set of conf/data/, a CSV in Kaggle's layout, pictures of
+digits, or the test rows the runs held out in training (``--data holdout``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+
+
+def data_sets() -> list[str]:
+    """The names ``--data`` accepts: the options of the ``data`` config group."""
+    from digitlab.config import CONF_DIR, config_groups
+
+    return config_groups(CONF_DIR)["data"]
+
+
+def load_images(data: str, root: Path | None, run_root: str | None = None) -> tuple[Any, Any]:
+    """uint8 images (N, 28, 28) and int64 labels (None when the set has none).
+
+    ``data`` names a ``conf/data`` option, a ``.csv`` in Kaggle's layout, or pictures of digits
+    (:func:`picture_files`). The data root is ``root``, else ``$DIGITLAB_DATA``, else the run's
+    own ``data.root`` (``run_root``).
+    """
+    from digitlab.config.targets import build
+    from digitlab.data.kaggle import read_kaggle_csv
+
+    if (pictures := picture_files(data)) is not None:
+        import numpy as np
+        import torch
+
+        from digitlab.serving.mnistify import read_digit
+
+        return torch.from_numpy(np.stack([read_digit(p) for p in pictures])), None
+    path = Path(data)
+    if path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise DigitlabError(f"--data {data}: no such file; give a CSV in Kaggle's layout")
+        return read_kaggle_csv(path, labelled=None)  # None: train.csv's layout or test.csv's
+    if data not in data_sets():
+        raise DigitlabError(
+            f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/), "
+            "holdout (the rows the runs held out), a .csv file in Kaggle's layout, nor pictures "
+            "(a .png/.jpg file, a folder of them or a glob such as 'digits/*.png')"
+        )
+    root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
+    loaded = build(data_config(data, root), "data source", path="data.source.")
+    if loaded.test_images is not None:
+        return loaded.test_images, loaded.test_labels
+    return loaded.train_images, loaded.train_labels
+
+
+def picture_files(data: str) -> list[Path] | None:
+    """The picture files ``--data`` names, sorted: one picture (``.png``, ``.jpg``, ...), a
+    folder's pictures or a glob's; None when ``data`` names none of these (a data set, a CSV).
+    Raises DigitlabError when a folder or glob holds no picture, or a picture is missing."""
+    import glob
+
+    from digitlab.serving.mnistify import IMAGE_SUFFIXES
+
+    def pictures(paths) -> list[Path]:
+        return sorted(p for p in map(Path, paths) if p.is_file()
+                      and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    path = Path(data).expanduser()
+    if glob.has_magic(data):
+        found = pictures(glob.glob(str(path)))
+    elif path.is_dir():
+        found = pictures(path.iterdir())
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise DigitlabError(f"--data {data}: no such file; give a picture of a digit")
+        return [path]
+    else:
+        return None
+    if not found:
+        raise DigitlabError(f"--data {data} holds no picture ({', '.join(IMAGE_SUFFIXES)}): give "
+                            "a folder or glob of digit pictures")
+    return found
+
+
+# ``--data holdout``: the labelled test split the runs themselves held out.
+HOLDOUT = "holdout"
+
+
+def images_for(data: str, root: Path | None, members: Sequence[tuple[str, Any]],
+               trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """The images to predict for ``members`` ((name, run config) pairs): ``--data holdout``
+    rebuilds the test split they held out (:func:`holdout_images`), any other ``data`` is read
+    by :func:`load_images`."""
+    if data == HOLDOUT:
+        return holdout_images(members, root, trusted)
+    return load_images(data, root, members[0][1]["data"].get("root"))
+
+
+# The data keys that decide which rows a run held out, besides its source and split seed.
+SPLIT_KEYS = ("val_size", "test_size", "folds", "fold")
+
+
+def holdout_images(members: Sequence[tuple[str, Any]], root: Path | None,
+                   trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """uint8 images and labels of the test split that ``members`` ((name, run config) pairs)
+    held out in training, cut again from each run's data source, sizes and split seed as
+    training cut it: for Kaggle's train.csv with ``data.test_size``, rows no member trained on
+    (without it, the validation rows that picked each member's best epoch). Every member must
+    have held out the same rows, or the ensemble's accuracy would mix rows some members trained
+    on. The files are those under ``root`` (``--root``), else each run's own ``data.root``:
+    not ``$DIGITLAB_DATA``, a default for new runs that may name other files."""
+    import torch
+
+    splits: dict[str, tuple[Any, Any]] = {}
+    owner: dict[str, str] = {}  # recipe -> the first member that held out its rows
+    for name, config in members:
+        recipe, cut = _holdout_recipe(name, config, root, trusted)
+        if recipe not in splits:  # members of one sweep share the recipe: read and cut once
+            splits[recipe], owner[recipe] = cut(), name
+    (first, (images, labels)), *others = splits.items()
+    for recipe, (x, y) in others:
+        if not (torch.equal(labels, y) and torch.equal(images, x)):
+            raise DigitlabError(
+                f"--data holdout: {owner[first]} and {owner[recipe]} held out different test "
+                "rows (another data.split_seed, seed, source or "
+                f"data.{', data.'.join(SPLIT_KEYS)}), so no rows are unseen by both: ensemble "
+                "runs trained with one data.split_seed, or pass a data set with --data"
+            )
+    return images, labels
+
+
+def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[str, ...]):
+    """(what decides the member's held-out rows, a function that cuts them): its data source,
+    once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
+    the cut needs."""
+    from digitlab.config.targets import build
+    from digitlab.data.datamodule import DigitDataModule
+
+    data = config.get("data") if isinstance(config, Mapping) else None
+    source = data.get("source") if isinstance(data, Mapping) else None
+    if not isinstance(source, Mapping) or "val_size" not in data or "seed" not in config:
+        raise DigitlabError(
+            f"--data holdout: {name}'s run config lacks data.source, data.val_size or seed, so "
+            "its held-out rows cannot be cut again: pass a data set with --data instead"
+        )
+    source = dict(source)
+    if root is not None and "root" in source:
+        source["root"] = str(root)
+    source_name = f"{name}'s run config"
+    split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
+    recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
+
+    def cut() -> tuple[Any, Any]:
+        try:
+            datamodule = DigitDataModule(
+                load=build(source, "data source", trusted, untrusted=True, path="data.source.",
+                           source=source_name, _partial_=True), val_size=data["val_size"],
+                test_size=data.get("test_size"), seed=config["seed"], split_seed=split_seed,
+                folds=data.get("folds"), fold=data.get("fold", 0))
+            return datamodule.split()["test"]
+        except DigitlabError as e:
+            raise DigitlabError(f"--data holdout, {name}: {e}") from None
+
+    return recipe, cut
+
+
+def data_config(name: str, root: Path | str | None) -> Any:
+    """``conf/data/<name>.yaml``'s prediction source, composed as training composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from digitlab.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    overrides = [f"data={name}", *([f"data.root={root}"] if root else [])]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        data = compose("config", overrides=overrides).data
+    return data.get("predict") or data.source

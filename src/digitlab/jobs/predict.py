@@ -1,0 +1,102 @@
+"""Predicting with trained runs: one run or checkpoint, or several as an ensemble
+(:mod:`digitlab.jobs.ensemble`). The job behind ``digitlab-predict`` and the Python API.
+
+The network is rebuilt from the configuration stored in the checkpoint
+(``digitlab.training.checkpoints``: weights only, allow-listed code, strict weights); inputs
+get the run's own normalisation and size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import DigitlabError
+from digitlab.jobs.inputs import images_for, picture_files
+from digitlab.jobs.outputs import write_predictions
+from digitlab.serving.ensemble import METHODS
+from digitlab.tracking.store import default_tracking_uri
+
+
+def as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
+    """``None``, one value or several, as a list of strings."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
+def predict(
+    run_id: str | Sequence[str] | None = None,
+    checkpoint: str | Path | Sequence[str | Path] | None = None,
+    data: str = "kaggle",
+    root: str | Path | None = None,
+    out: str | Path | None = None,
+    tracking_uri: str | None = None,
+    trusted: tuple[str, ...] = (),
+    method: str = "mean",
+    skip_missing: bool = False,
+) -> dict[str, Any]:
+    """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
+
+    For unlabelled images (Kaggle's test.csv) also write ``submission.csv`` beside them and,
+    given a run, record them as a run of the ``predictions`` experiment linked to it (the
+    training run is never written to). ``trusted``: module names whose code
+    the checkpoint's config may name beyond digitlab's (your own network's package).
+    Returns {"probabilities", "submission", "accuracy", "n"}.
+
+    Several runs or checkpoints, or a sweep's parent run (its finished children), predict as an
+    ensemble (:mod:`digitlab.jobs.ensemble`, ``method`` "mean" or "vote", ``skip_missing``),
+    recorded as a run of its own; the result then also holds "run_id", "members", "skipped".
+    """
+    from digitlab.tracking import ensemble, store
+
+    runs, files = as_list(run_id), as_list(checkpoint)
+    if not runs and not files:
+        raise DigitlabError("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
+    if method not in METHODS:
+        raise DigitlabError(f"--method {method!r} is unknown: use {' or '.join(METHODS)}")
+    root = root and Path(root).expanduser()
+    client = None
+    if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
+        client = store.open_client(tracking_uri or default_tracking_uri())
+    if len(runs) + len(files) > 1 or (
+        runs and ensemble.children(client, ensemble.get_run(client, runs[0]))
+    ):
+        from digitlab.jobs.ensemble import predict_ensemble
+
+        return predict_ensemble(client, runs, files, data, root, out, trusted, method,
+                                skip_missing)
+    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out,
+                       trusted)
+
+
+def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
+                root: Path | None, out: str | Path | None, trusted: tuple[str, ...]
+                ) -> dict[str, Any]:
+    """:func:`predict` for one run (``client``'s) or one checkpoint file."""
+    import tempfile
+
+    from digitlab.serving.model import probabilities
+    from digitlab.tracking.ensemble import run_checkpoint
+    from digitlab.training.checkpoints import network_from_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="digitlab-predict-") as tmp:
+        if run_id is not None:
+            checkpoint = run_checkpoint(client, run_id, Path(tmp))
+        net, config = network_from_checkpoint(Path(checkpoint), trusted)
+    images, labels = images_for(data, root, [(run_id or str(checkpoint), config)], trusted)
+    probs = probabilities(net, images, config).numpy()
+
+    name = run_id or Path(checkpoint).stem
+    out = Path(out or f"predictions/{name}-{Path(data).stem}.npy")
+    result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data))
+    if run_id is not None:  # recorded as a run of its own: the training run stays as it was
+        from digitlab.tracking.ensemble import log_results, prediction_run
+
+        with prediction_run(client, run_id, {"data": Path(data).name, "rows": len(probs)}) as own:
+            files = [result[k] for k in ("probabilities", "submission", "digits")
+                     if result[k] is not None]
+            log_results(client, own, None, {"accuracy": result["accuracy"]}, files)
+        result["run_id"] = own
+    return result
