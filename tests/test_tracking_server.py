@@ -39,8 +39,8 @@ def mlflow_server(tmp_path_factory, migrated_db) -> tuple[str, Path]:
 @pytest.mark.slow
 def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
     mlflow_server, served = mlflow_server
-    cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3", "logger.experiment_name=shared",
-                   f"logger.tracking_uri={mlflow_server}")
+    cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3",
+                   "logger.experiment_name=shared", f"logger.tracking_uri={mlflow_server}")
     result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp", "data": "mnist"})
 
     # What the server itself answers over its REST API.
@@ -84,7 +84,8 @@ def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_pa
 
     mlflow_server, _ = mlflow_server
     overrides = [f"logger.tracking_uri={mlflow_server}", "logger.experiment_name=swept",
-                 f"logger.artifact_location={tmp_path / 'local'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+                 f"logger.artifact_location={tmp_path / 'local'}",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     sweep = MlflowSweep()
@@ -92,7 +93,10 @@ def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_pa
     client = MlflowClient(mlflow_server)
     try:
         experiment = client.get_experiment_by_name("swept")
-        assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment.artifact_location
+        location = experiment.artifact_location
+        assert location.startswith("mlflow-artifacts:"), location
+        # Of the training kind, through the server's REST API too (MLflow's tag for it).
+        assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
         assert client.get_run(sweep.parent_id).info.experiment_id == experiment.experiment_id
     finally:
         client.set_terminated(sweep.parent_id, "FINISHED")
