@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from digitlab.tracking.owners import HOST_TAG, PID_TAG, reap_dead_owners
-from digitlab.tracking.run import CHECKPOINT_DIR_TAG
+from digitlab.tracking.tags import CHECKPOINT_DIR_TAG
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 
 

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from digitlab.errors import NonFiniteLoss
-from digitlab.tracking.run import RUN_ID_KEY
+from digitlab.tracking.tags import RUN_ID_KEY
 
 
 class StopOnNonFiniteLoss(L.Callback):

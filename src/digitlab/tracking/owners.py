@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.tags import CHECKPOINT_DIR_TAG
+from digitlab.tracking.uris import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
 
     Runs owned on other hosts are left alone: whether their process lives cannot be told here.
     """
-    from digitlab.tracking.run import CHECKPOINT_DIR_TAG
 
     host = socket.gethostname()
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
@@ -85,7 +86,6 @@ def _lock_folder(tracking_uri: str) -> Path:
     tracking server's runs can only be locked against this machine's own processes)."""
     import tempfile
 
-    from digitlab.tracking.store import sqlite_path
 
     db = sqlite_path(tracking_uri)
     if db is not None:

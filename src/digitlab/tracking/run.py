@@ -18,16 +18,10 @@ from omegaconf import OmegaConf
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.tracking.owners import claim_run, owner_tags
 from digitlab.tracking.store import sqlite_path, store_locked
+from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, PRUNED_TAG
 
 # The Hydra groups whose chosen option names the run, in this order.
 NAME_GROUPS = ("model", "data", "optimizer", "experiment")
-# MLflow tag holding the folder a run writes its checkpoints to; `resume=<run id>` looks there.
-CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
-# Top-level checkpoint key holding the MLflow run id that wrote it (a plain string, so the
-# checkpoint still loads with weights_only=True); `resume=<file>` continues that run.
-RUN_ID_KEY = "digitlab_run_id"
-# Tag of a run that an Optuna pruner stopped early (status KILLED, metrics up to that epoch).
-PRUNED_TAG = "digitlab.pruned"
 # The errors of a write the user fixes by freeing space or permissions, not a bug to trace.
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 

@@ -14,17 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
-
-
-def is_server(tracking_uri: str) -> bool:
-    """True for a tracking server (``http(s)://``), which stores artifacts where it decides."""
-    return tracking_uri.startswith(("http://", "https://"))
+from digitlab.tracking.owners import reap_dead_owners
+from digitlab.tracking.uris import is_server, sqlite_path
 
 
 def artifact_root(logger_cfg) -> str | None:
@@ -109,7 +100,6 @@ def open_experiment(logger_cfg) -> tuple[Any, str]:
     from :func:`artifact_root` (the server's choice for a tracking server), and runs that a
     killed process left RUNNING are marked KILLED (:mod:`digitlab.tracking.owners`).
     """
-    from digitlab.tracking.owners import reap_dead_owners
 
     client = open_client(logger_cfg.tracking_uri)
     experiment_id = get_or_create_experiment(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
-from digitlab.tracking.run import CHECKPOINT_DIR_TAG, RUN_ID_KEY
+from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, RUN_ID_KEY
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
