@@ -1,7 +1,7 @@
 """Clear the outputs of the docs' notebooks before committing them, so diffs show code only.
 
-    uv run python .ci/strip_notebooks.py            # every docs/*.ipynb
-    uv run python .ci/strip_notebooks.py PATH ...   # these notebooks
+uv run python .ci/strip_notebooks.py            # every docs/*.ipynb
+uv run python .ci/strip_notebooks.py PATH ...   # these notebooks
 """
 
 import sys

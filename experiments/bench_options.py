@@ -85,21 +85,25 @@ def main() -> None:
         for _ in range(args.repeats):
             runs = {
                 "fp32": lambda: train_rate(build(model)[0], x, y, args.steps, 100, clock),
-                "channels_last": lambda: train_rate(build(model)[0], x, y, args.steps, 100, clock,
-                                                    channels_last=True),
-                "bf16 autocast": lambda: train_rate(build(model)[0], x, y, args.steps, 100, clock,
-                                                    autocast=True),
+                "channels_last": lambda: train_rate(
+                    build(model)[0], x, y, args.steps, 100, clock, channels_last=True
+                ),
+                "bf16 autocast": lambda: train_rate(
+                    build(model)[0], x, y, args.steps, 100, clock, autocast=True
+                ),
             }
             if compiled is not None:
                 runs["torch.compile"] = lambda: train_rate(compiled, x, y, args.steps, 100, clock)
             for batch in (1000, 5000, 10000):
-                runs[f"eval batch {batch}"] = (
-                    lambda b=batch: eval_rate(build(model)[0], x, b, clock)
+                runs[f"eval batch {batch}"] = lambda b=batch: eval_rate(
+                    build(model)[0], x, b, clock
                 )
             for name, run in runs.items():
                 results.setdefault((model, name), []).append(run())
-    print(f"\nmedian samples/s over {args.repeats} repeats, {args.clock} clock, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"\nmedian samples/s over {args.repeats} repeats, {args.clock} clock, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print("| model | option | samples/s | vs fp32 train / vs eval batch 1000 |")
     print("|---|---|---:|---:|")
     for (model, name), values in results.items():

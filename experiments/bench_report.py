@@ -29,8 +29,10 @@ def machine() -> str:
                 break
     except OSError:  # not Linux: the platform line alone
         pass
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({model}){memory}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({model}){memory}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def load_average() -> float:
@@ -39,6 +41,7 @@ def load_average() -> float:
 
 def git_commit(path: Path) -> str:
     """``abc1234`` (``abc1234+dirty`` with uncommitted changes), or why there is none."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""

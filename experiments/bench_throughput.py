@@ -159,8 +159,12 @@ def run_torchvision(
         steps_.insert(0, transforms.Resize(cfg.model.input_size))
     dataset = datasets.MNIST(root, train=True, transform=transforms.Compose(steps_))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=d.batch_size, shuffle=True, num_workers=workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
+        dataset,
+        batch_size=d.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
     )
     torch.manual_seed(seed)
     net = instantiate(cfg.model).to(device)
@@ -206,10 +210,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for (c)")
-    p.add_argument("--data-root", type=Path,
-                   default=Path(os.environ.get("DIGITLAB_DATA", "data")))
-    p.add_argument("--override", action="append", default=[],
-                   help="extra config override for (b), e.g. data.steps_per_call=1")
+    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("DIGITLAB_DATA", "data")))
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra config override for (b), e.g. data.steps_per_call=1",
+    )
     p.add_argument("--clock", choices=list(CLOCKS), default="wall")
     p.add_argument("--tracking-uri", help="MLflow store for (b); default: a new temporary one")
     p.add_argument("--json", type=Path, help="write every measurement here")
@@ -254,9 +261,11 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
     medians = {m: {p: statistics.median(v) for p, v in by.items()} for m, by in samples.items()}
-    print(f"\nmedian samples/s over {args.repeats} repeats, batch {args.batch_size}, "
-          f"{args.steps} steps, {args.accelerator}, torch threads {torch.get_num_threads()}, "
-          f"{args.clock} clock")
+    print(
+        f"\nmedian samples/s over {args.repeats} repeats, batch {args.batch_size}, "
+        f"{args.steps} steps, {args.accelerator}, torch threads {torch.get_num_threads()}, "
+        f"{args.clock} clock"
+    )
     print("| model | (a) plain | (b) digitlab | (c) torchvision | b/a | b/c |")
     print("|---|---:|---:|---:|---:|---:|")
     for m, med in medians.items():

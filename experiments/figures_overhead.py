@@ -38,14 +38,18 @@ def one(figures: str, store: Path) -> dict:
             finally:
                 spent["seconds"] += time.perf_counter() - start
                 spent["cpu"] += time.process_time() - cpu
+
         return hook
 
     # The pictures' own callback, its hooks timed; passed to train() in place of the figures group's.
     TimedFigureLogger = type("TimedFigureLogger", (FigureLogger,), {n: timed(n) for n in HOOKS})
     register_resolvers()
     overrides = [
-        "model=lenet", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "figures.enabled=false", "logger.log_checkpoint=false",
+        "model=lenet",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "figures.enabled=false",
+        "logger.log_checkpoint=false",
         f"logger.tracking_uri=sqlite:///{store}/mlflow.db",
         f"logger.artifact_location={store}/artifacts",
     ]
@@ -56,9 +60,14 @@ def one(figures: str, store: Path) -> dict:
     cpu = time.process_time()  # CPU seconds: far less disturbed by other jobs than wall time
     with tempfile.TemporaryDirectory() as job:
         result = train(cfg, output_dir=job, callbacks=callbacks)
-    return {"figures": figures, "seconds": result["seconds"], "callback": spent["seconds"],
-            "cpu": time.process_time() - cpu, "callback_cpu": spent["cpu"],
-            "test/acc": result["metrics"].get("test/acc")}
+    return {
+        "figures": figures,
+        "seconds": result["seconds"],
+        "callback": spent["seconds"],
+        "cpu": time.process_time() - cpu,
+        "callback_cpu": spent["cpu"],
+        "test/acc": result["metrics"].get("test/acc"),
+    }
 
 
 def main() -> None:
@@ -77,7 +86,9 @@ def main() -> None:
         for figures in order:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", figures, "--store", str(store)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             run = json.loads(out.split("RESULT ", 1)[1])
             runs.append(run)
@@ -89,9 +100,11 @@ def main() -> None:
     print(f"off: median {m_off:.1f} s  (min {min(off):.1f}, max {max(off):.1f})")
     print(f"on:  median {m_on:.1f} s  (min {min(on):.1f}, max {max(on):.1f})")
     print(f"difference of medians: {m_on - m_off:+.1f} s = {100 * (m_on / m_off - 1):+.1f} %")
-    print(f"figure hooks inside 'on' runs: median {statistics.median(hooks):.2f} s "
-          f"(min {min(hooks):.2f}, max {max(hooks):.2f}) = "
-          f"{100 * statistics.median(hooks) / m_off:.1f} % of the median 'off' run")
+    print(
+        f"figure hooks inside 'on' runs: median {statistics.median(hooks):.2f} s "
+        f"(min {min(hooks):.2f}, max {max(hooks):.2f}) = "
+        f"{100 * statistics.median(hooks) / m_off:.1f} % of the median 'off' run"
+    )
 
 
 if __name__ == "__main__":

@@ -33,39 +33,72 @@ from load_checks import EPOCH_METRICS, EPOCHS, RUN_FILES, TROUBLE, check_store, 
 
 PROJECT = Path(__file__).resolve().parents[1]
 # A tiny MLP job that still writes everything a run keeps: figures, checkpoint, MLflow Model.
-TINY = ["model=mlp", "data.val_size=40", "data.batch_size=32", "data.eval_batch_size=64",
-        f"trainer.max_epochs={EPOCHS}", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "figures.enabled=true", "logger.log_checkpoint=true",
-        "logger.log_model=true"]
+TINY = [
+    "model=mlp",
+    "data.val_size=40",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    f"trainer.max_epochs={EPOCHS}",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "figures.enabled=true",
+    "logger.log_checkpoint=true",
+    "logger.log_model=true",
+]
 
 
 def job_overrides(epochs: int = EPOCHS) -> list[str]:
     """:data:`TINY` with ``epochs`` epochs: more make each run last longer, so that more of the
     jobs, which start one after another on a busy machine, write the store at once."""
-    return [f"trainer.max_epochs={epochs}" if o.startswith("trainer.max_epochs=") else o
-            for o in TINY]
+    return [
+        f"trainer.max_epochs={epochs}" if o.startswith("trainer.max_epochs=") else o for o in TINY
+    ]
 
 
-def sweep_command(index: int, jobs: int, tracking_uri: str, data_root: Path,
-                  folder: Path, epochs: int = EPOCHS) -> list[str]:
+def sweep_command(
+    index: int, jobs: int, tracking_uri: str, data_root: Path, folder: Path, epochs: int = EPOCHS
+) -> list[str]:
     """Sweep ``index``: ``jobs`` seeds of its own, run at once by the joblib launcher."""
     seeds = f"range({index * jobs},{(index + 1) * jobs})"
-    return [sys.executable, "-m", "digitlab", "-m", "hydra/launcher=parallel", f"seed={seeds}",
-            *job_overrides(epochs), f"data.root={data_root}", f"logger.tracking_uri={tracking_uri}",
-            f"logger.artifact_location={folder / 'mlruns' / 'artifacts'}",
-            f"hydra.sweep.dir={folder / f'sweep{index}'}"]
+    return [
+        sys.executable,
+        "-m",
+        "digitlab",
+        "-m",
+        "hydra/launcher=parallel",
+        f"seed={seeds}",
+        *job_overrides(epochs),
+        f"data.root={data_root}",
+        f"logger.tracking_uri={tracking_uri}",
+        f"logger.artifact_location={folder / 'mlruns' / 'artifacts'}",
+        f"hydra.sweep.dir={folder / f'sweep{index}'}",
+    ]
 
 
 def start_sweep(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``command`` as a new process in a session of its own, its output in ``log`` (a file, not a
     pipe: no undrained pipe can block a job)."""
     with log.open("w") as out:
-        return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jobs: int,
-               timeout_s: float = 3600, start=start_sweep, epochs: int = EPOCHS) -> dict:
+def run_sweeps(
+    tracking_uri: str,
+    data_root: Path,
+    folder: Path,
+    sweeps: int,
+    jobs: int,
+    timeout_s: float = 3600,
+    start=start_sweep,
+    epochs: int = EPOCHS,
+) -> dict:
     """Start ``sweeps`` sweeps together and wait for all; ``{"seconds", "load", "exit_codes",
     "logs"}`` (``load``: the 1-minute load averages sampled meanwhile; ``logs``: output files).
     ``start(command, env, log)``: how a sweep's process starts (tests/test_load.py forks it)."""
@@ -89,8 +122,12 @@ def run_sweeps(tracking_uri: str, data_root: Path, folder: Path, sweeps: int, jo
             if p.poll() is None:
                 os.killpg(p.pid, 9)
                 p.wait()
-    return {"seconds": time.perf_counter() - started, "load": load or [os.getloadavg()[0]],
-            "exit_codes": [p.returncode for p in processes], "logs": logs}
+    return {
+        "seconds": time.perf_counter() - started,
+        "load": load or [os.getloadavg()[0]],
+        "exit_codes": [p.returncode for p in processes],
+        "logs": logs,
+    }
 
 
 @contextmanager
@@ -103,18 +140,34 @@ def tracking_server(folder: Path, attempts: int = 3) -> Iterator[str]:
     db = folder / "server" / "mlflow.db"
     open_client(f"sqlite:///{db}").search_experiments()  # migrated here, before the server reads it
     # As digitlab-ui: MLflow's job runner (huey workers for its GenAI jobs) only competes for cores.
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     for _ in range(attempts):  # a free port can be taken between choosing it and binding it
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                   "--port", str(port), "--backend-store-uri", f"sqlite:///{db}",
-                   "--serve-artifacts", "--artifacts-destination", str(folder / "server" / "art")]
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "server" / "art"),
+        ]
         with (folder / "server.log").open("a") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         server = UI(process, f"http://127.0.0.1:{port}", folder / "server.log")
         try:
             if _answers(server.url, process):
@@ -148,8 +201,9 @@ def open_store(kind: str, folder: Path) -> Iterator[str]:
             yield url
 
 
-def measure(kind: str, data_root: Path, folder: Path, sweeps: int, jobs: int,
-            epochs: int = EPOCHS) -> dict:
+def measure(
+    kind: str, data_root: Path, folder: Path, sweeps: int, jobs: int, epochs: int = EPOCHS
+) -> dict:
     """Run the sweeps on a new store of ``kind`` and check it: :func:`run_sweeps`'s figures plus
     ``checked`` and ``trouble``."""
     with open_store(kind, folder) as uri:
@@ -209,42 +263,72 @@ Failures: {failures}
 """
 
 
-def report(results: dict[str, dict], sweeps: int, jobs: int, date: str, epochs: int = EPOCHS,
-           train: int = 240) -> str:
+def report(
+    results: dict[str, dict],
+    sweeps: int,
+    jobs: int,
+    date: str,
+    epochs: int = EPOCHS,
+    train: int = 240,
+) -> str:
     """experiments/LOAD.md: the command, date, machine and one row per store."""
     from digitlab.tracking.run import git_commit
 
     rows = []
     for kind, r in results.items():
         load, checked = r["load"], r["checked"]
-        cells = [kind, f"{sweeps} x {jobs}", f"{r['seconds']:.0f} s",
-                 f"{sum(load) / len(load):.1f} / {max(load):.1f}", checked.at_once, checked.runs,
-                 len(checked.failures), *(r["trouble"][name] for name in TROUBLE)]
+        cells = [
+            kind,
+            f"{sweeps} x {jobs}",
+            f"{r['seconds']:.0f} s",
+            f"{sum(load) / len(load):.1f} / {max(load):.1f}",
+            checked.at_once,
+            checked.runs,
+            len(checked.failures),
+            *(r["trouble"][name] for name in TROUBLE),
+        ]
         rows.append("| " + " | ".join(map(str, cells)) + " |")
-    failures = [f"- {kind}: {line}" for kind, r in results.items()
-                for line in r["checked"].failures]
+    failures = [
+        f"- {kind}: {line}" for kind, r in results.items() for line in r["checked"].failures
+    ]
     return REPORT.format(
-        sweeps=sweeps, jobs=jobs, total=sweeps * jobs, argv=" ".join(sys.argv[1:]),
-        tiny=" ".join(job_overrides(epochs)), metrics=", ".join(f"`{m}`" for m in EPOCH_METRICS),
-        epochs=epochs, train=train,
-        files=len(RUN_FILES), date=date, commit=git_commit(PROJECT), machine=platform.machine(),
+        sweeps=sweeps,
+        jobs=jobs,
+        total=sweeps * jobs,
+        argv=" ".join(sys.argv[1:]),
+        tiny=" ".join(job_overrides(epochs)),
+        metrics=", ".join(f"`{m}`" for m in EPOCH_METRICS),
+        epochs=epochs,
+        train=train,
+        files=len(RUN_FILES),
+        date=date,
+        commit=git_commit(PROJECT),
+        machine=platform.machine(),
         cpus=os.cpu_count(),
         memory=int(Path("/proc/meminfo").read_text().split()[1]) / 2**20,
-        trouble=" | ".join(TROUBLE), rule="---|" * (7 + len(TROUBLE)), rows="\n".join(rows),
-        failures="\n".join(["", *failures]) if failures else "none.")
+        trouble=" | ".join(TROUBLE),
+        rule="---|" * (7 + len(TROUBLE)),
+        rows="\n".join(rows),
+        failures="\n".join(["", *failures]) if failures else "none.",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sweeps", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=4, help="jobs per sweep, all at once")
-    parser.add_argument("--stores", nargs="+", choices=["sqlite", "server"],
-                        default=["sqlite", "server"])
+    parser.add_argument(
+        "--stores", nargs="+", choices=["sqlite", "server"], default=["sqlite", "server"]
+    )
     parser.add_argument("--out", type=Path, default=PROJECT / "experiments" / "LOAD.md")
     parser.add_argument("--keep", action="store_true", help="keep the stores, sweeps and logs")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="each job's trainer.max_epochs")
-    parser.add_argument("--train-images", type=int, default=240,
-                        help="training images of the synthetic MNIST (more: longer epochs)")
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=240,
+        help="training images of the synthetic MNIST (more: longer epochs)",
+    )
     args = parser.parse_args(argv)
     from digitlab.data.synthetic import write_mnist
 
@@ -256,18 +340,23 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     try:
         data_root = write_mnist(tmp / "data", n_train=args.train_images)
         for kind in args.stores:
-            results[kind] = r = measure(kind, data_root, tmp / kind, args.sweeps, args.jobs,
-                                        args.epochs)
-            print(f"{kind}: {r['seconds']:.0f} s, {r['checked'].at_once} jobs at once, "
-                  f"{r['checked'].runs} runs checked, {len(r['checked'].failures)} failures, "
-                  f"{r['trouble']}", flush=True)
+            results[kind] = r = measure(
+                kind, data_root, tmp / kind, args.sweeps, args.jobs, args.epochs
+            )
+            print(
+                f"{kind}: {r['seconds']:.0f} s, {r['checked'].at_once} jobs at once, "
+                f"{r['checked'].runs} runs checked, {len(r['checked'].failures)} failures, "
+                f"{r['trouble']}",
+                flush=True,
+            )
             for line in r["checked"].failures:
                 print(f"  {line}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    args.out.write_text(report(results, args.sweeps, args.jobs, started, args.epochs,
-                               args.train_images))
+    args.out.write_text(
+        report(results, args.sweeps, args.jobs, started, args.epochs, args.train_images)
+    )
     return results
 
 

@@ -15,17 +15,40 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "train/sample
 TEST_METRICS = ("test/loss", "test/acc")
 # What every child run of the MLP must hold (README, "Pictures in MLflow"), each file non-empty.
 RUN_FILES = {"config.yaml", "checkpoints/best.ckpt"} | {
-    f"figures/{name}" for name in (
-        "filters/fc1_init.png", "filters/fc1_final.png", "filters/fc1_stats_init.json",
-        "filters/fc1_stats_final.json", "data/samples_train.png", "data/samples_val.png",
-        "data/samples_test.png", "data/label_histogram.png", "predictions/confusion_matrix.png",
-        "predictions/per_class_accuracy.png", "predictions/confident_mistakes.png",
-        "predictions/probabilities.png")}
-PARENT_FILES = {"sweep.yaml"} | {f"summary/{name}" for name in (
-    "jobs.csv", "jobs.md", "target_vs_values.png", "repeats.csv", "repeats.md", "repeats.png")}
+    f"figures/{name}"
+    for name in (
+        "filters/fc1_init.png",
+        "filters/fc1_final.png",
+        "filters/fc1_stats_init.json",
+        "filters/fc1_stats_final.json",
+        "data/samples_train.png",
+        "data/samples_val.png",
+        "data/samples_test.png",
+        "data/label_histogram.png",
+        "predictions/confusion_matrix.png",
+        "predictions/per_class_accuracy.png",
+        "predictions/confident_mistakes.png",
+        "predictions/probabilities.png",
+    )
+}
+PARENT_FILES = {"sweep.yaml"} | {
+    f"summary/{name}"
+    for name in (
+        "jobs.csv",
+        "jobs.md",
+        "target_vs_values.png",
+        "repeats.csv",
+        "repeats.md",
+        "repeats.png",
+    )
+}
 # Signs of trouble counted in the sweeps' and the server's output (none is expected).
-TROUBLE = {"tracebacks": r"Traceback \(most recent call last\)", "locked": r"database is locked",
-           "retries": r"[Rr]etrying|Retry\(", "HTTP 5xx": r'" 5\d\d\b|status(?: code)?:? 5\d\d'}
+TROUBLE = {
+    "tracebacks": r"Traceback \(most recent call last\)",
+    "locked": r"database is locked",
+    "retries": r"[Rr]etrying|Retry\(",
+    "HTTP 5xx": r'" 5\d\d\b|status(?: code)?:? 5\d\d',
+}
 
 
 @dataclass
@@ -43,8 +66,9 @@ def count_trouble(*logs: Path) -> dict[str, int]:
     return {name: len(re.findall(pattern, text)) for name, pattern in TROUBLE.items()}
 
 
-def check_store(tracking_uri: str, sweeps: int, jobs: int, epochs: int = EPOCHS,
-                experiment: str = "digitlab") -> Checked:
+def check_store(
+    tracking_uri: str, sweeps: int, jobs: int, epochs: int = EPOCHS, experiment: str = "digitlab"
+) -> Checked:
     """Check every run of ``experiment``: ``sweeps`` parents FINISHED with their summaries, each
     with ``jobs`` children FINISHED with every per-epoch and test metric, every artifact
     non-empty, the logged checkpoint byte-identical to the job's own file, and one MLflow Model."""
@@ -60,8 +84,10 @@ def check_store(tracking_uri: str, sweeps: int, jobs: int, epochs: int = EPOCHS,
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     checked = Checked(len(runs), at_once=most_at_once(children))
     if len(parents) != sweeps or len(runs) != sweeps * (jobs + 1):
-        checked.failures.append(f"{len(parents)} sweeps and {len(runs)} runs in the store, "
-                                f"expected {sweeps} and {sweeps * (jobs + 1)}")
+        checked.failures.append(
+            f"{len(parents)} sweeps and {len(runs)} runs in the store, "
+            f"expected {sweeps} and {sweeps * (jobs + 1)}"
+        )
     for parent in parents:
         own = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         checked.failures += check_parent(client, parent, own, jobs)
@@ -110,7 +136,8 @@ def missing_or_empty(who: str, sizes: dict[str, int | None], expected: set[str])
     missing = sorted(expected - set(sizes))
     empty = sorted(p for p, size in sizes.items() if not size)
     return ([f"{who}: missing {missing}"] if missing else []) + (
-        [f"{who}: empty {empty}"] if empty else [])
+        [f"{who}: empty {empty}"] if empty else []
+    )
 
 
 def check_parent(client, parent, children: list, jobs: int) -> list[str]:
@@ -148,10 +175,15 @@ def check_child(client, run, epochs: int, models: list) -> list[str]:
         # Logged at Lightning's global step, which is the epoch index only when an epoch is one
         # step (the tiny data): one value per epoch means as many values as epochs, none twice.
         steps = sorted(m.step for m in history)
-        if len(set(steps)) != len(steps) or len(steps) != epochs or not all(
-                math.isfinite(m.value) for m in history):
-            problems.append(f"{who}: {name} at steps {steps}, expected one finite value at each "
-                            f"of its {epochs} epochs")
+        if (
+            len(set(steps)) != len(steps)
+            or len(steps) != epochs
+            or not all(math.isfinite(m.value) for m in history)
+        ):
+            problems.append(
+                f"{who}: {name} at steps {steps}, expected one finite value at each "
+                f"of its {epochs} epochs"
+            )
     for name in TEST_METRICS:
         if not math.isfinite(run.data.metrics.get(name, math.nan)):
             problems.append(f"{who}: no {name}")
@@ -182,8 +214,9 @@ def _model_problems(client, run, models: list) -> list[str]:
     problems = missing_or_empty(f"{who}'s Model", files, {"MLmodel", "data/network.ckpt"})
     scored = {m.key: m.value for m in model.metrics or []}.get("test/acc", math.nan)
     if not math.isclose(scored, run.data.metrics.get("test/acc", math.nan), rel_tol=1e-6):
-        problems.append(f"{who}: its Model's test/acc {scored}, the run's "
-                        f"{run.data.metrics.get('test/acc')}")
+        problems.append(
+            f"{who}: its Model's test/acc {scored}, the run's {run.data.metrics.get('test/acc')}"
+        )
     return problems
 
 

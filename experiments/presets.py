@@ -77,8 +77,17 @@ def run_preset(name: str, seed: int, root: str, overrides: list[str]) -> None:
 
 # The config groups and keys that make a preset's recipe: a run trained with other values (the
 # preset as it was before an edit, or a variant run into the same experiment) is not its row.
-RECIPE = ("model", "optimizer", "scheduler", "data.augment", "data.batch_size", "data.val_size",
-          "data.test_size", "data.split_seed", "trainer.max_epochs")
+RECIPE = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "data.augment",
+    "data.batch_size",
+    "data.val_size",
+    "data.test_size",
+    "data.split_seed",
+    "trainer.max_epochs",
+)
 
 
 def preset_recipe(name: str) -> dict[str, str]:
@@ -152,8 +161,9 @@ def mean_std(values: list[float]) -> str:
 def table_row(name: str, runs: list) -> str:
     """One preset's row: accuracies as mean ± std over its finished seeds, mean wall time."""
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    minutes = [((r.info.end_time or r.info.start_time) - r.info.start_time) / 60_000
-               for r in finished]
+    minutes = [
+        ((r.info.end_time or r.info.start_time) - r.info.start_time) / 60_000 for r in finished
+    ]
     first = min(runs, key=lambda r: r.info.start_time)
     date = dt.datetime.fromtimestamp(first.info.start_time / 1000, dt.UTC).strftime(
         "%Y-%m-%d %H:%M UTC"
@@ -170,8 +180,10 @@ def table_row(name: str, runs: list) -> str:
         planned = run.data.params.get("trainer.max_epochs", "?")
         ours, val = f"not finished ({run.info.status} after {epochs} of {planned} epochs)", "–"
         wall = "–"
-    return (f"| `{name}` | {HEADLINES[name]} | {ours} | {val} | {seeds or '–'} | {wall} "
-            f"| {machine()} | {date} | {', '.join(commits)} |")
+    return (
+        f"| `{name}` | {HEADLINES[name]} | {ours} | {val} | {seeds or '–'} | {wall} "
+        f"| {machine()} | {date} | {', '.join(commits)} |"
+    )
 
 
 def write_table(results: dict[str, list]) -> None:
@@ -238,8 +250,13 @@ def main() -> None:
         help="data root holding MNIST/raw and digit-recognizer/",
     )
     parser.add_argument("--only", nargs="+", choices=list(HEADLINES), help="run only these presets")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
-                        help="seeds to train every preset with (the table needs 3 or more)")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[1, 2, 3],
+        help="seeds to train every preset with (the table needs 3 or more)",
+    )
     parser.add_argument(
         "--table", action="store_true", help="only rebuild the table from the store"
     )
@@ -252,8 +269,9 @@ def main() -> None:
     args = parser.parse_args()
     for name in [] if args.table else args.only or list(HEADLINES):
         for seed in args.seeds:
-            run_preset(name, seed, args.root,
-                       [f"logger.tracking_uri={args.tracking_uri}", *args.overrides])
+            run_preset(
+                name, seed, args.root, [f"logger.tracking_uri={args.tracking_uri}", *args.overrides]
+            )
             write_table(latest_runs(args.tracking_uri))
     write_table(latest_runs(args.tracking_uri))
     print(f"wrote {TABLE}")

@@ -85,13 +85,25 @@ def cell_config(model: str, batch: int, steps: int, seed: int, root: Path, store
     """bench_throughput.py's config for one cell, the window and the short extras on top."""
     from bench_throughput import compose
 
-    settings = SimpleNamespace(data_root=root, val_size=60_000 - TRAIN_SIZE, batch_size=batch,
-                               accelerator="cpu", tracking_uri=None)
-    return compose(model, settings, store, [
-        f"seed={seed}", "figures=off", "logger.log_model=false",
-        "trainer.enable_progress_bar=false",
-        f"trainer.limit_train_batches={math.ceil(steps / STEPS_PER_CALL)}",
-    ])
+    settings = SimpleNamespace(
+        data_root=root,
+        val_size=60_000 - TRAIN_SIZE,
+        batch_size=batch,
+        accelerator="cpu",
+        tracking_uri=None,
+    )
+    return compose(
+        model,
+        settings,
+        store,
+        [
+            f"seed={seed}",
+            "figures=off",
+            "logger.log_model=false",
+            "trainer.enable_progress_bar=false",
+            f"trainer.limit_train_batches={math.ceil(steps / STEPS_PER_CALL)}",
+        ],
+    )
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -124,12 +136,21 @@ def worker(args: argparse.Namespace) -> None:
                     order = ("plain", "digitlab") if round_ % 2 == 0 else ("digitlab", "plain")
                     for name in order:
                         started = time.perf_counter()
-                        rate = (run_plain(cfg, data, steps, seed) if name == "plain"
-                                else run_digitlab(cfg, data))
-                        cell = {"model": model, "batch": batch, "threads": args.threads,
-                                "pipeline": name, "round": round_ + 1, "steps": steps,
-                                "samples_per_s": rate,
-                                "call_s": time.perf_counter() - started}
+                        rate = (
+                            run_plain(cfg, data, steps, seed)
+                            if name == "plain"
+                            else run_digitlab(cfg, data)
+                        )
+                        cell = {
+                            "model": model,
+                            "batch": batch,
+                            "threads": args.threads,
+                            "pipeline": name,
+                            "round": round_ + 1,
+                            "steps": steps,
+                            "samples_per_s": rate,
+                            "call_s": time.perf_counter() - started,
+                        }
                         print(PREFIX + json.dumps(cell), flush=True)
 
 
@@ -139,16 +160,20 @@ def measure(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     for threads in args.threads:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         command = [sys.executable, __file__, *argv, "--worker-threads", str(threads)]
-        with subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.PIPE,
-                              text=True) as process:
+        with subprocess.Popen(
+            command, cwd=PROJECT, env=env, stdout=subprocess.PIPE, text=True
+        ) as process:
             for line in process.stdout:
                 if line.startswith(PREFIX):
-                    cell = json.loads(line[len(PREFIX):])
+                    cell = json.loads(line[len(PREFIX) :])
                     cells.append(cell)
-                    print(f"{cell['threads']} thread(s) round {cell['round']} {cell['model']:<11} "
-                          f"batch {cell['batch']:>4} {cell['pipeline']:<8} "
-                          f"{cell['samples_per_s']:>10,.0f} samples/s  "
-                          f"({cell['call_s']:.1f} s with set-up)", flush=True)
+                    print(
+                        f"{cell['threads']} thread(s) round {cell['round']} {cell['model']:<11} "
+                        f"batch {cell['batch']:>4} {cell['pipeline']:<8} "
+                        f"{cell['samples_per_s']:>10,.0f} samples/s  "
+                        f"({cell['call_s']:.1f} s with set-up)",
+                        flush=True,
+                    )
         if process.returncode != 0:
             sys.exit(f"the {threads}-thread worker failed (exit {process.returncode})")
     return cells
@@ -161,8 +186,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--repeats", type=int, default=3, help="rounds over every cell; medians")
     p.add_argument("--window", type=float, default=1.0, help="scales every window's samples")
-    p.add_argument("--root", type=Path, help="the folder holding MNIST/raw/ ($DIGITLAB_DATA)",
-                   default=Path(os.environ.get("DIGITLAB_DATA", "data")).resolve())
+    p.add_argument(
+        "--root",
+        type=Path,
+        help="the folder holding MNIST/raw/ ($DIGITLAB_DATA)",
+        default=Path(os.environ.get("DIGITLAB_DATA", "data")).resolve(),
+    )
     p.add_argument("--out", type=Path, default=HERE / "SCALING.md")
     p.add_argument("--json", type=Path, help="also write every cell here")
     p.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)

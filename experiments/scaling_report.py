@@ -35,8 +35,9 @@ def step_fit(med: dict, model: str, threads: int, batches: list[int]) -> tuple[f
     if len(xs) < 2:
         return float("nan"), ys[0] / xs[0]
     mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    slope = (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-             / sum((x - mean_x) ** 2 for x in xs))
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
     return mean_y - slope * mean_x, slope
 
 
@@ -61,70 +62,94 @@ def reading(med, models, threads, batches) -> list[str]:
         f"- **Framework cost.** digitlab / plain runs from {ratio[low]:.2f} ({cell_name(low)}) to "
         f"{ratio[high]:.2f} ({cell_name(high)}), median {statistics.median(ratio.values()):.2f}; "
         f"digitlab adds a median {statistics.median(extras):+.0f} µs per optimizer step. "
-        + (f"Cells losing more than 10 % to Lightning and digitlab: "
-           f"{'; '.join(cell_name(k) for k in losing)}." if losing else
-           "No cell loses more than 10 % to Lightning and digitlab: with 20 optimizer steps per "
-           "Lightning step its per-step cost is spread thin, and compute or PyTorch's own "
-           "per-step cost dominates everywhere."),
+        + (
+            f"Cells losing more than 10 % to Lightning and digitlab: "
+            f"{'; '.join(cell_name(k) for k in losing)}."
+            if losing
+            else "No cell loses more than 10 % to Lightning and digitlab: with 20 optimizer steps per "
+            "Lightning step its per-step cost is spread thin, and compute or PyTorch's own "
+            "per-step cost dominates everywhere."
+        ),
     ]
     for t in threads:
         parts = []
         for m in models:
             fixed, per_sample = step_fit(med, m, t, batches)
             if fixed > 0 and per_sample > 0:
-                parts.append(f"{m} {fixed:.0f} µs + {per_sample:.1f} µs/image (even at batch "
-                             f"{fixed / per_sample:.0f})")
+                parts.append(
+                    f"{m} {fixed:.0f} µs + {per_sample:.1f} µs/image (even at batch "
+                    f"{fixed / per_sample:.0f})"
+                )
             else:
                 # Step time growing faster than the batch: per-image compute outweighs any
                 # fixed cost at every batch measured.
-                parts.append(f"{m}: no positive fixed cost in the fit (step time grows faster "
-                             "than the batch: compute dominates throughout)")
+                parts.append(
+                    f"{m}: no positive fixed cost in the fit (step time grows faster "
+                    "than the batch: compute dominates throughout)"
+                )
         lines.append(
             f"- **Fixed cost vs. compute, plain loop, {t} thread(s)** (step time fitted as fixed + "
             f"per image × batch): {'; '.join(parts)}. Below the even batch a step's fixed cost "
             "(Python, operator dispatch, the optimizer's per-tensor work) dominates, above it the "
-            "images' compute does.")
+            "images' compute does."
+        )
     if len(threads) > 1:
         lo, hi = min(threads), max(threads)
-        gains = [f"{m} {med[m, hi, batches[0], 'plain'] / med[m, lo, batches[0], 'plain']:.2f}× "
-                 f"at batch {batches[0]}, "
-                 f"{med[m, hi, batches[-1], 'plain'] / med[m, lo, batches[-1], 'plain']:.2f}× "
-                 f"at batch {batches[-1]}" for m in models]
-        lines.append(f"- **Threads** ({hi} vs {lo}, plain loop): {'; '.join(gains)}. A second "
-                     "core can only speed up the compute part of a step (the intra-op work); the "
-                     "fixed per-step cost runs on one.")
+        gains = [
+            f"{m} {med[m, hi, batches[0], 'plain'] / med[m, lo, batches[0], 'plain']:.2f}× "
+            f"at batch {batches[0]}, "
+            f"{med[m, hi, batches[-1], 'plain'] / med[m, lo, batches[-1], 'plain']:.2f}× "
+            f"at batch {batches[-1]}"
+            for m in models
+        ]
+        lines.append(
+            f"- **Threads** ({hi} vs {lo}, plain loop): {'; '.join(gains)}. A second "
+            "core can only speed up the compute part of a step (the intra-op work); the "
+            "fixed per-step cost runs on one."
+        )
     return lines
 
 
 def markdown(args, argv: list[str], cells: list[dict], started: dict) -> str:
     med = medians(cells)
     models, threads, batches = args.models, args.threads, sorted(args.batches)
-    smoke = ("**SMOKE RUN (`--window` < 1): proves the script runs; these figures are not "
-             "results.**\n\n" if args.window < 1 else "")
+    smoke = (
+        "**SMOKE RUN (`--window` < 1): proves the script runs; these figures are not results.**\n\n"
+        if args.window < 1
+        else ""
+    )
     steps = {(c["model"], c["batch"]): c["steps"] for c in cells}
     windows = "; ".join(f"{m} " + ", ".join(str(steps[m, b]) for b in batches) for m in models)
-    digitlab = grid(med, models, threads, batches,
-                    lambda m, t, b: f"{med[m, t, b, 'digitlab']:,.0f}")
+    digitlab = grid(
+        med, models, threads, batches, lambda m, t, b: f"{med[m, t, b, 'digitlab']:,.0f}"
+    )
     plain = grid(med, models, threads, batches, lambda m, t, b: f"{med[m, t, b, 'plain']:,.0f}")
-    ratio = grid(med, models, threads, batches, lambda m, t, b: (
-        f"{med[m, t, b, 'digitlab'] / med[m, t, b, 'plain']:.2f} "
-        f"({extra_us(med, m, t, b):+.0f} µs)"))
+    ratio = grid(
+        med,
+        models,
+        threads,
+        batches,
+        lambda m, t, b: (
+            f"{med[m, t, b, 'digitlab'] / med[m, t, b, 'plain']:.2f} "
+            f"({extra_us(med, m, t, b):+.0f} µs)"
+        ),
+    )
     return f"""# Scaling: training samples/s by model, batch size and threads
 
 {smoke}Command (from the repository root), date and machine:
 
-    {' '.join(['.venv/bin/python experiments/scaling.py', *argv])}
+    {" ".join([".venv/bin/python experiments/scaling.py", *argv])}
 
-- date: {started['date']} to {report.now()}, {started['seconds'] / 60:.1f} min in all; load
-  average {started['load']:.2f} at the start, {started['load_end']:.2f} at the end
+- date: {started["date"]} to {report.now()}, {started["seconds"] / 60:.1f} min in all; load
+  average {started["load"]:.2f} at the start, {started["load_end"]:.2f} at the end
 - machine: {report.machine()}
-- digitlab {report.git_commit(PROJECT)}: {report.versions(sys.executable, ['torch', 'lightning'])}
+- digitlab {report.git_commit(PROJECT)}: {report.versions(sys.executable, ["torch", "lightning"])}
 
 What is measured (see `experiments/scaling.py`): per cell, digitlab's own training path
 (`train(cfg)`, Lightning, `data.steps_per_call=20`, MLflow) and a plain PyTorch loop on the same
 tensors, network, batch, optimizer (SGD lr 0.1) and number of optimizer steps; samples/s over the
 training batches only, median of {args.repeats} round(s). Optimizer steps per window, by batch
-{', '.join(map(str, batches))}: {windows}. One process per thread count.
+{", ".join(map(str, batches))}: {windows}. One process per thread count.
 
 ## digitlab, training samples/s
 

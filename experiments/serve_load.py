@@ -36,9 +36,17 @@ from pathlib import Path
 import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
-TINY = ["model=lenet_small", "data.val_size=40", "data.batch_size=32", "data.eval_batch_size=64",
-        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        "figures.enabled=false", "logger.log_model=true"]
+TINY = [
+    "model=lenet_small",
+    "data.val_size=40",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "figures.enabled=false",
+    "logger.log_model=true",
+]
 
 
 def train_tiny(folder: Path) -> tuple[str, str]:
@@ -52,8 +60,12 @@ def train_tiny(folder: Path) -> tuple[str, str]:
     register_resolvers()
     data = write_mnist(folder / "data")
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    overrides = [*TINY, f"data.root={data}", f"logger.tracking_uri={uri}",
-                 f"logger.artifact_location={folder / 'mlruns' / 'artifacts'}"]
+    overrides = [
+        *TINY,
+        f"data.root={data}",
+        f"logger.tracking_uri={uri}",
+        f"logger.artifact_location={folder / 'mlruns' / 'artifacts'}",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return uri, train(cfg, output_dir=folder / "job")["run_id"]
@@ -62,11 +74,26 @@ def train_tiny(folder: Path) -> tuple[str, str]:
 def start_server(src: Path, uri: str, run_id: str, log: Path) -> tuple[subprocess.Popen, int]:
     """``digitlab-serve`` of source tree ``src`` on a free port, once it has loaded the model."""
     env = {**os.environ, "PYTHONPATH": str(src), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "digitlab.cli.serve", "--port", "0", "--tracking-uri", uri,
-               "--run", run_id]
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab.cli.serve",
+        "--port",
+        "0",
+        "--tracking-uri",
+        uri,
+        "--run",
+        run_id,
+    ]
     with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  cwd=src.parent, start_new_session=True)
+        server = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=src.parent,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and server.poll() is None:
         if found := re.search(r"on http://127\.0\.0\.1:(\d+)/", log.read_text()):
@@ -88,8 +115,9 @@ def one_client(port: int, body: bytes, requests: int, out: list) -> None:
         started = time.perf_counter()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
-            connection.request("POST", "/invocations", body=body,
-                               headers={"Content-Type": "application/json"})
+            connection.request(
+                "POST", "/invocations", body=body, headers={"Content-Type": "application/json"}
+            )
             response = connection.getresponse()
             response.read()
             outcome: int | str = response.status
@@ -104,8 +132,10 @@ def client_process(args: tuple) -> list:
     """One client process: ``threads`` clients started together; all their outcomes."""
     port, body, threads, requests, start_at = args
     out: list = []
-    clients = [threading.Thread(target=one_client, args=(port, body, requests, out))
-               for _ in range(threads)]
+    clients = [
+        threading.Thread(target=one_client, args=(port, body, requests, out))
+        for _ in range(threads)
+    ]
     time.sleep(max(0.0, start_at - time.time()))  # every process starts its clients at once
     for c in clients:
         c.start()
@@ -145,20 +175,28 @@ def load(port: int, pid: int, args: argparse.Namespace) -> dict:
     for _, outcome in outcomes:
         kinds[str(outcome)] = kinds.get(str(outcome), 0) + 1
     return {
-        "requests": len(outcomes), "outcomes": kinds, "seconds": seconds,
+        "requests": len(outcomes),
+        "outcomes": kinds,
+        "seconds": seconds,
         "per_s": len(outcomes) / seconds,
         "p50_ms": 1000 * float(np.percentile(answered, 50)) if answered else float("nan"),
         "p99_ms": 1000 * float(np.percentile(answered, 99)) if answered else float("nan"),
-        "rss_start_mb": rss_start / 1024, "hwm_mb": status_kb(pid, "VmHWM") / 1024,
+        "rss_start_mb": rss_start / 1024,
+        "hwm_mb": status_kb(pid, "VmHWM") / 1024,
         "threads": peak_threads[0],
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", action="append", type=Path,
-                        help="source tree whose digitlab serves (repeatable; default: src)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--src",
+        action="append",
+        type=Path,
+        help="source tree whose digitlab serves (repeatable; default: src)",
+    )
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=10, help="per client")
     parser.add_argument("--rows", type=int, default=1, help="images per request")
@@ -171,8 +209,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="digitlab-serve-load-"))
     try:
         uri, run_id = train_tiny(folder)
-        print(f"{args.clients} clients x {args.requests} requests of {args.rows} image(s), "
-              f"{args.procs} client processes", flush=True)
+        print(
+            f"{args.clients} clients x {args.requests} requests of {args.rows} image(s), "
+            f"{args.procs} client processes",
+            flush=True,
+        )
         for i, src in enumerate(sources):
             report(src, load_one(src, uri, run_id, folder / f"serve{i}.log", args))
     finally:
@@ -189,10 +230,13 @@ def load_one(src: Path, uri: str, run_id: str, log: Path, args: argparse.Namespa
 
 
 def report(src: Path, r: dict) -> None:
-    print(f"{src}: {r['requests']} requests in {r['seconds']:.1f} s, {r['per_s']:.0f}/s; "
-          f"outcomes {r['outcomes']}; latency p50 {r['p50_ms']:.0f} ms, "
-          f"p99 {r['p99_ms']:.0f} ms; RSS {r['rss_start_mb']:.0f} MB before the load, "
-          f"peak (VmHWM) {r['hwm_mb']:.0f} MB; threads at most {r['threads']}", flush=True)
+    print(
+        f"{src}: {r['requests']} requests in {r['seconds']:.1f} s, {r['per_s']:.0f}/s; "
+        f"outcomes {r['outcomes']}; latency p50 {r['p50_ms']:.0f} ms, "
+        f"p99 {r['p99_ms']:.0f} ms; RSS {r['rss_start_mb']:.0f} MB before the load, "
+        f"peak (VmHWM) {r['hwm_mb']:.0f} MB; threads at most {r['threads']}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

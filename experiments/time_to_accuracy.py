@@ -27,11 +27,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def run_once(root: str, store: Path, overrides: list[str]) -> dict[str, float]:
     command = [
-        sys.executable, "-m", "digitlab", "experiment=fast", f"data.root={root}",
+        sys.executable,
+        "-m",
+        "digitlab",
+        "experiment=fast",
+        f"data.root={root}",
         f"logger.tracking_uri=sqlite:///{store / 'mlflow.db'}",
         f"logger.artifact_location={store / 'artifacts'}",
         f"hydra.run.dir={store / 'outputs' / str(time.time_ns())}",
-        "trainer.enable_progress_bar=false", *overrides,
+        "trainer.enable_progress_bar=false",
+        *overrides,
     ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
@@ -51,8 +56,13 @@ def run_once(root: str, store: Path, overrides: list[str]) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=os.environ.get("DIGITLAB_DATA", "data"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5],
-                   help="one timed repeat per seed: every seed must reach the accuracy")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4, 5],
+        help="one timed repeat per seed: every seed must reach the accuracy",
+    )
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. trainer.max_epochs=3")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="digitlab-tta-") as tmp:
@@ -63,14 +73,21 @@ def main() -> None:
             r = run_once(args.root, store, [f"seed={seed}", *args.overrides])
             r["load"] = os.getloadavg()[0]
             results.append(r)
-            print(f"seed {seed}: wall {r['wall_s']:.1f} s  test/acc {r['test_acc']:.4f}  "
-                  f"first step after {r['first_step_s']:.1f} s  load average {r['load']:.2f}", flush=True)
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+            print(
+                f"seed {seed}: wall {r['wall_s']:.1f} s  test/acc {r['test_acc']:.4f}  "
+                f"first step after {r['first_step_s']:.1f} s  load average {r['load']:.2f}",
+                flush=True,
+            )
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     for key in ("wall_s", "test_acc", "first_step_s"):
         values = [r[key] for r in results]
-        print(f"{key}: median {statistics.median(values):.4g}  min {min(values):.4g}  "
-              f"max {max(values):.4g}")
+        print(
+            f"{key}: median {statistics.median(values):.4g}  min {min(values):.4g}  "
+            f"max {max(values):.4g}"
+        )
 
 
 if __name__ == "__main__":

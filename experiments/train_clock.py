@@ -59,4 +59,3 @@ class TrainClock(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         acc = trainer.callback_metrics.get("test/acc")
         emit(test_acc=None if acc is None else float(acc))
-

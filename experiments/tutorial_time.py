@@ -30,8 +30,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="digitlab-tutorial-") as folder:
         os.environ["DIGITLAB_ROOT"] = folder  # the kernel inherits it
         started = time.perf_counter()
-        NotebookClient(notebook, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": folder}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}
+        ).execute()
         seconds = time.perf_counter() - started
     if args.out:
         nbformat.write(notebook, args.out)

@@ -60,9 +60,13 @@ def start(kind: str, store: str, settle_s: float) -> dict:
         args = ["ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         while True:
             try:
@@ -76,8 +80,12 @@ def start(kind: str, store: str, settle_s: float) -> dict:
         ready = time.perf_counter() - began
         time.sleep(settle_s)
         processes = group_processes(process.pid)
-        return {"kind": kind, "ready_s": round(ready, 2), "processes": len(processes),
-                "cpu_s": round(sum(cpu for _, cpu in processes), 1)}
+        return {
+            "kind": kind,
+            "ready_s": round(ready, 2),
+            "processes": len(processes),
+            "cpu_s": round(sum(cpu for _, cpu in processes), 1),
+        }
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -100,8 +108,13 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for kind in ("mlflow", "digitlab"):
         mine = [r for r in rows if r["kind"] == kind]
-        print(kind, {key: statistics.median(r[key] for r in mine)
-                     for key in ("ready_s", "processes", "cpu_s")})
+        print(
+            kind,
+            {
+                key: statistics.median(r[key] for r in mine)
+                for key in ("ready_s", "processes", "cpu_s")
+            },
+        )
 
 
 if __name__ == "__main__":

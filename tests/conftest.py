@@ -57,16 +57,32 @@ register_resolvers()
 # in at the end, instead of one worker finishing a long file alone. Files not listed follow in
 # their usual order; the list only orders, so a stale entry costs time, never a test.
 LONGEST_FIRST = [
-    "test_input_forms.py", "test_search.py", "test_errors.py", "test_load.py", "test_interrupt.py", "test_tutorial.py",
-    "test_distributed.py", "test_figures.py", "test_cli.py", "test_sweep.py", "test_draw_page.py",
-    "test_presets.py", "test_browser.py", "test_serve.py", "test_tracking_server.py",
-    "test_logged_model.py", "test_ensemble.py", "test_crossval.py", "test_registry.py",
+    "test_input_forms.py",
+    "test_search.py",
+    "test_errors.py",
+    "test_load.py",
+    "test_interrupt.py",
+    "test_tutorial.py",
+    "test_distributed.py",
+    "test_figures.py",
+    "test_cli.py",
+    "test_sweep.py",
+    "test_draw_page.py",
+    "test_presets.py",
+    "test_browser.py",
+    "test_serve.py",
+    "test_tracking_server.py",
+    "test_logged_model.py",
+    "test_ensemble.py",
+    "test_crossval.py",
+    "test_registry.py",
 ]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
 
 # The real data sets: $DIGITLAB_DATA, else the shared folder beside the checkout.
 REAL_DATA = Path(
@@ -80,10 +96,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     (DIGITLAB_REQUIRE_REAL_DATA=1, DIGITLAB_REQUIRE_BROWSER=1) a missing one fails the test, so a
     green run cannot hide that it never exercised them."""
     needs = [
-        ("real_data", (REAL_DATA / "MNIST" / "raw").is_dir(), "DIGITLAB_REQUIRE_REAL_DATA",
-         f"real data not found in {REAL_DATA} (set DIGITLAB_DATA)"),
-        ("browser", CHROMIUM.exists(), "DIGITLAB_REQUIRE_BROWSER",
-         f"{CHROMIUM} is absent: install Debian's chromium with .ci/browser-deps.sh"),
+        (
+            "real_data",
+            (REAL_DATA / "MNIST" / "raw").is_dir(),
+            "DIGITLAB_REQUIRE_REAL_DATA",
+            f"real data not found in {REAL_DATA} (set DIGITLAB_DATA)",
+        ),
+        (
+            "browser",
+            CHROMIUM.exists(),
+            "DIGITLAB_REQUIRE_BROWSER",
+            f"{CHROMIUM} is absent: install Debian's chromium with .ci/browser-deps.sh",
+        ),
     ]
     for marker, present, required, reason in needs:
         if item.get_closest_marker(marker) and not present:
@@ -179,7 +203,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def http_server(command: Callable[[int], list[str]], log: Path, seconds: float = 300) -> Iterator[str]:
+def http_server(
+    command: Callable[[int], list[str]], log: Path, seconds: float = 300
+) -> Iterator[str]:
     """Start ``command(port)`` on a free 127.0.0.1 port and yield its URL once ``/health``
     answers OK; stopped, with its whole process group, on exit.
 
@@ -192,8 +218,9 @@ def http_server(command: Callable[[int], list[str]], log: Path, seconds: float =
     for _attempt in range(3):
         port = _free_port()
         with log.open("w") as out:
-            server = subprocess.Popen(command(port), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True)
+            server = subprocess.Popen(
+                command(port), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             if _wait_for_health(url, server, log, seconds):
@@ -223,7 +250,9 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path, seconds: flo
         if "address already in use" in log.read_text().lower():
             return False
         pytest.fail(f"server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-    pytest.fail(f"server did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(
+        f"server did not answer {url}/health in {seconds:.0f} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def wait_for(path: Path, process) -> None:

@@ -37,8 +37,9 @@ def main(seed: int, uri: str, artifacts: str, folder: Path, go: Path) -> None:
     client.log_text(run_id, f"seed: {seed}\n", "config.yaml")
     for epoch in range(EPOCHS):
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(name, seed + epoch / 10, now, epoch)
-                                          for name in METRICS])
+        client.log_batch(
+            run_id, metrics=[Metric(name, seed + epoch / 10, now, epoch) for name in METRICS]
+        )
     checkpoint = folder / "best.ckpt"
     checkpoint.write_bytes(bytes([seed]) * 1000)
     client.log_artifact(run_id, str(checkpoint), "checkpoints")

@@ -22,10 +22,16 @@ from digitlab.errors import DigitlabError, Interrupted
 def overrides(data_root, store) -> list[str]:
     """The tiny, fast CPU run of conftest's ``make_cfg``, as command-line overrides."""
     return [
-        f"data.root={data_root}", "data.val_size=40", "data.batch_size=32",
-        "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}", "figures.enabled=false",
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "data.batch_size=32",
+        "data.eval_batch_size=64",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        "figures.enabled=false",
     ]
 
 
@@ -55,8 +61,10 @@ def test_compose_takes_command_line_overrides_and_errors_in_one_line():
     message = str(error.value)
     assert "\n" not in message
     options = "convnet, lenet, lenet5, lenet_small, mlp"
-    assert message == ("model=resnet is not an option of model: did you mean lenet or lenet5? "
-                       f"(options: {options})")  # the command line's own line
+    assert message == (
+        "model=resnet is not an option of model: did you mean lenet or lenet5? "
+        f"(options: {options})"
+    )  # the command line's own line
     with pytest.raises(DigitlabError, match=r"^-m is a command-line flag"):
         digitlab.compose("-m", "seed=1,2")
     assert not GlobalHydra.instance().is_initialized()  # nothing left for the next compose
@@ -79,8 +87,7 @@ def test_fit_twice_in_one_process_then_runs_load_and_show(overrides, uri):
     row = table.set_index("run_id").loc[first.run_id]
     assert row["params.optimizer.lr"] == "0.05"
     assert row["metrics.test/acc"] == pytest.approx(first.metrics["test/acc"])
-    mlp_runs = digitlab.runs(tracking_uri=uri, model="mlp",
-                             optimizer__lr=0.05, status="FINISHED")
+    mlp_runs = digitlab.runs(tracking_uri=uri, model="mlp", optimizer__lr=0.05, status="FINISHED")
     assert list(mlp_runs.run_id) == [first.run_id]
 
     # The model fit returns and the one load rebuilds predict what test/acc measured.
@@ -93,11 +100,14 @@ def test_fit_twice_in_one_process_then_runs_load_and_show(overrides, uri):
         assert accuracy == pytest.approx(first.metrics["test/acc"], abs=1e-6)
     assert first.model.predict(images[0]).shape == (1, 10)
 
-    shown = digitlab.show(second.run_id, "figures/filters/conv1_*",
-                          tracking_uri=uri)
+    shown = digitlab.show(second.run_id, "figures/filters/conv1_*", tracking_uri=uri)
     names = sorted(p.name for p in shown)
-    assert names == ["conv1_final.png", "conv1_init.png",
-                     "conv1_stats_final.json", "conv1_stats_init.json"]
+    assert names == [
+        "conv1_final.png",
+        "conv1_init.png",
+        "conv1_stats_final.json",
+        "conv1_stats_init.json",
+    ]
     assert all(p.stat().st_size > 0 for p in shown)
     with pytest.raises(DigitlabError, match="has no artifact matching nothing/\\*: it has "):
         digitlab.show(second.run_id, "nothing/*", tracking_uri=uri)
@@ -129,8 +139,9 @@ class SigintAfterFirstEpoch(L.Callback):
 def test_interrupted_fit_leaves_a_killed_run_and_the_next_fit_works(overrides, uri):
     before = signal.getsignal(signal.SIGINT)  # Python's own; ignored in a shell's background job
     with pytest.raises(Interrupted, match="is KILLED; last checkpoint .* continue with: resume="):
-        digitlab.fit(*overrides, "model=mlp", "trainer.max_epochs=3",
-                     callbacks=[SigintAfterFirstEpoch()])
+        digitlab.fit(
+            *overrides, "model=mlp", "trainer.max_epochs=3", callbacks=[SigintAfterFirstEpoch()]
+        )
     killed = digitlab.runs(tracking_uri=uri)
     assert list(killed.status) == ["KILLED"]  # nothing left RUNNING
     assert signal.getsignal(signal.SIGINT) == before  # restored, not left as fit's handler
@@ -164,7 +175,10 @@ def test_ui_refuses_a_store_that_does_not_exist(tmp_path):
 
 def test_a_misspelt_word_is_refused_by_compose_and_fit_as_by_the_command_line():
     """``digitlab.fit("experiment=fastt")`` must not train the default model."""
-    for overrides, said in ((["experiment=fastt"], "fast"), (["optimizer.lrr=0.1"], "optimizer.lr")):
+    for overrides, said in (
+        (["experiment=fastt"], "fast"),
+        (["optimizer.lrr=0.1"], "optimizer.lr"),
+    ):
         for door in (digitlab.compose, digitlab.fit):
             with pytest.raises(DigitlabError, match=said) as refused:
                 door(*overrides)

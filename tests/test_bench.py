@@ -39,9 +39,23 @@ def recording_clock(bench, monkeypatch) -> list[float]:
 
 
 def argv(data_root: Path, tracking_uri: str, *extra: str) -> list[str]:
-    return ["--data-root", str(data_root), "--val-size", "40", "--batch-size", str(BATCH),
-            "--warmup", "0", "--clock", "cpu", "--tracking-uri", tracking_uri,
-            "--override", "trainer.enable_progress_bar=false", *extra]
+    return [
+        "--data-root",
+        str(data_root),
+        "--val-size",
+        "40",
+        "--batch-size",
+        str(BATCH),
+        "--warmup",
+        "0",
+        "--clock",
+        "cpu",
+        "--tracking-uri",
+        tracking_uri,
+        "--override",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -49,8 +63,20 @@ def test_benchmark_json_holds_every_measurement_of_the_run(data_root, store, tmp
     bench = load_bench()
     readings = recording_clock(bench, monkeypatch)
     out = tmp_path / "bench.json"
-    args = argv(data_root, store["tracking_uri"], "--steps", str(STEPS), "--repeats", str(REPEATS),
-                "--models", *MODELS, "--override", "data.steps_per_call=3", "--json", str(out))
+    args = argv(
+        data_root,
+        store["tracking_uri"],
+        "--steps",
+        str(STEPS),
+        "--repeats",
+        str(REPEATS),
+        "--models",
+        *MODELS,
+        "--override",
+        "data.steps_per_call=3",
+        "--json",
+        str(out),
+    )
     report = bench.main(args)
 
     saved = json.loads(out.read_text())
@@ -88,7 +114,20 @@ def test_benchmark_refuses_pipelines_that_trained_different_amounts(data_root, s
     """3 steps of 32 in the plain loops, but digitlab trains whole Lightning steps of 20
     optimizer steps (the tiny split's 200 rows): rates of different work would not compare."""
     bench = load_bench()
-    with pytest.raises(SystemExit, match=r"mlp: the pipelines trained different numbers of "
-                       r"samples \{'plain': 96, 'digitlab': 200, 'torchvision': 96\}"):
-        bench.main(argv(data_root, store["tracking_uri"], "--steps", "3", "--repeats", "1",
-                        "--models", "mlp"))
+    with pytest.raises(
+        SystemExit,
+        match=r"mlp: the pipelines trained different numbers of "
+        r"samples \{'plain': 96, 'digitlab': 200, 'torchvision': 96\}",
+    ):
+        bench.main(
+            argv(
+                data_root,
+                store["tracking_uri"],
+                "--steps",
+                "3",
+                "--repeats",
+                "1",
+                "--models",
+                "mlp",
+            )
+        )

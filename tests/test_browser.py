@@ -34,8 +34,15 @@ def mlflow_ui(trained, tmp_path):
     over the trained store; stopped at teardown."""
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "digitlab.cli.ui", "--backend-store-uri", trained["uri"],
-                "--port", str(port)]
+        return [
+            sys.executable,
+            "-m",
+            "digitlab.cli.ui",
+            "--backend-store-uri",
+            trained["uri"],
+            "--port",
+            str(port),
+        ]
 
     with http_server(command, tmp_path / "mlflow-ui.log") as url:
         yield url
@@ -72,7 +79,9 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
     test_acc = run.data.metrics["test/acc"]
     try:
         page.goto(f"{mlflow_ui}/#/experiments/{experiment}/runs")
-        expect(page.locator(f'a[href="#/experiments/{experiment}/runs/{run_id}"]')).to_have_text(name)
+        expect(page.locator(f'a[href="#/experiments/{experiment}/runs/{run_id}"]')).to_have_text(
+            name
+        )
 
         page.goto(run_url)
         expect(page.get_by_role("heading", name=name)).to_be_visible()
@@ -99,8 +108,9 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
         raise AssertionError(f"browser check failed; screenshot at {shot}: {e}") from e
 
 
-def test_the_experiment_opens_as_the_runs_table_with_metric_columns(mlflow_ui, trained, page,
-                                                                    tmp_path):
+def test_the_experiment_opens_as_the_runs_table_with_metric_columns(
+    mlflow_ui, trained, page, tmp_path
+):
     """The experiment's page, as a first visit opens it: MLflow's training view (not GenAI's
     traces overview), no assistant panel taking the side of the window, and the runs table with
     digitlab's metrics as columns, inside the window, holding the run's values."""
@@ -112,8 +122,9 @@ def test_the_experiment_opens_as_the_runs_table_with_metric_columns(mlflow_ui, t
     shot = tmp_path / "experiment-page.png"
     try:
         page.goto(f"{mlflow_ui}/#/experiments/{experiment}")
-        expect(page).to_have_url(re.compile(
-            rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning"))
+        expect(page).to_have_url(
+            re.compile(rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning")
+        )
         link = page.locator(f'a[href="#/experiments/{experiment}/runs/{run.info.run_id}"]')
         expect(link).to_have_text(run.info.run_name)
         width = 1440  # a laptop's window: the columns fit it

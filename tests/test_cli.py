@@ -19,7 +19,10 @@ from digitlab.config import CONF_DIR, config_groups
 def digitlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "digitlab", *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -74,7 +77,8 @@ def test_unknown_option_lists_the_valid_ones_without_a_trace():
     assert out.returncode == 1
     assert out.stderr == (
         "digitlab: error: model=resnet is not an option of model: did you mean lenet or lenet5? "
-        "(options: convnet, lenet, lenet5, lenet_small, mlp)\n")
+        "(options: convnet, lenet, lenet5, lenet_small, mlp)\n"
+    )
 
 
 def test_wrong_value_type_is_one_line(tmp_path):
@@ -92,9 +96,12 @@ def test_wrong_value_type_is_one_line(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.slow
 def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
-    out = warm.run("digitlab",
-        "trainer.accelerator=gpu", f"data.root={data_root}",
-        f"logger.tracking_uri={store['tracking_uri']}", f"hydra.run.dir={tmp_path / 'job'}",
+    out = warm.run(
+        "digitlab",
+        "trainer.accelerator=gpu",
+        f"data.root={data_root}",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"hydra.run.dir={tmp_path / 'job'}",
     )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
@@ -106,7 +113,10 @@ def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
     """A new interpreter, as a user's command: its output, what it logged, its fast exit, and no
     deprecation warning from any dependency (progress bar, pictures and model logging on)."""
     out = digitlab(
-        "model=mlp", f"data.root={data_root}", "data.val_size=40", "trainer.max_epochs=1",
+        "model=mlp",
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "trainer.max_epochs=1",
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
         f"hydra.run.dir={tmp_path / 'job'}",
@@ -136,34 +146,56 @@ def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
 
 # A misspelt word of each kind, one line each, with the word and the closest valid ones.
 MISSPELT = {
-    "preset": (["experiment=fastt"], ["experiment=fastt is not an option of experiment",
-                                      "did you mean fast?"]),
-    "option": (["model=lenett"], ["model=lenett is not an option of model",
-                                  "did you mean lenet or lenet5?"]),
+    "preset": (
+        ["experiment=fastt"],
+        ["experiment=fastt is not an option of experiment", "did you mean fast?"],
+    ),
+    "option": (
+        ["model=lenett"],
+        ["model=lenett is not an option of model", "did you mean lenet or lenet5?"],
+    ),
     "option in a sweep": (["-m", "model=mlp,lenett"], ["model=lenett is not an option of model"]),
-    "hydra option": (["hydra/launcher=paralel"], ["hydra/launcher=paralel is not an option",
-                                                   "did you mean parallel?"]),
-    "key": (["optimizer.lrr=0.1"], ["optimizer.lrr is not a key of the config",
-                                    "did you mean optimizer.lr?"]),
-    "group of a key": (["optimzer.lr=0.1"], ["optimzer.lr is not a key of the config",
-                                             "did you mean optimizer.lr?"]),
+    "hydra option": (
+        ["hydra/launcher=paralel"],
+        ["hydra/launcher=paralel is not an option", "did you mean parallel?"],
+    ),
+    "key": (
+        ["optimizer.lrr=0.1"],
+        ["optimizer.lrr is not a key of the config", "did you mean optimizer.lr?"],
+    ),
+    "group of a key": (
+        ["optimzer.lr=0.1"],
+        ["optimzer.lr is not a key of the config", "did you mean optimizer.lr?"],
+    ),
     "key of one option of a sweep": (
         ["-m", "model=lenet,mlp", "model.kernel_size=3"],
-        ["model.kernel_size is not a key of the config with model=mlp"]),
+        ["model.kernel_size is not a key of the config with model=mlp"],
+    ),
     "added key no constructor takes": (
-        ["+optimizer.lrr=0.1"], ["+optimizer.lrr: torch.optim.SGD takes no argument lrr",
-                                 "did you mean optimizer.lr?"]),
-    "added key already there": (["+optimizer.lr=0.1"], ["+optimizer.lr: optimizer.lr is already",
-                                                         "optimizer.lr=0.1"]),
-    "no option": (["scheduler=null"], ["scheduler=null is not an option of scheduler",
-                                       "~scheduler"]),
+        ["+optimizer.lrr=0.1"],
+        ["+optimizer.lrr: torch.optim.SGD takes no argument lrr", "did you mean optimizer.lr?"],
+    ),
+    "added key already there": (
+        ["+optimizer.lr=0.1"],
+        ["+optimizer.lr: optimizer.lr is already", "optimizer.lr=0.1"],
+    ),
+    "no option": (
+        ["scheduler=null"],
+        ["scheduler=null is not an option of scheduler", "~scheduler"],
+    ),
     "sweep without -m": (["model=mlp,lenet"], ["model=mlp,lenet is a sweep", "-m"]),
-    "override Hydra cannot read": (["model.channels=[1,"], ["cannot read the override",
-                                                            "model.channels=[1,"]),
-    "unwritable output folder": (["hydra.run.dir=/proc"], ["output folder /proc cannot be written",
-                                                           "hydra.run.dir"]),
-    "output folder under a file": (["hydra.run.dir=/dev/null/out"],
-                                   ["/dev/null is not a folder", "hydra.run.dir"]),
+    "override Hydra cannot read": (
+        ["model.channels=[1,"],
+        ["cannot read the override", "model.channels=[1,"],
+    ),
+    "unwritable output folder": (
+        ["hydra.run.dir=/proc"],
+        ["output folder /proc cannot be written", "hydra.run.dir"],
+    ),
+    "output folder under a file": (
+        ["hydra.run.dir=/dev/null/out"],
+        ["/dev/null is not a folder", "hydra.run.dir"],
+    ),
     "option with --help": (["--help", "model=lenett"], ["model=lenett is not an option of model"]),
     "option with --cfg job": (["--cfg", "job", "experiment=fastt"], ["experiment=fastt is not"]),
 }
@@ -191,20 +223,29 @@ def test_misspelt_words_stop_in_one_line_before_torch_is_imported(tmp_path):
     import json
 
     # Should a check miss, the command stops at the missing data rather than train.
-    where = [f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-             f"logger.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-             f"data.root={tmp_path / 'nodata'}", "data.source.download=false"]
+    where = [
+        f"hydra.run.dir={tmp_path / 'out'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        f"data.root={tmp_path / 'nodata'}",
+        "data.source.download=false",
+    ]
     commands = []
     for argv, _ in MISSPELT.values():  # Hydra's flags first, then its overrides
         flags = 2 if argv[0] == "--cfg" else int(argv[0].startswith("-"))
         ours = [w for w in where if w.partition("=")[0] not in {a.partition("=")[0] for a in argv}]
         commands.append([*argv[:flags], *ours, *argv[flags:]])
-    out = subprocess.run([sys.executable, "-c", RUN_EACH, json.dumps(commands)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_EACH, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     answer = json.loads(out.stdout.splitlines()[-1])
-    for (case, (_, fragments)), (code, stderr, seconds) in zip(MISSPELT.items(), answer["results"],
-                                                                strict=True):
+    for (case, (_, fragments)), (code, stderr, seconds) in zip(
+        MISSPELT.items(), answer["results"], strict=True
+    ):
         assert code == 1, (case, stderr)
         (line,) = stderr.splitlines() or [""]
         assert line.startswith("digitlab: error: "), (case, stderr)
@@ -228,24 +269,47 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
     (tmp_path / "conf" / "model").mkdir(parents=True)  # a user's own options (test_extension.py)
     (tmp_path / "conf" / "model" / "tiny.yaml").write_text("_target_: usernets.Tiny\nwidth: 8\n")
     for argv in (
-        [], [run_dir], ["model=mlp", "optimizer=adam", "optimizer.lr=1e-3", "trainer.max_epochs=5"],
-        ["data=kaggle", "model=lenet_small"], ["scheduler=cosine", "scheduler.interval=step"],
-        ["-m", "model=mlp,lenet", "optimizer.lr=0.05,0.1"], ["--cfg", "job"], ["--help"],
+        [],
+        [run_dir],
+        ["model=mlp", "optimizer=adam", "optimizer.lr=1e-3", "trainer.max_epochs=5"],
+        ["data=kaggle", "model=lenet_small"],
+        ["scheduler=cosine", "scheduler.interval=step"],
+        ["-m", "model=mlp,lenet", "optimizer.lr=0.05,0.1"],
+        ["--cfg", "job"],
+        ["--help"],
         ["-m", "model=lenet,mlp", "model.hidden=[32]", "seed=range(1,3)"],
-        ["experiment=fast"], ["experiment=best"], ["figures=off", "~scheduler"],
-        ["-m", "experiment=search", "hydra/launcher=parallel", "hydra.sweeper.n_trials=2",
-         "optimizer.lr=interval(0.01,0.1)", "model=choice(lenet,lenet5)"],
+        ["experiment=fast"],
+        ["experiment=best"],
+        ["figures=off", "~scheduler"],
+        [
+            "-m",
+            "experiment=search",
+            "hydra/launcher=parallel",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.lr=interval(0.01,0.1)",
+            "model=choice(lenet,lenet5)",
+        ],
         ["+trainer.accumulate_grad_batches=4", "data.steps_per_call=1"],
         ["+optimizer.dampening=0.1", "++optimizer.lr=0.2", "++optimizer.foreach=false"],
         ["model.channels.0=8", "~callbacks.throughput", "hydra.job.chdir=true"],
         ["data.source.download=false", "+data.source.mirrors=[http://127.0.0.1:1/]"],
-        ["+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
-         "+callbacks.early_stop.monitor=val/acc"],  # conf/callbacks/default.yaml's example
-        ["-m", "experiment=search", "hydra/sweeper/pruner=none",  # test_search.py's
-         "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-         "+hydra.sweeper.pruner.upper=-1.0"],
-        ["trainer=ddp", f'hydra.run.dir="{tmp_path}"', "hydra.job.name=train_ddp_process_1",
-         "hydra.output_subdir=null"],  # what Lightning adds for DDP's second rank
+        [
+            "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+            "+callbacks.early_stop.monitor=val/acc",
+        ],  # conf/callbacks/default.yaml's example
+        [
+            "-m",
+            "experiment=search",
+            "hydra/sweeper/pruner=none",  # test_search.py's
+            "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+            "+hydra.sweeper.pruner.upper=-1.0",
+        ],
+        [
+            "trainer=ddp",
+            f'hydra.run.dir="{tmp_path}"',
+            "hydra.job.name=train_ddp_process_1",
+            "hydra.output_subdir=null",
+        ],  # what Lightning adds for DDP's second rank
         ["model=lenett", "--config-name", "other"],  # another config: Hydra answers
         [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=tiny", "model.width=4"],
     ):

@@ -18,8 +18,14 @@ from digitlab.training.build import check_launcher
 def test_slurm_launcher_config_names_partition_gpus_time_and_memory():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
-            "config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
-                                 "hydra.launcher.partition=gpu"], return_hydra_config=True,
+            "config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
         )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")

@@ -30,7 +30,8 @@ def test_eight_jobs_share_one_new_sqlite_store(tmp_path):
         folder = tmp_path / f"job{seed}"
         folder.mkdir()
         processes.append(
-            warm.start("store_writer", str(seed), uri, artifacts, str(folder), str(go)))
+            warm.start("store_writer", str(seed), uri, artifacts, str(folder), str(go))
+        )
     try:
         for seed, process in enumerate(processes):  # every job has imported everything it needs
             while not (tmp_path / f"job{seed}" / "ready").exists():

@@ -13,8 +13,9 @@ from digitlab.config.checks import check_config
 from digitlab.config.targets import build, trusted_targets
 from digitlab.training.build import build_callbacks
 
-OPTIONS = [(group, option) for group, options in config_groups(CONF_DIR).items()
-           for option in options]
+OPTIONS = [
+    (group, option) for group, options in config_groups(CONF_DIR).items() for option in options
+]
 
 
 def composed(*overrides: str):
@@ -45,5 +46,6 @@ def test_every_option_composes_and_builds(group, option):
     callbacks = build_callbacks(cfg)
     assert all(isinstance(c, L.Callback) for c in callbacks)
     settings = {k: v for k, v in dict(cfg.trainer).items() if k != "accelerator"}
-    L.Trainer(**settings, accelerator="cpu", logger=False, callbacks=callbacks,
-              enable_checkpointing=False)
+    L.Trainer(
+        **settings, accelerator="cpu", logger=False, callbacks=callbacks, enable_checkpointing=False
+    )

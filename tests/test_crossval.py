@@ -70,16 +70,24 @@ def test_three_fold_cv_trains_three_children_under_one_parent(make_cfg, tmp_path
     assert metrics["cv/val_acc_std"] == pytest.approx(statistics.stdev(accs))
     assert metrics["val/acc"] == pytest.approx(metrics["cv/val_acc_mean"])
     assert result["metrics"]["cv/val_acc_mean"] == pytest.approx(metrics["cv/val_acc_mean"])
-    table = client.load_table(parent.info.experiment_id, "cv/folds.json",
-                              run_ids=[result["run_id"]])
+    table = client.load_table(
+        parent.info.experiment_id, "cv/folds.json", run_ids=[result["run_id"]]
+    )
     assert sorted(table["fold"]) == [0, 1, 2]
     assert sorted(table["val/acc"]) == pytest.approx(sorted(accs))
 
 
 @pytest.mark.slow
 def test_an_optuna_search_maximises_the_cv_mean(tmp_path, data_root, store):
-    sweep(tmp_path, data_root, store, *SEARCH, "data.folds=2", "hydra.sweeper.n_trials=1",
-          "hydra.sweeper.study_name=cv")
+    sweep(
+        tmp_path,
+        data_root,
+        store,
+        *SEARCH,
+        "data.folds=2",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.study_name=cv",
+    )
     client, parent, children = last_sweep(store)
     (cv_parent,) = children
     assert cv_parent.data.tags["digitlab.cv_folds"] == "2"

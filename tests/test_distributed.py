@@ -50,8 +50,15 @@ def test_training_shares_cover_every_sample_once_with_equal_steps(n, world):
     assert sum(counts.values()) == n + repeats
     assert sorted(counts.values()) == [1] * (n - repeats) + [2] * repeats
     assert len({len(share) for share in shares}) == 1
-    assert len({len(TensorBatches(torch.zeros(n, 1), torch.zeros(n), 7, True, 3, r, world))
-                for r in range(world)}) == 1
+    assert (
+        len(
+            {
+                len(TensorBatches(torch.zeros(n, 1), torch.zeros(n), 7, True, 3, r, world))
+                for r in range(world)
+            }
+        )
+        == 1
+    )
 
 
 def test_training_shares_change_with_the_epoch_and_repeat_with_it():
@@ -95,24 +102,41 @@ def evaluate(checkpoint_path: str, cfg) -> float:
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, data_root, store,
-                                                                      tmp_path):
+def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(
+    make_cfg, data_root, store, tmp_path
+):
     """The real command line: Lightning re-runs it for rank 1; rank 0 alone records the run."""
     run_dir = tmp_path / "run"
     overrides = [
-        "trainer=ddp", "trainer.devices=2", "model=mlp", "data.val_size=41",
-        "data.eval_batch_size=16", "trainer.max_epochs=2",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "model=mlp",
+        "data.val_size=41",
+        "data.eval_batch_size=16",
+        "trainer.max_epochs=2",
     ]
     cfg = make_cfg(*overrides)
-    args = [f"{k}={v}" for k, v in (
-        ("data.root", data_root), ("data.batch_size", 32), ("trainer.accelerator", "cpu"),
-        ("trainer.enable_progress_bar", "false"), ("logger.tracking_uri", store["tracking_uri"]),
-        ("logger.artifact_location", store["artifact_location"]), ("hydra.run.dir", run_dir),
-        ("verbose", "true"),  # Lightning's INFO line below says that two processes ran
-    )]
+    args = [
+        f"{k}={v}"
+        for k, v in (
+            ("data.root", data_root),
+            ("data.batch_size", 32),
+            ("trainer.accelerator", "cpu"),
+            ("trainer.enable_progress_bar", "false"),
+            ("logger.tracking_uri", store["tracking_uri"]),
+            ("logger.artifact_location", store["artifact_location"]),
+            ("hydra.run.dir", run_dir),
+            ("verbose", "true"),  # Lightning's INFO line below says that two processes ran
+        )
+    ]
     # Rank 0 forked warm (tests/warm.py); rank 1 is the new interpreter Lightning starts.
-    out = warm.run("digitlab", *overrides, *args, timeout=600,
-                   env={**os.environ, "DIGITLAB_ROOT": str(tmp_path)})
+    out = warm.run(
+        "digitlab",
+        *overrides,
+        *args,
+        timeout=600,
+        env={**os.environ, "DIGITLAB_ROOT": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Starting with 2 processes" in out.stdout + out.stderr
     assert out.stdout.count("finished in") == 1  # rank 1 reports nothing
@@ -135,9 +159,11 @@ def test_ddp_on_two_cpu_processes_records_one_run_with_global_metrics(make_cfg, 
 def test_more_gpus_than_the_machine_has_is_one_line(monkeypatch, accelerator):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(DigitlabError, match=r"^trainer.devices=2 but this machine has 1 GPU\(s\): "
-                                            r"use trainer.devices=1"):
+    with pytest.raises(
+        DigitlabError,
+        match=r"^trainer.devices=2 but this machine has 1 GPU\(s\): "
+        r"use trainer.devices=1",
+    ):
         check_accelerator(accelerator, 2)
     check_accelerator(accelerator, 1)  # trainer=ddp on one GPU
     check_accelerator("cpu", 2)  # two CPU processes
-

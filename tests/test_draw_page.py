@@ -60,8 +60,14 @@ def server(make_cfg, tmp_path):
     result = train(cfg, output_dir=tmp_path / "job")
     assert result["metrics"]["test/acc"] > 0.95
     # The registered model and the same network by its run: the page offers what is served.
-    process, url = start_server(cfg.logger.tracking_uri, tmp_path / "serve.log", "--model",
-                                "models:/digits@best", "--run", result["run_id"])
+    process, url = start_server(
+        cfg.logger.tracking_uri,
+        tmp_path / "serve.log",
+        "--model",
+        "models:/digits@best",
+        "--run",
+        result["run_id"],
+    )
     try:
         yield url, result
     finally:

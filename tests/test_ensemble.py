@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 import warm
 from conftest import N_TEST, copy_store, fast_config, synthetic_digits
-from digitlab.jobs.predict import predict
 from digitlab.errors import DigitlabError
+from digitlab.jobs.predict import predict
 from digitlab.serving.ensemble import combine
 from digitlab.training.run import train
 from test_sweep import runs_of, sweep
@@ -30,23 +30,36 @@ def committee(tmp_path_factory, data_root, migrated_db) -> SimpleNamespace:
     sweep(base, data_root, store, "model=mlp", "seed=1,2", checkpoints=True)
     client, parent, children = runs_of(store)
     children.sort(key=lambda c: int(c.data.tags["digitlab.job_num"]))
-    pruned = client.create_run(parent.info.experiment_id, run_name="pruned-trial",
-                               tags={"mlflow.parentRunId": parent.info.run_id})
+    pruned = client.create_run(
+        parent.info.experiment_id,
+        run_name="pruned-trial",
+        tags={"mlflow.parentRunId": parent.info.run_id},
+    )
     client.set_terminated(pruned.info.run_id, "KILLED")
     cfg = fast_config(data_root, store, "model=lenet5", "data.mean=0.5", "data.std=0.5", "seed=3")
     lenet5 = train(cfg, output_dir=base / "lenet5")
     return SimpleNamespace(
-        uri=store["tracking_uri"], parent=parent.info.run_id, pruned=pruned.info.run_id,
-        mlps=[c.info.run_id for c in children], lenet5=lenet5["run_id"],
-        lenet5_checkpoint=lenet5["best_checkpoint"], root=data_root,
+        uri=store["tracking_uri"],
+        parent=parent.info.run_id,
+        pruned=pruned.info.run_id,
+        mlps=[c.info.run_id for c in children],
+        lenet5=lenet5["run_id"],
+        lenet5_checkpoint=lenet5["best_checkpoint"],
+        root=data_root,
     )
 
 
 def run_predict(committee, folder, runs, data="mnist", **options) -> dict:
     """digitlab-predict in this process, writing into ``folder`` (made here)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return predict(run_id=runs, data=data, root=committee.root, out=folder / "p.npy",
-                   tracking_uri=committee.uri, **options)
+    return predict(
+        run_id=runs,
+        data=data,
+        root=committee.root,
+        out=folder / "p.npy",
+        tracking_uri=committee.uri,
+        **options,
+    )
 
 
 def single(committee, folder, run_id, data="mnist") -> np.ndarray:
@@ -89,8 +102,9 @@ def test_a_lenet5_member_at_32_px_joins_a_28_px_member(committee, tmp_path):
     assert np.abs(np.load(out["probabilities"]) - (alone[0] + alone[1]) / 2).max() <= 1e-6
     client = MlflowClient(committee.uri)
     (tmp_path / "table").mkdir()
-    table = client.download_artifacts(out["run_id"], "ensemble/members.csv",
-                                      str(tmp_path / "table"))
+    table = client.download_artifacts(
+        out["run_id"], "ensemble/members.csv", str(tmp_path / "table")
+    )
     rows = [line.split(",") for line in open(table).read().splitlines()]
     assert rows[0][:6] == ["member", "model", "input_size", "scale", "mean", "std"]
     assert [r[:6] for r in rows[1:]] == [
@@ -110,8 +124,10 @@ def test_majority_vote_matches_a_recomputation(committee, tmp_path):
     # One-epoch members disagree: some rows are ties, and on some the vote overrules the mean.
     assert ((votes == votes.max(1, keepdims=True)).sum(1) > 1).any()
     assert (votes.argmax(1) != mean.argmax(1)).any()
-    expected = [max(np.flatnonzero(v == v.max()), key=lambda d: m[d])
-                for v, m in zip(votes, mean, strict=True)]
+    expected = [
+        max(np.flatnonzero(v == v.max()), key=lambda d: m[d])
+        for v, m in zip(votes, mean, strict=True)
+    ]
     lines = out["submission"].read_text().splitlines()[1:]
     assert [int(line.split(",")[1]) for line in lines] == expected
     assert np.array_equal(np.load(out["probabilities"]), (votes / 3).astype(np.float32))
@@ -121,23 +137,37 @@ def test_vote_takes_the_majority_over_the_mean_and_breaks_ties_by_the_mean():
     """Row 0: two members mildly for 1, one sure of 2 (the mean says 2). Row 1: one vote each
     for 3, 4 and 5; the mean favours 4."""
     member_probs = np.full((3, 2, 10), 0.01, dtype=np.float32)
-    for member, (first, second) in enumerate([((1, 0.5), (3, 0.5)), ((1, 0.5), (4, 0.9)),
-                                              ((2, 0.99), (5, 0.6))]):
+    for member, (first, second) in enumerate(
+        [((1, 0.5), (3, 0.5)), ((1, 0.5), (4, 0.9)), ((2, 0.99), (5, 0.6))]
+    ):
         member_probs[member, 0, first[0]] = first[1]
         member_probs[member, 1, second[0]] = second[1]
     assert combine(member_probs, "mean")[1].tolist() == [2, 4]
     shares, digits = combine(member_probs, "vote")
     assert digits.tolist() == [1, 4]
-    assert shares[0, 1] == pytest.approx(2 / 3) and shares[1, [3, 4, 5]].tolist() == [
-        pytest.approx(1 / 3)] * 3
+    assert (
+        shares[0, 1] == pytest.approx(2 / 3)
+        and shares[1, [3, 4, 5]].tolist() == [pytest.approx(1 / 3)] * 3
+    )
 
 
 @pytest.mark.slow
 def test_a_missing_member_is_one_line_naming_it(committee, tmp_path):
     """The KILLED child logged no checkpoint: one line naming it, exit 1, no ensemble run."""
-    done = warm.run("digitlab.cli.predict", "--run", committee.mlps[0], committee.pruned,
-                    "--data", "mnist", "--root", str(committee.root),
-                    "--tracking-uri", committee.uri, "--out", str(tmp_path / "p.npy"))
+    done = warm.run(
+        "digitlab.cli.predict",
+        "--run",
+        committee.mlps[0],
+        committee.pruned,
+        "--data",
+        "mnist",
+        "--root",
+        str(committee.root),
+        "--tracking-uri",
+        committee.uri,
+        "--out",
+        str(tmp_path / "p.npy"),
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("digitlab: error: ") and done.stderr.count("\n") == 1
     assert f"ensemble member {committee.pruned}: run {committee.pruned} logged no " in done.stderr
@@ -154,28 +184,62 @@ def test_skip_missing_leaves_out_missing_and_refused_members(committee, tmp_path
     torch.save(crafted, tmp_path / "crafted.ckpt")
     unknown = "0" * 32
     runs = [committee.mlps[0], committee.pruned, unknown]
-    with pytest.raises(DigitlabError, match=f"ensemble member {tmp_path / 'crafted.ckpt'}: .* "
-                       "names model._target_=os.system, which is not trusted code"):
-        predict(run_id=committee.mlps[0], checkpoint=tmp_path / "crafted.ckpt",
-                tracking_uri=committee.uri, data="mnist", root=committee.root)
-    out = predict(run_id=runs, checkpoint=tmp_path / "crafted.ckpt", data="mnist",
-                  root=committee.root, out=tmp_path / "p.npy", tracking_uri=committee.uri,
-                  skip_missing=True)
+    with pytest.raises(
+        DigitlabError,
+        match=f"ensemble member {tmp_path / 'crafted.ckpt'}: .* "
+        "names model._target_=os.system, which is not trusted code",
+    ):
+        predict(
+            run_id=committee.mlps[0],
+            checkpoint=tmp_path / "crafted.ckpt",
+            tracking_uri=committee.uri,
+            data="mnist",
+            root=committee.root,
+        )
+    out = predict(
+        run_id=runs,
+        checkpoint=tmp_path / "crafted.ckpt",
+        data="mnist",
+        root=committee.root,
+        out=tmp_path / "p.npy",
+        tracking_uri=committee.uri,
+        skip_missing=True,
+    )
     skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped member" in line]
     assert [line.split(":")[1].split()[-1] for line in skipped] == [
-        unknown, committee.pruned, str(tmp_path / "crafted.ckpt")]
+        unknown,
+        committee.pruned,
+        str(tmp_path / "crafted.ckpt"),
+    ]
     assert "no MLflow run" in skipped[0] and "logged no checkpoint" in skipped[1]
     assert out["members"] == [committee.mlps[0]] and len(out["skipped"]) == 3
     with pytest.raises(DigitlabError, match="no ensemble member is left"):
-        predict(run_id=[committee.pruned, unknown], data="mnist", root=committee.root,
-                tracking_uri=committee.uri, skip_missing=True)
+        predict(
+            run_id=[committee.pruned, unknown],
+            data="mnist",
+            root=committee.root,
+            tracking_uri=committee.uri,
+            skip_missing=True,
+        )
 
 
 @pytest.mark.slow
 def test_the_ensemble_run_records_members_method_accuracy_and_submission(committee, tmp_path):
-    done = warm.run("digitlab.cli.predict", "--run", committee.mlps[0], "--run", committee.mlps[1],
-                    "--data", "kaggle", "--root", str(committee.root),
-                    "--tracking-uri", committee.uri, "--out", str(tmp_path / "kaggle" / "p.csv"))
+    done = warm.run(
+        "digitlab.cli.predict",
+        "--run",
+        committee.mlps[0],
+        "--run",
+        committee.mlps[1],
+        "--data",
+        "kaggle",
+        "--root",
+        str(committee.root),
+        "--tracking-uri",
+        committee.uri,
+        "--out",
+        str(tmp_path / "kaggle" / "p.csv"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = done.stdout.splitlines()[0]
     assert summary.startswith("digitlab: ensemble of 2 members (mean), MLflow run ")
@@ -189,8 +253,10 @@ def test_the_ensemble_run_records_members_method_accuracy_and_submission(committ
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
     assert logged == {"predictions/p.csv", "predictions/submission.csv"}
     folder = client.download_artifacts(run.info.run_id, "predictions", str(tmp_path / "logged"))
-    assert open(f"{folder}/submission.csv").read() == (tmp_path / "kaggle" / "submission.csv"
-                                                       ).read_text()
+    assert (
+        open(f"{folder}/submission.csv").read()
+        == (tmp_path / "kaggle" / "submission.csv").read_text()
+    )
 
     scored = run_predict(committee, tmp_path / "mnist", committee.mlps, method="vote")
     run = client.get_run(scored["run_id"])
@@ -207,13 +273,20 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
 ):
     # Kaggle's test.csv has no labels: a seed sweep with one data.split_seed holds the same
     # data.test_size rows of train.csv out of every member, and --data holdout scores on them.
-    from digitlab.jobs.inputs import holdout_images
     from digitlab.data.datamodule import DigitDataModule
     from digitlab.data.sources import load_kaggle
+    from digitlab.jobs.inputs import holdout_images
 
     def kaggle_run(seed: int, split_seed: int) -> str:  # 40 validation rows, 30 test rows
-        cfg = fast_config(data_root, store, "data=kaggle", "model=mlp", "data.test_size=30",
-                          f"data.split_seed={split_seed}", f"seed={seed}")
+        cfg = fast_config(
+            data_root,
+            store,
+            "data=kaggle",
+            "model=mlp",
+            "data.test_size=30",
+            f"data.split_seed={split_seed}",
+            f"seed={seed}",
+        )
         return train(cfg, output_dir=tmp_path / f"s{seed}-{split_seed}")["run_id"]
 
     first, second, elsewhere = kaggle_run(1, 0), kaggle_run(2, 0), kaggle_run(3, 1)
@@ -238,12 +311,23 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
         holdout([first, elsewhere], "mixed")
 
     # The rows are training's own test split, not its validation rows or another cut.
-    config = {"seed": 1, "data": {"source": {"_target_": "digitlab.data.sources.load_kaggle",
-                                             "root": str(data_root), "file": "train.csv"},
-                                  "val_size": 40, "test_size": 30, "split_seed": 0}}
+    config = {
+        "seed": 1,
+        "data": {
+            "source": {
+                "_target_": "digitlab.data.sources.load_kaggle",
+                "root": str(data_root),
+                "file": "train.csv",
+            },
+            "val_size": 40,
+            "test_size": 30,
+            "split_seed": 0,
+        },
+    }
     images, labels = holdout_images([("run", config)], None)
-    split = DigitDataModule(lambda: load_kaggle(data_root), val_size=40, test_size=30,
-                            split_seed=0).split()
+    split = DigitDataModule(
+        lambda: load_kaggle(data_root), val_size=40, test_size=30, split_seed=0
+    ).split()
     assert torch.equal(labels, split["test"][1]) and torch.equal(images, split["test"][0])
     assert not torch.equal(images, split["val"][0][:30])
 
@@ -252,10 +336,15 @@ def test_holdout_refuses_a_config_naming_code_before_running_it(tmp_path):
     from digitlab.jobs.inputs import holdout_images
 
     ran = tmp_path / "ran"
-    config = {"seed": 1, "data": {"val_size": 40, "source": {
-        "_target_": "os.system", "command": f"touch {ran}"}}}
-    with pytest.raises(DigitlabError, match="crafted.ckpt's run config names "
-                       "data.source._target_=os.system, which is not trusted code"):
+    config = {
+        "seed": 1,
+        "data": {"val_size": 40, "source": {"_target_": "os.system", "command": f"touch {ran}"}},
+    }
+    with pytest.raises(
+        DigitlabError,
+        match="crafted.ckpt's run config names "
+        "data.source._target_=os.system, which is not trusted code",
+    ):
         holdout_images([("crafted.ckpt", config)], None)
     assert not ran.exists()
     with pytest.raises(DigitlabError, match="crafted.ckpt's run config lacks data.source"):

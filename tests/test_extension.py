@@ -76,12 +76,22 @@ def user_project(tmp_path, data_root, store):
     (conf / "callbacks").mkdir()
     (conf / "model" / "tiny.yaml").write_text(MODEL_YAML)
     (conf / "callbacks" / "mine.yaml").write_text(CALLBACKS_YAML)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "DIGITLAB_DATA": str(data_root),
-           "EPOCHS_FILE": str(tmp_path / "epochs.txt")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path / "src"),
+        "DIGITLAB_DATA": str(data_root),
+        "EPOCHS_FILE": str(tmp_path / "epochs.txt"),
+    }
     overrides = [
-        "model=tiny", "callbacks=mine", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "data.val_size=40", "data.batch_size=32",
-        "figures=off", f"logger.tracking_uri={store['tracking_uri']}",
+        "model=tiny",
+        "callbacks=mine",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.val_size=40",
+        "data.batch_size=32",
+        "figures=off",
+        f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
     ]
     return {"root": tmp_path, "conf": conf, "env": env, "overrides": overrides, "store": store}
@@ -91,8 +101,11 @@ def digitlab(project, *args: str, search_path: bool = False) -> subprocess.Compl
     """``digitlab`` with the user's config dir, by ``--config-dir`` or by ``hydra.searchpath``
     (forked warm, tests/warm.py: the user's package is found through $PYTHONPATH as in a new
     interpreter, and is imported only by the command)."""
-    where = ([f"hydra.searchpath=[file://{project['conf']}]"] if search_path
-             else ["--config-dir", str(project["conf"])])
+    where = (
+        [f"hydra.searchpath=[file://{project['conf']}]"]
+        if search_path
+        else ["--config-dir", str(project["conf"])]
+    )
     return warm.run("digitlab", *where, *args, env=project["env"], timeout=600)
 
 
@@ -102,7 +115,9 @@ def test_a_users_network_and_callback_train_sweep_and_predict(user_project):
     client = MlflowClient(user_project["store"]["tracking_uri"])
 
     # Not trusted yet: one line naming the fix, nothing trained, no run left behind.
-    refused = digitlab(user_project, *overrides, f"hydra.run.dir={root / 'refused'}", search_path=True)
+    refused = digitlab(
+        user_project, *overrides, f"hydra.run.dir={root / 'refused'}", search_path=True
+    )
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         line for line in refused.stderr.strip().splitlines() if line.startswith("digitlab: error:")
@@ -128,8 +143,15 @@ def test_a_users_network_and_callback_train_sweep_and_predict(user_project):
     assert {r.info.status for r in children} == {"FINISHED"}
 
     checkpoint = root / "job" / "checkpoints" / "best.ckpt"
-    predict = ["digitlab.cli.predict", "--checkpoint", str(checkpoint),
-               "--data", "mnist", "--out", str(root / "probs.npy")]
+    predict = [
+        "digitlab.cli.predict",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        "mnist",
+        "--out",
+        str(root / "probs.npy"),
+    ]
     untrusted = warm.run(*predict, env=user_project["env"])
     assert untrusted.returncode == 1 and "not trusted code" in untrusted.stderr
     predicted = warm.run(*predict, "--trust", "usernets", env=user_project["env"])
@@ -152,8 +174,11 @@ def test_callbacks_none_and_callbacks_passed_to_train(make_cfg, tmp_path):
             self.epochs += 1
 
     seen = Seen()
-    result = train(make_cfg("model=mlp", "callbacks=none", "trainer.max_epochs=2"),
-                   output_dir=tmp_path, callbacks=[seen])
+    result = train(
+        make_cfg("model=mlp", "callbacks=none", "trainer.max_epochs=2"),
+        output_dir=tmp_path,
+        callbacks=[seen],
+    )
     assert seen.epochs == 2
     assert "train/samples_per_sec" not in result["metrics"]  # EpochThroughput was dropped
     with_group = train(make_cfg("model=mlp"), output_dir=tmp_path / "b")

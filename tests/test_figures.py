@@ -88,8 +88,11 @@ def test_stats_table_loads_back_with_one_row_per_filter_and_the_layer(make_cfg, 
 def test_kaggle_holdout_is_drawn_once_as_val_and_test(make_cfg, tmp_path):
     client, run_id, _ = run(make_cfg, tmp_path, "data=kaggle", "model=mlp")
     data = artifact_files(client, run_id, "figures/data")
-    assert data == {"figures/data/samples_train.png", "figures/data/samples_val.png",
-                    "figures/data/label_histogram.png"}
+    assert data == {
+        "figures/data/samples_train.png",
+        "figures/data/samples_val.png",
+        "figures/data/label_histogram.png",
+    }
 
 
 def test_bad_figure_settings_fail_in_one_line():
@@ -123,10 +126,18 @@ def test_a_resumed_run_keeps_its_initialisation_pictures(make_cfg, tmp_path):
         folder = tmp_path / f"download-{len(list(tmp_path.iterdir()))}"
         return Path(client.download_artifacts(first["run_id"], name, str(folder))).read_bytes()
 
-    init_stats, final_stats = (logged(f"figures/filters/conv1_stats_{w}.json") for w in ("init", "final"))
-    resumed = train(make_cfg("model=lenet", "figures.enabled=true", "trainer.max_epochs=2",
-                             f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"),
-                    output_dir=tmp_path / "second")
+    init_stats, final_stats = (
+        logged(f"figures/filters/conv1_stats_{w}.json") for w in ("init", "final")
+    )
+    resumed = train(
+        make_cfg(
+            "model=lenet",
+            "figures.enabled=true",
+            "trainer.max_epochs=2",
+            f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+        ),
+        output_dir=tmp_path / "second",
+    )
     assert resumed["run_id"] == first["run_id"]
     assert logged("figures/filters/conv1_stats_init.json") == init_stats
     assert logged("figures/filters/conv1_stats_final.json") != final_stats
@@ -150,8 +161,11 @@ class RecordingFigureLogger(FigureLogger):
             "clims": [im.get_clim() for im in images],
             "texts": [t.get_text() for ax in fig.axes for t in ax.texts],
             "text_xy": [t.get_position() for ax in fig.axes for t in ax.texts],
-            "bars": [bars for ax in fig.axes
-                     if (bars := [p.get_height() for p in ax.patches if isinstance(p, Rectangle)])],
+            "bars": [
+                bars
+                for ax in fig.axes
+                if (bars := [p.get_height() for p in ax.patches if isinstance(p, Rectangle)])
+            ],
         }
         super()._log_figure(trainer, fig, path)
 
@@ -175,9 +189,14 @@ def spoiled_run(tmp_path_factory, data_root, migrated_db):
     folder = tmp_path_factory.mktemp("spoiled")
     # Four SGD steps an epoch: a network that still makes mistakes (about a quarter of the test
     # digits at its best epoch) on digits that a longer training learns perfectly.
-    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=lenet_small",
-                      "trainer.max_epochs=3", "data.steps_per_call=1",
-                      "trainer.limit_train_batches=4")
+    cfg = fast_config(
+        data_root,
+        copy_store(folder, migrated_db),
+        "model=lenet_small",
+        "trainer.max_epochs=3",
+        "data.steps_per_call=1",
+        "trainer.limit_train_batches=4",
+    )
     recorder = RecordingFigureLogger(filters_every_n_epochs=1)
     result = train(cfg, output_dir=folder / "job", callbacks=[SpoilLastEpoch(), recorder])
     return result, cfg, recorder.shown

@@ -10,9 +10,14 @@ from digitlab.training.fused import counted_step
 
 
 def test_direct_steps_are_counted_by_lightning(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg("model=mlp", "data.steps_per_call=4", "data.batch_size=8",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=0",
-                   "+trainer.enable_checkpointing=false")
+    cfg = make_cfg(
+        "model=mlp",
+        "data.steps_per_call=4",
+        "data.batch_size=8",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=0",
+        "+trainer.enable_checkpointing=false",
+    )
     module, calls = build_module(cfg), []
 
     def counting(optimizer):

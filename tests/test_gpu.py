@@ -15,13 +15,20 @@ pytestmark = pytest.mark.gpu
 
 
 def test_bf16_training_on_the_gpu_matches_its_own_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg("model=lenet", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
-                   "trainer.max_epochs=2")
+    cfg = make_cfg(
+        "model=lenet",
+        "trainer.accelerator=gpu",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=2",
+    )
     result = train(cfg, output_dir=tmp_path)
     run = MlflowClient(cfg.logger.tracking_uri).get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["trainer.precision"] == "bf16-mixed"
     # bf16 autocast on the GPU against float32 on the CPU: predictions may differ at the margin.
-    assert abs(run.data.metrics["test/acc"] - checkpoint_accuracy(result["best_checkpoint"], cfg)) < 0.05
+    assert (
+        abs(run.data.metrics["test/acc"] - checkpoint_accuracy(result["best_checkpoint"], cfg))
+        < 0.05
+    )
 
 
 def test_the_data_lives_on_the_gpu(make_cfg):
@@ -40,8 +47,13 @@ def test_the_data_lives_on_the_gpu(make_cfg):
 def test_ddp_on_one_gpu_records_one_finished_run(make_cfg, tmp_path):
     if torch.cuda.device_count() < 1:
         pytest.skip("no CUDA GPU")
-    cfg = make_cfg("model=mlp", "trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=1",
-                   "trainer.strategy=ddp_spawn")
+    cfg = make_cfg(
+        "model=mlp",
+        "trainer=ddp",
+        "trainer.accelerator=gpu",
+        "trainer.devices=1",
+        "trainer.strategy=ddp_spawn",
+    )
     result = train(cfg, output_dir=tmp_path)
     client = MlflowClient(cfg.logger.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])

@@ -23,9 +23,15 @@ from digitlab.training.run import train
 # soon as the first epoch's checkpoint appears, arrives well before the last of 4 epochs ends.
 # A per-step learning-rate schedule and random augmentation: a resume must continue both exactly.
 TRAIN = [
-    "model=lenet", "trainer.max_epochs=4", "data.val_size=100", "data.batch_size=50",
-    "scheduler=onecycle", "data.augment={_target_:digitlab.data.augment.RandomAffine,degrees:10}",
-    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
+    "model=lenet",
+    "trainer.max_epochs=4",
+    "data.val_size=100",
+    "data.batch_size=50",
+    "scheduler=onecycle",
+    "data.augment={_target_:digitlab.data.augment.RandomAffine,degrees:10}",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.deterministic=true",
     "figures.enabled=false",  # seconds per run; test_figures.py covers the pictures
 ]
 
@@ -34,8 +40,10 @@ def start(overrides: list[str], data_root: Path, store: dict, job_dir: Path) -> 
     """``python -m digitlab`` with these overrides, running (forked warm: tests/warm.py)."""
     env = {**os.environ, "DIGITLAB_DATA": str(data_root)}
     args = [
-        *TRAIN, f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}", f"hydra.run.dir={job_dir}",
+        *TRAIN,
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.run.dir={job_dir}",
         *overrides,
     ]
     return warm.start("digitlab", *args, env=env)
@@ -52,7 +60,10 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     client = MlflowClient(store["tracking_uri"])
     client.search_experiments()  # this client's schema check now, not while three jobs write
     whole = start([], data_root, store, tmp_path / "whole")
-    stopped = {sig: start([], data_root, store, tmp_path / sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped = {
+        sig: start([], data_root, store, tmp_path / sig.name)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     for sig, process in stopped.items():
         wait_for(tmp_path / sig.name / "checkpoints" / "last.ckpt", process)
         process.send_signal(sig)
@@ -67,7 +78,9 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
         assert line.endswith(f"continue with: resume={run_id}"), line  # the hint, runnable as is
         run_ids[sig] = run_id
         assert client.get_run(run_id).info.status == "KILLED"
-        assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+        assert "checkpoints/last.ckpt" in {
+            a.path for a in client.list_artifacts(run_id, "checkpoints")
+        }
     out, err = whole.communicate(timeout=600)
     assert whole.returncode == 0, out + err
 
@@ -83,13 +96,19 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
         # The best checkpoint carried over into the new folder is the point, not a warning.
         assert "exists and is not empty" not in err, err
     # A resume writes into its own job's folder only: the interrupted job's files are as they were.
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "SIGINT" / "checkpoints").iterdir()} == before
+    assert {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "SIGINT" / "checkpoints").iterdir()
+    } == before
     run = client.get_run(run_ids[signal.SIGINT])
     assert run.info.status == "FINISHED"
     assert client.get_run(run_ids[signal.SIGTERM]).info.status == "FINISHED"
     assert len(client.search_runs([run.info.experiment_id])) == 3  # continued, no new run
 
-    (reference,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id not in run_ids.values()]
+    (reference,) = [
+        r
+        for r in client.search_runs([run.info.experiment_id])
+        if r.info.run_id not in run_ids.values()
+    ]
     for resumed_run in (run, client.get_run(run_ids[signal.SIGTERM])):
         for name in ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss"):
             assert resumed_run.data.metrics[name] == reference.data.metrics[name], name
@@ -98,10 +117,14 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, store):
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
-    assert len(steps) == len(set(steps)) == 4  # every epoch's validation once: none lost, none twice
+    assert (
+        len(steps) == len(set(steps)) == 4
+    )  # every epoch's validation once: none lost, none twice
 
 
-def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
+    make_cfg, tmp_path, monkeypatch
+):
     from digitlab.training.classifier import DigitClassifier
 
     original = DigitClassifier.training_step
@@ -114,13 +137,17 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
     monkeypatch.setattr(DigitClassifier, "training_step", diverge)
     # 200 training images: 7 steps per epoch; the plain module, one optimizer step per call
     cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
-    with pytest.raises(DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)") as e:
+    with pytest.raises(
+        DigitlabError, match=r"non-finite \(NaN or inf\) at step 10 \(epoch 1\)"
+    ) as e:
         train(cfg, output_dir=tmp_path)
     assert "is FAILED, last good checkpoint" in str(e.value)
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     assert run.info.status == "FAILED"
-    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/last.ckpt" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
+    }
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
@@ -181,15 +208,20 @@ def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(t
     ), line
     reaped = client.get_run(run.info.run_id).data.tags["digitlab.killed_because"]
     assert reaped == f"its process {killed.pid} on {socket.gethostname()} died"
-    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/last.ckpt" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
+    }
     final = client.get_run(run.info.run_id)
     assert final.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
-    assert len(steps) == len(set(steps)) == 4  # every epoch validated once: none lost, none repeated
+    assert (
+        len(steps) == len(set(steps)) == 4
+    )  # every epoch validated once: none lost, none repeated
 
 
 def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkpoint(
-        make_cfg, tmp_path, monkeypatch):
+    make_cfg, tmp_path, monkeypatch
+):
     """The third checkpoint write (in epoch 2, after epoch 1's best.ckpt and last.ckpt) runs out
     of space half way."""
     from lightning.fabric.plugins.io import torch_io
@@ -206,7 +238,9 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkp
 
     monkeypatch.setattr(torch_io, "_atomic_save", disk_fills_up)
     cfg = make_cfg("model=mlp", "trainer.max_epochs=3")
-    with pytest.raises(DigitlabError, match=r"cannot write checkpoint .*\.ckpt \(No space left on device\)") as e:
+    with pytest.raises(
+        DigitlabError, match=r"cannot write checkpoint .*\.ckpt \(No space left on device\)"
+    ) as e:
         train(cfg, output_dir=tmp_path)
     assert "\n" not in str(e.value) and "is FAILED" in str(e.value)
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -219,8 +253,9 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_half_written_checkp
     assert len(writes) == 3
 
 
-def test_an_artifact_folder_unwritable_mid_run_fails_the_run_in_one_line(make_cfg, tmp_path,
-                                                                         monkeypatch):
+def test_an_artifact_folder_unwritable_mid_run_fails_the_run_in_one_line(
+    make_cfg, tmp_path, monkeypatch
+):
     """The run's MLflow artifact folder stops taking files once the run has begun (its
     config.yaml is in): the run ends FAILED with one line naming the file, and the checkpoints
     on disk are whole, ready for resume=."""
@@ -243,7 +278,9 @@ def test_an_artifact_folder_unwritable_mid_run_fails_the_run_in_one_line(make_cf
     assert re.fullmatch(
         r"cannot write \S+/artifacts/best\.ckpt \(Permission denied\): make its folder writable, "
         r"or free disk space there; run \w+ is FAILED, last good checkpoint \S+/last\.ckpt "
-        r"\(not logged to the run: Permission denied\)", message), message
+        r"\(not logged to the run: Permission denied\)",
+        message,
+    ), message
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     assert run.info.status == "FAILED"
@@ -269,7 +306,9 @@ class SignalAt:
         self.callback = type("SignalAt", (L.Callback,), {hook: lambda self, *a: send(*a)})()
 
 
-def test_ctrl_c_before_the_first_epoch_ends_kills_the_run_and_says_to_start_again(make_cfg, tmp_path):
+def test_ctrl_c_before_the_first_epoch_ends_kills_the_run_and_says_to_start_again(
+    make_cfg, tmp_path
+):
     from digitlab.errors import Interrupted
 
     cfg = make_cfg("model=mlp", "trainer.max_epochs=3", "data.steps_per_call=1")
@@ -313,7 +352,9 @@ def test_ctrl_c_during_the_test_pass_kills_the_run_and_a_resume_only_tests(make_
 
     cfg = make_cfg("model=mlp", "trainer.max_epochs=2")
     with pytest.raises(Interrupted) as e:
-        train(cfg, output_dir=tmp_path / "first", callbacks=[SignalAt("on_test_batch_start").callback])
+        train(
+            cfg, output_dir=tmp_path / "first", callbacks=[SignalAt("on_test_batch_start").callback]
+        )
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
     run_id = run.info.run_id
@@ -322,8 +363,10 @@ def test_ctrl_c_during_the_test_pass_kills_the_run_and_a_resume_only_tests(make_
     assert "test/acc" not in run.data.metrics
     assert len(client.get_metric_history(run_id, "val/acc")) == 2  # both epochs validated
 
-    resumed = train(make_cfg("model=mlp", "trainer.max_epochs=2", f"resume={run_id}"),
-                    output_dir=tmp_path / "second")
+    resumed = train(
+        make_cfg("model=mlp", "trainer.max_epochs=2", f"resume={run_id}"),
+        output_dir=tmp_path / "second",
+    )
     assert resumed["run_id"] == run_id
     after = client.get_run(run_id)
     assert after.info.status == "FINISHED"
@@ -332,7 +375,9 @@ def test_ctrl_c_during_the_test_pass_kills_the_run_and_a_resume_only_tests(make_
     assert after.data.metrics["test/acc"] == pytest.approx(checkpoint_accuracy(best, cfg), abs=1e-6)
 
 
-def test_a_failed_non_finite_run_resumes_from_its_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
+def test_a_failed_non_finite_run_resumes_from_its_last_good_checkpoint(
+    make_cfg, tmp_path, monkeypatch
+):
     from digitlab.training.classifier import DigitClassifier
 
     original = DigitClassifier.training_step
@@ -350,8 +395,15 @@ def test_a_failed_non_finite_run_resumes_from_its_last_good_checkpoint(make_cfg,
     assert run.info.status == "FAILED"
 
     monkeypatch.setattr(DigitClassifier, "training_step", original)  # the cause fixed
-    resumed = train(make_cfg("model=mlp", "trainer.max_epochs=4", "data.steps_per_call=1",
-                             f"resume={run.info.run_id}"), output_dir=tmp_path / "second")
+    resumed = train(
+        make_cfg(
+            "model=mlp",
+            "trainer.max_epochs=4",
+            "data.steps_per_call=1",
+            f"resume={run.info.run_id}",
+        ),
+        output_dir=tmp_path / "second",
+    )
     assert resumed["run_id"] == run.info.run_id
     after = client.get_run(run.info.run_id)
     assert after.info.status == "FINISHED" and "test/acc" in after.data.metrics
@@ -363,16 +415,22 @@ def test_a_failed_non_finite_run_resumes_from_its_last_good_checkpoint(make_cfg,
     assert after.data.params["trainer.max_epochs"] == "3"  # params keep their first values
 
 
-def test_a_checkpoint_from_another_store_starts_a_new_run_tagged_with_it(make_cfg, tmp_path, migrated_db):
+def test_a_checkpoint_from_another_store_starts_a_new_run_tagged_with_it(
+    make_cfg, tmp_path, migrated_db
+):
     from conftest import copy_store
 
     first = train(make_cfg("model=mlp", "trainer.max_epochs=1"), output_dir=tmp_path / "first")
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
     (tmp_path / "other").mkdir()
     other = copy_store(tmp_path / "other", migrated_db)
-    cfg = make_cfg("model=mlp", "trainer.max_epochs=2", f"resume={checkpoint}",
-                   f"logger.tracking_uri={other['tracking_uri']}",
-                   f"logger.artifact_location={other['artifact_location']}")
+    cfg = make_cfg(
+        "model=mlp",
+        "trainer.max_epochs=2",
+        f"resume={checkpoint}",
+        f"logger.tracking_uri={other['tracking_uri']}",
+        f"logger.artifact_location={other['artifact_location']}",
+    )
     result = train(cfg, output_dir=tmp_path / "second")
     client = MlflowClient(other["tracking_uri"])
     run = client.get_run(result["run_id"])
@@ -396,7 +454,7 @@ def test_a_second_signal_exits_at_once_and_the_next_command_ends_the_run(tmp_pat
     process = start(["model=mlp", "trainer.max_epochs=500"], data_root, store, tmp_path / "job")
     wait_for(tmp_path / "job" / "checkpoints" / "last.ckpt", process)
     process.send_signal(signal.SIGSTOP)  # both signals pending at once: the second arrives while
-    process.send_signal(signal.SIGINT)   # the first is handled, however fast the machine
+    process.send_signal(signal.SIGINT)  # the first is handled, however fast the machine
     process.send_signal(signal.SIGTERM)
     process.send_signal(signal.SIGCONT)
     _, err = process.communicate(timeout=120)
@@ -414,7 +472,9 @@ def test_a_second_signal_exits_at_once_and_the_next_command_ends_the_run(tmp_pat
     tracking.open_experiment(OmegaConf.create({**store, "experiment_name": "digitlab"}))
     after = client.get_run(run.info.run_id)
     assert after.info.status == "KILLED"
-    assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/last.ckpt" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
+    }
 
 
 def test_a_signal_inside_a_store_call_waits_until_the_call_has_ended():

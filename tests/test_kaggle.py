@@ -70,8 +70,11 @@ def test_test_csv_where_train_csv_is_needed(tmp_path):
     ("header", "rows", "message"),
     [
         ("label,a,b", ["1,2,3"], "has header label,a,b... with 3 columns"),
-        (HEADER, [row(1, [0] * 784), row(2, [0] * 783)],
-         "line 3 is short: column pixel783 is empty"),
+        (
+            HEADER,
+            [row(1, [0] * 784), row(2, [0] * 783)],
+            "line 3 is short: column pixel783 is empty",
+        ),
         (HEADER, [row(1, [0] * 784), row(2, [0] * 785)], "every row needs 785 cells"),
         (HEADER, [row(1, ["x", *[0] * 783])], "line 2: pixel0 = 'x' is not an integer"),
         (HEADER, [row(1, [0] * 10 + [256] + [0] * 773)], "line 2: pixel10 = 256 is outside 0-255"),
@@ -103,12 +106,18 @@ def one_line(error: pytest.ExceptionInfo, *fragments: str) -> str:
 @pytest.mark.parametrize(
     ("content", "fragments"),
     [
-        ((HEADER + "\r\n1," + "0," * 782).encode() + b"\xe9\r\n",
-         ["line 2 is not UTF-8 text (byte 0xe9)", "save it as UTF-8"]),
-        ((HEADER + "\r\n" + ONE_ROW + "\r\n").encode("utf-16"),
-         ["is UTF-16 text", "save it as UTF-8"]),
-        ((HEADER + "\r\n" + ONE_ROW + "\r\n").encode("utf-16-le"),  # no byte-order mark
-         ["line 1 holds byte 0x00", "not CSV text"]),
+        (
+            (HEADER + "\r\n1," + "0," * 782).encode() + b"\xe9\r\n",
+            ["line 2 is not UTF-8 text (byte 0xe9)", "save it as UTF-8"],
+        ),
+        (
+            (HEADER + "\r\n" + ONE_ROW + "\r\n").encode("utf-16"),
+            ["is UTF-16 text", "save it as UTF-8"],
+        ),
+        (
+            (HEADER + "\r\n" + ONE_ROW + "\r\n").encode("utf-16-le"),  # no byte-order mark
+            ["line 1 holds byte 0x00", "not CSV text"],
+        ),
         (bytes(range(256)) * 10, ["line 1 holds byte 0x00", "not CSV text"]),
         (b"\x89PNG\r\n\x1a\n" + bytes(200), ["line 1 is not UTF-8 text (byte 0x89)"]),
     ],
@@ -194,8 +203,10 @@ def test_long_cells_are_quoted_as_a_short_excerpt(tmp_path):
     one_line(error, "line 2: pixel0 = 'yyyy", "…' is not an integer")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway; the "
-                    "monkeypatched test below covers it")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root reads a chmod 000 file anyway; the monkeypatched test below covers it",
+)
 def test_unreadable_csv_says_so(tmp_path):
     write(tmp_path / "train.csv", HEADER, [ONE_ROW])
     (tmp_path / "train.csv").chmod(0)
@@ -218,8 +229,9 @@ def test_unreadable_csv_says_so_whoever_runs_the_tests(tmp_path, monkeypatch):
     for labelled in (True, None):  # None: predict's look at the header
         with pytest.raises(DigitlabError) as error:
             read_kaggle_csv(tmp_path / "train.csv", labelled=labelled)
-        one_line(error, f"cannot read {tmp_path / 'train.csv'} (Permission denied)",
-                 "make it readable")
+        one_line(
+            error, f"cannot read {tmp_path / 'train.csv'} (Permission denied)", "make it readable"
+        )
 
 
 def test_a_folder_named_like_the_csv_is_named_a_folder(tmp_path):
@@ -259,8 +271,9 @@ def test_split_seed_gives_every_seed_of_a_sweep_the_same_holdouts():
     data = DigitData(images, torch.arange(n) % 10)
 
     def holdouts(seed, split_seed):
-        split = DigitDataModule(lambda: data, val_size=20, test_size=30, seed=seed,
-                                split_seed=split_seed).split()
+        split = DigitDataModule(
+            lambda: data, val_size=20, test_size=30, seed=seed, split_seed=split_seed
+        ).split()
         return {name: set(split[name][0][:, 0, 0].tolist()) for name in ("train", "val", "test")}
 
     fixed = [holdouts(seed, split_seed=0) for seed in (1, 2, 3)]

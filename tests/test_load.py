@@ -23,8 +23,9 @@ class ForkedSweep:
 
     def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
         assert command[:3] == [sys.executable, "-m", "digitlab"], command
-        self._process = warm.start("digitlab", *command[3:], env=env, cwd=EXPERIMENTS.parent,
-                                   new_session=True)  # its own process group, as load.py's
+        self._process = warm.start(
+            "digitlab", *command[3:], env=env, cwd=EXPERIMENTS.parent, new_session=True
+        )  # its own process group, as load.py's
         self.pid, self._log, self.returncode = self._process.pid, log, None
 
     def poll(self) -> int | None:
@@ -52,8 +53,9 @@ def test_two_sweeps_of_parallel_jobs_keep_every_run_whole_in_one_sqlite_store(
     load, data_root, store, tmp_path
 ):
     # store: tmp_path/mlruns/mlflow.db, already migrated; the sweeps put their artifacts beside it
-    result = load.run_sweeps(store["tracking_uri"], data_root, tmp_path, SWEEPS, JOBS,
-                             timeout_s=840, start=ForkedSweep)
+    result = load.run_sweeps(
+        store["tracking_uri"], data_root, tmp_path, SWEEPS, JOBS, timeout_s=840, start=ForkedSweep
+    )
     output = "\n".join(log.read_text() for log in result["logs"])
     assert result["exit_codes"] == [0] * SWEEPS, output[-6000:]
     assert output.count(f"Joblib.Parallel(n_jobs={JOBS}") == SWEEPS  # each sweep's jobs at once

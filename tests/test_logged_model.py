@@ -29,7 +29,9 @@ np.save(sys.argv[4], out["probabilities"])
 def run(data_root, migrated_db, tmp_path_factory):
     """One run with a logged model, trained once for the tests here (they only read it)."""
     folder = tmp_path_factory.mktemp("logged_model")
-    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=mlp", "logger.log_model=true")
+    cfg = fast_config(
+        data_root, copy_store(folder, migrated_db), "model=mlp", "logger.log_model=true"
+    )
     result = train(cfg, output_dir=folder / "job", choices={"model": "mlp"})
     return result, cfg
 

@@ -20,12 +20,15 @@ def test_convnet_maps_images_of_its_input_size_to_logits(side):
     assert net.classifier[1].in_features == 8 * (side // 8) ** 2
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: ConvNet(channels=(4,) * 5), "halves a 28x28 image 5 times, to nothing"),
-    (lambda: ConvNet(dropout=1.0), "model.dropout=1.0 is not a probability"),
-    (lambda: ConvNet(convs_per_block=0), "model.convs_per_block=0 leaves the blocks without"),
-    (lambda: LeNet(channels=(4, 4, 4)), "shrinks a 28x28 image to nothing"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ConvNet(channels=(4,) * 5), "halves a 28x28 image 5 times, to nothing"),
+        (lambda: ConvNet(dropout=1.0), "model.dropout=1.0 is not a probability"),
+        (lambda: ConvNet(convs_per_block=0), "model.convs_per_block=0 leaves the blocks without"),
+        (lambda: LeNet(channels=(4, 4, 4)), "shrinks a 28x28 image to nothing"),
+    ],
+)
 def test_impossible_shapes_and_values_are_one_line(make, message):
     with pytest.raises(DigitlabError, match=message) as error:
         make()
@@ -49,8 +52,10 @@ def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_p
         torch.nn.functional.cross_entropy(net(x), y).backward()
         optimizer.step()
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"config": {"model": model}}},
-               tmp_path / "best.ckpt")
+    torch.save(
+        {"state_dict": state, "hyper_parameters": {"config": {"model": model}}},
+        tmp_path / "best.ckpt",
+    )
 
     rebuilt, _ = network_from_checkpoint(tmp_path / "best.ckpt")
     images = torch.randn(8, 1, 28, 28)
@@ -66,8 +71,14 @@ def test_a_convnet_trains_through_a_last_batch_of_one_image(make_cfg, tmp_path):
     # the batch cannot normalise; it is normalised by the running averages instead.
     from digitlab.training.run import train
 
-    cfg = make_cfg("model=convnet", "model.channels=[4,8]", "model.hidden=[16]",
-                   "data.batch_size=199", "data.steps_per_call=1", "trainer.max_epochs=1")
+    cfg = make_cfg(
+        "model=convnet",
+        "model.channels=[4,8]",
+        "model.hidden=[16]",
+        "data.batch_size=199",
+        "data.steps_per_call=1",
+        "trainer.max_epochs=1",
+    )
     result = train(cfg, output_dir=tmp_path)
     assert math.isfinite(result["metrics"]["train/loss"])
     # The logged accuracy is the best checkpoint's, recomputed here without Lightning.

@@ -21,7 +21,9 @@ def fit(cfg, epochs: int = 2, callbacks=()):
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build_datamodule(cfg), build_module(cfg)
     with open_dict(cfg):
-        cfg.trainer.update(max_epochs=epochs, enable_checkpointing=False, enable_model_summary=False)
+        cfg.trainer.update(
+            max_epochs=epochs, enable_checkpointing=False, enable_model_summary=False
+        )
     trainer = build_trainer(cfg, list(callbacks), Path(tempfile.mkdtemp()))
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, datamodule
@@ -52,12 +54,20 @@ def test_epoch_schedulers_are_stepped_under_manual_optimization(make_cfg):
 
     def with_scheduler():
         optimizer = factory(module.parameters())
-        return {"optimizer": optimizer,
-                "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
+        }
 
     module.configure_optimizers = with_scheduler
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=build_datamodule(cfg))
     assert trainer.optimizers[0].param_groups[0]["lr"] == cfg.optimizer.lr * 0.25
 
@@ -82,8 +92,12 @@ def test_evaluation_loss_and_accuracy_are_per_sample_over_uneven_batches():
 
 @pytest.mark.parametrize("steps_per_call", [1, 3])
 def test_one_cycle_spans_exactly_the_optimizer_steps_of_the_run(make_cfg, steps_per_call):
-    cfg = make_cfg("model=mlp", "scheduler=onecycle", "optimizer.lr=0.2",
-                   f"data.steps_per_call={steps_per_call}")
+    cfg = make_cfg(
+        "model=mlp",
+        "scheduler=onecycle",
+        "optimizer.lr=0.2",
+        f"data.steps_per_call={steps_per_call}",
+    )
     trainer, module, datamodule = fit(cfg, epochs=2)
     steps = 2 * -(-len(datamodule.tensors["train"][1]) // cfg.data.batch_size)
     assert trainer.global_step == steps
@@ -123,8 +137,12 @@ def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make
 
 @pytest.mark.parametrize("steps_per_call", [1, 20])  # Lightning clips (plain), the module (fused)
 def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg, steps_per_call):
-    cfg = make_cfg("model=mlp", "optimizer.lr=0.5", "trainer.gradient_clip_val=1e-6",
-                   f"data.steps_per_call={steps_per_call}")
+    cfg = make_cfg(
+        "model=mlp",
+        "optimizer.lr=0.5",
+        "trainer.gradient_clip_val=1e-6",
+        f"data.steps_per_call={steps_per_call}",
+    )
     L.seed_everything(cfg.seed, verbose=False)
     start = [p.detach().clone() for p in build_module(cfg).net.parameters()]  # same seed, same init
     trainer, clipped, _ = fit(cfg, epochs=1)

@@ -28,10 +28,13 @@ def test_the_next_write_deletes_partial_writes_of_dead_processes_only(tmp_path):
         other = tmp_path / f".best.ckpt.tmp-{dead_pid()}"  # another file's: its own write's turn
         for partial in (dead, living, other):
             partial.write_bytes(b"half a checkpoint")
-        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(1)}},
-                                             tmp_path / "last.ckpt")
+        AtomicCheckpointIO().save_checkpoint(
+            {"state_dict": {"w": torch.zeros(1)}}, tmp_path / "last.ckpt"
+        )
         assert not dead.exists() and living.exists() and other.exists()
-        assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w"].shape == (1,)
+        assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w"].shape == (
+            1,
+        )
     finally:
         alive.kill()
         alive.wait()
@@ -42,8 +45,10 @@ def test_reaping_a_dead_run_deletes_its_owners_partial_writes(tmp_path, store):
     experiment = client.create_experiment("e", artifact_location=store["artifact_location"])
     pid, folder = dead_pid(), tmp_path / "checkpoints"
     folder.mkdir()
-    run = client.create_run(experiment, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(pid),
-                                              CHECKPOINT_DIR_TAG: str(folder)})
+    run = client.create_run(
+        experiment,
+        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(pid), CHECKPOINT_DIR_TAG: str(folder)},
+    )
     partial, kept = folder / f".last.ckpt.tmp-{pid}", folder / "notes.txt"
     partial.write_bytes(b"half a checkpoint")
     kept.write_text("not a partial write")

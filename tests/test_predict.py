@@ -19,15 +19,25 @@ from digitlab.training.run import train
 def trained(data_root, migrated_db, tmp_path_factory):
     """A tiny LeNet trained once on the tiny Kaggle set for every test here: (result, cfg)."""
     folder = tmp_path_factory.mktemp("predict")
-    cfg = fast_config(data_root, copy_store(folder, migrated_db),
-                      "data=kaggle", "model=lenet_small", "trainer.max_epochs=2")
+    cfg = fast_config(
+        data_root,
+        copy_store(folder, migrated_db),
+        "data=kaggle",
+        "model=lenet_small",
+        "trainer.max_epochs=2",
+    )
     return train(cfg, output_dir=folder / "job", choices={"data": "kaggle"}), cfg
 
 
 def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tmp_path):
     result, cfg = trained
-    out = predict(run_id=result["run_id"], data="kaggle", root=data_root,
-                  out=tmp_path / "probs.npy", tracking_uri=cfg.logger.tracking_uri)
+    out = predict(
+        run_id=result["run_id"],
+        data="kaggle",
+        root=data_root,
+        out=tmp_path / "probs.npy",
+        tracking_uri=cfg.logger.tracking_uri,
+    )
     probs = np.load(out["probabilities"])
     assert probs.shape == (N_TEST, 10) and probs.dtype == np.float32
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
@@ -41,8 +51,13 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
     # second prediction is another run, and the first one's files stay.
     client = MlflowClient(cfg.logger.tracking_uri)
     assert client.list_artifacts(result["run_id"], "predictions") == []
-    again = predict(run_id=result["run_id"], data="kaggle", root=data_root,
-                    out=tmp_path / "again.npy", tracking_uri=cfg.logger.tracking_uri)
+    again = predict(
+        run_id=result["run_id"],
+        data="kaggle",
+        root=data_root,
+        out=tmp_path / "again.npy",
+        tracking_uri=cfg.logger.tracking_uri,
+    )
     assert again["run_id"] != out["run_id"]
     for recorded, name in ((out, "probs.npy"), (again, "again.npy")):
         run = client.get_run(recorded["run_id"])
@@ -54,8 +69,9 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
 
 def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_root, tmp_path):
     result, _ = trained
-    out = predict(checkpoint=result["best_checkpoint"], data="mnist", root=data_root,
-                  out=tmp_path / "p.csv")
+    out = predict(
+        checkpoint=result["best_checkpoint"], data="mnist", root=data_root, out=tmp_path / "p.csv"
+    )
     from digitlab.data.sources import load_mnist
 
     table = np.loadtxt(out["probabilities"], delimiter=",", skiprows=1)
@@ -84,8 +100,14 @@ def _other_architecture(checkpoint: dict, path) -> None:
 # docs/errors.md: "The checkpoint rows apply equally to digitlab-predict" -- through its command.
 BAD_CHECKPOINTS = {
     "corrupt": (_corrupt, "is not a readable checkpoint: it is corrupt or truncated"),
-    "pickled objects": (_pickled, "holds Python objects, not only tensors and plain values; refused"),
-    "another architecture": (_other_architecture, "holds weights of another architecture than the LeNet"),
+    "pickled objects": (
+        _pickled,
+        "holds Python objects, not only tensors and plain values; refused",
+    ),
+    "another architecture": (
+        _other_architecture,
+        "holds weights of another architecture than the LeNet",
+    ),
 }
 
 
@@ -98,7 +120,16 @@ def test_a_bad_checkpoint_fails_predict_in_one_line(trained, tmp_path, capsys, c
     result, _ = trained
     spoil(torch.load(result["best_checkpoint"], weights_only=True), tmp_path / "bad.ckpt")
     with pytest.raises(SystemExit) as exited:
-        main(["--checkpoint", str(tmp_path / "bad.ckpt"), "--data", "mnist", "--out", str(tmp_path / "p.npy")])
+        main(
+            [
+                "--checkpoint",
+                str(tmp_path / "bad.ckpt"),
+                "--data",
+                "mnist",
+                "--out",
+                str(tmp_path / "p.npy"),
+            ]
+        )
     stderr = capsys.readouterr().err
     assert exited.value.code == 1, stderr
     assert stderr.startswith("digitlab: error: ") and stderr.count("\n") == 1, stderr
@@ -110,8 +141,9 @@ def test_a_bad_checkpoint_fails_predict_in_one_line(trained, tmp_path, capsys, c
 @pytest.mark.real_data
 def test_real_kaggle_test_csv_gives_28000_rows(trained, tmp_path):
     result, _ = trained
-    out = predict(checkpoint=result["best_checkpoint"], data="kaggle", root=REAL_DATA,
-                  out=tmp_path / "p.npy")
+    out = predict(
+        checkpoint=result["best_checkpoint"], data="kaggle", root=REAL_DATA, out=tmp_path / "p.npy"
+    )
     lines = out["submission"].read_text().splitlines()
     assert len(lines) == 28_001 and lines[1].startswith("1,") and lines[-1].startswith("28000,")
 
@@ -144,8 +176,15 @@ def test_a_crafted_checkpoint_naming_other_code_is_refused_and_never_called(trai
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
     marker = tmp_path / "marker.txt"
     env = {**os.environ, "PYTHONPATH": str(package), "DIGITLAB_TEST_MARKER": str(marker)}
-    command = ["digitlab.cli.predict", "--checkpoint", str(tmp_path / "crafted.ckpt"),
-               "--data", "mnist", "--out", str(tmp_path / "p.npy")]
+    command = [
+        "digitlab.cli.predict",
+        "--checkpoint",
+        str(tmp_path / "crafted.ckpt"),
+        "--data",
+        "mnist",
+        "--out",
+        str(tmp_path / "p.npy"),
+    ]
     refused = warm.run(*command, env=env)
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.startswith("digitlab: error: ") and refused.stderr.count("\n") == 1
@@ -163,7 +202,9 @@ def test_an_out_path_without_suffix_gets_npy_and_the_returned_path_is_the_file(t
     from digitlab.jobs.outputs import write_predictions
 
     probs = np.full((3, 10), 0.1)
-    result = write_predictions(probs, np.array([1, 2, 3]), np.array([1, 2, 0]), tmp_path / "sub" / "out")
+    result = write_predictions(
+        probs, np.array([1, 2, 3]), np.array([1, 2, 0]), tmp_path / "sub" / "out"
+    )
     assert result["probabilities"] == tmp_path / "sub" / "out.npy"
     assert np.array_equal(np.load(result["probabilities"]), probs)
     assert result["accuracy"] == 2 / 3

@@ -62,10 +62,14 @@ def tiny(name: str, data_root: Path, *overrides: str):
     """The preset on the tiny data (240 training rows): counts of held-out rows that the real
     data affords are cut to 40; fractions stay the preset's own."""
     cfg = compose_preset(name, f"data.root={data_root}", "trainer.accelerator=cpu", *overrides)
-    cut = [f"data.{key}=40" for key in ("val_size", "test_size")
-           if isinstance(cfg.data[key], int) and cfg.data[key] > 40]
-    return compose_preset(name, f"data.root={data_root}", "trainer.accelerator=cpu", *cut,
-                          *overrides)
+    cut = [
+        f"data.{key}=40"
+        for key in ("val_size", "test_size")
+        if isinstance(cfg.data[key], int) and cfg.data[key] > 40
+    ]
+    return compose_preset(
+        name, f"data.root={data_root}", "trainer.accelerator=cpu", *cut, *overrides
+    )
 
 
 def test_every_preset_is_described_by_the_tutorials_table():
@@ -97,8 +101,14 @@ def test_preset_builds_the_tutorial_network_and_input(preset, data_root):
 def test_preset_trains_one_step_on_tiny_data(preset, data_root, tmp_path):
     """One Lightning step (data.steps_per_call optimizer steps) through the Trainer the run
     builds: the loss is finite and every parameter tensor moved."""
-    cfg = tiny(preset, data_root, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-               "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false")
+    cfg = tiny(
+        preset,
+        data_root,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+    )
     module = build_module(cfg)
     before = [p.detach().clone() for p in module.net.parameters()]
     trainer = build_trainer(cfg, [], tmp_path)
@@ -137,7 +147,8 @@ def test_preset_header_states_what_it_sets(preset):
         for value in values:
             actual = OmegaConf.select(cfg, key)
             assert float(value.rstrip(".")) == pytest.approx(actual), (
-                f"{preset}: its header says {key} {value}, it sets {actual}")
+                f"{preset}: its header says {key} {value}, it sets {actual}"
+            )
     if preset in RECIPES:  # these presets state their recipe in numbers
         assert sum(map(len, stated.values())) >= 3, text
 
@@ -173,13 +184,23 @@ def test_the_presets_table_counts_only_runs_of_the_preset_as_it_is_now(data_root
     script = load_presets_script()
     recipe = script.preset_recipe("best")
     assert recipe["model._target_"] == "digitlab.models.LeNet" and "optimizer.lr" in recipe
-    cut = [f"data.root={data_root}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-           "data.val_size=40", f"logger.tracking_uri={store['tracking_uri']}",
-           f"logger.artifact_location={store['artifact_location']}", "figures=off",
-           "logger.log_model=false", "logger.experiment_name=presets", "seed=1"]
+    cut = [
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "data.val_size=40",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        "figures=off",
+        "logger.log_model=false",
+        "logger.experiment_name=presets",
+        "seed=1",
+    ]
     now = train(compose_preset("best", *cut), output_dir=tmp_path / "now")
-    earlier = train(compose_preset("best", *cut, "model=convnet", "model.channels=[4,8]",
-                                   "seed=2"), output_dir=tmp_path / "earlier")
+    earlier = train(
+        compose_preset("best", *cut, "model=convnet", "model.channels=[4,8]", "seed=2"),
+        output_dir=tmp_path / "earlier",
+    )
     client = MlflowClient(store["tracking_uri"])
     runs = {r: client.get_run(r) for r in (now["run_id"], earlier["run_id"])}
     # The tiny runs override sizes and epochs, so compare the recipe's network and optimizer.
@@ -207,8 +228,10 @@ def test_a_run_counts_for_the_preset_whose_recipe_it_trained(store):
             client.log_param(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id)
         started[run.info.run_id] = label
-    rows = {name: sorted(started[r.info.run_id] for r in runs)
-            for name, runs in script.latest_runs(store["tracking_uri"]).items()}
+    rows = {
+        name: sorted(started[r.info.run_id] for r in runs)
+        for name, runs in script.latest_runs(store["tracking_uri"]).items()
+    }
     assert rows == {"best": ["best"], "best_convnet": ["convnet as best"]}
 
 
@@ -236,8 +259,13 @@ def test_search_preset_searches_the_named_hyperparameters():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert set(sweeper.params) == {
-        "optimizer.lr", "data.batch_size", "optimizer.momentum", "optimizer.weight_decay",
-        "search.filters.0", "search.filters.1", "search.hidden",
+        "optimizer.lr",
+        "data.batch_size",
+        "optimizer.momentum",
+        "optimizer.weight_decay",
+        "search.filters.0",
+        "search.filters.1",
+        "search.hidden",
     }
     net = build_module(compose_preset("search", "search.hidden=64", "search.filters.0=8")).net
     # the sampled width reaches the network

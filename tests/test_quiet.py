@@ -7,8 +7,12 @@ import pytest
 
 import warm
 
-NOISE = ("Creating initial MLflow database tables", "GPU available:", "Restoring states from",
-         "Loaded model weights from")
+NOISE = (
+    "Creating initial MLflow database tables",
+    "GPU available:",
+    "Restoring states from",
+    "Loaded model weights from",
+)
 
 
 @pytest.mark.slow
@@ -16,11 +20,19 @@ NOISE = ("Creating initial MLflow database tables", "GPU available:", "Restoring
 def test_library_info_lines_only_on_request(data_root, tmp_path, verbose):
     store = tmp_path / "mlruns"  # a new store: MLflow creates its tables
     result = warm.run(
-        "digitlab", f"data.root={data_root}", "data.val_size=40", "model=mlp",
-        "trainer.max_epochs=1", "figures.enabled=false", "logger.log_model=false",
+        "digitlab",
+        f"data.root={data_root}",
+        "data.val_size=40",
+        "model=mlp",
+        "trainer.max_epochs=1",
+        "figures.enabled=false",
+        "logger.log_model=false",
         f"logger.tracking_uri=sqlite:///{store / 'mlflow.db'}",
-        f"logger.artifact_location={store / 'artifacts'}", f"hydra.run.dir={tmp_path / 'job'}",
-        f"verbose={str(verbose).lower()}", timeout=600)
+        f"logger.artifact_location={store / 'artifacts'}",
+        f"hydra.run.dir={tmp_path / 'job'}",
+        f"verbose={str(verbose).lower()}",
+        timeout=600,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "digitlab: mlp-mnist-sgd-s42 finished" in output and "epoch 1/1" in output

@@ -17,20 +17,31 @@ def rows_for(lrs=("0.1", "0.3"), seeds=("1", "2", "3")) -> list[dict]:
     rows = []
     for i, lr in enumerate(lrs):
         for j, seed in enumerate(seeds):
-            rows.append({"status": "FINISHED", "optimizer.lr": lr, "seed": seed,
-                         "test/acc": 0.9 + 0.01 * i + 0.003 * j, "val/acc": 0.8 + 0.002 * j})
+            rows.append(
+                {
+                    "status": "FINISHED",
+                    "optimizer.lr": lr,
+                    "seed": seed,
+                    "test/acc": 0.9 + 0.01 * i + 0.003 * j,
+                    "val/acc": 0.8 + 0.002 * j,
+                }
+            )
     return rows
 
 
 def test_each_configuration_gets_mean_std_min_max_over_seeds():
     rows = rows_for()
-    rows.append({"status": "FAILED", "optimizer.lr": "0.1", "seed": "4", "test/acc": 0.1,
-                 "val/acc": 0.1})  # a failed run is no sample
+    rows.append(
+        {"status": "FAILED", "optimizer.lr": "0.1", "seed": "4", "test/acc": 0.1, "val/acc": 0.1}
+    )  # a failed run is no sample
     table = repeat_table(rows, ["optimizer.lr", "seed"], ["seed"])
     assert [e["optimizer.lr"] for e in table] == ["0.1", "0.3"]
     for entry in table:
-        accs = [r["test/acc"] for r in rows
-                if r["optimizer.lr"] == entry["optimizer.lr"] and r["status"] == "FINISHED"]
+        accs = [
+            r["test/acc"]
+            for r in rows
+            if r["optimizer.lr"] == entry["optimizer.lr"] and r["status"] == "FINISHED"
+        ]
         assert entry["runs"] == 3 and entry["seed"] == "1 2 3"
         assert entry["test/acc mean"] == pytest.approx(statistics.fmean(accs))
         assert entry["test/acc std"] == pytest.approx(statistics.stdev(accs))
@@ -63,8 +74,12 @@ def test_a_three_seed_sweep_summarises_in_the_parent(tmp_path, data_root, store)
     assert len(children) == 3
     for metric in REPEAT_METRICS:
         values = [c.data.metrics[metric] for c in children]
-        assert parent.data.metrics[f"repeats/{metric}_mean"] == pytest.approx(statistics.fmean(values))
-        assert parent.data.metrics[f"repeats/{metric}_std"] == pytest.approx(statistics.stdev(values))
+        assert parent.data.metrics[f"repeats/{metric}_mean"] == pytest.approx(
+            statistics.fmean(values)
+        )
+        assert parent.data.metrics[f"repeats/{metric}_std"] == pytest.approx(
+            statistics.stdev(values)
+        )
         assert parent.data.metrics[f"repeats/{metric}_min"] == pytest.approx(min(values))
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
     assert {"summary/repeats.csv", "summary/repeats.md", "summary/repeats.png"} <= logged

@@ -92,8 +92,16 @@ def test_a_stored_study_is_continued_shared_pruned_and_seen_by_the_dashboard(
     study = ["hydra.sweeper.study_name=resumed", "hydra/sweeper/pruner=none"]
     sweep(tmp_path / "a", data_root, store, *SEARCH, *study, "hydra.sweeper.n_trials=2")
     # The same study again, two parallel workers (joblib) reporting to it; every trial pruned.
-    sweep(tmp_path / "b", data_root, store, *SEARCH, *study, *ALWAYS_PRUNE,
-          "hydra/launcher=parallel", "hydra.sweeper.n_trials=2")
+    sweep(
+        tmp_path / "b",
+        data_root,
+        store,
+        *SEARCH,
+        *study,
+        *ALWAYS_PRUNE,
+        "hydra/launcher=parallel",
+        "hydra.sweeper.n_trials=2",
+    )
     url = storage_url(None, store["tracking_uri"])
     trials = optuna.load_study(study_name="resumed", storage=url).trials
     states = optuna.trial.TrialState
@@ -125,7 +133,9 @@ def test_a_stored_study_is_continued_shared_pruned_and_seen_by_the_dashboard(
     assert "test/acc" not in children[0].data.metrics  # a pruned trial is not tested
     # The parent links to the study in optuna-dashboard and names the command serving it.
     tags = parent.data.tags
-    assert tags["optuna.dashboard"] == f"http://127.0.0.1:8080/dashboard/studies/{studies['resumed']}"
+    assert (
+        tags["optuna.dashboard"] == f"http://127.0.0.1:8080/dashboard/studies/{studies['resumed']}"
+    )
     assert "optuna-dashboard --host 127.0.0.1" in tags["mlflow.note.content"]
     assert parent.data.metrics["optuna/pruned"] == 2  # the whole study's count
 
@@ -137,8 +147,16 @@ def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
     url = storage_url(None, store["tracking_uri"])
     optuna.create_study(study_name="old", storage=url).enqueue_trial({"x": 1})
     # lr 1e9 makes the loss non-finite: that trial fails, the sweep itself succeeds
-    sweep(tmp_path, data_root, store, *SEARCH, "hydra.sweeper.study_name=fresh",
-          "hydra.sweeper.n_trials=1", "hydra/sweeper/pruner=hyperband", "optimizer.lr=1e9")
+    sweep(
+        tmp_path,
+        data_root,
+        store,
+        *SEARCH,
+        "hydra.sweeper.study_name=fresh",
+        "hydra.sweeper.n_trials=1",
+        "hydra/sweeper/pruner=hyperband",
+        "optimizer.lr=1e9",
+    )
     (trial,) = optuna.load_study(study_name="fresh", storage=url).trials
     assert trial.state == optuna.trial.TrialState.FAIL
     assert len(optuna.load_study(study_name="old", storage=url).trials) == 1  # untouched
@@ -146,9 +164,15 @@ def test_a_new_study_name_starts_fresh_and_a_diverging_trial_fails_alone(
 
 @pytest.mark.slow
 def test_an_unusable_storage_is_one_line(tmp_path, data_root, store):
-    done = warm.run("digitlab", "-m", "experiment=search", f"data.root={data_root}",
-                    f"logger.tracking_uri={store['tracking_uri']}", f"hydra.sweep.dir={tmp_path}",
-                    "hydra.sweeper.storage=nosuchdialect://127.0.0.1/db")
+    done = warm.run(
+        "digitlab",
+        "-m",
+        "experiment=search",
+        f"data.root={data_root}",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.storage=nosuchdialect://127.0.0.1/db",
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "digitlab: error: cannot open the Optuna storage nosuchdialect://" in done.stderr
 
@@ -159,8 +183,15 @@ def test_submitit_jobs_report_to_the_one_stored_study_and_finish_their_runs(
 ):
     # hydra/launcher=local is the SLURM launcher's path with submitit's local executor: every
     # trial a fresh process, as on a cluster node. (test_clusters.py checks the SLURM config.)
-    sweep(tmp_path, data_root, store, *SEARCH, "hydra/launcher=local",
-          "hydra.sweeper.study_name=submitit", "hydra.sweeper.n_trials=2")
+    sweep(
+        tmp_path,
+        data_root,
+        store,
+        *SEARCH,
+        "hydra/launcher=local",
+        "hydra.sweeper.study_name=submitit",
+        "hydra.sweeper.n_trials=2",
+    )
     jobs = [p for p in (tmp_path / "multirun" / ".submitit").iterdir() if p.name.isdigit()]
     assert len(jobs) == 2  # each trial went through submitit, as a job of its own (by job id)
     url = storage_url(None, store["tracking_uri"])

@@ -25,8 +25,16 @@ from digitlab.training.run import train
 
 def serve_command(tracking_uri: str, *args: str) -> list[str]:
     """``digitlab-serve`` on a port the system picks, over ``tracking_uri``."""
-    return [sys.executable, "-m", "digitlab.cli.serve", "--port", "0", "--tracking-uri",
-            tracking_uri, *args]
+    return [
+        sys.executable,
+        "-m",
+        "digitlab.cli.serve",
+        "--port",
+        "0",
+        "--tracking-uri",
+        tracking_uri,
+        *args,
+    ]
 
 
 def start_server(tracking_uri: str, log: Path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -72,7 +80,9 @@ def served(data_root, migrated_db, tmp_path_factory):
     """A run with a logged model and ``digitlab-serve --run`` on it, shared by the tests here
     (the server must survive each test's requests): (url, result)."""
     folder = tmp_path_factory.mktemp("served")
-    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=lenet_small", "logger.log_model=true")
+    cfg = fast_config(
+        data_root, copy_store(folder, migrated_db), "model=lenet_small", "logger.log_model=true"
+    )
     result = train(cfg, output_dir=folder / "job")
     server, url = start_server(
         cfg.logger.tracking_uri, folder / "serve.log", "--run", result["run_id"]

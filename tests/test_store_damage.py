@@ -42,7 +42,8 @@ def make_store(folder: Path, migrated_db: Path) -> tuple[Path, str]:
     shutil.copy(migrated_db, db)
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.create_experiment(
-        "digitlab", artifact_location=(db.parent / "artifacts").as_uri())
+        "digitlab", artifact_location=(db.parent / "artifacts").as_uri()
+    )
     run = client.create_run(experiment, run_name="stored")
     client.log_metric(run.info.run_id, "val/acc", 0.5)
     client.set_terminated(run.info.run_id)
@@ -54,14 +55,30 @@ def command(name: str, db: Path, run_id: str, data_root: Path, out: Path) -> tup
     uri = f"sqlite:///{db}"
     if name == "train":
         return "digitlab", [
-            "model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=1", "data.val_size=40",
-            "trainer.enable_progress_bar=false", f"data.root={data_root}",
-            f"logger.tracking_uri={uri}", f"logger.artifact_location={db.parent / 'artifacts'}",
-            f"hydra.run.dir={out}"]
+            "model=mlp",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "data.val_size=40",
+            "trainer.enable_progress_bar=false",
+            f"data.root={data_root}",
+            f"logger.tracking_uri={uri}",
+            f"logger.artifact_location={db.parent / 'artifacts'}",
+            f"hydra.run.dir={out}",
+        ]
     if name == "serve":
         return "digitlab.cli.serve", ["--tracking-uri", uri, "--port", "0"]
-    return "digitlab.cli.predict", ["--run", run_id, "--data", "mnist", "--root", str(data_root),
-                                    "--tracking-uri", uri, "--out", str(out / "p.npy")]
+    return "digitlab.cli.predict", [
+        "--run",
+        run_id,
+        "--data",
+        "mnist",
+        "--root",
+        str(data_root),
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(out / "p.npy"),
+    ]
 
 
 def run_command(name: str, db: Path, run_id: str, data_root: Path, out: Path):
@@ -95,7 +112,8 @@ def damage_pages(db: Path) -> None:
     with contextlib.closing(sqlite3.connect(db)) as connection:
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
         (root,) = connection.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()
+            "SELECT rootpage FROM sqlite_master WHERE name = 'runs'"
+        ).fetchone()
     with db.open("r+b") as file:
         file.seek((root - 1) * page_size)
         file.write(b"\xff" * 64)
@@ -238,13 +256,17 @@ def test_a_full_disk_stops_a_run_before_it_is_created(source_store, data_root, t
         assert not list(db.parent.glob("mlflow.db-*"))
 
 
-@pytest.mark.parametrize(("code", "told"), [
-    (errno.ENOSPC, "no space left for the MLflow store in {folder} (No space left on device)"),
-    (errno.EDQUOT, "no space left for the MLflow store in {folder} (Disk quota exceeded)"),
-    (errno.EROFS, "the MLflow store folder {folder} is read-only (Read-only file system)"),
-])
-def test_the_operating_systems_answer_to_a_test_write_is_told(code, told, tmp_path, migrated_db,
-                                                              monkeypatch):
+@pytest.mark.parametrize(
+    ("code", "told"),
+    [
+        (errno.ENOSPC, "no space left for the MLflow store in {folder} (No space left on device)"),
+        (errno.EDQUOT, "no space left for the MLflow store in {folder} (Disk quota exceeded)"),
+        (errno.EROFS, "the MLflow store folder {folder} is read-only (Read-only file system)"),
+    ],
+)
+def test_the_operating_systems_answer_to_a_test_write_is_told(
+    code, told, tmp_path, migrated_db, monkeypatch
+):
     """Runs anywhere: the test write before an experiment is used fails as the OS would."""
     db = tmp_path / "mlruns" / "mlflow.db"
     db.parent.mkdir()
@@ -276,8 +298,7 @@ def _serve(monkeypatch, capsys, store, *args: str, load=None) -> str:
 
     monkeypatch.setattr(ModelCache, "get", load or (lambda self, uri: _Model()))
     with pytest.raises(SystemExit) as exit_info:
-        serve.main(["--tracking-uri", store["tracking_uri"], "--model", "runs:/0123/model",
-                    *args])
+        serve.main(["--tracking-uri", store["tracking_uri"], "--model", "runs:/0123/model", *args])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("digitlab: error: ") and err.count("\n") == 1, err
@@ -290,8 +311,9 @@ def test_serve_tells_a_models_unreadable_file_in_one_line(monkeypatch, capsys, s
         raise OSError(errno.ENOSPC, "No space left on device", "/tmp/digitlab-x/best.ckpt")
 
     line = _serve(monkeypatch, capsys, store, "--port", "0", load=full)
-    assert "cannot load runs:/0123/model (No space left on device: /tmp/digitlab-x/best.ckpt)" \
-        in line, line
+    assert (
+        "cannot load runs:/0123/model (No space left on device: /tmp/digitlab-x/best.ckpt)" in line
+    ), line
     assert "cannot listen" not in line
 
 
@@ -301,8 +323,9 @@ def test_serve_blames_the_address_only_for_what_the_address_did(monkeypatch, cap
         taken.listen()
         port = str(taken.getsockname()[1])
         line = _serve(monkeypatch, capsys, store, "--port", port)
-    assert line.endswith(f"cannot listen on 127.0.0.1:{port} (Address already in use): "
-                         "pick another --port"), line
+    assert line.endswith(
+        f"cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port"
+    ), line
     line = _serve(monkeypatch, capsys, store, "--host", "192.0.2.1", "--port", "0")  # TEST-NET
     assert "cannot listen on 192.0.2.1:0 (Cannot assign requested address)" in line, line
     assert line.endswith("pick a --host of this machine (127.0.0.1, or 0.0.0.0 for all)"), line
@@ -314,5 +337,7 @@ def test_serve_blames_the_address_only_for_what_the_address_did(monkeypatch, cap
 
     monkeypatch.setattr(server, "make_server", privileged)
     line = _serve(monkeypatch, capsys, store, "--port", "80")
-    assert line.endswith("(Permission denied): pick a --port above 1023 (the ones below need "
-                         "root), or another --host"), line
+    assert line.endswith(
+        "(Permission denied): pick a --port above 1023 (the ones below need "
+        "root), or another --host"
+    ), line

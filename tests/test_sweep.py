@@ -100,7 +100,7 @@ def check_summary(done, store) -> dict[str, str]:
     best = max(finished, key=lambda c: c.data.metrics["val/acc"])
     uri, parent_id = store["tracking_uri"], parent.info.run_id
     assert done.stdout.count("digitlab: sweep ") == 1, done.stdout[-3000:]
-    head, *commands = done.stdout[done.stdout.index("digitlab: sweep "):].splitlines()
+    head, *commands = done.stdout[done.stdout.index("digitlab: sweep ") :].splitlines()
     assert head == (
         f"digitlab: sweep {parent.info.run_name} finished: {len(children)} jobs, "
         f"{len(finished)} FINISHED"
@@ -138,14 +138,21 @@ def run_printed(command: str, **replace: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(
-        tmp_path, data_root, store):
+def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(tmp_path, data_root, store):
     """Two writers at once, and each worker process runs two jobs in turn (nothing of the first
     job's run leaks into the second). test_load.py has four writers from two sweeps, and
     test_concurrency.py eight."""
     done = sweep(
-        tmp_path, data_root, store, "model=mlp", "hydra/launcher=parallel", "optimizer.lr=0.05,0.2",
-        "seed=range(2)", "logger.log_model=true", jobs=2, checkpoints=True,
+        tmp_path,
+        data_root,
+        store,
+        "model=mlp",
+        "hydra/launcher=parallel",
+        "optimizer.lr=0.05,0.2",
+        "seed=range(2)",
+        "logger.log_model=true",
+        jobs=2,
+        checkpoints=True,
     )
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # two writers at once
     check_sweep(store, jobs=4, swept=["optimizer.lr", "seed"], checkpoints=True)
@@ -224,9 +231,15 @@ def test_summary_helpers_keep_only_swept_keys_and_draw_every_job():
 def sweep_process(tmp_path, data_root, store, *overrides: str) -> warm.Started:
     """A ``-m`` sweep with the basic launcher (jobs one after another), in a session of its own,
     running (forked warm: tests/warm.py)."""
-    args = ["-m", *FAST, f"data.root={data_root}", f"logger.tracking_uri={store['tracking_uri']}",
-            f"logger.artifact_location={store['artifact_location']}",
-            f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
+    args = [
+        "-m",
+        *FAST,
+        f"data.root={data_root}",
+        f"logger.tracking_uri={store['tracking_uri']}",
+        f"logger.artifact_location={store['artifact_location']}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *overrides,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_PARENT_RUN_ID"}
     return warm.start("digitlab", *args, env=env, new_session=True)
 
@@ -254,8 +267,16 @@ def test_ctrl_c_in_a_sweep_kills_the_job_and_the_parent(tmp_path, store):
     from conftest import write_mnist
 
     data_root = write_mnist(tmp_path / "data", n_train=2000)
-    process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=4",
-                            "data.val_size=100", "data.batch_size=50", "seed=1,2")
+    process = sweep_process(
+        tmp_path,
+        data_root,
+        store,
+        "model=lenet",
+        "trainer.max_epochs=4",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "seed=1,2",
+    )
     wait_for(tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt", process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     _, err = process.communicate(timeout=600)
@@ -271,9 +292,17 @@ def test_ctrl_c_in_a_parallel_sweep_ends_every_run_killed_in_one_line(tmp_path, 
     from conftest import write_mnist
 
     data_root = write_mnist(tmp_path / "data", n_train=2000)
-    process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=20",
-                            "data.val_size=100", "data.batch_size=50", "seed=1,2",
-                            "hydra/launcher=parallel")
+    process = sweep_process(
+        tmp_path,
+        data_root,
+        store,
+        "model=lenet",
+        "trainer.max_epochs=20",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "seed=1,2",
+        "hydra/launcher=parallel",
+    )
     jobs = tmp_path / "multirun"
     for n in (0, 1):
         wait_for(jobs / str(n) / "checkpoints" / "last.ckpt", process)
@@ -283,8 +312,10 @@ def test_ctrl_c_in_a_parallel_sweep_ends_every_run_killed_in_one_line(tmp_path, 
     assert "Traceback" not in out + err
     client, parent, children = runs_of(store)
     (line,) = [x for x in err.splitlines() if "stopped the sweep" in x]
-    said = ("digitlab: interrupted: SIGINT stopped the sweep; "
-            f"its parent run {parent.info.run_id} is KILLED")
+    said = (
+        "digitlab: interrupted: SIGINT stopped the sweep; "
+        f"its parent run {parent.info.run_id} is KILLED"
+    )
     # The rest is there when the sweep ended a stopped job's run itself (a job that had time to
     # end its own run says so in its own line).
     also = ", and so are the runs of the jobs it stopped (resume=<run id> continues one)"
@@ -313,16 +344,27 @@ def test_a_signal_to_a_sweeps_own_process_is_noted_and_a_second_exits_at_once():
         for s, handler in saved.items():
             signal.signal(s, handler)
     second = subprocess.run(
-        [sys.executable, "-c", "import signal; from digitlab.tracking import sweep\n"
-         "sweep._exit_at_once(signal.SIGINT, None)"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import signal; from digitlab.tracking import sweep\n"
+            "sweep._exit_at_once(signal.SIGINT, None)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 130
-    assert second.stderr == ("digitlab: interrupted: a second SIGINT, exiting at once; the next "
-                             "digitlab command on this store marks the sweep's runs KILLED\n")
+    assert second.stderr == (
+        "digitlab: interrupted: a second SIGINT, exiting at once; the next "
+        "digitlab command on this store marks the sweep's runs KILLED\n"
+    )
 
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_in_a_sweep_exits_at_once_and_the_next_command_ends_its_runs(
-        tmp_path, store):
+    tmp_path, store
+):
     import sqlite3
 
     from omegaconf import OmegaConf
@@ -331,8 +373,16 @@ def test_a_second_ctrl_c_in_a_sweep_exits_at_once_and_the_next_command_ends_its_
     from digitlab.tracking import store as tracking
 
     data_root = write_mnist(tmp_path / "data", n_train=2000)
-    process = sweep_process(tmp_path, data_root, store, "model=lenet", "trainer.max_epochs=20",
-                            "data.val_size=100", "data.batch_size=50", "seed=1,2")
+    process = sweep_process(
+        tmp_path,
+        data_root,
+        store,
+        "model=lenet",
+        "trainer.max_epochs=20",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "seed=1,2",
+    )
     wait_for(tmp_path / "multirun" / "0" / "checkpoints" / "last.ckpt", process)
     # Both pending at once, so the second arrives while the first is honoured (test_interrupt.py
     # does the same for a single run).

@@ -28,9 +28,23 @@ def mlflow_server(tmp_path_factory, migrated_db) -> tuple[str, Path]:
     shutil.copy(migrated_db, db)  # skips the server's own (slow) migration of an empty database
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-                "--serve-artifacts", "--artifacts-destination", str(folder / "served"),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "served"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
 
     with http_server(command, folder / "server.log") as url:
         yield url, folder / "served"
@@ -39,8 +53,13 @@ def mlflow_server(tmp_path_factory, migrated_db) -> tuple[str, Path]:
 @pytest.mark.slow
 def test_a_run_arrives_whole_at_a_tracking_server(make_cfg, mlflow_server, tmp_path):
     mlflow_server, served = mlflow_server
-    cfg = make_cfg("model=mlp", "figures.enabled=true", "trainer.limit_train_batches=3",
-                   "logger.experiment_name=shared", f"logger.tracking_uri={mlflow_server}")
+    cfg = make_cfg(
+        "model=mlp",
+        "figures.enabled=true",
+        "trainer.limit_train_batches=3",
+        "logger.experiment_name=shared",
+        f"logger.tracking_uri={mlflow_server}",
+    )
     result = train(cfg, output_dir=tmp_path / "job", choices={"model": "mlp", "data": "mnist"})
 
     # What the server itself answers over its REST API.
@@ -83,9 +102,12 @@ def test_a_sweep_lets_the_server_choose_where_artifacts_go(mlflow_server, tmp_pa
     from digitlab.tracking.sweep import PARENT_ENV, MlflowSweep
 
     mlflow_server, _ = mlflow_server
-    overrides = [f"logger.tracking_uri={mlflow_server}", "logger.experiment_name=swept",
-                 f"logger.artifact_location={tmp_path / 'local'}",
-                 f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    overrides = [
+        f"logger.tracking_uri={mlflow_server}",
+        "logger.experiment_name=swept",
+        f"logger.artifact_location={tmp_path / 'local'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     sweep = MlflowSweep()

@@ -49,7 +49,11 @@ def test_checkpoint_loads_weights_only_and_rebuilds_the_network(make_cfg, tmp_pa
     net, config = network_from_checkpoint(result["best_checkpoint"])
     assert config["model"]["channels"] == [6, 16] and config["model"]["input_size"] == 32
     assert "resize" not in config["data"]  # one size key: model.input_size
-    saved = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    saved = {
+        k.removeprefix("net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("net.")
+    }
     assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
 

@@ -40,8 +40,12 @@ def executed(tmp_path, monkeypatch, migrated_db) -> tuple[dict, Path, list[int]]
     monkeypatch.setenv("DIGITLAB_ROOT", str(root))  # the kernel inherits the environment
     monkeypatch.delenv("DIGITLAB_DATA", raising=False)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     try:
         client.execute()
     finally:

@@ -23,8 +23,15 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     # MLflow's own `mlflow ui`, run by digitlab's launcher (its page opens in the training view).
     assert argv[1:3] == ["-c", ui.LAUNCHER]
     assert argv[3:] == [
-        "ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-        "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+        "--workers",
+        "1",
     ]
     # One server process, and none of MLflow's job runner's: they only compete for the cores.
     assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -46,11 +53,13 @@ def test_the_launcher_serves_mlflows_app_through_digitlabs_page(monkeypatch):
     """`mlflow ui` starts uvicorn on MLflow's app; under the launcher, on :func:`classic_app`."""
     import mlflow.server
 
-    monkeypatch.setattr(mlflow.server, "_build_uvicorn_command",
-                        mlflow.server._build_uvicorn_command)  # restored after the test
+    monkeypatch.setattr(
+        mlflow.server, "_build_uvicorn_command", mlflow.server._build_uvicorn_command
+    )  # restored after the test
     ui.serve_classic_page()
     command = mlflow.server._build_uvicorn_command(
-        None, "127.0.0.1", 5000, 1, "mlflow.server.fastapi_app:app")
+        None, "127.0.0.1", 5000, 1, "mlflow.server.fastapi_app:app"
+    )
     assert command[-2:] == ["--factory", "digitlab.cli.ui:classic_app"]
     assert command[command.index("--port") + 1] == "5000"
     other = mlflow.server._build_uvicorn_command(None, "127.0.0.1", 5000, 1, "plugin:app")
@@ -63,14 +72,15 @@ def test_the_page_opens_in_the_training_view_with_the_metric_columns(monkeypatch
     choice: the training view, the assistant's panel closed, digitlab's metrics as columns."""
     import mlflow.server
 
-    monkeypatch.setitem(mlflow.server.app.view_functions, "serve",
-                        mlflow.server.app.view_functions["serve"])  # restored after the test
+    monkeypatch.setitem(
+        mlflow.server.app.view_functions, "serve", mlflow.server.app.view_functions["serve"]
+    )  # restored after the test
     ui.classic_app()
     response = mlflow.server.app.test_client().get("/")
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert response.headers["Cache-Control"] == "no-cache"
-    head = page[:page.index("static/js/main.")]  # before MLflow's own script
+    head = page[: page.index("static/js/main.")]  # before MLflow's own script
     assert """"mlflow.workflowType_v1": '"machine_learning"'""" in head
     assert '"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"' in head
     for metric in ui.METRIC_COLUMNS:

@@ -80,8 +80,15 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _command(module: str, args: list[str], env: dict[str, str], cwd: str, out: str,
-             err: str, new_session: bool) -> None:
+def _command(
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    cwd: str,
+    out: str,
+    err: str,
+    new_session: bool,
+) -> None:
     """In the forked process: become ``python -m module args`` run in ``cwd`` with ``env``."""
     if new_session:  # as Popen(start_new_session=True): a process group to signal as a whole
         os.setsid()
@@ -119,14 +126,29 @@ class Started:
     """A command forked warm and running: the parts of ``subprocess.Popen`` the tests use, with
     its output captured as by ``stdout=PIPE, stderr=PIPE, text=True``."""
 
-    def __init__(self, module: str, args: tuple[str, ...], env: dict[str, str] | None,
-                 cwd: Path | str | None, new_session: bool) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: tuple[str, ...],
+        env: dict[str, str] | None,
+        cwd: Path | str | None,
+        new_session: bool,
+    ) -> None:
         self.args = [sys.executable, "-m", module, *args]
         self._folder = Path(tempfile.mkdtemp(prefix="warm-"))
         env = dict(os.environ if env is None else env)
-        self._process = _fork_server().Process(target=_command, args=(
-            module, list(args), env, str(cwd or os.getcwd()),
-            str(self._folder / "out"), str(self._folder / "err"), new_session))
+        self._process = _fork_server().Process(
+            target=_command,
+            args=(
+                module,
+                list(args),
+                env,
+                str(cwd or os.getcwd()),
+                str(self._folder / "out"),
+                str(self._folder / "err"),
+                new_session,
+            ),
+        )
         with _status_lock:
             self._process.start()
         self.pid = self._process.pid
@@ -157,22 +179,34 @@ class Started:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
         try:  # (a command killed at once may not have opened its files)
-            return tuple(path.read_text() if path.exists() else ""
-                         for path in (self._folder / "out", self._folder / "err"))
+            return tuple(
+                path.read_text() if path.exists() else ""
+                for path in (self._folder / "out", self._folder / "err")
+            )
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def start(module: str, *args: str, env: dict[str, str] | None = None,
-          cwd: Path | str | None = None, new_session: bool = False) -> Started:
+def start(
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    new_session: bool = False,
+) -> Started:
     """``subprocess.Popen([python, "-m", module, *args], stdout=PIPE, stderr=PIPE, text=True,
     ...)``, forked from the warm fork server. ``env`` is the whole environment (default: this
     one's)."""
     return Started(module, args, env, cwd, new_session)
 
 
-def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """``subprocess.run([python, "-m", module, *args], capture_output=True, text=True, ...)``,
     forked from the warm fork server. ``env`` is the whole environment (default: this one's)."""
     process = start(module, *args, env=env, cwd=cwd)

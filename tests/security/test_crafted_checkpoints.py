@@ -54,27 +54,36 @@ def crafted_models(marker: Path) -> dict[str, dict]:
         # Hydra's _locate walks attributes: any digitlab module that imported logging reaches it.
         "attribute path to logging.basicConfig": {
             "_target_": "digitlab.cli.train.logging.basicConfig",
-            "filename": str(marker), "force": True,
+            "filename": str(marker),
+            "force": True,
         },
         # torch.load with weights_only=False over pickle bytes held in the config itself: the
         # outer file passes the weights-only read, the inner load runs the payload.
         "torch.load of nested pickle bytes": {
-            "_target_": "digitlab.models.mlp.torch.load", "weights_only": False,
-            "f": {"_target_": "digitlab.models.mlp.torch.serialization.io.BytesIO",
-                  "initial_bytes": payload},
+            "_target_": "digitlab.models.mlp.torch.load",
+            "weights_only": False,
+            "f": {
+                "_target_": "digitlab.models.mlp.torch.serialization.io.BytesIO",
+                "initial_bytes": payload,
+            },
         },
         "torch.load of a pickle file": {
-            "_target_": "digitlab.models.mlp.torch.load", "f": str(pickled),
+            "_target_": "digitlab.models.mlp.torch.load",
+            "f": str(pickled),
             "weights_only": False,
         },
         # No _target_ in the text, one after OmegaConf resolves the string.
         "interpolation that creates a nested call": {
             "_target_": "digitlab.models.MLP",
-            "hidden": "${oc.create:\"{_target_: builtins.open, file: '" + str(marker)
+            "hidden": "${oc.create:\"{_target_: builtins.open, file: '"
+            + str(marker)
             + "', mode: w}\"}",
         },
-        "a network named outside the allowed packages": {"_target_": "builtins.open",
-                                                          "file": str(marker), "mode": "w"},
+        "a network named outside the allowed packages": {
+            "_target_": "builtins.open",
+            "file": str(marker),
+            "mode": "w",
+        },
     }
 
 
@@ -85,8 +94,9 @@ CASES = list(crafted_models(Path("/nonexistent/marker")))
 def genuine(data_root, migrated_db, tmp_path_factory):
     """A tiny MLP trained once, its model logged: (result, cfg)."""
     folder = tmp_path_factory.mktemp("genuine")
-    cfg = fast_config(data_root, copy_store(folder, migrated_db), "model=mlp",
-                      "logger.log_model=true")
+    cfg = fast_config(
+        data_root, copy_store(folder, migrated_db), "model=mlp", "logger.log_model=true"
+    )
     return train(cfg, output_dir=folder / "job"), cfg
 
 
@@ -122,8 +132,9 @@ def log_crafted_model(genuine, data: Path, **options) -> str:
     mlflow.set_tracking_uri(genuine[1].logger.tracking_uri)
     experiment = mlflow.get_run(genuine[0]["run_id"]).info.experiment_id
     with mlflow.start_run(experiment_id=experiment, run_name="crafted-model") as run:
-        mlflow.pyfunc.log_model(name="model", loader_module=LOADER, data_path=str(data),
-                                pip_requirements=[], **options)
+        mlflow.pyfunc.log_model(
+            name="model", loader_module=LOADER, data_path=str(data), pip_requirements=[], **options
+        )
     return f"runs:/{run.info.run_id}/model"
 
 
@@ -155,12 +166,22 @@ def test_a_crafted_checkpoint_is_refused_by_every_loader(genuine, tmp_path, case
 def test_digitlab_predict_refuses_a_crafted_checkpoint_in_one_line(genuine, tmp_path, case):
     marker = tmp_path / "marker"
     path = craft_checkpoint(genuine, tmp_path, crafted_models(marker)[case])
-    result = warm.run("digitlab.cli.predict", "--checkpoint", str(path), "--data", "mnist",
-                      "--root", str(genuine[1].data.root), "--out", str(tmp_path / "p.npy"))
+    result = warm.run(
+        "digitlab.cli.predict",
+        "--checkpoint",
+        str(path),
+        "--data",
+        "mnist",
+        "--root",
+        str(genuine[1].data.root),
+        "--out",
+        str(tmp_path / "p.npy"),
+    )
     assert result.returncode == 1
     line = one_line(result.stdout + result.stderr)
-    assert line.startswith(f"digitlab: error: checkpoint {path}") and line.endswith((
-        "refused, nothing was run", "trusted_targets=[MODULE]")), line
+    assert line.startswith(f"digitlab: error: checkpoint {path}") and line.endswith(
+        ("refused, nothing was run", "trusted_targets=[MODULE]")
+    ), line
     assert "refused, nothing was run" in line
     assert not marker.exists() and not (tmp_path / "p.npy").exists()
 
@@ -189,7 +210,8 @@ def _marker_package(folder: Path) -> Path:
 
 
 def test_a_model_that_trusts_itself_is_refused_and_the_users_trust_reaches_the_loader(
-        genuine, tmp_path, monkeypatch):
+    genuine, tmp_path, monkeypatch
+):
     """An MLmodel whose own model_config trusts the module its recipe names: refused by serve's
     loader and by plain MLflow; the same recipe trusted by the user (--trust, DIGITLAB_TRUST)
     loads and runs it, so the refusal is the check's doing."""
@@ -250,16 +272,25 @@ def test_a_model_with_code_paths_never_runs_them(genuine, tmp_path):
     code = tmp_path / "code" / "torch"
     code.mkdir(parents=True)
     (code / "__init__.py").write_text(
-        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+    )
     slim = tmp_path / "network.ckpt"
     checkpoint = torch.load(genuine[0]["best_checkpoint"], weights_only=True)
-    torch.save({"state_dict": {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()},
-                "hyper_parameters": checkpoint["hyper_parameters"]}, slim)
+    torch.save(
+        {
+            "state_dict": {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()},
+            "hyper_parameters": checkpoint["hyper_parameters"],
+        },
+        slim,
+    )
     uri = log_crafted_model(genuine, slim, code_paths=[str(code)])
     result = subprocess.run(
         [sys.executable, "-c", CODE_PATH_MODEL, genuine[1].logger.tracking_uri, uri],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("RefusedModel ") and "carries code_paths" in lines[0], lines
@@ -274,8 +305,15 @@ def test_digitlab_serve_refuses_a_model_with_code_paths_in_one_line(genuine, tmp
     code.mkdir(parents=True)
     (code / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
     uri = log_crafted_model(genuine, Path(genuine[0]["best_checkpoint"]), code_paths=[str(code)])
-    result = warm.run("digitlab.cli.serve", "--port", "0", "--tracking-uri",
-                      genuine[1].logger.tracking_uri, "--model", uri)
+    result = warm.run(
+        "digitlab.cli.serve",
+        "--port",
+        "0",
+        "--tracking-uri",
+        genuine[1].logger.tracking_uri,
+        "--model",
+        uri,
+    )
     assert result.returncode == 1
     line = one_line(result.stdout + result.stderr)
     assert f"{uri} carries code_paths" in line
@@ -296,8 +334,12 @@ def test_a_request_picks_only_the_models_the_server_was_started_with(genuine, tm
     from digitlab.tracking.store import open_client
 
     marker = tmp_path / "marker"
-    crafted = log_crafted_model(genuine, craft_checkpoint(
-        genuine, tmp_path, crafted_models(marker)["attribute path to logging.basicConfig"]))
+    crafted = log_crafted_model(
+        genuine,
+        craft_checkpoint(
+            genuine, tmp_path, crafted_models(marker)["attribute path to logging.basicConfig"]
+        ),
+    )
     served = f"runs:/{genuine[0]['run_id']}/model"
     tracking_uri = genuine[1].logger.tracking_uri
 
@@ -306,8 +348,10 @@ def test_a_request_picks_only_the_models_the_server_was_started_with(genuine, tm
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
         request = urllib.request.Request(
-            f"{url}/invocations?model={uri}", headers={"Content-Type": "application/json"},
-            data=json.dumps({"inputs": [[0] * 784]}).encode())
+            f"{url}/invocations?model={uri}",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": [[0] * 784]}).encode(),
+        )
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=60) as answer:
                 offered = [m["uri"] for m in json.loads(answer.read())["models"]]

@@ -30,7 +30,8 @@ def stopped(data_root, migrated_db, tmp_path):
 
 
 def test_a_crafted_resume_checkpoint_never_writes_or_deletes_outside_the_runs_folder(
-        stopped, tmp_path):
+    stopped, tmp_path
+):
     """A checkpoint whose ModelCheckpoint state names files in a victim folder (a worse top-k
     model, the last checkpoint, the best one): resuming from it trains on, and the victim's
     files are untouched, no file is added there; the run's checkpoints are in its own folder."""
@@ -43,16 +44,21 @@ def test_a_crafted_resume_checkpoint_never_writes_or_deletes_outside_the_runs_fo
     checkpoint = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=True)
     for key, state in checkpoint["callbacks"].items():
         if key.startswith("ModelCheckpoint"):
-            state.update(dirpath=str(victim), best_model_path=str(victim / "best.ckpt"),
-                         kth_best_model_path=str(victim / "precious.ckpt"),
-                         last_model_path=str(victim / "notes.txt"),
-                         best_k_models={str(victim / "precious.ckpt"): torch.tensor(-1.0)},
-                         best_model_score=torch.tensor(-1.0), kth_value=torch.tensor(-1.0))
+            state.update(
+                dirpath=str(victim),
+                best_model_path=str(victim / "best.ckpt"),
+                kth_best_model_path=str(victim / "precious.ckpt"),
+                last_model_path=str(victim / "notes.txt"),
+                best_k_models={str(victim / "precious.ckpt"): torch.tensor(-1.0)},
+                best_model_score=torch.tensor(-1.0),
+                kth_value=torch.tensor(-1.0),
+            )
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
 
-    resumed = train(config(f"resume={crafted}", "trainer.max_epochs=2"),
-                    output_dir=tmp_path / "second")
+    resumed = train(
+        config(f"resume={crafted}", "trainer.max_epochs=2"), output_dir=tmp_path / "second"
+    )
     assert {p.name: p.read_bytes() for p in victim.iterdir()} == files
     assert resumed["run_id"] == result["run_id"]  # the same run continued
     own = tmp_path / "second" / "checkpoints"
@@ -68,10 +74,15 @@ def test_a_second_resume_of_a_run_being_trained_is_refused_naming_the_owner(stop
     history = client.get_metric_history(result["run_id"], "val/acc")
     held = claim_run(client, result["run_id"])  # what a running resume holds
     try:
-        with pytest.raises(DigitlabError, match=f"run {result['run_id']} is being trained by "
-                           f"process \\d+ on {socket.gethostname()}: one process trains a run"):
-            train(config(f"resume={result['run_id']}", "trainer.max_epochs=2"),
-                  output_dir=tmp_path / "second")
+        with pytest.raises(
+            DigitlabError,
+            match=f"run {result['run_id']} is being trained by "
+            f"process \\d+ on {socket.gethostname()}: one process trains a run",
+        ):
+            train(
+                config(f"resume={result['run_id']}", "trainer.max_epochs=2"),
+                output_dir=tmp_path / "second",
+            )
     finally:
         held.close()
     assert client.get_metric_history(result["run_id"], "val/acc") == history
@@ -86,13 +97,21 @@ def test_a_run_running_under_a_live_owner_is_refused_even_without_its_lock(stopp
     owner = subprocess.Popen(["sleep", "60"])
     try:
         client.update_run(result["run_id"], status="RUNNING")
-        for key, value in {HOST_TAG: socket.gethostname(), PID_TAG: str(owner.pid),
-                           START_TAG: _start_time(owner.pid)}.items():
+        for key, value in {
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(owner.pid),
+            START_TAG: _start_time(owner.pid),
+        }.items():
             client.set_tag(result["run_id"], key, value)
-        with pytest.raises(DigitlabError, match=f"run {result['run_id']} is RUNNING in process "
-                           f"{owner.pid} on {socket.gethostname()}"):
-            train(config(f"resume={result['run_id']}", "trainer.max_epochs=2"),
-                  output_dir=tmp_path / "second")
+        with pytest.raises(
+            DigitlabError,
+            match=f"run {result['run_id']} is RUNNING in process "
+            f"{owner.pid} on {socket.gethostname()}",
+        ):
+            train(
+                config(f"resume={result['run_id']}", "trainer.max_epochs=2"),
+                output_dir=tmp_path / "second",
+            )
         assert client.get_run(result["run_id"]).info.status == "RUNNING"
     finally:
         owner.kill()

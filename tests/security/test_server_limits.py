@@ -57,13 +57,15 @@ def serving(client=None, **options) -> Iterator[tuple[int, object]]:
         thread.join(10)
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None) -> tuple[int, dict, bytes]:
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """(status, headers, body) of one request; JSON unless ``headers`` says otherwise."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request(method, path, body=body,
-                           headers={"Content-Type": "application/json", **(headers or {})})
+        connection.request(
+            method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -104,8 +106,10 @@ def test_a_silent_or_stalled_client_is_dropped_within_the_timeout():
             started = time.monotonic()
             assert silent.recv(1024) == b""  # closed by the server, before this side's 5 s
             assert time.monotonic() - started < 3
-        headers = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        headers = (
+            b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
         with socket.create_connection(("127.0.0.1", port), timeout=5) as stalled:
             stalled.sendall(headers + b'{"inputs": ')  # then nothing more
             started = time.monotonic()
@@ -192,8 +196,9 @@ def test_10_000_images_as_compact_json_are_accepted():
 def test_a_body_over_the_limit_is_a_413_before_it_is_read():
     with serving() as (port, _):
         started = time.monotonic()
-        status, _, body = request(port, "POST", "/invocations", b"[]",
-                                  {"Content-Length": str(MAX_BODY + 1)})
+        status, _, body = request(
+            port, "POST", "/invocations", b"[]", {"Content-Length": str(MAX_BODY + 1)}
+        )
         assert status == 413 and "at most" in one_json_line(body, "REQUEST_ENTITY_TOO_LARGE")
         assert time.monotonic() - started < 3  # not waiting for the 64 MiB
         still_serving(port)
@@ -217,8 +222,9 @@ def test_head_is_get_without_the_body():
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "LOCALHOST", "digits.lan"])
 def test_loopback_names_and_allowed_hosts_are_answered(host):
     with serving(allowed_hosts=("digits.lan",)) as (port, _):
-        status, _, body = request(port, "POST", "/invocations", ONE_IMAGE,
-                                  {"Host": f"{host}:{port}"})
+        status, _, body = request(
+            port, "POST", "/invocations", ONE_IMAGE, {"Host": f"{host}:{port}"}
+        )
         assert status == 200, body
 
 
@@ -270,11 +276,17 @@ def test_json_with_a_charset_is_accepted_and_the_page_sends_json():
 BROKEN = [  # (what is sent as is, the answer's status name, a word of its message)
     (b"GARBAGE\r\n\r\n", "BAD_REQUEST", "syntax"),
     (b"GET /" + b"x" * 70_000 + b" HTTP/1.0\r\n\r\n", "REQUEST_URI_TOO_LONG", "URI"),
-    (b"GET / HTTP/1.0\r\nX: " + b"x" * 70_000 + b"\r\n\r\n", "REQUEST_HEADER_FIELDS_TOO_LARGE",
-     "long"),
+    (
+        b"GET / HTTP/1.0\r\nX: " + b"x" * 70_000 + b"\r\n\r\n",
+        "REQUEST_HEADER_FIELDS_TOO_LARGE",
+        "long",
+    ),
     (b"GET / HTTP/2.0\r\n\r\n", "HTTP_VERSION_NOT_SUPPORTED", "version"),
-    (b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n\r\n[]", "LENGTH_REQUIRED",
-     "Content-Length"),
+    (
+        b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n\r\n[]",
+        "LENGTH_REQUIRED",
+        "Content-Length",
+    ),
 ]
 
 
@@ -290,12 +302,15 @@ def test_broken_requests_get_one_json_line(sent, status, word):
 def test_a_body_shorter_than_its_length_is_a_400():
     with serving() as (port, _):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 50\r\n\r\n[[0]]")
+            s.sendall(
+                b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 50\r\n\r\n[[0]]"
+            )
             s.shutdown(socket.SHUT_WR)
             answer = read_to_end(s)
-        assert "ended after 5 of its 50" in one_json_line(answer.partition(b"\r\n\r\n")[2],
-                                                          "BAD_REQUEST")
+        assert "ended after 5 of its 50" in one_json_line(
+            answer.partition(b"\r\n\r\n")[2], "BAD_REQUEST"
+        )
         still_serving(port)
 
 

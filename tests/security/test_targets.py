@@ -79,11 +79,18 @@ def test_no_attribute_path_resolves_as_allowed_outside_the_registry():
     print(f"{len(paths)} paths walked, {len(accepted)} callables accepted")
 
 
-@pytest.mark.parametrize("target", [
-    "digitlab.cli.train.logging.basicConfig", "digitlab.models.mlp.torch.load",
-    "digitlab.models.LeNet.__init__", "digitlab.models.lenet.__builtins__",
-    "torch.optim.SGD.step", "digitlab.models.mlp.nn.Module", "torch.optim",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "digitlab.cli.train.logging.basicConfig",
+        "digitlab.models.mlp.torch.load",
+        "digitlab.models.LeNet.__init__",
+        "digitlab.models.lenet.__builtins__",
+        "torch.optim.SGD.step",
+        "digitlab.models.mlp.nn.Module",
+        "torch.optim",
+    ],
+)
 def test_a_walk_to_other_code_is_refused_by_what_it_resolves_to(target):
     with pytest.raises(Refused):
         resolve(target, KINDS)
@@ -99,7 +106,8 @@ def test_a_users_trusted_package_allows_only_what_it_defines(tmp_path, monkeypat
     """``trusted_targets=[usernets]``: a class defined there is accepted; a name that walks out
     of it (``usernets.os.system``) or a function it merely imported is refused."""
     (tmp_path / "usernets.py").write_text(
-        "import os\nfrom os import system\n\nclass Tiny:\n    pass\n")
+        "import os\nfrom os import system\n\nclass Tiny:\n    pass\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert resolve("usernets.Tiny", ["network"], ["usernets"]).__name__ == "Tiny"
     for target in ("usernets.os.system", "usernets.system"):
@@ -110,10 +118,23 @@ def test_a_users_trusted_package_allows_only_what_it_defines(tmp_path, monkeypat
 def test_a_saved_network_takes_plain_values_only():
     """A checkpoint's model config: one target, no nested call, no interpolation."""
     with pytest.raises(DigitlabError, match="is nested code inside a saved network"):
-        build({"_target_": "digitlab.models.MLP", "hidden": {"_target_": "digitlab.models.MLP"}},
-              "network", untrusted=True, source="checkpoint x")
+        build(
+            {"_target_": "digitlab.models.MLP", "hidden": {"_target_": "digitlab.models.MLP"}},
+            "network",
+            untrusted=True,
+            source="checkpoint x",
+        )
     with pytest.raises(DigitlabError, match=r"model.hidden holds an interpolation"):
-        build({"_target_": "digitlab.models.MLP", "hidden": "${oc.env:HOME}"}, "network",
-              untrusted=True, source="checkpoint x", path="model.")
-    assert type(build({"_target_": "digitlab.models.MLP", "hidden": [8]}, "network",
-                      untrusted=True)).__name__ == "MLP"
+        build(
+            {"_target_": "digitlab.models.MLP", "hidden": "${oc.env:HOME}"},
+            "network",
+            untrusted=True,
+            source="checkpoint x",
+            path="model.",
+        )
+    assert (
+        type(
+            build({"_target_": "digitlab.models.MLP", "hidden": [8]}, "network", untrusted=True)
+        ).__name__
+        == "MLP"
+    )

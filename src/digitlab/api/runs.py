@@ -48,9 +48,11 @@ def runs(
         token = None
         while len(found) < max_results:
             page = client.search_runs(
-                [experiment.experiment_id], " and ".join(clauses),
+                [experiment.experiment_id],
+                " and ".join(clauses),
                 max_results=min(1000, max_results - len(found)),
-                order_by=["attributes.start_time DESC"], page_token=token,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
             )
             found.extend(page)
             token = page.token

@@ -93,8 +93,9 @@ def _start(uri: str, port: int, timeout_s: float) -> UI | None:
     env = mlflow_ui_environment(dict(os.environ))
     command = mlflow_ui_command(uri, port=port)
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     server = UI(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:

@@ -5,6 +5,10 @@ from digitlab.callbacks.progress import EpochReport, SampleProgressBar
 from digitlab.callbacks.throughput import EpochThroughput, TimeToFirstStep
 
 __all__ = [
-    "EpochReport", "EpochThroughput", "SampleProgressBar", "StampRunId", "StopOnNonFiniteLoss",
+    "EpochReport",
+    "EpochThroughput",
+    "SampleProgressBar",
+    "StampRunId",
+    "StopOnNonFiniteLoss",
     "TimeToFirstStep",
 ]

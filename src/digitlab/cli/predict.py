@@ -38,12 +38,20 @@ def argument_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--run", nargs="+", action="extend", default=[], metavar="RUN_ID",
+        "--run",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="RUN_ID",
         help="MLflow run id of a training run; several (or repeated --run), or a sweep's parent "
         "run (its FINISHED children), predict as an ensemble",
     )
     parser.add_argument(
-        "--checkpoint", nargs="+", action="extend", default=[], metavar="PATH",
+        "--checkpoint",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATH",
         help="a .ckpt file written by digitlab; several (with or without --run) make an ensemble",
     )
     parser.add_argument(
@@ -58,29 +66,37 @@ def argument_parser() -> argparse.ArgumentParser:
         "(default kaggle)",
     )
     parser.add_argument(
-        "--method", choices=METHODS, default="mean",
+        "--method",
+        choices=METHODS,
+        default="mean",
         help="how an ensemble decides: mean (default) averages the members' class probabilities; "
         "vote gives each member one vote for its most probable digit, the most votes win and a "
         "tie goes to the tied digit of highest mean probability (the probabilities file then "
         "holds each digit's share of the votes)",
     )
     parser.add_argument(
-        "--skip-missing", action="store_true",
+        "--skip-missing",
+        action="store_true",
         help="leave out an ensemble member whose run or checkpoint is missing or refused (one "
         "line each) and predict with the others; without it such a member is an error",
     )
     parser.add_argument(
-        "--trust", action="append", default=[], metavar="MODULE",
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
         help="also allow code of MODULE (your own network's package) in the checkpoint's config; "
         "repeatable. Never trust a module for a checkpoint you did not write",
     )
     parser.add_argument(
-        "--root", help="data root (default: $DIGITLAB_DATA, else the run's data.root; for "
-        "--data holdout: the run's data.root)"
+        "--root",
+        help="data root (default: $DIGITLAB_DATA, else the run's data.root; for "
+        "--data holdout: the run's data.root)",
     )
     parser.add_argument(
-        "--out", help="probabilities file, .npy or .csv (default predictions/<run>-<data>.npy, "
-        "predictions/ensemble-<ensemble run>-<data>.npy for an ensemble)"
+        "--out",
+        help="probabilities file, .npy or .csv (default predictions/<run>-<data>.npy, "
+        "predictions/ensemble-<ensemble run>-<data>.npy for an ensemble)",
     )
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
     return parser
@@ -98,8 +114,15 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         result = predict(
-            args.run, args.checkpoint, args.data, args.root, args.out, args.tracking_uri,
-            tuple(args.trust), args.method, args.skip_missing,
+            args.run,
+            args.checkpoint,
+            args.data,
+            args.root,
+            args.out,
+            args.tracking_uri,
+            tuple(args.trust),
+            args.method,
+            args.skip_missing,
         )
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
@@ -107,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     if "members" in result:
         members = len(result["members"])
         scored = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.4f}"
-        print(f"digitlab: ensemble of {members} members ({result['method']}){scored}, "
-              f"MLflow run {result['run_id']}")
+        print(
+            f"digitlab: ensemble of {members} members ({result['method']}){scored}, "
+            f"MLflow run {result['run_id']}"
+        )
     print(f"digitlab: {result['n']} probabilities (N, 10) -> {result['probabilities']}")
     if result["accuracy"] is not None:
         print(f"  accuracy against the labels: {result['accuracy']:.4f}")

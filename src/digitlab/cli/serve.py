@@ -54,14 +54,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model", action="append", default=[], metavar="URI",
+        "--model",
+        action="append",
+        default=[],
+        metavar="URI",
         help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model; repeatable, the "
         "first is the default (default: a registered @best, else the newest run)",
     )
-    parser.add_argument("--run", action="append", default=[], metavar="RUN_ID",
-                        help="serve this training run's model; repeatable")
     parser.add_argument(
-        "--any-model", action="store_true",
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="serve this training run's model; repeatable",
+    )
+    parser.add_argument(
+        "--any-model",
+        action="store_true",
         help="let requests pick any digitlab model of the store with ?model= (default: only "
         "the models given here)",
     )
@@ -70,7 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port", type=int, default=5001, help="port (default 5001; 0: any free one)"
     )
     parser.add_argument(
-        "--allow-host", action="append", default=[], metavar="NAME",
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="also answer requests addressed to NAME (a proxy's or the LAN's name for this "
         "machine); repeatable. A loopback server answers only 127.0.0.1, localhost and ::1 "
         "otherwise (against DNS rebinding)",
@@ -121,16 +133,28 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except OSError as e:  # a model's file unreadable, or no room for the copy MLflow loads
         where = f": {e.filename}" if e.filename else ""
-        print(f"digitlab: error: cannot load {uri or 'the models'} ({e.strerror or e}{where}): "
-              "make that file readable, or free disk space there; or serve another --model",
-              file=sys.stderr, flush=True)
+        print(
+            f"digitlab: error: cannot load {uri or 'the models'} ({e.strerror or e}{where}): "
+            "make that file readable, or free disk space there; or serve another --model",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     try:
-        server = make_server(client, models[0], args.host, args.port, models=cache,
-                             allowed_hosts=tuple(args.allow_host))
+        server = make_server(
+            client,
+            models[0],
+            args.host,
+            args.port,
+            models=cache,
+            allowed_hosts=tuple(args.allow_host),
+        )
     except OSError as e:  # binding only: the store and the models were read above
-        print(f"digitlab: error: {_cannot_listen(e, args.host, args.port)}", file=sys.stderr,
-              flush=True)
+        print(
+            f"digitlab: error: {_cannot_listen(e, args.host, args.port)}",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     host, port = server.server_address[:2]
     print(

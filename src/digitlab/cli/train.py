@@ -43,8 +43,9 @@ def _job(cfg: DictConfig, data) -> dict:
 
     hydra_cfg = HydraConfig.get()
     trial = current_trial(hydra_cfg.get("sweeper"), cfg.logger.tracking_uri)
-    settings = dict(output_dir=hydra_cfg.runtime.output_dir,
-                    choices=dict(hydra_cfg.runtime.choices), data=data)
+    settings = dict(
+        output_dir=hydra_cfg.runtime.output_dir, choices=dict(hydra_cfg.runtime.choices), data=data
+    )
     if cfg.data.get("folds"):
         from digitlab.training.crossval import cross_validate  # imports torch and lightning
 

@@ -63,8 +63,17 @@ def mlflow_ui_args(
     tracking_uri: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1
 ) -> list[str]:
     """The ``mlflow ui`` arguments serving ``tracking_uri`` on ``host:port``."""
-    return ["ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
-            "--workers", str(workers)]
+    return [
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
 
 
 def mlflow_ui_command(
@@ -124,8 +133,11 @@ def mlflow_ui_environment(environ: dict[str, str]) -> dict[str, str]:
     """``environ`` for the UI's process: no telemetry, and without MLflow's job runner (eight
     huey worker processes, for its GenAI jobs), which browsing runs does not use and which would
     compete with training for a laptop's cores. A value the user set wins."""
-    return {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            **environ}
+    return {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **environ,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,18 +146,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Open the MLflow UI on digitlab's run store; browse to http://HOST:PORT.",
     )
     parser.add_argument(
-        "--backend-store-uri", default=None, metavar="URI",
+        "--backend-store-uri",
+        default=None,
+        metavar="URI",
         help="store to show (default: logger.tracking_uri, i.e. <project>/mlruns/mlflow.db)",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
     parser.add_argument(
-        "--host", default=DEFAULT_HOST,
+        "--host",
+        default=DEFAULT_HOST,
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: the network)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1,
+        "--workers",
+        type=int,
+        default=1,
         help="server processes (default 1, enough for one browser; MLflow's own default is 4, "
-             "each a Python process importing MLflow)",
+        "each a Python process importing MLflow)",
     )
     return parser.parse_args(argv)
 
@@ -165,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     except DigitlabError as e:
         print(f"digitlab-ui: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"digitlab-ui: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
-          flush=True)
+    print(
+        f"digitlab-ui: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
+        flush=True,
+    )
     os.environ.update(mlflow_ui_environment(dict(os.environ)))
     # exec: Ctrl-C and signals go straight to the server, no wrapper process is left behind.
     command = mlflow_ui_command(uri, args.host, args.port, args.workers)

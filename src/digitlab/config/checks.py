@@ -55,38 +55,65 @@ def _devices(value: Any) -> bool:
 # (key, test, what the value must be); keys missing from a config are skipped.
 RULES: list[tuple[str, Any, str]] = [
     ("seed", _seed, f"an integer from 0 to {SEED_MAX} (numpy's and torch's seed range)"),
-    ("data.split_seed", lambda v: v is None or _seed(v),
-     f"null or an integer from 0 to {SEED_MAX}"),
+    (
+        "data.split_seed",
+        lambda v: v is None or _seed(v),
+        f"null or an integer from 0 to {SEED_MAX}",
+    ),
     ("data.batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("data.steps_per_call", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("data.scale", lambda v: _number(v) and v > 0, "a number > 0"),
     ("data.mean", _number, "a number"),
     ("data.std", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("model.input_size", lambda v: _whole(v) and 8 <= v <= 256,
-     "an image side in pixels, e.g. 28 or 32"),
-    ("data.val_size", lambda v: (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
-     "a fraction in (0, 1) or a count >= 1"),
-    ("data.test_size", lambda v: v is None or (_whole(v) and v >= 1)
-     or (isinstance(v, float) and 0 < v < 1), "null, a fraction in (0, 1) or a count >= 1"),
-    ("data.folds", lambda v: v is None or (_whole(v) and v >= 2),
-     "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)"),
+    (
+        "model.input_size",
+        lambda v: _whole(v) and 8 <= v <= 256,
+        "an image side in pixels, e.g. 28 or 32",
+    ),
+    (
+        "data.val_size",
+        lambda v: (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
+        "a fraction in (0, 1) or a count >= 1",
+    ),
+    (
+        "data.test_size",
+        lambda v: v is None or (_whole(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
+        "null, a fraction in (0, 1) or a count >= 1",
+    ),
+    (
+        "data.folds",
+        lambda v: v is None or (_whole(v) and v >= 2),
+        "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
+    ),
     ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0, e.g. 0.1"),
     ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
-    ("trainer.devices", _devices,
-     "an integer >= 1, -1 (every device), a list of device indices (e.g. [0, 1]) or auto"),
-    ("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0),
-     "null or a number >= 0"),
+    (
+        "trainer.devices",
+        _devices,
+        "an integer >= 1, -1 (every device), a list of device indices (e.g. [0, 1]) or auto",
+    ),
+    (
+        "trainer.gradient_clip_val",
+        lambda v: v is None or (_number(v) and v >= 0),
+        "null or a number >= 0",
+    ),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
-    ("figures.filters_every_n_epochs", lambda v: _whole(v) and v >= 0,
-     "an integer >= 0 (0: filters at the start and end only)"),
+    (
+        "figures.filters_every_n_epochs",
+        lambda v: _whole(v) and v >= 0,
+        "an integer >= 0 (0: filters at the start and end only)",
+    ),
     ("figures.samples", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("figures.mistakes", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
     ("figures.probabilities", lambda v: _whole(v) and v >= 1, "an integer >= 1"),
-    ("resume", lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
-     "null, an MLflow run id or a .ckpt path"),
+    (
+        "resume",
+        lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+        "null, an MLflow run id or a .ckpt path",
+    ),
 ]
 
 
@@ -139,8 +166,11 @@ def _first_non_finite(cfg: DictConfig) -> tuple[str, float] | None:
 def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
     if isinstance(value, float) and not math.isfinite(value):
         return key, value
-    items = value.items() if isinstance(value, dict) else (
-        enumerate(value) if isinstance(value, list) else ())
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else (enumerate(value) if isinstance(value, list) else ())
+    )
     for name, item in items:
         if found := _non_finite(item, f"{key}.{name}"):
             return found

@@ -29,8 +29,15 @@ from digitlab.config.signatures import argument_names
 from digitlab.errors import DigitlabError
 
 # Hydra's flags under which a command composes another config, or none: Hydra answers those.
-OTHER_CONFIG = ("config_path", "config_name", "config_dir", "experimental_rerun", "info",
-                "shell_completion", "hydra_help")
+OTHER_CONFIG = (
+    "config_path",
+    "config_name",
+    "config_dir",
+    "experimental_rerun",
+    "info",
+    "shell_completion",
+    "hydra_help",
+)
 # Config nodes that are keyword arguments of a class without naming it in a ``_target_``.
 BUILT_BY = {"trainer": "lightning.pytorch.Trainer"}
 # Hydra's keys in a node with a ``_target_``: instructions to Hydra, not arguments.
@@ -63,8 +70,10 @@ def check_command_line(argv: list[str], conf_dir: Path) -> None:
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name="digitlab"):
         if extended:
-            cfg, added = _compose([o.input_line for o in overrides
-                                   if not o.is_sweep_override()]), []
+            cfg, added = (
+                _compose([o.input_line for o in overrides if not o.is_sweep_override()]),
+                [],
+            )
         else:
             _check_options(choices, groups, GlobalHydra.instance().config_loader())
             cfg, added = _compose_checked(_combinations(choices), keys, groups)
@@ -141,8 +150,9 @@ def _check_options(choices: list, groups: dict[str, list[str]], loader: Any) -> 
         options = groups.get(group) or sorted(loader.get_group_options(group))
         if not options:
             known = sorted({*groups, *_all_groups(loader)} - {"hydra"})
-            raise DigitlabError(f"{group} is not a config group: "
-                                + _suggest(group, known, listing="groups"))
+            raise DigitlabError(
+                f"{group} is not a config group: " + _suggest(group, known, listing="groups")
+            )
         for value in [] if o.is_delete() else _values(o):
             if value is None:  # Hydra stops with a ValueError's trace
                 raise DigitlabError(
@@ -167,7 +177,7 @@ def _combinations(choices: list) -> list[tuple[list[str], list[str]]]:
     found = [([*fixed, *first], first)]
     for i, (key, values) in enumerate(swept):
         for value in values[1:]:
-            picked = [*first[:i], f"{key}={value}", *first[i + 1:]]
+            picked = [*first[:i], f"{key}={value}", *first[i + 1 :]]
             found.append(([*fixed, *picked], picked))
     return found
 
@@ -178,13 +188,17 @@ def _compose_checked(combinations: list, keys: list, groups: dict) -> tuple[Dict
     sweep, or where Hydra refuses the overrides, to name the word; else one config is enough."""
     added = None
     if len(combinations) > 1 or any(o.is_sweep_override() or o.is_force_add() for o in keys):
-        labels = [f" with {' '.join(swept)}" if len(combinations) > 1 else ""
-                  for _, swept in combinations]
-        added = [_check_keys(keys, _compose(chosen), groups, label)
-                 for (chosen, _), label in zip(combinations, labels, strict=True)][0]
+        labels = [
+            f" with {' '.join(swept)}" if len(combinations) > 1 else "" for _, swept in combinations
+        ]
+        added = [
+            _check_keys(keys, _compose(chosen), groups, label)
+            for (chosen, _), label in zip(combinations, labels, strict=True)
+        ][0]
     try:
-        cfg = _compose([*combinations[0][0],
-                        *(o.input_line for o in keys if not o.is_sweep_override())])
+        cfg = _compose(
+            [*combinations[0][0], *(o.input_line for o in keys if not o.is_sweep_override())]
+        )
     except DigitlabError:
         if added is None:
             _check_keys(keys, _compose(combinations[0][0]), groups, "")
@@ -205,8 +219,11 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 def _exists(cfg: DictConfig, key: str) -> bool:
     parent_key, _, last = key.rpartition(".")
-    parent = OmegaConf.select(cfg, parent_key, default=_ABSENT,
-                              throw_on_resolution_failure=False) if parent_key else cfg
+    parent = (
+        OmegaConf.select(cfg, parent_key, default=_ABSENT, throw_on_resolution_failure=False)
+        if parent_key
+        else cfg
+    )
     if isinstance(parent, DictConfig):
         return last in parent.keys()
     return isinstance(parent, ListConfig) and last.isdigit() and int(last) < len(parent)
@@ -246,7 +263,7 @@ def _unknown_key(cfg: DictConfig, key: str, groups: dict, label: str) -> Digitla
     known = [k for k in node.keys() if k not in HYDRA_KEYS and (depth or k != "hydra")]
     if not depth:  # a misspelt group name on its own (modle=mlp) is a top-level key here
         known = sorted({*known, *groups})
-    rest = "." + ".".join(parts[depth + 1:]) if depth + 1 < len(parts) else ""
+    rest = "." + ".".join(parts[depth + 1 :]) if depth + 1 < len(parts) else ""
     close = [f"{where + '.' if where else ''}{k}{rest}" for k in _closest(parts[depth], known)]
     keys = f"{where}'s keys: {', '.join(known)}" if depth else f"top-level keys: {', '.join(known)}"
     if close:
@@ -268,8 +285,9 @@ def _check_additions(added: list, cfg: DictConfig) -> None:
             if names is not None and argument not in names:
                 raise DigitlabError(
                     f"{o.get_key_element()}: {target} takes no argument {argument}: "
-                    + _suggest(argument, list(names), listing=f"{target}'s arguments",
-                               prefix=f"{where}.")
+                    + _suggest(
+                        argument, list(names), listing=f"{target}'s arguments", prefix=f"{where}."
+                    )
                 )
             break
 

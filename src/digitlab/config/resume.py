@@ -28,9 +28,19 @@ from digitlab.errors import DigitlabError
 
 # Taken from this command: where and how this process trains, not what.
 LOCAL = (
-    "logger", "data.root", "data.eval_batch_size", "trusted_targets", "resume", "figures",
-    "callbacks", "test_after_fit", "trainer.accelerator", "trainer.devices",
-    "trainer.num_nodes", "trainer.strategy", "trainer.enable_progress_bar",
+    "logger",
+    "data.root",
+    "data.eval_batch_size",
+    "trusted_targets",
+    "resume",
+    "figures",
+    "callbacks",
+    "test_after_fit",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.enable_progress_bar",
 )
 # The run's own unless overridden.
 EXTENDABLE = ("trainer.max_epochs",)
@@ -64,8 +74,9 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def resumed_config(cfg: DictConfig, stored: Mapping[str, Any], overrides: Sequence[str],
-                   target: str) -> DictConfig:
+def resumed_config(
+    cfg: DictConfig, stored: Mapping[str, Any], overrides: Sequence[str], target: str
+) -> DictConfig:
     """``cfg`` (this command's composition) made the config of the resumed run ``target``: the
     stored config, with LOCAL keys from ``cfg`` and the overrides checked (module docstring).
     Raises DigitlabError, in one line, for an override that changes what was trained."""
@@ -99,8 +110,9 @@ def resumed_config(cfg: DictConfig, stored: Mapping[str, Any], overrides: Sequen
     return merged
 
 
-def _added_since(now: Mapping[str, Any], then: Mapping[str, Any], stored: Mapping[str, Any]
-                 ) -> list[str]:
+def _added_since(
+    now: Mapping[str, Any], then: Mapping[str, Any], stored: Mapping[str, Any]
+) -> list[str]:
     """Leaves of this composition that the stored config lacks, outside the nodes it builds an
     object from (a stored ``model`` is complete as it is: another network's keys would not
     fit it)."""

@@ -27,14 +27,15 @@ def argument_names(target: str) -> tuple[str, ...] | None:
     except (OSError, SyntaxError, ValueError, ImportError):
         return None
     if isinstance(node, ast.ClassDef):
-        node = next((n for n in node.body
-                     if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        node = next(
+            (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+        )
         skip = 1  # self
     else:
         skip = 0
     if not isinstance(node, ast.FunctionDef) or node.args.kwarg is not None:
         return None
-    arguments = node.args.args[max(0, skip - len(node.args.posonlyargs)):]
+    arguments = node.args.args[max(0, skip - len(node.args.posonlyargs)) :]
     return tuple(a.arg for a in (*arguments, *node.args.kwonlyargs))
 
 

@@ -221,8 +221,9 @@ def _describe(obj: Any) -> str:
         return f"an object of type {type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False,
-                   path: str = "") -> None:
+def check_resolved(
+    node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False, path: str = ""
+) -> None:
     """Check every ``_target_`` in ``node`` (a config node of ``kind``) by what it resolves to.
 
     The top-level target must be of ``kind``; nested ones (a trusted config's) of any kind. An
@@ -232,32 +233,50 @@ def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, untrust
     trusted = tuple(trusted)
     for where, target in _targets(node):
         if untrusted and where:
-            raise Refused(f"{path}{where}_target_={target}",
-                          f"is nested code inside a saved {kind}, which takes plain values only",
-                          trust_helps=False)
+            raise Refused(
+                f"{path}{where}_target_={target}",
+                f"is nested code inside a saved {kind}, which takes plain values only",
+                trust_helps=False,
+            )
         try:
             resolve(target, (kind,) if not where else tuple(KINDS), trusted)
         except Refused as e:
             raise Refused(f"{path}{where}{e.key}", e.reason) from None
     if untrusted and (found := _interpolation(node)):
-        raise Refused(f"{path}{found}", f"holds an interpolation (${{...}}), where a saved {kind} "
-                      "takes plain values only", trust_helps=False)
+        raise Refused(
+            f"{path}{found}",
+            f"holds an interpolation (${{...}}), where a saved {kind} takes plain values only",
+            trust_helps=False,
+        )
 
 
 def _interpolation(node: Any, path: str = "") -> str | None:
     """The key path of the first string holding ``${`` (which Hydra would resolve), else None."""
     if isinstance(node, str):
         return (path.rstrip(".") or "value") if "${" in node else None
-    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(
-        node, list | tuple) else ()
+    items = (
+        node.items()
+        if isinstance(node, Mapping)
+        else enumerate(node)
+        if isinstance(node, list | tuple)
+        else ()
+    )
     for key, value in items:
         if found := _interpolation(value, f"{path}{key}."):
             return found
     return None
 
 
-def build(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False,
-          path: str = "", source: str = "", **kwargs: Any) -> Any:
+def build(
+    node: Any,
+    kind: str,
+    trusted: Iterable[str] = (),
+    *,
+    untrusted: bool = False,
+    path: str = "",
+    source: str = "",
+    **kwargs: Any,
+) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` once :func:`check_resolved` passes; the
     checked plain copy is what gets instantiated, so nothing can change in between.
 
@@ -274,8 +293,11 @@ def build(node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool 
     try:
         check_resolved(node, kind, trusted, untrusted=untrusted, path=path)
         if not untrusted and (found := _interpolation(node)):  # resolved: a literal "${" left
-            raise Refused(f"{path}{found}", "holds an interpolation after resolving: escape "
-                          "nothing there", trust_helps=False)
+            raise Refused(
+                f"{path}{found}",
+                "holds an interpolation after resolving: escape nothing there",
+                trust_helps=False,
+            )
     except Refused as e:
         if not untrusted:
             raise DigitlabError(

@@ -75,7 +75,10 @@ class TensorBatches:
         order = self._order()
         if order is None:  # contiguous slices are views: no copy at all
             for start in range(0, len(self.y), self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+                yield (
+                    self.x[start : start + self.batch_size],
+                    self.y[start : start + self.batch_size],
+                )
             return
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]

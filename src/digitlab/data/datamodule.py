@@ -28,8 +28,9 @@ def holdout_count(n: int, size: float | int, key: str) -> int:
     return count
 
 
-def prepare(images: torch.Tensor, device: torch.device, scale: float, mean: float, std: float,
-            size: int) -> torch.Tensor:
+def prepare(
+    images: torch.Tensor, device: torch.device, scale: float, mean: float, std: float, size: int
+) -> torch.Tensor:
     """uint8 (N, H, W) -> float32 (N, 1, size, size) on ``device``: x / scale, then (x - mean) / std."""
     x = images.to(device).unsqueeze(1).float().div_(scale).sub_(mean).div_(std)
     if x.shape[-1] != size:
@@ -131,12 +132,14 @@ class DigitDataModule(L.LightningDataModule):
             return val_idx, order[:n_test], train_idx
         n_val = holdout_count(n, self.val_size, "data.val_size")
         n_test = holdout_count(n - n_val, self.test_size, "data.test_size") if carve_test else 0
-        return order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+        return order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = (
+            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        )
         for name, (images, labels) in self.split().items():
             x = prepare(images, device, self.scale, self.mean, self.std, self.resize)
             self.tensors[name] = x, labels.to(device)
@@ -145,7 +148,9 @@ class DigitDataModule(L.LightningDataModule):
         x, y = self.tensors[name]
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        return TensorBatches(
+            x, y, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+        )
 
     def train_dataloader(self) -> TensorBatches:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -166,7 +171,9 @@ class DigitDataModule(L.LightningDataModule):
         if self._augment_epoch != (epoch, x.device):
             # Seeded per epoch, as the batch order is: a run resumed at an epoch boundary draws
             # exactly the transforms an uninterrupted one would.
-            self._generator = torch.Generator(x.device).manual_seed(self.seed * 1_000_003 + epoch + 1)
+            self._generator = torch.Generator(x.device).manual_seed(
+                self.seed * 1_000_003 + epoch + 1
+            )
             self._augment_epoch = (epoch, x.device)
         fill = -self.mean / self.std  # a black pixel, normalised
         return self.augment(x, fill=fill, generator=self._generator), y

@@ -25,8 +25,10 @@ _CHUNK = 1 << 18  # bytes checked at a time: memory stays bounded whatever the f
 # The bytes CSV text may hold: all but the control characters, tab and line ends excepted.
 _TEXT = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
 _WIDE_BOMS = (  # byte-order marks of the wide encodings (UTF-32's first: it starts like UTF-16's)
-    ("UTF-32", codecs.BOM_UTF32_LE), ("UTF-32", codecs.BOM_UTF32_BE),
-    ("UTF-16", codecs.BOM_UTF16_LE), ("UTF-16", codecs.BOM_UTF16_BE),
+    ("UTF-32", codecs.BOM_UTF32_LE),
+    ("UTF-32", codecs.BOM_UTF32_BE),
+    ("UTF-16", codecs.BOM_UTF16_LE),
+    ("UTF-16", codecs.BOM_UTF16_BE),
 )
 
 

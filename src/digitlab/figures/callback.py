@@ -214,7 +214,10 @@ class FigureLogger(L.Callback):
         wrong = (pred != y).nonzero().squeeze(1)
         worst = wrong[confidence[wrong].argsort(descending=True)][: self.mistakes]
         fig = plot_confident_mistakes(
-            images(worst), y[worst], pred[worst], confidence[worst],
+            images(worst),
+            y[worst],
+            pred[worst],
+            confidence[worst],
             f"The {len(worst)} test digits the model got wrong most confidently\n"
             f"({len(wrong):,} mistakes in {n:,}; caption: true label → prediction (confidence))",
             self.mistakes,
@@ -222,7 +225,9 @@ class FigureLogger(L.Callback):
         self._log_figure(trainer, fig, "predictions/confident_mistakes.png")
         picks = _probability_picks(n, self.probabilities, confidence, worst)
         fig = plot_probability_bars(
-            images(picks), probs[picks], y[picks],
+            images(picks),
+            probs[picks],
+            y[picks],
             "What the model believes: first test digits, its least sure guess, "
             "its most confident mistake",
             len(picks),

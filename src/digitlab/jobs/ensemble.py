@@ -65,12 +65,19 @@ def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Rost
             continue
         left_out = f"not finished, left out: {', '.join(others)}" if others else ""
         if not finished:
-            roster.miss(run_id, DigitlabError(
-                f"sweep run {run_id} has no FINISHED child ({left_out}): wait for its jobs to "
-                "end, or name finished runs with --run"))
+            roster.miss(
+                run_id,
+                DigitlabError(
+                    f"sweep run {run_id} has no FINISHED child ({left_out}): wait for its jobs to "
+                    "end, or name finished runs with --run"
+                ),
+            )
             continue
-        print(f"digitlab: sweep run {run_id}: {len(finished)} finished children are members"
-              + (f"; {left_out}" if others else ""), flush=True)
+        print(
+            f"digitlab: sweep run {run_id}: {len(finished)} finished children are members"
+            + (f"; {left_out}" if others else ""),
+            flush=True,
+        )
         roster.sweeps.append(run_id)
         for child in finished:
             roster.add(Source(child, run_id=child))
@@ -115,9 +122,17 @@ def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
     return text.getvalue()
 
 
-def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: str,
-                     root: Path | None, out: str | Path | None, trusted: tuple[str, ...],
-                     method: str, skip_missing: bool) -> dict[str, Any]:
+def predict_ensemble(
+    client,
+    runs: Sequence[str],
+    files: Sequence[str],
+    data: str,
+    root: Path | None,
+    out: str | Path | None,
+    trusted: tuple[str, ...],
+    method: str,
+    skip_missing: bool,
+) -> dict[str, Any]:
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
     "method" and "skipped"."""
@@ -139,11 +154,20 @@ def predict_ensemble(client, runs: Sequence[str], files: Sequence[str], data: st
     with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{Path(data).stem}.npy")
         result = write_predictions(probs, digits, labels, out, picture_files(data))
-        metrics = {"accuracy": result["accuracy"],
-                   "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
-                   "members/best_accuracy": max(scored, default=None)}
-        files_out = [result["probabilities"],
-                     *(result[k] for k in ("submission", "digits") if result[k] is not None)]
+        metrics = {
+            "accuracy": result["accuracy"],
+            "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
+            "members/best_accuracy": max(scored, default=None),
+        }
+        files_out = [
+            result["probabilities"],
+            *(result[k] for k in ("submission", "digits") if result[k] is not None),
+        ]
         log_results(client, run_id, members_table(members, own), metrics, files_out)
-    return {**result, "run_id": run_id, "members": names, "method": method,
-            "skipped": roster.skipped}
+    return {
+        **result,
+        "run_id": run_id,
+        "members": names,
+        "method": method,
+        "skipped": roster.skipped,
+    }

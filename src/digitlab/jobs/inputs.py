@@ -62,8 +62,9 @@ def picture_files(data: str) -> list[Path] | None:
     from digitlab.serving.mnistify import IMAGE_SUFFIXES
 
     def pictures(paths) -> list[Path]:
-        return sorted(p for p in map(Path, paths) if p.is_file()
-                      and p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(
+            p for p in map(Path, paths) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
 
     path = Path(data).expanduser()
     if glob.has_magic(data):
@@ -77,8 +78,10 @@ def picture_files(data: str) -> list[Path] | None:
     else:
         return None
     if not found:
-        raise DigitlabError(f"--data {data} holds no picture ({', '.join(IMAGE_SUFFIXES)}): give "
-                            "a folder or glob of digit pictures")
+        raise DigitlabError(
+            f"--data {data} holds no picture ({', '.join(IMAGE_SUFFIXES)}): give "
+            "a folder or glob of digit pictures"
+        )
     return found
 
 
@@ -86,8 +89,9 @@ def picture_files(data: str) -> list[Path] | None:
 HOLDOUT = "holdout"
 
 
-def images_for(data: str, root: Path | None, members: Sequence[tuple[str, Any]],
-               trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+def images_for(
+    data: str, root: Path | None, members: Sequence[tuple[str, Any]], trusted: tuple[str, ...] = ()
+) -> tuple[Any, Any]:
     """The images to predict for ``members`` ((name, run config) pairs): ``--data holdout``
     rebuilds the test split they held out (:func:`holdout_images`), any other ``data`` is read
     by :func:`load_images`."""
@@ -100,8 +104,9 @@ def images_for(data: str, root: Path | None, members: Sequence[tuple[str, Any]],
 SPLIT_KEYS = ("val_size", "test_size", "folds", "fold")
 
 
-def holdout_images(members: Sequence[tuple[str, Any]], root: Path | None,
-                   trusted: tuple[str, ...] = ()) -> tuple[Any, Any]:
+def holdout_images(
+    members: Sequence[tuple[str, Any]], root: Path | None, trusted: tuple[str, ...] = ()
+) -> tuple[Any, Any]:
     """uint8 images and labels of the test split that ``members`` ((name, run config) pairs)
     held out in training, cut again from each run's data source, sizes and split seed as
     training cut it: for Kaggle's train.csv with ``data.test_size``, rows no member trained on
@@ -153,10 +158,22 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     def cut() -> tuple[Any, Any]:
         try:
             datamodule = DigitDataModule(
-                load=build(source, "data source", trusted, untrusted=True, path="data.source.",
-                           source=source_name, _partial_=True), val_size=data["val_size"],
-                test_size=data.get("test_size"), seed=config["seed"], split_seed=split_seed,
-                folds=data.get("folds"), fold=data.get("fold", 0))
+                load=build(
+                    source,
+                    "data source",
+                    trusted,
+                    untrusted=True,
+                    path="data.source.",
+                    source=source_name,
+                    _partial_=True,
+                ),
+                val_size=data["val_size"],
+                test_size=data.get("test_size"),
+                seed=config["seed"],
+                split_seed=split_seed,
+                folds=data.get("folds"),
+                fold=data.get("fold", 0),
+            )
             return datamodule.split()["test"]
         except DigitlabError as e:
             raise DigitlabError(f"--data holdout, {name}: {e}") from None

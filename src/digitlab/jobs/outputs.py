@@ -13,8 +13,9 @@ def write_submission(labels, path: Path) -> None:
     path.write_text("\n".join(["ImageId,Label", *rows]) + "\n")
 
 
-def write_predictions(probs, digits, labels, out: Path, pictures: list[Path] | None = None
-                      ) -> dict[str, Any]:
+def write_predictions(
+    probs, digits, labels, out: Path, pictures: list[Path] | None = None
+) -> dict[str, Any]:
     """Write the (N, 10) probabilities to ``out`` (``.npy``, or ``.csv`` by its name) and, for
     unlabelled images (Kaggle's test.csv), ``submission.csv`` of ``digits`` beside it; for
     ``pictures`` (the files the images came from), ``digits.csv`` (file, digit) instead.
@@ -31,8 +32,13 @@ def write_predictions(probs, digits, labels, out: Path, pictures: list[Path] | N
     else:
         out = out.with_name(out.name + ".npy") if out.suffix != ".npy" else out
         np.save(out, probs)  # (np.save would add .npy itself, and the path returned be wrong)
-    result: dict[str, Any] = {"probabilities": out, "submission": None, "digits": None,
-                              "accuracy": accuracy(digits, labels), "n": len(probs)}
+    result: dict[str, Any] = {
+        "probabilities": out,
+        "submission": None,
+        "digits": None,
+        "accuracy": accuracy(digits, labels),
+        "n": len(probs),
+    }
     if pictures is not None:
         result["digits"] = out.with_name("digits.csv")
         rows = [f"{picture},{int(digit)}" for picture, digit in zip(pictures, digits, strict=True)]

@@ -65,15 +65,19 @@ def predict(
     ):
         from digitlab.jobs.ensemble import predict_ensemble
 
-        return predict_ensemble(client, runs, files, data, root, out, trusted, method,
-                                skip_missing)
-    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out,
-                       trusted)
+        return predict_ensemble(client, runs, files, data, root, out, trusted, method, skip_missing)
+    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out, trusted)
 
 
-def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
-                root: Path | None, out: str | Path | None, trusted: tuple[str, ...]
-                ) -> dict[str, Any]:
+def predict_one(
+    client,
+    run_id: str | None,
+    checkpoint: str | None,
+    data: str,
+    root: Path | None,
+    out: str | Path | None,
+    trusted: tuple[str, ...],
+) -> dict[str, Any]:
     """:func:`predict` for one run (``client``'s) or one checkpoint file."""
     import tempfile
 
@@ -95,8 +99,11 @@ def predict_one(client, run_id: str | None, checkpoint: str | None, data: str,
         from digitlab.tracking.ensemble import log_results, prediction_run
 
         with prediction_run(client, run_id, {"data": Path(data).name, "rows": len(probs)}) as own:
-            files = [result[k] for k in ("probabilities", "submission", "digits")
-                     if result[k] is not None]
+            files = [
+                result[k]
+                for k in ("probabilities", "submission", "digits")
+                if result[k] is not None
+            ]
             log_results(client, own, None, {"accuracy": result["accuracy"]}, files)
         result["run_id"] = own
     return result

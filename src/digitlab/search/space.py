@@ -51,8 +51,10 @@ def distribution(override: Override) -> Any:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise DigitlabError(f"{override.input_line} is not a sweep Optuna can sample: "
-                        "use choice(...), range(...), interval(...) or tag(log, interval(...))")
+    raise DigitlabError(
+        f"{override.input_line} is not a sweep Optuna can sample: "
+        "use choice(...), range(...), interval(...) or tag(log, interval(...))"
+    )
 
 
 def search_space(params: Mapping[str, Any] | None, arguments: Iterable[str]) -> tuple[dict, dict]:

@@ -105,8 +105,10 @@ def read_digit(path, max_side: int = 8000) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if max(image.size) > max_side:
-                raise BadInput(f"{path} is {image.size[0]}x{image.size[1]} px: at most "
-                               f"{max_side} a side; scale it down")
+                raise BadInput(
+                    f"{path} is {image.size[0]}x{image.size[1]} px: at most "
+                    f"{max_side} a side; scale it down"
+                )
             image.load()
             ink = ink_of(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:

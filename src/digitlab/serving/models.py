@@ -45,8 +45,10 @@ def checked_data_path(folder: Path, uri: str) -> Path:
             f"{uri} is not a digitlab model (its loader is {flavor.get('loader_module')!r}): "
             "refused, nothing of it was run; serve a model digitlab logged"
         )
-    for key, what in ((CODE, "code_paths (its own Python files)"),
-                      (MODEL_CONFIG, "a model_config of its own (a model cannot trust itself)")):
+    for key, what in (
+        (CODE, "code_paths (its own Python files)"),
+        (MODEL_CONFIG, "a model_config of its own (a model cannot trust itself)"),
+    ):
         if flavor.get(key):
             raise RefusedModel(
                 f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
@@ -54,8 +56,10 @@ def checked_data_path(folder: Path, uri: str) -> Path:
             )
     data = (folder / str(flavor.get("data", ""))).resolve()
     if not data.is_file() or not data.is_relative_to(folder.resolve()):
-        raise RefusedModel(f"{uri}'s data {flavor.get('data')!r} is not a file inside the model: "
-                           "refused; serve a model digitlab logged")
+        raise RefusedModel(
+            f"{uri}'s data {flavor.get('data')!r} is not a file inside the model: "
+            "refused; serve a model digitlab logged"
+        )
     return data
 
 
@@ -74,8 +78,12 @@ class ModelCache:
             store (the operator's choice, ``digitlab-serve --any-model``).
     """
 
-    def __init__(self, tracking_uri: str, trusted: tuple[str, ...] = (),
-                 allowed: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        trusted: tuple[str, ...] = (),
+        allowed: tuple[str, ...] | None = None,
+    ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()

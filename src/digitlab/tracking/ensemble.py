@@ -54,8 +54,10 @@ def run_checkpoint(client, run_id: str, folder: Path) -> Path:
 def children(client, run) -> list:
     """The child runs of ``run`` (a sweep's jobs, a cross-validation's folds), oldest first."""
     found = client.search_runs(
-        [run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
-        max_results=10_000, order_by=["attributes.start_time ASC"],
+        [run.info.experiment_id],
+        f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
+        max_results=10_000,
+        order_by=["attributes.start_time ASC"],
     )
     return list(found)
 
@@ -87,8 +89,13 @@ def experiment_id(client, name: str = EXPERIMENT) -> str:
 
 
 @contextlib.contextmanager
-def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
-                 sweeps: Sequence[str] = (), skipped: Sequence[str] = ()) -> Iterator[str]:
+def ensemble_run(
+    client,
+    members: Sequence[str],
+    settings: Mapping[str, Any],
+    sweeps: Sequence[str] = (),
+    skipped: Sequence[str] = (),
+) -> Iterator[str]:
     """Create the ensemble's run and yield its id; it ends FINISHED when the block completes,
     FAILED when it raises.
 
@@ -113,8 +120,13 @@ def ensemble_run(client, members: Sequence[str], settings: Mapping[str, Any],
         tags[SKIPPED_TAG] = "; ".join(skipped)[:8000]
     method = settings.get("method", "mean")
     params = {"members": str(len(members)), **{k: str(v) for k, v in settings.items()}}
-    with recorded_run(client, experiment_id(client), f"ensemble-{len(members)}-{method}", tags,
-                      {f"ensemble.{k}": v for k, v in params.items()}) as run_id:
+    with recorded_run(
+        client,
+        experiment_id(client),
+        f"ensemble-{len(members)}-{method}",
+        tags,
+        {f"ensemble.{k}": v for k, v in params.items()},
+    ) as run_id:
         yield run_id
 
 
@@ -127,18 +139,28 @@ def prediction_run(client, source_run_id: str, settings: Mapping[str, Any]) -> I
 
     source = get_run(client, source_run_id)
     command = shlex.join(["digitlab-predict", *sys.argv[1:]])
-    tags = {**owner_tags(), SOURCE_TAG: source_run_id, "digitlab.command": command[:8000],
-            "mlflow.note.content": f"Predictions of run {source.info.run_name} "
-                                   f"({source_run_id}): `{command}`"[:8000]}
+    tags = {
+        **owner_tags(),
+        SOURCE_TAG: source_run_id,
+        "digitlab.command": command[:8000],
+        "mlflow.note.content": f"Predictions of run {source.info.run_name} "
+        f"({source_run_id}): `{command}`"[:8000],
+    }
     name = f"predict-{source.info.run_name}-{settings.get('data', 'data')}"[:250]
-    with recorded_run(client, experiment_id(client, PREDICTIONS), name, tags,
-                      {f"predict.{k}": str(v) for k, v in settings.items()}) as run_id:
+    with recorded_run(
+        client,
+        experiment_id(client, PREDICTIONS),
+        name,
+        tags,
+        {f"predict.{k}": str(v) for k, v in settings.items()},
+    ) as run_id:
         yield run_id
 
 
 @contextlib.contextmanager
-def recorded_run(client, experiment: str, name: str, tags: Mapping[str, str],
-                 params: Mapping[str, str]) -> Iterator[str]:
+def recorded_run(
+    client, experiment: str, name: str, tags: Mapping[str, str], params: Mapping[str, str]
+) -> Iterator[str]:
     """Create a run and yield its id; it ends FINISHED when the block completes, FAILED when it
     raises."""
     from mlflow.entities import Param
@@ -153,8 +175,13 @@ def recorded_run(client, experiment: str, name: str, tags: Mapping[str, str],
     client.set_terminated(run_id, "FINISHED")
 
 
-def log_results(client, run_id: str, table_csv: str | None,
-                metrics: Mapping[str, float | None], files: Sequence[Path]) -> None:
+def log_results(
+    client,
+    run_id: str,
+    table_csv: str | None,
+    metrics: Mapping[str, float | None],
+    files: Sequence[Path],
+) -> None:
     """The members' table (``ensemble/members.csv``, for an ensemble), the metrics that exist,
     and the prediction files (probabilities, submission) under ``predictions/``."""
     if table_csv is not None:

@@ -65,10 +65,15 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
             client.log_artifact(run_id, str(last), "checkpoints")
         client.set_tag(run_id, "digitlab.killed_because", f"its process {pid} on {host} died")
         client.set_terminated(run_id, "KILLED")
-        then = (f"last checkpoint logged; continue with: resume={run_id}" if last.is_file()
-                else "it had saved no checkpoint")
-        lines.append(f"run {run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
-                     f"which died: marked KILLED, {then}")
+        then = (
+            f"last checkpoint logged; continue with: resume={run_id}"
+            if last.is_file()
+            else "it had saved no checkpoint"
+        )
+        lines.append(
+            f"run {run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
+            f"which died: marked KILLED, {then}"
+        )
     for line in lines:
         log.warning(line)
     return lines
@@ -85,7 +90,6 @@ def _lock_folder(tracking_uri: str) -> Path:
     """Where the per-run lock files live: beside a SQLite store, else in the temp folder (a
     tracking server's runs can only be locked against this machine's own processes)."""
     import tempfile
-
 
     db = sqlite_path(tracking_uri)
     if db is not None:
@@ -127,8 +131,10 @@ def claim_run(client, run_id: str):
 
 
 def _wait_hint(run_id: str) -> str:
-    return (f"one process trains a run at a time; wait for it to end, or stop it (Ctrl-C), then "
-            f"resume={run_id}")
+    return (
+        f"one process trains a run at a time; wait for it to end, or stop it (Ctrl-C), then "
+        f"resume={run_id}"
+    )
 
 
 def _live_owner(run) -> str | None:

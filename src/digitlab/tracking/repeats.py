@@ -86,5 +86,6 @@ def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: li
         for metric in REPEAT_METRICS:
             for stat in ("mean", "std", "min", "max"):
                 if best.get(f"{metric} {stat}") is not None:
-                    client.log_metric(parent_id, f"repeats/{metric}_{stat}",
-                                      float(best[f"{metric} {stat}"]))
+                    client.log_metric(
+                        parent_id, f"repeats/{metric}_{stat}", float(best[f"{metric} {stat}"])
+                    )

@@ -128,8 +128,11 @@ class TrackedRun:
                 )
             if isinstance(exc, DigitlabError):  # the user can fix it: keep the work done so far
                 last, unlogged = self._log_last()
-                kept = (f"last good checkpoint {last}{unlogged}" if last
-                        else "no checkpoint was saved yet")
+                kept = (
+                    f"last good checkpoint {last}{unlogged}"
+                    if last
+                    else "no checkpoint was saved yet"
+                )
                 exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
         self.client.set_terminated(self.run_id, status)
         if replacement is None and exc_type is None and self.caught.late:
@@ -212,11 +215,17 @@ def git_commit(folder: Path) -> str | None:
     try:
         commit = subprocess.run(
             ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -236,7 +245,7 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
         client.log_batch(run_id, tags=[RunTag("digitlab.resume_changes", note[:5000])])
     items = [Param(k, v) for k, v in params.items() if k not in logged]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])
+        client.log_batch(run_id, params=items[start : start + 100])
 
 
 @dataclass
@@ -297,11 +306,14 @@ def signals_as_interrupts() -> Iterator[Caught]:
             # rolled back when the file is next opened), and the run left RUNNING names this
             # process as its owner, so the next command on the store marks it KILLED and logs
             # its last checkpoint (digitlab.tracking.owners).
-            os.write(2, (
-                f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
-                "the next digitlab command on this store marks the run KILLED (resume=<run id> "
-                "continues it from its last checkpoint)\n"
-            ).encode())
+            os.write(
+                2,
+                (
+                    f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+                    "the next digitlab command on this store marks the run KILLED (resume=<run id> "
+                    "continues it from its last checkpoint)\n"
+                ).encode(),
+            )
             os._exit(128 + signum)
         if caught.closing:
             caught.late = True

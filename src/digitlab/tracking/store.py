@@ -73,8 +73,9 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     if artifact_location:
         location = Path(artifact_location).expanduser().resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location,
-                                        tags={KIND_TAG: TRAINING_KIND})
+        return client.create_experiment(
+            name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND}
+        )
     except Exception:
         # A parallel job may have created it between our look-up and create: use theirs.
         experiment = client.get_experiment_by_name(name)

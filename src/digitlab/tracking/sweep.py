@@ -81,8 +81,9 @@ class MlflowSweep(Callback):
             also gives each other configuration's mean, std, min and max over them.
     """
 
-    def __init__(self, target: str = "val/acc", repeat: list[str] | tuple[str, ...] = ("seed",)
-                 ) -> None:
+    def __init__(
+        self, target: str = "val/acc", repeat: list[str] | tuple[str, ...] = ("seed",)
+    ) -> None:
         self.target, self.repeat = target, list(repeat)
         self.parent_id: str | None = None
         self.tracking_uri: str | None = None
@@ -134,8 +135,9 @@ class MlflowSweep(Callback):
         client = tracking.open_client(self.tracking_uri)
         parent_id = self.parent_id
         try:
-            outcome = summarise(client, parent_id, self.target,
-                                Path(str(config.hydra.sweep.dir)), self.repeat)
+            outcome = summarise(
+                client, parent_id, self.target, Path(str(config.hydra.sweep.dir)), self.repeat
+            )
             registered = _register_best(client, parent_id, config)
         finally:
             client.set_terminated(parent_id, "FINISHED")
@@ -175,13 +177,15 @@ def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
     try:
         return register(client, parent_id, name).line()
     except DigitlabError as e:
-        print(f"digitlab: the sweep's best model was not registered: {e}",
-              file=sys.stderr, flush=True)
+        print(
+            f"digitlab: the sweep's best model was not registered: {e}", file=sys.stderr, flush=True
+        )
         return None
 
 
-def closing_lines(client, parent_id: str, target: str, outcome: dict[str, Any],
-                  registered: str | None = None) -> list[str]:
+def closing_lines(
+    client, parent_id: str, target: str, outcome: dict[str, Any], registered: str | None = None
+) -> list[str]:
     """What a sweep prints once at its end: how many jobs finished, the best one and its
     ``target``, the parent run, and the commands that use them (predict with the finished jobs
     as a committee, register the best) or, with ``logger.register_as``, what was registered."""
@@ -190,25 +194,31 @@ def closing_lines(client, parent_id: str, target: str, outcome: dict[str, Any],
     uri = client.tracking_uri
     store = "" if uri == default_tracking_uri() else f" --tracking-uri {uri}"
     parent = client.get_run(parent_id).info.run_name
-    lines = [f"digitlab: sweep {parent} finished: {outcome['jobs']} jobs, "
-             f"{outcome['finished']} FINISHED"]
+    lines = [
+        f"digitlab: sweep {parent} finished: {outcome['jobs']} jobs, {outcome['finished']} FINISHED"
+    ]
     best = outcome["best"]
     if best is None:
         lines.append(f"  no FINISHED job has {target}: nothing to predict with or register")
     else:
-        lines.append(f"  best job {best['job']}: {best['run_name']} (run {best['run_id']}), "
-                     f"{target} {best[target]:.4f}")
+        lines.append(
+            f"  best job {best['job']}: {best['run_name']} (run {best['run_id']}), "
+            f"{target} {best[target]:.4f}"
+        )
     lines.append(f"  MLflow parent run {parent_id} in {uri}")
     if best is not None:
         lines += next_commands(client, parent_id, best["run_id"], store, registered)
     if study := outcome.get("study"):
-        lines.append(f"  the study in optuna-dashboard: {study['dashboard']}, "
-                     f"then open {study['dashboard_link']}")
+        lines.append(
+            f"  the study in optuna-dashboard: {study['dashboard']}, "
+            f"then open {study['dashboard_link']}"
+        )
     return lines
 
 
-def next_commands(client, parent_id: str, best_id: str, store: str,
-                  registered: str | None) -> list[str]:
+def next_commands(
+    client, parent_id: str, best_id: str, store: str, registered: str | None
+) -> list[str]:
     """The commands that use a sweep's jobs, each only where its jobs logged what it reads (a
     command that would fail is not offered: the line says why instead)."""
     from digitlab.tracking.registry import model_source
@@ -217,19 +227,25 @@ def next_commands(client, parent_id: str, best_id: str, store: str,
     logged = client.list_artifacts(best_id, "checkpoints")
     if any(a.path.endswith(".ckpt") for a in logged):
         data = best.data.tags.get("choice.data", "mnist")
-        predict = ("predict with the finished jobs as a committee: "
-                   f"uv run digitlab-predict --run {parent_id} --data {data}{store}")
+        predict = (
+            "predict with the finished jobs as a committee: "
+            f"uv run digitlab-predict --run {parent_id} --data {data}{store}"
+        )
     else:
-        predict = (f"no committee to predict with: run {best_id} logged no checkpoint"
-                   f"{_switched_off(best, 'logger.log_checkpoint')}")
+        predict = (
+            f"no committee to predict with: run {best_id} logged no checkpoint"
+            f"{_switched_off(best, 'logger.log_checkpoint')}"
+        )
     if registered:
         return [f"  {predict}", f"  {registered}"]
     try:
         model_source(client, best_id)
         register = f"register the best job: uv run digitlab-register {best_id} --name NAME{store}"
     except DigitlabError:
-        register = (f"nothing to register: run {best_id} logged no model"
-                    f"{_switched_off(best, 'logger.log_model')}")
+        register = (
+            f"nothing to register: run {best_id} logged no model"
+            f"{_switched_off(best, 'logger.log_model')}"
+        )
     return [f"  {predict}", f"  {register}"]
 
 
@@ -270,16 +286,23 @@ def end_interrupted_sweep() -> tuple[str, int] | None:
     parent, signum = sweep.parent_id, _interrupted
     jobs = sweep._abandon()
     also = ", and so are the runs of the jobs it stopped (resume=<run id> continues one)"
-    return (f"{signal.Signals(signum).name} stopped the sweep; its parent run {parent} is KILLED"
-            f"{also if jobs else ''}", 128 + signum)
+    return (
+        f"{signal.Signals(signum).name} stopped the sweep; its parent run {parent} is KILLED"
+        f"{also if jobs else ''}",
+        128 + signum,
+    )
 
 
 def _exit_at_once(signum: int, frame) -> None:
     """A second signal while the first is honoured: the user will not wait. As in a single run
     (digitlab.tracking.run), the store stays whole and the next command ends what is left."""
-    os.write(2, (f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
-                 "the next digitlab command on this store marks the sweep's runs KILLED\n"
-                 ).encode())
+    os.write(
+        2,
+        (
+            f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+            "the next digitlab command on this store marks the sweep's runs KILLED\n"
+        ).encode(),
+    )
     os._exit(128 + signum)
 
 
@@ -288,6 +311,7 @@ def _observe_interrupts() -> None:
     launcher's own handler) handles them as before; from then on a second one exits at once.
 
     A run in this process (the basic launcher's jobs) handles signals itself while it runs."""
+
     def observer(previous):
         def handle(signum, frame):
             mark_interrupted(signum)
@@ -296,6 +320,7 @@ def _observe_interrupts() -> None:
             if callable(previous):
                 return previous(signum, frame)
             raise KeyboardInterrupt  # SIGTERM too: the command ends the sweep as for Ctrl-C
+
         return handle
 
     try:
@@ -336,8 +361,13 @@ def swept_keys(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
 
 
-def summarise(client, parent_id: str, target: str, sweep_dir: Path,
-              repeat: list[str] | tuple[str, ...] = ("seed",)) -> dict[str, Any]:
+def summarise(
+    client,
+    parent_id: str,
+    target: str,
+    sweep_dir: Path,
+    repeat: list[str] | tuple[str, ...] = ("seed",),
+) -> dict[str, Any]:
     """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
     the ``repeat`` keys (``tracking.repeats``) and Optuna's result. Returns what
     :func:`closing_lines` says: ``jobs``, ``finished``, the ``best`` job's row (None when no
@@ -376,8 +406,12 @@ def summarise(client, parent_id: str, target: str, sweep_dir: Path,
         metrics.update(log_study(client, parent_id, optuna_result))
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
-    return {"jobs": metrics["sweep/jobs"], "finished": metrics["sweep/finished"], "best": best,
-            "study": study}
+    return {
+        "jobs": metrics["sweep/jobs"],
+        "finished": metrics["sweep/finished"],
+        "best": best,
+        "study": study,
+    }
 
 
 def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
@@ -392,10 +426,15 @@ def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
         client.set_tag(parent_id, "optuna.storage", result["storage"])
         client.set_tag(parent_id, "optuna.dashboard", result["dashboard_link"])
         note = client.get_run(parent_id).data.tags.get("mlflow.note.content", "")
-        client.set_tag(parent_id, "mlflow.note.content", (
-            f"{note}\n\nOptuna study `{result['study_name']}` ({result['n_trials']} trials, "
-            f"{result['n_pruned']} pruned): [open it in optuna-dashboard]"
-            f"({result['dashboard_link']}) after starting `{result['dashboard']}`").strip())
+        client.set_tag(
+            parent_id,
+            "mlflow.note.content",
+            (
+                f"{note}\n\nOptuna study `{result['study_name']}` ({result['n_trials']} trials, "
+                f"{result['n_pruned']} pruned): [open it in optuna-dashboard]"
+                f"({result['dashboard_link']}) after starting `{result['dashboard']}`"
+            ).strip(),
+        )
     metrics = {}
     if "best_value" in result:
         metrics["optuna/best_value"] = float(result["best_value"])

@@ -32,7 +32,8 @@ def quiet_lightning() -> None:
     # Under DDP our epoch metrics are already global: torchmetrics' compute() gathers every
     # rank's state, so Lightning's advice to add sync_dist=True (average again) does not apply.
     warnings.filterwarnings(
-        "ignore", message=r"It is recommended to use `self.log\('(train|val|test)/",
+        "ignore",
+        message=r"It is recommended to use `self.log\('(train|val|test)/",
         category=PossibleUserWarning,
     )
     # The module logs per epoch only, so the step-logging interval has nothing to log.
@@ -41,7 +42,8 @@ def quiet_lightning() -> None:
     )
     # best.ckpt's callback comes first on purpose: "best" means the best validation accuracy.
     warnings.filterwarnings(
-        "ignore", message=r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple'
+        "ignore",
+        message=r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple',
     )
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
@@ -114,7 +116,8 @@ def check_launcher(trainer: L.Trainer) -> None:
 def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
     data, trusted = cfg.data, trusted_targets(cfg)
     return DigitDataModule(
-        load=(lambda: loaded) if loaded is not None
+        load=(lambda: loaded)
+        if loaded is not None
         else build(data.source, "data source", trusted, path="data.source.", _partial_=True),
         val_size=data.val_size,
         test_size=data.test_size,
@@ -127,7 +130,8 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         seed=cfg.seed,
         split_seed=data.get("split_seed"),
         augment=build(data.augment, "augmentation", trusted, path="data.augment.")
-        if data.get("augment") else None,
+        if data.get("augment")
+        else None,
         steps_per_call=data.get("steps_per_call", 1),
         folds=data.get("folds"),
         fold=data.get("fold", 0),
@@ -159,12 +163,18 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
             f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
             "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
-    settings = dict(config=OmegaConf.to_container(cfg, resolve=True), scheduler=scheduler,
-                    scheduler_interval=interval)
+    settings = dict(
+        config=OmegaConf.to_container(cfg, resolve=True),
+        scheduler=scheduler,
+        scheduler_interval=interval,
+    )
     if not fused_steps(cfg):
         return DigitClassifier(net, optimizer, **settings)
     return FusedStepsClassifier(
-        net, optimizer, **settings, batch_size=cfg.data.batch_size,
+        net,
+        optimizer,
+        **settings,
+        batch_size=cfg.data.batch_size,
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
     )
@@ -201,8 +211,9 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [*built, *figure_callbacks(cfg)]
 
 
-def checkpoint_callbacks(folder: Path, resuming: bool = False
-                         ) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
+def checkpoint_callbacks(
+    folder: Path, resuming: bool = False
+) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
     """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``val/acc``, what the
     test pass uses), ``last.ckpt`` (rewritten every epoch: where an interrupted run resumes;
     Lightning >= 2.6 refreshes ``save_last`` only when the monitored score improves), and the
@@ -221,8 +232,13 @@ def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Train
     if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
         settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:
-        return L.Trainer(**settings, logger=False, callbacks=callbacks, default_root_dir=output_dir,
-                         plugins=[AtomicCheckpointIO()])
+        return L.Trainer(
+            **settings,
+            logger=False,
+            callbacks=callbacks,
+            default_root_dir=output_dir,
+            plugins=[AtomicCheckpointIO()],
+        )
     except (TypeError, ValueError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise DigitlabError(
             f"Lightning rejects the trainer settings: {str(e).splitlines()[0]} "

@@ -26,7 +26,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage errors
+    except (
+        Exception
+    ) as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage errors
         if "Unsupported global" in str(e):  # a pickled class or function, not corrupt bytes
             raise DigitlabError(
                 f"{path} holds Python objects, not only tensors and plain values; refused for "
@@ -51,7 +53,9 @@ def net_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state_dict)
 
 
-def load_net_weights(net, state_dict: Mapping[str, Any], source: str | Path = "the checkpoint") -> None:
+def load_net_weights(
+    net, state_dict: Mapping[str, Any], source: str | Path = "the checkpoint"
+) -> None:
     """Load ``state_dict`` (a module's or a network's) into ``net``, strictly.
 
     Raises DigitlabError naming the first mismatch when the checkpoint was written for another
@@ -67,7 +71,9 @@ def load_net_weights(net, state_dict: Mapping[str, Any], source: str | Path = "t
             k = shapes[0]
             detail = f"{k} is {list(weights[k].shape)} there but {list(own[k].shape)} here"
         elif missing:
-            detail = f"it lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            detail = f"it lacks {missing[0]}" + (
+                f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            )
         else:
             detail = f"it has extra {unexpected[0]}"
         raise DigitlabError(
@@ -94,8 +100,9 @@ def build_network(model: Mapping[str, Any], trusted: Iterable[str] = (), source:
     from digitlab.config.targets import build
 
     try:
-        return build(dict(model), "network", trusted, untrusted=True, path="model.",
-                     source=str(source))
+        return build(
+            dict(model), "network", trusted, untrusted=True, path="model.", source=str(source)
+        )
     except (InstantiationException, TypeError, ValueError) as e:
         first = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise DigitlabError(
@@ -104,7 +111,9 @@ def build_network(model: Mapping[str, Any], trusted: Iterable[str] = (), source:
         ) from None
 
 
-def network_from_checkpoint(path: str | Path, trusted: Iterable[str] = ()) -> tuple[Any, dict[str, Any]]:
+def network_from_checkpoint(
+    path: str | Path, trusted: Iterable[str] = ()
+) -> tuple[Any, dict[str, Any]]:
     """The network of a digitlab checkpoint, its weights loaded strictly, in eval mode, and the
     run config it was built from.
 
@@ -140,8 +149,14 @@ class Resume:
 # ModelCheckpoint's state names files it wrote: it deletes them when they drop out of its
 # top k, overwrites the last one, and ``ckpt_path="best"`` reads the best one. From a file
 # made elsewhere, every one of those is a place this run must not touch.
-_PATH_STATE = {"best_model_path": "", "kth_best_model_path": "", "last_model_path": "",
-               "best_k_models": {}, "best_model_score": None, "kth_value": None}
+_PATH_STATE = {
+    "best_model_path": "",
+    "kth_best_model_path": "",
+    "last_model_path": "",
+    "best_k_models": {},
+    "best_model_score": None,
+    "kth_value": None,
+}
 
 
 def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
@@ -169,9 +184,13 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
             if state.get("monitor") and best is not None:
                 kept = folder / "best.ckpt"
                 shutil.copyfile(best[0], kept)
-                state.update(best_model_path=str(kept), kth_best_model_path=str(kept),
-                             best_k_models={str(kept): best[1]}, best_model_score=best[1],
-                             kth_value=best[1])
+                state.update(
+                    best_model_path=str(kept),
+                    kth_best_model_path=str(kept),
+                    best_k_models={str(kept): best[1]},
+                    best_model_score=best[1],
+                    kth_value=best[1],
+                )
         callbacks[key] = state
     checkpoint["callbacks"] = callbacks
     path = scratch / "restore.ckpt"
@@ -221,7 +240,11 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
     local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
     if not local.is_file():
         try:
-            local = Path(client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(download_dir)))
+            local = Path(
+                client.download_artifacts(
+                    run.info.run_id, "checkpoints/last.ckpt", str(download_dir)
+                )
+            )
         except (MlflowException, OSError):
             raise DigitlabError(
                 f"run {target} has no last.ckpt to resume from (it stopped before its first "

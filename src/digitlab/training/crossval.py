@@ -49,14 +49,23 @@ def cross_validate(
     data = data or build(cfg.data.source, "data source", trusted_targets(cfg), path="data.source.")
     build_datamodule(cfg, data).split()
     client, experiment_id = store.open_experiment(cfg.logger)
-    parent_tags = {f"choice.{k}": str(v) for k, v in (choices or {}).items()
-                   if v is not None and not k.startswith("hydra")}
+    parent_tags = {
+        f"choice.{k}": str(v)
+        for k, v in (choices or {}).items()
+        if v is not None and not k.startswith("hydra")
+    }
     parent_tags.update({"digitlab.cv_folds": str(folds), **sweep_tags(), **(tags or {})})
     if commit := git_commit(project_root()):
         parent_tags["mlflow.source.git.commit"] = commit
     name = cfg.logger.run_name or run_name(choices or {}, cfg.seed)
-    parent = TrackedRun(client, experiment_id, OmegaConf.to_container(cfg, resolve=True),
-                        output_dir, name=f"{name}-cv{folds}", tags=parent_tags)
+    parent = TrackedRun(
+        client,
+        experiment_id,
+        OmegaConf.to_container(cfg, resolve=True),
+        output_dir,
+        name=f"{name}-cv{folds}",
+        tags=parent_tags,
+    )
     rows: list[dict[str, Any]] = []
     with parent:
         for fold in range(folds):
@@ -69,9 +78,14 @@ def cross_validate(
                 parent.mark_pruned(reason)
                 break
         metrics = summarise_folds(client, parent.run_id, rows)
-    return {"run_id": parent.run_id, "run_name": parent.name, "metrics": metrics,
-            "seconds": time.perf_counter() - started, "best_checkpoint": None,
-            "pruned": parent.pruned}
+    return {
+        "run_id": parent.run_id,
+        "run_name": parent.name,
+        "metrics": metrics,
+        "seconds": time.perf_counter() - started,
+        "best_checkpoint": None,
+        "pruned": parent.pruned,
+    }
 
 
 def _report(trial, rows: list[dict[str, Any]]) -> str | None:

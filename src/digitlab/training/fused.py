@@ -47,7 +47,10 @@ class FusedStepsClassifier(DigitClassifier):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.batch_size = batch_size
-        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.gradient_clip_val, self.gradient_clip_algorithm = (
+            gradient_clip_val,
+            gradient_clip_algorithm,
+        )
         self.automatic_optimization = False
         self._direct = False
 
@@ -56,7 +59,9 @@ class FusedStepsClassifier(DigitClassifier):
         loss and the loss of every step."""
         x, y = batch
         optimizer = self.optimizers()
-        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"]
+        schedulers = [
+            c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
+        ]
         losses, logits, step_losses = [], [], []
         for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
             out = self.net(xb)
@@ -103,7 +108,9 @@ class FusedStepsClassifier(DigitClassifier):
         if type(plugin).__name__ not in ("Precision", "MixedPrecision", "HalfPrecision"):
             return False
         return not any(
-            getattr(type(c), h) is not getattr(L.Callback, h) for c in trainer.callbacks for h in STEP_HOOKS
+            getattr(type(c), h) is not getattr(L.Callback, h)
+            for c in trainer.callbacks
+            for h in STEP_HOOKS
         )
 
     def on_train_start(self) -> None:

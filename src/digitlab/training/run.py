@@ -91,20 +91,29 @@ def train(
         metrics = _fit_and_test(cfg, trainer, module, datamodule, run, restore)
         _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
     seconds = time.perf_counter() - started
-    return {"run_id": run.run_id, "run_name": run.name, "metrics": metrics, "seconds": seconds,
-            "best_checkpoint": best.best_model_path, "pruned": run.pruned}
+    return {
+        "run_id": run.run_id,
+        "run_name": run.name,
+        "metrics": metrics,
+        "seconds": seconds,
+        "best_checkpoint": best.best_model_path,
+        "pruned": run.pruned,
+    }
 
 
-def _fit_and_test(cfg, trainer: L.Trainer, module, datamodule, run: TrackedRun,
-                  restore: Path | None) -> dict[str, float]:
+def _fit_and_test(
+    cfg, trainer: L.Trainer, module, datamodule, run: TrackedRun, restore: Path | None
+) -> dict[str, float]:
     """Fit (from ``restore``, a resumed run's state), then test the best checkpoint unless a
     callback stopped the fit on purpose (a pruned Optuna trial says why in ``stop_reason``):
     that run is marked pruned instead."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=restore and str(restore),
-                weights_only=True)
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=restore and str(restore), weights_only=True
+    )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stopped = next((c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)),
-                   None)
+    stopped = next(
+        (c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)), None
+    )
     if stopped:
         run.mark_pruned(stopped)
     elif cfg.test_after_fit:
@@ -121,12 +130,17 @@ def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
         return
     from digitlab.tracking.lineage import log_splits
 
-    name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix("load_")
+    name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix(
+        "load_"
+    )
     sizes = {part: len(labels) for part, (_, labels) in datamodule.split().items()}
     # What cut the rows: the seed of the split (data.split_seed, else the run's seed), the sizes
     # and, under cross-validation, the fold.
-    split = {"seed": datamodule.split_seed, "val_size": cfg.data.val_size,
-             "test_size": cfg.data.test_size}
+    split = {
+        "seed": datamodule.split_seed,
+        "val_size": cfg.data.val_size,
+        "test_size": cfg.data.test_size,
+    }
     if datamodule.folds:
         split.update(folds=datamodule.folds, fold=datamodule.fold)
     log_splits(run.client, run.run_id, name, datamodule.files, sizes, split)
@@ -150,14 +164,26 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
     if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
         from digitlab.tracking.registry import register
 
-        print(f"digitlab: {register(run.client, run.run_id, cfg.logger.register_as).line()}",
-              flush=True)
+        print(
+            f"digitlab: {register(run.client, run.run_id, cfg.logger.register_as).line()}",
+            flush=True,
+        )
 
 
-def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Resume | None,
-                 trainer: L.Trainer, extra_tags: Mapping[str, str] | None) -> TrackedRun:
+def _tracked_run(
+    cfg,
+    choices,
+    client,
+    experiment_id,
+    checkpoint_dir,
+    resume: Resume | None,
+    trainer: L.Trainer,
+    extra_tags: Mapping[str, str] | None,
+) -> TrackedRun:
     """The MLflow run this training records into: its name, tags and what it resumes."""
-    choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
+    choices = {
+        k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")
+    }
     # A resumed run keeps the choices it was trained with (its config is the stored one).
     tags = {} if resume else {f"choice.{group}": str(option) for group, option in choices.items()}
     if commit := git_commit(project_root()):
@@ -167,7 +193,12 @@ def _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume: Re
     tags.update(sweep_tags())
     tags.update(extra_tags or {})
     return TrackedRun(
-        client, experiment_id, OmegaConf.to_container(cfg, resolve=True), checkpoint_dir,
-        name=cfg.logger.run_name or run_name(choices, cfg.seed), tags=tags,
-        resume_run_id=resume and resume.run_id, owner=trainer.is_global_zero,
+        client,
+        experiment_id,
+        OmegaConf.to_container(cfg, resolve=True),
+        checkpoint_dir,
+        name=cfg.logger.run_name or run_name(choices, cfg.seed),
+        tags=tags,
+        resume_run_id=resume and resume.run_id,
+        owner=trainer.is_global_zero,
     )

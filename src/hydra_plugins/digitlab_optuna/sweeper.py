@@ -40,10 +40,19 @@ class OptunaSweeper(Sweeper):
         params: the search space in Hydra's override syntax, ``{key: "interval(0.01, 0.3)"}``.
     """
 
-    def __init__(self, direction: str = "maximize", study_name: str = "digitlab",
-                 storage: str | None = None, n_trials: int = 20, n_jobs: int = 1,
-                 max_failure_rate: float = 0.0, catch: Any = (), sampler: Any = None,
-                 pruner: Any = None, params: Any = None) -> None:
+    def __init__(
+        self,
+        direction: str = "maximize",
+        study_name: str = "digitlab",
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 0.0,
+        catch: Any = (),
+        sampler: Any = None,
+        pruner: Any = None,
+        params: Any = None,
+    ) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         self.max_failure_rate, self.catch = max_failure_rate, tuple(catch or ())
@@ -69,8 +78,12 @@ class OptunaSweeper(Sweeper):
                 raise
             print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
             sys.exit(e.exit_code)
-        log.info("Optuna study %r in %s: %d trial(s) so far", study.study_name, self.storage_url,
-                 len(study.trials))
+        log.info(
+            "Optuna study %r in %s: %d trial(s) so far",
+            study.study_name,
+            self.storage_url,
+            len(study.trials),
+        )
         job_idx, to_go = 0, self.n_trials
         while to_go > 0:
             batch = [study.ask(distributions) for _ in range(min(self.n_jobs, to_go))]
@@ -125,8 +138,12 @@ class OptunaSweeper(Sweeper):
                 if not self._caught(ret._return_value):
                     failures.append(ret)
         if failures and len(failures) / len(returns) > self.max_failure_rate:
-            log.error("%d of %d trials failed (max_failure_rate=%s)", len(failures), len(returns),
-                      self.max_failure_rate)
+            log.error(
+                "%d of %d trials failed (max_failure_rate=%s)",
+                len(failures),
+                len(returns),
+                self.max_failure_rate,
+            )
             for ret in failures:
                 ret.return_value  # raises the job's own exception, with its trace  # noqa: B018
             raise ValueError(f"a trial returned {failures[0]._return_value!r}, not a number")

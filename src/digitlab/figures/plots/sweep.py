@@ -76,8 +76,9 @@ def plot_repeat_summary(
     table: rows with ``"<metric> mean"``, ``std``, ``min``, ``max`` (None when unmeasured) and
     ``runs``, as ``digitlab.tracking.repeats.repeat_table`` builds them.
     """
-    fig = Figure(figsize=(max(4.5, 1.1 * len(table) + 2.0) * len(metrics), 4.2),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(4.5, 1.1 * len(table) + 2.0) * len(metrics), 4.2), layout="constrained"
+    )
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
         shown = [i for i, e in enumerate(table) if e.get(f"{metric} mean") is not None]
@@ -86,14 +87,19 @@ def plot_repeat_summary(
             [table[i][f"{metric} {stat}"] for i in shown] for stat in ("mean", "std", "min", "max")
         )
         ax.vlines(xs, lows, highs, color="tab:gray", linewidth=1, label="min-max")
-        ax.errorbar(xs, means, yerr=stds, fmt="o", color="tab:blue", capsize=5,
-                    label="mean ± std")
+        ax.errorbar(xs, means, yerr=stds, fmt="o", color="tab:blue", capsize=5, label="mean ± std")
         ax.set_xticks(xs, [f"{labels[i]}\n(n={table[i]['runs']})" for i in shown], fontsize=8)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(loc="lower right", fontsize=8)
         if not shown:
-            ax.text(0.5, 0.5, f"no run reported {metric}", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"no run reported {metric}",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
     fig.suptitle("across repeats (seeds): mean ± std, min-max")
     return fig
