@@ -83,20 +83,25 @@ def main() -> None:
             train_rate(compiled, x, y, 2, 100, clock)
             print(f"{model}: torch.compile warm-up {time.perf_counter() - start:.1f} s wall")
         for _ in range(args.repeats):
+            # Each lambda runs within this iteration; the defaults bind its loop's values anyway.
             runs = {
-                "fp32": lambda: train_rate(build(model)[0], x, y, args.steps, 100, clock),
-                "channels_last": lambda: train_rate(
-                    build(model)[0], x, y, args.steps, 100, clock, channels_last=True
+                "fp32": lambda m=model, x=x, y=y: train_rate(
+                    build(m)[0], x, y, args.steps, 100, clock
                 ),
-                "bf16 autocast": lambda: train_rate(
-                    build(model)[0], x, y, args.steps, 100, clock, autocast=True
+                "channels_last": lambda m=model, x=x, y=y: train_rate(
+                    build(m)[0], x, y, args.steps, 100, clock, channels_last=True
+                ),
+                "bf16 autocast": lambda m=model, x=x, y=y: train_rate(
+                    build(m)[0], x, y, args.steps, 100, clock, autocast=True
                 ),
             }
             if compiled is not None:
-                runs["torch.compile"] = lambda: train_rate(compiled, x, y, args.steps, 100, clock)
+                runs["torch.compile"] = lambda c=compiled, x=x, y=y: train_rate(
+                    c, x, y, args.steps, 100, clock
+                )
             for batch in (1000, 5000, 10000):
-                runs[f"eval batch {batch}"] = lambda b=batch: eval_rate(
-                    build(model)[0], x, b, clock
+                runs[f"eval batch {batch}"] = lambda b=batch, m=model, x=x: eval_rate(
+                    build(m)[0], x, b, clock
                 )
             for name, run in runs.items():
                 results.setdefault((model, name), []).append(run())

@@ -2,7 +2,8 @@
 
     DIGITLAB_DATA=/work/shared/data uv run python experiments/figures_overhead.py --pairs 4
 
-Each run is a fresh process (`--one on|off`) calling digitlab.training.run.train on a one-epoch LeNet
+Each run is a fresh process (`--one on|off`) calling digitlab.training.run.train on a one-epoch
+LeNet
 into a throw-away store; "on" runs also time the FigureLogger hooks themselves, which is the
 part of the difference that does not depend on how busy the machine is.
 """
@@ -41,7 +42,8 @@ def one(figures: str, store: Path) -> dict:
 
         return hook
 
-    # The pictures' own callback, its hooks timed; passed to train() in place of the figures group's.
+    # The pictures' own callback, its hooks timed; passed to train() in place of the figures
+    # group's.
     TimedFigureLogger = type("TimedFigureLogger", (FigureLogger,), {n: timed(n) for n in HOOKS})
     register_resolvers()
     overrides = [

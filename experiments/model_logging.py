@@ -1,6 +1,7 @@
 """What logging the best network as an MLflow Model adds to a run (logger.log_model).
 
-    DIGITLAB_DATA=../shared/data uv run python experiments/model_logging.py [--model lenet] [--repeat 5]
+    DIGITLAB_DATA=../shared/data uv run python experiments/model_logging.py \
+        [--model lenet] [--repeat 5]
 
 Trains one short run without a model, then logs its best checkpoint as the run's model
 ``--repeat`` times into a temporary store and prints the median wall time of one log.

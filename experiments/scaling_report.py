@@ -66,7 +66,8 @@ def reading(med, models, threads, batches) -> list[str]:
             f"Cells losing more than 10 % to Lightning and digitlab: "
             f"{'; '.join(cell_name(k) for k in losing)}."
             if losing
-            else "No cell loses more than 10 % to Lightning and digitlab: with 20 optimizer steps per "
+            else "No cell loses more than 10 % to Lightning and digitlab: with 20 optimizer "
+            "steps per "
             "Lightning step its per-step cost is spread thin, and compute or PyTorch's own "
             "per-step cost dominates everywhere."
         ),

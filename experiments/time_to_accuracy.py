@@ -1,8 +1,10 @@
 """Time to accuracy: the whole ``digitlab experiment=fast`` command, start to exit, several times.
 
-    uv run python experiments/time_to_accuracy.py --root ../shared/data [--seeds 1 2 3 4 5] [-- OVERRIDE ...]
+    uv run python experiments/time_to_accuracy.py --root ../shared/data \
+        [--seeds 1 2 3 4 5] [-- OVERRIDE ...]
 
-Each repeat (one per seed) is a fresh ``python -m digitlab`` process (imports, data decoding, MLflow run, training,
+Each repeat (one per seed) is a fresh ``python -m digitlab`` process (imports, data decoding,
+MLflow run, training,
 test pass, checkpoint upload: everything a user waits for), timed from before the process starts
 to after it exits. One untimed run first creates the MLflow store (its schema migrations are a
 one-off cost) and warms the file cache, as a user's second run would find them. Prints each

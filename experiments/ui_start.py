@@ -31,7 +31,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def group_processes(group: int) -> list[tuple[int, float]]:
-    """(pid, CPU seconds of the process and its waited-for children) for each process of the group."""
+    """(pid, CPU seconds of the process and its waited-for children) for each process of the
+    group."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

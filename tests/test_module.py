@@ -148,7 +148,9 @@ def test_gradient_clipping_from_the_trainer_config_bounds_every_update(make_cfg,
     trainer, clipped, _ = fit(cfg, epochs=1)
     steps = trainer.global_step
     # 7 SGD steps of lr 0.5 with gradients clipped to norm 1e-6 move the weights by <= 3.5e-6
-    moved = torch.sqrt(sum(((p - s) ** 2).sum() for p, s in zip(clipped.net.parameters(), start)))
+    moved = torch.sqrt(
+        sum(((p - s) ** 2).sum() for p, s in zip(clipped.net.parameters(), start, strict=True))
+    )
     assert steps == 7 and 0 < moved <= steps * 0.5 * 1e-6 * 1.001
 
 

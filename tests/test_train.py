@@ -1,4 +1,5 @@
-"""Every model x data pair trains into a temp MLflow store; the run, params, metrics and checkpoint."""
+"""Every model x data pair trains into a temp MLflow store; the run, params, metrics and
+checkpoint."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The exception types for what a user can fix or chose: bad files, bad config values, no GPU, Ctrl-C."""
+"""The exception types for what a user can fix or chose: bad files, bad config values, no GPU,
+Ctrl-C."""
 
 
 class DigitlabError(Exception):

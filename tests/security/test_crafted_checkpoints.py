@@ -267,7 +267,8 @@ def test_a_model_with_code_paths_never_runs_them(genuine, tmp_path):
     """A digitlab model logged with code_paths holding a package ``torch``: MLflow puts them first
     on sys.path, so a process that has not imported torch yet would import the model's. In a new
     interpreter (torch not imported), serve's loader refuses it before MLflow sees it, and plain
-    MLflow's call of digitlab's loader takes the path off again and refuses: torch is the real one."""
+    MLflow's call of digitlab's loader takes the path off again and refuses: torch is the real
+    one."""
     marker = tmp_path / "marker"
     code = tmp_path / "code" / "torch"
     code.mkdir(parents=True)

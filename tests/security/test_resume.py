@@ -1,4 +1,5 @@
-"""``resume=`` takes state from a checkpoint, never paths; and one process trains a run at a time."""
+"""``resume=`` takes state from a checkpoint, never paths; and one process trains a run at a
+time."""
 
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ class TensorBatches:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        # Lightning looks for set_epoch on `.sampler` and inspects `.batch_sampler`, as on a DataLoader.
+        # Lightning looks for set_epoch on `.sampler` and inspects `.batch_sampler`, as on a
+        # DataLoader.
         self.sampler = self
         self.batch_sampler = None
 

@@ -31,7 +31,8 @@ def holdout_count(n: int, size: float | int, key: str) -> int:
 def prepare(
     images: torch.Tensor, device: torch.device, scale: float, mean: float, std: float, size: int
 ) -> torch.Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, size, size) on ``device``: x / scale, then (x - mean) / std."""
+    """uint8 (N, H, W) -> float32 (N, 1, size, size) on ``device``: x / scale, then
+    (x - mean) / std."""
     x = images.to(device).unsqueeze(1).float().div_(scale).sub_(mean).div_(std)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

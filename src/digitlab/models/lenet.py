@@ -44,7 +44,8 @@ class LeNet(nn.Module):
         if side < 1:
             raise DigitlabError(
                 f"model.channels={list(channels)} with kernel_size={kernel_size} shrinks a "
-                f"{input_size}x{input_size} image to nothing: use fewer conv blocks or a larger input"
+                f"{input_size}x{input_size} image to nothing: use fewer conv blocks or a larger "
+                "input"
             )
         self.features = nn.Sequential(*features)
         classifier: list[nn.Module] = [nn.Flatten()]

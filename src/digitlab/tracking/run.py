@@ -309,7 +309,8 @@ def signals_as_interrupts() -> Iterator[Caught]:
             os.write(
                 2,
                 (
-                    f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+                    "digitlab: interrupted: a second "
+                    f"{signal.Signals(signum).name}, exiting at once; "
                     "the next digitlab command on this store marks the run KILLED (resume=<run id> "
                     "continues it from its last checkpoint)\n"
                 ).encode(),

@@ -139,7 +139,8 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
 
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
-    """The LightningModule: the plain one, or the fused-steps one when ``data.steps_per_call > 1``."""
+    """The LightningModule: the plain one, or the fused-steps one when
+    ``data.steps_per_call > 1``."""
     trusted = trusted_targets(cfg)
     try:
         net = build(cfg.model, "network", trusted, path="model.")
