@@ -132,11 +132,16 @@ def classic_app():
 def mlflow_ui_environment(environ: dict[str, str]) -> dict[str, str]:
     """``environ`` for the UI's process: no telemetry, and without MLflow's job runner (eight
     huey worker processes, for its GenAI jobs), which browsing runs does not use and which would
-    compete with training for a laptop's cores. A value the user set wins."""
+    compete with training for a laptop's cores. A value the user set wins. MLflow's server
+    imports a Starlette module that Starlette deprecates: the warning is MLflow's to act on, not
+    the user's, so it is left out of the UI's output (other warnings show)."""
+    quiet = "ignore:starlette.middleware.wsgi is deprecated"
+    warnings = ",".join(filter(None, [environ.get("PYTHONWARNINGS"), quiet]))
     return {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **environ,
+        "PYTHONWARNINGS": warnings,
     }
 
 
