@@ -19,8 +19,8 @@ class FitResult:
     run_name: str
     metrics: dict[str, float]  # e.g. {"test/acc": 0.98, "val/acc": ..., "train/loss": ...}
     seconds: float  # wall time of the whole fit, data loading and test included
-    model: Model  # the best checkpoint's network, ready to ``predict``
-    checkpoint: Path  # the best checkpoint on disk (also logged to the run)
+    model: Model | None  # the best checkpoint's network, ready to ``predict`` (None: K folds)
+    checkpoint: Path | None  # the best checkpoint on disk (also logged to the run)
     config: Any = field(repr=False)  # the composed DictConfig that was run
 
     def __repr__(self) -> str:
@@ -46,11 +46,23 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     job = compose_job(overrides)
     job.cfg = config_to_resume(job.cfg, overrides)  # resume=: the run's own config
     data = preflight(job.cfg)  # the command line's checks, before torch is imported
+    from digitlab.jobs.train import run_job
     from digitlab.training.checkpoints import network_from_checkpoint
-    from digitlab.training.run import train
 
     output_dir = unused_folder(job.output_dir)
-    result = train(job.cfg, output_dir, job.choices, data, callbacks)
+    result = run_job(job.cfg, output_dir, job.choices, data, callbacks)
+    if job.cfg.data.get("folds"):
+        # Cross-validation: K runs under a parent, whose metrics are the folds' means; no one
+        # network stands for it (each fold's is in its own run).
+        return FitResult(
+            run_id=result["run_id"],
+            run_name=result["run_name"],
+            metrics=result["metrics"],
+            seconds=result["seconds"],
+            model=None,
+            checkpoint=None,
+            config=job.cfg,
+        )
     # The best checkpoint is the model test/acc measured; without validation there is none,
     # and the end of training (last.ckpt) is what there is.
     best = Path(result["best_checkpoint"] or output_dir / "checkpoints" / "last.ckpt")

@@ -35,29 +35,19 @@ def _report(result: dict, tracking_uri: str) -> None:
 
 
 def _job(cfg: DictConfig, data) -> dict:
-    """One run, or with ``data.folds=K`` K cross-validation runs under a parent; inside an Optuna
-    search the job reports to its trial (``digitlab.search.study``) and may be pruned."""
+    """:func:`digitlab.jobs.train.run_job` in Hydra's job: its folder, choices and sweeper."""
     from hydra.core.hydra_config import HydraConfig
 
-    from digitlab.search.study import current_trial, trial_tags
+    from digitlab.jobs.train import run_job
 
     hydra_cfg = HydraConfig.get()
-    trial = current_trial(hydra_cfg.get("sweeper"), cfg.logger.tracking_uri)
-    settings = dict(
-        output_dir=hydra_cfg.runtime.output_dir, choices=dict(hydra_cfg.runtime.choices), data=data
+    return run_job(
+        cfg,
+        hydra_cfg.runtime.output_dir,
+        dict(hydra_cfg.runtime.choices),
+        data,
+        sweeper_cfg=hydra_cfg.get("sweeper"),
     )
-    if cfg.data.get("folds"):
-        from digitlab.training.crossval import cross_validate  # imports torch and lightning
-
-        return cross_validate(cfg, **settings, trial=trial, tags=trial_tags(trial))
-    from digitlab.training.run import train  # imports torch and lightning (seconds)
-
-    callbacks = []
-    if trial is not None:
-        from digitlab.callbacks.pruning import TrialPruning
-
-        callbacks.append(TrialPruning(trial, monitor="val/acc"))
-    return train(cfg, **settings, callbacks=callbacks, tags=trial_tags(trial))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
