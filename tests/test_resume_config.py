@@ -156,5 +156,6 @@ def test_the_command_printed_after_ctrl_c_alone_continues_the_run(data_root, mig
         "digitlab", f"resume={first['run_id']}", *place, f"hydra.run.dir={tmp_path / 'resumed'}"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Downloading artifacts" not in resumed.stderr  # no progress bar for its config
     assert f"MLflow run {first['run_id']}" in resumed.stdout
     assert MlflowClient(store["tracking_uri"]).get_run(first["run_id"]).info.status == "FINISHED"

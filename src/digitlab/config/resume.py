@@ -18,6 +18,7 @@ No torch here for a run id: the command line calls this before importing it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,19 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
     from digitlab.tracking.store import open_client
 
     client = open_client(tracking_uri)
+    # MLflow draws a progress bar for every download; one small file is not worth one.
+    bar = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(bar)
+    os.environ[bar] = "false"
     try:
         text = Path(client.download_artifacts(str(target), "config.yaml")).read_text()
     except (MlflowException, OSError):
         return None
+    finally:
+        if before is None:
+            os.environ.pop(bar, None)
+        else:
+            os.environ[bar] = before
     config = yaml.safe_load(text)
     return config if isinstance(config, dict) else None
 
