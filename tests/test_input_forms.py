@@ -128,6 +128,10 @@ def test_pictures_a_folder_a_glob_and_bad_files(model, tmp_path):
     rows = out["digits"].read_text().splitlines()
     assert rows[0] == "file,digit" and len(rows) == 7 and out["submission"] is None
     assert rows[1].startswith(str(tmp_path / "pics" / "0000.jpg"))
+    from digitlab.jobs.inputs import data_name
+
+    assert data_name(str(tmp_path / "pics" / "*.png")) == "pics"  # never a "*" in a file name
+    assert data_name(str(tmp_path / "pics")) == "pics" and data_name("mnist") == "mnist"
     globbed = predict(
         checkpoint=result["best_checkpoint"],
         data=str(tmp_path / "pics" / "*.png"),

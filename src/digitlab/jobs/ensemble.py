@@ -136,7 +136,7 @@ def predict_ensemble(
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
     "method" and "skipped"."""
-    from digitlab.jobs.inputs import images_for, picture_files
+    from digitlab.jobs.inputs import data_name, images_for, picture_files
     from digitlab.jobs.outputs import write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
     from digitlab.tracking.ensemble import ensemble_run, log_results
@@ -152,7 +152,7 @@ def predict_ensemble(
     names = [m.name for m in members]
     settings = {"method": method, "data": data, "rows": len(probs)}
     with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
-        out = Path(out or f"predictions/ensemble-{run_id}-{Path(data).stem}.npy")
+        out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
         result = write_predictions(probs, digits, labels, out, picture_files(data))
         metrics = {
             "accuracy": result["accuracy"],

@@ -85,6 +85,20 @@ def picture_files(data: str) -> list[Path] | None:
     return found
 
 
+def data_name(data: str) -> str:
+    """A short name for ``--data`` in file names: the data set, the CSV's stem, the pictures'
+    folder (a glob's ``*`` never ends up in a file name)."""
+    import glob
+    import re
+
+    path = Path(data).expanduser()
+    if glob.has_magic(data):
+        head = re.split(r"[*?\[]", str(path), maxsplit=1)[0]
+        folder = Path(head) if head.endswith("/") else Path(head).parent
+        return folder.resolve().name or "pictures"
+    return path.resolve().name if path.is_dir() else path.stem
+
+
 # ``--data holdout``: the labelled test split the runs themselves held out.
 HOLDOUT = "holdout"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
-from digitlab.jobs.inputs import images_for, picture_files
+from digitlab.jobs.inputs import data_name, images_for, picture_files
 from digitlab.jobs.outputs import write_predictions
 from digitlab.serving.ensemble import METHODS
 from digitlab.tracking.store import default_tracking_uri
@@ -93,12 +93,12 @@ def predict_one(
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem
-    out = Path(out or f"predictions/{name}-{Path(data).stem}.npy")
+    out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
     result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data))
     if run_id is not None:  # recorded as a run of its own: the training run stays as it was
         from digitlab.tracking.ensemble import log_results, prediction_run
 
-        with prediction_run(client, run_id, {"data": Path(data).name, "rows": len(probs)}) as own:
+        with prediction_run(client, run_id, {"data": data_name(data), "rows": len(probs)}) as own:
             files = [
                 result[k]
                 for k in ("probabilities", "submission", "digits")
