@@ -372,3 +372,20 @@ def test_a_request_picks_only_the_models_the_server_was_started_with(genuine, tm
     status, body = ask(ModelCache(tracking_uri, allowed=None), crafted)
     assert status == 400 and "refused, nothing was run" in body["message"], body
     assert crafted in body["offered"] and not marker.exists()
+
+
+def test_a_saved_data_source_never_downloads_into_a_folder_it_names(tmp_path):
+    """``--data holdout`` rebuilds the runs' data source from their saved config: one naming a
+    victim folder, downloads on and its own mirror is read without downloading: one line, and
+    nothing is written there (no folder, no file, no connection to the mirror)."""
+    from digitlab.jobs.inputs import holdout_images
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    config = {"seed": 1, "data": {"val_size": 40, "source": {
+        "_target_": "digitlab.data.sources.load_mnist", "root": str(victim), "download": True,
+        "mirrors": ["http://127.0.0.1:9/"]}}}
+    with pytest.raises(DigitlabError, match="MNIST/raw does not exist") as refused:
+        holdout_images([("crafted.ckpt", config)], None)
+    assert "\n" not in str(refused.value) and "127.0.0.1:9" not in str(refused.value)
+    assert list(victim.iterdir()) == []

@@ -165,6 +165,11 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     source = dict(source)
     if root is not None and "root" in source:
         source["root"] = str(root)
+    # A saved config is data: it reads the files it names, but never downloads into a folder
+    # of its choosing, from mirrors of its choosing.
+    source.pop("mirrors", None)
+    if "download" in source:
+        source["download"] = False
     source_name = f"{name}'s run config"
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
     recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
