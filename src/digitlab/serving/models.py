@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ class ModelCache:
         trusted: your own network's modules (never the model's).
         allowed: the URIs requests may ask for (``?model=``); None: any digitlab model of the
             store (the operator's choice, ``digitlab-serve --any-model``).
+        keep: how many models stay loaded at most; the least recently used one is let go for
+            another, so requests naming model after model cannot fill the memory.
     """
 
     def __init__(
@@ -83,9 +86,11 @@ class ModelCache:
         tracking_uri: str,
         trusted: tuple[str, ...] = (),
         allowed: tuple[str, ...] | None = None,
+        keep: int = 8,
     ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
-        self._models: dict[str, Any] = {}
+        self.keep = max(keep, len(allowed or ()))
+        self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, uri: str):
@@ -102,6 +107,9 @@ class ModelCache:
         with self._lock:  # one load per URI, even when the page and a client ask together
             if uri not in self._models:
                 self._models[uri] = self._load(uri)
+                while len(self._models) > self.keep:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(uri)
             return self._models[uri]
 
     def _load(self, uri: str):
