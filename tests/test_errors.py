@@ -4,8 +4,10 @@ no stack trace, and no MLflow run left behind (docs/errors.md lists the same cas
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -51,6 +53,9 @@ CASES: dict[str, tuple] = {
     "data folder missing": (
         lambda r: shutil.rmtree(r / "MNIST"), ["data.source.download=false"],
         ["data folder", "MNIST/raw does not exist", "DIGITLAB_DATA"]),
+    "data root that does not exist": (  # download on: nothing is created, no mirror tried
+        None, ["data.root=/nowhere"],
+        ["data folder /nowhere does not exist", "or create /nowhere to download MNIST into it"]),
     "kaggle folder missing": (
         lambda r: shutil.rmtree(r / "digit-recognizer"), ["data=kaggle"],
         ["digit-recognizer does not exist", "DIGITLAB_DATA"]),
@@ -151,8 +156,21 @@ CASES: dict[str, tuple] = {
         None, ["resume=0123456789abcdef0123456789abcdef"],
         ["resume=0123456789abcdef0123456789abcdef is neither a checkpoint file nor a run"]),
     "unknown config option": (
-        None, ["model=resnet"],
-        ["model=resnet is not an option of model", "convnet, lenet, lenet5, lenet_small, mlp"]),
+        None, ["model=lenett"],
+        ["model=lenett is not an option of model", "convnet, lenet, lenet5, lenet_small, mlp"]),
+    "unknown option in a sweep": (
+        None, ["-m", "model=mlp,lenett"], ["model=lenett is not an option of model"]),
+    "key one option of a sweep lacks": (
+        None, ["-m", "model=lenet,mlp", "model.kernel_size=3"],
+        ["model.kernel_size is not a key of the config with model=mlp"]),
+    "added key that is there": (
+        None, ["+optimizer.lr=0.1"], ["optimizer.lr is already in the config",
+                                      "set it without the +"]),
+    "group set to null": (
+        None, ["scheduler=null"], ["scheduler=null is not an option of scheduler", "~scheduler"]),
+    "sweep without -m": (None, ["model=mlp,lenet"], ["model=mlp,lenet is a sweep: add -m"]),
+    "override Hydra cannot read": (
+        None, ["model.channels=[1,"], ["cannot read the override 'model.channels=[1,'"]),
     "misspelt preset": (
         None, ["experiment=fastt"], ["experiment=fastt is not an option of experiment",
                                      "did you mean fast?"]),
@@ -166,6 +184,8 @@ CASES: dict[str, tuple] = {
         None, ["trainer.devices=0"], ["trainer.devices=0 is invalid", "an integer >= 1"]),
     "output folder not writable": (
         None, ["hydra.run.dir=/proc"], ["output folder /proc cannot be written", "hydra.run.dir"]),
+    "output folder under a file": (
+        None, ["hydra.run.dir=/dev/null/out"], ["(/dev/null is not a folder)"]),
     "widths not a list": (
         None, ["model.channels=abc"], ["model.channels='abc' is invalid", "integers >= 1"]),
     "zero-width layer": (
@@ -175,7 +195,7 @@ CASES: dict[str, tuple] = {
         None, ["optimizer.lr=inf"], ["optimizer.lr=inf is invalid", "a finite number"]),
     "NaN in the data settings": (None, ["data.mean=nan"], ["data.mean=nan is invalid", "finite"]),
     "checkpoint holding pickled objects": (
-        None, ["resume={pickled_ckpt}"], ["pickled.ckpt holds Python objects, not only tensors",
+        None, ["resume={foreign_ckpt}"], ["foreign.ckpt holds Python objects, not only tensors",
                                           "refused for safety", "use a checkpoint digitlab wrote"]),
 }
 
@@ -191,10 +211,10 @@ def _checkpoints(folder: Path) -> dict[str, Path]:
     corrupt = folder / "corrupt.ckpt"
     corrupt.write_bytes(mlp.read_bytes()[:1000])
     # Right weights, plus an object that only unpickling code could rebuild (a foreign checkpoint)
-    pickled = folder / "pickled.ckpt"
+    foreign = folder / "foreign.ckpt"
     torch.save({"state_dict": torch.load(mlp, weights_only=True)["state_dict"],
-                "hyper_parameters": argparse.Namespace(lr=0.1)}, pickled)
-    return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt, "pickled_ckpt": pickled}
+                "hyper_parameters": argparse.Namespace(lr=0.1)}, foreign)
+    return {"mlp_ckpt": mlp, "corrupt_ckpt": corrupt, "foreign_ckpt": foreign}
 
 
 def cli_args(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> tuple[list, dict]:
@@ -205,8 +225,10 @@ def cli_args(overrides: list[str], data_root: Path, store: Path, cwd: Path) -> t
         "trainer.accelerator=cpu", "trainer.max_epochs=1", "data.val_size=40",
         "trainer.enable_progress_bar=false", f"logger.tracking_uri=sqlite:///{store}",
         f"logger.artifact_location={store.parent / 'artifacts'}", f"hydra.run.dir={cwd}",
+        f"hydra.sweep.dir={cwd}",  # the cases with -m: never multirun/ in the working folder
     ]
-    return [*base, *overrides], env
+    flags = [o for o in overrides if o.startswith("-")]  # first: Hydra takes no flag after a word
+    return [*flags, *base, *(o for o in overrides if o not in flags)], env
 
 
 def run_cli(overrides: list[str], data_root: Path, store: Path,
@@ -259,10 +281,36 @@ def _against_a_locked_store(folder: Path, data_root: Path, migrated_db: Path,
         holder.wait()
 
 
+def shared_outcomes(tmp_path_factory, worker_id: str, migrated_db: Path,
+                    data_root: Path) -> dict[str, tuple]:
+    """:func:`run_outcomes`, once per test run: this file's tests and test_errors_doc.py's (which
+    checks docs/errors.md against them, maybe on another xdist worker) read the same outcomes.
+    The first worker to ask runs the cases under a lock the other waits on, and leaves them
+    pickled beside the workers' temp folders (which the outcomes' stores live in)."""
+    if worker_id == "master":  # no xdist: this session alone
+        folder = tmp_path_factory.getbasetemp()
+    else:  # the workers' temp folders share this run's parent
+        folder = tmp_path_factory.getbasetemp().parent
+    done = folder / "error-outcomes.pickle"
+    with open(folder / "error-outcomes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            writing = folder / f"error-outcomes-{worker_id}.pickle"
+            writing.write_bytes(pickle.dumps(run_outcomes(tmp_path_factory, migrated_db,
+                                                          data_root)))
+            writing.rename(done)  # whole, or not there
+    return pickle.loads(done.read_bytes())
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, migrated_db, data_root) -> dict[str, tuple]:
+def outcomes(tmp_path_factory, worker_id, migrated_db, data_root) -> dict[str, tuple]:
+    return shared_outcomes(tmp_path_factory, worker_id, migrated_db, data_root)
+
+
+def run_outcomes(tmp_path_factory, migrated_db: Path, data_root: Path) -> dict[str, tuple]:
     """Run every case at once (one process per case, forked warm, as many at a time as there are
-    cores), and meanwhile the locked-store cases, which spend their time waiting on the lock."""
+    cores), and meanwhile the locked-store cases, which spend their time waiting on the lock:
+    {case: (result, store)}, and for the locked-store cases (result, seconds waited, store)."""
     base = tmp_path_factory.mktemp("errors")
     with ThreadPoolExecutor(max_workers=2) as waiting:
         locked = waiting.submit(_against_a_locked_store, base / "locked", data_root, migrated_db)
