@@ -382,9 +382,18 @@ def test_a_saved_data_source_never_downloads_into_a_folder_it_names(tmp_path):
 
     victim = tmp_path / "victim"
     victim.mkdir()
-    config = {"seed": 1, "data": {"val_size": 40, "source": {
-        "_target_": "digitlab.data.sources.load_mnist", "root": str(victim), "download": True,
-        "mirrors": ["http://127.0.0.1:9/"]}}}
+    config = {
+        "seed": 1,
+        "data": {
+            "val_size": 40,
+            "source": {
+                "_target_": "digitlab.data.sources.load_mnist",
+                "root": str(victim),
+                "download": True,
+                "mirrors": ["http://127.0.0.1:9/"],
+            },
+        },
+    }
     with pytest.raises(DigitlabError, match="MNIST/raw does not exist") as refused:
         holdout_images([("crafted.ckpt", config)], None)
     assert "\n" not in str(refused.value) and "127.0.0.1:9" not in str(refused.value)
