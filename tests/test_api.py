@@ -183,3 +183,12 @@ def test_a_misspelt_word_is_refused_by_compose_and_fit_as_by_the_command_line():
             with pytest.raises(DigitlabError, match=said) as refused:
                 door(*overrides)
             assert "\n" not in str(refused.value)
+
+
+def test_predict_on_no_images_gives_no_rows():
+    import torch
+
+    model = digitlab.Model(
+        net=torch.nn.Flatten(), config={"data": {"scale": 255, "mean": 0, "std": 1}, "model": {}}
+    )
+    assert model.predict(np.zeros((0, 28, 28), np.uint8)).shape[0] == 0

@@ -316,3 +316,15 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
         check_command_line(argv, CONF_DIR)
     assert not (tmp_path / "new").exists()  # checked, not created (Hydra creates it)
     assert not GlobalHydra.instance().is_initialized()
+
+
+def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
+    from digitlab.config.names import check_command_line
+    from digitlab.errors import DigitlabError
+
+    with pytest.raises(
+        DigitlabError,
+        match=r"^-m must come before the overrides: digitlab -m "
+        r"trainer.max_epochs=1 model=mlp,lenet$",
+    ):
+        check_command_line(["trainer.max_epochs=1", "-m", "model=mlp,lenet"], CONF_DIR)

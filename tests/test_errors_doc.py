@@ -68,7 +68,7 @@ SECTION_STATUS = {"Bad input": 1, "From Python": None}
 # Sections whose tables describe behaviour, not messages: where that behaviour is checked.
 BEHAVIOUR = {
     "Resuming": "what a resumed run does: tests/test_interrupt.py and tests/test_figures.py "
-                "compare its weights, metrics and pictures with an uninterrupted run's",
+    "compare its weights, metrics and pictures with an uninterrupted run's",
 }
 # Rows whose message column points at another row's messages: (that row, words replaced).
 SAME_AS = {
@@ -142,11 +142,21 @@ def doc_rows(text: str) -> list[Row]:
         if section not in COLUMNS:
             continue
         message, status = (column(header, name) for name in COLUMNS[section])
-        found += [(section, row, row[message], None if status is None else row[status], number)
-                  for number, row in lines]
+        found += [
+            (section, row, row[message], None if status is None else row[status], number)
+            for number, row in lines
+        ]
     cases = [(section, row[0]) for section, row, *_ in found]
-    return [Row(section, f"{row[0]} ({row[1]})" if cases.count((section, row[0])) > 1 else row[0],
-                message, status, number) for section, row, message, status, number in found]
+    return [
+        Row(
+            section,
+            f"{row[0]} ({row[1]})" if cases.count((section, row[0])) > 1 else row[0],
+            message,
+            status,
+            number,
+        )
+        for section, row, message, status, number in found
+    ]
 
 
 ROWS = doc_rows(DOC.read_text())
@@ -215,8 +225,9 @@ class Context:
     tests/test_errors.py's outcomes (``cases()``, asked for last: another worker may still be
     running them)."""
 
-    def __init__(self, folder: Path, migrated_db: Path, data_root: Path,
-                 cases: Callable[[], dict]) -> None:
+    def __init__(
+        self, folder: Path, migrated_db: Path, data_root: Path, cases: Callable[[], dict]
+    ) -> None:
         self._folder, self.migrated_db, self.data_root = folder, migrated_db, data_root
         self._cases, self._numbers, self._once = cases, itertools.count(), {}
 
@@ -242,8 +253,11 @@ class Context:
 Runner = Callable[[Context], list[Said]]
 
 
-def answers(result: subprocess.CompletedProcess, prefixes: tuple[str, ...] = (ERROR,),
-            renamed: dict[str, str] | None = None) -> list[Said]:
+def answers(
+    result: subprocess.CompletedProcess,
+    prefixes: tuple[str, ...] = (ERROR,),
+    renamed: dict[str, str] | None = None,
+) -> list[Said]:
     """A command's lines that start with one of ``prefixes``, with its exit status; ids and
     folders renamed as the page names them (``renamed``). Without such a line, its last line of
     error output, so that a failure shows what it said instead."""
@@ -267,9 +281,14 @@ def raised(call: Callable[[], object]) -> Said:
     raise AssertionError(f"{call} raised nothing")
 
 
-def command(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
-            prefixes: tuple[str, ...] = (ERROR,), renamed: dict[str, str] | None = None
-            ) -> list[Said]:
+def command(
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    prefixes: tuple[str, ...] = (ERROR,),
+    renamed: dict[str, str] | None = None,
+) -> list[Said]:
     """``python -m module args``, forked warm: its lines starting with ``prefixes``."""
     env = {**os.environ, **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -328,14 +347,18 @@ def download_fails(ctx: Context) -> list[Said]:
     for name, _ in MNIST_FILES:
         (served / name).write_bytes(b"not the file")
     handler = functools.partial(_Quiet, directory=str(served))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as mirror, \
-            socket.socket() as closed:
+    with (
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as mirror,
+        socket.socket() as closed,
+    ):
         closed.bind(("127.0.0.1", 0))
         thread = threading.Thread(target=mirror.serve_forever, daemon=True)
         thread.start()
         try:
-            urls = [f"http://127.0.0.1:{mirror.server_address[1]}/",
-                    f"http://127.0.0.1:{closed.getsockname()[1]}/"]
+            urls = [
+                f"http://127.0.0.1:{mirror.server_address[1]}/",
+                f"http://127.0.0.1:{closed.getsockname()[1]}/",
+            ]
             root = ctx.folder("root")
             return [raised(lambda: load_mnist(root, download=True, mirrors=urls))]
         finally:
@@ -360,8 +383,11 @@ def idx_header_too_large(ctx: Context) -> list[Said]:
     packed.write_bytes(gzip.compress(header))
     said.append(raised(lambda: read_images(packed)))
     longer = folder / "t10k-images-idx3-ubyte.gz"
-    longer.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes()
-                                     + bytes(2 * 28 * 28 + 100)))
+    longer.write_bytes(
+        gzip.compress(
+            bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes() + bytes(2 * 28 * 28 + 100)
+        )
+    )
     said.append(raised(lambda: read_images(longer)))
     return said
 
@@ -468,8 +494,13 @@ def _checkpoint(path: Path, *overrides: str) -> Path:
 
     cfg = digitlab.compose("model=mlp", "data.val_size=40", *overrides)
     net = instantiate(cfg.model)
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}, path)
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)},
+        },
+        path,
+    )
     return path
 
 
@@ -481,12 +512,26 @@ def crafted_checkpoint(ctx: Context) -> list[Said]:
     good = torch.load(_checkpoint(folder / "good.ckpt"), weights_only=True)
     good["hyper_parameters"]["config"]["model"]["_target_"] = "crafted_marker.build"
     torch.save(good, folder / "crafted.ckpt")
-    return command("digitlab.cli.predict", "--checkpoint", "crafted.ckpt", "--data", "mnist",
-                   "--root", str(ctx.data_root), cwd=folder)
+    return command(
+        "digitlab.cli.predict",
+        "--checkpoint",
+        "crafted.ckpt",
+        "--data",
+        "mnist",
+        "--root",
+        str(ctx.data_root),
+        cwd=folder,
+    )
 
 
-def _run(client, experiment: str, name: str, status: str = "FINISHED",
-         checkpoint: Path | None = None, **tags: str) -> str:
+def _run(
+    client,
+    experiment: str,
+    name: str,
+    status: str = "FINISHED",
+    checkpoint: Path | None = None,
+    **tags: str,
+) -> str:
     """A run made directly in the store (no training), with ``checkpoint`` logged as its
     ``checkpoints/best.ckpt``."""
     run_id = client.create_run(experiment, run_name=name, tags=tags).info.run_id
@@ -512,24 +557,41 @@ def ensembles(ctx: Context) -> dict[str, list[Said]]:
     client = MlflowClient(uri)
     experiment = _experiment(client, folder / "mlruns")
     kaggle = ["data=kaggle", f"data.root={ctx.data_root}", "data.test_size=40"]
-    a = _run(client, experiment, "a", checkpoint=_checkpoint(
-        ctx.folder("a") / "best.ckpt", *kaggle, "data.split_seed=1"))
-    d = _run(client, experiment, "d", checkpoint=_checkpoint(
-        ctx.folder("d") / "best.ckpt", *kaggle, "data.split_seed=2"))
+    a = _run(
+        client,
+        experiment,
+        "a",
+        checkpoint=_checkpoint(ctx.folder("a") / "best.ckpt", *kaggle, "data.split_seed=1"),
+    )
+    d = _run(
+        client,
+        experiment,
+        "d",
+        checkpoint=_checkpoint(ctx.folder("d") / "best.ckpt", *kaggle, "data.split_seed=2"),
+    )
     b, c = _run(client, experiment, "b"), _run(client, experiment, "c")
     parent = _run(client, experiment, "sweep", status="RUNNING")
     _run(client, experiment, "job", status="RUNNING", **{"mlflow.parentRunId": parent})
     names = {a: "A", b: "B", c: "C"}
 
     def predict(*args: str, renamed=names, **kwargs) -> list[Said]:
-        return command("digitlab.cli.predict", *args, "--tracking-uri", uri, "--out",
-                       str(ctx.folder("out") / "p.npy"), renamed=renamed, **kwargs)
+        return command(
+            "digitlab.cli.predict",
+            *args,
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(ctx.folder("out") / "p.npy"),
+            renamed=renamed,
+            **kwargs,
+        )
 
     mnist = ["--data", "mnist", "--root", str(ctx.data_root)]
     return {
         "missing": predict("--run", a, b, *mnist),
-        "skip": predict("--run", a, b, *mnist, "--skip-missing",
-                        prefixes=("digitlab: skipped", ERROR)),
+        "skip": predict(
+            "--run", a, b, *mnist, "--skip-missing", prefixes=("digitlab: skipped", ERROR)
+        ),
         "holdout": predict("--run", a, d, "--data", "holdout", renamed={a: "A", d: "B"}),
         "none left": predict("--run", b, c, *mnist, "--skip-missing"),
         "sweep": predict("--run", parent, *mnist),
@@ -545,15 +607,23 @@ def registrations(ctx: Context) -> dict[str, list[Said]]:
     uri = ctx.store(folder)
     client = MlflowClient(uri)
     experiment = _experiment(client, folder / "mlruns")
-    scored, unscored, modelless = (_run(client, experiment, name)
-                                   for name in ("scored", "unscored", "modelless"))
+    scored, unscored, modelless = (
+        _run(client, experiment, name) for name in ("scored", "unscored", "modelless")
+    )
     client.log_metric(scored, "test/acc", 0.9)
     for run_id in (scored, unscored):
         client.create_logged_model(experiment, name="model", source_run_id=run_id)
 
     def register(run_id: str) -> list[Said]:
-        return command("digitlab.cli.register", run_id, "--name", "digits", "--tracking-uri",
-                       uri, prefixes=("digitlab: ",))
+        return command(
+            "digitlab.cli.register",
+            run_id,
+            "--name",
+            "digits",
+            "--tracking-uri",
+            uri,
+            prefixes=("digitlab: ",),
+        )
 
     return {
         "no model": register(modelless),
@@ -569,8 +639,13 @@ def serving_without_models(ctx: Context) -> list[Said]:
 
 
 def serving_a_missing_model(ctx: Context) -> list[Said]:
-    return command("digitlab.cli.serve", "--model", "models:/nope@best", "--tracking-uri",
-                   ctx.store(ctx.folder("serve")))
+    return command(
+        "digitlab.cli.serve",
+        "--model",
+        "models:/nope@best",
+        "--tracking-uri",
+        ctx.store(ctx.folder("serve")),
+    )
 
 
 class StubModel:
@@ -599,18 +674,21 @@ def serving(ctx: Context) -> dict[str, list[Said]]:
         make_server(*args, **kwargs).server_close()
         raise AssertionError(f"digitlab-serve could listen on {args[2:4]} here: no error to show")
 
-    def main(*args: str, load: Callable | None = None, bind: Callable = bind_only
-             ) -> list[Said]:
+    def main(*args: str, load: Callable | None = None, bind: Callable = bind_only) -> list[Said]:
         err = io.StringIO()
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(err):
-            patch.setattr("digitlab.serving.models.ModelCache.get",
-                          load or (lambda self, uri: StubModel()))
+            patch.setattr(
+                "digitlab.serving.models.ModelCache.get", load or (lambda self, uri: StubModel())
+            )
             patch.setattr(server, "make_server", bind)
             patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             with pytest.raises(SystemExit) as exit_:
                 serve.main(["--model", model, "--tracking-uri", uri, *args])
-        return [Said(line, exit_.value.code)
-                for line in err.getvalue().splitlines() if line.startswith(ERROR)]
+        return [
+            Said(line, exit_.value.code)
+            for line in err.getvalue().splitlines()
+            if line.startswith(ERROR)
+        ]
 
     def full(self, uri: str):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/digitlab-serve-x/best.ckpt")
@@ -622,8 +700,12 @@ def serving(ctx: Context) -> dict[str, list[Said]]:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        said = {"taken": [Said(s.line.replace(f":{port} ", ":5001 "), s.status)
-                          for s in main("--port", str(port))]}
+        said = {
+            "taken": [
+                Said(s.line.replace(f":{port} ", ":5001 "), s.status)
+                for s in main("--port", str(port))
+            ]
+        }
     said["address"] = main("--host", "192.0.2.1", "--port", "5001")  # TEST-NET: no one's
     said["privileged"] = main("--port", "80", bind=privileged if os.geteuid() == 0 else bind_only)
     said["unreadable"] = main("--port", "0", load=full)
@@ -656,8 +738,13 @@ def store_write_refused(code: int) -> Runner:
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(store, "_probe_write", refused)
-            return [raised(lambda: store.get_or_create_experiment(
-                client, "digitlab", str(folder / "mlruns" / "artifacts")))]
+            return [
+                raised(
+                    lambda: store.get_or_create_experiment(
+                        client, "digitlab", str(folder / "mlruns" / "artifacts")
+                    )
+                )
+            ]
 
     run.__name__ = f"store_write_refused[{errno.errorcode[code]}]"
     return run
@@ -688,8 +775,14 @@ def _raw(port: int, data: bytes, close: bool = True) -> tuple[int, dict, str]:
     return int(status_line.split()[1]), headers, json.loads(body)["message"]
 
 
-def _request(path: str, body: bytes = b"", method: str = "POST", host: str = "127.0.0.1",
-             kind: str | None = "application/json", length: int | bool = True) -> bytes:
+def _request(
+    path: str,
+    body: bytes = b"",
+    method: str = "POST",
+    host: str = "127.0.0.1",
+    kind: str | None = "application/json",
+    length: int | bool = True,
+) -> bytes:
     """An HTTP request's bytes; ``length``: the Content-Length to state (True: the body's,
     False: none)."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
@@ -738,14 +831,19 @@ def served(ctx: Context) -> dict[str, list[Said]]:
     pixels = [[0] * 784]
     requests = {
         "shape": [inputs(_json({"inputs": [[0] * 783]}))],
-        "not numbers": [inputs(_json({"inputs": [["a"] * 784]})),
-                        inputs(_json({"inputs": [[True] * 784]}))],
+        "not numbers": [
+            inputs(_json({"inputs": [["a"] * 784]})),
+            inputs(_json({"inputs": [[True] * 784]})),
+        ],
         "ragged": [inputs(_json({"inputs": [[0] * 784, [0] * 3]}))],
-        "range": [inputs(_json({"inputs": [[0] * 783 + [256]]})),
-                  inputs(_json({"inputs": [[float("nan")] * 784]}))],
-        "count": [inputs(_json({"inputs": []})),
-                  inputs(b'{"inputs": [' + b",".join([b"[" + b"0," * 783 + b"0]"] * 10_001)
-                         + b"]}")],
+        "range": [
+            inputs(_json({"inputs": [[0] * 783 + [256]]})),
+            inputs(_json({"inputs": [[float("nan")] * 784]})),
+        ],
+        "count": [
+            inputs(_json({"inputs": []})),
+            inputs(b'{"inputs": [' + b",".join([b"[" + b"0," * 783 + b"0]"] * 10_001) + b"]}"),
+        ],
         "not json": [inputs(b"not json")],
         "no pixels": [inputs(_json({"pixel": pixels}))],
         "nested": [inputs(b"[" * 100_000)],
@@ -755,15 +853,21 @@ def served(ctx: Context) -> dict[str, list[Said]]:
         "not json type": [inputs(_json({"inputs": pixels}), kind="text/plain")],
         "host": [_request("/", method="GET", host="evil.example", kind=None, length=False)],
         "method": [_request("/", method="PUT", kind=None, length=False)],
-        "malformed": [b"NONSENSE\r\n\r\n",
-                      b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
-                      b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
-                      b"GET / HTTP/2.0\r\n\r\n"],
+        "malformed": [
+            b"NONSENSE\r\n\r\n",
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+        ],
         "failure": [_request("/invocations?model=boom", _json({"inputs": pixels}))],
-        "unknown model": [_request(f"/invocations?model={model}", _json({"inputs": pixels}))
-                          for model in ("models:/nope@best", "/etc/passwd")],
-        "drawing": [_request("/draw", _json({"png": _png(np.zeros((28, 28), np.uint8))})),
-                    _request("/draw", _json({"png": _png(None)}))],
+        "unknown model": [
+            _request(f"/invocations?model={model}", _json({"inputs": pixels}))
+            for model in ("models:/nope@best", "/etc/passwd")
+        ],
+        "drawing": [
+            _request("/draw", _json({"png": _png(np.zeros((28, 28), np.uint8))})),
+            _request("/draw", _json({"png": _png(None)})),
+        ],
         "path": [_request("/x", method="GET", kind=None, length=False)],
     }
     said: dict[str, list[Said]] = {}
@@ -779,8 +883,10 @@ def served(ctx: Context) -> dict[str, list[Said]]:
             # A body that stops arriving waits out the server's 5 s: meanwhile the others.
             stalled = pool.submit(_raw, port, inputs(b'{"inp', length=100), False)
             for key, sent in requests.items():
-                said[key] = [Said(message, status) for status, _, message in
-                             (_raw(port, data) for data in sent)]
+                said[key] = [
+                    Said(message, status)
+                    for status, _, message in (_raw(port, data) for data in sent)
+                ]
             status, _, message = stalled.result()
             said["stalled"] = [Said(message, status)]
             status, headers, message = _raw(port, requests["method"][0])
@@ -825,33 +931,54 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
     client.log_artifacts(run_id, str(logged))
     return {
         "option": [raised(lambda: digitlab.compose("model=resnet"))],
-        "key": [raised(lambda: digitlab.compose("optimizer.lrr=1")),
-                raised(lambda: digitlab.compose("optimizer.lr=0.1,0.2"))],
+        "key": [
+            raised(lambda: digitlab.compose("optimizer.lrr=1")),
+            raised(lambda: digitlab.compose("optimizer.lr=0.1,0.2")),
+        ],
         "flag": [raised(lambda: digitlab.compose("-m", "model=mlp"))],
         "context": [raised(in_another_context)],
         "filter": [raised(lambda: digitlab.runs(tracking_uri=uri, colour="red"))],
-        "parse": [raised(lambda: digitlab.runs(
-            tracking_uri=uri, filter_string="params.optimizer.lr = 0.1"))],
+        "parse": [
+            raised(
+                lambda: digitlab.runs(tracking_uri=uri, filter_string="params.optimizer.lr = 0.1")
+            )
+        ],
         "shape": [raised(lambda: model.predict(np.zeros((2, 32, 32))))],
         "values": [raised(lambda: model.predict(images / 255 - 0.5))],
-        "run": [raised(lambda: digitlab.load(unknown, tracking_uri=uri)),
-                raised(lambda: digitlab.show(unknown, tracking_uri=uri))],
+        "run": [
+            raised(lambda: digitlab.load(unknown, tracking_uri=uri)),
+            raised(lambda: digitlab.show(unknown, tracking_uri=uri)),
+        ],
         "artifact": [raised(lambda: digitlab.show(run_id, "nothing/*", tracking_uri=uri))],
-        "store": [raised(lambda: digitlab.ui(
-            tracking_uri=f"sqlite:///{ctx.folder('nothing')}/mlruns/mlflow.db"))],
+        "store": [
+            raised(
+                lambda: digitlab.ui(
+                    tracking_uri=f"sqlite:///{ctx.folder('nothing')}/mlruns/mlflow.db"
+                )
+            )
+        ],
     }
 
 
 # What a run of the default config logs (digitlab.show lists them), e.g. under lenet-mnist-sgd.
 DEFAULT_RUN_ARTIFACTS = [
-    "checkpoints/best.ckpt", "config.yaml", "figures/data/label_histogram.png",
-    "figures/data/samples_test.png", "figures/data/samples_train.png",
-    "figures/data/samples_val.png", "figures/filters/conv1_final.png",
-    "figures/filters/conv1_init.png", "figures/filters/conv1_stats_final.json",
-    "figures/filters/conv1_stats_init.json", "figures/filters/conv2_final.png",
-    "figures/filters/conv2_init.png", "figures/filters/conv2_stats_final.json",
-    "figures/filters/conv2_stats_init.json", "figures/predictions/confident_mistakes.png",
-    "figures/predictions/confusion_matrix.png", "figures/predictions/per_class_accuracy.png",
+    "checkpoints/best.ckpt",
+    "config.yaml",
+    "figures/data/label_histogram.png",
+    "figures/data/samples_test.png",
+    "figures/data/samples_train.png",
+    "figures/data/samples_val.png",
+    "figures/filters/conv1_final.png",
+    "figures/filters/conv1_init.png",
+    "figures/filters/conv1_stats_final.json",
+    "figures/filters/conv1_stats_init.json",
+    "figures/filters/conv2_final.png",
+    "figures/filters/conv2_init.png",
+    "figures/filters/conv2_stats_final.json",
+    "figures/filters/conv2_stats_init.json",
+    "figures/predictions/confident_mistakes.png",
+    "figures/predictions/confusion_matrix.png",
+    "figures/predictions/per_class_accuracy.png",
     "figures/predictions/probabilities.png",
 ]
 
@@ -877,8 +1004,13 @@ def _tracked(ctx: Context, last: bool = True):
         (checkpoints / "last.ckpt").write_bytes(b"epoch 1's weights")
     ended: dict[str, Said] = {}
     try:
-        with TrackedRun(client, _experiment(client, folder / "mlruns"), {"seed": 42},
-                        checkpoints, "mlp-mnist-sgd-s42") as run:
+        with TrackedRun(
+            client,
+            _experiment(client, folder / "mlruns"),
+            {"seed": 42},
+            checkpoints,
+            "mlp-mnist-sgd-s42",
+        ) as run:
             yield run, ended
     except DigitlabError as e:  # as digitlab.cli.train prints it
         ended["said"] = Said(f"digitlab: {e.kind}: {e}", e.exit_code)
@@ -904,8 +1036,12 @@ def non_finite_loss(ctx: Context) -> list[Said]:
     from digitlab.callbacks.guards import StopOnNonFiniteLoss
 
     trainer = SimpleNamespace(global_step=10, current_epoch=1, num_training_batches=10)
-    return _ended(ctx, lambda run: StopOnNonFiniteLoss().on_train_batch_end(
-        trainer, None, {"loss": torch.tensor(float("nan"))}, None, 9))
+    return _ended(
+        ctx,
+        lambda run: StopOnNonFiniteLoss().on_train_batch_end(
+            trainer, None, {"loss": torch.tensor(float("nan"))}, None, 9
+        ),
+    )
 
 
 def ctrl_c(ctx: Context) -> list[Said]:
@@ -937,8 +1073,12 @@ def disk_full(ctx: Context) -> list[Said]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch_io, "_atomic_save", full)
-        return _ended(ctx, lambda run: AtomicCheckpointIO().save_checkpoint(
-            {"epoch": 1}, run.checkpoint_dir / "last.ckpt"))
+        return _ended(
+            ctx,
+            lambda run: AtomicCheckpointIO().save_checkpoint(
+                {"epoch": 1}, run.checkpoint_dir / "last.ckpt"
+            ),
+        )
 
 
 def artifacts_unwritable(ctx: Context) -> list[Said]:
@@ -948,8 +1088,9 @@ def artifacts_unwritable(ctx: Context) -> list[Said]:
 
     def refuse(self, local_file, artifact_path=None) -> None:
         name = Path(local_file).name
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
-                              f"{self.artifact_dir}/{name}")
+        raise PermissionError(
+            errno.EACCES, os.strerror(errno.EACCES), f"{self.artifact_dir}/{name}"
+        )
 
     with pytest.MonkeyPatch.context() as patch, _tracked(ctx) as (run, ended):
         patch.setattr(LocalArtifactRepository, "log_artifact", refuse)
@@ -972,8 +1113,13 @@ def killed_outright(ctx: Context) -> list[Said]:
     (folder / "last.ckpt").write_bytes(b"weights")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    _run(client, experiment, "mlp-mnist-sgd-s42", status="RUNNING", **{
-        HOST_TAG: socket.gethostname(), PID_TAG: str(dead.pid), CHECKPOINT_DIR_TAG: str(folder)})
+    _run(
+        client,
+        experiment,
+        "mlp-mnist-sgd-s42",
+        status="RUNNING",
+        **{HOST_TAG: socket.gethostname(), PID_TAG: str(dead.pid), CHECKPOINT_DIR_TAG: str(folder)},
+    )
     return [Said(line) for line in reap_dead_owners(client, experiment)]
 
 
@@ -990,20 +1136,27 @@ except KeyboardInterrupt:  # the first: honoured
 
 
 def _second_signal(setup: str, signum: str) -> list[Said]:
-    result = subprocess.run([sys.executable, "-c", SECOND_SIGNAL.format(setup=setup,
-                                                                          signal=signum)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL.format(setup=setup, signal=signum)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return answers(result, ("digitlab: interrupted: ",))
 
 
 def second_ctrl_c(ctx: Context) -> list[Said]:
-    return _second_signal("from digitlab.tracking.run import signals_as_interrupts\n"
-                          "handling = signals_as_interrupts()\nhandling.__enter__()", "SIGINT")
+    return _second_signal(
+        "from digitlab.tracking.run import signals_as_interrupts\n"
+        "handling = signals_as_interrupts()\nhandling.__enter__()",
+        "SIGINT",
+    )
 
 
 def second_signal_in_a_sweep(ctx: Context) -> list[Said]:
-    return _second_signal("from digitlab.tracking import sweep\nsweep._observe_interrupts()",
-                          "SIGTERM")
+    return _second_signal(
+        "from digitlab.tracking import sweep\nsweep._observe_interrupts()", "SIGTERM"
+    )
 
 
 def sweep_interrupted(ctx: Context) -> list[Said]:
@@ -1031,8 +1184,12 @@ def optuna_storage(ctx: Context) -> list[Said]:
     this is not one of tests/test_errors.py's cases, which leave no run."""
     folder = ctx.folder("optuna")
     store = Path(ctx.store(folder).removeprefix("sqlite:///"))
-    args, env = cli_args(["-m", "experiment=search", "hydra.sweeper.storage=postgresql://nowhere/db"],
-                         ctx.data_root, store, folder / "out")
+    args, env = cli_args(
+        ["-m", "experiment=search", "hydra.sweeper.storage=postgresql://nowhere/db"],
+        ctx.data_root,
+        store,
+        folder / "out",
+    )
     return answers(warm.run("digitlab", *args, env=env, timeout=300))
 
 
@@ -1052,10 +1209,13 @@ def added_key_built(ctx: Context) -> list[Said]:
     folder = ctx.folder("kwargs")
     (folder / "kwnet.py").write_text(KWARGS_NET)
     store = Path(ctx.store(folder).removeprefix("sqlite:///"))
-    args, env = cli_args(["model=mlp", "model._target_=kwnet.Net", "trusted_targets=[kwnet]",
-                          "+model.widthh=3"], ctx.data_root, store, folder / "out")
-    return answers(warm.run("digitlab", *args, env={**env, "PYTHONPATH": str(folder)},
-                            timeout=300))
+    args, env = cli_args(
+        ["model=mlp", "model._target_=kwnet.Net", "trusted_targets=[kwnet]", "+model.widthh=3"],
+        ctx.data_root,
+        store,
+        folder / "out",
+    )
+    return answers(warm.run("digitlab", *args, env={**env, "PYTHONPATH": str(folder)}, timeout=300))
 
 
 # --- the links -------------------------------------------------------------------------------
@@ -1065,8 +1225,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "data folder missing": case("data folder missing", root="/nowhere"),
         "Kaggle folder missing": case("kaggle folder missing"),
         "one IDX file missing": case("one IDX file missing"),
-        "download fails (offline, 404, wrong checksum)": (case("download fails"),
-                                                          download_fails),
+        "download fails (offline, 404, wrong checksum)": (case("download fails"), download_fails),
         "data root that does not exist, download on": case("data root that does not exist"),
         "truncated `.gz`": case("truncated gz"),
         "IDX header larger than its file": idx_header_too_large,
@@ -1091,19 +1250,23 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "wrong value type (`data.batch_size=1.5`)": case("wrong value type (batch size)"),
         "layer widths not a list": case("widths not a list"),
         "a zero-width layer": (case("zero-width layer"), case("kernel size 0")),
-        "an infinite or NaN number": (case("infinite learning rate"),
-                                      case("NaN in the data settings")),
-        "seed outside numpy's and torch's range": (case("seed below 0"),
-                                                   case("seed above 2**32 - 1")),
+        "an infinite or NaN number": (
+            case("infinite learning rate"),
+            case("NaN in the data settings"),
+        ),
+        "seed outside numpy's and torch's range": (
+            case("seed below 0"),
+            case("seed above 2**32 - 1"),
+        ),
         "no devices": case("no devices"),
         "negative learning rate": case("negative lr"),
         "batch size 0": case("batch size 0"),
         "several optimizer steps per call set to 0": case("steps per call 0"),
-        "gradient accumulation with several optimizer steps per call":
-            case("gradient accumulation"),
+        "gradient accumulation with several optimizer steps per call": case(
+            "gradient accumulation"
+        ),
         "validation fraction outside (0, 1)": case("val fraction outside (0, 1)"),
-        "validation holdout as large as the data":
-            case("validation holdout as large as the data"),
+        "validation holdout as large as the data": case("validation holdout as large as the data"),
         "a picture count that cannot work": case("bad figures value"),
         "Apple's MPS on another machine": case("mps requested on Linux"),
         "corrupt MLflow store": case("corrupt MLflow store"),
@@ -1117,8 +1280,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "Optuna storage unreachable or malformed": optuna_storage,
         "unreachable tracking server": case("unreachable tracking URI"),
         "a config naming code to run": case("config naming code to run"),
-        "a checkpoint whose saved config names code outside the allow-list":
-            crafted_checkpoint,
+        "a checkpoint whose saved config names code outside the allow-list": crafted_checkpoint,
         "unknown scheduler interval": case("unknown scheduler interval"),
         "a trainer setting Lightning rejects": case("trainer setting Lightning rejects"),
         "GPU requested, none present": case("gpu without GPU"),
@@ -1136,8 +1298,9 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "an address not of this machine": part(serving, "address"),
         "a port below 1024 without root": part(serving, "privileged"),
         "a model's file unreadable, or no room to copy it": part(serving, "unreadable"),
-        "an ensemble member whose run or checkpoint is missing or refused":
-            part(ensembles, "missing"),
+        "an ensemble member whose run or checkpoint is missing or refused": part(
+            ensembles, "missing"
+        ),
         "the same with `--skip-missing`": part(ensembles, "skip"),
         "members that held out different rows": part(ensembles, "holdout"),
         "every member missing or refused": part(ensembles, "none left"),
@@ -1148,14 +1311,15 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "an option in a sweep": case("unknown option in a sweep"),
         "unknown key": case("misspelt key"),
         "a key one option of a sweep lacks": case("key one option of a sweep lacks"),
-        "an added key the class does not take": (case("unknown key added with +"),
-                                                 added_key_built),
+        "an added key the class does not take": (case("unknown key added with +"), added_key_built),
         "an added key that is there": case("added key that is there"),
         "a group set to null": case("group set to null"),
         "a sweep without `-m`": case("sweep without -m"),
         "an override Hydra cannot read": case("override Hydra cannot read"),
-        "output folder that cannot be written": (case("output folder not writable"),
-                                                 case("output folder under a file")),
+        "output folder that cannot be written": (
+            case("output folder not writable"),
+            case("output folder under a file"),
+        ),
     },
     "Requests to `digitlab-serve`": {
         "pixels of another shape": part(served, "shape"),
@@ -1165,15 +1329,17 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "no images, or more than 10 000": part(served, "count"),
         "body not JSON": part(served, "not json"),
         "JSON without pixels": part(served, "no pixels"),
-        "body nested deeper than Python's recursion limit (about 1 000 levels)":
-            part(served, "nested"),
+        "body nested deeper than Python's recursion limit (about 1 000 levels)": part(
+            served, "nested"
+        ),
         "body shorter than its Content-Length": part(served, "short"),
         "no Content-Length": part(served, "no length"),
         "body over 64 MiB (checked on Content-Length, before reading)": part(served, "too large"),
         "body not sent as `application/json` (a `charset` is fine)": part(served, "not json type"),
         "body stops arriving (5 s without data, or 60 s in all)": part(served, "stalled"),
-        "Host not 127.0.0.1, localhost, ::1 or an allowed name (server bound to loopback)":
-            part(served, "host"),
+        "Host not 127.0.0.1, localhost, ::1 or an allowed name (server bound to loopback)": part(
+            served, "host"
+        ),
         "a method other than GET, HEAD, POST": part(served, "method"),
         "a malformed request line, a URI or header over 64 KiB, HTTP/2": part(served, "malformed"),
         "a failure of the server itself (a bug, a store that fails)": part(served, "failure"),
@@ -1209,19 +1375,28 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "SIGKILL, out-of-memory kill or power cut": killed_outright,
     },
 }
-RUNNERS = {f"{section}: {name}": runners if isinstance(runners, tuple) else (runners,)
-           for section, rows in LINKS.items() for name, runners in rows.items()}
+RUNNERS = {
+    f"{section}: {name}": runners if isinstance(runners, tuple) else (runners,)
+    for section, rows in LINKS.items()
+    for name, runners in rows.items()
+}
 
 
 @pytest.fixture(scope="module")
 def said(tmp_path_factory, worker_id, migrated_db, data_root) -> dict[str, list[Said] | Exception]:
     """Every linked row's answers (or what its runner raised): the runners here first, then the
     command lines of tests/test_errors.py, which another worker may still be running."""
-    ctx = Context(tmp_path_factory.mktemp("errors-doc"), migrated_db, data_root,
-                  lambda: shared_outcomes(tmp_path_factory, worker_id, migrated_db, data_root))
+    ctx = Context(
+        tmp_path_factory.mktemp("errors-doc"),
+        migrated_db,
+        data_root,
+        lambda: shared_outcomes(tmp_path_factory, worker_id, migrated_db, data_root),
+    )
     found: dict[str, list[Said] | Exception] = {}
-    shared_last = sorted(RUNNERS.items(), key=lambda item: all(
-        getattr(runner, "shared", False) for runner in item[1]))
+    shared_last = sorted(
+        RUNNERS.items(),
+        key=lambda item: all(getattr(runner, "shared", False) for runner in item[1]),
+    )
     for key, runners in shared_last:
         try:
             found[key] = [answer for runner in runners for answer in runner(ctx)]
@@ -1238,7 +1413,8 @@ def _shown(answers: list[Said]) -> str:
 @pytest.mark.parametrize("row", ROWS, ids=[row.key for row in ROWS])
 def test_a_row_of_the_page_is_what_its_case_answers(request, row):
     assert row.key in RUNNERS, (
-        f"docs/errors.md:{row.line}: no case runs this row's input: link one in LINKS")
+        f"docs/errors.md:{row.line}: no case runs this row's input: link one in LINKS"
+    )
     answered = request.getfixturevalue("said")[row.key]
     if isinstance(answered, Exception):
         raise answered
@@ -1258,14 +1434,15 @@ def test_a_row_of_the_page_is_what_its_case_answers(request, row):
         assert stated, f"docs/errors.md:{row.line}: the row states no message to check"
     for span in stated:
         assert any(says(span, a.line) for a in answered), (
-            f"docs/errors.md:{row.line} says\n  {span}\nbut the code answered\n"
-            f"{_shown(answered)}")
+            f"docs/errors.md:{row.line} says\n  {span}\nbut the code answered\n{_shown(answered)}"
+        )
     allowed = statuses(row)
     if allowed is not None:
         for answer in answered:
             assert answer.status is None or answer.status in allowed, (
                 f"docs/errors.md:{row.line} gives status {sorted(allowed)}, the code "
-                f"{answer.status}:\n{_shown(answered)}")
+                f"{answer.status}:\n{_shown(answered)}"
+            )
 
 
 def test_every_table_is_checked_and_every_link_names_a_row():
@@ -1274,7 +1451,8 @@ def test_every_table_is_checked_and_every_link_names_a_row():
     for section, _, _ in tables(DOC.read_text()):
         assert section in COLUMNS or section in BEHAVIOUR, (
             f"docs/errors.md: a table under '## {section}': add the section to COLUMNS "
-            "(its messages are checked) or BEHAVIOUR (where its rows are checked)")
+            "(its messages are checked) or BEHAVIOUR (where its rows are checked)"
+        )
     rows = {row.key for row in ROWS}
     stale = sorted({*RUNNERS, *SAME_AS} - rows)
     assert not stale, f"links to no row of docs/errors.md (renamed or removed?): {stale}"

@@ -55,7 +55,7 @@ def compose_job(overrides: Iterable[str]) -> Composed:
         )
     # The command line's check of every word (a misspelt preset, option or key: one line with
     # the closest valid ones), so that fit("experiment=fastt") does not train the default.
-    check_command_line(overrides, CONF_DIR)
+    check_command_line(overrides, CONF_DIR, sweep_hint="call digitlab.fit once per value")
     register_resolvers()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digitlab"):

@@ -52,7 +52,9 @@ def as_images(images: Any):
             f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
             "stack (N, 28, 28) of pixel values 0-255"
         )
-    return torch.from_numpy(as_pixels(x, max_rows=max(1, len(x))))
+    if not len(x):  # nothing to predict: (0, 10) probabilities, as for any other count
+        return torch.zeros((0, 28, 28), dtype=torch.uint8)
+    return torch.from_numpy(as_pixels(x, max_rows=len(x)))
 
 
 def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()) -> Model:

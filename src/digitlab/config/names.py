@@ -46,7 +46,9 @@ GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 _ABSENT = object()
 
 
-def check_command_line(argv: list[str], conf_dir: Path) -> None:
+def check_command_line(
+    argv: list[str], conf_dir: Path, sweep_hint: str = "add -m to run one job per value"
+) -> None:
     """Raise DigitlabError for the first word of ``argv`` (the command's arguments) that names
     no option, key or argument, for a sweep without ``-m``, and for an output folder that cannot
     be written. Arguments that make Hydra compose another config are left to Hydra."""
@@ -58,7 +60,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> None:
         return
     overrides = _parse(args.overrides)
     if not args.multirun:
-        _refuse_sweeps(overrides)
+        _refuse_sweeps(overrides, sweep_hint)
     # The app's groups from conf/'s folders: Hydra's loader copies its whole repository per
     # question (0.1 s each); it is asked only about the hydra/... groups a command names.
     # hydra.searchpath adds folders of the user's own: their groups and options are Hydra's to
@@ -92,7 +94,16 @@ def _hydra_arguments(argv: list[str]) -> Any:
         try:
             return get_args_parser().parse_args(argv)
         except SystemExit:
-            return None
+            pass
+    flags = [a for a in argv if a.startswith("-")]
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if any(argv.index(flag) > first for flag in flags if flag in ("-m", "--multirun")):
+        # argparse cannot read flags after overrides; Hydra would print its usage, no reason.
+        raise DigitlabError(
+            f"{flags[0]} must come before the overrides: digitlab {' '.join(flags)} "
+            f"{' '.join(a for a in argv if not a.startswith('-'))}"
+        )
+    return None
 
 
 def _parse(lines: list[str]) -> list:
@@ -113,13 +124,13 @@ def _parse(lines: list[str]) -> list:
     return parsed
 
 
-def _refuse_sweeps(overrides: list) -> None:
+def _refuse_sweeps(overrides: list, how: str = "add -m to run one job per value") -> None:
     # Without -m Hydra answers a comma list with four lines of choices; a run takes one value.
     for o in overrides:
         if o.is_sweep_override():
             raise DigitlabError(
-                f"{o.input_line} is a sweep: add -m to run one job per value (a list value is "
-                "written [a,b], a string with commas quoted: key='a,b')"
+                f"{o.input_line} is a sweep: {how} (a list value is written [a,b], a string "
+                "with commas quoted: key='a,b')"
             )
 
 
