@@ -17,13 +17,21 @@ class Model:
 
     ``predict(images)`` takes digits as the data files hold them, uint8 pixel values 0-255,
     one ``(28, 28)`` image or a stack ``(N, 28, 28)`` (numpy or torch), and returns float32
-    ``(N, 10)`` class probabilities as a numpy array; rows sum to 1. Images scaled to 0-1, and
+    ``(N, C)`` probabilities of the run's C classes (``classes``: their names, by label) as a
+    numpy array; rows sum to 1. Images scaled to 0-1, and
     dark digits on light paper, are recognised and made MNIST-like first (light on dark,
     0-255); other values are refused in one line.
     """
 
     def __init__(self, net: Any, config: dict[str, Any], run_id: str | None = None) -> None:
         self.net, self.config, self.run_id = net, config, run_id
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The name of each class, by label: ``predict``'s column ``i`` is ``classes[i]``."""
+        from digitlab.data.classes import run_classes
+
+        return run_classes(self.config)
 
     def predict(self, images: Any, batch_size: int = 1000):
         from digitlab.serving.model import probabilities
@@ -52,7 +60,7 @@ def as_images(images: Any):
             f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
             "stack (N, 28, 28) of pixel values 0-255"
         )
-    if not len(x):  # nothing to predict: (0, 10) probabilities, as for any other count
+    if not len(x):  # nothing to predict: (0, C) probabilities, as for any other count
         return torch.zeros((0, 28, 28), dtype=torch.uint8)
     return torch.from_numpy(as_pixels(x, max_rows=len(x)))
 

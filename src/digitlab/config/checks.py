@@ -9,6 +9,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from digitlab.config.targets import check_targets, trusted_targets
+from digitlab.data.classes import class_names
 from digitlab.errors import DigitlabError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -138,6 +139,9 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not test(value):
             raise DigitlabError(f"{key}={value!r} is invalid: it must be {wanted}")
+    classes = OmegaConf.select(cfg, "data.classes", default=None)
+    if classes is not None:
+        class_names(OmegaConf.to_object(classes) if isinstance(classes, ListConfig) else classes)
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
     if accumulate != 1 and OmegaConf.select(cfg, "data.steps_per_call", default=1) != 1:
         # Several optimizer steps per Lightning step (the fused path) step the optimizer

@@ -3,7 +3,7 @@
 Hydra imports and calls whatever ``_target_`` names, and its ``_locate`` walks attributes: a
 name under an allowed package can reach anything that package imported
 (``digitlab.models.lenet.torch.load``). So a name is accepted only if it resolves to one of the
-callables digitlab builds (:func:`registry`: its networks, data sources and augmentations,
+callables digitlab builds (:func:`registry`: its networks, data modules, sources and augmentations,
 callbacks, and ``torch.optim``'s optimizers and schedulers), or to a class or function *defined*
 in a module the user trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). Nothing is resolved
 before the name has passed a text check (a dotted path of public names under an allowed
@@ -113,7 +113,13 @@ def _networks() -> list[Any]:
 def _data_sources() -> list[Any]:
     from digitlab.data import sources
 
-    return [sources.load_mnist, sources.load_kaggle]
+    return [sources.load_mnist, sources.load_idx, sources.load_kaggle]
+
+
+def _data_modules() -> list[Any]:
+    from digitlab.data.datamodule import DigitDataModule
+
+    return [DigitDataModule]
 
 
 def _augmentations() -> list[Any]:
@@ -152,6 +158,7 @@ def _callbacks() -> list[Any]:
 
 KINDS: dict[str, Callable[[], list[Any]]] = {
     "network": _networks,
+    "data module": _data_modules,
     "data source": _data_sources,
     "augmentation": _augmentations,
     "optimizer": _optimizers,
@@ -274,13 +281,13 @@ def build(
     *,
     untrusted: bool = False,
     path: str = "",
-    source: str = "",
+    origin: str = "",
     **kwargs: Any,
 ) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` once :func:`check_resolved` passes; the
     checked plain copy is what gets instantiated, so nothing can change in between.
 
-    A refusal is one DigitlabError: for an ``untrusted`` node, naming its ``source`` (e.g.
+    A refusal is one DigitlabError: for an ``untrusted`` node, naming its ``origin`` (e.g.
     ``checkpoint best.ckpt``) and saying that nothing was run; for the user's own config, how
     to pick an option or trust a module instead.
     """
@@ -306,10 +313,10 @@ def build(
             ) from None
         if not e.trust_helps:
             raise DigitlabError(
-                f"{source or 'a saved config'}: {e.key} {e.reason}: refused, nothing was run"
+                f"{origin or 'a saved config'}: {e.key} {e.reason}: refused, nothing was run"
             ) from None
         raise DigitlabError(
-            f"{source or 'a saved config'} names {e.key}, which is not trusted code (it "
+            f"{origin or 'a saved config'} names {e.key}, which is not trusted code (it "
             f"{e.reason}): refused, nothing was run. If you wrote that module, trust it: --trust "
             "MODULE (digitlab-predict, digitlab-serve), trust=[MODULE] (digitlab.load) or "
             "trusted_targets=[MODULE]"

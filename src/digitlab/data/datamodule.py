@@ -1,14 +1,19 @@
-"""One data module for every source: seeded split, device-resident normalised tensors, batches."""
+"""One data module for every source: seeded split, device-resident normalised tensors, batches.
+
+A data set's YAML (``conf/data/*.yaml``) is this class's configuration: its keys are the
+constructor's arguments, and ``_target_`` names the class."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from digitlab.data.batches import TensorBatches
+from digitlab.data.classes import class_names
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
@@ -55,7 +60,11 @@ class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 
     Args:
-        load: returns the decoded data set (a configured ``digitlab.data.sources`` function).
+        source: reads the data set's files from ``root`` (``source(root=root)``; ``source()``
+            when ``root`` is None): a configured ``digitlab.data.sources`` function.
+        root: the folder the data set's files are in.
+        classes: how many classes, or the name of each by label (labels are
+            0..len(classes)-1); the network gets one output per class.
         val_size: validation holdout from the training rows: int = count, float = fraction.
         folds, fold: K-fold cross-validation: the training rows (after any test holdout) are cut
             into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
@@ -70,11 +79,15 @@ class DigitDataModule(L.LightningDataModule):
         steps_per_call: optimizer steps per training batch: a training batch holds
             ``batch_size * steps_per_call`` samples, which the module cuts into steps. One step
             per batch under DDP, whose wrapper syncs gradients once per forward call.
+        predict: reads the unlabelled images a prediction is for (Kaggle's test.csv), like
+            ``source``; None: predict the test split.
     """
 
     def __init__(
         self,
-        load: Callable[[], DigitData],
+        source: Callable[..., DigitData],
+        root: str | Path | None = None,
+        classes: int | Sequence[str] = 10,
         val_size: float | int = 5000,
         test_size: float | int | None = None,
         batch_size: int = 100,
@@ -89,9 +102,11 @@ class DigitDataModule(L.LightningDataModule):
         steps_per_call: int = 1,
         folds: int | None = None,
         fold: int = 0,
+        predict: Callable[..., DigitData] | None = None,
     ) -> None:
         super().__init__()
-        self.load = load
+        self.source, self.root, self.predict = source, root, predict
+        self.classes = class_names(classes)
         self.val_size, self.test_size = val_size, test_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.scale, self.mean, self.std, self.resize = scale, mean, std, resize
@@ -109,7 +124,7 @@ class DigitDataModule(L.LightningDataModule):
         """Decode once and split: {"train", "val", "test"} -> (uint8 images, int64 labels)."""
         if self.raw:
             return self.raw
-        data = self.load()
+        data = self.read(self.source)
         self.files = data.files
         images, labels = data.train_images, data.train_labels
         val_idx, test_idx, train_idx = self._indices(len(labels), data.test_images is None)
@@ -122,6 +137,18 @@ class DigitDataModule(L.LightningDataModule):
         else:  # Kaggle: its test.csv has no labels, so the labelled holdout is the test set
             self.raw["test"] = self.raw["val"]
         return self.raw
+
+    def read(self, source: Callable[..., DigitData]) -> DigitData:
+        """``source``'s data set from ``root``, its labels checked against the classes."""
+        data = source() if self.root is None else source(root=self.root)
+        for labels in (data.train_labels, data.test_labels):
+            if labels is not None and len(labels) and int(labels.max()) >= len(self.classes):
+                raise DigitlabError(
+                    f"the data set has a label {int(labels.max())} but data.classes names "
+                    f"{len(self.classes)} classes (labels 0..{len(self.classes) - 1}): list every "
+                    "class in data.classes"
+                )
+        return data
 
     def _indices(self, n: int, carve_test: bool) -> tuple[torch.Tensor, ...]:
         """Seeded ``(val, test, train)`` row indices; ``test`` is empty unless carved out."""
@@ -180,4 +207,19 @@ class DigitDataModule(L.LightningDataModule):
         return self.augment(x, fill=fill, generator=self._generator), y
 
     def predict_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.eval_batch_size, shuffle=False)
+        """The ``predict`` source's images (label -1 where it has none), else the test split."""
+        if self.predict is None:
+            return self._batches("test", self.eval_batch_size, shuffle=False)
+        data = self.read(self.predict)
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        x = prepare(
+            data.train_images,
+            device or torch.device("cpu"),
+            self.scale,
+            self.mean,
+            self.std,
+            self.resize,
+        )
+        labels = data.train_labels
+        y = torch.full((len(x),), -1) if labels is None else labels
+        return TensorBatches(x, y.to(x.device), self.eval_batch_size, shuffle=False)

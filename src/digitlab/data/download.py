@@ -1,4 +1,4 @@
-"""Checksum-verified MNIST download into torchvision's ``<root>/MNIST/raw/`` layout."""
+"""Checksum-verified download of IDX files into torchvision's ``<root>/<NAME>/raw/`` layout."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def download_mnist(
     mirrors: Sequence[str] | None = None,
     files: Sequence[tuple[str, str]] = MNIST_FILES,
     timeout_s: float = 30.0,
+    label: str = "MNIST",
 ) -> None:
     """Fetch every missing file from the first mirror that serves it with the right md5.
 
@@ -74,9 +75,9 @@ def download_mnist(
     if still_missing:
         detail = "; ".join(answers.values()) or "no mirror"
         raise DigitlabError(
-            f"MNIST files missing in {raw_dir}: {', '.join(still_missing)} and the download "
+            f"{label} files missing in {raw_dir}: {', '.join(still_missing)} and the download "
             f"failed ({detail}); copy them there or point DIGITLAB_DATA (or data.root) at a "
-            "folder holding MNIST/raw/"
+            f"folder holding {label}/{raw_dir.name}/"
         )
 
 

@@ -124,17 +124,18 @@ def read_images(path: Path, size: int = 28) -> torch.Tensor:
     return torch.from_numpy(array)  # read_idx's array is writable and its own: no copy
 
 
-def read_labels(path: Path) -> torch.Tensor:
-    """int64 labels (N,) in 0..9 from an IDX1 file."""
+def read_labels(path: Path, limit: int | None = 10) -> torch.Tensor:
+    """int64 labels (N,) from an IDX1 file, each below ``limit`` (MNIST's ten digits) unless it
+    is None (the data module checks them against its classes)."""
     array = read_idx(path)
     if array.ndim != 1:
         raise DigitlabError(
             f"{path} holds {array.ndim}-d data, not labels: is it an MNIST label file "
             "(…-labels-idx1-ubyte)?"
         )
-    if array.size and array.max() > 9:
+    if limit is not None and array.size and array.max() >= limit:
         raise DigitlabError(
-            f"{path} has a label {int(array.max())} outside 0-9: the file is corrupt"
+            f"{path} has a label {int(array.max())} outside 0-{limit - 1}: the file is corrupt"
         )
     import torch
 

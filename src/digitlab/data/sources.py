@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from digitlab.data.download import MNIST_FILES, download_mnist, locate, missing_files
 from digitlab.data.idx import read_images, read_labels
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # loading and validating a file needs no torch until it is va
 
 @dataclass
 class DigitData:
-    """Decoded images (uint8, (N, 28, 28)) and labels (int64, (N,)).
+    """Decoded images (uint8, (N, 28, 28), upright) and labels (int64, (N,)).
 
     ``test_*`` is None when the source has no labelled test set of its own (Kaggle);
     ``train_labels`` is None only for an unlabelled set read for prediction; ``files`` may be
@@ -31,32 +32,116 @@ class DigitData:
     files: tuple[Path, ...] = ()  # the files it was read from: the run's data lineage
 
 
+def read_data(
+    data: Mapping[str, Any], trusted: Iterable[str] = (), which: str = "source"
+) -> DigitData:
+    """The data set that the ``data`` node's ``which`` source (``source``, or ``predict``) reads
+    from the node's ``root``, without torch until the files have passed their checks."""
+    from hydra.errors import InstantiationException
+
+    from digitlab.config.targets import build
+
+    try:
+        read = build(data[which], "data source", trusted, path=f"data.{which}.", _partial_=True)
+    except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
+        if isinstance(e.__cause__, DigitlabError):
+            raise e.__cause__ from None
+        raise
+    root = data.get("root")
+    return read() if root is None else read(root=root)
+
+
 def load_mnist(
     root: str | Path, download: bool = True, mirrors: list[str] | None = None
 ) -> DigitData:
     """MNIST from ``<root>/MNIST/raw/``; missing files are downloaded first when allowed."""
-    raw_dir = Path(root).expanduser() / "MNIST" / "raw"
-    missing = missing_files(raw_dir)
-    if missing and download:
-        _check_root(raw_dir.parent.parent)
-        download_mnist(raw_dir, mirrors)
+    return _load(root, "MNIST/raw", list(MNIST_FILES), mirrors, download, labels_below=10)
+
+
+# The four files of a data set in MNIST's IDX layout, by the part each holds.
+IDX_PARTS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def load_idx(
+    root: str | Path,
+    folder: str,
+    files: Mapping[str, Sequence[str | None]],
+    mirrors: Sequence[str] | None = None,
+    download: bool = True,
+    transpose: bool = False,
+) -> DigitData:
+    """A data set in MNIST's IDX layout (Fashion-MNIST, KMNIST, EMNIST, ...) from
+    ``<root>/<folder>/``; missing files are downloaded first when allowed.
+
+    Args:
+        folder: under ``root``, e.g. ``FashionMNIST/raw`` (torchvision's layout).
+        files: ``{train_images, train_labels, test_images, test_labels}`` -> ``[file name, md5]``;
+            an md5 of null: the file is read where it is, never downloaded.
+        mirrors: base URLs the files are fetched from (None: MNIST's, torchvision's list).
+        transpose: the images are stored transposed (EMNIST's files): turn them upright.
+    """
+    table = _file_table(files, folder)
+    return _load(root, folder, table, mirrors, download, transpose)
+
+
+def _load(
+    root: str | Path,
+    folder: str,
+    table: list[tuple[str, str]],
+    mirrors: Sequence[str] | None,
+    download: bool,
+    transpose: bool = False,
+    labels_below: int | None = None,
+) -> DigitData:
+    name = folder.split("/")[0]
+    raw_dir = Path(root).expanduser() / folder
+    missing = missing_files(raw_dir, table)
+    fetchable = [(file, md5) for file, md5 in table if md5]
+    if missing and download and len(fetchable) == len(table):
+        _check_root(Path(root).expanduser(), folder)
+        download_mnist(raw_dir, mirrors, table, label=name)
     elif missing and not raw_dir.is_dir():
         raise DigitlabError(
             f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
-            "folder holding MNIST/raw/, or set data.source.download=true"
+            f"folder holding {folder}/, or set data.source.download=true"
         )
     elif missing:
         raise DigitlabError(
-            f"MNIST files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
+            f"{name} files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
             "data.source.download=true, or point DIGITLAB_DATA (or data.root) at a folder holding "
-            "MNIST/raw/"
+            f"{folder}/"
         )
-    paths = [locate(raw_dir, name) for name, _ in MNIST_FILES]
-    train_images, train_labels = read_images(paths[0]), read_labels(paths[1])
-    test_images, test_labels = read_images(paths[2]), read_labels(paths[3])
+    paths = [locate(raw_dir, file) for file, _ in table]
+    train_images, train_labels = read_images(paths[0]), read_labels(paths[1], labels_below)
+    test_images, test_labels = read_images(paths[2]), read_labels(paths[3], labels_below)
     _check_counts(paths[0], train_images, paths[1], train_labels)
     _check_counts(paths[2], test_images, paths[3], test_labels)
+    if transpose:  # stored column by column: each image turned back upright, once, here
+        train_images = train_images.transpose(1, 2).contiguous()
+        test_images = test_images.transpose(1, 2).contiguous()
     return DigitData(train_images, train_labels, test_images, test_labels, tuple(paths))
+
+
+def _file_table(files: Mapping[str, Sequence[str | None]], folder: str) -> list[tuple[str, str]]:
+    """``files`` as ``[(file name, md5 or "")]`` in :data:`IDX_PARTS`' order; one line for a
+    table that lacks a part or whose entry is not ``[name, md5]``."""
+    table = []
+    for part in IDX_PARTS:
+        entry = files.get(part) if isinstance(files, Mapping) else None
+        if (
+            isinstance(entry, str | bytes)
+            or not isinstance(entry, Sequence)
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+            or not entry[0]
+            or "/" in entry[0]
+        ):
+            raise DigitlabError(
+                f"data.source.files.{part}={entry!r} is invalid: give [file name, md5] (md5 "
+                f"null: never downloaded) of the {part.replace('_', ' ')} in {folder}/"
+            )
+        table.append((entry[0], str(entry[1] or "")))
+    return table
 
 
 def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True) -> DigitData:
@@ -80,8 +165,8 @@ def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True
     return DigitData(images, labels, files=(folder / file,))
 
 
-def _check_root(root: Path) -> None:
-    """A download goes into ``root``/MNIST/raw only when ``root`` exists, or is the default
+def _check_root(root: Path, folder: str = "MNIST/raw") -> None:
+    """A download goes into ``root``/``folder`` only when ``root`` exists, or is the default
     ``data/`` of the project (a fresh checkout has none): a mistyped ``data.root`` would
     otherwise become a new folder and a download there."""
     from digitlab.config import project_root
@@ -90,7 +175,7 @@ def _check_root(root: Path) -> None:
         return
     raise DigitlabError(
         f"data folder {root} does not exist: point DIGITLAB_DATA (or data.root) at the folder "
-        f"holding MNIST/raw/, or create {root} to download MNIST into it"
+        f"holding {folder}/, or create {root} to download {folder.split('/')[0]} into it"
     )
 
 

@@ -154,10 +154,11 @@ class FigureLogger(L.Callback):
             shared = split == "val" and raw.get("test") is raw["val"]
             also = " (also the test split)" if shared else ""
             title = f"First {shown} {split} digits{also}, label above each"
-            fig = plot_samples(images[:shown], labels[:shown], title, shown)
+            fig = plot_samples(images[:shown], labels[:shown], title, shown, _classes(trainer))
             self._log_figure(trainer, fig, f"data/samples_{split}.png")
         if splits:
-            fig = plot_label_histogram({s: labels for s, (_, labels) in splits.items()})
+            by_split = {s: labels for s, (_, labels) in splits.items()}
+            fig = plot_label_histogram(by_split, _classes(trainer))
             self._log_figure(trainer, fig, "data/label_histogram.png")
 
     # -- predictions ---------------------------------------------------------------------------
@@ -196,19 +197,19 @@ class FigureLogger(L.Callback):
             picked = x[torch.as_tensor(index, dtype=torch.long, device=x.device), 0].float().cpu()
             return grey_levels(picked, *undo)
 
-        probs = logits.float().softmax(1)
+        probs, classes = logits.float().softmax(1), _classes(trainer)
         confidence, pred = probs.max(1)
         matrix = multiclass_confusion_matrix(pred, y, num_classes=probs.shape[1])
         per_class = matrix.diagonal() / matrix.sum(1).clamp(min=1)
         n = len(y)
         self._log_figure(
             trainer,
-            plot_confusion_matrix(matrix, f"Confusion matrix on {n:,} test digits"),
+            plot_confusion_matrix(matrix, f"Confusion matrix on {n:,} test images", classes),
             "predictions/confusion_matrix.png",
         )
         self._log_figure(
             trainer,
-            plot_per_class_accuracy(per_class, f"Test accuracy per digit ({n:,} digits)"),
+            plot_per_class_accuracy(per_class, f"Test accuracy per class ({n:,} images)", classes),
             "predictions/per_class_accuracy.png",
         )
         wrong = (pred != y).nonzero().squeeze(1)
@@ -221,6 +222,7 @@ class FigureLogger(L.Callback):
             f"The {len(worst)} test digits the model got wrong most confidently\n"
             f"({len(wrong):,} mistakes in {n:,}; caption: true label → prediction (confidence))",
             self.mistakes,
+            classes,
         )
         self._log_figure(trainer, fig, "predictions/confident_mistakes.png")
         picks = _probability_picks(n, self.probabilities, confidence, worst)
@@ -231,6 +233,7 @@ class FigureLogger(L.Callback):
             "What the model believes: first test digits, its least sure guess, "
             "its most confident mistake",
             len(picks),
+            classes,
         )
         self._log_figure(trainer, fig, "predictions/probabilities.png")
 
@@ -274,3 +277,8 @@ def figure_callbacks(cfg: Any) -> list[L.Callback]:
         raise DigitlabError(
             f"figures has an unknown key among {sorted(options)}: the keys are {known}"
         ) from None
+
+
+def _classes(trainer: L.Trainer) -> tuple[str, ...] | None:
+    """The data set's class names (its data module's ``classes``), None where it has none."""
+    return getattr(trainer.datamodule, "classes", None)

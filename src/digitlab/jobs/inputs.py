@@ -25,8 +25,8 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
     (:func:`picture_files`). The data root is ``root``, else ``$DIGITLAB_DATA``, else the run's
     own ``data.root`` (``run_root``).
     """
-    from digitlab.config.targets import build
     from digitlab.data.kaggle import read_kaggle_csv
+    from digitlab.data.sources import read_data
 
     if (pictures := picture_files(data)) is not None:
         import numpy as np
@@ -47,7 +47,8 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
             "(a .png/.jpg file, a folder of them or a glob such as 'digits/*.png')"
         )
     root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
-    loaded = build(data_config(data, root), "data source", path="data.source.")
+    node = data_config(data, root)
+    loaded = read_data(node, which="predict" if node.get("predict") else "source")
     if loaded.test_images is not None:
         return loaded.test_images, loaded.test_labels
     return loaded.train_images, loaded.train_labels
@@ -153,6 +154,7 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
     the cut needs."""
     from digitlab.config.targets import build
+    from digitlab.data.classes import run_classes
     from digitlab.data.datamodule import DigitDataModule
 
     data = config.get("data") if isinstance(config, Mapping) else None
@@ -163,8 +165,8 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
             "its held-out rows cannot be cut again: pass a data set with --data instead"
         )
     source = dict(source)
-    if root is not None and "root" in source:
-        source["root"] = str(root)
+    source.pop("root", None)  # a run stored before the data module passed its root to the source
+    root = str(root) if root is not None else data.get("root")
     # A saved config is data: it reads the files it names, but never downloads into a folder
     # of its choosing, from mirrors of its choosing.
     source.pop("mirrors", None)
@@ -172,20 +174,22 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
         source["download"] = False
     source_name = f"{name}'s run config"
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
-    recipe = repr((sorted(source.items()), *(data.get(k) for k in SPLIT_KEYS), split_seed))
+    recipe = repr((sorted(source.items()), root, *(data.get(k) for k in SPLIT_KEYS), split_seed))
 
     def cut() -> tuple[Any, Any]:
         try:
             datamodule = DigitDataModule(
-                load=build(
+                source=build(
                     source,
                     "data source",
                     trusted,
                     untrusted=True,
                     path="data.source.",
-                    source=source_name,
+                    origin=source_name,
                     _partial_=True,
                 ),
+                root=root,
+                classes=run_classes(config),
                 val_size=data["val_size"],
                 test_size=data.get("test_size"),
                 seed=config["seed"],
@@ -201,7 +205,7 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
 
 
 def data_config(name: str, root: Path | str | None) -> Any:
-    """``conf/data/<name>.yaml``'s prediction source, composed as training composes it."""
+    """``conf/data/<name>.yaml``'s node, composed as training composes it."""
     from hydra import compose, initialize_config_dir
 
     from digitlab.config import CONF_DIR, register_resolvers
@@ -209,5 +213,4 @@ def data_config(name: str, root: Path | str | None) -> Any:
     register_resolvers()
     overrides = [f"data={name}", *([f"data.root={root}"] if root else [])]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        data = compose("config", overrides=overrides).data
-    return data.get("predict") or data.source
+        return compose("config", overrides=overrides).data

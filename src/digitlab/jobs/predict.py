@@ -81,6 +81,7 @@ def predict_one(
     """:func:`predict` for one run (``client``'s) or one checkpoint file."""
     import tempfile
 
+    from digitlab.data.classes import run_classes
     from digitlab.serving.model import probabilities
     from digitlab.tracking.ensemble import run_checkpoint
     from digitlab.training.checkpoints import network_from_checkpoint
@@ -94,7 +95,8 @@ def predict_one(
 
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
-    result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data))
+    classes = run_classes(config)
+    result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data), classes)
     if run_id is not None:  # recorded as a run of its own: the training run stays as it was
         from digitlab.tracking.ensemble import log_results, prediction_run
 

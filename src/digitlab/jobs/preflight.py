@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from digitlab.config.checks import check_config
-from digitlab.config.targets import build, trusted_targets
-from digitlab.data.sources import DigitData
-from digitlab.errors import DigitlabError
+from digitlab.config.targets import trusted_targets
+from digitlab.data.sources import DigitData, read_data
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store as tracking
 
@@ -23,9 +21,4 @@ def preflight(cfg: DictConfig) -> DigitData:
     set_verbosity(verbose_requested(cfg))
     check_config(cfg)
     tracking.check_reachable(cfg.logger.tracking_uri)
-    try:
-        return build(cfg.data.source, "data source", trusted_targets(cfg), path="data.source.")
-    except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
-        if isinstance(e.__cause__, DigitlabError):
-            raise e.__cause__ from None
-        raise
+    return read_data(cfg.data, trusted_targets(cfg))

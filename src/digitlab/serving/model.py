@@ -83,10 +83,11 @@ def mnist_like(images: np.ndarray) -> np.ndarray:
 
 
 def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
-    """(N, 10) float32 class probabilities of uint8 images (N, 28, 28), on the CPU, with the run's
-    own normalisation and input size (``prepare``, as in training)."""
+    """(N, C) float32 probabilities of the run's C classes for uint8 images (N, 28, 28), on the
+    CPU, with the run's own normalisation and input size (``prepare``, as in training)."""
     import torch
 
+    from digitlab.data.classes import run_classes
     from digitlab.data.datamodule import prepare
 
     data, size = config["data"], config["model"].get("input_size", SIDE)
@@ -102,7 +103,7 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
                 size,
             )
             chunks.append(net(x).softmax(dim=1))
-    return torch.cat(chunks) if chunks else torch.zeros(0, 10)
+    return torch.cat(chunks) if chunks else torch.zeros(0, len(run_classes(config)))
 
 
 class DigitModel:
@@ -112,7 +113,8 @@ class DigitModel:
         self.net, self.config = net, config
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """``probabilities``: float32 (N, 10); ``digit``: int64 (N,), the most probable class."""
+        """``probabilities``: float32 (N, C) over the run's C classes; ``digit``: int64 (N,), the
+        label of the most probable class (its name: ``data.classes`` of the run's config)."""
         import torch
 
         pixels = torch.from_numpy(as_pixels(data))

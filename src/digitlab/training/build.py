@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitlab.callbacks import StampRunId
 from digitlab.config.targets import build, trusted_targets
+from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
@@ -114,36 +115,37 @@ def check_launcher(trainer: L.Trainer) -> None:
 
 
 def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
-    data, trusted = cfg.data, trusted_targets(cfg)
-    return DigitDataModule(
-        load=(lambda: loaded)
-        if loaded is not None
-        else build(data.source, "data source", trusted, path="data.source.", _partial_=True),
-        val_size=data.val_size,
-        test_size=data.test_size,
-        batch_size=data.batch_size,
-        eval_batch_size=data.eval_batch_size,
-        scale=data.scale,
-        mean=data.mean,
-        std=data.std,
-        resize=cfg.model.get("input_size", 28),  # the one size key: the model's
-        seed=cfg.seed,
-        split_seed=data.get("split_seed"),
-        augment=build(data.augment, "augmentation", trusted, path="data.augment.")
-        if data.get("augment")
-        else None,
-        steps_per_call=data.get("steps_per_call", 1),
-        folds=data.get("folds"),
-        fold=data.get("fold", 0),
-    )
+    """The ``data`` node's data module (its ``_target_``, its keys the arguments), given the
+    run's seed and the model's input size; ``loaded``: the data set already read (the command
+    line reads it before importing torch), used instead of reading the files again."""
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    # A run stored before the data node named its class is resumed with the class it trained with.
+    node.setdefault("_target_", "digitlab.data.datamodule.DigitDataModule")
+    given: dict[str, Any] = dict(seed=cfg.seed, resize=cfg.model.get("input_size", 28))
+    if loaded is not None:
+        node["source"] = None
+        given["source"] = lambda **_: loaded
+    try:
+        return build(node, "data module", trusted_targets(cfg), path="data.", **given)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, DigitlabError):
+            raise cause from None
+        raise DigitlabError(
+            f"cannot build the data module: {str(cause).splitlines()[0]} "
+            "(fix or remove the data.* override; conf/data/ lists the keys)"
+        ) from None
 
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
     """The LightningModule: the plain one, or the fused-steps one when
     ``data.steps_per_call > 1``."""
     trusted = trusted_targets(cfg)
+    classes = class_names(cfg.data.get("classes", 10))
+    check_num_classes(cfg.model, classes)
     try:
-        net = build(cfg.model, "network", trusted, path="model.")
+        # One output per class of the data set: the data set declares them, the network obeys.
+        net = build(cfg.model, "network", trusted, path="model.", num_classes=len(classes))
         optimizer = build(cfg.optimizer, "optimizer", trusted, path="optimizer.")
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
@@ -168,6 +170,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         config=OmegaConf.to_container(cfg, resolve=True),
         scheduler=scheduler,
         scheduler_interval=interval,
+        num_classes=len(classes),
     )
     if not fused_steps(cfg):
         return DigitClassifier(net, optimizer, **settings)
@@ -179,6 +182,16 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
     )
+
+
+def check_num_classes(model: Any, classes: tuple[str, ...]) -> None:
+    """A ``model.num_classes`` set by hand must agree with the data set's classes."""
+    given = model.get("num_classes") if hasattr(model, "get") else None
+    if given is not None and given != len(classes):
+        raise DigitlabError(
+            f"model.num_classes={given} but the data set has {len(classes)} classes "
+            "(data.classes): remove model.num_classes, the data set decides it"
+        )
 
 
 def fused_steps(cfg: DictConfig) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from digitlab.data.classes import run_classes
 from digitlab.errors import DigitlabError
 from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, RUN_ID_KEY
 
@@ -91,17 +92,28 @@ def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(config) if isinstance(config, Mapping) else None
 
 
-def build_network(model: Mapping[str, Any], trusted: Iterable[str] = (), source: Any = "config"):
-    """The network ``model`` (a saved ``model`` config node, untrusted) describes, once its one
-    ``_target_`` resolves to a network digitlab builds (or one defined in a ``trusted`` package)
-    and its arguments are plain values (:func:`digitlab.config.targets.build`)."""
+def build_network(
+    model: Mapping[str, Any],
+    trusted: Iterable[str] = (),
+    source: Any = "config",
+    num_classes: int = 10,
+):
+    """The network ``model`` (a saved ``model`` config node, untrusted) describes, with
+    ``num_classes`` outputs, once its one ``_target_`` resolves to a network digitlab builds (or
+    one defined in a ``trusted`` package) and its arguments are plain values
+    (:func:`digitlab.config.targets.build`)."""
     from hydra.errors import InstantiationException
 
     from digitlab.config.targets import build
 
     try:
         return build(
-            dict(model), "network", trusted, untrusted=True, path="model.", source=str(source)
+            {**model, "num_classes": num_classes},
+            "network",
+            trusted,
+            untrusted=True,
+            path="model.",
+            origin=str(source),
         )
     except (InstantiationException, TypeError, ValueError) as e:
         first = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
@@ -129,7 +141,8 @@ def network_from_checkpoint(
             f"{path} holds no digitlab run config (hyper_parameters.config): "
             "pass a checkpoint written by digitlab training"
         )
-    net = build_network(config["model"], trusted, source=f"checkpoint {path}")
+    classes = run_classes(config)
+    net = build_network(config["model"], trusted, f"checkpoint {path}", len(classes))
     load_net_weights(net, checkpoint["state_dict"], path)
     return net.eval(), config
 

@@ -11,8 +11,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.config import project_root
-from digitlab.config.targets import build, trusted_targets
-from digitlab.data.sources import DigitData
+from digitlab.config.targets import trusted_targets
+from digitlab.data.sources import DigitData, read_data
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags
@@ -46,7 +46,7 @@ def cross_validate(
     started, output_dir = time.perf_counter(), Path(output_dir)
     folds = int(cfg.data.folds)
     # Check the folds fit the data before the parent run exists: bad input leaves no run.
-    data = data or build(cfg.data.source, "data source", trusted_targets(cfg), path="data.source.")
+    data = data or read_data(cfg.data, trusted_targets(cfg))
     build_datamodule(cfg, data).split()
     client, experiment_id = store.open_experiment(cfg.logger)
     parent_tags = {

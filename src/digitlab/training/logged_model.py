@@ -18,8 +18,9 @@ from digitlab.tracking.registry import MODEL_NAME
 LOADER = "digitlab.serving.model"
 
 
-def signature():
-    """Raw pixels in; the 10 probabilities and the predicted digit out."""
+def signature(num_classes: int = 10):
+    """Raw pixels in; the probability of each of the ``num_classes`` classes and the label of
+    the most probable out."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -28,7 +29,7 @@ def signature():
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
         outputs=Schema(
             [
-                TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities"),
+                TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities"),
                 TensorSpec(np.dtype(np.int64), (-1,), "digit"),
             ]
         ),
@@ -59,13 +60,19 @@ def requirements() -> list[str]:
 
 
 def log_model(
-    tracking_uri: str, run_id: str, checkpoint: str | Path, example, metrics: Mapping[str, float]
+    tracking_uri: str,
+    run_id: str,
+    checkpoint: str | Path,
+    example,
+    metrics: Mapping[str, float],
+    num_classes: int = 10,
 ) -> str:
     """Log ``checkpoint``'s network as the run's model ``model``; returns its model id.
 
     Args:
         example: uint8 images (n, 28, 28), the model's input example.
         metrics: the run's test metrics, also logged onto the model (how the registry ranks it).
+        num_classes: the data set's classes: the width of the probabilities (the signature).
     """
     import mlflow
 
@@ -78,7 +85,7 @@ def log_model(
                 name=MODEL_NAME,
                 loader_module=LOADER,
                 data_path=str(data),
-                signature=signature(),
+                signature=signature(num_classes),
                 input_example=example,
                 pip_requirements=requirements(),
             )

@@ -159,7 +159,8 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
 
     tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
     example = datamodule.split()["test"][0][:2].numpy()
-    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested)
+    classes = len(datamodule.classes)
+    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested, classes)
     # A sweep's jobs leave registering to their parent, which registers its best child.
     if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
         from digitlab.tracking.registry import register

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -134,3 +135,9 @@ def mosaic_figure(
         cax = inch_axes(fig, left + img_w + 0.25, 0.15 + 0.1 * img_h, 0.16, 0.8 * img_h)
         colorbar(fig, im, cax, colorbar_label)
     return fig
+
+
+def class_name(classes: Sequence[str] | None, label: Any) -> str:
+    """The name of class ``label`` (``classes[label]``), or the label itself without names."""
+    label = int(label)
+    return str(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)

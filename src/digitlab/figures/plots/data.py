@@ -1,22 +1,26 @@
-"""Pictures of the data set itself: sample digits with their labels, label counts per split."""
+"""Pictures of the data set itself: sample images with their classes, class counts per split."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from digitlab.figures.plots.common import as_array, image_stack, mosaic_figure
+from digitlab.figures.plots.common import as_array, class_name, image_stack, mosaic_figure
 
 
-def plot_samples(images: Any, labels: Any, title: str, n: int = 64) -> Figure:
-    """The first n images (N, H, W), uint8 0-255, each with its label above it."""
+def plot_samples(
+    images: Any, labels: Any, title: str, n: int = 64, classes: Sequence[str] | None = None
+) -> Figure:
+    """The first n images (N, H, W), uint8 0-255, each with its class name (``classes``, by
+    label; None: the label) above it."""
     imgs, top = image_stack(images)
     labels = as_array(labels)[:n]
     return mosaic_figure(
         imgs[:n],
-        [str(int(y)) for y in labels],
+        [class_name(classes, y) for y in labels],
         title,
         cell_in=0.7,
         cmap="gray",
@@ -26,28 +30,33 @@ def plot_samples(images: Any, labels: Any, title: str, n: int = 64) -> Figure:
     )
 
 
-def plot_label_histogram(labels_by_split: dict[str, Any]) -> Figure:
-    """Grouped bar chart of how many examples of each digit 0-9 every split holds.
+def plot_label_histogram(
+    labels_by_split: dict[str, Any], classes: Sequence[str] | None = None
+) -> Figure:
+    """Grouped bar chart of how many examples of each class every split holds.
 
     labels_by_split: {"train": labels (N,), "val": ..., ...} with integer labels.
+    classes: the name of each class by label (None: the ten digits).
     """
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    names = list(classes) if classes is not None else [str(d) for d in range(10)]
+    c = len(names)
+    fig = Figure(figsize=(max(9, 0.3 * c), 4.5), layout="constrained")
     ax = fig.subplots()
     k = max(1, len(labels_by_split))
     width = 0.8 / k
     for j, (split, labels) in enumerate(labels_by_split.items()):
         y = as_array(labels).astype(np.int64).ravel()
-        counts = np.bincount(y, minlength=10)[:10]
+        counts = np.bincount(y, minlength=c)[:c]
         ax.bar(
-            np.arange(10) + (j - (k - 1) / 2) * width,
+            np.arange(c) + (j - (k - 1) / 2) * width,
             counts,
             width,
             label=f"{split} (n={len(y):,})",
         )
-    ax.set_xticks(list(range(10)))
-    ax.set_xlabel("digit")
+    ax.set_xticks(list(range(c)), names, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax.set_xlabel("class")
     ax.set_ylabel("count")
-    ax.set_title("How many examples of each digit per split", fontsize=13)
+    ax.set_title("How many examples of each class per split", fontsize=13)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig

@@ -1,8 +1,9 @@
-"""Pictures of a model's test predictions: confusion, accuracy per digit, mistakes, beliefs."""
+"""Pictures of a model's test predictions: confusion, accuracy per class, mistakes, beliefs."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from matplotlib.patches import Patch
 
 from digitlab.figures.plots.common import (
     as_array,
+    class_name,
     colorbar,
     image_stack,
     inch_axes,
@@ -23,14 +25,23 @@ def _pct(p: float) -> str:
     return f"{math.floor(float(p) * 100 + 1e-9)}%"
 
 
-def plot_confusion_matrix(matrix: Any, title: str = "Confusion matrix") -> Figure:
-    """(10, 10) counts, rows = true digit, columns = predicted digit, each cell annotated."""
+def _long(names: Sequence[str]) -> bool:
+    """Tick labels that would overlap side by side: many classes, or long names."""
+    return len(names) > 20 or max(map(len, names), default=0) > 2
+
+
+def plot_confusion_matrix(
+    matrix: Any, title: str = "Confusion matrix", classes: Sequence[str] | None = None
+) -> Figure:
+    """(C, C) counts, rows = true class, columns = predicted class, each cell annotated (up to
+    20 classes: beyond, the colours alone tell); ``classes`` names the rows and columns."""
     m = as_array(matrix)
-    fig = Figure(figsize=(7.5, 6.5))
-    ax = inch_axes(fig, 0.8, 0.7, 5.2, 5.2)
+    side = max(5.2, 0.3 * m.shape[0])
+    fig = Figure(figsize=(side + 2.3, side + 1.3))
+    ax = inch_axes(fig, 0.8, 0.7, side, side)
     im = ax.imshow(m, cmap="Blues", vmin=0)
     top = float(m.max()) if m.size else 0.0
-    for t in range(m.shape[0]):
+    for t in range(m.shape[0] if m.shape[0] <= 20 else 0):
         for p in range(m.shape[1]):
             value = m[t, p]
             text = f"{int(value)}" if float(value).is_integer() else f"{value:.2f}"
@@ -43,37 +54,43 @@ def plot_confusion_matrix(matrix: Any, title: str = "Confusion matrix") -> Figur
                 fontsize=9,
                 color="white" if value > 0.5 * top else "black",
             )
-    ax.set_xticks(range(m.shape[1]))
-    ax.set_yticks(range(m.shape[0]))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    names = [class_name(classes, i) for i in range(m.shape[0])]
+    ax.set_xticks(range(m.shape[1]), names[: m.shape[1]], rotation=90 if _long(names) else 0)
+    ax.set_yticks(range(m.shape[0]), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     ax.set_title(
-        f"{title}\nrow = true digit, column = prediction; off-diagonal = mistakes", fontsize=12
+        f"{title}\nrow = true class, column = prediction; off-diagonal = mistakes", fontsize=12
     )
-    cax = inch_axes(fig, 6.25, 1.2, 0.18, 4.2)
+    cax = inch_axes(fig, side + 1.05, 1.2, 0.18, side - 1.0)
     colorbar(fig, im, cax, "number of images")
     return fig
 
 
-def plot_per_class_accuracy(accuracy: Any, title: str = "Accuracy per digit") -> Figure:
-    """Bar chart of 10 accuracies in 0..1, value on each bar, dashed line at their mean."""
+def plot_per_class_accuracy(
+    accuracy: Any, title: str = "Accuracy per class", classes: Sequence[str] | None = None
+) -> Figure:
+    """Bar chart of one accuracy in 0..1 per class (named by ``classes``), value on each bar,
+    dashed line at their mean."""
     acc = as_array(accuracy).astype(np.float64).ravel()
     mean = float(acc.mean())
     low = max(0.0, min(0.9, float(acc.min()) - 0.02))
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    names = [class_name(classes, i) for i in range(len(acc))]
+    fig = Figure(figsize=(max(9, 0.35 * len(acc)), 4.5), layout="constrained")
     ax = fig.subplots()
     bars = ax.bar(range(len(acc)), acc, color="tab:blue")
     ax.bar_label(
         bars,
         labels=[f"{a:.1%}" for a in acc],
-        fontsize=9,
+        fontsize=9 if len(acc) <= 20 else 6,
+        rotation=0 if len(acc) <= 20 else 90,
         padding=2,
         bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
     )
-    ax.axhline(mean, color="tab:red", linestyle="--", label=f"mean of digits {mean:.1%}")
+    ax.axhline(mean, color="tab:red", linestyle="--", label=f"mean of classes {mean:.1%}")
     ax.set_ylim(low, 1.0 + 0.08 * (1.0 - low))
-    ax.set_xticks(range(len(acc)))
-    ax.set_xlabel("digit")
+    ax.set_xticks(range(len(acc)), names, rotation=90 if _long(names) else 0)
+    ax.set_xlabel("class")
     ax.set_ylabel("fraction correct")
     zoom = f" (y-axis starts at {low:.2f})" if low > 0 else ""
     ax.set_title(title + zoom, fontsize=13)
@@ -89,6 +106,7 @@ def plot_confident_mistakes(
     confidence: Any,
     title: str = "Most confident mistakes",
     n: int = 16,
+    classes: Sequence[str] | None = None,
 ) -> Figure:
     """The first n of the given wrong images (N, H, W), captioned "true t → pred p (c%)".
 
@@ -97,7 +115,8 @@ def plot_confident_mistakes(
     imgs, top = image_stack(images)
     t, p, c = as_array(true_labels)[:n], as_array(predicted)[:n], as_array(confidence)[:n]
     captions = [
-        f"true {int(a)} → pred {int(b)} ({_pct(q)})" for a, b, q in zip(t, p, c, strict=False)
+        f"true {class_name(classes, a)} → pred {class_name(classes, b)} ({_pct(q)})"
+        for a, b, q in zip(t, p, c, strict=False)
     ]
     return mosaic_figure(
         imgs[:n],
@@ -112,8 +131,16 @@ def plot_confident_mistakes(
     )
 
 
-def _belief_row(img_ax: Any, bar_ax: Any, img: np.ndarray, top: float, prob: np.ndarray, y: int):
-    """One row of plot_probability_bars: the digit, then its 10 probabilities as bars."""
+def _belief_row(
+    img_ax: Any,
+    bar_ax: Any,
+    img: np.ndarray,
+    top: float,
+    prob: np.ndarray,
+    y: int,
+    classes: Sequence[str] | None,
+):
+    """One row of plot_probability_bars: the image, then its class probabilities as bars."""
     pred = int(prob.argmax())
     colours = ["0.7"] * len(prob)
     if pred != y:
@@ -124,11 +151,12 @@ def _belief_row(img_ax: Any, bar_ax: Any, img: np.ndarray, top: float, prob: np.
     bar_ax.bar(range(len(prob)), prob, color=colours)
     bar_ax.set_ylim(0, 1.05)
     bar_ax.set_yticks([0, 0.5, 1])
-    bar_ax.set_xticks(range(len(prob)))
+    names = [class_name(classes, i) for i in range(len(prob))]
+    bar_ax.set_xticks(range(len(prob)), names, rotation=90 if _long(names) else 0, fontsize=8)
     bar_ax.set_ylabel("probability", fontsize=9)
     verdict = "correct" if pred == y else "WRONG"
     bar_ax.set_title(
-        f"true {y}, predicted {pred} ({_pct(prob[pred])}) - {verdict}",
+        f"true {names[y]}, predicted {names[pred]} ({_pct(prob[pred])}) - {verdict}",
         fontsize=10,
         loc="left",
         color="black" if pred == y else "darkred",
@@ -142,8 +170,10 @@ def plot_probability_bars(
     labels: Any,
     title: str = "What the model believes",
     n: int = 6,
+    classes: Sequence[str] | None = None,
 ) -> Figure:
-    """For each of n images (N, H, W): the image and a bar chart of its 10 probabilities (N, 10).
+    """For each of n images (N, H, W): the image and a bar chart of its class probabilities
+    (N, C), the bars named by ``classes``.
 
     The true label's bar is green; a wrong prediction's bar is red; other bars are grey.
     """
@@ -161,13 +191,13 @@ def plot_probability_bars(
         wspace=0.15,
     )
     for row, (img, prob, y) in enumerate(zip(imgs, probs, labels, strict=False)):
-        _belief_row(*axes[row], img, top, prob, int(y))
-    axes[-1][1].set_xlabel("digit")
+        _belief_row(*axes[row], img, top, prob, int(y), classes)
+    axes[-1][1].set_xlabel("class")
     fig.legend(
         handles=[
             Patch(color="tab:green", label="true label"),
             Patch(color="tab:red", label="wrong prediction"),
-            Patch(color="0.7", label="other digits"),
+            Patch(color="0.7", label="other classes"),
         ],
         loc="lower center",
         ncols=3,
