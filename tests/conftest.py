@@ -127,7 +127,28 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_mnist(root)
     write_kaggle(root)
+    write_idx_sets(root)
     return root
+
+
+def write_idx_sets(root: Path) -> None:
+    """Every other IDX data set of conf/data/ (Fashion-MNIST, EMNIST...), written by its own
+    file table: a new data YAML is trained by the tests without a test edit."""
+    from digitlab.config import config_groups, register_resolvers
+    from digitlab.data.classes import class_names
+    from digitlab.data.synthetic import write_idx_set
+
+    register_resolvers()
+    for name in config_groups(CONF_DIR)["data"]:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            data = compose("config", overrides=[f"data={name}"]).data
+        source = data.source
+        if not str(source._target_).endswith(".load_idx"):
+            continue
+        classes = data.classes if isinstance(data.classes, int) else list(data.classes)
+        files = {part: entry[0] for part, entry in source.files.items()}
+        transposed = bool(source.get("transpose"))
+        write_idx_set(root / source.folder, files, len(class_names(classes)), transposed)
 
 
 @pytest.fixture(scope="session")

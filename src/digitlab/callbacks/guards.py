@@ -55,11 +55,9 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 class StampRunId(L.Callback):
-    """Writes the MLflow run id into every checkpoint, so ``resume=<file>`` finds its run."""
-
-    def __init__(self, run_id: str | None = None) -> None:
-        self.run_id = run_id
+    """Writes the MLflow run id (the trainer's logger's) into every checkpoint, so
+    ``resume=<file>`` finds its run."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        if self.run_id:
-            checkpoint[RUN_ID_KEY] = self.run_id
+        if run_id := getattr(trainer.logger, "run_id", None):
+            checkpoint[RUN_ID_KEY] = run_id

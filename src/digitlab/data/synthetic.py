@@ -35,6 +35,41 @@ def write_mnist(root: Path, gz: bool = True, n_train: int = N_TRAIN, n_test: int
     return Path(root)
 
 
+def synthetic_classes(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 28, 28) upright images of up to 49 classes, the place of a bright 4x4 block
+    (7 x 7 places) encoding the label, plus noise: lopsided, so an image read without being
+    turned upright is another class's."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n).astype(np.uint8)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 7)
+        images[i, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] = 255
+    return images, labels
+
+
+def write_idx_set(
+    folder: Path,
+    files: dict[str, str],
+    classes: int,
+    transposed: bool = False,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
+) -> dict[str, np.ndarray]:
+    """A tiny data set in MNIST's IDX layout: ``files`` (``train_images``, ``train_labels``,
+    ``test_images``, ``test_labels`` -> file name) in ``folder``, images stored transposed when
+    ``transposed`` (EMNIST's way); returns the upright arrays written, by part."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = synthetic_classes(n_train, classes, 0), synthetic_classes(n_test, classes, 1)
+    parts = ("train_images", "train_labels", "test_images", "test_labels")
+    arrays = dict(zip(parts, (*train, *test), strict=True))
+    for part, array in arrays.items():
+        stored = array.transpose(0, 2, 1) if transposed and array.ndim == 3 else array
+        write_idx(folder / files[part], stored)
+    return arrays
+
+
 def write_kaggle(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
     """Write a tiny Kaggle digit-recognizer (CRLF, as Kaggle ships it) under ``root``."""
     folder = Path(root) / "digit-recognizer"

@@ -43,8 +43,8 @@ class TrackedRun:
     The run is tagged with the process that owns it (:mod:`digitlab.tracking.owners`), so if that
     process is killed outright the next command on the store marks the run KILLED.
 
-    Under DDP the processes other than global rank zero pass ``owner=False``: they record nothing
-    and ``run_id`` is None.
+    Under DDP the processes other than global rank zero are not its owner (:meth:`opened_by`):
+    they record nothing and ``run_id`` is None.
     """
 
     def __init__(
@@ -66,6 +66,12 @@ class TrackedRun:
         self.pruned: str | None = None
         self._claim = None  # the lock file held while this process continues a run
         self._signals = signals_as_interrupts()
+
+    def opened_by(self, owner: bool) -> TrackedRun:
+        """This run, to enter in every process: ``owner`` (under DDP, global rank zero, known
+        once the Trainer exists) opens and records it, the others record nothing."""
+        self.owner = owner
+        return self
 
     def __enter__(self) -> TrackedRun:
         if self.owner:

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,10 +200,19 @@ def fused_steps(cfg: DictConfig) -> bool:
     return cfg.data.get("steps_per_call", 1) > 1
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The ``callbacks`` group's callbacks (one entry per name, as Lightning's templates do),
-    then the pictures the ``figures`` group asks for."""
+def build_callbacks(
+    cfg: DictConfig,
+    checkpoint_dir: Path | None = None,
+    resuming: bool = False,
+    extra: Sequence[L.Callback] = (),
+) -> list[L.Callback]:
+    """Every callback of a run, in the order Lightning calls them: the run's own checkpoints
+    in ``checkpoint_dir`` (:func:`checkpoint_callbacks`; none without a folder), the
+    ``callbacks`` group's (one entry per name, as Lightning's templates do), the pictures the
+    ``figures`` group asks for, then ``extra`` (the caller's own, e.g. a search trial's pruning)."""
     built, trusted = [], trusted_targets(cfg)
+    if checkpoint_dir is not None:
+        built += checkpoint_callbacks(checkpoint_dir, resuming)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` drops one
             continue
@@ -216,39 +226,40 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
             ) from None
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         built = [c for c in built if not isinstance(c, ProgressBar)]
-    if not figures_enabled(cfg):
-        # The pictures' module imports matplotlib (0.9 s on a busy 2-core machine): only load it
+    if figures_enabled(cfg):
+        # The pictures' module imports matplotlib (0.9 s on a busy 2-core machine): only loaded
         # for a run that draws pictures.
-        return built
-    from digitlab.figures import figure_callbacks
+        from digitlab.figures import figure_callbacks
 
-    return [*built, *figure_callbacks(cfg)]
+        built += figure_callbacks(cfg)
+    return [*built, *extra]
 
 
-def checkpoint_callbacks(
-    folder: Path, resuming: bool = False
-) -> tuple[ModelCheckpoint, ModelCheckpoint, StampRunId]:
+def checkpoint_callbacks(folder: Path, resuming: bool = False) -> list[L.Callback]:
     """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``val/acc``, what the
-    test pass uses), ``last.ckpt`` (rewritten every epoch: where an interrupted run resumes;
-    Lightning >= 2.6 refreshes ``save_last`` only when the monitored score improves), and the
-    callback that stamps the MLflow run id into both. A resumed run (``resuming``) goes on
-    writing into its own folder, where Lightning's warning that the folder is not empty is noise."""
+    test pass uses; first, so it is the Trainer's ``checkpoint_callback``), ``last.ckpt``
+    (rewritten every epoch: where an interrupted run resumes; Lightning >= 2.6 refreshes
+    ``save_last`` only when the monitored score improves), and the callback that stamps the
+    MLflow run id into both. A resumed run (``resuming``) goes on writing into its own folder,
+    where Lightning's warning that the folder is not empty is noise."""
     if resuming:
         where = re.escape(os.path.realpath(folder))  # Lightning names the folder by its real path
         warnings.filterwarnings("ignore", message=f"Checkpoint directory {where} exists and is not")
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max")
-    return best, ModelCheckpoint(dirpath=folder, filename="last"), StampRunId()
+    return [best, ModelCheckpoint(dirpath=folder, filename="last"), StampRunId()]
 
 
-def build_trainer(cfg: DictConfig, callbacks: list, output_dir: Path) -> L.Trainer:
-    """The Trainer, without its logger yet (set once the MLflow run exists)."""
+def build_trainer(
+    cfg: DictConfig, callbacks: list, output_dir: Path, logger: Any = False
+) -> L.Trainer:
+    """The Trainer of ``cfg.trainer``'s settings, logging to ``logger`` (False: nowhere)."""
     settings = dict(cfg.trainer)
     if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
         settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:
         return L.Trainer(
             **settings,
-            logger=False,
+            logger=logger,
             callbacks=callbacks,
             default_root_dir=output_dir,
             plugins=[AtomicCheckpointIO()],

@@ -26,7 +26,6 @@ from digitlab.training.build import (
     build_trainer,
     check_accelerator,
     check_launcher,
-    checkpoint_callbacks,
     quiet_lightning,
     set_matmul_precision,
 )
@@ -79,24 +78,27 @@ def train(
     # The run's own folder, resumed or not: the only place its checkpoints are written or deleted.
     checkpoint_dir = output_dir / "checkpoints"
     restore = resume and restore_point(resume, checkpoint_dir, output_dir / "resume")
-    best, last, stamp = checkpoint_callbacks(checkpoint_dir, resuming=bool(resume))
-    trainer = build_trainer(cfg, [best, last, stamp, *build_callbacks(cfg), *callbacks], output_dir)
+    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, tags)
+    trainer = build_trainer(
+        cfg,
+        build_callbacks(cfg, checkpoint_dir, resuming=bool(resume), extra=callbacks),
+        output_dir,
+        logger=RunLogger(run, cfg.logger.tracking_uri),
+    )
     check_launcher(trainer)
-    # Under DDP every process runs this function; rank 0 alone records the run.
-    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, trainer, tags)
-    with run:
-        stamp.run_id = run.run_id
+    # Under DDP every process runs this function; global rank zero alone records the run.
+    with run.opened_by(trainer.is_global_zero):
         _record_inputs(cfg, run, datamodule, choices)
-        trainer.logger = RunLogger(tracking_uri=cfg.logger.tracking_uri, run_id=run.run_id)
         metrics = _fit_and_test(cfg, trainer, module, datamodule, run, restore)
-        _record_outputs(cfg, run, best.best_model_path, datamodule, metrics)
+        best = trainer.checkpoint_callback.best_model_path  # best.ckpt: the first checkpoint
+        _record_outputs(cfg, run, best, datamodule, metrics)
     seconds = time.perf_counter() - started
     return {
         "run_id": run.run_id,
         "run_name": run.name,
         "metrics": metrics,
         "seconds": seconds,
-        "best_checkpoint": best.best_model_path,
+        "best_checkpoint": best,
         "pruned": run.pruned,
     }
 
@@ -178,7 +180,6 @@ def _tracked_run(
     experiment_id,
     checkpoint_dir,
     resume: Resume | None,
-    trainer: L.Trainer,
     extra_tags: Mapping[str, str] | None,
 ) -> TrackedRun:
     """The MLflow run this training records into: its name, tags and what it resumes."""
@@ -201,5 +202,4 @@ def _tracked_run(
         name=cfg.logger.run_name or run_name(choices, cfg.seed),
         tags=tags,
         resume_run_id=resume and resume.run_id,
-        owner=trainer.is_global_zero,
     )
