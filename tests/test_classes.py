@@ -166,3 +166,14 @@ def test_a_model_num_classes_against_the_data_set_is_one_line(make_cfg):
 def test_bad_classes_are_one_line(classes, problem):
     with pytest.raises(DigitlabError, match=f"data.classes.*{problem}"):
         class_names(classes)
+
+
+def test_a_network_of_fixed_width_against_the_classes_is_one_line():
+    import torch
+
+    from digitlab.training.build import check_output_width
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    check_output_width(net, class_names(10), 28)  # as wide as the classes: accepted
+    with pytest.raises(DigitlabError, match="gives 10 outputs but the data set has 47 classes"):
+        check_output_width(net, class_names(47), 28)

@@ -113,7 +113,12 @@ def _networks() -> list[Any]:
 def _data_sources() -> list[Any]:
     from digitlab.data import sources
 
-    return [sources.load_mnist, sources.load_idx, sources.load_kaggle]
+    # Every public ``load_*`` function of the sources module: a new reader is one function there.
+    return [
+        f
+        for name, f in vars(sources).items()
+        if name.startswith("load_") and inspect.isfunction(f) and f.__module__ == sources.__name__
+    ]
 
 
 def _data_modules() -> list[Any]:

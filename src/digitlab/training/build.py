@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.callbacks import StampRunId
+from digitlab.config.signatures import argument_names
 from digitlab.config.targets import build, trusted_targets
 from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
@@ -146,7 +147,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     check_num_classes(cfg.model, classes)
     try:
         # One output per class of the data set: the data set declares them, the network obeys.
-        net = build(cfg.model, "network", trusted, path="model.", num_classes=len(classes))
+        net = build(cfg.model, "network", trusted, path="model.", **class_count(cfg.model, classes))
         optimizer = build(cfg.optimizer, "optimizer", trusted, path="optimizer.")
         # The factory runs only inside fit; one trial call on a dummy parameter finds a bad key
         # or value (e.g. an added +optimizer.foo) now, before the MLflow run exists.
@@ -167,6 +168,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
             f"cannot build the model, optimizer or scheduler: {str(cause).splitlines()[0]} "
             "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
+    check_output_width(net, classes, cfg.model.get("input_size", 28))
     settings = dict(
         config=OmegaConf.to_container(cfg, resolve=True),
         scheduler=scheduler,
@@ -192,6 +194,27 @@ def check_num_classes(model: Any, classes: tuple[str, ...]) -> None:
         raise DigitlabError(
             f"model.num_classes={given} but the data set has {len(classes)} classes "
             "(data.classes): remove model.num_classes, the data set decides it"
+        )
+
+
+def class_count(model: Any, classes: tuple[str, ...]) -> dict[str, int]:
+    """``{"num_classes": C}`` for a network whose constructor takes it (digitlab's all do), else
+    nothing: a network of your own with a fixed width is checked by :func:`check_output_width`."""
+    takes = argument_names(str(model.get("_target_", "")))
+    return {"num_classes": len(classes)} if takes is None or "num_classes" in takes else {}
+
+
+def check_output_width(net: torch.nn.Module, classes: tuple[str, ...], side: int) -> None:
+    """The network's logits must be one per class: one image through it says (milliseconds)."""
+    try:
+        with torch.no_grad():
+            width = net(torch.zeros(1, 1, side, side)).shape[-1]
+    except Exception:  # the fit reports a network that cannot run, with its own message
+        return
+    if width != len(classes):
+        raise DigitlabError(
+            f"the network gives {width} outputs but the data set has {len(classes)} classes "
+            "(data.classes): give its constructor a num_classes argument, or build it that wide"
         )
 
 

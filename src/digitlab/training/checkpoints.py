@@ -104,11 +104,14 @@ def build_network(
     (:func:`digitlab.config.targets.build`)."""
     from hydra.errors import InstantiationException
 
+    from digitlab.config.signatures import argument_names
     from digitlab.config.targets import build
 
     try:
+        takes = argument_names(str(model.get("_target_", "")))
+        width = {"num_classes": num_classes} if takes is None or "num_classes" in takes else {}
         return build(
-            {**model, "num_classes": num_classes},
+            {**model, **width},
             "network",
             trusted,
             untrusted=True,
