@@ -48,14 +48,19 @@ def fit(cfg, tmp_path, graphed: bool, monkeypatch) -> tuple[L.LightningModule, l
     return module, runs, trainer
 
 
+def same_weights(a: L.LightningModule, b: L.LightningModule, rtol: float, atol: float) -> None:
+    theirs = b.net.state_dict()
+    for name, value in a.net.state_dict().items():
+        assert torch.allclose(value, theirs[name], rtol=rtol, atol=atol), name
+
+
 def test_buffered_steps_train_as_the_eager_fused_path(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("model=lenet_small", *STEPS)
     eager, no_runs, eager_trainer = fit(cfg, tmp_path / "eager", False, monkeypatch)
     buffered, runs, trainer = fit(cfg, tmp_path / "buffered", True, monkeypatch)
     assert not no_runs and len(runs) == 12 and runs[0] is None  # 6 chunks x 2 epochs, uncaptured
     assert trainer.global_step == eager_trainer.global_step == 2 * 25  # every step counted
-    for (name, a), b in zip(eager.net.state_dict().items(), buffered.net.state_dict().values()):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+    same_weights(eager, buffered, 1e-4, 1e-6)
     for key in ("train/loss", "train/acc"):
         assert trainer.callback_metrics[key].item() == pytest.approx(
             eager_trainer.callback_metrics[key].item(), rel=1e-4
@@ -121,8 +126,7 @@ def test_captured_steps_train_as_the_eager_fused_path_on_the_gpu(
     assert len(runs) == 12 and all(g is not None for g in runs)  # every full chunk replayed
     assert trainer.global_step == eager_trainer.global_step
     tolerance = 1e-3 if precision == "32-true" else 2e-2
-    for (name, a), b in zip(eager.net.state_dict().items(), graphed.net.state_dict().values()):
-        assert torch.allclose(a, b, rtol=tolerance, atol=tolerance), name
+    same_weights(eager, graphed, tolerance, tolerance)
     assert trainer.callback_metrics["train/acc"].item() == pytest.approx(
         eager_trainer.callback_metrics["train/acc"].item(), abs=0.02
     )
