@@ -17,6 +17,13 @@ stops the benchmark). Prints the median samples/s over the repeats and the ratio
     DIGITLAB_DATA=/work/shared/data nice -n 5 uv run python experiments/bench_throughput.py
     ... --accelerator gpu          # the same benchmark on a CUDA device
     ... --clock cpu --threads 1    # CPU time of the training thread instead of wall time
+    ... --accelerator gpu --tricks # (a) and (b) with experiment=gpu's tricks (see below)
+
+``--tricks``: both (a) and (b) train with fused Adam (lr 0.001) and channels_last, and on a GPU
+with bf16 autocast and each chunk of ``data.steps_per_call`` steps replayed as one CUDA graph:
+(b) through its options (``cuda_graphs=true`` ...), (a) through the same graph helper
+(``digitlab.training.cuda_graphs.GraphedSteps``, plain torch) without Lightning, so b/a is what
+Lightning and digitlab's module add around identical steps. (c) is left out.
 
 ``--clock cpu`` counts only the CPU time the training thread itself used, which other processes
 on a shared machine do not inflate (with one intra-op thread all the work is on that thread).
@@ -50,13 +57,18 @@ def compose(model: str, args: argparse.Namespace, store: Path, extra: list[str])
 
     register_resolvers()
     tracking_uri = args.tracking_uri or f"sqlite:///{store / 'mlflow.db'}"
+    optimizer = ["optimizer=sgd", "optimizer.lr=0.1"]
+    if args.tricks:
+        optimizer = ["optimizer=adam", "optimizer.lr=0.001", "+optimizer.fused=true"]
+        optimizer.append("channels_last=true")
+        if args.accelerator == "gpu":
+            optimizer += ["trainer.precision=bf16-mixed", "cuda_graphs=true"]
     overrides = [
         f"model={model}",
         f"data.root={args.data_root}",
         f"data.val_size={args.val_size}",
         f"data.batch_size={args.batch_size}",
-        "optimizer=sgd",
-        "optimizer.lr=0.1",
+        *optimizer,
         "trainer.max_epochs=1",
         f"trainer.accelerator={args.accelerator}",
         "test_after_fit=false",
@@ -120,6 +132,58 @@ def run_plain(cfg, steps: int, device, seed: int) -> tuple[int, float]:
             yield x[index], y[index]
 
     return train_steps(net, batches(), steps, device)
+
+
+def run_plain_tricks(cfg, steps: int, device, seed: int) -> tuple[int, float]:
+    """The plain loop with ``--tricks``: the config's optimizer, channels_last, and on a GPU bf16
+    autocast and one CUDA graph replay per chunk of ``data.steps_per_call`` steps."""
+    import contextlib
+
+    import torch
+    from hydra.utils import instantiate
+
+    from digitlab.data.datamodule import prepare
+    from digitlab.training.build import build_datamodule
+    from digitlab.training.cuda_graphs import GraphedSteps
+
+    images, labels = build_datamodule(cfg).split()["train"]
+    d = cfg.data
+    x = prepare(images, device, d.scale, d.mean, d.std, cfg.model.input_size)
+    y = labels.to(device)
+    torch.manual_seed(seed)
+    net = instantiate(cfg.model).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    chunk = d.batch_size * d.steps_per_call
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(device)
+
+    def autocast():
+        if cfg.trainer.precision == "bf16-mixed":
+            return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
+    steps_ = GraphedSteps(
+        net,
+        optimizer,
+        [],
+        d.batch_size,
+        d.steps_per_call,
+        (x[order[:chunk]], y[order[:chunk]]),
+        autocast=autocast,
+        capture=bool(cfg.cuda_graphs),
+    )
+    seen = 0
+    synchronize(device)
+    start = clock()
+    for begin in range(0, steps * d.batch_size, chunk):
+        index = order[begin : begin + chunk]
+        if len(index) < chunk:
+            break
+        steps_.run(x[index], y[index])
+        seen += len(index)
+    synchronize(device)
+    return seen, clock() - start
 
 
 def run_digitlab(cfg, steps: int) -> tuple[int, float]:
@@ -218,6 +282,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="extra config override for (b), e.g. data.steps_per_call=1",
     )
     p.add_argument("--clock", choices=list(CLOCKS), default="wall")
+    p.add_argument("--tricks", action="store_true", help="(a), (b) with experiment=gpu's tricks")
     p.add_argument("--tracking-uri", help="MLflow store for (b); default: a new temporary one")
     p.add_argument("--json", type=Path, help="write every measurement here")
     return p.parse_args(argv)
@@ -245,11 +310,19 @@ def main(argv: list[str] | None = None) -> dict:
                 cfg = compose(model, args, work / "mlruns", args.override)
                 steps = args.steps
                 seed = 1000 + round_
-                measured = {
-                    "plain": run_plain(cfg, steps, device, seed),
-                    "digitlab": run_digitlab(cfg, steps),
-                    "torchvision": run_torchvision(cfg, steps, device, seed, tv_root, args.workers),
-                }
+                if args.tricks:
+                    measured = {
+                        "plain": run_plain_tricks(cfg, steps, device, seed),
+                        "digitlab": run_digitlab(cfg, steps),
+                    }
+                else:
+                    measured = {
+                        "plain": run_plain(cfg, steps, device, seed),
+                        "digitlab": run_digitlab(cfg, steps),
+                        "torchvision": run_torchvision(
+                            cfg, steps, device, seed, tv_root, args.workers
+                        ),
+                    }
                 same_work(model, measured, cfg.data.steps_per_call)
                 if round_ >= args.warmup:
                     for name, (count, seconds) in measured.items():
@@ -260,7 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    medians = {m: {p: statistics.median(v) for p, v in by.items()} for m, by in samples.items()}
+    medians = {
+        m: {p: statistics.median(v) for p, v in by.items() if v} for m, by in samples.items()
+    }
     print(
         f"\nmedian samples/s over {args.repeats} repeats, batch {args.batch_size}, "
         f"{args.steps} steps, {args.accelerator}, torch threads {torch.get_num_threads()}, "
@@ -269,8 +344,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("| model | (a) plain | (b) digitlab | (c) torchvision | b/a | b/c |")
     print("|---|---:|---:|---:|---:|---:|")
     for m, med in medians.items():
-        a, b, c = (med[p] for p in PIPELINES)
-        print(f"| {m} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {b / a:.2f} | {b / c:.2f} |")
+        a, b, c = (med.get(p) for p in PIPELINES)
+        if c is None:  # --tricks: no (c)
+            print(f"| {m} | {a:,.0f} | {b:,.0f} | | {b / a:.2f} | |")
+        else:
+            print(f"| {m} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {b / a:.2f} | {b / c:.2f} |")
     report = {
         "argv": sys.argv[1:] if argv is None else argv,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

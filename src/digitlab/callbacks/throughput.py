@@ -26,8 +26,14 @@ class EpochThroughput(L.Callback):
     thing it measures; this callback synchronises twice per epoch and excludes validation.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.perf_counter, log_seconds: bool = False
+    ) -> None:
         self.clock = clock  # a benchmark may count CPU time instead (time.thread_time)
+        # Also log train/seconds: the training batches' time so far, validation excluded
+        # (experiments/gpu_check.py asks for it: +callbacks.throughput.log_seconds=true).
+        self.log_seconds = log_seconds
+        self._total = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device)
@@ -45,6 +51,9 @@ class EpochThroughput(L.Callback):
         elapsed = self._elapsed or self.clock() - self._start
         if self._samples:
             pl_module.log("train/samples_per_sec", self._samples * trainer.world_size / elapsed)
+        if self.log_seconds:
+            self._total += elapsed
+            pl_module.log("train/seconds", self._total)
 
 
 class TimeToFirstStep(L.Callback):

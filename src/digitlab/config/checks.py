@@ -101,6 +101,8 @@ RULES: list[tuple[str, Any, str]] = [
         lambda v: v is None or (_number(v) and v >= 0),
         "null or a number >= 0",
     ),
+    ("channels_last", lambda v: isinstance(v, bool), "true or false"),
+    ("cuda_graphs", lambda v: isinstance(v, bool), "true or false"),
     ("trainer.accelerator", lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
     (
         "figures.filters_every_n_epochs",

@@ -27,6 +27,7 @@ from digitlab.errors import DigitlabError
 from digitlab.figures import figures_enabled
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import DigitClassifier
+from digitlab.training.cuda_graphs import check_cuda_graphs
 from digitlab.training.fused import FusedStepsClassifier
 
 
@@ -169,6 +170,9 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
             "(fix or remove the model.* / optimizer.* / scheduler.* override)"
         ) from None
     check_output_width(net, classes, cfg.model.get("input_size", 28))
+    check_cuda_graphs(cfg)
+    if cfg.get("channels_last", False):  # convolutions in NHWC layout (a GPU lever)
+        net = net.to(memory_format=torch.channels_last)
     settings = dict(
         config=OmegaConf.to_container(cfg, resolve=True),
         scheduler=scheduler,
@@ -184,6 +188,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         batch_size=cfg.data.batch_size,
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
+        cuda_graphs=cfg.get("cuda_graphs", False),
     )
 
 

@@ -34,6 +34,8 @@ class FusedStepsClassifier(DigitClassifier):
     Args:
         batch_size: samples per optimizer step.
         gradient_clip_val, gradient_clip_algorithm: clip gradients before each optimizer step.
+        cuda_graphs: replay each full chunk of steps as one CUDA graph
+            (:mod:`digitlab.training.cuda_graphs`).
         *args, **kwargs: those of :class:`DigitClassifier`.
     """
 
@@ -43,6 +45,7 @@ class FusedStepsClassifier(DigitClassifier):
         batch_size: int,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
+        cuda_graphs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -53,11 +56,15 @@ class FusedStepsClassifier(DigitClassifier):
         )
         self.automatic_optimization = False
         self._direct = False
+        self.cuda_graphs = cuda_graphs
+        self._graphed = None  # a GraphedSteps once training starts, with cuda_graphs
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """One optimizer step per ``batch_size`` slice of ``batch``; returns the batch's mean
         loss and the loss of every step."""
         x, y = batch
+        if self._graphed is not None and self._graphed.fits(x):
+            return self._graphed_step(x, y)
         optimizer = self.optimizers()
         schedulers = [
             c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
@@ -115,6 +122,19 @@ class FusedStepsClassifier(DigitClassifier):
 
     def on_train_start(self) -> None:
         self._direct = self._direct_steps()  # callbacks and precision are fixed for the fit
+        if self.cuda_graphs:
+            from digitlab.training.cuda_graphs import graph_steps
+
+            self._graphed = graph_steps(self)
+
+    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same as :meth:`training_step`'s loop, replayed from the CUDA graph."""
+        graphed = self._graphed
+        graphed.run(x, y)
+        counted_steps(self.optimizers(), graphed.steps)
+        self.accuracy["train_acc"].update(graphed.logits, y)
+        self.mean_loss["train_loss"].update(graphed.losses)
+        return {"loss": graphed.losses.mean(), "step_losses": graphed.step_losses.clone()}
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -143,3 +163,10 @@ def counted_step(optimizer) -> None:
     optimizer._on_before_step()
     optimizer.optimizer.step()
     optimizer._on_after_step()
+
+
+def counted_steps(optimizer, steps: int) -> None:
+    """Lightning's count of ``steps`` optimizer steps that a CUDA graph replay took."""
+    for _ in range(steps):
+        optimizer._on_before_step()
+        optimizer._on_after_step()
