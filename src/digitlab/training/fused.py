@@ -154,19 +154,20 @@ class FusedStepsClassifier(DigitClassifier):
         return int(bound)
 
 
-def counted_step(optimizer) -> None:
+def counted_step(optimizer, step: bool = True) -> None:
     """The torch optimizer's own step, with the step counting Lightning's manual-optimization
     loop does around it: the counter behind ``trainer.global_step`` (checkpoints, limits,
-    schedules) must move. Lightning has no public call that counts a step without also running
-    its hooks, so its two private callbacks are called here, and only here;
-    tests/test_fused_steps.py fails when Lightning stops counting through them."""
+    schedules) must move. ``step=False`` counts a step taken already (a CUDA graph replay took
+    it). Lightning has no public call that counts a step without also running its hooks, so its
+    two private callbacks are called here, and only here; tests/test_fused_steps.py fails when
+    Lightning stops counting through them."""
     optimizer._on_before_step()
-    optimizer.optimizer.step()
+    if step:
+        optimizer.optimizer.step()
     optimizer._on_after_step()
 
 
 def counted_steps(optimizer, steps: int) -> None:
     """Lightning's count of ``steps`` optimizer steps that a CUDA graph replay took."""
     for _ in range(steps):
-        optimizer._on_before_step()
-        optimizer._on_after_step()
+        counted_step(optimizer, step=False)
