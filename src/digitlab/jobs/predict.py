@@ -86,9 +86,12 @@ def predict(
 
     runs, files = as_list(run_id), as_list(checkpoint)
     if not runs and not files:
-        raise DigitlabError("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
+        raise DigitlabError(
+            "give a run or a checkpoint (run_id= or checkpoint=; --run RUN_ID or --checkpoint "
+            "PATH on the command line); several make an ensemble"
+        )
     if method not in METHODS:
-        raise DigitlabError(f"--method {method!r} is unknown: use {' or '.join(METHODS)}")
+        raise DigitlabError(f"method {method!r} is unknown: use {' or '.join(METHODS)}")
     root = root and Path(root).expanduser()
     client = None
     if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
