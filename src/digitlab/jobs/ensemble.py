@@ -132,10 +132,11 @@ def predict_ensemble(
     trusted: tuple[str, ...],
     method: str,
     skip_missing: bool,
+    command: str,
 ) -> Prediction:
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
-    method and the members skipped."""
+    method and the members skipped. ``command``: the ``digitlab-predict`` line it records."""
     from digitlab.jobs.inputs import data_name, images_for, picture_files
     from digitlab.jobs.outputs import write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
@@ -151,7 +152,7 @@ def predict_ensemble(
     scored = [a for a in own if a is not None]
     names = [m.name for m in members]
     settings = {"method": method, "data": data, "rows": len(probs)}
-    with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
+    with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
         written = write_predictions(probs, digits, labels, out, picture_files(data))
         result = Prediction.written(

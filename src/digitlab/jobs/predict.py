@@ -92,6 +92,9 @@ def predict(
         )
     if method not in METHODS:
         raise DigitlabError(f"method {method!r} is unknown: use {' or '.join(METHODS)}")
+    command = command_line(
+        runs, files, data, root, out, tracking_uri, trusted, method, skip_missing
+    )
     root = root and Path(root).expanduser()
     client = None
     if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
@@ -101,8 +104,44 @@ def predict(
     ):
         from digitlab.jobs.ensemble import predict_ensemble
 
-        return predict_ensemble(client, runs, files, data, root, out, trusted, method, skip_missing)
-    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out, trusted)
+        return predict_ensemble(
+            client, runs, files, data, root, out, trusted, method, skip_missing, command
+        )
+    run, file = (runs or [None])[0], (files or [None])[0]
+    return predict_one(client, run, file, data, root, out, trusted, command)
+
+
+def command_line(
+    runs: Sequence[str],
+    files: Sequence[str],
+    data: str,
+    root: str | Path | None,
+    out: str | Path | None,
+    tracking_uri: str | None,
+    trusted: Sequence[str],
+    method: str,
+    skip_missing: bool,
+) -> str:
+    """The ``digitlab-predict`` command that does what these arguments do (default values left
+    out): recorded in the prediction's run, the same whichever door it came in by."""
+    import shlex
+
+    words = ["digitlab-predict"]
+    if runs:
+        words += ["--run", *runs]
+    if files:
+        words += ["--checkpoint", *files]
+    words += ["--data", data]
+    if method != "mean":
+        words += ["--method", method]
+    if skip_missing:
+        words.append("--skip-missing")
+    for module in trusted:
+        words += ["--trust", module]
+    for flag, value in (("--root", root), ("--out", out), ("--tracking-uri", tracking_uri)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def predict_one(
@@ -113,8 +152,10 @@ def predict_one(
     root: Path | None,
     out: str | Path | None,
     trusted: tuple[str, ...],
+    command: str,
 ) -> Prediction:
-    """:func:`predict` for one run (``client``'s) or one checkpoint file."""
+    """:func:`predict` for one run (``client``'s) or one checkpoint file; ``command``: its
+    :func:`command_line`."""
     import tempfile
 
     from digitlab.serving.model import probabilities
@@ -137,6 +178,7 @@ def predict_one(
     # recorded as a run of its own: the training run stays as it was
     from digitlab.tracking.ensemble import log_results, prediction_run
 
-    with prediction_run(client, run_id, {"data": data_name(data), "rows": len(probs)}) as own:
+    settings = {"data": data_name(data), "rows": len(probs)}
+    with prediction_run(client, run_id, settings, command) as own:
         log_results(client, own, None, {"accuracy": result.accuracy}, result.files)
     return replace(result, run_id=own)
