@@ -19,7 +19,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from digitlab.cli.ui import mlflow_ui_environment
 from digitlab.config import CONF_DIR, register_resolvers
 
 # The tiny data set lives in the package so that the tutorial notebook can write it too.
@@ -30,6 +29,7 @@ from digitlab.data.synthetic import (  # noqa: F401  (tests import them from con
     write_kaggle,
     write_mnist,
 )
+from digitlab.tracking.ui_server import mlflow_ui_environment
 
 # Cache compiled bytecode even where the environment says not to (PYTHONDONTWRITEBYTECODE): the
 # suite starts dozens of Python processes that import torch, Lightning and MLflow, and compiling

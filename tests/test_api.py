@@ -192,3 +192,14 @@ def test_predict_on_no_images_gives_no_rows():
         net=torch.nn.Flatten(), config={"data": {"scale": 255, "mean": 0, "std": 1}, "model": {}}
     )
     assert model.predict(np.zeros((0, 28, 28), np.uint8)).shape[0] == 0
+
+
+def test_predict_and_register_refuse_bad_input_in_one_line(uri):
+    for call, said in (
+        (lambda: digitlab.predict(), "give a run or a checkpoint"),
+        (lambda: digitlab.predict(checkpoint="x.ckpt", method="median"), "'median' is unknown"),
+        (lambda: digitlab.register("0" * 32, "digits", tracking_uri=uri), "no MLflow run 0000"),
+    ):
+        with pytest.raises(DigitlabError, match=said) as refused:
+            call()
+        assert "\n" not in str(refused.value)

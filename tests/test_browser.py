@@ -125,7 +125,7 @@ def test_the_experiment_opens_as_the_runs_table_with_metric_columns(
     digitlab's metrics as columns, inside the window, holding the run's values."""
     from playwright.sync_api import expect
 
-    from digitlab.cli.ui import METRIC_COLUMNS
+    from digitlab.tracking.ui_server import METRIC_COLUMNS
 
     run, experiment = trained["run"], trained["experiment_id"]
     shot = tmp_path / "experiment-page.png"

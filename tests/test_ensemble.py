@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 import warm
 from conftest import N_TEST, copy_store, fast_config, synthetic_digits
 from digitlab.errors import DigitlabError
-from digitlab.jobs.predict import predict
+from digitlab.jobs.predict import Prediction, predict
 from digitlab.serving.ensemble import combine
 from digitlab.training.run import train
 from test_sweep import runs_of, sweep
@@ -49,7 +49,7 @@ def committee(tmp_path_factory, data_root, migrated_db) -> SimpleNamespace:
     )
 
 
-def run_predict(committee, folder, runs, data="mnist", **options) -> dict:
+def run_predict(committee, folder, runs, data="mnist", **options) -> Prediction:
     """digitlab-predict in this process, writing into ``folder`` (made here)."""
     folder.mkdir(parents=True, exist_ok=True)
     return predict(
@@ -64,7 +64,7 @@ def run_predict(committee, folder, runs, data="mnist", **options) -> dict:
 
 def single(committee, folder, run_id, data="mnist") -> np.ndarray:
     """One run's probabilities, as digitlab-predict --run RUN_ID writes them."""
-    return np.load(run_predict(committee, folder / run_id, run_id, data)["probabilities"])
+    return np.load(run_predict(committee, folder / run_id, run_id, data).probabilities)
 
 
 # The committee (a sweep and a LeNet-5 run) takes tens of seconds to train, once per module.
@@ -73,24 +73,24 @@ def test_an_ensemble_of_two_runs_is_the_mean_of_their_probabilities(committee, t
     alone = [single(committee, tmp_path, run_id) for run_id in committee.mlps]
     assert not np.allclose(alone[0], alone[1], atol=1e-3)  # two seeds: two different members
     out = run_predict(committee, tmp_path / "ensemble", committee.mlps)
-    probs = np.load(out["probabilities"])
+    probs = np.load(out.probabilities)
     assert probs.shape == (N_TEST, 10)
     assert np.abs(probs - (alone[0] + alone[1]) / 2).max() <= 1e-6
     digits = ((alone[0] + alone[1]) / 2).argmax(1)
-    assert out["accuracy"] == pytest.approx((digits == MNIST_TEST_LABELS).mean())
-    assert out["members"] == committee.mlps and out["submission"] is None
+    assert out.accuracy == pytest.approx((digits == MNIST_TEST_LABELS).mean())
+    assert out.members == committee.mlps and out.submission is None
 
 
 @pytest.mark.slow
 def test_a_sweep_parent_expands_to_its_finished_children(committee, tmp_path, capsys):
     out = run_predict(committee, tmp_path / "parent", committee.parent)
-    assert sorted(out["members"]) == sorted(committee.mlps)  # not the KILLED child, not the parent
+    assert sorted(out.members) == sorted(committee.mlps)  # not the KILLED child, not the parent
     line = f"sweep run {committee.parent}: 2 finished children are members"
     printed = capsys.readouterr().out
     assert f"{line}; not finished, left out: {committee.pruned} (KILLED)" in printed
     explicit = run_predict(committee, tmp_path / "explicit", committee.mlps)
-    assert np.array_equal(np.load(out["probabilities"]), np.load(explicit["probabilities"]))
-    run = MlflowClient(committee.uri).get_run(out["run_id"])
+    assert np.array_equal(np.load(out.probabilities), np.load(explicit.probabilities))
+    run = MlflowClient(committee.uri).get_run(out.run_id)
     assert run.data.tags["digitlab.ensemble.sweeps"] == committee.parent
 
 
@@ -99,12 +99,10 @@ def test_a_lenet5_member_at_32_px_joins_a_28_px_member(committee, tmp_path):
     members = [committee.mlps[0], committee.lenet5]
     alone = [single(committee, tmp_path, run_id) for run_id in members]
     out = run_predict(committee, tmp_path / "mixed", members)
-    assert np.abs(np.load(out["probabilities"]) - (alone[0] + alone[1]) / 2).max() <= 1e-6
+    assert np.abs(np.load(out.probabilities) - (alone[0] + alone[1]) / 2).max() <= 1e-6
     client = MlflowClient(committee.uri)
     (tmp_path / "table").mkdir()
-    table = client.download_artifacts(
-        out["run_id"], "ensemble/members.csv", str(tmp_path / "table")
-    )
+    table = client.download_artifacts(out.run_id, "ensemble/members.csv", str(tmp_path / "table"))
     rows = [line.split(",") for line in open(table).read().splitlines()]
     assert rows[0][:6] == ["member", "model", "input_size", "scale", "mean", "std"]
     assert [r[:6] for r in rows[1:]] == [
@@ -128,9 +126,9 @@ def test_majority_vote_matches_a_recomputation(committee, tmp_path):
         max(np.flatnonzero(v == v.max()), key=lambda d: m[d])
         for v, m in zip(votes, mean, strict=True)
     ]
-    lines = out["submission"].read_text().splitlines()[1:]
+    lines = out.submission.read_text().splitlines()[1:]
     assert [int(line.split(",")[1]) for line in lines] == expected
-    assert np.array_equal(np.load(out["probabilities"]), (votes / 3).astype(np.float32))
+    assert np.array_equal(np.load(out.probabilities), (votes / 3).astype(np.float32))
 
 
 def test_vote_takes_the_majority_over_the_mean_and_breaks_ties_by_the_mean():
@@ -212,7 +210,7 @@ def test_skip_missing_leaves_out_missing_and_refused_members(committee, tmp_path
         str(tmp_path / "crafted.ckpt"),
     ]
     assert "no MLflow run" in skipped[0] and "logged no checkpoint" in skipped[1]
-    assert out["members"] == [committee.mlps[0]] and len(out["skipped"]) == 3
+    assert out.members == [committee.mlps[0]] and len(out.skipped) == 3
     with pytest.raises(DigitlabError, match="no ensemble member is left"):
         predict(
             run_id=[committee.pruned, unknown],
@@ -259,10 +257,10 @@ def test_the_ensemble_run_records_members_method_accuracy_and_submission(committ
     )
 
     scored = run_predict(committee, tmp_path / "mnist", committee.mlps, method="vote")
-    run = client.get_run(scored["run_id"])
+    run = client.get_run(scored.run_id)
     assert run.data.params["ensemble.method"] == "vote"
-    assert run.data.metrics["accuracy"] == pytest.approx(scored["accuracy"])
-    own = [run_predict(committee, tmp_path / r, r)["accuracy"] for r in committee.mlps]
+    assert run.data.metrics["accuracy"] == pytest.approx(scored.accuracy)
+    own = [run_predict(committee, tmp_path / r, r).accuracy for r in committee.mlps]
     assert run.data.metrics["members/best_accuracy"] == pytest.approx(max(own))
     assert run.data.metrics["members/mean_accuracy"] == pytest.approx(sum(own) / 2)
 
@@ -298,14 +296,14 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
 
     for run_id in (first, second):  # alone: the run's own test/acc, on its own 30 rows
         alone = holdout(run_id, run_id)
-        assert alone["n"] == 30 and alone["submission"] is None
-        assert alone["accuracy"] == pytest.approx(client.get_run(run_id).data.metrics["test/acc"])
+        assert alone.n == 30 and alone.submission is None
+        assert alone.accuracy == pytest.approx(client.get_run(run_id).data.metrics["test/acc"])
     both = holdout([first, second], "both")
     mean = (np.load(tmp_path / first / "p.npy") + np.load(tmp_path / second / "p.npy")) / 2
-    assert np.abs(np.load(both["probabilities"]) - mean).max() <= 1e-6
-    run = client.get_run(both["run_id"])
+    assert np.abs(np.load(both.probabilities) - mean).max() <= 1e-6
+    run = client.get_run(both.run_id)
     assert run.data.params["ensemble.data"] == "holdout"
-    assert run.data.metrics["accuracy"] == pytest.approx(both["accuracy"])
+    assert run.data.metrics["accuracy"] == pytest.approx(both.accuracy)
     different = f"{first} and {elsewhere} held out different test rows"
     with pytest.raises(DigitlabError, match=different):
         holdout([first, elsewhere], "mixed")

@@ -950,6 +950,7 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
             raised(lambda: digitlab.show(unknown, tracking_uri=uri)),
         ],
         "artifact": [raised(lambda: digitlab.show(run_id, "nothing/*", tracking_uri=uri))],
+        "predict": [raised(lambda: digitlab.predict(data="mnist"))],
         "store": [
             raised(
                 lambda: digitlab.ui(
@@ -1358,6 +1359,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "pixel values outside 0–255": part(python_api, "values"),
         "unknown run": part(python_api, "run"),
         "no artifact matches": part(python_api, "artifact"),
+        "nothing to predict with": part(python_api, "predict"),
         "no store yet": part(python_api, "store"),
     },
     "During training": {

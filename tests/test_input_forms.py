@@ -125,8 +125,8 @@ def test_pictures_a_folder_a_glob_and_bad_files(model, tmp_path):
     out = predict(
         checkpoint=result["best_checkpoint"], data=str(tmp_path / "pics"), out=tmp_path / "p.npy"
     )
-    rows = out["digits"].read_text().splitlines()
-    assert rows[0] == "file,digit" and len(rows) == 7 and out["submission"] is None
+    rows = out.digits.read_text().splitlines()
+    assert rows[0] == "file,digit" and len(rows) == 7 and out.submission is None
     assert rows[1].startswith(str(tmp_path / "pics" / "0000.jpg"))
     from digitlab.jobs.inputs import data_name
 
@@ -137,7 +137,7 @@ def test_pictures_a_folder_a_glob_and_bad_files(model, tmp_path):
         data=str(tmp_path / "pics" / "*.png"),
         out=tmp_path / "g.npy",
     )
-    assert globbed["n"] == 3
+    assert globbed.n == 3
     (tmp_path / "notes.png").write_text("not a picture")
     (tmp_path / "blank.png").write_bytes(b"")
     Image.new("L", (40, 40), 255).save(tmp_path / "white.png")
@@ -184,7 +184,7 @@ def test_real_mnist_digits_as_dark_on_light_pictures_are_recognised(
     out = predict(
         checkpoint=result["best_checkpoint"], data=str(tmp_path / "pics"), out=tmp_path / "p.npy"
     )
-    rows = [row.rsplit(",", 1) for row in out["digits"].read_text().splitlines()[1:]]
+    rows = [row.rsplit(",", 1) for row in out.digits.read_text().splitlines()[1:]]
     predicted = np.array([int(digit) for _, digit in rows])
     accuracy = float((predicted == labels).mean())
     print(f"accuracy on {len(labels)} pictures: {accuracy:.4f}")

@@ -87,7 +87,7 @@ def test_model_loads_in_a_fresh_process_and_matches_predict(run, data_root, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     served = np.load(tmp_path / "served.npy")
     assert served.shape == (len(images), 10)
-    np.testing.assert_allclose(served, np.load(offline["probabilities"]), atol=1e-6)
+    np.testing.assert_allclose(served, np.load(offline.probabilities), atol=1e-6)
 
 
 def test_loading_never_unpickles_objects(run, tmp_path):

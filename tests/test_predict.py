@@ -38,11 +38,11 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
         out=tmp_path / "probs.npy",
         tracking_uri=cfg.logger.tracking_uri,
     )
-    probs = np.load(out["probabilities"])
+    probs = np.load(out.probabilities)
     assert probs.shape == (N_TEST, 10) and probs.dtype == np.float32
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
 
-    lines = out["submission"].read_text().splitlines()
+    lines = out.submission.read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == N_TEST + 1
     ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]), strict=True)
     assert list(ids) == list(range(1, N_TEST + 1))
@@ -58,12 +58,12 @@ def test_kaggle_submission_from_a_run_is_valid_and_logged(trained, data_root, tm
         out=tmp_path / "again.npy",
         tracking_uri=cfg.logger.tracking_uri,
     )
-    assert again["run_id"] != out["run_id"]
+    assert again.run_id != out.run_id
     for recorded, name in ((out, "probs.npy"), (again, "again.npy")):
-        run = client.get_run(recorded["run_id"])
+        run = client.get_run(recorded.run_id)
         assert run.data.tags["digitlab.predicted_from"] == result["run_id"]
         assert client.get_experiment(run.info.experiment_id).name == "predictions"
-        logged = {a.path for a in client.list_artifacts(recorded["run_id"], "predictions")}
+        logged = {a.path for a in client.list_artifacts(recorded.run_id, "predictions")}
         assert logged == {f"predictions/{name}", "predictions/submission.csv"}
 
 
@@ -74,11 +74,11 @@ def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_roo
     )
     from digitlab.data.sources import load_mnist
 
-    table = np.loadtxt(out["probabilities"], delimiter=",", skiprows=1)
+    table = np.loadtxt(out.probabilities, delimiter=",", skiprows=1)
     assert table.shape == (N_TEST, 10)
     labels = np.asarray(load_mnist(data_root, download=False).test_labels)
-    assert out["submission"] is None
-    assert out["accuracy"] == pytest.approx((table.argmax(1) == labels).mean())
+    assert out.submission is None
+    assert out.accuracy == pytest.approx((table.argmax(1) == labels).mean())
 
 
 def _corrupt(checkpoint: dict, path) -> None:
@@ -144,7 +144,7 @@ def test_real_kaggle_test_csv_gives_28000_rows(trained, tmp_path):
     out = predict(
         checkpoint=result["best_checkpoint"], data="kaggle", root=REAL_DATA, out=tmp_path / "p.npy"
     )
-    lines = out["submission"].read_text().splitlines()
+    lines = out.submission.read_text().splitlines()
     assert len(lines) == 28_001 and lines[1].startswith("1,") and lines[-1].startswith("28000,")
 
 

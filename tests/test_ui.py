@@ -9,6 +9,7 @@ import pytest
 
 from digitlab.cli import ui
 from digitlab.tracking import store as tracking
+from digitlab.tracking import ui_server
 
 
 def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
@@ -21,7 +22,7 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     ui.main([])
     (argv,) = calls
     # MLflow's own `mlflow ui`, run by digitlab's launcher (its page opens in the training view).
-    assert argv[1:3] == ["-c", ui.LAUNCHER]
+    assert argv[1:3] == ["-c", ui_server.LAUNCHER]
     assert argv[3:] == [
         "ui",
         "--backend-store-uri",
@@ -56,11 +57,11 @@ def test_the_launcher_serves_mlflows_app_through_digitlabs_page(monkeypatch):
     monkeypatch.setattr(
         mlflow.server, "_build_uvicorn_command", mlflow.server._build_uvicorn_command
     )  # restored after the test
-    ui.serve_classic_page()
+    ui_server.serve_classic_page()
     command = mlflow.server._build_uvicorn_command(
         None, "127.0.0.1", 5000, 1, "mlflow.server.fastapi_app:app"
     )
-    assert command[-2:] == ["--factory", "digitlab.cli.ui:classic_app"]
+    assert command[-2:] == ["--factory", "digitlab.tracking.ui_server:classic_app"]
     assert command[command.index("--port") + 1] == "5000"
     other = mlflow.server._build_uvicorn_command(None, "127.0.0.1", 5000, 1, "plugin:app")
     assert other[-1] == "plugin:app"  # an app of another name (--app-name) is left alone
@@ -75,7 +76,7 @@ def test_the_page_opens_in_the_training_view_with_the_metric_columns(monkeypatch
     monkeypatch.setitem(
         mlflow.server.app.view_functions, "serve", mlflow.server.app.view_functions["serve"]
     )  # restored after the test
-    ui.classic_app()
+    ui_server.classic_app()
     response = mlflow.server.app.test_client().get("/")
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -83,7 +84,7 @@ def test_the_page_opens_in_the_training_view_with_the_metric_columns(monkeypatch
     head = page[: page.index("static/js/main.")]  # before MLflow's own script
     assert """"mlflow.workflowType_v1": '"machine_learning"'""" in head
     assert '"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"' in head
-    for metric in ui.METRIC_COLUMNS:
+    for metric in ui_server.METRIC_COLUMNS:
         assert f"metrics.`{metric}`" in head
     assert "getItem(key) === null" in head  # a choice the user made stays theirs
 
@@ -129,7 +130,7 @@ def test_the_ui_process_does_not_print_starlettes_deprecation_of_mlflows_import(
     import subprocess
     import sys
 
-    from digitlab.cli.ui import mlflow_ui_environment
+    from digitlab.tracking.ui_server import mlflow_ui_environment
 
     code = "import mlflow.server.fastapi_app"
     plain = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}

@@ -8,6 +8,8 @@ From Python (and Jupyter)::
     result.model.predict(images)                   # (N, 10) probabilities
     digitlab.runs(model="mlp")                     # the store's runs, a pandas DataFrame
     digitlab.load(run_id).predict(images)          # any run's network
+    digitlab.predict(run_id, data="kaggle")        # files and a run, as digitlab-predict does
+    digitlab.register(run_id, "digits")            # a model version, as digitlab-register does
     digitlab.show(run_id, "figures/filters/*")     # a run's pictures, inline
     server = digitlab.ui(); server.stop()          # the MLflow UI on the store
 """
@@ -29,6 +31,10 @@ _API = {
     "runs": "digitlab.api.runs",
     "load": "digitlab.api.model",
     "Model": "digitlab.api.model",
+    "predict": "digitlab.api.predict",
+    "Prediction": "digitlab.api.predict",
+    "register": "digitlab.api.register",
+    "Registration": "digitlab.api.register",
     "show": "digitlab.api.show",
     "ui": "digitlab.api.ui",
 }

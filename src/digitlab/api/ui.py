@@ -87,7 +87,7 @@ def _log_path(port: int) -> Path:
 def _start(uri: str, port: int, timeout_s: float) -> UI | None:
     """The server on ``port`` once ``/health`` answers, or None if it exited or never answered.
     Its output goes to a log file, so no pipe fills up and blocks it."""
-    from digitlab.cli.ui import mlflow_ui_command, mlflow_ui_environment
+    from digitlab.tracking.ui_server import mlflow_ui_command, mlflow_ui_environment
 
     log = _log_path(port)
     env = mlflow_ui_environment(dict(os.environ))

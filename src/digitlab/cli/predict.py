@@ -114,39 +114,47 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         result = predict(
-            args.run,
-            args.checkpoint,
-            args.data,
-            args.root,
-            args.out,
-            args.tracking_uri,
-            tuple(args.trust),
-            args.method,
-            args.skip_missing,
+            run_id=args.run,
+            checkpoint=args.checkpoint,
+            data=args.data,
+            root=args.root,
+            out=args.out,
+            tracking_uri=args.tracking_uri,
+            trusted=tuple(args.trust),
+            method=args.method,
+            skip_missing=args.skip_missing,
         )
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
-    if "members" in result:
-        members = len(result["members"])
-        scored = "" if result["accuracy"] is None else f", accuracy {result['accuracy']:.4f}"
-        print(
-            f"digitlab: ensemble of {members} members ({result['method']}){scored}, "
-            f"MLflow run {result['run_id']}"
+    for line in summary(result):
+        print(line)
+
+
+def summary(result) -> list[str]:
+    """The lines printed for a :class:`digitlab.jobs.predict.Prediction`."""
+    ensemble = result.members is not None
+    lines = []
+    if ensemble:
+        scored = "" if result.accuracy is None else f", accuracy {result.accuracy:.4f}"
+        lines.append(
+            f"digitlab: ensemble of {len(result.members)} members ({result.method}){scored}, "
+            f"MLflow run {result.run_id}"
         )
-    print(f"digitlab: {result['n']} probabilities (N, 10) -> {result['probabilities']}")
-    if result["accuracy"] is not None:
-        print(f"  accuracy against the labels: {result['accuracy']:.4f}")
-    if result["digits"] is not None:
-        print(f"  digit of each picture -> {result['digits']}")
-        for row in result["digits"].read_text().splitlines()[1:11]:
+    lines.append(f"digitlab: {result.n} probabilities (N, 10) -> {result.probabilities}")
+    if result.accuracy is not None:
+        lines.append(f"  accuracy against the labels: {result.accuracy:.4f}")
+    if result.digits is not None:
+        lines.append(f"  digit of each picture -> {result.digits}")
+        for row in result.digits.read_text().splitlines()[1:11]:
             file, digit = row.rsplit(",", 1)
-            print(f"    {file}: {digit}")
-    if result.get("run_id") and "members" not in result:
-        print(f"  recorded as MLflow run {result['run_id']} (experiment predictions)")
-    if result["submission"] is not None:
-        logged = f", logged to run {result['run_id']}" if result.get("run_id") else ""
-        print(f"  Kaggle submission -> {result['submission']}{logged}")
+            lines.append(f"    {file}: {digit}")
+    if result.run_id and not ensemble:
+        lines.append(f"  recorded as MLflow run {result.run_id} (experiment predictions)")
+    if result.submission is not None:
+        logged = f", logged to run {result.run_id}" if result.run_id else ""
+        lines.append(f"  Kaggle submission -> {result.submission}{logged}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="registered model name, e.g. digits")
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
     args = parser.parse_args(argv)
-    from digitlab.tracking import registry, store
+    from digitlab.jobs.register import register
 
     try:
-        client = store.open_client(args.tracking_uri or default_tracking_uri())
-        registration = registry.register(client, args.run, args.name)
+        registration = register(args.run, args.name, tracking_uri=args.tracking_uri)
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -10,9 +10,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from digitlab.errors import DigitlabError
+from digitlab.jobs.predict import Prediction
 
 
 @dataclass
@@ -132,10 +132,11 @@ def predict_ensemble(
     trusted: tuple[str, ...],
     method: str,
     skip_missing: bool,
-) -> dict[str, Any]:
+    command: str,
+) -> Prediction:
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
-    ensemble's run in ``client``'s store. Returns the files' dict with "run_id", "members",
-    "method" and "skipped"."""
+    ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
+    method and the members skipped. ``command``: the ``digitlab-predict`` line it records."""
     from digitlab.jobs.inputs import data_name, images_for, picture_files
     from digitlab.jobs.outputs import write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
@@ -151,23 +152,16 @@ def predict_ensemble(
     scored = [a for a in own if a is not None]
     names = [m.name for m in members]
     settings = {"method": method, "data": data, "rows": len(probs)}
-    with ensemble_run(client, names, settings, roster.sweeps, roster.skipped) as run_id:
+    with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
-        result = write_predictions(probs, digits, labels, out, picture_files(data))
+        written = write_predictions(probs, digits, labels, out, picture_files(data))
+        result = Prediction.written(
+            written, run_id=run_id, members=names, skipped=roster.skipped, method=method
+        )
         metrics = {
-            "accuracy": result["accuracy"],
+            "accuracy": result.accuracy,
             "members/mean_accuracy": sum(scored) / len(scored) if scored else None,
             "members/best_accuracy": max(scored, default=None),
         }
-        files_out = [
-            result["probabilities"],
-            *(result[k] for k in ("submission", "digits") if result[k] is not None),
-        ]
-        log_results(client, run_id, members_table(members, own), metrics, files_out)
-    return {
-        **result,
-        "run_id": run_id,
-        "members": names,
-        "method": method,
-        "skipped": roster.skipped,
-    }
+        log_results(client, run_id, members_table(members, own), metrics, result.files)
+    return result

@@ -9,14 +9,47 @@ get the run's own normalisation and size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from digitlab.errors import DigitlabError
 from digitlab.jobs.inputs import data_name, images_for, picture_files
 from digitlab.jobs.outputs import write_predictions
 from digitlab.serving.ensemble import METHODS
 from digitlab.tracking.store import default_tracking_uri
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a prediction wrote and recorded.
+
+    ``probabilities``: the (N, 10) file (``.npy`` or ``.csv``); ``submission``: Kaggle's
+    ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
+    (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
+    ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
+    ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
+    ``method``; ``members`` is None for one run or checkpoint."""
+
+    probabilities: Path
+    submission: Path | None
+    digits: Path | None
+    accuracy: float | None
+    n: int
+    run_id: str | None = None
+    members: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    method: str | None = None
+
+    @classmethod
+    def written(cls, files: dict, **more) -> Prediction:
+        """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
+        keys = ("probabilities", "submission", "digits", "accuracy", "n")
+        return cls(**{k: files[k] for k in keys}, **more)
+
+    @property
+    def files(self) -> list[Path]:
+        """The files written: the probabilities, then the submission or digits if any."""
+        return [f for f in (self.probabilities, self.submission, self.digits) if f is not None]
 
 
 def as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
@@ -36,26 +69,32 @@ def predict(
     trusted: tuple[str, ...] = (),
     method: str = "mean",
     skip_missing: bool = False,
-) -> dict[str, Any]:
+) -> Prediction:
     """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
 
     For unlabelled images (Kaggle's test.csv) also write ``submission.csv`` beside them and,
     given a run, record them as a run of the ``predictions`` experiment linked to it (the
     training run is never written to). ``trusted``: module names whose code
     the checkpoint's config may name beyond digitlab's (your own network's package).
-    Returns {"probabilities", "submission", "accuracy", "n"}.
+    Returns a :class:`Prediction`.
 
     Several runs or checkpoints, or a sweep's parent run (its finished children), predict as an
     ensemble (:mod:`digitlab.jobs.ensemble`, ``method`` "mean" or "vote", ``skip_missing``),
-    recorded as a run of its own; the result then also holds "run_id", "members", "skipped".
+    recorded as a run of its own; the result then also names its members, method and skipped.
     """
     from digitlab.tracking import ensemble, store
 
     runs, files = as_list(run_id), as_list(checkpoint)
     if not runs and not files:
-        raise DigitlabError("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
+        raise DigitlabError(
+            "give a run or a checkpoint (run_id= or checkpoint=; --run RUN_ID or --checkpoint "
+            "PATH on the command line); several make an ensemble"
+        )
     if method not in METHODS:
-        raise DigitlabError(f"--method {method!r} is unknown: use {' or '.join(METHODS)}")
+        raise DigitlabError(f"method {method!r} is unknown: use {' or '.join(METHODS)}")
+    command = command_line(
+        runs, files, data, root, out, tracking_uri, trusted, method, skip_missing
+    )
     root = root and Path(root).expanduser()
     client = None
     if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
@@ -65,8 +104,44 @@ def predict(
     ):
         from digitlab.jobs.ensemble import predict_ensemble
 
-        return predict_ensemble(client, runs, files, data, root, out, trusted, method, skip_missing)
-    return predict_one(client, (runs or [None])[0], (files or [None])[0], data, root, out, trusted)
+        return predict_ensemble(
+            client, runs, files, data, root, out, trusted, method, skip_missing, command
+        )
+    run, file = (runs or [None])[0], (files or [None])[0]
+    return predict_one(client, run, file, data, root, out, trusted, command)
+
+
+def command_line(
+    runs: Sequence[str],
+    files: Sequence[str],
+    data: str,
+    root: str | Path | None,
+    out: str | Path | None,
+    tracking_uri: str | None,
+    trusted: Sequence[str],
+    method: str,
+    skip_missing: bool,
+) -> str:
+    """The ``digitlab-predict`` command that does what these arguments do (default values left
+    out): recorded in the prediction's run, the same whichever door it came in by."""
+    import shlex
+
+    words = ["digitlab-predict"]
+    if runs:
+        words += ["--run", *runs]
+    if files:
+        words += ["--checkpoint", *files]
+    words += ["--data", data]
+    if method != "mean":
+        words += ["--method", method]
+    if skip_missing:
+        words.append("--skip-missing")
+    for module in trusted:
+        words += ["--trust", module]
+    for flag, value in (("--root", root), ("--out", out), ("--tracking-uri", tracking_uri)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def predict_one(
@@ -77,8 +152,10 @@ def predict_one(
     root: Path | None,
     out: str | Path | None,
     trusted: tuple[str, ...],
-) -> dict[str, Any]:
-    """:func:`predict` for one run (``client``'s) or one checkpoint file."""
+    command: str,
+) -> Prediction:
+    """:func:`predict` for one run (``client``'s) or one checkpoint file; ``command``: its
+    :func:`command_line`."""
     import tempfile
 
     from digitlab.data.classes import run_classes
@@ -96,16 +173,14 @@ def predict_one(
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
     classes = run_classes(config)
-    result = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data), classes)
-    if run_id is not None:  # recorded as a run of its own: the training run stays as it was
-        from digitlab.tracking.ensemble import log_results, prediction_run
+    written = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data), classes)
+    result = Prediction.written(written)
+    if run_id is None:
+        return result
+    # recorded as a run of its own: the training run stays as it was
+    from digitlab.tracking.ensemble import log_results, prediction_run
 
-        with prediction_run(client, run_id, {"data": data_name(data), "rows": len(probs)}) as own:
-            files = [
-                result[k]
-                for k in ("probabilities", "submission", "digits")
-                if result[k] is not None
-            ]
-            log_results(client, own, None, {"accuracy": result["accuracy"]}, files)
-        result["run_id"] = own
-    return result
+    settings = {"data": data_name(data), "rows": len(probs)}
+    with prediction_run(client, run_id, settings, command) as own:
+        log_results(client, own, None, {"accuracy": result.accuracy}, result.files)
+    return replace(result, run_id=own)

@@ -4,8 +4,6 @@ children), their logged checkpoints, and the ensemble's own MLflow run. No torch
 from __future__ import annotations
 
 import contextlib
-import shlex
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +91,7 @@ def ensemble_run(
     client,
     members: Sequence[str],
     settings: Mapping[str, Any],
+    command: str,
     sweeps: Sequence[str] = (),
     skipped: Sequence[str] = (),
 ) -> Iterator[str]:
@@ -102,12 +101,12 @@ def ensemble_run(
     Args:
         members: each member's run id (or checkpoint path, for a member given as a file).
         settings: params (``method``, ``data``, ...), logged as ``ensemble.<key>``.
+        command: the ``digitlab-predict`` command line that does the same (either door's).
         sweeps: the sweep parents whose children became members.
         skipped: ``"<member>: <reason>"`` of each member left out (``--skip-missing``).
     """
     from digitlab.tracking.owners import owner_tags
 
-    command = shlex.join(["digitlab-predict", *sys.argv[1:]])
     tags = {
         **owner_tags(),
         MEMBERS_TAG: " ".join(members)[:8000],
@@ -131,14 +130,16 @@ def ensemble_run(
 
 
 @contextlib.contextmanager
-def prediction_run(client, source_run_id: str, settings: Mapping[str, Any]) -> Iterator[str]:
+def prediction_run(
+    client, source_run_id: str, settings: Mapping[str, Any], command: str
+) -> Iterator[str]:
     """The run that records one training run's predictions, in the ``predictions`` experiment:
     linked to its source (tag ``digitlab.predicted_from``), never written into it, so predicting
-    again never replaces what the training run (or an earlier prediction) holds."""
+    again never replaces what the training run (or an earlier prediction) holds. ``command``:
+    the ``digitlab-predict`` command line that does the same."""
     from digitlab.tracking.owners import owner_tags
 
     source = get_run(client, source_run_id)
-    command = shlex.join(["digitlab-predict", *sys.argv[1:]])
     tags = {
         **owner_tags(),
         SOURCE_TAG: source_run_id,

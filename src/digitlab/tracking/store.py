@@ -51,7 +51,8 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
 
 # MLflow 3 records an experiment's kind in this tag: GenAI apps, or the training of models, as
 # digitlab's are. MLflow 3.17's page no longer lays itself out by it (the browser's choice does:
-# digitlab.cli.ui serves that), but its API, other MLflow versions' pages and tools read it.
+# digitlab.tracking.ui_server serves that), but its API, other MLflow versions' pages and tools
+# read it.
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
