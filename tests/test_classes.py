@@ -128,8 +128,8 @@ def test_a_47_class_prediction_writes_a_column_per_class_and_names_pictures(emni
     with open(out) as f:
         header = next(csv.reader(f))
     names = list(cfg.data.classes)
-    assert header == [f"p{name}" for name in names] and written["n"] == 100
-    assert written["accuracy"] > 0.5  # the test files are read upright, as in training
+    assert header == [f"p{name}" for name in names] and written.n == 100
+    assert written.accuracy > 0.5  # the test files are read upright, as in training
 
 
 def test_a_47_class_run_draws_its_figures_with_class_names(emnist_run):
