@@ -177,3 +177,16 @@ def test_a_network_of_fixed_width_against_the_classes_is_one_line():
     check_output_width(net, class_names(10), 28)  # as wide as the classes: accepted
     with pytest.raises(DigitlabError, match="gives 10 outputs but the data set has 47 classes"):
         check_output_width(net, class_names(47), 28)
+
+
+def test_ensemble_members_of_other_classes_are_one_line():
+    from types import SimpleNamespace
+
+    from digitlab.jobs.ensemble import same_classes
+
+    digits = SimpleNamespace(name="run-a", config={"data": {"classes": 10}})
+    old = SimpleNamespace(name="run-old", config={"data": {}})  # stored before classes: ten
+    letters = SimpleNamespace(name="run-b", config={"data": {"classes": ["x", "y", "z"]}})
+    assert same_classes([digits, old]) == class_names(10)
+    with pytest.raises(DigitlabError, match="members differ in their classes: run-a has 10"):
+        same_classes([digits, letters])

@@ -5,7 +5,7 @@ From Python (and Jupyter)::
     import digitlab
     cfg = digitlab.compose("model=mlp")            # the config `digitlab model=mlp` runs
     result = digitlab.fit("model=mlp")             # run id, metrics, seconds, model
-    result.model.predict(images)                   # (N, 10) probabilities
+    result.model.predict(images)                   # (N, C) probabilities of C classes
     digitlab.runs(model="mlp")                     # the store's runs, a pandas DataFrame
     digitlab.load(run_id).predict(images)          # any run's network
     digitlab.predict(run_id, data="kaggle")        # files and a run, as digitlab-predict does

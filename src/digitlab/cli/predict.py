@@ -141,7 +141,9 @@ def summary(result) -> list[str]:
             f"digitlab: ensemble of {len(result.members)} members ({result.method}){scored}, "
             f"MLflow run {result.run_id}"
         )
-    lines.append(f"digitlab: {result.n} probabilities (N, 10) -> {result.probabilities}")
+    lines.append(
+        f"digitlab: {result.n} probabilities (N, {result.classes}) -> {result.probabilities}"
+    )
     if result.accuracy is not None:
         lines.append(f"  accuracy against the labels: {result.accuracy:.4f}")
     if result.digits is not None:

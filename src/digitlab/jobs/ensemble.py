@@ -122,6 +122,22 @@ def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
     return text.getvalue()
 
 
+def same_classes(members: Sequence) -> tuple[str, ...]:
+    """The classes every member was trained on; one line when two members' differ (their
+    probabilities cannot be averaged, nor their votes counted, class by class)."""
+    from digitlab.data.classes import run_classes
+
+    first = run_classes(members[0].config)
+    for member in members[1:]:
+        if (theirs := run_classes(member.config)) != first:
+            raise DigitlabError(
+                f"ensemble members differ in their classes: {members[0].name} has "
+                f"{len(first)} ({', '.join(first[:5])}, ...), {member.name} {len(theirs)} "
+                f"({', '.join(theirs[:5])}, ...): combine runs trained on one data set"
+            )
+    return first
+
+
 def predict_ensemble(
     client,
     runs: Sequence[str],
@@ -145,6 +161,7 @@ def predict_ensemble(
     roster = Roster(skip_missing)
     find_members(client, runs, files, roster)
     members = load_members(client, roster, trusted)
+    classes = same_classes(members)
     images, labels = images_for(data, root, [(m.name, m.config) for m in members], trusted)
     each = member_probabilities(members, images)
     probs, digits = combine(each, method)
@@ -154,7 +171,7 @@ def predict_ensemble(
     settings = {"method": method, "data": data, "rows": len(probs)}
     with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
-        written = write_predictions(probs, digits, labels, out, picture_files(data))
+        written = write_predictions(probs, digits, labels, out, picture_files(data), classes)
         result = Prediction.written(
             written, run_id=run_id, members=names, skipped=roster.skipped, method=method
         )

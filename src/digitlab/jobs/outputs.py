@@ -27,7 +27,8 @@ def write_predictions(
     of the predicted labels ``digits`` beside it; for ``pictures`` (the files the images came
     from), ``digits.csv`` (file, predicted class name) instead. ``classes``: the name of each
     class by label (None: the labels themselves). Returns {"probabilities", "submission",
-    "digits", "accuracy", "n"}; accuracy against ``labels``."""
+    "digits", "accuracy", "n", "classes"} (``classes``: how many columns); accuracy against
+    ``labels``."""
     import numpy as np
 
     from digitlab.serving.ensemble import accuracy
@@ -46,6 +47,7 @@ def write_predictions(
         "digits": None,
         "accuracy": accuracy(digits, labels),
         "n": len(probs),
+        "classes": len(names),
     }
     if pictures is not None:
         result["digits"] = out.with_name("digits.csv")

@@ -23,12 +23,12 @@ from digitlab.tracking.store import default_tracking_uri
 class Prediction:
     """What a prediction wrote and recorded.
 
-    ``probabilities``: the (N, 10) file (``.npy`` or ``.csv``); ``submission``: Kaggle's
+    ``probabilities``: the (N, C) file of C classes (``.npy`` or ``.csv``); ``submission``: Kaggle's
     ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
     (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
     ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
     ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
-    ``method``; ``members`` is None for one run or checkpoint."""
+    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C."""
 
     probabilities: Path
     submission: Path | None
@@ -39,11 +39,12 @@ class Prediction:
     members: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
     method: str | None = None
+    classes: int = 10
 
     @classmethod
     def written(cls, files: dict, **more) -> Prediction:
         """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
-        keys = ("probabilities", "submission", "digits", "accuracy", "n")
+        keys = ("probabilities", "submission", "digits", "accuracy", "n", "classes")
         return cls(**{k: files[k] for k in keys}, **more)
 
     @property
@@ -70,7 +71,7 @@ def predict(
     method: str = "mean",
     skip_missing: bool = False,
 ) -> Prediction:
-    """Write the (N, 10) probabilities (``.npy``, or ``.csv`` by the name of ``out``).
+    """Write the (N, C) probabilities of C classes (``.npy``, or ``.csv`` by ``out``'s name).
 
     For unlabelled images (Kaggle's test.csv) also write ``submission.csv`` beside them and,
     given a run, record them as a run of the ``predictions`` experiment linked to it (the

@@ -45,7 +45,7 @@ def member_probabilities(members: Sequence[Member], images) -> np.ndarray:
 
 
 def combine(member_probs: np.ndarray, method: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-    """The committee's ``(probabilities (N, 10), digits (N,))`` from members' (M, N, 10).
+    """The committee's ``(probabilities (N, C), digits (N,))`` from members' (M, N, C).
 
     ``mean``: the mean of the members' probabilities, and its most probable digit.
     ``vote``: each class's share of the members' votes (each member votes for its most probable

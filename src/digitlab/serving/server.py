@@ -2,7 +2,7 @@
 
     POST /invocations[?model=URI]  MLflow's scoring format: {"inputs": pixels} (or "instances",
                                    or a bare list); pixels (N, 28, 28) or (N, 784), 0..255
-                                   -> {"predictions": {"probabilities": (N, 10), "digit": (N,)}}
+                                   -> {"predictions": {"probabilities": (N, C), "digit": (N,)}}
     POST /draw[?model=URI]         {"png": canvas data URL} -> the drawing made MNIST-like and
                                    its {"probabilities", "digit", "image"}
     GET  /                         the page; /models the models it can pick; /health "OK"

@@ -23,7 +23,7 @@ class DigitClassifier(L.LightningModule):
     same module taking several steps per Lightning call, for speed.
 
     Args:
-        net: any module mapping (N, 1, S, S) float images to (N, 10) logits.
+        net: any module mapping (N, 1, S, S) float images to (N, num_classes) logits.
         optimizer: factory taking the parameters (a Hydra ``_partial_`` optimizer).
         config: the resolved run config as plain values; kept in the checkpoint's hyperparameters
             as the recipe to rebuild ``net`` (objects are never pickled into a checkpoint, so every
