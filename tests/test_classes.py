@@ -190,3 +190,29 @@ def test_ensemble_members_of_other_classes_are_one_line():
     assert same_classes([digits, old]) == class_names(10)
     with pytest.raises(DigitlabError, match="members differ in their classes: run-a has 10"):
         same_classes([digits, letters])
+
+
+def test_a_run_stored_before_classes_and_the_data_module_target_still_builds(make_cfg, data_root):
+    """Its data node: no _target_, no classes, the source holding the old machine's root and
+    no _partial_: read from this command's root, ten classes."""
+    from omegaconf import OmegaConf
+
+    from digitlab.training.build import build_datamodule
+
+    cfg = make_cfg()
+    old = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("_target_", "classes"):
+        del old["data"][key]
+    old["data"]["source"] = {
+        "_target_": "digitlab.data.sources.load_mnist",
+        "root": "/old/machine/data",
+        "download": False,
+    }
+    datamodule = build_datamodule(OmegaConf.create(old))
+    assert datamodule.classes == class_names(10) and len(datamodule.split()["test"][1]) == 80
+
+
+@pytest.mark.parametrize("classes", [[True, False], ["a,b", "c"], ["a", " "]])
+def test_class_names_that_cannot_be_shown_or_written_are_one_line(classes):
+    with pytest.raises(DigitlabError, match="data.classes"):
+        class_names(classes)

@@ -86,6 +86,8 @@ def test_cuda_graphs_without_a_gpu_is_refused_in_one_line_before_any_run(make_cf
         (["data.steps_per_call=1"], r"set data\.steps_per_call >= 2"),
         (["trainer.precision=16-mixed"], "cannot capture float16's gradient scaler"),
         (["scheduler.cycle_momentum=true"], "cannot follow a cycled beta1"),
+        (["trainer.devices=2"], "replays one device's steps, and trainer.devices=2"),
+        (["trainer=ddp"], "replays one device's steps"),
     ],
 )
 def test_cuda_graphs_refuses_what_a_graph_cannot_hold(make_cfg, monkeypatch, overrides, message):

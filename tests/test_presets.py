@@ -49,6 +49,8 @@ TUTORIALS = {
     "fast": (30_134, nn.ReLU, MNIST_NORM),
     # the MXNet LeNet's width (the search's starting point), ReLU
     "search": (431_080, nn.ReLU, MNIST_NORM),
+    # conv 1*24*25+24, 24*32*25+32, fc 32*4*4*256+256, 256*10+10 (tuomaso/train_mnist_fast's size)
+    "gpu": (153_754, nn.ReLU, MNIST_NORM),
 }
 
 
@@ -59,8 +61,10 @@ def compose_preset(name: str, *overrides: str, hydra: bool = False):
 
 
 def tiny(name: str, data_root: Path, *overrides: str):
-    """The preset on the tiny data (240 training rows): counts of held-out rows that the real
-    data affords are cut to 40; fractions stay the preset's own."""
+    """The preset on the tiny data (240 training rows), on the CPU (CUDA graphs off: they need a
+    GPU, tests/test_cuda_graphs.py covers them): counts of held-out rows that the real data
+    affords are cut to 40; fractions stay the preset's own."""
+    overrides = ("cuda_graphs=false", *overrides)
     cfg = compose_preset(name, f"data.root={data_root}", "trainer.accelerator=cpu", *overrides)
     cut = [
         f"data.{key}=40"

@@ -124,7 +124,7 @@ def test_plot_label_histogram_has_one_bar_group_per_split(digits):
     fig = plot_label_histogram({"train": labels, "test": torch.from_numpy(labels[:5])})
     (ax,) = fig.axes
     assert len(ax.patches) == 20
-    assert ax.get_xlabel() == "digit" and ax.get_ylabel() == "count"
+    assert ax.get_xlabel() == "class" and ax.get_ylabel() == "count"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train (n=20)", "test (n=5)"]
     heights = [p.get_height() for p in ax.patches[:10]]
     assert heights == list(np.bincount(labels, minlength=10))
@@ -137,7 +137,7 @@ def test_plot_confusion_matrix_annotates_every_cell():
     fig = plot_confusion_matrix(torch.from_numpy(m))
     (ax,) = image_axes(fig)
     assert len(ax.texts) == 100 and ax.texts[23].get_text() == "23"
-    assert ax.get_xlabel() == "predicted digit" and ax.get_ylabel() == "true digit"
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
     assert title_of(fig)
     assert renders(fig)
 

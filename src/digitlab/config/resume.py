@@ -42,6 +42,9 @@ LOCAL = (
     "trainer.num_nodes",
     "trainer.strategy",
     "trainer.enable_progress_bar",
+    # Where files come from: a stored config never chooses mirrors (nor downloads by itself).
+    "data.source.download",
+    "data.source.mirrors",
 )
 # The run's own unless overridden.
 EXTENDABLE = ("trainer.max_epochs",)
@@ -106,6 +109,10 @@ def resumed_config(
         for key in LOCAL:
             if OmegaConf.select(cfg, key, default="__absent__") != "__absent__":
                 OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+            elif key.startswith("data.source."):  # this command's source has none: neither
+                source = OmegaConf.select(merged, "data.source", default=None)
+                if isinstance(source, DictConfig):
+                    source.pop(key.rsplit(".", 1)[1], None)
         for key, value in changed.items():
             OmegaConf.update(merged, key, value, merge=False)
     return merged

@@ -25,11 +25,18 @@ def class_names(classes: int | Sequence[Any], key: str = "data.classes") -> tupl
     else:
         names = ()
     if not 2 <= len(names) <= MAX_CLASSES or (
-        not isinstance(classes, int) and not all(isinstance(c, str | int) for c in classes)
+        not isinstance(classes, int)
+        and not all(isinstance(c, str | int) and not isinstance(c, bool) for c in classes)
     ):
         raise DigitlabError(
             f"{key}={classes!r} is invalid: give the number of classes (e.g. 10) or the name "
             'of each class by label (e.g. ["0", "1", ..., "9"])'
+        )
+    if any("," in n or "\n" in n or not n.strip() for n in names):
+        odd = next(n for n in names if "," in n or "\n" in n or not n.strip())
+        raise DigitlabError(
+            f"{key} names a class {odd!r}: a name is shown in pictures and written as a CSV "
+            "column, so it needs a character and no comma or line break"
         )
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)

@@ -80,7 +80,7 @@ def load_idx(
         mirrors: base URLs the files are fetched from (None: MNIST's, torchvision's list).
         transpose: the images are stored transposed (EMNIST's files): turn them upright.
     """
-    table = _file_table(files, folder)
+    table = _file_table(files, _check_folder(folder))
     return _load(root, folder, table, mirrors, download, transpose)
 
 
@@ -122,6 +122,17 @@ def _load(
     return DigitData(train_images, train_labels, test_images, test_labels, tuple(paths))
 
 
+def _check_folder(folder: str) -> str:
+    """``folder`` if it stays under the data root (relative, no ``..``), else one line."""
+    parts = str(folder).replace("\\", "/").split("/")
+    if not folder or str(folder).startswith(("/", "~")) or ".." in parts or ":" in parts[0]:
+        raise DigitlabError(
+            f"data.source.folder={folder!r} leaves the data root: give a folder under it, "
+            "e.g. FashionMNIST/raw (point data.root elsewhere to read other folders)"
+        )
+    return str(folder)
+
+
 def _file_table(files: Mapping[str, Sequence[str | None]], folder: str) -> list[tuple[str, str]]:
     """``files`` as ``[(file name, md5 or "")]`` in :data:`IDX_PARTS`' order; one line for a
     table that lacks a part or whose entry is not ``[name, md5]``."""
@@ -134,7 +145,8 @@ def _file_table(files: Mapping[str, Sequence[str | None]], folder: str) -> list[
             or len(entry) != 2
             or not isinstance(entry[0], str)
             or not entry[0]
-            or "/" in entry[0]
+            or any(c in entry[0] for c in "/\\")
+            or entry[0] in (".", "..")
         ):
             raise DigitlabError(
                 f"data.source.files.{part}={entry!r} is invalid: give [file name, md5] (md5 "

@@ -153,6 +153,7 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     """(what decides the member's held-out rows, a function that cuts them): its data source,
     once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
     the cut needs."""
+    from digitlab.config.signatures import argument_names
     from digitlab.config.targets import build
     from digitlab.data.classes import run_classes
     from digitlab.data.datamodule import DigitDataModule
@@ -165,12 +166,14 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
             "its held-out rows cannot be cut again: pass a data set with --data instead"
         )
     source = dict(source)
-    source.pop("root", None)  # a run stored before the data module passed its root to the source
-    root = str(root) if root is not None else data.get("root")
+    # A run stored before the data module passed its root to the source kept it in the source.
+    stored_root = source.pop("root", None)
+    root = str(root) if root is not None else data.get("root", stored_root)
+    source.pop("_partial_", None)
     # A saved config is data: it reads the files it names, but never downloads into a folder
-    # of its choosing, from mirrors of its choosing.
+    # of its choosing, from mirrors of its choosing (download off whether it says so or not).
     source.pop("mirrors", None)
-    if "download" in source:
+    if "download" in (argument_names(str(source.get("_target_", ""))) or ("download",)):
         source["download"] = False
     source_name = f"{name}'s run config"
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]

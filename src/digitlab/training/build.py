@@ -122,14 +122,22 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
     run's seed and the model's input size; ``loaded``: the data set already read (the command
     line reads it before importing torch), used instead of reading the files again."""
     node = OmegaConf.to_container(cfg.data, resolve=True)
-    # A run stored before the data node named its class is resumed with the class it trained with.
+    # A run stored before the data node named its class is resumed with the class it trained
+    # with, its readers called by the data module with this command's root.
     node.setdefault("_target_", "digitlab.data.datamodule.DigitDataModule")
+    trusted = trusted_targets(cfg)
+    for key, kind in NESTED_KINDS.items():
+        if isinstance(node.get(key), dict):
+            check_kind(node[key], kind, trusted, f"data.{key}.")
+            if kind == "data source":
+                node[key] = {**node[key], "_partial_": True}
+                node[key].pop("root", None)
     given: dict[str, Any] = dict(seed=cfg.seed, resize=cfg.model.get("input_size", 28))
     if loaded is not None:
         node["source"] = None
         given["source"] = lambda **_: loaded
     try:
-        return build(node, "data module", trusted_targets(cfg), path="data.", **given)
+        return build(node, "data module", trusted, path="data.", **given)
     except InstantiationException as e:
         cause = e.__cause__ or e
         if isinstance(cause, DigitlabError):
@@ -137,6 +145,24 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         raise DigitlabError(
             f"cannot build the data module: {str(cause).splitlines()[0]} "
             "(fix or remove the data.* override; conf/data/ lists the keys)"
+        ) from None
+
+
+# What each built argument of the data module must be (the data node's own _target_ aside).
+NESTED_KINDS = {"source": "data source", "predict": "data source", "augment": "augmentation"}
+
+
+def check_kind(node: Any, kind: str, trusted: Sequence[str], path: str) -> None:
+    """``node``'s ``_target_`` must be ``kind``, as :func:`digitlab.config.targets.build` says
+    of a top-level one; one line otherwise."""
+    from digitlab.config.targets import Refused, check_resolved
+
+    try:
+        check_resolved(node, kind, trusted, path=path)
+    except Refused as e:
+        raise DigitlabError(
+            f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "
+            "your own module with trusted_targets=[mypkg])"
         ) from None
 
 
@@ -210,12 +236,17 @@ def class_count(model: Any, classes: tuple[str, ...]) -> dict[str, int]:
 
 
 def check_output_width(net: torch.nn.Module, classes: tuple[str, ...], side: int) -> None:
-    """The network's logits must be one per class: one image through it says (milliseconds)."""
+    """The network's logits must be one per class: one image through it says (milliseconds).
+    In eval mode, under a forked random state: batch-norm statistics, dropout draws and the
+    seeded run stay exactly as if it had not run."""
+    was_training = net.training
     try:
-        with torch.no_grad():
-            width = net(torch.zeros(1, 1, side, side)).shape[-1]
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            width = net.eval()(torch.zeros(1, 1, side, side)).shape[-1]
     except Exception:  # the fit reports a network that cannot run, with its own message
         return
+    finally:
+        net.train(was_training)
     if width != len(classes):
         raise DigitlabError(
             f"the network gives {width} outputs but the data set has {len(classes)} classes "

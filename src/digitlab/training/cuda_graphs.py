@@ -46,6 +46,14 @@ def check_cuda_graphs(cfg: DictConfig) -> None:
     """Refuse, in one line with the fix, a ``cuda_graphs: true`` config that cannot be captured."""
     if not cfg.get("cuda_graphs", False):
         return
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    one = devices in (1, "1") or (not isinstance(devices, str | int) and len(devices) == 1)
+    if not one or nodes not in (None, 1) or "ddp" in str(cfg.trainer.get("strategy", "")):
+        raise DigitlabError(
+            f"cuda_graphs=true replays one device's steps, and trainer.devices={devices}, "
+            f"num_nodes={nodes}, strategy={cfg.trainer.get('strategy')} spread them: use "
+            "trainer.devices=1 without ddp, or cuda_graphs=false"
+        )
     accelerator = cfg.trainer.accelerator
     if accelerator == "cpu" or not torch.cuda.is_available():
         where = (
