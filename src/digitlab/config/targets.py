@@ -172,6 +172,12 @@ KINDS: dict[str, Callable[[], list[Any]]] = {
 }
 
 
+# What the arguments of a built kind must be, by key: a data module's readers and augmentation.
+NESTED: dict[str, dict[str, str]] = {
+    "data module": {"source": "data source", "predict": "data source", "augment": "augmentation"},
+}
+
+
 @functools.cache
 def registry(kind: str) -> tuple[Any, ...]:
     """The callables of one kind that configs may name (imports what defines them)."""
@@ -238,7 +244,9 @@ def check_resolved(
 ) -> None:
     """Check every ``_target_`` in ``node`` (a config node of ``kind``) by what it resolves to.
 
-    The top-level target must be of ``kind``; nested ones (a trusted config's) of any kind. An
+    The top-level target must be of ``kind``; a nested one of the kind :data:`NESTED` names for
+    its key (a data module's ``source`` is a data source), other nested ones (a trusted
+    config's) of any kind. An
     ``untrusted`` node (from a checkpoint, a model or a store) may hold no nested target, and
     only plain values without interpolations as arguments. Raises :class:`Refused`.
     """
@@ -251,7 +259,9 @@ def check_resolved(
                 trust_helps=False,
             )
         try:
-            resolve(target, (kind,) if not where else tuple(KINDS), trusted)
+            own = NESTED.get(kind, {}).get(where.removesuffix("."))
+            kinds = (kind,) if not where else (own,) if own else tuple(KINDS)
+            resolve(target, kinds, trusted)
         except Refused as e:
             raise Refused(f"{path}{where}{e.key}", e.reason) from None
     if untrusted and (found := _interpolation(node)):
