@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import digitlab
-from digitlab.config.targets import KINDS, Refused, build, registry, resolve
+from digitlab.config.targets import KINDS, Refused, registry, resolve
 from digitlab.errors import DigitlabError
 
 # Modules whose import does more than define things (the command line's entry point).
@@ -117,24 +117,15 @@ def test_a_users_trusted_package_allows_only_what_it_defines(tmp_path, monkeypat
 
 def test_a_saved_network_takes_plain_values_only():
     """A checkpoint's model config: one target, no nested call, no interpolation."""
-    with pytest.raises(DigitlabError, match="is nested code inside a saved network"):
-        build(
-            {"_target_": "digitlab.models.MLP", "hidden": {"_target_": "digitlab.models.MLP"}},
-            "network",
-            untrusted=True,
-            source="checkpoint x",
-        )
-    with pytest.raises(DigitlabError, match=r"model.hidden holds an interpolation"):
-        build(
-            {"_target_": "digitlab.models.MLP", "hidden": "${oc.env:HOME}"},
-            "network",
-            untrusted=True,
-            source="checkpoint x",
-            path="model.",
-        )
-    assert (
-        type(
-            build({"_target_": "digitlab.models.MLP", "hidden": [8]}, "network", untrusted=True)
-        ).__name__
-        == "MLP"
-    )
+    from digitlab.config.spec import read_run
+    from digitlab.training.checkpoints import build_network
+
+    recipe = {"data": {"scale": 255.0, "mean": 0.0, "std": 1.0}}
+    nested = {"_target_": "digitlab.models.MLP", "hidden": {"_target_": "digitlab.models.MLP"}}
+    with pytest.raises(DigitlabError, match=r"model.hidden=.* not a mapping \(nested code"):
+        read_run({**recipe, "model": nested}, "checkpoint x")
+    interpolated = {"_target_": "digitlab.models.MLP", "hidden": "${oc.env:HOME}"}
+    with pytest.raises(DigitlabError, match=r"model.hidden=.* not an interpolation"):
+        read_run({**recipe, "model": interpolated}, "checkpoint x")
+    plain = read_run({**recipe, "model": {"_target_": "digitlab.models.MLP", "hidden": [8]}}, "x")
+    assert type(build_network(plain.model)).__name__ == "MLP"

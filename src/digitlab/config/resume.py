@@ -11,8 +11,11 @@ checkpoint's saved one) is the base, and the command's overrides are sorted in t
 - everything else decides what is trained (model, data, optimizer, seed, ...): an override that
   differs from the stored value is refused in one line.
 
-The stored config comes from a store or a file, so it is data: its ``trusted_targets`` is never
-read (this command's is), and what its ``_target_``s name is checked when built, as always.
+The stored config comes from a store or a file, so it is data: it is parsed into the run schema
+(:func:`digitlab.config.spec.read_run`: the recipe's keys only, plain values, no ``${...}``,
+bounded sizes) before anything else reads it; its data root, mirrors, downloads and
+``trusted_targets`` are never read (this command's are), and what its ``_target_``s name is
+checked when built, against this command's trust, as always.
 No torch here for a run id: the command line calls this before importing it.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from digitlab.config.spec import read_run
 from digitlab.errors import DigitlabError
 
 # Taken from this command: where and how this process trains, not what.
@@ -152,17 +156,24 @@ def _check_schedule(stored: Mapping[str, Any], changed: Mapping[str, Any], targe
     )
 
 
+# A run's config.yaml is a few kB; a larger one in a store is not digitlab's.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
-    """The config run ``target`` was trained with: its ``config.yaml`` in the store for a run
-    id, the checkpoint's saved config for a ``.ckpt`` path; None when there is none (a run or
-    file of an earlier version, or an unknown target, which ``resume=`` itself reports)."""
+    """The recipe run ``target`` was trained with, parsed by
+    :func:`digitlab.config.spec.read_run` (plain values only, nothing resolved): its
+    ``config.yaml`` in the store for a run id, the checkpoint's saved config for a ``.ckpt``
+    path; None when there is none (a run or file of an earlier version, or an unknown target,
+    which ``resume=`` itself reports)."""
     path = Path(str(target)).expanduser()
     if path.is_file() or path.suffix == ".ckpt":
         if not path.is_file():
             return None
-        from digitlab.training.checkpoints import checkpoint_config, load_checkpoint
+        from digitlab.training.checkpoints import load_checkpoint, stored_recipe
 
-        return checkpoint_config(load_checkpoint(path))
+        recipe = stored_recipe(load_checkpoint(path))
+        return None if recipe is None else read_run(recipe, f"checkpoint {path}").config()
     import yaml
     from mlflow.exceptions import MlflowException
 
@@ -174,7 +185,13 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
     before = os.environ.get(bar)
     os.environ[bar] = "false"
     try:
-        text = Path(client.download_artifacts(str(target), "config.yaml")).read_text()
+        file = Path(client.download_artifacts(str(target), "config.yaml"))
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise DigitlabError(
+                f"run {target}'s config.yaml is larger than {MAX_CONFIG_BYTES // 1024} kB, which "
+                "digitlab never writes: refused, nothing was run"
+            )
+        text = file.read_text(encoding="utf-8", errors="replace")
     except (MlflowException, OSError):
         return None
     finally:
@@ -182,8 +199,14 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
             os.environ.pop(bar, None)
         else:
             os.environ[bar] = before
-    config = yaml.safe_load(text)
-    return config if isinstance(config, dict) else None
+    try:
+        recipe = yaml.safe_load(text)
+    except Exception:  # yaml.YAMLError, or a RecursionError for absurd nesting
+        raise DigitlabError(
+            f"run {target}'s config.yaml is not readable YAML: refused, nothing was run; resume "
+            "from a .ckpt file instead"
+        ) from None
+    return read_run(recipe, f"run {target}'s config.yaml").config()
 
 
 def config_to_resume(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -9,9 +9,10 @@ in a module the user trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). No
 before the name has passed a text check (a dotted path of public names under an allowed
 package), so a refused name never imports anything.
 
-Configs from an untrusted source (a checkpoint's or a model's saved recipe, a run config read
-from a store) get :func:`build` with ``untrusted=True``: one ``_target_`` at the top, arguments
-that are plain values, no interpolations; their own ``trusted_targets`` are never read.
+:func:`build` is for the command's own composed config. State read back (a checkpoint's or a
+model's saved recipe, a run config in a store) never comes here as it is: it is parsed into
+the run schema first (:func:`digitlab.config.spec.read_run`), which keeps plain values only,
+and its one network name is looked up with :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -239,37 +240,21 @@ def _describe(obj: Any) -> str:
         return f"an object of type {type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def check_resolved(
-    node: Any, kind: str, trusted: Iterable[str] = (), *, untrusted: bool = False, path: str = ""
-) -> None:
+def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, path: str = "") -> None:
     """Check every ``_target_`` in ``node`` (a config node of ``kind``) by what it resolves to.
 
     The top-level target must be of ``kind``; a nested one of the kind :data:`NESTED` names for
     its key (a data module's ``source`` is a data source), other nested ones (a trusted
-    config's) of any kind. An
-    ``untrusted`` node (from a checkpoint, a model or a store) may hold no nested target, and
-    only plain values without interpolations as arguments. Raises :class:`Refused`.
+    config's) of any kind. Raises :class:`Refused`.
     """
     trusted = tuple(trusted)
     for where, target in _targets(node):
-        if untrusted and where:
-            raise Refused(
-                f"{path}{where}_target_={target}",
-                f"is nested code inside a saved {kind}, which takes plain values only",
-                trust_helps=False,
-            )
         try:
             own = NESTED.get(kind, {}).get(where.removesuffix("."))
             kinds = (kind,) if not where else (own,) if own else tuple(KINDS)
             resolve(target, kinds, trusted)
         except Refused as e:
             raise Refused(f"{path}{where}{e.key}", e.reason) from None
-    if untrusted and (found := _interpolation(node)):
-        raise Refused(
-            f"{path}{found}",
-            f"holds an interpolation (${{...}}), where a saved {kind} takes plain values only",
-            trust_helps=False,
-        )
 
 
 def _interpolation(node: Any, path: str = "") -> str | None:
@@ -290,22 +275,12 @@ def _interpolation(node: Any, path: str = "") -> str | None:
 
 
 def build(
-    node: Any,
-    kind: str,
-    trusted: Iterable[str] = (),
-    *,
-    untrusted: bool = False,
-    path: str = "",
-    origin: str = "",
-    **kwargs: Any,
+    node: Any, kind: str, trusted: Iterable[str] = (), *, path: str = "", **kwargs: Any
 ) -> Any:
-    """``hydra.utils.instantiate(node, **kwargs)`` once :func:`check_resolved` passes; the
-    checked plain copy is what gets instantiated, so nothing can change in between.
-
-    A refusal is one DigitlabError: for an ``untrusted`` node, naming its ``origin`` (e.g.
-    ``checkpoint best.ckpt``) and saying that nothing was run; for the user's own config, how
-    to pick an option or trust a module instead.
-    """
+    """``hydra.utils.instantiate(node, **kwargs)`` of the command's own config node once
+    :func:`check_resolved` passes; the checked plain copy is what gets instantiated, so
+    nothing can change in between. A refusal is one DigitlabError saying how to pick an option
+    or trust a module instead."""
     from hydra.utils import instantiate
 
     if isinstance(node, DictConfig | ListConfig):
@@ -313,27 +288,16 @@ def build(
     elif isinstance(node, Mapping):
         node = dict(node)
     try:
-        check_resolved(node, kind, trusted, untrusted=untrusted, path=path)
-        if not untrusted and (found := _interpolation(node)):  # resolved: a literal "${" left
+        check_resolved(node, kind, trusted, path=path)
+        if found := _interpolation(node):  # resolved: a literal "${" left
             raise Refused(
                 f"{path}{found}",
                 "holds an interpolation after resolving: escape nothing there",
                 trust_helps=False,
             )
     except Refused as e:
-        if not untrusted:
-            raise DigitlabError(
-                f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "
-                "your own module with trusted_targets=[mypkg])"
-            ) from None
-        if not e.trust_helps:
-            raise DigitlabError(
-                f"{origin or 'a saved config'}: {e.key} {e.reason}: refused, nothing was run"
-            ) from None
         raise DigitlabError(
-            f"{origin or 'a saved config'} names {e.key}, which is not trusted code (it "
-            f"{e.reason}): refused, nothing was run. If you wrote that module, trust it: --trust "
-            "MODULE (digitlab-predict, digitlab-serve), trust=[MODULE] (digitlab.load) or "
-            "trusted_targets=[MODULE]"
+            f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "
+            "your own module with trusted_targets=[mypkg])"
         ) from None
     return instantiate(node, **kwargs)

@@ -19,9 +19,10 @@ MAX_CLASSES = 10_000
 def class_names(classes: int | Sequence[Any], key: str = "data.classes") -> tuple[str, ...]:
     """The name of each class, by label: ``10`` -> ("0", ..., "9"); a list of names as given."""
     if isinstance(classes, int) and not isinstance(classes, bool):
-        names = tuple(str(c) for c in range(classes))
+        # Bounded before the names are made: a count of 10**12 would take all memory first.
+        names = tuple(str(c) for c in range(min(max(classes, 0), MAX_CLASSES + 1)))
     elif isinstance(classes, Sequence) and not isinstance(classes, str | bytes):
-        names = tuple(str(c) for c in classes)
+        names = tuple(str(c)[:64] for c in classes[: MAX_CLASSES + 1])
     else:
         names = ()
     if not 2 <= len(names) <= MAX_CLASSES or (

@@ -18,12 +18,12 @@ def data_sets() -> list[str]:
     return config_groups(CONF_DIR)["data"]
 
 
-def load_images(data: str, root: Path | None, run_root: str | None = None) -> tuple[Any, Any]:
+def load_images(data: str, root: Path | None) -> tuple[Any, Any]:
     """uint8 images (N, 28, 28) and int64 labels (None when the set has none).
 
     ``data`` names a ``conf/data`` option, a ``.csv`` in Kaggle's layout, or pictures of digits
-    (:func:`picture_files`). The data root is ``root``, else ``$DIGITLAB_DATA``, else the run's
-    own ``data.root`` (``run_root``).
+    (:func:`picture_files`). The data root is this command's: ``root`` (``--root``), else the
+    data set's default (``$DIGITLAB_DATA``, else the project's ``data/``), never a run's.
     """
     from digitlab.data.kaggle import read_kaggle_csv
     from digitlab.data.sources import read_data
@@ -46,7 +46,6 @@ def load_images(data: str, root: Path | None, run_root: str | None = None) -> tu
             "holdout (the rows the runs held out), a .csv file in Kaggle's layout, nor pictures "
             "(a .png/.jpg file, a folder of them or a glob such as 'digits/*.png')"
         )
-    root = root or (None if os.environ.get("DIGITLAB_DATA") else run_root)
     node = data_config(data, root)
     loaded = read_data(node, which="predict" if node.get("predict") else "source")
     if loaded.test_images is not None:
@@ -112,7 +111,7 @@ def images_for(
     by :func:`load_images`."""
     if data == HOLDOUT:
         return holdout_images(members, root, trusted)
-    return load_images(data, root, members[0][1]["data"].get("root"))
+    return load_images(data, root)
 
 
 # The data keys that decide which rows a run held out, besides its source and split seed.
@@ -127,8 +126,8 @@ def holdout_images(
     training cut it: for Kaggle's train.csv with ``data.test_size``, rows no member trained on
     (without it, the validation rows that picked each member's best epoch). Every member must
     have held out the same rows, or the ensemble's accuracy would mix rows some members trained
-    on. The files are those under ``root`` (``--root``), else each run's own ``data.root``:
-    not ``$DIGITLAB_DATA``, a default for new runs that may name other files."""
+    on. The files are this command's: those under ``root`` (``--root``), else under the data
+    sets' default root (``$DIGITLAB_DATA``, else the project's ``data/``), never downloaded."""
     import torch
 
     splits: dict[str, tuple[Any, Any]] = {}
@@ -150,12 +149,11 @@ def holdout_images(
 
 
 def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[str, ...]):
-    """(what decides the member's held-out rows, a function that cuts them): its data source,
-    once it passes the allow-list, with ``root`` put in; one line for a config that lacks what
-    the cut needs."""
-    from digitlab.config.signatures import argument_names
+    """(what decides the member's held-out rows, a function that cuts them): its data source
+    (a parsed recipe: which reader and files, no place), read from this command's ``root``
+    without downloading; one line for a config that lacks what the cut needs."""
     from digitlab.config.targets import build
-    from digitlab.data.classes import run_classes
+    from digitlab.data.classes import class_names
     from digitlab.data.datamodule import DigitDataModule
 
     data = config.get("data") if isinstance(config, Mapping) else None
@@ -165,34 +163,19 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
             f"--data holdout: {name}'s run config lacks data.source, data.val_size or seed, so "
             "its held-out rows cannot be cut again: pass a data set with --data instead"
         )
-    source = dict(source)
-    # A run stored before the data module passed its root to the source kept it in the source.
-    stored_root = source.pop("root", None)
-    root = str(root) if root is not None else data.get("root", stored_root)
-    source.pop("_partial_", None)
-    # A saved config is data: it reads the files it names, but never downloads into a folder
-    # of its choosing, from mirrors of its choosing (download off whether it says so or not).
-    source.pop("mirrors", None)
-    if "download" in (argument_names(str(source.get("_target_", ""))) or ("download",)):
+    source = {k: v for k, v in source.items() if k != "_partial_"}
+    root = str(root) if root is not None else default_data_root()
+    if "download" in _parameters(source["_target_"], trusted):  # a holdout never downloads
         source["download"] = False
-    source_name = f"{name}'s run config"
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
     recipe = repr((sorted(source.items()), root, *(data.get(k) for k in SPLIT_KEYS), split_seed))
 
     def cut() -> tuple[Any, Any]:
         try:
             datamodule = DigitDataModule(
-                source=build(
-                    source,
-                    "data source",
-                    trusted,
-                    untrusted=True,
-                    path="data.source.",
-                    origin=source_name,
-                    _partial_=True,
-                ),
+                source=build(source, "data source", trusted, path="data.source.", _partial_=True),
                 root=root,
-                classes=run_classes(config),
+                classes=class_names(data.get("classes", 10)),
                 val_size=data["val_size"],
                 test_size=data.get("test_size"),
                 seed=config["seed"],
@@ -207,13 +190,34 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     return recipe, cut
 
 
+def _parameters(target: str, trusted: tuple[str, ...]) -> tuple[str, ...]:
+    """The argument names of the data source ``target`` names, once it passes the allow-list."""
+    import inspect
+
+    from digitlab.config.targets import resolve
+
+    return tuple(inspect.signature(resolve(target, ("data source",), trusted)).parameters)
+
+
+def default_data_root() -> str:
+    """The data root a command uses when it is given none: ``$DIGITLAB_DATA``, else the
+    project's ``data/`` (what conf/data/*.yaml's ``root`` resolves to)."""
+    from digitlab.config import project_root
+
+    return os.environ.get("DIGITLAB_DATA") or str(project_root() / "data")
+
+
 def data_config(name: str, root: Path | str | None) -> Any:
-    """``conf/data/<name>.yaml``'s node, composed as training composes it."""
+    """``conf/data/<name>.yaml``'s node, composed as training composes it, with ``root`` (when
+    given) as its data root: set on the composed node, never spliced into override text."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from digitlab.config import CONF_DIR, register_resolvers
 
     register_resolvers()
-    overrides = [f"data={name}", *([f"data.root={root}"] if root else [])]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides).data
+        node = compose("config", overrides=[f"data={name}"]).data
+    if root:
+        OmegaConf.update(node, "root", str(root), merge=False)
+    return node

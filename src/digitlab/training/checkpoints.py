@@ -9,15 +9,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from digitlab.data.classes import run_classes
+from digitlab.config.spec import NetworkSpec, read_run
 from digitlab.errors import DigitlabError
 from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, RUN_ID_KEY
+
+# A checkpoint larger than this is refused before it is read: a digit network and its
+# optimizer state are a few MB (LeNet with Adam: 5 MB), and the bound keeps a crafted file's
+# tensors from taking the machine's memory.
+MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
+# Weights a network built from a stored recipe may have (counted on the meta device, before any
+# memory is taken): 20 M is 80 MB of float32, fifty times LeNet-5's widest preset.
+MAX_PARAMETERS = 20_000_000
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file that is not torch's zip format, or whose members inflate beyond
+    MAX_CHECKPOINT_BYTES, before ``torch.load`` allocates anything (``torch.save`` stores its
+    members uncompressed, so a compressed member is a crafted file)."""
+    import zipfile
+
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise DigitlabError(
+            f"{path} is {path.stat().st_size // 2**20} MB, more than a digitlab checkpoint's "
+            f"{MAX_CHECKPOINT_BYTES // 2**20} MB: refused, nothing was read; use a .ckpt file "
+            "written by digitlab training"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise DigitlabError(
+            f"{path} is not a readable checkpoint: it is not in torch's zip format (corrupt, "
+            "truncated or foreign); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
+        ) from None
+    inflated = sum(m.file_size for m in members)
+    if inflated > MAX_CHECKPOINT_BYTES or any(
+        m.compress_type != zipfile.ZIP_STORED for m in members
+    ):
+        raise DigitlabError(
+            f"{path} holds compressed or oversized members ({inflated // 2**20} MB inflated), "
+            "which torch.save never writes: refused, nothing was read; use a .ckpt file written "
+            "by digitlab training"
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict at ``path``, read on the CPU with ``torch.load(weights_only=True)``.
 
-    Never unpickles code: a file holding anything but tensors and plain values is refused.
+    Never unpickles code: a file holding anything but tensors and plain values is refused; so
+    is one whose size or inflated members exceed MAX_CHECKPOINT_BYTES, before it is read.
     Raises DigitlabError, in one line, for a missing, corrupt, truncated or foreign file.
     """
     import torch
@@ -25,11 +65,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
+    _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage errors
+    except Exception as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage
         if "Unsupported global" in str(e):  # a pickled class or function, not corrupt bytes
             raise DigitlabError(
                 f"{path} holds Python objects, not only tensors and plain values; refused for "
@@ -49,8 +88,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def net_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The network's own weights: a LightningModule state_dict's ``net.*`` entries, unprefixed."""
-    if any(k.startswith("net.") for k in state_dict):
-        return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
+    if any(isinstance(k, str) and k.startswith("net.") for k in state_dict):
+        return {
+            k.removeprefix("net."): v
+            for k, v in state_dict.items()
+            if isinstance(k, str) and k.startswith("net.")
+        }
     return dict(state_dict)
 
 
@@ -60,9 +103,23 @@ def load_net_weights(
     """Load ``state_dict`` (a module's or a network's) into ``net``, strictly.
 
     Raises DigitlabError naming the first mismatch when the checkpoint was written for another
-    architecture (other layer sizes, other layers), instead of PyTorch's multi-line report.
+    architecture (other layer sizes, other layers) or holds something other than named tensors,
+    instead of PyTorch's multi-line report.
     """
+    import torch
+
     weights = net_state_dict(state_dict)
+    tensors = torch.Tensor
+    odd = next(
+        (k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, tensors)),
+        None,
+    )
+    if odd is not None:
+        kind = type(weights[odd]).__name__
+        raise DigitlabError(
+            f"{source} holds {kind} under the weight name {str(odd)[:60]!r}, where a checkpoint "
+            "holds tensors named by layer: refused; use a .ckpt file written by digitlab training"
+        )
     own = net.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
@@ -76,7 +133,7 @@ def load_net_weights(
                 f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             )
         else:
-            detail = f"it has extra {unexpected[0]}"
+            detail = f"it has extra {str(unexpected[0])[:60]}"
         raise DigitlabError(
             f"{source} holds weights of another architecture than the {type(net).__name__} "
             f"configured ({detail}): use the model config it was trained with (the run's "
@@ -85,41 +142,60 @@ def load_net_weights(
     net.load_state_dict(weights)
 
 
-def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The resolved run config saved in a digitlab checkpoint (the recipe to rebuild its net)."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    config = hparams.get("config") if isinstance(hparams, Mapping) else None
-    return dict(config) if isinstance(config, Mapping) else None
+def stored_recipe(checkpoint: Mapping[str, Any]) -> Any:
+    """The run config saved in a digitlab checkpoint (``hyper_parameters.config``), as stored:
+    read it with :func:`digitlab.config.spec.read_run`, never directly."""
+    hparams = checkpoint.get("hyper_parameters")
+    return hparams.get("config") if isinstance(hparams, Mapping) else None
 
 
 def build_network(
-    model: Mapping[str, Any],
-    trusted: Iterable[str] = (),
-    source: Any = "config",
-    num_classes: int = 10,
+    model: NetworkSpec, trusted: Iterable[str] = (), source: Any = "config", num_classes: int = 10
 ):
-    """The network ``model`` (a saved ``model`` config node, untrusted) describes, with
-    ``num_classes`` outputs, once its one ``_target_`` resolves to a network digitlab builds (or
-    one defined in a ``trusted`` package) and its arguments are plain values
-    (:func:`digitlab.config.targets.build`)."""
-    from hydra.errors import InstantiationException
+    """The network ``model`` (a parsed recipe) describes, with ``num_classes`` outputs: its one
+    name looked up among digitlab's networks (or a class defined in a ``trusted`` package of
+    this command) and called with its plain arguments, first on the meta device, so that a
+    recipe asking for more than MAX_PARAMETERS weights is refused before memory is taken."""
+    import inspect
 
-    from digitlab.config.signatures import argument_names
-    from digitlab.config.targets import build
+    import torch
+
+    from digitlab.config.targets import Refused, resolve
 
     try:
-        takes = argument_names(str(model.get("_target_", "")))
-        width = {"num_classes": num_classes} if takes is None or "num_classes" in takes else {}
-        return build(
-            {**model, **width},
-            "network",
-            trusted,
-            untrusted=True,
-            path="model.",
-            origin=str(source),
+        network = resolve(model.target, ("network",), trusted)
+    except Refused as e:
+        hint = (
+            ". If you wrote that module, trust it: --trust MODULE (digitlab-predict, "
+            "digitlab-serve), trust=[MODULE] (digitlab.load) or trusted_targets=[MODULE]"
+            if e.trust_helps
+            else ""
         )
-    except (InstantiationException, TypeError, ValueError) as e:
-        first = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+        raise DigitlabError(
+            f"{source} names model.{e.key}, which is not trusted code (it {e.reason}): refused, "
+            f"nothing was run{hint}"
+        ) from None
+    arguments = model.node()
+    arguments.pop("_target_")
+    try:
+        takes = inspect.signature(network).parameters
+    except (TypeError, ValueError):
+        takes = {}
+    if "num_classes" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+        arguments["num_classes"] = num_classes
+    try:
+        with torch.device("meta"):
+            weights = sum(p.numel() for p in network(**arguments).parameters())
+        if weights > MAX_PARAMETERS:
+            raise DigitlabError(
+                f"{source}: its model config asks for {weights:,} weights, more than "
+                f"{MAX_PARAMETERS:,}: refused, nothing was built; use another checkpoint"
+            )
+        return network(**arguments)
+    except DigitlabError:
+        raise
+    except Exception as e:  # a network's own checks: TypeError, ValueError, RuntimeError...
+        first = str(e).strip().splitlines() or [type(e).__name__]
         raise DigitlabError(
             f"{source}: its model config does not build a network ({first[0][:200]}): the "
             "checkpoint is damaged or was edited; retrain, or use another checkpoint"
@@ -130,7 +206,7 @@ def network_from_checkpoint(
     path: str | Path, trusted: Iterable[str] = ()
 ) -> tuple[Any, dict[str, Any]]:
     """The network of a digitlab checkpoint, its weights loaded strictly, in eval mode, and the
-    run config it was built from.
+    recipe it was built from (:meth:`RunSpec.config`: plain values only).
 
     Args:
         path: a ``.ckpt`` written by digitlab training.
@@ -138,16 +214,16 @@ def network_from_checkpoint(
             checkpoint's).
     """
     checkpoint = load_checkpoint(path)
-    config = checkpoint_config(checkpoint)
-    if config is None or not isinstance(config.get("model"), Mapping):
+    recipe = stored_recipe(checkpoint)
+    if recipe is None:
         raise DigitlabError(
             f"{path} holds no digitlab run config (hyper_parameters.config): "
             "pass a checkpoint written by digitlab training"
         )
-    classes = run_classes(config)
-    net = build_network(config["model"], trusted, f"checkpoint {path}", len(classes))
+    spec = read_run(recipe, f"checkpoint {path}")
+    net = build_network(spec.model, trusted, f"checkpoint {path}", len(spec.classes))
     load_net_weights(net, checkpoint["state_dict"], path)
-    return net.eval(), config
+    return net.eval(), spec.config()
 
 
 @dataclass

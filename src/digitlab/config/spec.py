@@ -1,0 +1,498 @@
+"""What a run is, as data: the one schema of the recipe a run trains (network, data set,
+optimizer, scheduler, the trainer's numbers, seed), and the one way stored state is read back.
+
+Pydantic models, not Hydra structured configs: a run's recipe has to be checked in two places,
+the composed config before anything is imported and the state read back from a checkpoint, an
+MLflow model or a store, which never goes through Hydra (nothing read back may be resolved or
+instantiated). Pydantic checks plain dicts as they come (required keys, unknown keys, nesting,
+per-key rules) and hands back plain values; a structured config would need OmegaConf, which
+resolves ``${...}``.
+
+- :func:`read_run` is how every checkpoint, MLflow model, store ``config.yaml`` and ``resume=``
+  is read: the recipe's keys only (where and how a command runs comes from that command), every
+  value plain (numbers, booleans, short strings, short lists; no ``${...}``, no nested code),
+  every size bounded, before anything is allocated. The result is a :class:`RunSpec`.
+- :func:`check_run` checks a composed config with the same rules, so a typo on the command line,
+  a range and a crafted file meet one mechanism and one kind of message.
+
+No torch here: the command line checks configs before importing it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from digitlab.data.classes import MAX_CLASSES, class_names
+from digitlab.errors import DigitlabError
+
+# A code name: a public dotted path (no "_private" or "__dunder__" step).
+TARGET = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
+# An argument name of a network, optimizer, scheduler, augmentation or data source.
+ARGUMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# numpy's and torch's generators take unsigned 32-bit seeds; outside, seeding raises mid-start.
+SEED_MAX = 2**32 - 1
+# Bounds on what a recipe may ask for, checked before anything is allocated: digit networks
+# are far below each (LeNet: 2 conv blocks, 431 080 weights), and a stored recipe asking for
+# more is refused rather than built.
+MAX_WIDTH = 65_536  # units in a layer, filters in a conv block
+MAX_LAYERS = 64  # entries of a list (layer widths, betas, milestones)
+MAX_ARGUMENTS = 32  # arguments of one built object
+MAX_TEXT = 256  # characters of a string value
+MAX_BATCH = 1_000_000
+MAX_STEPS_PER_CALL = 10_000
+MAX_EPOCHS = 100_000
+MAX_INTEGER = 2**53  # beyond this a JSON/YAML number stops being exact
+
+
+class Rule:
+    """One key's rule: a test and what the value must be (the message's second half)."""
+
+    def __init__(self, test: Callable[[Any], bool], wanted: str) -> None:
+        self.test, self.wanted = test, wanted
+
+    def __call__(self, value: Any) -> Any:
+        if not self.test(value):
+            raise ValueError(f"it must be {self.wanted}")
+        return value
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_seed(value: Any) -> bool:
+    return whole(value) and 0 <= value <= SEED_MAX
+
+
+def widths(value: Any) -> bool:
+    """Layer widths: a list of integers in 1..MAX_WIDTH (a 0-wide layer builds, and trains
+    nothing)."""
+    return (
+        isinstance(value, list | tuple)
+        and len(value) <= MAX_LAYERS
+        and all(whole(v) and 1 <= v <= MAX_WIDTH for v in value)
+    )
+
+
+def holdout(value: Any) -> bool:
+    return (whole(value) and 1 <= value <= MAX_INTEGER) or (
+        isinstance(value, float) and 0 < value < 1
+    )
+
+
+def checked(test: Callable[[Any], bool], wanted: str) -> Any:
+    """A field type: any value that passes ``test``, else "it must be <wanted>"."""
+    return Annotated[Any, BeforeValidator(Rule(test, wanted))]
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """``value`` if it is a plain value a recipe may hold: a bounded number, a boolean, a short
+    string without ``${`` (nothing read back is resolved), null, or a short list of those."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_INTEGER:
+            raise ValueError(f"it must be a number of at most {MAX_INTEGER} in size")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("it must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"it must be a text of at most {MAX_TEXT} characters")
+        if "${" in value:
+            raise ValueError("it must be a plain value, not an interpolation (${...})")
+        return value
+    if isinstance(value, list | tuple) and depth == 0:
+        if len(value) > MAX_LAYERS:
+            raise ValueError(f"it must be a list of at most {MAX_LAYERS} values")
+        return [plain(v, 1) for v in value]
+    raise ValueError(
+        "it must be a plain value (a number, true/false, a text, or a list of those), not "
+        f"{'a nested list' if isinstance(value, list | tuple) else _kind(value)}"
+    )
+
+
+def _kind(value: Any) -> str:
+    return (
+        "a mapping (nested code or config)" if isinstance(value, Mapping) else type(value).__name__
+    )
+
+
+def _classes(value: Any) -> Any:
+    try:
+        class_names(value)
+    except DigitlabError as e:  # its message names the key; the reason follows it
+        text = str(e)
+        if " is invalid: " in text:
+            raise ValueError(
+                f"it must be the number of classes (2 to {MAX_CLASSES}) or the name of each "
+                'class by label, e.g. 10 or ["0", "1", ..., "9"]'
+            ) from None
+        raise ValueError("it " + text.split(" ", 1)[1]) from None
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+Plain = Annotated[Any, BeforeValidator(plain)]
+
+
+class Component(BaseModel):
+    """Something a recipe builds by name: ``_target_``, whether it is a factory
+    (``_partial_``), and its arguments, each a plain value."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    target: checked(
+        lambda v: isinstance(v, str) and bool(TARGET.fullmatch(v)),
+        "a dotted name of public code, e.g. digitlab.models.LeNet",
+    ) = Field(alias="_target_")
+    partial: checked(lambda v: isinstance(v, bool), "true or false") = Field(
+        default=False, alias="_partial_"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_arguments(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"it must be a mapping with a _target_, not {_kind(data)}")
+        declared = {f.alias or name for name, f in cls.model_fields.items()}
+        extra = [k for k in data if k not in declared]
+        if len(extra) > MAX_ARGUMENTS:
+            raise ValueError(f"it must have at most {MAX_ARGUMENTS} arguments")
+        for key in extra:
+            if not isinstance(key, str) or not ARGUMENT.fullmatch(key):
+                raise ValueError(f"its key {str(key)[:40]!r} is not an argument name")
+        return {k: (v if k in declared else _plain_at(k, v)) for k, v in data.items()}
+
+    def arguments(self) -> dict[str, Any]:
+        """The plain keyword arguments (``_target_`` and ``_partial_`` left out)."""
+        return dict(self.model_extra or {})
+
+    def node(self) -> dict[str, Any]:
+        """The config node: ``_target_``, ``_partial_`` when set, the arguments."""
+        explicit = self.model_dump(by_alias=True, exclude_unset=True, exclude={"target"})
+        explicit.pop("_partial_", None)
+        return {
+            "_target_": self.target,
+            **({"_partial_": True} if self.partial else {}),
+            **explicit,
+            **self.arguments(),
+        }
+
+
+class KeyedError(ValueError):
+    """A plain-value failure that names its argument (pydantic's ``loc`` stops at the node
+    for a before-validator)."""
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.key, self.value = key, value
+
+
+def _plain_at(key: str, value: Any) -> Any:
+    try:
+        return plain(value)
+    except ValueError as e:
+        raise ValueError(f"@{key}@{e}") from None
+
+
+class NetworkSpec(Component):
+    """The network: a name (digitlab's networks, or a class of a package the command trusts)
+    and plain arguments; ``num_classes`` comes from the data set, never from here."""
+
+    input_size: checked(
+        lambda v: whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32"
+    ) = 28
+
+    @model_validator(mode="after")
+    def _digitlab_network(self) -> NetworkSpec:
+        if self.partial:
+            raise ValueError("@_partial_@it must be absent: a network is built, not a factory")
+        if "num_classes" in self.arguments():
+            raise ValueError(
+                "@num_classes@it must be absent: the data set's classes give the network's width"
+            )
+        if self.target.startswith("digitlab.models."):  # digitlab's own meanings of these names
+            rules = {
+                "channels": Rule(
+                    widths,
+                    f"a list of integers from 1 to {MAX_WIDTH} (filters per "
+                    "conv block), e.g. [20, 50]",
+                ),
+                "hidden": Rule(
+                    widths,
+                    f"a list of integers from 1 to {MAX_WIDTH} (units per "
+                    "hidden layer), e.g. [500]",
+                ),
+                "kernel_size": Rule(lambda v: whole(v) and 1 <= v <= 31, "an integer >= 1, e.g. 5"),
+            }
+            for key, rule in rules.items():
+                if key in self.arguments():
+                    try:
+                        rule(self.arguments()[key])
+                    except ValueError as e:
+                        raise ValueError(f"@{key}@{e}") from None
+        return self
+
+
+# A file name inside the data root: no folder, no way up.
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def _file_table(value: Any) -> Any:
+    """``{split: [file name, md5 or null]}`` of an IDX data set, at most 8 entries."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or len(value) > 8:
+        raise ValueError("it must be a table of at most 8 entries {split: [file name, md5]}")
+    for split, entry in value.items():
+        ok = (
+            isinstance(split, str)
+            and ARGUMENT.fullmatch(split)
+            and isinstance(entry, list | tuple)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and FILE_NAME.fullmatch(entry[0])
+            and ".." not in entry[0]
+            and (entry[1] is None or (isinstance(entry[1], str) and MD5.fullmatch(entry[1])))
+        )
+        if not ok:
+            raise ValueError(
+                f"its entry {str(split)[:40]!r} must be [file name, md5 or null], a file name "
+                "without folders"
+            )
+    return {k: list(v) for k, v in value.items()}
+
+
+class SourceSpec(Component):
+    """A data source: a ``digitlab.data.sources`` reader and its plain arguments (which files,
+    how they are laid out). Where the files are (``root``), and whether and from where missing
+    ones are downloaded, are never part of it: the command decides those."""
+
+    files: Annotated[Any, BeforeValidator(_file_table)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_places(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):  # where to read and fetch from: the command's to say
+            data = {k: v for k, v in data.items() if k not in ("root", "download", "mirrors")}
+        return data
+
+
+class AugmentSpec(Component):
+    """A training-time augmentation and its plain arguments."""
+
+
+class OptimizerSpec(Component):
+    lr: checked(lambda v: number(v) and v > 0, "a number > 0, e.g. 0.1") = None
+    momentum: checked(lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)") = None
+    weight_decay: checked(lambda v: number(v) and v >= 0, "a number >= 0") = None
+
+
+class SchedulerSpec(Component):
+    interval: checked(lambda v: v in ("epoch", "step"), "epoch or step") = "epoch"
+
+
+def _optional(spec: type[Component]) -> Any:
+    def parse(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(f"it must be null or a mapping with a _target_, not {_kind(value)}")
+        return spec.model_validate(value)
+
+    return Annotated[Any, BeforeValidator(parse)]
+
+
+class DataSpec(BaseModel):
+    """The data set's recipe: its reader, classes, split, batches and normalisation."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    target: checked(
+        lambda v: v == "digitlab.data.datamodule.DigitDataModule",
+        "digitlab.data.datamodule.DigitDataModule",
+    ) = Field(default="digitlab.data.datamodule.DigitDataModule", alias="_target_")
+    source: _optional(SourceSpec) = None
+    predict: _optional(SourceSpec) = None
+    classes: Annotated[Any, BeforeValidator(_classes)] = 10
+    val_size: checked(holdout, "a fraction in (0, 1) or a count >= 1") = 5000
+    test_size: checked(
+        lambda v: v is None or holdout(v), "null, a fraction in (0, 1) or a count >= 1"
+    ) = None
+    split_seed: checked(
+        lambda v: v is None or is_seed(v), f"null or an integer from 0 to {SEED_MAX}"
+    ) = None
+    folds: checked(
+        lambda v: v is None or (whole(v) and 2 <= v <= 1000),
+        "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
+    ) = None
+    fold: checked(lambda v: whole(v) and 0 <= v < 1000, "an integer >= 0") = 0
+    batch_size: checked(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1") = 100
+    eval_batch_size: checked(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1") = 1000
+    steps_per_call: checked(
+        lambda v: whole(v) and 1 <= v <= MAX_STEPS_PER_CALL, "an integer >= 1"
+    ) = 1
+    scale: checked(lambda v: number(v) and v > 0, "a number > 0")
+    mean: checked(number, "a number")
+    std: checked(lambda v: number(v) and v > 0, "a number > 0")
+    augment: _optional(AugmentSpec) = None
+
+
+class TrainerSpec(BaseModel):
+    """The trainer's numbers that decide what is trained (how long, at what precision, clipped
+    how); the rest are Lightning's keyword arguments as plain values."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    max_epochs: checked(lambda v: whole(v) and 1 <= v <= MAX_EPOCHS, "an integer >= 1") = 3
+    gradient_clip_val: checked(
+        lambda v: v is None or (number(v) and v >= 0), "null or a number >= 0"
+    ) = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_arguments(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"it must be a mapping of the Trainer's arguments, not {_kind(data)}")
+        if len(data) > MAX_ARGUMENTS * 2:
+            raise ValueError(f"it must have at most {MAX_ARGUMENTS * 2} arguments")
+        for key in data:
+            if not isinstance(key, str) or not ARGUMENT.fullmatch(key):
+                raise ValueError(f"its key {str(key)[:40]!r} is not an argument name")
+        return {k: _plain_at(k, v) for k, v in data.items()}
+
+
+class RunSpec(BaseModel):
+    """A run's recipe: what it trains, as plain data."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: NetworkSpec
+    data: DataSpec
+    optimizer: _optional(OptimizerSpec) = None
+    scheduler: _optional(SchedulerSpec) = None
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    seed: checked(is_seed, f"an integer from 0 to {SEED_MAX} (numpy's and torch's seed range)") = 42
+    test_after_fit: checked(lambda v: isinstance(v, bool), "true or false") = True
+    channels_last: checked(lambda v: isinstance(v, bool), "true or false") = False
+    cuda_graphs: checked(lambda v: isinstance(v, bool), "true or false") = False
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return class_names(self.data.classes)
+
+    def config(self) -> dict[str, Any]:
+        """The recipe as a run config's plain dict (what prediction, serving and ``resume=``
+        read): built nodes as ``_target_`` plus arguments, every value plain."""
+        data = self.data.model_dump(by_alias=True, exclude={"source", "predict", "augment"})
+        for key in ("source", "predict", "augment"):
+            part = getattr(self.data, key)
+            data[key] = part.node() if part is not None else None
+        trainer = self.trainer.model_dump()
+        return {
+            "model": self.model.node(),
+            "data": data,
+            "optimizer": self.optimizer.node() if self.optimizer else None,
+            "scheduler": self.scheduler.node() if self.scheduler else None,
+            "trainer": trainer,
+            "seed": self.seed,
+            "test_after_fit": self.test_after_fit,
+            "channels_last": self.channels_last,
+            "cuda_graphs": self.cuda_graphs,
+        }
+
+
+# Keys of a stored run config that say where and how a command ran, not what it trained: never
+# read back (the command reading it decides them).
+LOCAL_DATA = ("root",)
+
+
+def _message(error: ValidationError, prefix: str = "") -> tuple[str, Any, str]:
+    """``(key, value, reason)`` of the first problem pydantic found."""
+    first = error.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    value, reason = first.get("input"), str(first.get("msg", ""))
+    reason = reason.removeprefix("Value error, ")
+    if reason.startswith("@"):  # a before-validator naming the argument it refused
+        key, reason = reason[1:].split("@", 1)
+        loc.append(key)
+        if isinstance(value, Mapping):
+            value = value.get(key)
+    kind = first["type"]
+    key = prefix + ".".join(loc)
+    if kind == "missing":
+        return key, None, "is missing"
+    if kind == "extra_forbidden":
+        return key, value, "is not a key digitlab knows there"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return key, value, f"it must be a mapping, not {_kind(value)}"
+    return key, value, reason
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_run(stored: Any, origin: str) -> RunSpec:
+    """Parse a run's stored config (a checkpoint's, an MLflow model's, a store's ``config.yaml``,
+    what ``resume=`` continues) into a :class:`RunSpec`, and nothing else.
+
+    Only the recipe is read: the keys that say where and how a command runs (the store, the
+    data root, downloads and mirrors, devices, trusted packages, pictures) are dropped, so the
+    command reading it decides them. Nothing is resolved or built. Raises DigitlabError, one
+    line naming ``origin`` (e.g. ``checkpoint best.ckpt``), the key and what it must be.
+    """
+    if not isinstance(stored, Mapping):
+        raise DigitlabError(
+            f"{origin}: its run config is {_kind(stored)}, not a mapping: refused, nothing was "
+            "run; use a checkpoint or run digitlab wrote"
+        )
+    stored = dict(stored)
+    data = stored.get("data")
+    if isinstance(data, Mapping):
+        stored["data"] = {k: v for k, v in data.items() if k not in LOCAL_DATA}
+    try:
+        spec = RunSpec.model_validate(stored)
+    except ValidationError as e:
+        key, value, reason = _message(e)
+        what = (
+            f"{key}={_shown(value)} is invalid: {reason}"
+            if reason.startswith("it ")
+            else (f"{key} {reason}")
+        )
+        raise DigitlabError(f"{origin}: {what}: refused, nothing was run") from None
+    for key in ("source", "predict"):
+        source = getattr(spec.data, key)
+        file = source.arguments().get("file") if source is not None else None
+        if file is not None and not (isinstance(file, str) and FILE_NAME.fullmatch(file)):
+            raise DigitlabError(
+                f"{origin}: data.{key}.file={_shown(file)} is a path: a stored run names files "
+                "inside the data root only (this command's data.root): refused, nothing was run"
+            )
+    return spec
+
+
+def check_run(config: Mapping[str, Any]) -> RunSpec:
+    """Check a composed, resolved run config (this command's own) against the schema; raise
+    DigitlabError ``<key>=<value> is invalid: it must be ...`` for the first value that cannot
+    work."""
+    try:
+        return RunSpec.model_validate(dict(config))
+    except ValidationError as e:
+        key, value, reason = _message(e)
+        if reason.startswith("it "):
+            raise DigitlabError(f"{key}={_shown(value)} is invalid: {reason}") from None
+        raise DigitlabError(f"{key} {reason}") from None
