@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from digitlab.config.spec import read_run
+from digitlab.config.spec import RunSpec, read_run
 from digitlab.errors import DigitlabError
 
 # Taken from this command: where and how this process trains, not what.
@@ -174,7 +174,6 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
 
         recipe = stored_recipe(load_checkpoint(path))
         return None if recipe is None else read_run(recipe, f"checkpoint {path}").config()
-    import yaml
     from mlflow.exceptions import MlflowException
 
     from digitlab.tracking.store import open_client
@@ -186,12 +185,8 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
     os.environ[bar] = "false"
     try:
         file = Path(client.download_artifacts(str(target), "config.yaml"))
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise DigitlabError(
-                f"run {target}'s config.yaml is larger than {MAX_CONFIG_BYTES // 1024} kB, which "
-                "digitlab never writes: refused, nothing was run"
-            )
-        text = file.read_text(encoding="utf-8", errors="replace")
+        with file.open(encoding="utf-8", errors="replace") as f:  # never more than the bound
+            text = f.read(MAX_CONFIG_BYTES + 1)
     except (MlflowException, OSError):
         return None
     finally:
@@ -199,14 +194,27 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
             os.environ.pop(bar, None)
         else:
             os.environ[bar] = before
+    return recipe_from_yaml(text, f"run {target}'s config.yaml").config()
+
+
+def recipe_from_yaml(text: str, origin: str) -> RunSpec:
+    """A stored ``config.yaml``'s text parsed into the run schema (safe YAML: plain data only,
+    then :func:`read_run`); one DigitlabError line naming ``origin`` for anything else."""
+    import yaml
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise DigitlabError(
+            f"{origin} is larger than {MAX_CONFIG_BYTES // 1024} kB, which digitlab never "
+            "writes: refused, nothing was run"
+        )
     try:
         recipe = yaml.safe_load(text)
     except Exception:  # yaml.YAMLError, or a RecursionError for absurd nesting
         raise DigitlabError(
-            f"run {target}'s config.yaml is not readable YAML: refused, nothing was run; resume "
-            "from a .ckpt file instead"
+            f"{origin} is not readable YAML: refused, nothing was run; resume from a .ckpt file "
+            "instead"
         ) from None
-    return read_run(recipe, f"run {target}'s config.yaml").config()
+    return read_run(recipe, origin)
 
 
 def config_to_resume(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

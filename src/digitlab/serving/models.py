@@ -27,24 +27,33 @@ class RefusedModel(DigitlabError):
     """A model whose MLmodel asks to run code of its own: refused before anything of it runs."""
 
 
+# An MLmodel is a few hundred bytes; a larger one is not digitlab's.
+MAX_MLMODEL_BYTES = 64 * 1024
+
+
 def checked_data_path(folder: Path, uri: str) -> Path:
-    """The weights-only checkpoint inside a downloaded model ``folder``, once its MLmodel asks
-    for nothing but digitlab's own loader: no ``code_paths`` (MLflow would put them first on
-    ``sys.path``), no other ``loader_module``, no ``model_config`` (a model must not widen its
-    own trust), and data inside the folder."""
-    from mlflow.models import Model
+    """The weights-only checkpoint inside a downloaded model ``folder``, once its MLmodel,
+    parsed as plain YAML, asks for nothing but digitlab's own loader: no ``code_paths``
+    (MLflow would put them first on ``sys.path``), no other ``loader_module``, no
+    ``model_config`` (a model must not widen its own trust), and data inside the folder."""
+    import yaml
     from mlflow.pyfunc import CODE, MODEL_CONFIG
 
     try:
-        flavor = Model.load(str(folder / "MLmodel")).flavors.get("python_function") or {}
-    except Exception:  # a missing or garbled MLmodel: MLflow raises several types
-        raise UnknownModel(
-            f"{uri} has no readable MLmodel: serve a model digitlab logged"
-        ) from None
+        with (folder / "MLmodel").open(encoding="utf-8") as f:
+            text = f.read(MAX_MLMODEL_BYTES + 1)
+        mlmodel = yaml.safe_load(text) if len(text) <= MAX_MLMODEL_BYTES else None
+    except Exception:  # missing, unreadable, or not YAML (yaml.YAMLError, RecursionError)
+        mlmodel = None
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    flavor = flavors.get("python_function") if isinstance(flavors, dict) else None
+    if not isinstance(flavor, dict):
+        raise UnknownModel(f"{uri} has no readable MLmodel: serve a model digitlab logged")
     if flavor.get("loader_module") != LOADER:
+        shown = str(flavor.get("loader_module"))[:80]
         raise RefusedModel(
-            f"{uri} is not a digitlab model (its loader is {flavor.get('loader_module')!r}): "
-            "refused, nothing of it was run; serve a model digitlab logged"
+            f"{uri} is not a digitlab model (its loader is {shown!r}): refused, nothing of it "
+            "was run; serve a model digitlab logged"
         )
     for key, what in (
         (CODE, "code_paths (its own Python files)"),
@@ -55,10 +64,20 @@ def checked_data_path(folder: Path, uri: str) -> Path:
                 f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
                 "weights and a recipe only (give trust with --trust MODULE instead)"
             )
-    data = (folder / str(flavor.get("data", ""))).resolve()
-    if not data.is_file() or not data.is_relative_to(folder.resolve()):
+    name = flavor.get("data")
+    data = None
+    if isinstance(name, str) and 0 < len(name) <= 255 and "\0" not in name:
+        try:
+            data = (folder / name).resolve()
+        except (OSError, ValueError):
+            data = None
+    try:
+        inside = data is not None and data.is_relative_to(folder.resolve()) and data.is_file()
+    except OSError:  # a name too long for the file system
+        inside = False
+    if not inside:
         raise RefusedModel(
-            f"{uri}'s data {flavor.get('data')!r} is not a file inside the model: "
+            f"{uri}'s data {str(name)[:80]!r} is not a file inside the model: "
             "refused; serve a model digitlab logged"
         )
     return data
