@@ -730,7 +730,11 @@ def test_value_ranges(config, refused):
     from digitlab.config.checks import check_config
     from digitlab.errors import DigitlabError
 
-    cfg = OmegaConf.create(config)
+    recipe = {  # a valid run recipe, which each case changes
+        "model": {"_target_": "digitlab.models.MLP", "hidden": [8]},
+        "data": {"scale": 255.0, "mean": 0.0, "std": 1.0},
+    }
+    cfg = OmegaConf.merge(recipe, config)
     if refused is None:
         check_config(cfg)
     else:

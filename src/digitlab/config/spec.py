@@ -62,7 +62,8 @@ class Rule:
 
 
 def number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number (an inf or NaN trains a run that fails at its first step)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def whole(value: Any) -> bool:
@@ -324,6 +325,10 @@ class DataSpec(BaseModel):
         lambda v: v == "digitlab.data.datamodule.DigitDataModule",
         "digitlab.data.datamodule.DigitDataModule",
     ) = Field(default="digitlab.data.datamodule.DigitDataModule", alias="_target_")
+    # The command's own: where its files are. Never read back (read_run drops it).
+    root: checked(lambda v: v is None or isinstance(v, str), "a folder") = Field(
+        default=None, exclude=True
+    )
     source: _optional(SourceSpec) = None
     predict: _optional(SourceSpec) = None
     classes: Annotated[Any, BeforeValidator(_classes)] = 10
