@@ -44,6 +44,7 @@ def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_p
 
     torch.manual_seed(0)
     model = {"_target_": "digitlab.models.ConvNet", "channels": [4, 8], "hidden": [16]}
+    data = {"scale": 255.0, "mean": 0.0, "std": 1.0}
     net = ConvNet(channels=(4, 8), hidden=(16,))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(5):
@@ -53,7 +54,7 @@ def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_p
         optimizer.step()
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     torch.save(
-        {"state_dict": state, "hyper_parameters": {"config": {"model": model}}},
+        {"state_dict": state, "hyper_parameters": {"config": {"model": model, "data": data}}},
         tmp_path / "best.ckpt",
     )
 

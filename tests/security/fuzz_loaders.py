@@ -1,9 +1,10 @@
 """Random mutations of a real checkpoint, a stored config.yaml and an MLmodel, through every loader.
 
 Run as a script (``python fuzz_loaders.py FOLDER CASES SEED``) so that its peak memory is its
-own: it prints one JSON line with how the cases ended, the peak RSS, and every case that ended
-in anything but a result or a DigitlabError. The test (test_fuzz.py) asserts on that line and on
-the marker folder, which no case may write into.
+own: it prints one JSON line with how the cases ended, the RSS once every loader's imports are
+in (``warm_rss``: torch, MLflow and digitlab take most of a GB) and at its peak, and every case
+that ended in anything but a result or a DigitlabError. The test (test_fuzz.py) asserts on that
+line and on the marker folder, which no case may write into.
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ def main(folder: Path, cases: int, seed: int) -> None:
     marker = folder / "marker"
     marker.mkdir(parents=True, exist_ok=True)
     rng, values = random.Random(seed), hostile_values(marker)
+    for kind in ("checkpoint", "config.yaml", "MLmodel"):  # imports every loader needs
+        one_case(kind, folder, random.Random(0), [0])
+    warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     ended: dict[str, int] = {}
     failures: list[str] = []
     for number in range(cases):
@@ -201,7 +205,8 @@ def main(folder: Path, cases: int, seed: int) -> None:
         except BaseException:  # anything but a result or one line is the finding
             failures.append(f"case {number} ({kind}): {traceback.format_exc(limit=3)[-600:]}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"ended": ended, "peak_rss": peak, "failures": failures[:5]}))
+    report = {"ended": ended, "warm_rss": warm, "peak_rss": peak, "failures": failures[:5]}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

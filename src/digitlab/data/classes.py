@@ -1,7 +1,7 @@
 """What a data set's labels mean: ``data.classes``, a count or the name of each class by label.
 
-No torch: the value is checked with the rest of the config, and a checkpoint's or a model's
-stored config (untrusted data) is read through :func:`run_classes` before anything is built.
+No torch: the value is checked with the rest of the config, and with a stored run's recipe
+(``digitlab.config.spec``) before anything is built.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     """(what decides the member's held-out rows, a function that cuts them): its data source
     (a parsed recipe: which reader and files, no place), read from this command's ``root``
     without downloading; one line for a config that lacks what the cut needs."""
-    from digitlab.config.targets import build
+    from digitlab.config.targets import Refused, build
     from digitlab.data.classes import class_names
     from digitlab.data.datamodule import DigitDataModule
 
@@ -165,7 +165,14 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
         )
     source = {k: v for k, v in source.items() if k != "_partial_"}
     root = str(root) if root is not None else default_data_root()
-    if "download" in _parameters(source["_target_"], trusted):  # a holdout never downloads
+    try:
+        takes = _parameters(source["_target_"], trusted)
+    except Refused as e:
+        raise DigitlabError(
+            f"--data holdout: {name}'s run config names data.source.{e.key}, which is not "
+            f"trusted code (it {e.reason}): refused, nothing was run"
+        ) from None
+    if "download" in takes:  # a holdout never downloads
         source["download"] = False
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
     recipe = repr((sorted(source.items()), root, *(data.get(k) for k in SPLIT_KEYS), split_seed))

@@ -39,8 +39,8 @@ def _check_archive(path: Path) -> None:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
         raise DigitlabError(
-            f"{path} is not a readable checkpoint: it is not in torch's zip format (corrupt, "
-            "truncated or foreign); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
+            f"{path} is not a readable checkpoint: it is corrupt or truncated (not torch's zip "
+            "format); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
         ) from None
     inflated = sum(m.file_size for m in members)
     if inflated > MAX_CHECKPOINT_BYTES or any(
