@@ -15,15 +15,20 @@ with a 500.
 As a service (experiments/SERVING.md has the figures):
 
 - A fixed pool of ``workers`` threads answers requests, one request per connection (no
-  keep-alive, so an open connection never holds a worker between requests). Accepted connections
-  wait in a queue of at most ``queued``; when it is full the listening thread waits too, and new
+  keep-alive, so an open connection never holds a worker between requests). One thread reads
+  every connection's request line and headers (:class:`Heads`) before a worker takes it, so a
+  client trickling them holds no worker. Accepted connections, reading their heads or waiting
+  for a worker, number at most ``queued``; beyond that the listening thread waits, and new
   connections wait in the kernel's listen backlog (``BACKLOG``): a burst is answered late, never
   reset, and no connection costs a thread of its own.
-- A connection that sends nothing for ``timeout`` seconds is dropped (408 if its body was under
-  way), and so is one whose request takes longer than ``request_seconds`` in all, trickled or not.
+- A connection whose request line and headers have not all arrived ``head_seconds`` after it
+  connected is dropped, trickled or not, and so is one that sends nothing for ``timeout``
+  seconds (408 if its body was under way) or whose body takes longer than ``request_seconds``.
 - Bodies: ``application/json`` only (415 otherwise: a browser sends a cross-origin JSON POST only
   after a preflight, which this server does not grant), at most ``MAX_BODY`` bytes (413, checked
-  on Content-Length before reading), nested at most as deep as Python's recursion allows (400).
+  on Content-Length before reading), holding no more JSON values than pixels of ``MAX_ROWS``
+  images need (400, counted on the bytes before they are parsed: :func:`check_json_budget`), and
+  nested at most as deep as Python's recursion allows (400).
 - Host check against DNS rebinding (``host_allowed``): a server bound to a loopback address
   answers only requests addressed to 127.0.0.1, localhost, ::1 or ``allowed_hosts`` (403).
 - Every error is JSON ``{"error_code", "message"}`` on one line, the standard library's own
@@ -37,10 +42,13 @@ import ipaddress
 import json
 import logging
 import queue
+import selectors
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.resources import files
@@ -49,21 +57,40 @@ from urllib.parse import parse_qs, urlsplit
 
 from digitlab.errors import DigitlabError
 from digitlab.serving.mnistify import decode_png, mnistify
-from digitlab.serving.model import as_pixels
-from digitlab.serving.models import ModelCache, UnknownModel, offered
+from digitlab.serving.model import MAX_ROWS, SIDE, as_pixels
+from digitlab.serving.models import ModelBusy, ModelCache, UnknownModel, offered
 
 log = logging.getLogger(__name__)
 # 10 000 images (MAX_ROWS) of 784 values up to 255 are 18 MB as compact JSON and 39 MB with
 # json.dumps' default ", " separators; more is a client's mistake.
 MAX_BODY = 64 * 1024 * 1024
+# What pixels of MAX_ROWS images can hold as JSON, counted on the body's bytes before json.loads
+# makes a Python object of every value (an empty list costs 56 bytes for its 2, a float 24 for
+# "1e5"): 64 MiB of "[]," would cost over 2 GB. (characters counted, at most, what they are)
+# Values: a comma before all but the first of each list: (N, 784) pixels and an index of N rows.
+# Lists: an image and its 28 rows each. Strings: the keys, and dataframe_split's 784 column
+# names. Counted inside strings too, an over-estimate that no pixel request reaches: a body
+# within them parses into at most a few hundred MB (8 bytes a value, 24 more for a float).
+JSON_BUDGET = (
+    ((b","), MAX_ROWS * (SIDE * SIDE + 1) + 4096, "JSON values (commas)"),
+    ((b"[", b"{"), MAX_ROWS * (SIDE + 1) + 64, "JSON lists and objects"),
+    ((b'"',), 2 * (SIDE * SIDE + 256), "JSON strings (quotes)"),
+)
 # Seconds a connection may send nothing: a client mid-request never pauses that long.
 TIMEOUT = 5.0
-# Seconds for a whole request to arrive, and again for its answer to leave: 64 MiB needs about
-# 1 MB/s, and a client trickling bytes within TIMEOUT still lets go of its worker.
+# Seconds for the request line and headers to arrive, in all, from the connect: clients send
+# them at once, so one trickling them (a byte every few seconds) is dropped, not waited for.
+HEAD_SECONDS = 5.0
+# The most of a head read before a worker takes the connection (the standard library refuses a
+# request line or a header line over 64 KiB: 414, 431): a waiting head costs at most this much.
+HEAD_BYTES = 65536 + 1
+# Seconds for a body to arrive, and again for an answer to leave: 64 MiB needs about 1 MB/s,
+# and a client trickling bytes within TIMEOUT still lets go of its worker.
 REQUEST_SECONDS = 60.0
 # Worker threads: each may hold a body at MAX_BODY parsed (a few hundred MB), so not more.
 WORKERS = 8
-# Accepted connections waiting for a worker, beyond which they wait in the kernel's backlog.
+# Accepted connections reading their heads or waiting for a worker, beyond which they wait in the
+# kernel's backlog: each costs a socket and at most HEAD_BYTES.
 QUEUED = 128
 # The listen backlog (socketserver's default is 5): a burst of hundreds of connections waits
 # here instead of having its connects dropped. Linux caps it at net.core.somaxconn (4096).
@@ -133,17 +160,24 @@ def host_allowed(header: str | None, bound: str, allowed: tuple[str, ...] = ()) 
 
 
 class DeadlineReader(io.RawIOBase):
-    """A connection's reading side: each read waits at most ``idle`` seconds for data, and all of
-    them end ``total`` seconds after the first, so a trickle cannot hold a worker either."""
+    """A connection's reading side: first the bytes :class:`Heads` read already (``head``), then
+    the socket's, each read waiting at most ``idle`` seconds for data and all of them ending at
+    ``deadline`` (``time.monotonic()``), so a trickle cannot hold a worker either."""
 
-    def __init__(self, connection: socket.socket, idle: float, total: float) -> None:
-        self.connection, self.idle = connection, idle
-        self.deadline = time.monotonic() + total
+    def __init__(
+        self, connection: socket.socket, idle: float, deadline: float, head: bytes = b""
+    ) -> None:
+        self.connection, self.idle, self.deadline = connection, idle, deadline
+        self.head = memoryview(head)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request took too long to arrive")
@@ -158,12 +192,24 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.0 answers close the connection: a client cannot keep a worker between requests.
     protocol_version = "HTTP/1.0"
 
+    def __init__(self, request, client_address, server, head: bytes = b"", connected=None):
+        """``head``: what :class:`Heads` read of the request; ``connected``: when (monotonic)."""
+        self.head = head
+        self.connected = time.monotonic() if connected is None else connected
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
         super().setup()
         self.rfile.close()  # the plain file waits forever: read through the deadline instead
-        self.rfile = io.BufferedReader(
-            DeadlineReader(self.connection, self.server.idle_timeout, self.server.request_seconds)
+        # The head's deadline, for what of a long head Heads left to read; the body's is set
+        # when it is read.
+        self.reader = DeadlineReader(
+            self.connection,
+            self.server.idle_timeout,
+            head_deadline(self.server, self.connected),
+            self.head,
         )
+        self.rfile = io.BufferedReader(self.reader)
 
     def do_GET(self) -> None:
         self._answer(self._get)
@@ -255,6 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         return _parse_json(self._read(int(length)))
 
     def _read(self, length: int) -> bytes:
+        self.reader.deadline = time.monotonic() + self.server.request_seconds
         try:
             raw = self.rfile.read(length)
         except TimeoutError:
@@ -280,6 +327,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_error(e.status, str(e))
         except UnknownModel as e:
             return self._send_error(HTTPStatus.NOT_FOUND, str(e))
+        except ModelBusy as e:
+            return self._send_error(HTTPStatus.SERVICE_UNAVAILABLE, str(e), {"Retry-After": "5"})
         except DigitlabError as e:  # bad pixels or a bad drawing: the client's to fix
             return self._send_error(HTTPStatus.BAD_REQUEST, str(e))
         except Exception:  # a bug or a failing store: one line for the client, the trace logged
@@ -319,7 +368,24 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), message)
 
 
+def check_json_budget(raw: bytes) -> None:
+    """Refuse (400) a body holding more JSON values, lists or strings than pixels of
+    ``MAX_ROWS`` images need (``JSON_BUDGET``), before ``json.loads`` builds them: memory then
+    follows the pixels a request can carry, not the tokens it is made of. ``bytes.count`` in C,
+    once per character: well under a second for ``MAX_BODY``. Counting bytes over-counts in any
+    encoding JSON allows (UTF-8, -16, -32 all spell ``[`` with its ASCII byte)."""
+    for characters, limit, what in JSON_BUDGET:
+        if (count := sum(raw.count(c) for c in characters)) > limit:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"the body holds {count} {what}, more than pixels of {MAX_ROWS} images need "
+                f"({limit}): send (N, 28, 28) or (N, 784) numbers, 1 to {MAX_ROWS} images "
+                "per request",
+            )
+
+
 def _parse_json(raw: bytes) -> Any:
+    check_json_budget(raw)
     try:
         return json.loads(raw)
     except RecursionError:  # json's parser recurses per level: 100 000 "[" would end the thread
@@ -332,6 +398,127 @@ def _parse_json(raw: bytes) -> Any:
             HTTPStatus.BAD_REQUEST,
             f"the body is not JSON ({str(e).splitlines()[0][:80]}): send JSON",
         ) from None
+
+
+def head_deadline(server, connected: float) -> float:
+    """When a connection made at ``connected`` must have sent its request line and headers."""
+    return connected + min(server.head_seconds, server.request_seconds)
+
+
+def head_complete(data: bytearray, new: int) -> bool:
+    """Whether ``data``, of which the last ``new`` bytes just arrived, holds the blank line that
+    ends a request's headers (the standard library takes bare ``\\n`` line ends too)."""
+    tail = bytes(data[-(new + 3) :])
+    return b"\n\r\n" in tail or b"\n\n" in tail
+
+
+@dataclass
+class Head:
+    connection: socket.socket
+    address: Any
+    connected: float
+    last: float  # when its last bytes arrived
+    data: bytearray = field(default_factory=bytearray)
+
+
+class Heads:
+    """One thread reading the request line and headers of every new connection, for as long as
+    it trickles them: a connection costs a socket and at most ``HEAD_BYTES`` here, and takes a
+    worker (``ready(connection, address, head, connected)``) only once its head has arrived
+    (its blank line, ``HEAD_BYTES`` of it, or the client's end of sending). One whose head is
+    not all there ``head_deadline`` after it connected, or that sends nothing for
+    ``server.idle_timeout`` seconds, is closed without an answer (``dropped(connection)``), as
+    the standard library drops a connection that times out before its request line."""
+
+    def __init__(self, server, ready: Callable, dropped: Callable) -> None:
+        self.server, self.ready, self.dropped = server, ready, dropped
+        self.selector = selectors.DefaultSelector()
+        self.wake, self.waker = socket.socketpair()  # another thread's add() wakes select()
+        self.wake.setblocking(False)
+        self.waker.setblocking(False)
+        self.selector.register(self.wake, selectors.EVENT_READ)
+        self.added: list[Head] = []
+        self.lock = threading.Lock()
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="digitlab-serve-heads", daemon=True)
+        self.thread.start()
+
+    def add(self, connection: socket.socket, address) -> None:
+        """Read ``connection``'s head from now on (called by the listening thread)."""
+        now = time.monotonic()
+        with self.lock:
+            self.added.append(Head(connection, address, now, now))
+        try:
+            self.waker.send(b"\0")
+        except BlockingIOError:  # a wake-up is pending already
+            pass
+
+    def close(self) -> None:
+        """Stop reading and drop the connections whose heads were still arriving."""
+        self.closing = True
+        try:
+            self.waker.send(b"\0")
+        except BlockingIOError:
+            pass
+        self.thread.join(10)
+        self.selector.close()
+        self.wake.close()
+        self.waker.close()
+
+    def _run(self) -> None:
+        heads: dict[socket.socket, Head] = {}
+        while not self.closing:
+            now = time.monotonic()
+            for head in [h for h in heads.values() if now >= self._due(h)]:
+                self._drop(heads, head)
+            due = min((self._due(h) for h in heads.values()), default=None)
+            for key, _ in self.selector.select(None if due is None else max(0, due - now)):
+                if key.fileobj is self.wake:
+                    self._take_added(heads)
+                elif (head := heads.get(key.fileobj)) is not None:
+                    self._receive(heads, head)
+        for head in list(heads.values()) + self.added:
+            self.dropped(head.connection)
+
+    def _due(self, head: Head) -> float:
+        return min(head_deadline(self.server, head.connected), head.last + self.server.idle_timeout)
+
+    def _take_added(self, heads: dict) -> None:
+        try:
+            while self.wake.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self.lock:
+            added, self.added = self.added, []
+        for head in added:
+            head.connection.setblocking(False)
+            heads[head.connection] = head
+            self.selector.register(head.connection, selectors.EVENT_READ)
+
+    def _receive(self, heads: dict, head: Head) -> None:
+        try:
+            chunk = head.connection.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:  # reset by the client
+            return self._drop(heads, head)
+        head.last = time.monotonic()
+        head.data += chunk
+        if not chunk and not head.data:
+            return self._drop(heads, head)
+        if not chunk or len(head.data) >= HEAD_BYTES or head_complete(head.data, len(chunk)):
+            self._forget(heads, head)
+            head.connection.setblocking(True)
+            self.ready(head.connection, head.address, bytes(head.data), head.connected)
+
+    def _forget(self, heads: dict, head: Head) -> None:
+        self.selector.unregister(head.connection)
+        del heads[head.connection]
+
+    def _drop(self, heads: dict, head: Head) -> None:
+        self._forget(heads, head)
+        self.dropped(head.connection)
 
 
 class Server(HTTPServer):
@@ -347,12 +534,16 @@ class Server(HTTPServer):
         timeout: float = TIMEOUT,
         request_seconds: float = REQUEST_SECONDS,
         allowed_hosts: tuple[str, ...] = (),
+        head_seconds: float = HEAD_SECONDS,
     ) -> None:
-        # Before binding: a failed bind calls server_close, which uses the queue.
-        self.pending: queue.Queue = queue.Queue(maxsize=queued)
-        self.workers: list[threading.Thread] = []
-        super().__init__(address, Handler)
         self.idle_timeout, self.request_seconds = timeout, request_seconds
+        self.head_seconds = head_seconds
+        # Before binding: a failed bind calls server_close, which uses these.
+        self.pending: queue.Queue = queue.Queue()  # heads read, waiting for a worker
+        self.admitted = threading.BoundedSemaphore(queued)  # accepted, no worker yet
+        self.workers: list[threading.Thread] = []
+        self.heads = Heads(self, self._head_read, self._drop)
+        super().__init__(address, Handler)
         self.allowed_hosts = tuple(allowed_hosts)
         for i in range(workers):
             worker = threading.Thread(target=self._work, name=f"digitlab-serve-{i}", daemon=True)
@@ -360,13 +551,25 @@ class Server(HTTPServer):
             self.workers.append(worker)
 
     def process_request(self, request, client_address) -> None:
-        self.pending.put((request, client_address))  # waits while the queue is full
+        self.admitted.acquire()  # waits while ``queued`` connections wait already
+        self.heads.add(request, client_address)
+
+    def _head_read(self, request, client_address, head: bytes, connected: float) -> None:
+        self.pending.put((request, client_address, head, connected))
+
+    def _drop(self, request) -> None:
+        self.shutdown_request(request)
+        self.admitted.release()
+
+    def finish_request(self, request, client_address, head: bytes = b"", connected=None) -> None:
+        self.RequestHandlerClass(request, client_address, self, head, connected)
 
     def _work(self) -> None:
         while (item := self.pending.get()) is not None:
-            request, client_address = item
+            self.admitted.release()
+            request, client_address, head, connected = item
             try:
-                self.finish_request(request, client_address)
+                self.finish_request(request, client_address, head, connected)
             except Exception:
                 self.handle_error(request, client_address)
             finally:
@@ -382,6 +585,7 @@ class Server(HTTPServer):
     def server_close(self) -> None:
         """Stop listening, drop the connections no worker has taken, and end the workers."""
         super().server_close()
+        self.heads.close()
         while True:
             try:
                 item = self.pending.get_nowait()
@@ -406,6 +610,7 @@ def make_server(
     queued: int = QUEUED,
     timeout: float = TIMEOUT,
     request_seconds: float = REQUEST_SECONDS,
+    head_seconds: float = HEAD_SECONDS,
 ) -> Server:
     """The server, bound (port 0: a free one) but not yet serving: call ``serve_forever()``, then
     ``shutdown()`` (from another thread) and ``server_close()``.
@@ -414,7 +619,9 @@ def make_server(
     a :class:`ModelCache` of ``client``'s store. ``allowed_hosts``: names besides the loopback
     ones a client may address (``host_allowed``). The rest: see the module's constants.
     """
-    server = Server((host, port), workers, queued, timeout, request_seconds, allowed_hosts)
+    server = Server(
+        (host, port), workers, queued, timeout, request_seconds, allowed_hosts, head_seconds
+    )
     server.client, server.default_model = client, default_model
     server.models = models if models is not None else ModelCache(client.tracking_uri, trusted)
     return server
