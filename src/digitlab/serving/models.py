@@ -110,7 +110,7 @@ class ModelCache:
     ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
         self.keep = max(keep, len(allowed or ()))
-        self.load = load or self._load
+        self.load, self.loading = load or self._load, loading
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._loads: dict[str, threading.Lock] = {}  # one per URI being loaded
         self._lock = threading.Lock()  # over the two dicts only, never over a load
@@ -131,8 +131,8 @@ class ModelCache:
             return model
         if not self._waiting.acquire(blocking=False):
             raise ModelBusy(
-                f"{uri} is not loaded yet and the server is loading other models: retry in a "
-                "few seconds"
+                f"{uri} is not loaded yet and the server is busy loading models ({self.loading} "
+                "requests wait on loads, the most it allows): retry in a few seconds"
             )
         try:
             with self._lock:
