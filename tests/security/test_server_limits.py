@@ -339,7 +339,7 @@ def test_a_registered_model_named_with_quotes_is_listed(store, tmp_path):
         assert {"models:/a'b/1", "models:/c'\"d/1"} <= set(uris)
 
 
-def test_a_client_whose_newest_models_run_is_gone_gets_one_line(store, capsys):
+def test_a_bare_serve_whose_newest_models_run_is_gone_says_so_in_one_line(store, capsys):
     """A logged model whose run row is gone (``mlflow gc``, a store copied in part): a bare
     digitlab-serve names it and the fix instead of a trace, and /models leaves it out."""
     from mlflow.tracking import MlflowClient
@@ -518,3 +518,20 @@ def test_a_slow_model_load_holds_neither_loaded_models_nor_health():
             release.set()
         assert slow.result()[0] == 200
         assert request(port, "POST", "/invocations?model=models:/other/1", ONE_IMAGE)[0] == 200
+
+
+def test_a_drawing_over_2000_px_a_side_is_refused_before_it_is_decoded():
+    """/draw's PNG is at most the body's bytes, and its pixels at most 2000 a side: the size is
+    read from the PNG's header, before the pixels are decompressed."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (2001, 1)).save(png, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    with serving() as (port, _):
+        status, _, body = request(port, "POST", "/draw", json.dumps({"png": url}).encode())
+        assert status == 400 and "at most 2000 a side" in one_json_line(body, "BAD_REQUEST")
+        still_serving(port)
