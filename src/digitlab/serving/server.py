@@ -64,15 +64,15 @@ log = logging.getLogger(__name__)
 # 10 000 images (MAX_ROWS) of 784 values up to 255 are 18 MB as compact JSON and 39 MB with
 # json.dumps' default ", " separators; more is a client's mistake.
 MAX_BODY = 64 * 1024 * 1024
-# What pixels of MAX_ROWS images can hold as JSON, counted on the body's bytes before json.loads
-# makes a Python object of every value (an empty list costs 56 bytes for its 2, a float 24 for
-# "1e5"): 64 MiB of "[]," would cost over 2 GB. (characters counted, at most, what they are)
-# Values: a comma before all but the first of each list: (N, 784) pixels and an index of N rows.
-# Lists: an image and its 28 rows each. Strings: the keys, and dataframe_split's 784 column
-# names. Counted inside strings too, an over-estimate that no pixel request reaches: a body
-# within them parses into at most a few hundred MB (8 bytes a value, 24 more for a float).
+# The JSON that pixels of MAX_ROWS images need, as (characters, at most, what they count):
+# json.loads makes a Python object of every value (an empty list costs 56 bytes for its 2, a
+# float 24 for "1e5"), so 64 MiB of "[]," would cost over 2 GB. Commas: one before all but the
+# first item of each list, (N, 784) pixels and an index of N rows. Brackets: an image and its 28
+# rows each. Quotes: the keys, and dataframe_split's 784 column names. Counted inside strings
+# too, an over-count no pixel request reaches; a body within them parses into a few hundred MB
+# at most (8 bytes a value, 24 more for a float).
 JSON_BUDGET = (
-    ((b","), MAX_ROWS * (SIDE * SIDE + 1) + 4096, "JSON values (commas)"),
+    ((b",",), MAX_ROWS * (SIDE * SIDE + 1) + 4096, "JSON values (commas)"),
     ((b"[", b"{"), MAX_ROWS * (SIDE + 1) + 64, "JSON lists and objects"),
     ((b'"',), 2 * (SIDE * SIDE + 256), "JSON strings (quotes)"),
 )
@@ -476,7 +476,12 @@ class Heads:
                 if key.fileobj is self.wake:
                     self._take_added(heads)
                 elif (head := heads.get(key.fileobj)) is not None:
-                    self._receive(heads, head)
+                    try:
+                        self._receive(heads, head)
+                    except Exception:  # this connection's problem: never the others'
+                        log.exception("reading a request from %s failed", head.address[0])
+                        if head.connection in heads:
+                            self._drop(heads, head)
         for head in list(heads.values()) + self.added:
             self.dropped(head.connection)
 
@@ -492,9 +497,13 @@ class Heads:
         with self.lock:
             added, self.added = self.added, []
         for head in added:
-            head.connection.setblocking(False)
-            heads[head.connection] = head
-            self.selector.register(head.connection, selectors.EVENT_READ)
+            try:
+                head.connection.setblocking(False)
+                self.selector.register(head.connection, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed already: the client left
+                self.dropped(head.connection)
+            else:
+                heads[head.connection] = head
 
     def _receive(self, heads: dict, head: Head) -> None:
         try:
