@@ -535,3 +535,54 @@ def test_a_drawing_over_2000_px_a_side_is_refused_before_it_is_decoded():
         status, _, body = request(port, "POST", "/draw", json.dumps({"png": url}).encode())
         assert status == 400 and "at most 2000 a side" in one_json_line(body, "BAD_REQUEST")
         still_serving(port)
+
+
+def body_head(length: int) -> bytes:
+    return (
+        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+def test_clients_trickling_their_bodies_hold_no_worker_and_get_a_408_in_the_end():
+    """Six clients each trickling a body, two workers: /health is answered while all six are
+    still sending; each gets its 408 once its body's time is up."""
+    with serving(workers=2, request_seconds=3) as (port, _):
+        tricklers = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+        for s in tricklers:
+            s.sendall(body_head(100) + b"[")
+        stop, dropped = threading.Event(), []
+
+        def trickle() -> None:
+            while not stop.wait(0.2):
+                for s in tricklers:
+                    try:
+                        s.sendall(b" ")
+                    except OSError:
+                        dropped.append(s)
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            assert request(port, "GET", "/health")[::2] == (200, b"OK")
+            assert not dropped and not select.select(tricklers, [], [], 0)[0]
+        finally:
+            stop.set()
+            thread.join()
+        for s in tricklers:
+            answer = read_to_end(s)
+            assert answer.startswith(b"HTTP/1.0 408"), answer[:200]
+            one_json_line(answer.partition(b"\r\n\r\n")[2], "REQUEST_TIMEOUT")
+            s.close()
+        still_serving(port)
+
+
+def test_bodies_beyond_body_bytes_wait_for_room_and_are_then_answered():
+    """With room for 100 bytes of bodies, a stalled body holds it: a whole request waits, and is
+    answered once the stalled one has its 408 and gives its room back."""
+    with serving(body_bytes=100, request_seconds=2) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(body_head(1000) + b"[" * 150)  # then nothing more
+            status, _, body = request(port, "POST", "/invocations", ONE_IMAGE)
+            assert status == 200 and json.loads(body)["predictions"]["digit"] == [0]
+            assert read_to_end(stalled).startswith(b"HTTP/1.0 408")

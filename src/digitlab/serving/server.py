@@ -16,14 +16,16 @@ As a service (experiments/SERVING.md has the figures):
 
 - A fixed pool of ``workers`` threads answers requests, one request per connection (no
   keep-alive, so an open connection never holds a worker between requests). One thread reads
-  every connection's request line and headers (:class:`Heads`) before a worker takes it, so a
-  client trickling them holds no worker. Accepted connections, reading their heads or waiting
-  for a worker, number at most ``queued``; beyond that the listening thread waits, and new
-  connections wait in the kernel's listen backlog (``BACKLOG``): a burst is answered late, never
-  reset, and no connection costs a thread of its own.
+  every connection's request, head and body (:class:`Intake`), before a worker takes it, so a
+  client trickling it holds no worker; bodies read and not yet answered hold at most
+  ``body_bytes``, beyond which none is read until a worker is done with one. Accepted
+  connections, arriving or waiting for a worker, number at most ``queued``; beyond that the
+  listening thread waits, and new connections wait in the kernel's listen backlog
+  (``BACKLOG``): a burst is answered late, never reset, and no connection costs a thread of its
+  own.
 - A connection whose request line and headers have not all arrived ``head_seconds`` after it
   connected is dropped, trickled or not, and so is one that sends nothing for ``timeout``
-  seconds (408 if its body was under way) or whose body takes longer than ``request_seconds``.
+  seconds; a body that pauses that long, or takes longer than ``request_seconds``, is a 408.
 - Bodies: ``application/json`` only (415 otherwise: a browser sends a cross-origin JSON POST only
   after a preflight, which this server does not grant), at most ``MAX_BODY`` bytes (413, checked
   on Content-Length before reading), holding no more JSON values than pixels of ``MAX_ROWS``
@@ -42,6 +44,7 @@ import ipaddress
 import json
 import logging
 import queue
+import re
 import selectors
 import socket
 import sys
@@ -89,8 +92,11 @@ HEAD_BYTES = 65536 + 1
 REQUEST_SECONDS = 60.0
 # Worker threads: each may hold a body at MAX_BODY parsed (a few hundred MB), so not more.
 WORKERS = 8
-# Accepted connections reading their heads or waiting for a worker, beyond which they wait in the
-# kernel's backlog: each costs a socket and at most HEAD_BYTES.
+# Bytes of bodies read and not yet answered, in all: as many full bodies as there are workers.
+# Beyond it no body is read until a worker is done with one (the clients wait on TCP).
+BODY_BYTES = WORKERS * MAX_BODY
+# Accepted connections whose requests arrive or wait for a worker, beyond which they wait in the
+# kernel's backlog: each costs a socket and its bytes (at most HEAD_BYTES of head).
 QUEUED = 128
 # The listen backlog (socketserver's default is 5): a burst of hundreds of connections waits
 # here instead of having its connects dropped. Linux caps it at net.core.somaxconn (4096).
@@ -160,7 +166,7 @@ def host_allowed(header: str | None, bound: str, allowed: tuple[str, ...] = ()) 
 
 
 class DeadlineReader(io.RawIOBase):
-    """A connection's reading side: first the bytes :class:`Heads` read already (``head``), then
+    """A connection's reading side: first the bytes :class:`Intake` read already (``head``), then
     the socket's, each read waiting at most ``idle`` seconds for data and all of them ending at
     ``deadline`` (``time.monotonic()``), so a trickle cannot hold a worker either."""
 
@@ -192,16 +198,20 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.0 answers close the connection: a client cannot keep a worker between requests.
     protocol_version = "HTTP/1.0"
 
-    def __init__(self, request, client_address, server, head: bytes = b"", connected=None):
-        """``head``: what :class:`Heads` read of the request; ``connected``: when (monotonic)."""
-        self.head = head
+    def __init__(
+        self, request, client_address, server, head: bytes = b"", connected=None, deadline=None
+    ):
+        """``head``: what :class:`Intake` read of the request; ``connected``: when (monotonic);
+        ``deadline``: when what is left of the body must be in (None: ``request_seconds`` from
+        when it is read)."""
+        self.head, self.body_deadline = head, deadline
         self.connected = time.monotonic() if connected is None else connected
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         super().setup()
         self.rfile.close()  # the plain file waits forever: read through the deadline instead
-        # The head's deadline, for what of a long head Heads left to read; the body's is set
+        # The head's deadline, for what of a long head Intake left to read; the body's is set
         # when it is read.
         self.reader = DeadlineReader(
             self.connection,
@@ -301,7 +311,11 @@ class Handler(BaseHTTPRequestHandler):
         return _parse_json(self._read(int(length)))
 
     def _read(self, length: int) -> bytes:
-        self.reader.deadline = time.monotonic() + self.server.request_seconds
+        self.reader.deadline = (
+            self.body_deadline
+            if self.body_deadline is not None
+            else time.monotonic() + self.server.request_seconds
+        )
         try:
             raw = self.rfile.read(length)
         except TimeoutError:
@@ -405,90 +419,123 @@ def head_deadline(server, connected: float) -> float:
     return connected + min(server.head_seconds, server.request_seconds)
 
 
-def head_complete(data: bytearray, new: int) -> bool:
-    """Whether ``data``, of which the last ``new`` bytes just arrived, holds the blank line that
-    ends a request's headers (the standard library takes bare ``\\n`` line ends too)."""
-    tail = bytes(data[-(new + 3) :])
-    return b"\n\r\n" in tail or b"\n\n" in tail
+def head_end(data: bytearray, new: int) -> int | None:
+    """Where the blank line that ends a request's headers ends in ``data``, of which the last
+    ``new`` bytes just arrived; None while it has not (the standard library takes bare ``\\n``
+    line ends too)."""
+    start = max(0, len(data) - new - 3)
+    ends = [i + len(mark) for mark in (b"\n\r\n", b"\n\n") if (i := data.find(mark, start)) >= 0]
+    return min(ends) if ends else None
+
+
+# The body's length as the standard library reads it (the first Content-Length, digits only).
+CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d{1,12})\r?\n", re.IGNORECASE)
 
 
 @dataclass
-class Head:
+class Arrival:
+    """A connection whose request is still arriving."""
+
     connection: socket.socket
     address: Any
     connected: float
     last: float  # when its last bytes arrived
     data: bytearray = field(default_factory=bytearray)
+    length: int | None = None  # the whole request's bytes, once its head says (None: head)
+    due: float = 0.0  # when its body must be in, once it is read
+    paused: bool = False  # not read while the bodies read fill BODY_BYTES
 
 
-class Heads:
-    """One thread reading the request line and headers of every new connection, for as long as
-    it trickles them: a connection costs a socket and at most ``HEAD_BYTES`` here, and takes a
-    worker (``ready(connection, address, head, connected)``) only once its head has arrived
-    (its blank line, ``HEAD_BYTES`` of it, or the client's end of sending). One whose head is
-    not all there ``head_deadline`` after it connected, or that sends nothing for
-    ``server.idle_timeout`` seconds, is closed without an answer (``dropped(connection)``), as
-    the standard library drops a connection that times out before its request line."""
+class Intake:
+    """One thread reading every new connection's request, head and body, however slowly it
+    arrives, before a worker takes it (``ready(connection, address, data, connected, deadline)``):
+    a client trickling its request costs a socket and the bytes it sent, never a worker.
 
-    def __init__(self, server, ready: Callable, dropped: Callable) -> None:
-        self.server, self.ready, self.dropped = server, ready, dropped
+    The head must be all there ``head_deadline`` after the connect, with no ``idle_timeout`` of
+    silence, or the connection is closed without an answer (``dropped(connection)``), as the
+    standard library drops a connection that times out before its request line. A head over
+    ``HEAD_BYTES`` goes to a worker as it is, the rest of the request due by the same deadline.
+    A body of up to ``MAX_BODY`` bytes (by its Content-Length) is read here too, due
+    ``request_seconds`` after its head, with no ``idle_timeout`` of silence, and goes to a worker
+    whole, or late with a ``deadline`` already past (the worker answers 408). Bodies read here and
+    not yet answered hold at most ``body_bytes`` in all (``taken`` counts, ``release`` gives
+    back): beyond that, bodies are not read until a worker gives some back.
+    """
+
+    def __init__(self, server, ready: Callable, dropped: Callable, body_bytes: int) -> None:
+        self.server, self.ready, self.dropped, self.body_bytes = server, ready, dropped, body_bytes
         self.selector = selectors.DefaultSelector()
-        self.wake, self.waker = socket.socketpair()  # another thread's add() wakes select()
+        self.wake, self.waker = socket.socketpair()  # another thread's call wakes select()
         self.wake.setblocking(False)
         self.waker.setblocking(False)
         self.selector.register(self.wake, selectors.EVENT_READ)
-        self.added: list[Head] = []
+        self.added: list[Arrival] = []
+        self.held = 0  # bytes of bodies read here and not yet released by a worker
         self.lock = threading.Lock()
         self.closing = False
-        self.thread = threading.Thread(target=self._run, name="digitlab-serve-heads", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="digitlab-serve-intake", daemon=True)
         self.thread.start()
 
     def add(self, connection: socket.socket, address) -> None:
-        """Read ``connection``'s head from now on (called by the listening thread)."""
+        """Read ``connection``'s request from now on (called by the listening thread)."""
         now = time.monotonic()
         with self.lock:
-            self.added.append(Head(connection, address, now, now))
-        try:
-            self.waker.send(b"\0")
-        except BlockingIOError:  # a wake-up is pending already
-            pass
+            self.added.append(Arrival(connection, address, now, now))
+        self._wake()
+
+    def release(self, size: int) -> None:
+        """A worker is done with a request whose body held ``size`` bytes of ``body_bytes``."""
+        if size:
+            with self.lock:
+                self.held -= size
+            self._wake()  # paused bodies may go on
 
     def close(self) -> None:
-        """Stop reading and drop the connections whose heads were still arriving."""
+        """Stop reading and drop the connections whose requests were still arriving."""
         self.closing = True
-        try:
-            self.waker.send(b"\0")
-        except BlockingIOError:
-            pass
+        self._wake()
         self.thread.join(10)
         self.selector.close()
         self.wake.close()
         self.waker.close()
 
+    def _wake(self) -> None:
+        try:
+            self.waker.send(b"\0")
+        except BlockingIOError:  # a wake-up is pending already
+            pass
+
     def _run(self) -> None:
-        heads: dict[socket.socket, Head] = {}
+        arrivals: dict[socket.socket, Arrival] = {}
         while not self.closing:
             now = time.monotonic()
-            for head in [h for h in heads.values() if now >= self._due(h)]:
-                self._drop(heads, head)
-            due = min((self._due(h) for h in heads.values()), default=None)
+            for arrival in [a for a in arrivals.values() if now >= self._due(a)]:
+                self._late(arrivals, arrival)
+            due = min((self._due(a) for a in arrivals.values()), default=None)
             for key, _ in self.selector.select(None if due is None else max(0, due - now)):
                 if key.fileobj is self.wake:
-                    self._take_added(heads)
-                elif (head := heads.get(key.fileobj)) is not None:
+                    self._woken(arrivals)
+                elif (arrival := arrivals.get(key.fileobj)) is not None:
                     try:
-                        self._receive(heads, head)
+                        self._receive(arrivals, arrival)
                     except Exception:  # this connection's problem: never the others'
-                        log.exception("reading a request from %s failed", head.address[0])
-                        if head.connection in heads:
-                            self._drop(heads, head)
-        for head in list(heads.values()) + self.added:
-            self.dropped(head.connection)
+                        log.exception("reading a request from %s failed", arrival.address[0])
+                        if arrival.connection in arrivals:
+                            self._drop(arrivals, arrival)
+        for arrival in list(arrivals.values()) + self.added:
+            self.dropped(arrival.connection)
 
-    def _due(self, head: Head) -> float:
-        return min(head_deadline(self.server, head.connected), head.last + self.server.idle_timeout)
+    def _due(self, arrival: Arrival) -> float:
+        if arrival.paused:  # waiting for room, not for the client
+            return arrival.due
+        if arrival.length is None:
+            return min(
+                head_deadline(self.server, arrival.connected),
+                arrival.last + self.server.idle_timeout,
+            )
+        return min(arrival.due, arrival.last + self.server.idle_timeout)
 
-    def _take_added(self, heads: dict) -> None:
+    def _woken(self, arrivals: dict) -> None:
         try:
             while self.wake.recv(4096):
                 pass
@@ -496,38 +543,97 @@ class Heads:
             pass
         with self.lock:
             added, self.added = self.added, []
-        for head in added:
+            room = self.held < self.body_bytes
+        for arrival in added:
             try:
-                head.connection.setblocking(False)
-                self.selector.register(head.connection, selectors.EVENT_READ)
+                arrival.connection.setblocking(False)
+                self.selector.register(arrival.connection, selectors.EVENT_READ)
             except (OSError, ValueError):  # closed already: the client left
-                self.dropped(head.connection)
+                self.dropped(arrival.connection)
             else:
-                heads[head.connection] = head
+                arrivals[arrival.connection] = arrival
+        if room:
+            for arrival in [a for a in arrivals.values() if a.paused]:
+                arrival.paused, arrival.last = False, time.monotonic()
+                self.selector.register(arrival.connection, selectors.EVENT_READ)
 
-    def _receive(self, heads: dict, head: Head) -> None:
+    def _receive(self, arrivals: dict, arrival: Arrival) -> None:
+        want = 65536 if arrival.length is None else arrival.length - len(arrival.data)
         try:
-            chunk = head.connection.recv(65536)
+            chunk = arrival.connection.recv(min(65536, want))
         except BlockingIOError:
             return
         except OSError:  # reset by the client
-            return self._drop(heads, head)
-        head.last = time.monotonic()
-        head.data += chunk
-        if not chunk and not head.data:
-            return self._drop(heads, head)
-        if not chunk or len(head.data) >= HEAD_BYTES or head_complete(head.data, len(chunk)):
-            self._forget(heads, head)
-            head.connection.setblocking(True)
-            self.ready(head.connection, head.address, bytes(head.data), head.connected)
+            return self._drop(arrivals, arrival)
+        arrival.last = time.monotonic()
+        if arrival.length is not None:
+            arrival.data += chunk
+            with self.lock:
+                self.held += len(chunk)
+                full = self.held >= self.body_bytes
+            if not chunk or len(arrival.data) >= arrival.length:
+                # whole, or the client's end: a short body is the worker's to answer (400)
+                return self._hand_over(arrivals, arrival, None if not chunk else arrival.last)
+            if full:
+                self._pause(arrivals)
+            return
+        if not chunk:  # the client's end: what came (if anything) is the worker's to answer
+            if not arrival.data:
+                return self._drop(arrivals, arrival)
+            return self._hand_over(arrivals, arrival, None)
+        arrival.data += chunk
+        end = head_end(arrival.data, len(chunk))
+        if end is None:
+            if len(arrival.data) >= HEAD_BYTES:  # the standard library refuses it, or reads on
+                deadline = head_deadline(self.server, arrival.connected)
+                self._hand_over(arrivals, arrival, deadline)
+            return
+        found = CONTENT_LENGTH.search(arrival.data, 0, end)
+        body = int(found.group(1)) if found else 0
+        if not 0 < body <= MAX_BODY or len(arrival.data) >= end + body:
+            return self._hand_over(arrivals, arrival, arrival.last)
+        arrival.length = end + body
+        arrival.due = arrival.last + self.server.request_seconds
+        with self.lock:
+            self.held += len(arrival.data)
+            full = self.held >= self.body_bytes
+        if full:
+            self._pause(arrivals)
 
-    def _forget(self, heads: dict, head: Head) -> None:
-        self.selector.unregister(head.connection)
-        del heads[head.connection]
+    def _pause(self, arrivals: dict) -> None:
+        """Bodies fill ``body_bytes``: read none until a worker releases some."""
+        for arrival in arrivals.values():
+            if arrival.length is not None and not arrival.paused:
+                arrival.paused = True
+                self.selector.unregister(arrival.connection)
 
-    def _drop(self, heads: dict, head: Head) -> None:
-        self._forget(heads, head)
-        self.dropped(head.connection)
+    def _late(self, arrivals: dict, arrival: Arrival) -> None:
+        if arrival.length is None:
+            return self._drop(arrivals, arrival)
+        self._hand_over(arrivals, arrival, time.monotonic())  # past its deadline: a 408
+
+    def _hand_over(self, arrivals: dict, arrival: Arrival, deadline: float | None) -> None:
+        """To a worker: ``deadline`` for what it may still read (None: its own for a body)."""
+        self._forget(arrivals, arrival)
+        arrival.connection.setblocking(True)
+        held = len(arrival.data) if arrival.length is not None else 0
+        self.ready(
+            arrival.connection,
+            arrival.address,
+            bytes(arrival.data),
+            arrival.connected,
+            deadline,
+            held,
+        )
+
+    def _forget(self, arrivals: dict, arrival: Arrival) -> None:
+        if not arrival.paused:
+            self.selector.unregister(arrival.connection)
+        del arrivals[arrival.connection]
+
+    def _drop(self, arrivals: dict, arrival: Arrival) -> None:
+        self._forget(arrivals, arrival)
+        self.dropped(arrival.connection)
 
 
 class Server(HTTPServer):
@@ -544,14 +650,15 @@ class Server(HTTPServer):
         request_seconds: float = REQUEST_SECONDS,
         allowed_hosts: tuple[str, ...] = (),
         head_seconds: float = HEAD_SECONDS,
+        body_bytes: int = BODY_BYTES,
     ) -> None:
         self.idle_timeout, self.request_seconds = timeout, request_seconds
         self.head_seconds = head_seconds
         # Before binding: a failed bind calls server_close, which uses these.
-        self.pending: queue.Queue = queue.Queue()  # heads read, waiting for a worker
+        self.pending: queue.Queue = queue.Queue()  # requests read, waiting for a worker
         self.admitted = threading.BoundedSemaphore(queued)  # accepted, no worker yet
         self.workers: list[threading.Thread] = []
-        self.heads = Heads(self, self._head_read, self._drop)
+        self.intake = Intake(self, self._arrived, self._drop, body_bytes)
         super().__init__(address, Handler)
         self.allowed_hosts = tuple(allowed_hosts)
         for i in range(workers):
@@ -561,28 +668,31 @@ class Server(HTTPServer):
 
     def process_request(self, request, client_address) -> None:
         self.admitted.acquire()  # waits while ``queued`` connections wait already
-        self.heads.add(request, client_address)
+        self.intake.add(request, client_address)
 
-    def _head_read(self, request, client_address, head: bytes, connected: float) -> None:
-        self.pending.put((request, client_address, head, connected))
+    def _arrived(self, request, client_address, data, connected, deadline, held) -> None:
+        self.pending.put((request, client_address, data, connected, deadline, held))
 
     def _drop(self, request) -> None:
         self.shutdown_request(request)
         self.admitted.release()
 
-    def finish_request(self, request, client_address, head: bytes = b"", connected=None) -> None:
-        self.RequestHandlerClass(request, client_address, self, head, connected)
+    def finish_request(
+        self, request, client_address, head: bytes = b"", connected=None, deadline=None
+    ) -> None:
+        self.RequestHandlerClass(request, client_address, self, head, connected, deadline)
 
     def _work(self) -> None:
         while (item := self.pending.get()) is not None:
             self.admitted.release()
-            request, client_address, head, connected = item
+            request, client_address, data, connected, deadline, held = item
             try:
-                self.finish_request(request, client_address, head, connected)
+                self.finish_request(request, client_address, data, connected, deadline)
             except Exception:
                 self.handle_error(request, client_address)
             finally:
                 self.shutdown_request(request)
+                self.intake.release(held)
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]
@@ -594,7 +704,7 @@ class Server(HTTPServer):
     def server_close(self) -> None:
         """Stop listening, drop the connections no worker has taken, and end the workers."""
         super().server_close()
-        self.heads.close()
+        self.intake.close()
         while True:
             try:
                 item = self.pending.get_nowait()
@@ -620,6 +730,7 @@ def make_server(
     timeout: float = TIMEOUT,
     request_seconds: float = REQUEST_SECONDS,
     head_seconds: float = HEAD_SECONDS,
+    body_bytes: int = BODY_BYTES,
 ) -> Server:
     """The server, bound (port 0: a free one) but not yet serving: call ``serve_forever()``, then
     ``shutdown()`` (from another thread) and ``server_close()``.
@@ -629,7 +740,14 @@ def make_server(
     ones a client may address (``host_allowed``). The rest: see the module's constants.
     """
     server = Server(
-        (host, port), workers, queued, timeout, request_seconds, allowed_hosts, head_seconds
+        (host, port),
+        workers,
+        queued,
+        timeout,
+        request_seconds,
+        allowed_hosts,
+        head_seconds,
+        body_bytes,
     )
     server.client, server.default_model = client, default_model
     server.models = models if models is not None else ModelCache(client.tracking_uri, trusted)
