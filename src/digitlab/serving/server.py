@@ -171,7 +171,7 @@ class DeadlineReader(io.RawIOBase):
     ``deadline`` (``time.monotonic()``), so a trickle cannot hold a worker either."""
 
     def __init__(
-        self, connection: socket.socket, idle: float, deadline: float, head: bytes = b""
+        self, connection: socket.socket, idle: float, deadline: float, head: bytes | bytearray = b""
     ) -> None:
         self.connection, self.idle, self.deadline = connection, idle, deadline
         self.head = memoryview(head)
@@ -620,7 +620,7 @@ class Intake:
         self.ready(
             arrival.connection,
             arrival.address,
-            bytes(arrival.data),
+            arrival.data,  # not copied: a body of MAX_BODY would be twice in memory
             arrival.connected,
             deadline,
             held,
