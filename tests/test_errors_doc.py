@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -638,6 +639,21 @@ def serving_without_models(ctx: Context) -> list[Said]:
     return command("digitlab.cli.serve", "--tracking-uri", ctx.store(ctx.folder("serve")))
 
 
+def serving_a_gone_run(ctx: Context) -> list[Said]:
+    """A bare digitlab-serve on a store whose only logged model's run row was deleted."""
+    from mlflow.tracking import MlflowClient
+
+    folder = ctx.folder("gone")
+    uri = ctx.store(folder)
+    client = MlflowClient(uri)
+    experiment = _experiment(client, folder / "mlruns")
+    run_id = _run(client, experiment, "gone")
+    client.create_logged_model(experiment, name="model", source_run_id=run_id)
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM runs WHERE run_uuid = ?", (run_id,))
+    return command("digitlab.cli.serve", "--tracking-uri", uri)
+
+
 def serving_a_missing_model(ctx: Context) -> list[Said]:
     return command(
         "digitlab.cli.serve",
@@ -847,6 +863,7 @@ def served(ctx: Context) -> dict[str, list[Said]]:
         "not json": [inputs(b"not json")],
         "no pixels": [inputs(_json({"pixel": pixels}))],
         "nested": [inputs(b"[" * 100_000)],
+        "json budget": [inputs(b"[" + b"[]" * 300_000 + b"]")],
         "short": [inputs(b'{"inp', length=50)],
         "no length": [inputs(b"", length=False)],
         "too large": [inputs(b"", length=MAX_BODY + 1)],
@@ -1221,6 +1238,52 @@ def added_key_built(ctx: Context) -> list[Said]:
 
 # --- the links -------------------------------------------------------------------------------
 
+
+def busy(ctx: Context) -> list[Said]:
+    """A server whose cache allows one load at once, a slow one under way: the answer to a
+    request for another model not loaded yet."""
+    from digitlab.serving.models import ModelCache
+    from digitlab.serving.server import make_server
+
+    loading, release = threading.Event(), threading.Event()
+
+    def load(uri: str) -> StubModel:  # a download taking its time
+        loading.set()
+        release.wait(60)
+        return StubModel()
+
+    cache = ModelCache("sqlite:///unused.db", loading=1, load=load)
+    server = make_server(SimpleNamespace(tracking_uri="sqlite:///unused.db"), "m", models=cache)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    body = _json({"inputs": [[0] * 784]})
+
+    def ask_slow() -> None:  # answered 200 once the load ends
+        with socket.create_connection(("127.0.0.1", port), timeout=90) as s:
+            s.sendall(_request("/invocations?model=models:/slow/1", body))
+            while s.recv(65536):
+                pass
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(ask_slow)
+            try:
+                assert loading.wait(30), "the slow load never began"
+                status, headers, message = _raw(
+                    port, _request("/invocations?model=models:/other/1", body)
+                )
+                assert headers.get("Retry-After") == "5", headers
+            finally:
+                release.set()
+            slow.result()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    return [Said(message, status)]
+
+
 LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
     "Bad input": {
         "data folder missing": case("data folder missing", root="/nowhere"),
@@ -1298,6 +1361,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "port taken": part(serving, "taken"),
         "an address not of this machine": part(serving, "address"),
         "a port below 1024 without root": part(serving, "privileged"),
+        "serving a store whose newest logged model lost its run": serving_a_gone_run,
         "a model's file unreadable, or no room to copy it": part(serving, "unreadable"),
         "an ensemble member whose run or checkpoint is missing or refused": part(
             ensembles, "missing"
@@ -1330,6 +1394,8 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "no images, or more than 10 000": part(served, "count"),
         "body not JSON": part(served, "not json"),
         "JSON without pixels": part(served, "no pixels"),
+        "more JSON values, lists or strings than pixels of 10 000 images need (counted on the "
+        "body's bytes, before it is parsed)": part(served, "json budget"),
         "body nested deeper than Python's recursion limit (about 1 000 levels)": part(
             served, "nested"
         ),
@@ -1344,6 +1410,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "a method other than GET, HEAD, POST": part(served, "method"),
         "a malformed request line, a URI or header over 64 KiB, HTTP/2": part(served, "malformed"),
         "a failure of the server itself (a bug, a store that fails)": part(served, "failure"),
+        "a model not loaded yet while 4 requests wait on model loads (`--any-model`)": busy,
         "unknown model, or not a model URI": part(served, "unknown model"),
         "a drawing that is empty or not a PNG": part(served, "drawing"),
         "unknown path": part(served, "path"),

@@ -1,6 +1,7 @@
-"""digitlab-serve as a service: silent or trickling clients are dropped, a fixed pool of threads
-answers a burst of 200 clients, hostile bodies (deep nesting, wrong type, too large), methods and
-Host headers get one JSON line each, and the server keeps serving.
+"""digitlab-serve as a service: silent or trickling clients are dropped and hold no worker, a
+fixed pool of threads answers a burst of 200 clients, hostile bodies (deep nesting, wrong type,
+too large, more JSON values than pixels need), methods and Host headers get one JSON line each, a
+slow model load holds only its own requests, and the server keeps serving.
 
 The server runs in this process on a free 127.0.0.1 port with a stub model that checks its
 pixels as the real one does, so each test takes seconds and trains nothing."""
@@ -11,17 +12,23 @@ import http.client
 import json
 import select
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib.resources import files
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 
 from digitlab.serving.model import as_pixels
+from digitlab.serving.models import ModelCache
 from digitlab.serving.server import MAX_BODY, make_server
 
 ONE_IMAGE = json.dumps({"inputs": [[0] * 784]}).encode()
@@ -330,3 +337,252 @@ def test_a_registered_model_named_with_quotes_is_listed(store, tmp_path):
         assert status == 200, body
         uris = [m["uri"] for m in json.loads(body)["models"]]
         assert {"models:/a'b/1", "models:/c'\"d/1"} <= set(uris)
+
+
+def test_a_bare_serve_whose_newest_models_run_is_gone_says_so_in_one_line(store, capsys):
+    """A logged model whose run row is gone (``mlflow gc``, a store copied in part): a bare
+    digitlab-serve names it and the fix instead of a trace, and /models leaves it out."""
+    from mlflow.tracking import MlflowClient
+
+    from digitlab.cli import serve
+
+    client = MlflowClient(store["tracking_uri"])
+    experiment = client.create_experiment("gone", artifact_location=store["artifact_location"])
+    run = client.create_run(experiment).info.run_id
+    model = client.create_logged_model(experiment, name="model", source_run_id=run).model_id
+    with sqlite3.connect(store["tracking_uri"].removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM runs WHERE run_uuid = ?", (run,))
+    with pytest.raises(SystemExit) as exit_:
+        serve.main(["--tracking-uri", store["tracking_uri"], "--port", "0"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert model in err and run in err and "--model" in err, err
+    with serving(client) as (port, _):
+        status, _, body = request(port, "GET", "/models")
+        assert status == 200 and json.loads(body)["models"] == [], body
+
+
+# A server in a process of its own, so its memory is its own: any other model is refused.
+SERVER = """
+from types import SimpleNamespace
+from digitlab.serving.server import make_server
+class Models:
+    def get(self, uri):
+        raise AssertionError("no request here gets as far as a model")
+server = make_server(SimpleNamespace(tracking_uri="sqlite:///unused.db"), "m", models=Models())
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def peak_rss_during(pid: int, work) -> tuple[object, int]:
+    """``work()``'s result, and how far ``pid``'s resident memory rose above its level before,
+    at most, while ``work`` ran (sampled every few milliseconds from another thread)."""
+    process = psutil.Process(pid)
+    before = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.002):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, peak - before
+
+
+def test_a_body_of_empty_lists_costs_its_bytes_not_a_python_object_each():
+    """64 MiB of ``[],`` is 22 million lists to json.loads, over 2 GB: refused on a count of
+    its brackets first, the server's memory rising by about the body's bytes."""
+    body = b"[" + b"[]," * ((MAX_BODY - 4) // 3) + b"[]]"
+    assert len(body) <= MAX_BODY
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        (status, _, answer), rise = peak_rss_during(
+            server.pid, lambda: request(port, "POST", "/invocations", body)
+        )
+        assert rise < 300 * 1024 * 1024, f"the server grew by {rise / 2**20:.0f} MB"
+        assert status == 400, answer[:300]
+        assert "more than pixels of 10000 images need" in one_json_line(answer, "BAD_REQUEST")
+        assert request(port, "GET", "/health")[::2] == (200, b"OK")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.parametrize("layout", ["(N, 28, 28) spaced", "dataframe_split"])
+def test_the_largest_pixel_requests_of_each_layout_are_accepted(layout):
+    """10 000 images (MAX_ROWS) in the layouts with the most JSON per pixel stay within the
+    counts a body is refused on: (N, 28, 28) with json.dumps' spaces (29 lists an image), and
+    dataframe_split with its 784 column names and an index."""
+    images = np.random.default_rng(0).integers(0, 256, size=(10_000, 28, 28), dtype=np.uint8)
+    if layout == "dataframe_split":
+        payload = {
+            "dataframe_split": {
+                "columns": [f"pixel{i}" for i in range(784)],
+                "index": list(range(10_000)),
+                "data": images.reshape(10_000, 784).tolist(),
+            }
+        }
+    else:
+        payload = {"inputs": images.tolist()}
+    body = json.dumps(payload).encode()
+    with serving() as (port, _):
+        status, _, answer = request(port, "POST", "/invocations", body)
+        assert status == 200, answer[:300]
+        assert len(json.loads(answer)["predictions"]["digit"]) == 10_000
+
+
+def test_clients_trickling_their_request_lines_hold_no_worker():
+    """Six clients each trickling a request line, two workers: /health is answered while all
+    six are still connected and trickling."""
+    with serving(workers=2, head_seconds=60) as (port, _):
+        tricklers = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+        stop, dropped = threading.Event(), []
+
+        def trickle() -> None:
+            while not stop.wait(0.2):  # a byte each, well within the 5 s of silence allowed
+                for s in tricklers:
+                    try:
+                        s.sendall(b"G")
+                    except OSError:
+                        dropped.append(s)
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            assert request(port, "GET", "/health")[::2] == (200, b"OK")
+            still_serving(port)
+        finally:
+            stop.set()
+            thread.join()
+        # Still connected: nothing to read (a closed connection reads as its end).
+        assert not dropped and not select.select(tricklers, [], [], 0)[0]
+        for s in tricklers:
+            s.close()
+
+
+def test_a_request_line_trickled_past_head_seconds_is_dropped():
+    """A byte every 0.2 s is never 5 s of silence, but the head is not there after 1 s in all."""
+    with serving(workers=1, head_seconds=1) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as trickle:
+            closed = False
+            for _ in range(50):  # 10 s of trickling at most
+                try:
+                    trickle.sendall(b"G")
+                except OSError:
+                    closed = True
+                    break
+                if select.select([trickle], [], [], 0.2)[0]:
+                    closed = trickle.recv(1024) == b""  # dropped without an answer
+                    break
+            assert closed
+        still_serving(port)
+
+
+def test_a_slow_model_load_holds_neither_loaded_models_nor_health():
+    """Under --any-model a model that takes its time to load holds its own requests only: a
+    loaded model answers and /health too, and a request beyond the loads allowed at once (one
+    here) gets a 503 at once instead of a worker."""
+    loading, release = threading.Event(), threading.Event()
+
+    def load(uri: str) -> StubModel:  # the store's download, taking its time for models:/slow/1
+        if uri == "models:/slow/1":
+            loading.set()
+            release.wait(60)
+        return StubModel()
+
+    cache = ModelCache("sqlite:///unused.db", allowed=None, loading=1, load=load)
+    cache.get("models:/fast/1")
+    with serving(models=cache, workers=2) as (port, _), ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(request, port, "POST", "/invocations?model=models:/slow/1", ONE_IMAGE)
+        try:
+            assert loading.wait(30)
+            status, _, body = request(port, "POST", "/invocations?model=models:/fast/1", ONE_IMAGE)
+            assert status == 200 and not slow.done(), body
+            assert request(port, "GET", "/health")[::2] == (200, b"OK")
+            status, headers, body = request(
+                port, "POST", "/invocations?model=models:/other/1", ONE_IMAGE
+            )
+            assert status == 503 and headers["Retry-After"] == "5"
+            assert "retry" in one_json_line(body, "SERVICE_UNAVAILABLE")
+            assert not slow.done()  # all of the above while the load went on
+        finally:
+            release.set()
+        assert slow.result()[0] == 200
+        assert request(port, "POST", "/invocations?model=models:/other/1", ONE_IMAGE)[0] == 200
+
+
+def test_a_drawing_over_2000_px_a_side_is_refused_before_it_is_decoded():
+    """/draw's PNG is at most the body's bytes, and its pixels at most 2000 a side: the size is
+    read from the PNG's header, before the pixels are decompressed."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (2001, 1)).save(png, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    with serving() as (port, _):
+        status, _, body = request(port, "POST", "/draw", json.dumps({"png": url}).encode())
+        assert status == 400 and "at most 2000 a side" in one_json_line(body, "BAD_REQUEST")
+        still_serving(port)
+
+
+def body_head(length: int) -> bytes:
+    return (
+        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+def test_clients_trickling_their_bodies_hold_no_worker_and_get_a_408_in_the_end():
+    """Six clients each trickling a body, two workers: /health is answered while all six are
+    still sending; each gets its 408 once its body's time is up."""
+    with serving(workers=2, request_seconds=3) as (port, _):
+        tricklers = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+        for s in tricklers:
+            s.sendall(body_head(100) + b"[")
+        stop, dropped = threading.Event(), []
+
+        def trickle() -> None:
+            while not stop.wait(0.2):
+                for s in tricklers:
+                    try:
+                        s.sendall(b" ")
+                    except OSError:
+                        dropped.append(s)
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            assert request(port, "GET", "/health")[::2] == (200, b"OK")
+            assert not dropped and not select.select(tricklers, [], [], 0)[0]
+        finally:
+            stop.set()
+            thread.join()
+        for s in tricklers:
+            answer = read_to_end(s)
+            assert answer.startswith(b"HTTP/1.0 408"), answer[:200]
+            one_json_line(answer.partition(b"\r\n\r\n")[2], "REQUEST_TIMEOUT")
+            s.close()
+        still_serving(port)
+
+
+def test_bodies_beyond_body_bytes_wait_for_room_and_are_then_answered():
+    """With room for 100 bytes of bodies, a stalled body holds it: a whole request waits, and is
+    answered once the stalled one has its 408 and gives its room back."""
+    with serving(body_bytes=100, request_seconds=2) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(body_head(1000) + b"[" * 150)  # then nothing more
+            status, _, body = request(port, "POST", "/invocations", ONE_IMAGE)
+            assert status == 200 and json.loads(body)["predictions"]["digit"] == [0]
+            assert read_to_end(stalled).startswith(b"HTTP/1.0 408")

@@ -25,11 +25,20 @@ from digitlab.tracking.store import default_tracking_uri
 
 
 def default_model(client) -> str:
-    """A registered model's @best, else the newest run's model."""
-    from digitlab.serving.models import available
+    """A registered model's @best, else the newest run's model: refused, not passed over, when
+    that run is gone from the store."""
+    from digitlab.serving.models import available, run_models
 
     choices = available(client)  # registered models first, then runs' models, newest first
     best = [c for c in choices if c["uri"].endswith("@best")]
+    if not best and (newest := run_models(client, limit=1)) and newest[0][1] is None:
+        model = newest[0][0]
+        raise DigitlabError(
+            f"the newest model in {client.tracking_uri}, {model.model_id}, was logged by run "
+            f"{model.source_run_id}, which is no longer in the store: name the model to serve "
+            "(--model URI or --run RUN_ID), or delete that model "
+            f"(MlflowClient().delete_logged_model('{model.model_id}'))"
+        )
     runs = [c for c in choices if c["uri"].startswith("runs:/")]
     if pick := best or runs or choices:
         return pick[0]["uri"]

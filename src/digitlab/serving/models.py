@@ -6,6 +6,7 @@ import re
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,16 @@ def checked_data_path(folder: Path, uri: str) -> Path:
     return data
 
 
+class ModelBusy(DigitlabError):
+    """A request for a model not loaded yet while as many requests as the cache allows already
+    wait on loads: answered at once (503) instead of taking one more worker."""
+
+
+# Requests that may wait on model loads at once: with the server's 8 workers, at least 4 stay for
+# loaded models and /health however slow the loads are.
+LOADING = 4
+
+
 class ModelCache:
     """Loads each model URI once and keeps it for later requests.
 
@@ -91,6 +102,10 @@ class ModelCache:
     ``mlflow.pyfunc.load_model``, which would first add the model's own ``code_paths`` to
     ``sys.path`` and hand the loader the model's own ``model_config``.
 
+    A load holds only the requests for its own URI: a loaded model answers, and another URI
+    loads, meanwhile. At most ``loading`` requests wait on loads at once (the one loading
+    included); one more that needs a model not loaded yet gets :class:`ModelBusy` at once.
+
     Args:
         tracking_uri: the MLflow store that ``models:/`` and ``runs:/`` URIs resolve in.
         trusted: your own network's modules (never the model's).
@@ -98,6 +113,9 @@ class ModelCache:
             store (the operator's choice, ``digitlab-serve --any-model``).
         keep: how many models stay loaded at most; the least recently used one is let go for
             another, so requests naming model after model cannot fill the memory.
+        loading: how many requests may wait on loads at once (``LOADING``).
+        load: how a URI becomes a model (default: downloaded from the store, checked and loaded
+            as above); another store or a test gives its own.
     """
 
     def __init__(
@@ -106,11 +124,16 @@ class ModelCache:
         trusted: tuple[str, ...] = (),
         allowed: tuple[str, ...] | None = None,
         keep: int = 8,
+        loading: int = LOADING,
+        load: Callable[[str], Any] | None = None,
     ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
         self.keep = max(keep, len(allowed or ()))
+        self.load, self.loading = load or self._load, loading
         self._models: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._loads: dict[str, threading.Lock] = {}  # one per URI being loaded
+        self._lock = threading.Lock()  # over the two dicts only, never over a load
+        self._waiting = threading.BoundedSemaphore(loading)
 
     def get(self, uri: str):
         if not URI.match(uri or ""):
@@ -123,13 +146,40 @@ class ModelCache:
                 f"model {uri} is not served here: this server serves {', '.join(self.allowed)} "
                 "(its operator can add it with --model)"
             )
-        with self._lock:  # one load per URI, even when the page and a client ask together
-            if uri not in self._models:
-                self._models[uri] = self._load(uri)
-                while len(self._models) > self.keep:
-                    self._models.popitem(last=False)
-            self._models.move_to_end(uri)
-            return self._models[uri]
+        if (model := self._loaded(uri)) is not None:
+            return model
+        if not self._waiting.acquire(blocking=False):
+            raise ModelBusy(
+                f"{uri} is not loaded yet and the server is busy loading models ({self.loading} "
+                "requests wait on loads, the most it allows): retry in a few seconds"
+            )
+        try:
+            with self._lock:
+                loading = self._loads.setdefault(uri, threading.Lock())
+            with loading:  # one load per URI, even when the page and a client ask together
+                if (model := self._loaded(uri)) is not None:
+                    return model  # loaded by the request this one waited for
+                try:
+                    model = self.load(uri)
+                except BaseException:
+                    with self._lock:  # URIs that fail to load leave nothing behind
+                        self._loads.pop(uri, None)
+                    raise
+                with self._lock:  # in one step: a request arriving now finds it loaded
+                    self._models[uri] = model
+                    self._loads.pop(uri, None)
+                    while len(self._models) > self.keep:
+                        self._models.popitem(last=False)
+                return model
+        finally:
+            self._waiting.release()
+
+    def _loaded(self, uri: str):
+        with self._lock:
+            if uri in self._models:
+                self._models.move_to_end(uri)
+                return self._models[uri]
+        return None
 
     def _load(self, uri: str):
         import mlflow
@@ -167,9 +217,37 @@ def offered(client, allowed: tuple[str, ...] | None) -> list[dict[str, str]]:
     return [{"uri": uri, "label": labels.get(uri, uri)} for uri in allowed]
 
 
+def run_models(client, limit: int = 50) -> list[tuple[Any, Any]]:
+    """The store's digitlab models logged by runs, newest first: ``(logged model, its run)``,
+    the run None where its row is gone from the store (deleted by ``mlflow gc``, or a store
+    copied in part)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    found = []
+    for model in client.search_logged_models(
+        experiment_ids=experiments,
+        max_results=limit,
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+    ):
+        if model.name == MODEL_NAME and model.source_run_id:
+            try:
+                run = client.get_run(model.source_run_id)
+            except MlflowException as e:
+                if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                    raise
+                run = None
+            found.append((model, run))
+    return found
+
+
 def available(client, limit: int = 50) -> list[dict[str, str]]:
     """What the page offers: each registered model's aliases and versions, then runs' models,
-    newest first. ``[{"uri", "label"}]``."""
+    newest first (those whose run is gone left out: ``runs:/`` cannot reach them).
+    ``[{"uri", "label"}]``."""
     choices = []
     for registered in client.search_registered_models():
         name = registered.name
@@ -181,21 +259,14 @@ def available(client, limit: int = 50) -> list[dict[str, str]]:
             choices.append(
                 {"uri": f"models:/{name}/{version.version}", "label": f"{name} v{version.version}"}
             )
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if experiments:
-        for model in client.search_logged_models(
-            experiment_ids=experiments,
-            max_results=limit,
-            order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-        ):
-            if model.name == MODEL_NAME and model.source_run_id:
-                run = client.get_run(model.source_run_id)
-                acc = run.data.metrics.get("test/acc")
-                shown = f" test/acc {acc:.4f}" if acc is not None else ""
-                choices.append(
-                    {
-                        "uri": f"runs:/{model.source_run_id}/{MODEL_NAME}",
-                        "label": f"run {run.info.run_name}{shown}",
-                    }
-                )
+    for model, run in run_models(client, limit):
+        if run is not None:
+            acc = run.data.metrics.get("test/acc")
+            shown = f" test/acc {acc:.4f}" if acc is not None else ""
+            choices.append(
+                {
+                    "uri": f"runs:/{model.source_run_id}/{MODEL_NAME}",
+                    "label": f"run {run.info.run_name}{shown}",
+                }
+            )
     return choices
