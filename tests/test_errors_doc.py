@@ -525,6 +525,27 @@ def crafted_checkpoint(ctx: Context) -> list[Said]:
     )
 
 
+def recipe_checkpoint(ctx: Context) -> list[Said]:
+    """A checkpoint whose saved recipe holds nested code where a plain value belongs."""
+    import torch
+
+    folder = ctx.folder("recipe")
+    good = torch.load(_checkpoint(folder / "good.ckpt"), weights_only=True)
+    nested = {"_target_": "digitlab.data.sources.load_idx", "folder": "/tmp"}
+    good["hyper_parameters"]["config"]["model"]["activation"] = nested
+    torch.save(good, folder / "crafted.ckpt")
+    return command(
+        "digitlab.cli.predict",
+        "--checkpoint",
+        "crafted.ckpt",
+        "--data",
+        "mnist",
+        "--root",
+        str(ctx.data_root),
+        cwd=folder,
+    )
+
+
 def _run(
     client,
     experiment: str,
@@ -1345,6 +1366,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "unreachable tracking server": case("unreachable tracking URI"),
         "a config naming code to run": case("config naming code to run"),
         "a checkpoint whose saved config names code outside the allow-list": crafted_checkpoint,
+        "a checkpoint whose saved recipe is not plain data": recipe_checkpoint,
         "unknown scheduler interval": case("unknown scheduler interval"),
         "a trainer setting Lightning rejects": case("trainer setting Lightning rejects"),
         "GPU requested, none present": case("gpu without GPU"),
