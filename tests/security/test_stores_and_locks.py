@@ -93,7 +93,8 @@ def test_resume_by_run_id_finds_its_stamped_last_checkpoint_in_the_job_folders(
 ):
     """The run's own job folder, found by the command under the project's outputs/ and
     multirun/, not the folder its tag names (where a stamped file of the attacker's waits); a
-    newer job's checkpoint of another run is passed over."""
+    newer job's checkpoint of another run is passed over, and so is a store's copy (MLflow's
+    artifacts: the fallback, downloaded with the run's best.ckpt)."""
     monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
     client, experiment = next_command(store)
     planted = tmp_path / "planted"
@@ -104,7 +105,9 @@ def test_resume_by_run_id_finds_its_stamped_last_checkpoint_in_the_job_folders(
     stamped(own, run_id, marker="own")
     other = tmp_path / "multirun" / "2026-12-02" / "09-00-00" / "0" / "checkpoints" / "last.ckpt"
     stamped(other, "0" * 32, marker="another run's")
-    os.utime(own, (1, 1))  # older than the other run's
+    copy = tmp_path / "outputs" / "mlruns" / run_id / "artifacts" / "checkpoints" / "last.ckpt"
+    stamped(copy, run_id, marker="a store's copy")
+    os.utime(own, (1, 1))  # older than the others
 
     resume = find_resume(run_id, client, tmp_path / "job" / "resume")
 

@@ -259,7 +259,10 @@ def job_roots(output_dir: str | Path | None = None) -> list[Path]:
 
 def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
     """Every ``<job folder>/checkpoints/last.ckpt`` (a regular file, not a link) under
-    ``roots``, newest first; links to folders are not followed, hidden folders not entered."""
+    ``roots``, newest first; links to folders are not followed, hidden folders not entered.
+
+    MLflow's copies (``<run>/artifacts/checkpoints/``, in a store kept beside the jobs) are not
+    a job's: the run's logged copy is the fallback, downloaded with its ``best.ckpt``."""
     import os
     import stat
 
@@ -270,7 +273,8 @@ def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
             here = Path(top)
             below = len(here.parts) - depth
             folders[:] = [f for f in folders if not f.startswith(".") and below < _JOB_DEPTH]
-            if here.name != "checkpoints" or "last.ckpt" not in files:
+            mlflows = here.parent.name == "artifacts"
+            if here.name != "checkpoints" or mlflows or "last.ckpt" not in files:
                 continue
             try:
                 info = os.lstat(here / "last.ckpt")
