@@ -202,10 +202,10 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
         if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
             score = state.get("best_model_score")
             state = {**state, **_PATH_STATE, "dirpath": str(folder)}
-            best = _same_run_best(resume, folder)
-            if state.get("monitor") and score is not None and best is not None:
+            best = state.get("monitor") and score is not None and _same_run_best(resume, folder)
+            if best:
                 kept = folder / "best.ckpt"
-                if best != kept:
+                if best.resolve() != kept:
                     shutil.copyfile(best, kept)
                 state.update(
                     best_model_path=str(kept),
