@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 import warm
 from conftest import wait_for, write_mnist
 from digitlab.errors import DigitlabError
+from digitlab.tracking.tags import RUN_ID_KEY
 from digitlab.training.run import train
 
 # LeNet on 2 000 images: each epoch takes long enough (about a second) that the signal, sent as
@@ -203,15 +204,16 @@ def test_a_killed_process_run_is_marked_killed_by_the_next_command_and_resumes(t
     (line,) = [x for x in (out + err).splitlines() if "was left RUNNING" in x]
     assert line.endswith(
         f"run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {killed.pid}, "
-        "which died: marked KILLED, last checkpoint logged; "
+        "which died: marked KILLED; its job folder keeps its last.ckpt, if an epoch ended: "
         f"continue with: resume={run.info.run_id}"
     ), line
     reaped = client.get_run(run.info.run_id).data.tags["digitlab.killed_because"]
     assert reaped == f"its process {killed.pid} on {socket.gethostname()} died"
-    assert "checkpoints/last.ckpt" in {
-        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
-    }
     final = client.get_run(run.info.run_id)
+    # found in the killed job's folder, beside the resume's own
+    assert final.data.tags["digitlab.resumed_from"] == str(
+        tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    )
     assert final.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
     assert (
@@ -472,9 +474,9 @@ def test_a_second_signal_exits_at_once_and_the_next_command_ends_the_run(tmp_pat
     tracking.open_experiment(OmegaConf.create({**store, "experiment_name": "digitlab"}))
     after = client.get_run(run.info.run_id)
     assert after.info.status == "KILLED"
-    assert "checkpoints/last.ckpt" in {
-        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
-    }
+    # resume=<run id> continues it from its job folder's last.ckpt (stamped with its id)
+    last = torch.load(tmp_path / "job" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last[RUN_ID_KEY] == run.info.run_id
 
 
 def test_a_signal_inside_a_store_call_waits_until_the_call_has_ended():

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import copy_store, fast_config
 from digitlab.errors import DigitlabError
-from digitlab.tracking.owners import HOST_TAG, PID_TAG, START_TAG, _start_time, claim_run
+from digitlab.tracking.owners import HOST_TAG, PID_TAG, START_TAG, claim_run, start_time
 from digitlab.training.run import train
 
 
@@ -101,7 +101,7 @@ def test_a_run_running_under_a_live_owner_is_refused_even_without_its_lock(stopp
         for key, value in {
             HOST_TAG: socket.gethostname(),
             PID_TAG: str(owner.pid),
-            START_TAG: _start_time(owner.pid),
+            START_TAG: start_time(owner.pid),
         }.items():
             client.set_tag(result["run_id"], key, value)
         with pytest.raises(

@@ -1,133 +1,210 @@
 """Runs whose process died without ending them (SIGKILL, out of memory, power cut): each run
 records the process that owns it, and the next command on the store marks dead owners' runs
-KILLED, keeping their last checkpoint, instead of leaving them RUNNING forever."""
+KILLED instead of leaving them RUNNING forever.
+
+A store is data, possibly someone else's: its tags name a process (host, pid, start time) that
+is only looked up, never a folder to read, write or delete in. Liveness is psutil's; the
+per-run locks are filelock's, in a private folder of this user's (:func:`lock_folder`)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import socket
+import stat
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from digitlab.errors import DigitlabError
-from digitlab.tracking.tags import CHECKPOINT_DIR_TAG
 from digitlab.tracking.uris import sqlite_path
 
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, START_TAG = "digitlab.owner.host", "digitlab.owner.pid", "digitlab.owner.start"
 
+# psutil's create_time() differs from one reading to the next by the clock's adjustments to the
+# boot time: a start time within this many seconds is the same process.
+_SAME_START_S = 1.0
 
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), telling a reused pid apart."""
+
+def start_time(pid: int) -> str:
+    """Process ``pid``'s start time as the owner tag holds it (psutil's ``create_time()``, in
+    seconds since the epoch, with a decimal point), telling a reused pid apart; "" if unknown."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, ValueError, OverflowError):
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
 
 
 def owner_tags() -> dict[str, str]:
     """Tags naming this process as the owner of a run."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: _start_time(pid)}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: start_time(pid)}
+
+
+def tag_pid(text: object) -> int | None:
+    """The pid an owner tag holds, or None when it holds no plausible pid (a store's tags are
+    data: "abc", "-1" and 10**30 name no process)."""
+    text = str(text or "").strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text) or not 0 < int(text) < 2**31:
+        return None
+    return int(text)
+
+
+def _tag_start(text: object) -> float | None:
+    """An owner tag's start time in seconds, or None when unknown: empty, or another format
+    (the clock ticks since boot that earlier versions stored, an integer, say nothing here)."""
+    text = str(text or "").strip()
+    if not re.fullmatch(r"[0-9]{1,12}\.[0-9]{1,9}", text):
+        return None
+    return float(text)
 
 
 def is_alive(pid: int, start: str = "") -> bool:
-    """Whether process ``pid`` (started at ``start``, if known) still runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    """Whether process ``pid`` (started at ``start``, a :func:`start_time`, if known) still runs
+    on this machine. A process of another user counts as alive; a zombie as dead."""
+    if not isinstance(pid, int) or not 0 < pid < 2**31 or not psutil.pid_exists(pid):
         return False
-    except PermissionError:  # another user's process: alive
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:  # gone since, or a zombie: it will do nothing more
+        return False
+    except psutil.AccessDenied:  # it exists; when it started cannot be told
         return True
-    return not start or _start_time(pid) in ("", start)
+    then = _tag_start(start)
+    return then is None or abs(created - then) < _SAME_START_S
+
+
+def _printable(text: object, limit: int = 200) -> str:
+    """A store's text as one line on the terminal: control characters shown as "?"."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))[:limit]
 
 
 def reap_dead_owners(client, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of ``experiment_id`` whose owner process on this host is
-    gone, logging their ``last.ckpt`` first; returns (and logs) one line per run.
+    gone; returns (and logs) one line per run.
 
-    Runs owned on other hosts are left alone: whether their process lives cannot be told here.
+    Only the run's status and a tag saying why change: nothing is read from, written to or
+    deleted in any folder the store names, and nothing is uploaded. ``resume=<run id>`` then
+    finds the run's ``last.ckpt`` in its own job folder, or in its logged artifacts
+    (:func:`digitlab.training.checkpoints.find_resume`). Runs owned on other hosts, and runs
+    whose owner tag holds no pid, are left alone: whether their process lives cannot be told.
     """
-
     host = socket.gethostname()
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     lines = []
     for run in client.search_runs([experiment_id], query, max_results=1000):
         tags, run_id = run.data.tags, run.info.run_id
-        pid = int(tags.get(PID_TAG, "0") or 0)
-        if not pid or is_alive(pid, tags.get(START_TAG, "")):
+        pid = tag_pid(tags.get(PID_TAG))
+        if pid is None or is_alive(pid, tags.get(START_TAG, "")):
             continue
-        last = Path(tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
-        _remove_partial_writes(last.parent, pid)
-        if last.is_file():
-            client.log_artifact(run_id, str(last), "checkpoints")
         client.set_tag(run_id, "digitlab.killed_because", f"its process {pid} on {host} died")
         client.set_terminated(run_id, "KILLED")
-        then = (
-            f"last checkpoint logged; continue with: resume={run_id}"
-            if last.is_file()
-            else "it had saved no checkpoint"
-        )
         lines.append(
-            f"run {run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
-            f"which died: marked KILLED, {then}"
+            f"run {run_id} ({_printable(run.info.run_name)}) was left RUNNING by process {pid}, "
+            "which died: marked KILLED; its job folder keeps its last.ckpt, if an epoch ended: "
+            f"continue with: resume={run_id}"
         )
     for line in lines:
         log.warning(line)
     return lines
 
 
-def _remove_partial_writes(folder: Path, pid: int) -> None:
-    """The checkpoint files the dead owner ``pid`` was writing (``.last.ckpt.tmp-<pid>``, ...):
-    only those exact names, in the folder the run's tag names."""
-    for name in ("best.ckpt", "last.ckpt"):
-        (folder / f".{name}.tmp-{pid}").unlink(missing_ok=True)
+def lock_folder() -> Path:
+    """The private folder of this user's per-run lock files, made with mode 0700 if missing:
+    ``$XDG_RUNTIME_DIR/digitlab-locks``, else ``digitlab-locks-<uid>`` in the temp folder.
+
+    Never a folder of the store's (that may be someone else's, with links planted in it), and
+    never a shared one. Raises DigitlabError when it exists but is not a real folder owned by
+    this user with mode 0700 (another user, or a link, could then swap its files).
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime):
+        folder = Path(runtime) / "digitlab-locks"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"digitlab-locks-{_uid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise DigitlabError(
+            f"cannot make the lock folder {folder} ({e.strerror or e}): make its parent "
+            "writable, or set XDG_RUNTIME_DIR to a folder of yours"
+        ) from None
+    info = os.lstat(folder)
+    mine = not hasattr(os, "getuid") or (
+        info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+    )
+    if not stat.S_ISDIR(info.st_mode) or not mine:
+        raise DigitlabError(
+            f"the lock folder {folder} is not a real folder owned by you with mode 0700: "
+            "remove it (digitlab makes it again), or set XDG_RUNTIME_DIR to a folder of yours"
+        )
+    return folder
 
 
-def _lock_folder(tracking_uri: str) -> Path:
-    """Where the per-run lock files live: beside a SQLite store, else in the temp folder (a
-    tracking server's runs can only be locked against this machine's own processes)."""
-    import tempfile
+def _uid() -> str:
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
 
+
+def _lock_path(tracking_uri: str, run_id: str) -> Path:
+    """The lock file of run ``run_id`` of the store at ``tracking_uri``: its name a digest of
+    both (a run id is the store's text, never a path), the same for every spelling of a SQLite
+    store's path."""
     db = sqlite_path(tracking_uri)
-    if db is not None:
-        return db.parent / ".locks"
-    return Path(tempfile.gettempdir()) / "digitlab-runs"
+    store = os.path.realpath(db) if db is not None else tracking_uri
+    digest = hashlib.sha256(f"{store}\0{run_id}".encode()).hexdigest()[:40]
+    return lock_folder() / f"{digest}.lock"
 
 
-def claim_run(client, run_id: str):
+@dataclass
+class Claim:
+    """A held claim on a run (:func:`claim_run`): released by :meth:`close`, or when the
+    process ends."""
+
+    lock: Any
+
+    def close(self) -> None:
+        self.lock.release(force=True)
+
+
+def claim_run(client, run_id: str) -> Claim:
     """Claim run ``run_id`` for this process before continuing it (``resume=``); returns the
-    open lock file, held until closed (or the process dies).
+    claim, held until closed (or the process dies).
 
-    One process per run: an exclusive lock per run id closes the race of two resumes started
+    One process per run: an exclusive lock per run (:func:`filelock.FileLock`, which opens its
+    file without following a link and never truncates it) closes the race of two resumes started
     together, and a run that is RUNNING under a live owner (its tags: host, pid, start) is
     refused too, for an owner on another machine that no lock here can see. Raises
     DigitlabError naming the owner.
     """
-    import fcntl
+    from filelock import FileLock, Timeout
 
-    folder = _lock_folder(client.tracking_uri)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / f"{run_id}.lock", "a+")  # noqa: SIM115 (held for the run's life)
+    path = _lock_path(client.tracking_uri, run_id)
+    lock = FileLock(path, timeout=0, mode=0o600)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
+        lock.acquire()
+    except Timeout:
+        owner = _owner(client.get_run(run_id)) or "another process"
         raise DigitlabError(
             f"run {run_id} is being trained by {owner}: {_wait_hint(run_id)}"
         ) from None
+    except OSError as e:  # e.g. a link where the lock file goes: never followed
+        raise DigitlabError(
+            f"cannot lock run {run_id} with {path} ({e.strerror or e}): remove that file, "
+            f"then resume={run_id} again"
+        ) from None
     if owner := _live_owner(client.get_run(run_id)):
-        handle.close()
+        lock.release(force=True)
         raise DigitlabError(f"run {run_id} is RUNNING in {owner}: {_wait_hint(run_id)}")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()} on {socket.gethostname()}")
-    handle.flush()
-    return handle
+    return Claim(lock)
 
 
 def _wait_hint(run_id: str) -> str:
@@ -137,14 +214,24 @@ def _wait_hint(run_id: str) -> str:
     )
 
 
+def _owner(run) -> str | None:
+    """``"process PID on HOST"`` as ``run``'s owner tags name it, when they name a process that
+    is not known dead (on another host, whether it lives cannot be told from here)."""
+    tags = run.data.tags
+    host, pid = tags.get(HOST_TAG), tag_pid(tags.get(PID_TAG))
+    if not host or pid is None:
+        return None
+    if host == socket.gethostname() and not is_alive(pid, tags.get(START_TAG, "")):
+        return None
+    return f"process {pid} on {_printable(host, 100)}"
+
+
 def _live_owner(run) -> str | None:
     """``"process PID on HOST"`` when ``run`` is RUNNING under an owner that is not known dead
-    (on another host, whether it lives cannot be told from here), else None."""
+    and is not this process, else None."""
     tags = run.data.tags
-    host, pid = tags.get(HOST_TAG), int(tags.get(PID_TAG, "0") or 0)
-    if run.info.status != "RUNNING" or not host or not pid:
+    if run.info.status != "RUNNING":
         return None
-    here = host == socket.gethostname()
-    if here and (pid == os.getpid() or not is_alive(pid, tags.get(START_TAG, ""))):
+    if tags.get(HOST_TAG) == socket.gethostname() and tag_pid(tags.get(PID_TAG)) == os.getpid():
         return None
-    return f"process {pid} on {host}"
+    return _owner(run)

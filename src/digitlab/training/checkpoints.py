@@ -11,7 +11,7 @@ from typing import Any
 
 from digitlab.config.spec import NetworkSpec, read_run
 from digitlab.errors import DigitlabError
-from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, RUN_ID_KEY
+from digitlab.tracking.tags import RUN_ID_KEY
 
 # A checkpoint larger than this is refused before it is read: a digit network and its
 # optimizer state are a few MB (LeNet with Adam: 5 MB), and the bound keeps a crafted file's
@@ -231,11 +231,15 @@ class Resume:
     """Where training continues from: a checkpoint and its MLflow run (if it is in this store).
 
     Only the state in the file is taken (weights, optimizer, loops, scores), never its paths:
-    :func:`restore_point` rewrites them into the run's own folder."""
+    :func:`restore_point` rewrites them into the run's own folder. ``folder``: the checkpoint
+    folder ``path`` was found in by this command itself (the path the user gave, the job folder
+    it searched out, the folder it downloaded the run's artifacts into), where the same run's
+    ``best.ckpt`` may be; None: none."""
 
     path: Path
     run_id: str | None
     checkpoint: dict[str, Any]
+    folder: Path | None = None
 
 
 # ModelCheckpoint's state names files it wrote: it deletes them when they drop out of its
@@ -255,9 +259,10 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     """The checkpoint Lightning restores from: ``resume``'s state with every ModelCheckpoint
     path rewritten into ``folder`` (the run's own checkpoint folder), written into ``scratch``.
 
-    The best-so-far score carries over only with its file: the best checkpoint the resumed one
-    names is copied into ``folder`` when it is a readable checkpoint of the same run; otherwise
-    the best is counted afresh from the next validation.
+    The best-so-far score carries over only with its file: the ``best.ckpt`` beside the resumed
+    checkpoint (in ``resume.folder``) or already in ``folder``, when it is a readable checkpoint
+    of the same run, is kept in ``folder``; the path the checkpoint's own state names is never
+    read. Otherwise the best is counted afresh from the next validation.
     """
     import os
     import shutil
@@ -271,17 +276,19 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     callbacks = {}
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
+            score = state.get("best_model_score")
             state = {**state, **_PATH_STATE, "dirpath": str(folder)}
-            best = _same_run_best(resume, resume.checkpoint["callbacks"][key])
-            if state.get("monitor") and best is not None:
+            best = state.get("monitor") and score is not None and _same_run_best(resume, folder)
+            if best:
                 kept = folder / "best.ckpt"
-                shutil.copyfile(best[0], kept)
+                if best.resolve() != kept:
+                    shutil.copyfile(best, kept)
                 state.update(
                     best_model_path=str(kept),
                     kth_best_model_path=str(kept),
-                    best_k_models={str(kept): best[1]},
-                    best_model_score=best[1],
-                    kth_value=best[1],
+                    best_k_models={str(kept): score},
+                    best_model_score=score,
+                    kth_value=score,
                 )
         callbacks[key] = state
     checkpoint["callbacks"] = callbacks
@@ -290,25 +297,110 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     return path
 
 
-def _same_run_best(resume: Resume, state: Mapping[str, Any]) -> tuple[Path, Any] | None:
-    """(path, score) of the best checkpoint ``state`` names, if it is a ``best.ckpt`` that loads
-    weights-only and was written by the same run as the resumed checkpoint; else None."""
-    run_id, score = resume.checkpoint.get(RUN_ID_KEY), state.get("best_model_score")
-    path = Path(str(state.get("best_model_path") or ""))
-    if not run_id or score is None or path.name != "best.ckpt" or not path.is_file():
+def _same_run_best(resume: Resume, folder: Path) -> Path | None:
+    """The ``best.ckpt`` of the resumed checkpoint's own folder (``resume.folder``), else of the
+    run's new ``folder``, that loads weights-only and was written by the same run; else None."""
+    run_id = resume.checkpoint.get(RUN_ID_KEY)
+    if not run_id:
         return None
+    for candidate in (resume.folder, folder):
+        path = candidate and Path(candidate) / "best.ckpt"
+        if not path or not path.is_file():
+            continue
+        try:
+            best = load_checkpoint(path)
+        except DigitlabError:
+            continue
+        if best.get(RUN_ID_KEY) == run_id:
+            return path
+    return None
+
+
+# Hydra's job folders: <root>/<date>/<time>/ for a run, <root>/<date>/<time>/<job>/ in a
+# multirun, a fold's one level below. A ``checkpoints`` folder deeper than this is not a job's.
+_JOB_DEPTH = 5
+
+
+def job_roots(output_dir: str | Path | None = None) -> list[Path]:
+    """Where ``resume=<run id>`` looks for the run's job folder: the project's ``outputs/`` and
+    ``multirun/`` (Hydra's folders, :func:`digitlab.config.project_root`), and the folder holding
+    this job's own ``output_dir`` (its sibling jobs), when the command names one."""
+    from digitlab.config import project_root
+
+    roots = [project_root() / "outputs", project_root() / "multirun"]
+    if output_dir is not None:
+        roots.append(Path(output_dir).absolute().parent)
+    return roots
+
+
+def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
+    """Every ``<job folder>/checkpoints/last.ckpt`` (a regular file, not a link) under
+    ``roots``, newest first; links to folders are not followed, hidden folders not entered.
+
+    MLflow's copies (``<run>/artifacts/checkpoints/``, in a store kept beside the jobs) are not
+    a job's: the run's logged copy is the fallback, downloaded with its ``best.ckpt``."""
+    import os
+    import stat
+
+    found: dict[Path, int] = {}
+    for root in roots:
+        depth = len(Path(root).parts)
+        for top, folders, files in os.walk(root):
+            here = Path(top)
+            below = len(here.parts) - depth
+            folders[:] = [f for f in folders if not f.startswith(".") and below < _JOB_DEPTH]
+            mlflows = here.parent.name == "artifacts"
+            if here.name != "checkpoints" or mlflows or "last.ckpt" not in files:
+                continue
+            try:
+                info = os.lstat(here / "last.ckpt")
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found[here / "last.ckpt"] = info.st_mtime_ns
+    return sorted(found, key=found.__getitem__, reverse=True)
+
+
+def _names_run(path: Path, run_id: str) -> bool:
+    """Whether the checkpoint at ``path`` may be stamped with ``run_id``: its pickle (the small
+    part of torch's zip file; the tensors are not read) holds the id's text."""
+    import zipfile
+
     try:
-        best = load_checkpoint(path)
-    except DigitlabError:
-        return None
-    return (path, score) if best.get(RUN_ID_KEY) == run_id else None
+        with zipfile.ZipFile(path) as archive:
+            (pickle,) = [i for i in archive.infolist() if i.filename.endswith("data.pkl")]
+            if pickle.file_size > 64 * 2**20:
+                return False
+            return run_id.encode() in archive.read(pickle)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
 
 
-def find_resume(target: str, client, download_dir: Path) -> Resume:
+def _job_last(run_id: str, roots: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest job folder's ``checkpoints/last.ckpt`` under ``roots`` stamped with
+    ``run_id`` (:data:`RUN_ID_KEY`), read; None if there is none."""
+    for path in _job_checkpoints(roots):
+        if not _names_run(path, run_id):
+            continue
+        try:
+            checkpoint = load_checkpoint(path)
+        except DigitlabError:
+            continue
+        if checkpoint.get(RUN_ID_KEY) == run_id:
+            return path, checkpoint
+    return None
+
+
+def find_resume(
+    target: str, client, download_dir: Path, roots: Iterable[Path] | None = None
+) -> Resume:
     """Resolve ``resume=<target>``: a ``.ckpt`` path, or an MLflow run id in ``client``'s store.
 
-    A run id resumes from the run's ``last.ckpt``: the local file when it is still there, else
-    the copy logged as the run's artifact (downloaded into ``download_dir``).
+    A run id resumes from the run's ``last.ckpt``: the newest one stamped with its id in a job
+    folder under ``roots`` (default :func:`job_roots`), else the copy logged as the run's
+    artifact (downloaded into ``download_dir``, with its ``best.ckpt`` if logged). The folders
+    looked in are this command's own: no path the store holds (a tag, a checkpoint's state) is
+    read. Raises DigitlabError in one line when the run has no ``last.ckpt`` in either.
     """
     from mlflow.exceptions import MlflowException
 
@@ -321,7 +413,7 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
                 client.get_run(run_id)
             except MlflowException:  # written by a run of another store: start a new run here
                 run_id = None
-        return Resume(path, run_id, checkpoint)
+        return Resume(path, run_id, checkpoint, path.parent)
     try:
         run = client.get_run(str(target))
     except MlflowException:
@@ -329,17 +421,22 @@ def find_resume(target: str, client, download_dir: Path) -> Resume:
             f"resume={target} is neither a checkpoint file nor a run in {client.tracking_uri}: "
             "give a .ckpt path or a run id shown by the MLflow UI"
         ) from None
-    local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / "last.ckpt"
-    if not local.is_file():
-        try:
-            local = Path(
-                client.download_artifacts(
-                    run.info.run_id, "checkpoints/last.ckpt", str(download_dir)
-                )
-            )
-        except (MlflowException, OSError):
-            raise DigitlabError(
-                f"run {target} has no last.ckpt to resume from (it stopped before its first "
-                "epoch ended): start it again without resume="
-            ) from None
-    return Resume(local, run.info.run_id, load_checkpoint(local))
+    run_id = run.info.run_id
+    roots = list(job_roots() if roots is None else roots)
+    if found := _job_last(run_id, roots):
+        return Resume(found[0], run_id, found[1], found[0].parent)
+    try:
+        local = Path(client.download_artifacts(run_id, "checkpoints/last.ckpt", str(download_dir)))
+    except (MlflowException, OSError):
+        searched = ", ".join(str(r) for r in roots)
+        raise DigitlabError(
+            f"run {target} has no last.ckpt to resume from: none logged to the run, and no job "
+            f"folder under {searched} holds one (it stopped before its first epoch ended): start "
+            "it again without resume=, or give its checkpoint, resume=<job folder>/checkpoints/"
+            "last.ckpt"
+        ) from None
+    try:  # the best checkpoint beside it, for the best-so-far score (restore_point)
+        client.download_artifacts(run_id, "checkpoints/best.ckpt", str(download_dir))
+    except (MlflowException, OSError):
+        pass
+    return Resume(local, run_id, load_checkpoint(local), local.parent)

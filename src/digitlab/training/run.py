@@ -29,7 +29,13 @@ from digitlab.training.build import (
     quiet_lightning,
     set_matmul_precision,
 )
-from digitlab.training.checkpoints import Resume, find_resume, load_net_weights, restore_point
+from digitlab.training.checkpoints import (
+    Resume,
+    find_resume,
+    job_roots,
+    load_net_weights,
+    restore_point,
+)
 
 
 def train(
@@ -66,13 +72,18 @@ def train(
     set_matmul_precision(cfg)
     check_config(cfg)
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
+    # resume=<run id> looks for the run's job folder beside this one's (when the command names
+    # one: a temporary folder's neighbours are not jobs) and in the project's outputs/, multirun/.
+    roots = job_roots(output_dir or None)
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="digitlab-"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg, data)
     datamodule.split()  # decode and validate the files now, before any run exists
     module = build_module(cfg)
     client, experiment_id = store.open_experiment(cfg.logger)
-    resume = find_resume(cfg.resume, client, output_dir / "resume") if cfg.get("resume") else None
+    resume = (
+        find_resume(cfg.resume, client, output_dir / "resume", roots) if cfg.get("resume") else None
+    )
     if resume:
         load_net_weights(module.net, resume.checkpoint["state_dict"], resume.path)
     # The run's own folder, resumed or not: the only place its checkpoints are written or deleted.
