@@ -281,3 +281,20 @@ def test_a_resume_takes_no_best_checkpoint_from_a_path_its_state_names(stopped, 
     own = tmp_path / "second" / "checkpoints" / "best.ckpt"
     assert resumed["best_checkpoint"] == str(own.resolve())
     assert "marker" not in torch.load(own, weights_only=True)
+
+
+@pytest.mark.parametrize("target", ["victim.txt", "absent.txt"])
+def test_opening_a_store_follows_no_link_planted_at_its_lock_file(tmp_path, migrated_db, target):
+    """``<db>.lock`` beside a store someone else prepared: a link there is not followed, so the
+    file it points at is neither created nor changed."""
+    from conftest import copy_store
+    from digitlab.tracking.store import open_client
+
+    store = copy_store(tmp_path, migrated_db)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "mlruns" / "mlflow.db.lock").symlink_to(tmp_path / target)
+    with pytest.raises(DigitlabError, match="mlflow.db.lock is a symbolic link"):
+        open_client(store["tracking_uri"])
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "absent.txt").exists()

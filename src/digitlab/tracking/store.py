@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from digitlab.errors import DigitlabError
 from digitlab.tracking.owners import reap_dead_owners
 from digitlab.tracking.uris import is_server, sqlite_path
@@ -281,24 +283,25 @@ def _first_contact(tracking_uri: str, db: Path):
     # machine, and every job of a parallel sweep waited out each other's (16 jobs at once: the
     # last opened the store 90 s after the first, experiments/LOAD.md).
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
     _check_pages(db)  # within the lock's patience: a busy store waits here at most a second
+    # filelock's lock never follows a link planted at the lock's path, nor truncates a file.
+    path = db.with_name(db.name + ".lock")
+    lock = FileLock(path)
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return MlflowClient(tracking_uri)
-    try:
-        lock = open(db.with_name(db.name + ".lock"), "a")
+        lock.acquire()
     except OSError as e:  # the store's folder is what failed: read-only, or out of inodes
+        if e.errno == errno.ELOOP:
+            raise DigitlabError(
+                f"{path} is a symbolic link, which digitlab never makes (someone placed it): "
+                "remove it, or point logger.tracking_uri (or --tracking-uri) at another store"
+            ) from None
         raise _unwritable(db.parent, e) from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = _checked_client(tracking_uri, db, started)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        client = _checked_client(tracking_uri, db, started)
+    finally:
+        lock.release()
     return client
 
 
