@@ -18,7 +18,7 @@ from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
 from digitlab.tracking.logger import RunLogger, decimal
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
-from digitlab.tracking.sweep import sweep_tags
+from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import (
     build_callbacks,
     build_datamodule,
@@ -216,7 +216,7 @@ def _tracked_run(
         experiment_id,
         OmegaConf.to_container(cfg, resolve=True),
         checkpoint_dir,
-        name=cfg.logger.run_name or run_name(choices, cfg.seed),
+        name=cfg.logger.run_name or run_name(choices, cfg.seed, swept_values()),
         tags=tags,
         resume_run_id=resume and resume.run_id,
     )
