@@ -929,6 +929,13 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
         (logged / name).touch()
     run_id = _run(client, _experiment(client, folder / "mlruns"), "lenet-mnist-sgd-s42")
     client.log_artifacts(run_id, str(logged))
+
+    def on_a_busy_port() -> None:
+        with socket.socket() as held:  # another program serving on the port asked for
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            digitlab.ui(tracking_uri=uri, port=held.getsockname()[1])
+
     return {
         "option": [raised(lambda: digitlab.compose("model=resnet"))],
         "key": [
@@ -958,6 +965,7 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
                 )
             )
         ],
+        "port": [raised(on_a_busy_port)],
     }
 
 
@@ -1361,6 +1369,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "no artifact matches": part(python_api, "artifact"),
         "nothing to predict with": part(python_api, "predict"),
         "no store yet": part(python_api, "store"),
+        "port taken": part(python_api, "port"),
     },
     "During training": {
         "loss becomes NaN or inf": non_finite_loss,
