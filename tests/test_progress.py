@@ -4,11 +4,13 @@ warnings from dependencies.)"""
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from conftest import N_TRAIN
 from digitlab.callbacks import EpochReport, EpochThroughput, SampleProgressBar
@@ -28,11 +30,15 @@ class RecordingBar(SampleProgressBar):
         super().__init__()
         self.seen: list[tuple[float, float]] = []
         self.descriptions: list[str] = []
+        self.shown: list[str] = []  # the training bar's line as the terminal shows it
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         task = next(t for t in self.progress.tasks if t.id == self.train_progress_bar_id)
         self.seen.append((task.total, task.completed))
         self.descriptions.append(task.description.strip())
+        console = Console(file=io.StringIO(), width=200, record=True)
+        console.print(self.progress.make_tasks_table([task]))
+        self.shown.append(console.export_text())
         super().on_train_epoch_end(trainer, pl_module)
 
 
@@ -60,6 +66,9 @@ def test_epoch_lines_carry_that_epochs_metrics_and_the_bar_counts_images(
     # images, not the 2 Lightning steps of 5 optimizer steps each
     assert bar.seen == [(N_TRAIN - 40, N_TRAIN - 40)] * 2
     assert "v_num" not in bar.get_metrics(bar.trainer, None)
+    # its speed in the unit of the epoch line's (img/s), not Lightning's it/s
+    assert all(re.search(r" [\d,]+ img/s", shown) for shown in bar.shown), bar.shown
+    assert not any("it/s" in shown for shown in bar.shown), bar.shown
 
 
 def test_the_store_charts_epochs_tests_once_and_keeps_short_decimals(make_cfg, tmp_path):
