@@ -276,6 +276,21 @@ CASES: dict[str, tuple] = {
         ["model.channels=[1,"],
         ["cannot read the override 'model.channels=[1,'"],
     ),
+    "override written as a flag": (
+        None,
+        ["--model=mlp"],
+        ["--model=mlp: Hydra overrides have no dashes: model=mlp"],
+    ),
+    "key of a nested node given alone": (
+        None,
+        ["max_epochs=1"],
+        ["max_epochs is not a key of the config: did you mean trainer.max_epochs?"],
+    ),
+    "--cfg with -m": (
+        None,
+        ["-m", "--cfg=job", "model=mlp,lenet"],
+        ["--cfg job prints one job's config, -m runs several"],
+    ),
     "misspelt preset": (
         None,
         ["experiment=fastt"],

@@ -1325,6 +1325,9 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "a group set to null": case("group set to null"),
         "a sweep without `-m`": case("sweep without -m"),
         "an override Hydra cannot read": case("override Hydra cannot read"),
+        "an override written as a flag": case("override written as a flag"),
+        "a key of a nested node, given alone": case("key of a nested node given alone"),
+        "`--cfg` with `-m`": case("--cfg with -m"),
         "output folder that cannot be written": (
             case("output folder not writable"),
             case("output folder under a file"),
