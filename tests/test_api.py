@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import lightning as L
 import numpy as np
@@ -111,6 +112,20 @@ def test_fit_twice_in_one_process_then_runs_load_and_show(overrides, uri):
     assert all(p.stat().st_size > 0 for p in shown)
     with pytest.raises(DigitlabError, match="has no artifact matching nothing/\\*: it has "):
         digitlab.show(second.run_id, "nothing/*", tracking_uri=uri)
+
+
+def test_fit_shows_no_deprecation_notice_of_lightnings_pytree_shim_and_others_still_show(
+    overrides,
+):
+    """The command line leaves dependencies' deprecation notices out; digitlab.fit leaves out
+    the one every fit would show (Lightning's pytree shim), and only that one."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        digitlab.fit(*overrides, "model=mlp", "logger.log_model=false")
+        warnings.warn("a FutureWarning of the user's own", FutureWarning, stacklevel=1)
+    shown = [str(w.message) for w in caught]
+    assert not [m for m in shown if "LeafSpec" in m], shown
+    assert "a FutureWarning of the user's own" in shown
 
 
 def test_bad_input_raises_the_command_lines_one_line_error_and_leaves_no_run(overrides, uri):

@@ -198,6 +198,18 @@ MISSPELT = {
     ),
     "option with --help": (["--help", "model=lenett"], ["model=lenett is not an option of model"]),
     "option with --cfg job": (["--cfg", "job", "experiment=fastt"], ["experiment=fastt is not"]),
+    "override written as a flag": (
+        ["--model=mlp"],
+        ["--model=mlp: Hydra overrides have no dashes: model=mlp"],
+    ),
+    "key of a nested node": (
+        ["max_epochs=1"],
+        ["max_epochs is not a key of the config: did you mean trainer.max_epochs?"],
+    ),
+    "--cfg job of a sweep": (
+        ["-m", "--cfg", "job", "model=mlp,lenet"],
+        ["--cfg job prints one job's config, -m runs several: drop -m"],
+    ),
 }
 # Each command in turn in one new interpreter: its exit status, stderr and seconds, and at the
 # end whether torch was imported.
@@ -232,7 +244,9 @@ def test_misspelt_words_stop_in_one_line_before_torch_is_imported(tmp_path):
     ]
     commands = []
     for argv, _ in MISSPELT.values():  # Hydra's flags first, then its overrides
-        flags = 2 if argv[0] == "--cfg" else int(argv[0].startswith("-"))
+        flags = 0
+        while flags < len(argv) and argv[flags].startswith("-"):
+            flags += 2 if argv[flags] == "--cfg" else 1
         ours = [w for w in where if w.partition("=")[0] not in {a.partition("=")[0] for a in argv}]
         commands.append([*argv[:flags], *ours, *argv[flags:]])
     out = subprocess.run(
@@ -328,3 +342,25 @@ def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
         r"trainer.max_epochs=1 model=mlp,lenet$",
     ):
         check_command_line(["trainer.max_epochs=1", "-m", "model=mlp,lenet"], CONF_DIR)
+
+
+def test_an_override_written_as_a_flag_is_one_line_without_the_dashes():
+    from digitlab.config.names import check_command_line
+    from digitlab.errors import DigitlabError
+
+    for argv, written in (
+        (["--model=mlp"], "--model=mlp"),
+        (["--optimizer.lr", "0.1", "model=mlp"], "--optimizer.lr 0.1"),
+    ):
+        bare = written.lstrip("-").replace(" ", "=")
+        with pytest.raises(DigitlabError) as refused:
+            check_command_line(argv, CONF_DIR)
+        assert str(refused.value) == f"{written}: Hydra overrides have no dashes: {bare}"
+
+
+@pytest.mark.parametrize("program", ["predict", "register", "serve", "ui"])
+def test_help_of_the_other_commands_is_plain_text(program):
+    """--help shows words, not the docstrings' reStructuredText literals (``--data NAME``)."""
+    shown = warm.run(f"digitlab.cli.{program}", "--help")
+    assert shown.returncode == 0 and "usage: digitlab-" in shown.stdout, shown.stderr[-2000:]
+    assert "`" not in shown.stdout, shown.stdout

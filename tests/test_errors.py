@@ -23,6 +23,7 @@ import pytest
 import warm
 from conftest import write_kaggle, write_mnist
 from digitlab.data.idx import write_idx
+from digitlab.errors import DigitlabError
 
 RAW = "MNIST/raw"
 CSV = "digit-recognizer/train.csv"
@@ -274,6 +275,21 @@ CASES: dict[str, tuple] = {
         None,
         ["model.channels=[1,"],
         ["cannot read the override 'model.channels=[1,'"],
+    ),
+    "override written as a flag": (
+        None,
+        ["--model=mlp"],
+        ["--model=mlp: Hydra overrides have no dashes: model=mlp"],
+    ),
+    "key of a nested node given alone": (
+        None,
+        ["max_epochs=1"],
+        ["max_epochs is not a key of the config: did you mean trainer.max_epochs?"],
+    ),
+    "--cfg with -m": (
+        None,
+        ["-m", "--cfg=job", "model=mlp,lenet"],
+        ["--cfg job prints one job's config, -m runs several"],
     ),
     "misspelt preset": (
         None,
@@ -741,3 +757,26 @@ def test_value_ranges(config, refused):
         with pytest.raises(DigitlabError) as e:
             check_config(cfg)
         assert str(e.value).startswith(refused), e.value
+
+
+def test_a_file_that_is_no_picture_names_the_formats_that_are_read(tmp_path):
+    """Each format the message names is read (a digit in it found), and the message says so."""
+    from PIL import Image
+
+    from digitlab.serving.mnistify import read_digit
+
+    digit = np.zeros((40, 40), np.uint8)
+    digit[10:30, 18:22] = 255
+    formats = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WebP": "webp"}
+    for name, suffix in {**formats, "TIFF": "tif"}.items():
+        path = tmp_path / f"one.{suffix}"
+        Image.fromarray(digit).save(path, name.upper())
+        assert read_digit(path).shape == (28, 28), name
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(DigitlabError) as refused:
+        read_digit(notes)
+    assert str(refused.value) == (
+        f"{notes}: not a readable picture; give pictures of digits as PNG, JPEG, GIF, BMP, WebP "
+        "or TIFF files"
+    )

@@ -967,6 +967,13 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
         (logged / name).touch()
     run_id = _run(client, _experiment(client, folder / "mlruns"), "lenet-mnist-sgd-s42")
     client.log_artifacts(run_id, str(logged))
+
+    def on_a_busy_port() -> None:
+        with socket.socket() as held:  # another program serving on the port asked for
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            digitlab.ui(tracking_uri=uri, port=held.getsockname()[1])
+
     return {
         "option": [raised(lambda: digitlab.compose("model=resnet"))],
         "key": [
@@ -996,6 +1003,7 @@ def python_api(ctx: Context) -> dict[str, list[Said]]:
                 )
             )
         ],
+        "port": [raised(on_a_busy_port)],
     }
 
 
@@ -1403,6 +1411,9 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "a group set to null": case("group set to null"),
         "a sweep without `-m`": case("sweep without -m"),
         "an override Hydra cannot read": case("override Hydra cannot read"),
+        "an override written as a flag": case("override written as a flag"),
+        "a key of a nested node, given alone": case("key of a nested node given alone"),
+        "`--cfg` with `-m`": case("--cfg with -m"),
         "output folder that cannot be written": (
             case("output folder not writable"),
             case("output folder under a file"),
@@ -1450,6 +1461,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "no artifact matches": part(python_api, "artifact"),
         "nothing to predict with": part(python_api, "predict"),
         "no store yet": part(python_api, "store"),
+        "port taken": part(python_api, "port"),
     },
     "During training": {
         "loss becomes NaN or inf": non_finite_loss,

@@ -12,6 +12,7 @@ NOISE = (
     "GPU available:",
     "Restoring states from",
     "Loaded model weights from",
+    "first training step",  # a measurement, logged to the run as time_to_first_step_s
 )
 
 
@@ -38,3 +39,5 @@ def test_library_info_lines_only_on_request(data_root, tmp_path, verbose):
     assert "digitlab: mlp-mnist-sgd-s42 finished" in output and "epoch 1/1" in output
     shown = [line for line in NOISE if line in output]
     assert shown == (list(NOISE) if verbose else []), output[-3000:]
+    if not verbose:  # no line in Hydra's log format ("[time][logger][INFO] - ...")
+        assert "][INFO] - " not in output, output[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from mlflow.tracking import MlflowClient
 import warm
 from conftest import wait_for
 from digitlab.figures.plots.sweep import plot_target_vs_values
+from digitlab.tracking.run import run_name
 from digitlab.tracking.sweep import swept_keys
 from digitlab.tracking.tables import markdown_table
 
@@ -105,8 +107,15 @@ def check_summary(done, store) -> dict[str, str]:
         f"digitlab: sweep {parent.info.run_name} finished: {len(children)} jobs, "
         f"{len(finished)} FINISHED"
     )
+    given = {
+        c.info.run_id: dict(o.split("=", 1) for o in shlex.split(c.data.tags["digitlab.overrides"]))
+        for c in children
+    }
+    ours = given[best.info.run_id]
+    varied = [k for k in ours if len({g.get(k) for g in given.values()}) > 1]
+    values = " ".join(f"{k}={ours[k]}" for k in varied)  # what the best job was given
     assert commands[:2] == [
-        f"  best job {best.data.tags['digitlab.job_num']}: {best.info.run_name} "
+        f"  best job {best.data.tags['digitlab.job_num']} ({values}): {best.info.run_name} "
         f"(run {best.info.run_id}), val/acc {best.data.metrics['val/acc']:.4f}",
         f"  MLflow parent run {parent_id} in {uri}",
     ]
@@ -162,6 +171,29 @@ def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(tmp_path,
     assert registered.returncode == 0 and "registered models:/swept/1" in registered.stdout
     predicted = run_printed(said["predict with the finished jobs as a committee"])
     assert predicted.returncode == 0, predicted.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_sweeps_runs_are_named_by_what_differs_and_its_summary_names_the_winner(
+    tmp_path, data_root, store
+):
+    """Two jobs that differ only in optimizer.lr: their run names say their lr, the closing lines
+    name the best job's lr, and nothing prints in Hydra's log format."""
+    done = sweep(tmp_path, data_root, store, "model=mlp", "optimizer.lr=0.05,0.1", jobs=1)
+    _, _, children = runs_of(store)
+    names = {c.data.params["optimizer.lr"]: c.info.run_name for c in children}
+    assert names == {"0.05": "mlp-mnist-sgd-s42-lr=0.05", "0.1": "mlp-mnist-sgd-s42-lr=0.1"}
+    check_summary(done, store)
+    assert "][INFO] - " not in done.stdout + done.stderr, done.stdout[-3000:]
+
+
+def test_a_run_name_says_a_sweeps_values_the_name_does_not_hold():
+    choices = {"model": "mlp", "data": "mnist", "optimizer": "sgd"}
+    swept = {"model": "mlp", "seed": "1", "optimizer.lr": "0.012345678", "data.augment": "true"}
+    assert run_name(choices, 1, swept) == "mlp-mnist-sgd-s1-lr=0.01235-augment=true"
+    # two swept keys ending alike are named in full
+    swept = {"optimizer.lr": "0.1", "scheduler.lr": "0.2"}
+    assert run_name(choices, 1, swept).endswith("-s1-optimizer.lr=0.1-scheduler.lr=0.2")
 
 
 @pytest.mark.slow

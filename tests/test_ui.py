@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -16,8 +17,10 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").touch()
-    calls = []
+    calls, checked = [], []
     monkeypatch.setattr(ui.os, "execv", lambda path, argv: calls.append(argv))
+    # whether 5000 is free on this machine is not this test's business
+    monkeypatch.setattr(ui, "check_port", lambda host, port, fix: checked.append((host, port)))
     monkeypatch.setattr(ui.os, "environ", dict(ui.os.environ))  # what main sets stays here
     ui.main([])
     (argv,) = calls
@@ -38,6 +41,65 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     ui.main(["--port", "5123", "--host", "0.0.0.0", "--workers", "3"])
     assert calls[1][-6:] == ["--host", "0.0.0.0", "--port", "5123", "--workers", "3"]
+    assert checked == [("127.0.0.1", 5000), ("0.0.0.0", 5123)]  # each before its server
+
+
+@pytest.fixture
+def busy_port():
+    """A port a listening socket of the test holds on 127.0.0.1."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+def test_ui_on_a_busy_port_says_so_in_one_line_and_announces_nothing(
+    monkeypatch, tmp_path, capsys, busy_port
+):
+    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").touch()
+    monkeypatch.setattr(ui.os, "execv", lambda *a: pytest.fail("must not start the UI"))
+    with pytest.raises(SystemExit) as exit_info:
+        ui.main(["--port", str(busy_port)])
+    assert exit_info.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no "MLflow UI ... at http://..." for a server that cannot start
+    assert err == (
+        f"digitlab-ui: error: port {busy_port} on 127.0.0.1 is already in use (another MLflow "
+        "UI, or another program): choose another with --port N\n"
+    )
+
+
+def test_digitlab_ui_on_a_busy_port_raises_one_line(tmp_path, migrated_db, busy_port):
+    import digitlab
+    from conftest import copy_store
+    from digitlab.errors import DigitlabError
+
+    uri = copy_store(tmp_path, migrated_db)["tracking_uri"]
+    with pytest.raises(DigitlabError, match=f"^port {busy_port} on 127.0.0.1 is already in use"):
+        digitlab.ui(uri, port=busy_port)
+
+
+def test_the_ui_process_exits_non_zero_when_its_server_fails(tmp_path, migrated_db, busy_port):
+    """The server's own start fails (here: the port, taken after any check could see it free):
+    ``mlflow ui`` exits 0 whatever its server did; digitlab's UI process does not."""
+    import os
+
+    from conftest import copy_store
+
+    uri = copy_store(tmp_path, migrated_db)["tracking_uri"]
+    failed = subprocess.run(
+        ui_server.mlflow_ui_command(uri, port=busy_port),
+        capture_output=True,
+        text=True,
+        env=ui_server.mlflow_ui_environment(dict(os.environ)),
+        timeout=300,
+    )
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert failed.stderr.splitlines()[-1] == (
+        "digitlab-ui: error: the MLflow UI server stopped by itself: its lines above say why"
+    )
 
 
 def test_ui_without_a_store_fails_in_one_line(monkeypatch, tmp_path, capsys):

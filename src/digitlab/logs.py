@@ -11,8 +11,18 @@ from __future__ import annotations
 import logging
 import os
 
-# Loggers whose INFO lines are noise unless asked for.
-LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic")
+# Loggers whose INFO lines are noise unless asked for: the libraries', matplotlib's (it says
+# when it builds its font cache, once per machine), and digitlab's time to the first training
+# step (a measurement, logged to the run as time_to_first_step_s).
+LIBRARIES = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "mlflow",
+    "alembic",
+    "matplotlib",
+    "digitlab.callbacks.throughput",
+)
 
 
 def verbose_requested(cfg=None) -> bool:

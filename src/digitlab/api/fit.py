@@ -40,9 +40,11 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     checkpoint logged, and raises :class:`digitlab.errors.Interrupted` naming ``resume=<id>``.
     ``callbacks``: more Lightning callbacks, after the ``callbacks`` group's.
     """
+    from digitlab.clock import job_started
     from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
 
+    job_started("digitlab.fit was called")
     job = compose_job(overrides)
     job.cfg = config_to_resume(job.cfg, overrides)  # resume=: the run's own config
     data = preflight(job.cfg)  # the command line's checks, before torch is imported

@@ -53,6 +53,10 @@ def ui(tracking_uri: str | None = None, port: int = 0, timeout_s: float = 120.0)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():  # as digitlab-ui: the UI must not create the store
         raise DigitlabError(f"no MLflow store at {db} yet: train a run first (digitlab.fit)")
+    if port:  # a port taken is said in one line, not after the server's start-up timeout
+        from digitlab.tracking.ui_server import check_port
+
+        check_port("127.0.0.1", port, "pass another port, or port=0 for a free one")
     for _ in range(3):  # a free port can be taken between choosing it and the server binding it
         chosen = port or _free_port()
         server = _start(uri, chosen, timeout_s)

@@ -7,13 +7,26 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
+from rich.progress import ProgressColumn, Task
+from rich.text import Text
 
 
 class SampleProgressBar(RichProgressBar):
     """Lightning's (rich) bar, counting training images instead of Lightning steps (one step
     holds ``data.steps_per_call`` optimizer steps, a number no user thinks in), naming the epoch
     as :class:`EpochReport` does (``epoch 3/3``, where Lightning counts from 0: ``Epoch 2/2``),
-    without ``v_num`` (the logger's version, meaningless for an MLflow run)."""
+    without ``v_num`` (the logger's version, meaningless for an MLflow run). Its speed is in what
+    it counts: the training bar's in images per second (``img/s``), as the epoch line's is, not
+    Lightning's ``it/s``."""
+
+    # Whether the training bar counts images (its loader says how many), else Lightning steps.
+    _counts_images = False
+
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        columns = super().configure_columns(trainer)
+        speed = SpeedColumn(self, style=self.theme.processing_speed)
+        return [speed if isinstance(c, ProcessingSpeedColumn) else c for c in columns]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._seen = 0
@@ -23,6 +36,7 @@ class SampleProgressBar(RichProgressBar):
     def total_train_batches(self) -> int | float:
         steps = super().total_train_batches  # Lightning steps, after limit_train_batches
         images = _train_images(self.trainer, steps)
+        self._counts_images = images is not None
         return images if images is not None else steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -39,6 +53,29 @@ class SampleProgressBar(RichProgressBar):
         description = epoch_label(current_epoch, self.trainer.max_epochs)
         # as Lightning pads it: the bar does not shift when the validation bar's label shows
         return f"{description:{len(self.validation_description)}}"
+
+
+class SpeedColumn(ProgressColumn):
+    """A bar's speed, named by what the bar counts: the training bar's images (``img/s``, as the
+    epoch line says it) or Lightning steps (``steps/s``), the validation and test bars'
+    batches (``batches/s``)."""
+
+    def __init__(self, bar: SampleProgressBar, style: Any) -> None:
+        self.bar, self.style = bar, style
+        super().__init__()
+
+    def render(self, task: Task) -> Text:
+        # A bar done shows its pass's average (the epoch line's measure for the training bar);
+        # rich's own estimate, over the last updates, is gone once the bar stops moving.
+        if task.finished_time:
+            speed = task.completed / task.finished_time
+        else:
+            speed = task.speed or 0.0
+        if task.id != self.bar.train_progress_bar_id:
+            return Text(f"{speed:.2f} batches/s", style=self.style)
+        if self.bar._counts_images:
+            return Text(f"{speed:,.0f} img/s", style=self.style)
+        return Text(f"{speed:.2f} steps/s", style=self.style)
 
 
 def epoch_label(epoch: int, max_epochs: int | None) -> str:

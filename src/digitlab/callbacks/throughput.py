@@ -9,7 +9,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
-import digitlab
+from digitlab.clock import since
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class EpochThroughput(L.Callback):
 
 class TimeToFirstStep(L.Callback):
     """Logs ``time_to_first_step_s``: from the command's start (imports, data, MLflow set-up
-    included; ``digitlab.STARTED``) to the first training batch, the wait before anything trains."""
+    included; ``digitlab.STARTED``) to the first training batch, the wait before anything trains.
+    A sweep's job counts from its own start, ``digitlab.fit`` from its call (``digitlab.clock``).
+    """
 
     def __init__(self) -> None:
         self.seconds: float | None = None
@@ -66,7 +68,8 @@ class TimeToFirstStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.seconds is not None:
             return
-        self.seconds = time.time() - digitlab.STARTED
-        log.info("first training step %.1f s after the command started", self.seconds)
+        started, label = since()
+        self.seconds = time.time() - started
+        log.info("first training step %.1f s after %s", self.seconds, label)
         for logger in trainer.loggers:
             logger.log_metrics({"time_to_first_step_s": self.seconds}, step=0)

@@ -2,6 +2,7 @@
 ``digitlab-register``, ``digitlab-serve``; ``--help``."""
 
 import os
+import re
 import sys
 import warnings
 
@@ -14,3 +15,9 @@ if not sys.warnoptions:
     os.environ["PYTHONWARNINGS"] = QUIET
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
+
+
+def plain(docstring: str) -> str:
+    """A module docstring as ``--help`` text: its reStructuredText literals (double backticks,
+    for the API docs) as plain words."""
+    return re.sub(r"``(.+?)``", r"\1", docstring, flags=re.S)

@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 
+from digitlab.cli import plain
 from digitlab.errors import DigitlabError
 from digitlab.serving.ensemble import METHODS
 from digitlab.tracking.store import default_tracking_uri
@@ -34,7 +35,7 @@ from digitlab.tracking.store import default_tracking_uri
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitlab-predict",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

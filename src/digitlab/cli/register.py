@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from digitlab.cli import plain
 from digitlab.errors import DigitlabError
 from digitlab.tracking.store import default_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="digitlab-register", description=__doc__)
+    parser = argparse.ArgumentParser(prog="digitlab-register", description=plain(__doc__))
     parser.add_argument("run", metavar="RUN_ID", help="a training run, or a sweep's parent run")
     parser.add_argument("--name", required=True, help="registered model name, e.g. digits")
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")

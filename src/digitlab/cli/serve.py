@@ -19,6 +19,7 @@ import errno
 import os
 import sys
 
+from digitlab.cli import plain
 from digitlab.errors import DigitlabError
 from digitlab.tracking.registry import MODEL_NAME
 from digitlab.tracking.store import default_tracking_uri
@@ -59,7 +60,7 @@ def warm_up(model) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="digitlab-serve",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

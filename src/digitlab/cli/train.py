@@ -58,6 +58,10 @@ def _run(cfg: DictConfig) -> float | None:
     from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
 
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        from digitlab.clock import job_started
+
+        job_started()  # its time to first step counts from here, not from the sweep's start
     try:
         # resume=: the run's stored config, the command's overrides checked against it
         cfg = config_to_resume(cfg, list(HydraConfig.get().overrides.task))

@@ -15,6 +15,7 @@ from digitlab.tracking.store import default_tracking_uri, sqlite_path
 from digitlab.tracking.ui_server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    check_port,
     mlflow_ui_command,
     mlflow_ui_environment,
 )
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"no MLflow store at {db} yet: train a run first (uv run digitlab), "
                 "or point --backend-store-uri at an existing store"
             )
+        # Before announcing the address: uvicorn would say the port is taken among its start-up
+        # lines, after the announcement, and MLflow would exit 0.
+        check_port(args.host, args.port, "choose another with --port N")
     except DigitlabError as e:
         print(f"digitlab-ui: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

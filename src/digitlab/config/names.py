@@ -58,6 +58,11 @@ def check_command_line(
     args = _hydra_arguments(argv)
     if args is None or any(getattr(args, flag, None) for flag in OTHER_CONFIG):
         return
+    if args.multirun and args.cfg:  # Hydra: a ValueError and its trace
+        raise DigitlabError(
+            f"--cfg {args.cfg} prints one job's config, -m runs several: drop -m and give each "
+            "swept key one value to see that job's config"
+        )
     overrides = _parse(args.overrides)
     if not args.multirun:
         _refuse_sweeps(overrides, sweep_hint)
@@ -89,12 +94,29 @@ def _hydra_arguments(argv: list[str]) -> Any:
     where Hydra would refuse it or answer at once (``--version``): it then speaks for itself."""
     from hydra._internal.utils import get_args_parser
 
-    quiet = io.StringIO()
-    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-        try:
-            return get_args_parser().parse_args(argv)
-        except SystemExit:
-            pass
+    def read(words: list[str]) -> Any:
+        quiet = io.StringIO()
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            try:
+                return get_args_parser().parse_args(words)
+            except SystemExit:
+                return None
+
+    args = read(argv)
+    if args is not None:
+        return args
+    # An override written as a flag (--model=mlp, --model mlp): argparse answers with its usage.
+    for i, word in enumerate(argv):
+        name, equals, value = word.lstrip("-").partition("=")
+        if not word.startswith("-") or not name or read([word]) is not None:
+            continue
+        after = argv[i + 1] if i + 1 < len(argv) else "-"
+        if not equals and (after.startswith("-") or "=" in after or read([word, after])):
+            continue
+        given = word if equals else f"{word} {after}"
+        raise DigitlabError(
+            f"{given}: Hydra overrides have no dashes: {name}={value if equals else after}"
+        )
     flags = [a for a in argv if a.startswith("-")]
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     if any(argv.index(flag) > first for flag in flags if flag in ("-m", "--multirun")):
@@ -276,10 +298,32 @@ def _unknown_key(cfg: DictConfig, key: str, groups: dict, label: str) -> Digitla
         known = sorted({*known, *groups})
     rest = "." + ".".join(parts[depth + 1 :]) if depth + 1 < len(parts) else ""
     close = [f"{where + '.' if where else ''}{k}{rest}" for k in _closest(parts[depth], known)]
+    # a key of that name elsewhere (max_epochs=1 for trainer.max_epochs=1) comes first
+    named = [k for k in _keys_named(cfg, parts[-1]) if k != key]
+    close = list(dict.fromkeys([*named, *close]))[:3]
     keys = f"{where}'s keys: {', '.join(known)}" if depth else f"top-level keys: {', '.join(known)}"
     if close:
         return DigitlabError(f"{problem}: did you mean {_or(close)}? ({keys})")
     return DigitlabError(f"{problem}: {keys}")
+
+
+def _keys_named(cfg: DictConfig, name: str) -> list[str]:
+    """The dotted paths of ``cfg``'s keys called ``name`` (Hydra's own node left out)."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for k, child in node.items():
+            path = f"{prefix}{k}"
+            if path == "hydra":
+                continue
+            if k == name:
+                found.append(path)
+            walk(child, f"{path}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found
 
 
 def _check_additions(added: list, cfg: DictConfig) -> None:

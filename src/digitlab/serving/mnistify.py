@@ -115,7 +115,9 @@ def read_digit(path, max_side: int = 8000) -> np.ndarray:
         if isinstance(e, BadInput):
             raise
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a readable picture"
-        raise BadInput(f"{path}: {reason}; give PNG or JPEG files of digits") from None
+        raise BadInput(
+            f"{path}: {reason}; give pictures of digits as PNG, JPEG, GIF, BMP, WebP or TIFF files"
+        ) from None
     try:
         return mnistify(ink)
     except BadInput:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 if TYPE_CHECKING:
     from digitlab.tracking.run import TrackedRun
@@ -22,6 +25,10 @@ class RunLogger(MLFlowLogger):
     FAILED. The run's status is :class:`digitlab.tracking.run.TrackedRun`'s to set (KILLED after a
     signal, FINISHED only once tested): a process killed between the two would otherwise leave
     a run FINISHED without its test metrics, or FAILED after Ctrl-C, which nothing corrects.
+
+    What it logs reads as the training does (:meth:`log_metrics`): a metric's step is the epoch,
+    counted from 1 as the terminal's ``epoch 1/3`` does; the test metrics are left to
+    :func:`digitlab.training.run.train`, which logs them once; values are short decimals.
     """
 
     def __init__(self, run: TrackedRun, tracking_uri: str) -> None:
@@ -37,5 +44,33 @@ class RunLogger(MLFlowLogger):
             self._run_id = self.run.run_id
         return MLFlowLogger.experiment.fget(self)
 
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log ``metrics`` at the epoch they belong to, as :func:`decimal` values.
+
+        Lightning passes its optimizer-step counter as ``step`` and adds the epoch (from 0) as a
+        metric ``epoch``: here the step is that epoch plus one, and ``epoch`` itself is not
+        logged (the step says it). A call without ``epoch`` (a callback's one-off value) keeps
+        its own step. ``test/*`` metrics are not logged here: the test pass runs after the fit,
+        and ``train`` logs its metrics once, linked to the logged model when there is one.
+        """
+        metrics = dict(metrics)
+        epoch = metrics.pop("epoch", None)
+        if epoch is not None:
+            step = int(epoch) + 1
+        kept = {k: decimal(v) for k, v in metrics.items() if not k.startswith("test/")}
+        if kept:
+            super().log_metrics(kept, step)
+
     def finalize(self, status: str = "success") -> None:
         return None  # (MLFlowLogger logs checkpoints here only with log_model, never set here)
+
+
+def decimal(value: float) -> float:
+    """``value`` as the shortest decimal that is the same float32, when it is a float32 (what
+    torch computes metrics in): 0.98799997 (float32's 0.988 printed as a double) logs as 0.988.
+    Any other value (a time measured in Python, in double precision) is left as it is."""
+    single = np.float32(value)
+    if float(single) != value:  # not a float32 (or NaN): nothing to shorten
+        return value
+    return float(str(single))

@@ -198,10 +198,31 @@ class TrackedRun:
         return f"last checkpoint {last}{logged}; continue with: resume={self.run_id}"
 
 
-def run_name(choices: Mapping[str, Any], seed: int) -> str:
-    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``."""
+def run_name(choices: Mapping[str, Any], seed: int, swept: Mapping[str, str] | None = None) -> str:
+    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``.
+
+    ``swept``: a sweep's job's values of the keys the sweep varies (``tracking.sweep``), added
+    where the name does not already say them, by their last part unless two share it:
+    ``mlp-mnist-sgd-s42-lr=0.1``. Long decimals (an Optuna trial's) keep 4 significant digits.
+    """
     parts = [str(choices[g]) for g in NAME_GROUPS if choices.get(g)]
-    return "-".join([*parts, f"s{seed}"])
+    parts.append(f"s{seed}")
+    said = {"seed", *(g for g in NAME_GROUPS if choices.get(g))}
+    extra = {k: v for k, v in (swept or {}).items() if k not in said}
+    last = [k.rsplit(".", 1)[-1] for k in extra]
+    for (key, value), short in zip(extra.items(), last, strict=True):
+        label = short if last.count(short) == 1 else key
+        parts.append(f"{label}={_short_decimal(value)}")
+    return "-".join(parts)
+
+
+def _short_decimal(value: str) -> str:
+    """``0.0123456789`` -> ``0.01235``; any other value as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if len(value) > 8 and "." in value else value
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

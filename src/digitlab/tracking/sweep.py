@@ -7,6 +7,7 @@ so this module imports only Hydra and OmegaConf; MLflow and matplotlib load when
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shlex
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 # in worker processes started after this callback (joblib's loky workers) or in fresh processes
 # (submitit) all inherit it, where a value in memory would not reach them.
 PARENT_ENV = "DIGITLAB_PARENT_RUN_ID"
+# ... and the keys their sweep varies (a JSON list), which name their runs apart.
+SWEPT_ENV = "DIGITLAB_SWEPT_KEYS"
 SUMMARY_METRICS = (
     "val/acc",
     "val/loss",
@@ -56,6 +59,37 @@ def sweep_tags() -> dict[str, str]:
         "digitlab.job_num": str(job.num),
         "digitlab.overrides": shlex.join(HydraConfig.get().overrides.task),
     }
+
+
+def _parse(overrides) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def varied_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies, in the order given: its command line's sweeps (``a=1,2``,
+    ``range(3)``, ``interval(0, 1)``...), then its sweeper's search space
+    (``hydra.sweeper.params``)."""
+    keys = [o.key_or_group for o in _parse(config.hydra.overrides.task) if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return keys + [k for k in params if k not in keys]
+
+
+def swept_values() -> dict[str, str]:
+    """This multirun job's values of the keys its sweep varies, e.g. ``{"optimizer.lr": "0.1"}``
+    (empty outside a multirun): what tells its run apart from the sweep's other jobs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    keys = json.loads(os.environ.get(SWEPT_ENV) or "[]")
+    if not keys or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    given = {
+        o.key_or_group: o.get_value_element_as_str()
+        for o in _parse(HydraConfig.get().overrides.task)
+    }
+    return {k: given[k] for k in keys if k in given}
 
 
 def sweep_settings(config: DictConfig) -> dict[str, Any]:
@@ -89,10 +123,12 @@ class MlflowSweep(Callback):
         self.tracking_uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from digitlab.logs import set_verbosity, verbose_requested
         from digitlab.tracking import store as tracking
         from digitlab.tracking.owners import owner_tags
         from digitlab.tracking.run import log_params
 
+        set_verbosity(verbose_requested(config))  # before MLflow's first lines, as a run does
         logger_cfg = config.logger
         client, experiment_id = tracking.open_experiment(logger_cfg)
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -121,6 +157,7 @@ class MlflowSweep(Callback):
         log_params(client, self.parent_id, params)
         client.log_dict(self.parent_id, settings, "sweep.yaml")
         os.environ[PARENT_ENV] = self.parent_id
+        os.environ[SWEPT_ENV] = json.dumps(varied_keys(config))
         atexit.register(self._abandon)
         global _active
         _active = self
@@ -142,6 +179,7 @@ class MlflowSweep(Callback):
         finally:
             client.set_terminated(parent_id, "FINISHED")
             os.environ.pop(PARENT_ENV, None)
+            os.environ.pop(SWEPT_ENV, None)
             self.parent_id = None
         # once the parent is FINISHED, so that what it says is what the store holds
         lines = closing_lines(client, parent_id, self.target, outcome, registered)
@@ -162,6 +200,7 @@ class MlflowSweep(Callback):
         client.set_terminated(self.parent_id, status)
         experiment_id = client.get_run(self.parent_id).info.experiment_id
         self.parent_id = None
+        os.environ.pop(SWEPT_ENV, None)
         return reap_dead_owners(client, experiment_id)
 
 
@@ -186,8 +225,9 @@ def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
 def closing_lines(
     client, parent_id: str, target: str, outcome: dict[str, Any], registered: str | None = None
 ) -> list[str]:
-    """What a sweep prints once at its end: how many jobs finished, the best one and its
-    ``target``, the parent run, and the commands that use them (predict with the finished jobs
+    """What a sweep prints once at its end: how many jobs finished, the best one (with its values
+    of the keys that differ between jobs, ``outcome["varied"]``) and its ``target``, the parent
+    run, and the commands that use them (predict with the finished jobs
     as a committee, register the best) or, with ``logger.register_as``, what was registered."""
     from digitlab.tracking.store import default_tracking_uri
 
@@ -201,9 +241,10 @@ def closing_lines(
     if best is None:
         lines.append(f"  no FINISHED job has {target}: nothing to predict with or register")
     else:
+        values = " ".join(f"{k}={best.get(k)}" for k in outcome.get("varied", ()))
         lines.append(
-            f"  best job {best['job']}: {best['run_name']} (run {best['run_id']}), "
-            f"{target} {best[target]:.4f}"
+            f"  best job {best['job']}{f' ({values})' if values else ''}: {best['run_name']} "
+            f"(run {best['run_id']}), {target} {best[target]:.4f}"
         )
     lines.append(f"  MLflow parent run {parent_id} in {uri}")
     if best is not None:
@@ -371,7 +412,8 @@ def summarise(
     """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
     the ``repeat`` keys (``tracking.repeats``) and Optuna's result. Returns what
     :func:`closing_lines` says: ``jobs``, ``finished``, the ``best`` job's row (None when no
-    FINISHED job has ``target``) and Optuna's ``study`` result (None for other sweepers)."""
+    FINISHED job has ``target``), the override keys that differ between jobs (``varied``) and
+    Optuna's ``study`` result (None for other sweepers)."""
     import pandas as pd
 
     from digitlab.figures.plots.sweep import plot_target_vs_values
@@ -410,6 +452,7 @@ def summarise(
         "jobs": metrics["sweep/jobs"],
         "finished": metrics["sweep/finished"],
         "best": best,
+        "varied": varied,
         "study": study,
     }
 

@@ -11,8 +11,14 @@ click away, digitlab's metrics as columns of the runs table. What a user picks t
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
+
+from digitlab.errors import DigitlabError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
 # The runs table's columns a first visit shows besides the run's name, start and duration: its
@@ -81,12 +87,59 @@ def mlflow_ui_command(
     return [sys.executable, "-c", LAUNCHER, *mlflow_ui_args(tracking_uri, host, port, workers)]
 
 
+def check_port(host: str, port: int, fix: str) -> None:
+    """Raise a one-line :class:`DigitlabError` when the server could not bind ``host:port``
+    (another program serves there, a port below 1024, an address not of this machine), naming
+    ``fix``: the way to choose another port. Bound as the server binds (``SO_REUSEADDR``), so a
+    port a stopped server left in TIME_WAIT counts as free, as it is to the server."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise DigitlabError(
+                f"port {port} on {host} is already in use (another MLflow UI, or another "
+                f"program): {fix}"
+            ) from None
+        reason = e.strerror or str(e)
+        raise DigitlabError(f"cannot serve on {host}:{port} ({reason}): {fix}") from None
+
+
 def launch(args: list[str] | None = None) -> None:
-    """``mlflow <args>`` (default: this process's arguments), serving :func:`classic_app`."""
+    """``mlflow <args>`` (default: this process's arguments), serving :func:`classic_app`.
+
+    Exits non-zero when the server fails: ``mlflow ui`` waits for its uvicorn process and exits
+    0 whatever became of it (a port taken, a crash). A UI server ends only when stopped, by
+    Ctrl-C or a signal, which reaches this process too: a server that ended while no signal came
+    here failed."""
     from mlflow.cli import cli
 
     serve_classic_page()
-    cli.main(args=sys.argv[1:] if args is None else args, prog_name="mlflow")
+    signalled, wakeup = os.pipe()
+    os.set_blocking(signalled, False)
+    os.set_blocking(wakeup, False)
+    signal.set_wakeup_fd(wakeup)  # each signal this process receives writes a byte here
+    try:
+        cli.main(args=sys.argv[1:] if args is None else args, prog_name="mlflow")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    try:
+        stopped = bool(os.read(signalled, 64))
+    except BlockingIOError:
+        stopped = False
+    if code in (0, None) and not stopped:
+        print(
+            "digitlab-ui: error: the MLflow UI server stopped by itself: its lines above say why",
+            file=sys.stderr,
+            flush=True,
+        )
+        code = 1
+    sys.exit(code)
 
 
 def serve_classic_page() -> None:

@@ -32,7 +32,8 @@ from digitlab.training.fused import FusedStepsClassifier
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up lines once (Hydra already prints them), without its advertising tip."""
+    """Lightning's start-up lines once (Hydra already prints them), without its advertising tip
+    and the warnings about what digitlab does on purpose or cannot change."""
     # Under DDP our epoch metrics are already global: torchmetrics' compute() gathers every
     # rank's state, so Lightning's advice to add sync_dist=True (average again) does not apply.
     warnings.filterwarnings(
@@ -48,6 +49,15 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore",
         message=r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple',
+    )
+    # Lightning's pytree shim uses what torch now deprecates: a notice for Lightning's
+    # maintainers, which the command line leaves out with every dependency's deprecation notice
+    # (digitlab.cli); from Python (digitlab.fit) this one alone, other warnings still show.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
     )
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):

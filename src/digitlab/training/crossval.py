@@ -15,7 +15,7 @@ from digitlab.config.targets import trusted_targets
 from digitlab.data.sources import DigitData, read_data
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
-from digitlab.tracking.sweep import sweep_tags
+from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import build_datamodule
 from digitlab.training.run import train
 
@@ -57,7 +57,7 @@ def cross_validate(
     parent_tags.update({"digitlab.cv_folds": str(folds), **sweep_tags(), **(tags or {})})
     if commit := git_commit(project_root()):
         parent_tags["mlflow.source.git.commit"] = commit
-    name = cfg.logger.run_name or run_name(choices or {}, cfg.seed)
+    name = cfg.logger.run_name or run_name(choices or {}, cfg.seed, swept_values())
     parent = TrackedRun(
         client,
         experiment_id,

@@ -66,6 +66,7 @@ def log_model(
     example,
     metrics: Mapping[str, float],
     num_classes: int = 10,
+    step: int = 0,
 ) -> str:
     """Log ``checkpoint``'s network as the run's model ``model``; returns its model id.
 
@@ -73,6 +74,7 @@ def log_model(
         example: uint8 images (n, 28, 28), the model's input example.
         metrics: the run's test metrics, also logged onto the model (how the registry ranks it).
         num_classes: the data set's classes: the width of the probabilities (the signature).
+        step: the step the metrics are logged at in the run (its last epoch's).
     """
     import mlflow
 
@@ -90,7 +92,7 @@ def log_model(
                 pip_requirements=requirements(),
             )
             if metrics:
-                mlflow.log_metrics(dict(metrics), model_id=info.model_id)
+                mlflow.log_metrics(dict(metrics), step=step, model_id=info.model_id)
     return info.model_id
 
 

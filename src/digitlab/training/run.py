@@ -16,9 +16,9 @@ from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
-from digitlab.tracking.logger import RunLogger
+from digitlab.tracking.logger import RunLogger, decimal
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
-from digitlab.tracking.sweep import sweep_tags
+from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import (
     build_callbacks,
     build_datamodule,
@@ -102,7 +102,7 @@ def train(
         _record_inputs(cfg, run, datamodule, choices)
         metrics = _fit_and_test(cfg, trainer, module, datamodule, run, restore)
         best = trainer.checkpoint_callback.best_model_path  # best.ckpt: the first checkpoint
-        _record_outputs(cfg, run, best, datamodule, metrics)
+        _record_outputs(cfg, run, best, datamodule, metrics, trainer.current_epoch)
     seconds = time.perf_counter() - started
     return {
         "run_id": run.run_id,
@@ -123,7 +123,7 @@ def _fit_and_test(
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=restore and str(restore), weights_only=True
     )
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: decimal(float(v)) for k, v in trainer.callback_metrics.items()}
     stopped = next(
         (c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)), None
     )
@@ -133,7 +133,7 @@ def _fit_and_test(
         (tested,) = trainer.test(
             module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
         )
-        metrics.update({k: float(v) for k, v in tested.items()})
+        metrics.update({k: decimal(float(v)) for k, v in tested.items()})
     return metrics
 
 
@@ -159,21 +159,27 @@ def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
     log_splits(run.client, run.run_id, name, datamodule.files, sizes, split)
 
 
-def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: dict) -> None:
-    """What a finished run keeps beyond its metrics: the best checkpoint, and the best network as
-    an MLflow Model (registered under ``logger.register_as`` when that is set)."""
+def _record_outputs(
+    cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: dict, epochs: int
+) -> None:
+    """What a finished run keeps beyond its epochs' metrics: the test metrics (once, at the
+    step of the last epoch trained, ``epochs``), the best checkpoint, and the best network as an
+    MLflow Model (registered under ``logger.register_as`` when that is set)."""
     if run.run_id is None:  # DDP: ranks other than zero record nothing
         return
     if cfg.logger.log_checkpoint:
         run.log_checkpoint(checkpoint)
+    tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
     if not (cfg.logger.get("log_model", False) and checkpoint) or run.pruned:
-        return  # a pruned trial was never tested: no model to offer
+        # a pruned trial was never tested: no model to offer
+        _log_tested(run, tested, epochs)
+        return
     from digitlab.training.logged_model import log_model
 
-    tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
     example = datamodule.split()["test"][0][:2].numpy()
     classes = len(datamodule.classes)
-    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested, classes)
+    # the test metrics are logged with the model, which they describe (one entry in the run)
+    log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested, classes, epochs)
     # A sweep's jobs leave registering to their parent, which registers its best child.
     if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
         from digitlab.tracking.registry import register
@@ -182,6 +188,17 @@ def _record_outputs(cfg, run: TrackedRun, checkpoint: str, datamodule, metrics: 
             f"digitlab: {register(run.client, run.run_id, cfg.logger.register_as).line()}",
             flush=True,
         )
+
+
+def _log_tested(run: TrackedRun, tested: dict[str, float], step: int) -> None:
+    """The test metrics, logged once: the run's logger leaves them out (:class:`RunLogger`)."""
+    if not tested:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, step) for k, v in tested.items()]
+    run.client.log_batch(run.run_id, metrics=metrics)
 
 
 def _tracked_run(
@@ -210,7 +227,7 @@ def _tracked_run(
         experiment_id,
         OmegaConf.to_container(cfg, resolve=True),
         checkpoint_dir,
-        name=cfg.logger.run_name or run_name(choices, cfg.seed),
+        name=cfg.logger.run_name or run_name(choices, cfg.seed, swept_values()),
         tags=tags,
         resume_run_id=resume and resume.run_id,
     )
