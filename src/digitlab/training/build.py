@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitlab.callbacks import StampRunId
 from digitlab.config.signatures import argument_names
+from digitlab.config.spec import check_run
 from digitlab.config.targets import build, trusted_targets
 from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
@@ -190,7 +191,9 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     if cfg.get("channels_last", False):  # convolutions in NHWC layout (a GPU lever)
         net = net.to(memory_format=torch.channels_last)
     settings = dict(
-        config=OmegaConf.to_container(cfg, resolve=True),
+        # The recipe only (config/spec.py): a checkpoint holds no path, store or trust of the
+        # machine that trained it, and reads back through the same schema.
+        config=check_run(OmegaConf.to_container(cfg, resolve=True)).config(),
         scheduler=scheduler,
         scheduler_interval=interval,
         num_classes=len(classes),
