@@ -28,6 +28,7 @@ import sys
 
 from digitlab.errors import DigitlabError
 from digitlab.serving.ensemble import METHODS
+from digitlab.serving.model import UNSURE_BELOW
 from digitlab.tracking.store import default_tracking_uri
 
 
@@ -148,15 +149,40 @@ def summary(result) -> list[str]:
         lines.append(f"  accuracy against the labels: {result.accuracy:.4f}")
     if result.digits is not None:
         lines.append(f"  digit of each picture -> {result.digits}")
-        for row in result.digits.read_text().splitlines()[1:11]:
-            file, digit = row.rsplit(",", 1)
-            lines.append(f"    {file}: {digit}")
+        lines += [f"    {line}" for line in picture_lines(result.digits, 10)]
+        if result.unsure:
+            lines.append(
+                f"  {result.unsure} of {result.n - result.unreadable} unsure (confidence below "
+                f"{UNSURE_BELOW}): look at those pictures"
+            )
+        if result.unreadable:
+            lines.append(
+                f"  {result.unreadable} of {result.n} pictures could not be read: their rows "
+                "of digits.csv say why"
+            )
     if result.run_id and not ensemble:
         lines.append(f"  recorded as MLflow run {result.run_id} (experiment predictions)")
     if result.submission is not None:
         logged = f", logged to run {result.run_id}" if result.run_id else ""
         lines.append(f"  Kaggle submission -> {result.submission}{logged}")
+    lines += [f"  warning: {warning}" for warning in result.warnings]
     return lines
+
+
+def picture_lines(digits_csv, limit: int) -> list[str]:
+    """The first ``limit`` rows of ``digits.csv``, one line each: file, digit and confidence
+    (marked unsure), or why the picture could not be read."""
+    import csv
+
+    with open(digits_csv, newline="") as f:
+        rows = list(csv.DictReader(f))[:limit]
+    return [
+        f"{row['file']}: {row['error']}"
+        if row["error"]
+        else f"{row['file']}: {row['digit']} ({row['confidence']}"
+        + (", unsure)" if row["unsure"] == "true" else ")")
+        for row in rows
+    ]
 
 
 if __name__ == "__main__":
