@@ -4,6 +4,7 @@
     digitlab-predict --checkpoint best.ckpt --data mnist   # MNIST's t10k images
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
     digitlab-predict --run RUN_ID --data 'photos/*.jpg'    # pictures of digits -> digits.csv
+    digitlab-predict --run RUN_ID --data t10k-images-idx3-ubyte.gz  # an IDX images file
     digitlab-predict --run A B C --data mnist              # an ensemble of three runs
     digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
     digitlab-predict --run SWEEP_PARENT_ID --data holdout  # scored on the rows the runs held out
@@ -59,9 +60,11 @@ def argument_parser() -> argparse.ArgumentParser:
         "--data",
         default="kaggle",
         help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
-        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, pictures of digits (a PNG or "
+        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, an IDX images file (.gz or "
+        "not; scored by the labels file beside it, if any), pictures of digits (a PNG or "
         "JPEG file, a folder of them, or a quoted glob 'digits/*.png': any size, dark on light "
-        "or light on dark, made MNIST-like as the draw page does; writes digits.csv), or "
+        "or light on dark, a scan or a photo of a page; writes digits.csv: each digit, its "
+        "confidence, unsure below 0.8, and why a picture could not be read), or "
         "holdout: the labelled test "
         "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv "
         "(default kaggle)",

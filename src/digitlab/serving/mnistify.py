@@ -1,5 +1,6 @@
 """A drawing made MNIST-like, as MNIST itself was made (LeCun et al.): the ink's bounding box
-scaled into 20x20 with anti-aliasing, then placed in 28x28 with its centre of mass at the centre."""
+scaled into 20x20 with anti-aliasing, then placed in 28x28 with its centre of mass at the centre;
+and the ink of a picture (a canvas, a scan, a photo of a page) found first (:func:`find_ink`)."""
 
 from __future__ import annotations
 
@@ -251,8 +252,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def read_digit(path, max_side: int = 8000) -> np.ndarray:
-    """uint8 (28, 28) MNIST-like digit from a picture file (PNG, JPEG, ...): its ink found as
-    the draw page finds it (:func:`ink_of`), boxed and centred as MNIST's (:func:`mnistify`).
+    """uint8 (28, 28) MNIST-like digit from a picture file (PNG, JPEG, ...): its ink found on
+    its paper as the draw page's is (:func:`ink_of`), boxed and centred as MNIST's
+    (:func:`mnistify`).
     Raises :class:`BadInput` in one line naming the file."""
     from PIL import Image, UnidentifiedImageError
 
