@@ -78,17 +78,13 @@ def idx_images(path: Path) -> tuple[Any, Any]:
     return images, labels
 
 
-# A picture that cannot be read (not a picture, no digit on it) in a folder or glob of them.
-Unreadable = dict[int, str]
-
-
 @dataclass(frozen=True)
 class Pictures:
     """The picture files ``--data`` names, in order, and the one-line reason of each that could
     not be read (by its index in ``files``): its row of ``digits.csv`` says so."""
 
     files: list[Path]
-    unreadable: Unreadable = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
 
     @property
     def readable(self) -> list[int]:
@@ -106,19 +102,20 @@ def read_pictures(data: str, files: list[Path]) -> tuple[Any, Pictures]:
 
     from digitlab.serving.mnistify import read_digit
 
-    images, unreadable = [], {}
+    images, refused = [], {}
     for i, path in enumerate(files):
         try:
             images.append(read_digit(path))
-        except DigitlabError as e:
-            unreadable[i] = str(e)
+        except DigitlabError as e:  # not a picture, no digit on it: said in its row
+            refused[i] = e
     if not images:
         if len(files) == 1:
-            raise DigitlabError(unreadable[0])
+            raise refused[0]
         raise DigitlabError(
             f"--data {data}: none of its {len(files)} pictures can be read (the first: "
-            f"{unreadable[0]})"
+            f"{refused[0]})"
         )
+    unreadable = {i: str(e) for i, e in refused.items()}
     return torch.from_numpy(np.stack(images)), Pictures(files, unreadable)
 
 
