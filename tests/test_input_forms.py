@@ -233,7 +233,7 @@ def test_a_folder_with_unreadable_pictures_predicts_the_others_and_says_why_in_t
     assert out.n == 4 and out.unreadable == 2
     printed = "\n".join(summary(out))
     assert "2 of 4 pictures could not be read: their rows of digits.csv say why" in printed
-    assert f"{folder / '0001.png'}: {rows[1]['error']}" in printed
+    assert f"\n    {rows[1]['error']}\n" in printed and str(folder / "0001.png") in rows[1]["error"]
     (folder / "0000.png").write_text("nor this")
     (folder / "0002.png").unlink()
     with pytest.raises(DigitlabError, match="none of its 3 pictures can be read") as refused:

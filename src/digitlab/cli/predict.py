@@ -174,13 +174,13 @@ def summary(result) -> list[str]:
 
 def picture_lines(digits_csv, limit: int) -> list[str]:
     """The first ``limit`` rows of ``digits.csv``, one line each: file, digit and confidence
-    (marked unsure), or why the picture could not be read."""
+    (marked unsure), or why the picture could not be read (a reason that names its file)."""
     import csv
 
     with open(digits_csv, newline="") as f:
         rows = list(csv.DictReader(f))[:limit]
     return [
-        f"{row['file']}: {row['error']}"
+        row["error"]
         if row["error"]
         else f"{row['file']}: {row['digit']} ({row['confidence']}"
         + (", unsure)" if row["unsure"] == "true" else ")")
