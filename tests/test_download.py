@@ -116,7 +116,70 @@ def test_the_default_root_is_created_for_the_first_download(tmp_path, monkeypatc
     root = project_root() / "data"
     with pytest.raises(DigitlabError, match="and the download failed"):
         load_mnist(root, download=True, mirrors=[refused])
-    assert (root / "MNIST" / "raw").is_dir()
+    assert not root.exists()  # tried there; the folders it made went with the failure
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "kmnist"])
+def test_a_failed_download_leaves_no_folder_it_made(tmp_path, refused, name):
+    """Offline, data=fashion_mnist left an empty FashionMNIST/raw/ in the (maybe shared) data
+    root; a folder that was there before stays, and so does one a file arrived in."""
+    from digitlab.data.sources import read_data
+    from digitlab.jobs.inputs import data_config
+
+    root = tmp_path / "data"
+    root.mkdir()
+    node = data_config(name, root)
+    node.source.mirrors = [refused]
+    folder = root / node.source.folder
+    with pytest.raises(DigitlabError, match="and the download failed"):
+        read_data(node)
+    assert list(root.iterdir()) == []
+    folder.parent.mkdir()
+    with pytest.raises(DigitlabError, match="and the download failed"):
+        read_data(node)
+    assert list(root.iterdir()) == [folder.parent] and not folder.exists()
+
+
+def test_a_download_that_fetched_some_files_keeps_them(mirror, tmp_path):
+    url, served, files = mirror
+    (served / NAMES[1]).unlink()
+    raw = tmp_path / "new" / "raw"
+    with pytest.raises(DigitlabError, match="File not found"):
+        download_mnist(raw, [url], files)
+    assert [p.name for p in raw.iterdir()] == [NAMES[0]]
+
+
+def test_emnist_missing_says_where_its_files_come_from_and_download_true_says_it_cannot(
+    tmp_path, refused
+):
+    """EMNIST's files have no md5 (NIST ships them in one archive): "set download=true" looped
+    back to the same error. Both errors now name the archive and where its files go; no mirror
+    is tried and no folder made."""
+    from digitlab.data.sources import read_data
+    from digitlab.jobs.inputs import data_config
+
+    node = data_config("emnist_balanced", tmp_path)
+    raw = tmp_path / "EMNIST" / "raw"
+    archive = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
+    for download in (False, True):
+        node.source.download = download
+        with pytest.raises(DigitlabError) as e:
+            read_data(node)
+        message = str(e.value)
+        assert f"download {archive}, unzip it and put emnist-balanced-train-images" in message
+        assert f"in {raw}/" in message and "\n" not in message
+        assert ("download=true cannot fetch EMNIST" in message) == download, message
+        assert "set data.source.download=true" not in message
+    assert list(tmp_path.iterdir()) == []
+    # Without an archive to name, the files are named and where they go; no mirror: the same.
+    from digitlab.data.sources import load_idx
+
+    table = {part: [f"{part}.gz", "0" * 32] for part in ("train_images", "train_labels")}
+    table |= {part: [f"{part}.gz", "0" * 32] for part in ("test_images", "test_labels")}
+    with pytest.raises(DigitlabError, match="cannot fetch MINE: data.source.mirrors is empty"):
+        load_idx(tmp_path, "MINE/raw", table, mirrors=[], download=True)
+    with pytest.raises(DigitlabError, match=f"copy train_images.gz, .* into {tmp_path}/MINE/raw/"):
+        load_idx(tmp_path, "MINE/raw", table, mirrors=[], download=False)
 
 
 def test_every_mirror_tried_is_named(mirror, tmp_path, refused):

@@ -66,6 +66,19 @@ CASES: dict[str, tuple] = {
         ["data=kaggle"],
         ["digit-recognizer does not exist", "DIGITLAB_DATA"],
     ),
+    "emnist files missing": (  # no md5: never downloaded, so never "set download=true"
+        None,
+        ["data=emnist_balanced"],
+        [
+            "EMNIST files missing in",
+            "download https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip, unzip it and put",
+        ],
+    ),
+    "emnist download on": (
+        None,
+        ["data=emnist_balanced", "data.source.download=true"],
+        ["data.source.download=true cannot fetch EMNIST: data.source.files gives no md5"],
+    ),
     "one IDX file missing": (
         lambda r: (r / RAW / "t10k-labels-idx1-ubyte.gz").unlink(),
         ["data.source.download=false"],

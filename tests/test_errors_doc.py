@@ -1318,6 +1318,8 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "data folder missing": case("data folder missing", root="/nowhere"),
         "Kaggle folder missing": case("kaggle folder missing"),
         "one IDX file missing": case("one IDX file missing"),
+        "EMNIST files missing": case("emnist files missing"),
+        "the same with `data.source.download=true`": case("emnist download on"),
         "download fails (offline, 404, wrong checksum)": (case("download fails"), download_fails),
         "data root that does not exist, download on": case("data root that does not exist"),
         "truncated `.gz`": case("truncated gz"),

@@ -188,3 +188,18 @@ def test_load_mnist_reads_uncompressed_and_gzipped_files_alike(tmp_path, gz):
     assert np.array_equal(data.train_images.numpy(), images)
     assert data.train_labels.tolist() == labels.tolist()
     assert data.test_images.shape == (N_TEST, 28, 28) and len(data.test_labels) == N_TEST
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_an_idx_file_is_told_from_its_first_bytes(tmp_path, suffix):
+    """What lets `--data FILE` take an IDX file: its header's dimensions, compressed or not;
+    None for anything else (a CSV, a broken gzip, a folder), which then gets --data's own line."""
+    from digitlab.data.idx import idx_dims
+
+    write_idx(tmp_path / f"img{suffix}", np.zeros((2, 28, 28), np.uint8))
+    write_idx(tmp_path / f"lbl{suffix}", np.zeros(2, np.uint8))
+    assert idx_dims(tmp_path / f"img{suffix}") == 3 and idx_dims(tmp_path / f"lbl{suffix}") == 1
+    (tmp_path / "x.csv").write_text("label,pixel0\n1,0\n")
+    (tmp_path / "broken.gz").write_bytes(b"\x1f\x8b not gzip")
+    for other in ("x.csv", "broken.gz", "missing", "."):
+        assert idx_dims(tmp_path / other) is None

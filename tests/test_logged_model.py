@@ -50,7 +50,12 @@ def test_run_logs_a_model_with_signature_example_and_metrics(run):
     info = Model.load(f"runs:/{result['run_id']}/model")
     spec = info.signature.inputs.to_dict()[0]["tensor-spec"]
     assert (spec["dtype"], list(spec["shape"])) == ("uint8", [-1, 28, 28])
-    assert [o["name"] for o in info.signature.outputs.to_dict()] == ["probabilities", "digit"]
+    assert [o["name"] for o in info.signature.outputs.to_dict()] == [
+        "probabilities",
+        "digit",
+        "confidence",
+        "unsure",
+    ]
     assert info.saved_input_example_info is not None
     assert info.flavors["python_function"]["loader_module"] == "digitlab.serving.model"
     # The run's status is its own, not left RUNNING or changed by logging the model.

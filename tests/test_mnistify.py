@@ -87,3 +87,60 @@ def test_opaque_canvases_white_on_black_and_black_on_white(paper, ink):
     Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
     decoded = decode_png("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
     assert decoded[20, 20] == 255 and decoded[0, 0] == 0
+
+
+def photographed(ink: np.ndarray, page: tuple[int, int], at: tuple[int, int], seed: int = 0):
+    """``ink`` (0 = paper, 255 = ink) drawn dark on a photo-like page of ``page`` (h, w) pixels
+    with its top left corner at ``at``: grey paper brighter on one side, darker in the corners
+    (a vignette), sensor noise; as JPEG bytes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h, w = page
+    y = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+    x = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+    paper = 205 + 40 * x - 15 * y - 120 * (x**2 + y**2)  # 160..235 over the page
+    top, left = at
+    box = paper[top : top + ink.shape[0], left : left + ink.shape[1]]
+    box += (40 - box) * (ink.astype(np.float32) / 255)
+    paper += rng.normal(0, 8, paper.shape).astype(np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def seven(side: int) -> np.ndarray:
+    """A 7 written with a pen of ``side`` / 10: ink 255 on paper 0, ``side`` x ``side``."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (side, side), 0)
+    pen = max(2, side // 10)
+    ImageDraw.Draw(image).line(
+        [(side * 0.2, side * 0.15), (side * 0.8, side * 0.15), (side * 0.4, side * 0.9)],
+        fill=255,
+        width=pen,
+    )
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize(("side", "at"), [(120, (1400, 200)), (600, (300, 900))])
+def test_a_digit_photographed_small_or_large_anywhere_on_a_big_uneven_page_is_found(side, at):
+    """The paper of a photo is lighter than ink but far from white, and uneven: it is no ink.
+    The digit's box is found where it was drawn, and made the MNIST digit its clean drawing
+    makes."""
+    from digitlab.serving.mnistify import ink_of, read_digit
+
+    drawing = seven(side)
+    page = photographed(drawing, (1800, 1600), at)
+    from PIL import Image
+
+    ink = ink_of(Image.open(io.BytesIO(page)))
+    rows, cols = np.nonzero(ink)
+    drawn_rows, drawn_cols = np.nonzero(drawing)
+    margin = side // 20 + 2
+    assert abs(rows.min() - (at[0] + drawn_rows.min())) <= margin
+    assert abs(rows.max() - (at[0] + drawn_rows.max())) <= margin
+    assert abs(cols.min() - (at[1] + drawn_cols.min())) <= margin
+    assert abs(cols.max() - (at[1] + drawn_cols.max())) <= margin
+    seen, clean = read_digit(io.BytesIO(page)).astype(float), mnistify(drawing).astype(float)
+    assert np.corrcoef(seen.ravel(), clean.ravel())[0, 1] > 0.9

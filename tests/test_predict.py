@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import warm
 from conftest import N_TEST, REAL_DATA, copy_store, fast_config
+from digitlab.errors import DigitlabError
 from digitlab.jobs.predict import predict
 from digitlab.training.run import train
 
@@ -208,3 +209,62 @@ def test_an_out_path_without_suffix_gets_npy_and_the_returned_path_is_the_file(t
     assert result["probabilities"] == tmp_path / "sub" / "out.npy"
     assert np.array_equal(np.load(result["probabilities"]), probs)
     assert result["accuracy"] == 2 / 3
+
+
+def test_an_idx_images_file_is_predicted_with_the_labels_beside_it(trained, data_root, tmp_path):
+    """--data takes an IDX images file (.gz or not): the labels file MNIST's naming puts beside
+    it scores the prediction; without one, the images are unlabelled (a submission.csv)."""
+    import gzip
+    import shutil
+
+    result, _ = trained
+    checkpoint = result["best_checkpoint"]
+    raw = data_root / "MNIST" / "raw"
+    as_mnist = predict(checkpoint=checkpoint, data="mnist", root=data_root, out=tmp_path / "m.npy")
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(raw / name, tmp_path / name)
+    scored = predict(
+        checkpoint=checkpoint, data=str(tmp_path / "t10k-images-idx3-ubyte.gz"), out=tmp_path / "i"
+    )
+    assert scored.n == N_TEST and scored.accuracy == as_mnist.accuracy
+    assert np.array_equal(np.load(scored.probabilities), np.load(as_mnist.probabilities))
+    alone = tmp_path / "alone" / "digits-idx3-ubyte"
+    alone.parent.mkdir()
+    alone.write_bytes(gzip.decompress((raw / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    unlabelled = predict(checkpoint=checkpoint, data=str(alone), out=tmp_path / "u.npy")
+    assert unlabelled.n == N_TEST and unlabelled.accuracy is None
+    assert len(unlabelled.submission.read_text().splitlines()) == N_TEST + 1
+    (tmp_path / "notes.txt").write_text("not IDX")
+    with pytest.raises(DigitlabError, match="neither a data set .* an IDX images file"):
+        predict(checkpoint=checkpoint, data=str(tmp_path / "notes.txt"), out=tmp_path / "x.npy")
+
+
+def test_a_kaggle_submission_of_a_network_trained_on_mnists_files_says_what_its_score_means(
+    trained, data_root, tmp_path
+):
+    """Kaggle's test images are MNIST images: a network trained on MNIST's files has seen most
+    of them, and its leaderboard score would mean nothing. One warning line says so."""
+    from digitlab.cli.predict import summary
+
+    result, _ = trained
+    on_kaggle = predict(
+        checkpoint=result["best_checkpoint"], data="kaggle", root=data_root, out=tmp_path / "k"
+    )
+    assert on_kaggle.warnings == [] and "warning" not in "\n".join(summary(on_kaggle))
+    checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["data"]["source"] = {
+        "_target_": "digitlab.data.sources.load_mnist",
+        "_partial_": True,
+        "download": True,
+    }
+    torch.save(checkpoint, tmp_path / "mnist.ckpt")
+    on_mnist = predict(
+        checkpoint=tmp_path / "mnist.ckpt", data="kaggle", root=data_root, out=tmp_path / "m"
+    )
+    assert on_mnist.submission is not None and len(on_mnist.warnings) == 1
+    (warning,) = [line for line in summary(on_mnist) if "warning" in line]
+    assert "trained on MNIST's files, and Kaggle's test images are MNIST images" in warning
+    mnist_scored = predict(
+        checkpoint=tmp_path / "mnist.ckpt", data="mnist", root=data_root, out=tmp_path / "s"
+    )
+    assert mnist_scored.warnings == []

@@ -20,7 +20,8 @@ class Model:
     ``(N, C)`` probabilities of the run's C classes (``classes``: their names, by label) as a
     numpy array; rows sum to 1. Images scaled to 0-1, and
     dark digits on light paper, are recognised and made MNIST-like first (light on dark,
-    0-255); other values are refused in one line.
+    0-255); other values are refused in one line. ``classify(images)`` answers as the MLflow
+    Model does: each image's digit, its confidence and whether it is unsure.
     """
 
     def __init__(self, net: Any, config: dict[str, Any], run_id: str | None = None) -> None:
@@ -37,6 +38,15 @@ class Model:
         from digitlab.serving.model import probabilities
 
         return probabilities(self.net, as_images(images), self.config, batch_size).numpy()
+
+    def classify(self, images: Any, batch_size: int = 1000) -> dict[str, Any]:
+        """``predict``'s images, answered as the MLflow Model and ``/invocations`` answer:
+        ``probabilities`` (N, C), ``digit`` int64 (N,) the label of the most probable class
+        (its name: ``classes[digit]``), ``confidence`` float32 (N,) its probability, ``unsure``
+        bool (N,): confidence below ``digitlab.serving.model.UNSURE_BELOW``."""
+        from digitlab.serving.model import verdicts
+
+        return verdicts(self.predict(images, batch_size))
 
     def __repr__(self) -> str:
         name = type(self.net).__name__

@@ -4,6 +4,7 @@
     digitlab-predict --checkpoint best.ckpt --data mnist   # MNIST's t10k images
     digitlab-predict --run RUN_ID --data my_digits.csv     # any CSV in Kaggle's layout
     digitlab-predict --run RUN_ID --data 'photos/*.jpg'    # pictures of digits -> digits.csv
+    digitlab-predict --run RUN_ID --data t10k-images-idx3-ubyte.gz  # an IDX images file
     digitlab-predict --run A B C --data mnist              # an ensemble of three runs
     digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
     digitlab-predict --run SWEEP_PARENT_ID --data holdout  # scored on the rows the runs held out
@@ -29,6 +30,7 @@ import sys
 from digitlab.cli import plain
 from digitlab.errors import DigitlabError
 from digitlab.serving.ensemble import METHODS
+from digitlab.serving.model import UNSURE_BELOW
 from digitlab.tracking.store import default_tracking_uri
 
 
@@ -59,9 +61,11 @@ def argument_parser() -> argparse.ArgumentParser:
         "--data",
         default="kaggle",
         help="a data set of conf/data/ (kaggle: Kaggle's test.csv, writes submission.csv; "
-        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, pictures of digits (a PNG or "
+        "mnist: MNIST's t10k images), a .csv in Kaggle's layout, an IDX images file (.gz or "
+        "not; scored by the labels file beside it, if any), pictures of digits (a PNG or "
         "JPEG file, a folder of them, or a quoted glob 'digits/*.png': any size, dark on light "
-        "or light on dark, made MNIST-like as the draw page does; writes digits.csv), or "
+        "or light on dark, a scan or a photo of a page; writes digits.csv: each digit, its "
+        "confidence, unsure below 0.8, and why a picture could not be read), or "
         "holdout: the labelled test "
         "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv "
         "(default kaggle)",
@@ -149,15 +153,40 @@ def summary(result) -> list[str]:
         lines.append(f"  accuracy against the labels: {result.accuracy:.4f}")
     if result.digits is not None:
         lines.append(f"  digit of each picture -> {result.digits}")
-        for row in result.digits.read_text().splitlines()[1:11]:
-            file, digit = row.rsplit(",", 1)
-            lines.append(f"    {file}: {digit}")
+        lines += [f"    {line}" for line in picture_lines(result.digits, 10)]
+        if result.unsure:
+            lines.append(
+                f"  {result.unsure} of {result.n - result.unreadable} unsure (confidence below "
+                f"{UNSURE_BELOW}): look at those pictures"
+            )
+        if result.unreadable:
+            lines.append(
+                f"  {result.unreadable} of {result.n} pictures could not be read: their rows "
+                "of digits.csv say why"
+            )
     if result.run_id and not ensemble:
         lines.append(f"  recorded as MLflow run {result.run_id} (experiment predictions)")
     if result.submission is not None:
         logged = f", logged to run {result.run_id}" if result.run_id else ""
         lines.append(f"  Kaggle submission -> {result.submission}{logged}")
+    lines += [f"  warning: {warning}" for warning in result.warnings]
     return lines
+
+
+def picture_lines(digits_csv, limit: int) -> list[str]:
+    """The first ``limit`` rows of ``digits.csv``, one line each: file, digit and confidence
+    (marked unsure), or why the picture could not be read (a reason that names its file)."""
+    import csv
+
+    with open(digits_csv, newline="") as f:
+        rows = list(csv.DictReader(f))[:limit]
+    return [
+        row["error"]
+        if row["error"]
+        else f"{row['file']}: {row['digit']} ({row['confidence']}"
+        + (", unsure)" if row["unsure"] == "true" else ")")
+        for row in rows
+    ]
 
 
 if __name__ == "__main__":

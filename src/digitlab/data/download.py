@@ -55,6 +55,9 @@ def download_mnist(
     wanted = [(name, md5) for name, md5 in files if locate(raw_dir, name) is None]
     if not wanted:
         return
+    # The folders this download makes, deepest first: a download that fails takes them away
+    # again, so that an offline run leaves the data root as it found it.
+    created = [folder for folder in (raw_dir, *raw_dir.parents) if not folder.exists()]
     raw_dir.mkdir(parents=True, exist_ok=True)
     answers: dict[str, str] = {}  # mirror -> its last problem; unreachable ones stay out of use
     unreachable: set[str] = set()
@@ -73,12 +76,23 @@ def download_mnist(
         socket.setdefaulttimeout(previous_timeout)
     still_missing = missing_files(raw_dir, files)
     if still_missing:
+        remove_empty(created)
         detail = "; ".join(answers.values()) or "no mirror"
         raise DigitlabError(
             f"{label} files missing in {raw_dir}: {', '.join(still_missing)} and the download "
             f"failed ({detail}); copy them there or point DIGITLAB_DATA (or data.root) at a "
             f"folder holding {label}/{raw_dir.name}/"
         )
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: the first that holds anything
+    (a file that arrived) stays, and so do the folders above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _fetch(raw_dir: Path, mirror: str, name: str, md5: str) -> tuple[str | None, bool]:

@@ -6,6 +6,7 @@ file is broken; this reader names the file and the problem, which is what a user
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -59,6 +60,23 @@ def read_idx(path: Path) -> np.ndarray:
             f"cannot read {path} ({e.strerror or e}): make it readable (chmod a+r {path.name}) or "
             "copy the MNIST files somewhere readable"
         ) from None
+
+
+def idx_dims(path: Path) -> int | None:
+    """The number of dimensions the IDX header of ``path`` declares (1: labels, 3: images),
+    compressed or not; None when the file does not start as an IDX file of unsigned bytes (or
+    cannot be read: :func:`read_idx` then says why)."""
+    try:
+        with Path(path).open("rb") as f:
+            gzipped = f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+            with gzip.GzipFile(fileobj=f) if gzipped else contextlib.nullcontext(f) as data:
+                magic = data.read(4)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(magic) < 4 or magic[:3] != bytes([0, 0, _UBYTE]) or not 1 <= magic[3] <= 3:
+        return None
+    return magic[3]
 
 
 def _decode(path: Path, f: BinaryIO, size: int, gzipped: bool) -> np.ndarray:

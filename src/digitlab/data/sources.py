@@ -69,6 +69,7 @@ def load_idx(
     mirrors: Sequence[str] | None = None,
     download: bool = True,
     transpose: bool = False,
+    archive: str | None = None,
 ) -> DigitData:
     """A data set in MNIST's IDX layout (Fashion-MNIST, KMNIST, EMNIST, ...) from
     ``<root>/<folder>/``; missing files are downloaded first when allowed.
@@ -79,9 +80,11 @@ def load_idx(
             an md5 of null: the file is read where it is, never downloaded.
         mirrors: base URLs the files are fetched from (None: MNIST's, torchvision's list).
         transpose: the images are stored transposed (EMNIST's files): turn them upright.
+        archive: the URL of the archive the files are shipped in, for a set that cannot be
+            downloaded file by file (no md5): a missing file's error says to fetch it there.
     """
     table = _file_table(files, _check_folder(folder))
-    return _load(root, folder, table, mirrors, download, transpose)
+    return _load(root, folder, table, mirrors, download, transpose, archive=archive)
 
 
 def _load(
@@ -92,14 +95,30 @@ def _load(
     download: bool,
     transpose: bool = False,
     labels_below: int | None = None,
+    archive: str | None = None,
 ) -> DigitData:
     name = folder.split("/")[0]
     raw_dir = Path(root).expanduser() / folder
     missing = missing_files(raw_dir, table)
-    fetchable = [(file, md5) for file, md5 in table if md5]
-    if missing and download and len(fetchable) == len(table):
+    unfetchable = _why_not_downloadable(table, mirrors)
+    by_hand = (
+        f"download {archive}, unzip it and put {', '.join(missing)} in {raw_dir}/"
+        if archive
+        else f"copy {', '.join(missing)} into {raw_dir}/"
+    )
+    if missing and download and unfetchable:
+        raise DigitlabError(
+            f"data.source.download=true cannot fetch {name}: {unfetchable}; {by_hand}, or point "
+            f"DIGITLAB_DATA (or data.root) at a folder holding {folder}/"
+        )
+    if missing and download:
         _check_root(Path(root).expanduser(), folder)
         download_mnist(raw_dir, mirrors, table, label=name)
+    elif missing and unfetchable:
+        raise DigitlabError(
+            f"{name} files missing in {raw_dir}: {', '.join(missing)}; {by_hand}, or point "
+            f"DIGITLAB_DATA (or data.root) at a folder holding {folder}/"
+        )
     elif missing and not raw_dir.is_dir():
         raise DigitlabError(
             f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
@@ -120,6 +139,20 @@ def _load(
         train_images = train_images.transpose(1, 2).contiguous()
         test_images = test_images.transpose(1, 2).contiguous()
     return DigitData(train_images, train_labels, test_images, test_labels, tuple(paths))
+
+
+def _why_not_downloadable(
+    table: Sequence[tuple[str, str]], mirrors: Sequence[str] | None
+) -> str | None:
+    """Why a download of ``table``'s files cannot work (None: it can): a file without an md5 is
+    never downloaded, and no mirror is nowhere to download from."""
+    unchecked = [file for file, md5 in table if not md5]
+    if unchecked:
+        which = "its files" if len(unchecked) == len(table) else ", ".join(unchecked)
+        return f"data.source.files gives no md5 for {which} (a file without one is never fetched)"
+    if mirrors is not None and not list(mirrors):
+        return "data.source.mirrors is empty"
+    return None
 
 
 def _check_folder(folder: str) -> str:

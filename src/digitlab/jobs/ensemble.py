@@ -153,7 +153,7 @@ def predict_ensemble(
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
     method and the members skipped. ``command``: the ``digitlab-predict`` line it records."""
-    from digitlab.jobs.inputs import data_name, images_for, picture_files
+    from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
     from digitlab.jobs.outputs import write_predictions
     from digitlab.serving.ensemble import accuracy, combine, member_probabilities
     from digitlab.tracking.ensemble import ensemble_run, log_results
@@ -162,7 +162,8 @@ def predict_ensemble(
     find_members(client, runs, files, roster)
     members = load_members(client, roster, trusted)
     classes = same_classes(members)
-    images, labels = images_for(data, root, [(m.name, m.config) for m in members], trusted)
+    configs = [(m.name, m.config) for m in members]
+    images, labels, pictures = images_for(data, root, configs, trusted)
     each = member_probabilities(members, images)
     probs, digits = combine(each, method)
     own = [accuracy(p.argmax(axis=1), labels) for p in each]
@@ -171,7 +172,8 @@ def predict_ensemble(
     settings = {"method": method, "data": data, "rows": len(probs)}
     with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
-        written = write_predictions(probs, digits, labels, out, picture_files(data), classes)
+        warnings = kaggle_caveat(data, configs)
+        written = write_predictions(probs, digits, labels, out, pictures, classes, warnings)
         result = Prediction.written(
             written, run_id=run_id, members=names, skipped=roster.skipped, method=method
         )

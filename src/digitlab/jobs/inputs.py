@@ -1,10 +1,12 @@
-"""What a prediction is made on: a data set of conf/data/, a CSV in Kaggle's layout, pictures of
-digits, or the test rows the runs held out in training (``--data holdout``)."""
+"""What a prediction is made on: a data set of conf/data/, a CSV in Kaggle's layout, an IDX
+images file, pictures of digits, or the test rows the runs held out in training
+(``--data holdout``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +23,100 @@ def data_sets() -> list[str]:
 def load_images(data: str, root: Path | None) -> tuple[Any, Any]:
     """uint8 images (N, 28, 28) and int64 labels (None when the set has none).
 
-    ``data`` names a ``conf/data`` option, a ``.csv`` in Kaggle's layout, or pictures of digits
-    (:func:`picture_files`). The data root is this command's: ``root`` (``--root``), else the
-    data set's default (``$DIGITLAB_DATA``, else the project's ``data/``), never a run's.
+    ``data`` names a ``conf/data`` option, a ``.csv`` in Kaggle's layout or an IDX images file
+    (:func:`idx_images`); pictures are :func:`read_pictures`'. The data root is this command's:
+    ``root`` (``--root``), else the data set's default (``$DIGITLAB_DATA``, else the project's
+    ``data/``), never a run's.
     """
+    from digitlab.data.idx import idx_dims
     from digitlab.data.kaggle import read_kaggle_csv
     from digitlab.data.sources import read_data
 
-    if (pictures := picture_files(data)) is not None:
-        import numpy as np
-        import torch
-
-        from digitlab.serving.mnistify import read_digit
-
-        return torch.from_numpy(np.stack([read_digit(p) for p in pictures])), None
-    path = Path(data)
+    path = Path(data).expanduser()
     if path.suffix.lower() == ".csv":
         if not path.is_file():
             raise DigitlabError(f"--data {data}: no such file; give a CSV in Kaggle's layout")
         return read_kaggle_csv(path, labelled=None)  # None: train.csv's layout or test.csv's
-    if data not in data_sets():
+    names = data_sets()
+    if data not in names and path.is_file() and idx_dims(path) is not None:
+        return idx_images(path)
+    if data not in names:
         raise DigitlabError(
-            f"--data {data!r} is neither a data set ({', '.join(data_sets())}: conf/data/), "
-            "holdout (the rows the runs held out), a .csv file in Kaggle's layout, nor pictures "
-            "(a .png/.jpg file, a folder of them or a glob such as 'digits/*.png')"
+            f"--data {data!r} is neither a data set ({', '.join(names)}: conf/data/), "
+            "holdout (the rows the runs held out), a .csv file in Kaggle's layout, an IDX "
+            "images file (…-images-idx3-ubyte, .gz or not), nor pictures (a .png/.jpg file, a "
+            "folder of them or a glob such as 'digits/*.png')"
         )
     node = data_config(data, root)
     loaded = read_data(node, which="predict" if node.get("predict") else "source")
     if loaded.test_images is not None:
         return loaded.test_images, loaded.test_labels
     return loaded.train_images, loaded.train_labels
+
+
+def idx_images(path: Path) -> tuple[Any, Any]:
+    """uint8 images (N, 28, 28) of an IDX images file, as stored (EMNIST's transposed ones are
+    not turned), and the int64 labels of the labels file MNIST's naming puts beside it
+    (``…-labels-idx1-ubyte``, compressed or not; None when there is none)."""
+    from digitlab.data.idx import read_images, read_labels
+
+    images = read_images(path)
+    labels_file = None
+    if "images-idx3" in path.name:
+        stem = path.name.replace("images-idx3", "labels-idx1").removesuffix(".gz")
+        twins = (path.parent / stem, path.parent / f"{stem}.gz")
+        labels_file = next((p for p in twins if p.is_file()), None)
+    if labels_file is None:
+        return images, None
+    labels = read_labels(labels_file, limit=None)
+    if len(labels) != len(images):
+        raise DigitlabError(
+            f"{path.name} holds {len(images)} images but {labels_file.name} beside it holds "
+            f"{len(labels)} labels: one of the two files is wrong, replace it (or move it away "
+            "to predict without labels)"
+        )
+    return images, labels
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """The picture files ``--data`` names, in order, and the one-line reason of each that could
+    not be read (by its index in ``files``): its row of ``digits.csv`` says so."""
+
+    files: list[Path]
+    unreadable: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> list[int]:
+        """The indices of the files that were read, in order: one image each."""
+        return [i for i in range(len(self.files)) if i not in self.unreadable]
+
+
+def read_pictures(data: str, files: list[Path]) -> tuple[Any, Pictures]:
+    """uint8 images (N, 28, 28), MNIST-like, of the pictures that can be read (N >= 1), and the
+    :class:`Pictures` they came from. One picture that cannot be read among others is reported,
+    not fatal; a lone picture that cannot be, or a folder or glob none of whose can, raises
+    its one line."""
+    import numpy as np
+    import torch
+
+    from digitlab.serving.mnistify import read_digit
+
+    images, refused = [], {}
+    for i, path in enumerate(files):
+        try:
+            images.append(read_digit(path))
+        except DigitlabError as e:  # not a picture, no digit on it: said in its row
+            refused[i] = e
+    if not images:
+        if len(files) == 1:
+            raise refused[0]
+        raise DigitlabError(
+            f"--data {data}: none of its {len(files)} pictures can be read (the first: "
+            f"{refused[0]})"
+        )
+    unreadable = {i: str(e) for i, e in refused.items()}
+    return torch.from_numpy(np.stack(images)), Pictures(files, unreadable)
 
 
 def picture_files(data: str) -> list[Path] | None:
@@ -105,13 +171,48 @@ HOLDOUT = "holdout"
 
 def images_for(
     data: str, root: Path | None, members: Sequence[tuple[str, Any]], trusted: tuple[str, ...] = ()
-) -> tuple[Any, Any]:
-    """The images to predict for ``members`` ((name, run config) pairs): ``--data holdout``
-    rebuilds the test split they held out (:func:`holdout_images`), any other ``data`` is read
-    by :func:`load_images`."""
+) -> tuple[Any, Any, Pictures | None]:
+    """The images to predict for ``members`` ((name, run config) pairs), their labels (None:
+    unlabelled) and, for pictures, the :class:`Pictures` they came from (else None):
+    ``--data holdout`` rebuilds the test split they held out (:func:`holdout_images`), pictures
+    are read by :func:`read_pictures`, any other ``data`` by :func:`load_images`."""
     if data == HOLDOUT:
-        return holdout_images(members, root, trusted)
-    return load_images(data, root)
+        return *holdout_images(members, root, trusted), None
+    if (files := picture_files(data)) is not None:
+        images, pictures = read_pictures(data, files)
+        return images, None, pictures
+    return *load_images(data, root), None
+
+
+def kaggle_caveat(data: str, members: Sequence[tuple[str, Any]]) -> list[str]:
+    """One line for ``--data kaggle`` predicted by members ((name, run config) pairs) trained on
+    MNIST's files: Kaggle's test images are MNIST images, most of them among MNIST's training
+    ones, so the submission's score on Kaggle's leaderboard says little of new digits."""
+    if data != "kaggle":
+        return []
+    on_mnist = [name for name, config in members if trained_on_mnist(config)]
+    if not on_mnist:
+        return []
+    who = "the run" if len(members) == 1 else f"{len(on_mnist)} of the {len(members)} members"
+    return [
+        f"{who} trained on MNIST's files, and Kaggle's test images are MNIST images (most of "
+        "them among MNIST's training images): the submission's Kaggle score says little of how "
+        "it reads new digits; for a score that does, train with data=kaggle"
+    ]
+
+
+def trained_on_mnist(config: Any) -> bool:
+    """Whether a run config's data source reads MNIST's files (``load_mnist``, or an IDX
+    source whose folder is ``MNIST/...``)."""
+    data = config.get("data") if isinstance(config, Mapping) else None
+    source = data.get("source") if isinstance(data, Mapping) else None
+    if not isinstance(source, Mapping):
+        return False
+    target = str(source.get("_target_", ""))
+    folder = str(source.get("folder", "")).replace("\\", "/")
+    return target.endswith(".load_mnist") or (
+        target.endswith(".load_idx") and folder.split("/")[0] == "MNIST"
+    )
 
 
 # The data keys that decide which rows a run held out, besides its source and split seed.

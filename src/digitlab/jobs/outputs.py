@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from digitlab.jobs.inputs import Pictures
+from digitlab.serving.model import UNSURE_BELOW
+
 
 def write_submission(labels, path: Path) -> None:
     """Kaggle's format: header ``ImageId,Label``, one row per image, ImageId counted from 1."""
@@ -19,41 +22,77 @@ def write_predictions(
     digits,
     labels,
     out: Path,
-    pictures: list[Path] | None = None,
+    pictures: Pictures | None = None,
     classes: Sequence[str] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the (N, C) class probabilities to ``out`` (``.npy``, or ``.csv`` by its name,
     columns ``p<class name>``) and, for unlabelled images (Kaggle's test.csv), ``submission.csv``
     of the predicted labels ``digits`` beside it; for ``pictures`` (the files the images came
-    from), ``digits.csv`` (file, predicted class name) instead. ``classes``: the name of each
-    class by label (None: the labels themselves). Returns {"probabilities", "submission",
-    "digits", "accuracy", "n", "classes"} (``classes``: how many columns); accuracy against
-    ``labels``."""
+    from), ``digits.csv`` instead (:func:`write_digits`), and the probabilities get one row per
+    picture, NaN for one that could not be read. ``classes``: the name of each class by label
+    (None: the labels themselves). Returns {"probabilities", "submission", "digits",
+    "accuracy", "n", "classes", "unsure", "unreadable", "warnings"} (``classes``: how many
+    columns; ``unsure``: how many pictures' digits are; ``unreadable``: how many pictures could
+    not be read); accuracy against ``labels``."""
     import numpy as np
 
     from digitlab.serving.ensemble import accuracy
 
     names = list(classes) if classes is not None else [str(c) for c in range(probs.shape[1])]
+    probs, digits = np.asarray(probs), np.asarray(digits)
+    confidence = probs[np.arange(len(probs)), digits] if len(probs) else np.zeros(0)
+    rows = probs
+    if pictures is not None and pictures.unreadable:
+        rows = np.full((len(pictures.files), probs.shape[1]), np.nan, dtype=probs.dtype)
+        rows[pictures.readable] = probs
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         header = ",".join(f"p{name}" for name in names)
-        np.savetxt(out, probs, delimiter=",", header=header, comments="", fmt="%.6g")
+        np.savetxt(out, rows, delimiter=",", header=header, comments="", fmt="%.6g")
     else:
         out = out.with_name(out.name + ".npy") if out.suffix != ".npy" else out
-        np.save(out, probs)  # (np.save would add .npy itself, and the path returned be wrong)
+        np.save(out, rows)  # (np.save would add .npy itself, and the path returned be wrong)
     result: dict[str, Any] = {
         "probabilities": out,
         "submission": None,
         "digits": None,
         "accuracy": accuracy(digits, labels),
-        "n": len(probs),
+        "n": len(rows),
         "classes": len(names),
+        "unsure": 0,
+        "unreadable": 0,
+        "warnings": list(warnings),
     }
     if pictures is not None:
         result["digits"] = out.with_name("digits.csv")
-        rows = [f"{picture},{names[int(d)]}" for picture, d in zip(pictures, digits, strict=True)]
-        result["digits"].write_text("\n".join(["file,digit", *rows]) + "\n")
+        write_digits(result["digits"], pictures, [names[int(d)] for d in digits], confidence)
+        result["unsure"] = int((confidence < UNSURE_BELOW).sum())
+        result["unreadable"] = len(pictures.unreadable)
     elif labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
         result["submission"] = out.with_name("submission.csv")
         write_submission(digits, result["submission"])
     return result
+
+
+# digits.csv's columns: each picture, its digit (the class's name), the probability of that
+# digit, whether that is below UNSURE_BELOW, and why a picture could not be read.
+DIGITS_HEADER = ("file", "digit", "confidence", "unsure", "error")
+
+
+def write_digits(path: Path, pictures: Pictures, digits: Sequence[str], confidence) -> None:
+    """``digits.csv``: a row per picture file, in order (:data:`DIGITS_HEADER`); a picture that
+    could not be read has an empty digit and its reason in ``error``."""
+    import csv
+
+    answers = iter(zip(digits, confidence, strict=True))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(DIGITS_HEADER)
+        for i, picture in enumerate(pictures.files):
+            if i in pictures.unreadable:
+                writer.writerow([picture, "", "", "", pictures.unreadable[i]])
+                continue
+            digit, sure = next(answers)
+            unsure = "true" if sure < UNSURE_BELOW else "false"
+            writer.writerow([picture, digit, f"{sure:.4f}", unsure, ""])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from digitlab.errors import DigitlabError
-from digitlab.jobs.inputs import data_name, images_for, picture_files
+from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
 from digitlab.jobs.outputs import write_predictions
 from digitlab.serving.ensemble import METHODS
 from digitlab.tracking.store import default_tracking_uri
@@ -28,7 +28,11 @@ class Prediction:
     (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
     ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
     ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
-    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C."""
+    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C. For pictures,
+    ``unsure``: how many digits have a confidence below ``UNSURE_BELOW``
+    (:mod:`digitlab.serving.model`), ``unreadable``: how many pictures could not be read (their
+    rows of ``digits.csv`` say why). ``warnings``: one line each, what the numbers do not mean
+    (a Kaggle score of a network trained on MNIST's files)."""
 
     probabilities: Path
     submission: Path | None
@@ -40,11 +44,24 @@ class Prediction:
     skipped: list[str] = field(default_factory=list)
     method: str | None = None
     classes: int = 10
+    unsure: int = 0
+    unreadable: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def written(cls, files: dict, **more) -> Prediction:
         """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
-        keys = ("probabilities", "submission", "digits", "accuracy", "n", "classes")
+        keys = (
+            "probabilities",
+            "submission",
+            "digits",
+            "accuracy",
+            "n",
+            "classes",
+            "unsure",
+            "unreadable",
+            "warnings",
+        )
         return cls(**{k: files[k] for k in keys}, **more)
 
     @property
@@ -168,13 +185,15 @@ def predict_one(
         if run_id is not None:
             checkpoint = run_checkpoint(client, run_id, Path(tmp))
         net, config = network_from_checkpoint(Path(checkpoint), trusted)
-    images, labels = images_for(data, root, [(run_id or str(checkpoint), config)], trusted)
+    members = [(run_id or str(checkpoint), config)]
+    images, labels, pictures = images_for(data, root, members, trusted)
     probs = probabilities(net, images, config).numpy()
 
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
     classes = run_classes(config)
-    written = write_predictions(probs, probs.argmax(1), labels, out, picture_files(data), classes)
+    warnings = kaggle_caveat(data, members)
+    written = write_predictions(probs, probs.argmax(1), labels, out, pictures, classes, warnings)
     result = Prediction.written(written)
     if run_id is None:
         return result

@@ -17,6 +17,10 @@ import numpy as np
 from digitlab.errors import DigitlabError
 
 SIDE = 28
+# A prediction whose class has a probability below this is marked unsure: a digit the network
+# has not seen the like of (a scribble, a letter, a page where no digit was found) spreads its
+# probability, and a network trained on MNIST is surer than this of nearly all its right answers.
+UNSURE_BELOW = 0.8
 # More rows than one request should need; a bigger batch is a client's mistake, not a workload.
 MAX_ROWS = 10_000
 
@@ -106,20 +110,35 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
     return torch.cat(chunks) if chunks else torch.zeros(0, len(run_classes(config)))
 
 
+def verdicts(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """The answer for (N, C) probabilities: ``probabilities`` themselves, ``digit`` int64 (N,)
+    the label of the most probable class, ``confidence`` float32 (N,) its probability and
+    ``unsure`` bool (N,) where that is below :data:`UNSURE_BELOW`."""
+    probs = np.asarray(probs, dtype=np.float32)
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0, np.float32)
+    return {
+        "probabilities": probs,
+        "digit": probs.argmax(axis=1).astype(np.int64),
+        "confidence": confidence,
+        "unsure": confidence < UNSURE_BELOW,
+    }
+
+
 class DigitModel:
-    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(pixels) -> {"probabilities", "digit"}``"""
+    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(pixels) -> {"probabilities", "digit",
+    "confidence", "unsure"}`` (:func:`verdicts`)."""
 
     def __init__(self, net, config: dict[str, Any]) -> None:
         self.net, self.config = net, config
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         """``probabilities``: float32 (N, C) over the run's C classes; ``digit``: int64 (N,), the
-        label of the most probable class (its name: ``data.classes`` of the run's config)."""
+        label of the most probable class (its name: ``data.classes`` of the run's config);
+        ``confidence``: its probability; ``unsure``: below :data:`UNSURE_BELOW`."""
         import torch
 
         pixels = torch.from_numpy(as_pixels(data))
-        probs = probabilities(self.net, pixels, self.config).numpy()
-        return {"probabilities": probs, "digit": probs.argmax(1).astype(np.int64)}
+        return verdicts(probabilities(self.net, pixels, self.config).numpy())
 
 
 def load(path: str, trusted: Iterable[str] = ()) -> DigitModel:

@@ -19,8 +19,8 @@ LOADER = "digitlab.serving.model"
 
 
 def signature(num_classes: int = 10):
-    """Raw pixels in; the probability of each of the ``num_classes`` classes and the label of
-    the most probable out."""
+    """Raw pixels in; the probability of each of the ``num_classes`` classes, the label of the
+    most probable, its probability (``confidence``) and whether that is low (``unsure``) out."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -31,6 +31,8 @@ def signature(num_classes: int = 10):
             [
                 TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities"),
                 TensorSpec(np.dtype(np.int64), (-1,), "digit"),
+                TensorSpec(np.dtype(np.float32), (-1,), "confidence"),
+                TensorSpec(np.dtype(np.bool_), (-1,), "unsure"),
             ]
         ),
     )
