@@ -91,10 +91,12 @@ def test_a_longer_run_under_a_schedule_that_spans_the_run_is_one_line(composed):
 
 
 def test_resume_with_the_run_id_alone_continues_a_run_trained_with_overrides(
-    data_root, migrated_db, tmp_path
+    data_root, migrated_db, tmp_path, monkeypatch
 ):
     """The run was an MLP with Adam; ``resume=<id>`` alone (beside where the store and data
-    are) continues it as such, instead of loading its weights into the default LeNet."""
+    are) continues it as such, instead of loading its weights into the default LeNet. Its
+    last.ckpt is found in its job folder under the project's outputs/."""
+    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
     store = copy_store(tmp_path, migrated_db)
     cfg = fast_config(
         data_root,
@@ -104,7 +106,7 @@ def test_resume_with_the_run_id_alone_continues_a_run_trained_with_overrides(
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=1",
     )
-    first = train(cfg, output_dir=tmp_path / "first", choices={"model": "mlp"})
+    first = train(cfg, output_dir=tmp_path / "outputs" / "first", choices={"model": "mlp"})
     client = MlflowClient(store["tracking_uri"])
     client.set_terminated(first["run_id"], "KILLED")
     resumed = digitlab.fit(
@@ -140,7 +142,7 @@ def test_the_command_printed_after_ctrl_c_alone_continues_the_run(data_root, mig
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=1",
     )
-    first = train(cfg, output_dir=tmp_path / "first", choices={"model": "mlp"})
+    first = train(cfg, output_dir=tmp_path / "outputs" / "first", choices={"model": "mlp"})
     MlflowClient(store["tracking_uri"]).set_terminated(first["run_id"], "KILLED")
     refused = warm.run(
         "digitlab",

@@ -254,7 +254,7 @@ def test_a_reaped_run_resumes_from_the_last_checkpoint_in_its_own_job_folder(sto
     assert run.data.tags["digitlab.resumed_from"] == str(first / "last.ckpt")
     assert "digitlab.killed_because" in run.data.tags
     steps = [m.step for m in client.get_metric_history(run_id, "val/acc")]
-    assert steps == [0, 1]
+    assert steps == [1, 2]  # epochs, counted from 1
 
 
 def test_a_resume_takes_no_best_checkpoint_from_a_path_its_state_names(stopped, tmp_path):
