@@ -144,9 +144,6 @@ def _classes(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
-Plain = Annotated[Any, BeforeValidator(plain)]
-
-
 class Component(BaseModel):
     """Something a recipe builds by name: ``_target_``, whether it is a factory
     (``_partial_``), and its arguments, each a plain value."""
@@ -191,16 +188,10 @@ class Component(BaseModel):
         }
 
 
-class KeyedError(ValueError):
-    """A plain-value failure that names its argument (pydantic's ``loc`` stops at the node
-    for a before-validator)."""
-
-    def __init__(self, key: str, value: Any, reason: str) -> None:
-        super().__init__(reason)
-        self.key, self.value = key, value
-
-
 def _plain_at(key: str, value: Any) -> Any:
+    """:func:`plain`, its refusal naming ``key``: pydantic's error location stops at the node
+    for a node's own validator, so the key rides in the message as ``@key@`` and
+    :func:`_message` moves it into the key path."""
     try:
         return plain(value)
     except ValueError as e:
