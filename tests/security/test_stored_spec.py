@@ -142,7 +142,7 @@ def test_a_stored_data_root_is_never_read(tmp_path, data_root, monkeypatch):
     spec = read_run(config, "checkpoint x").config()
     assert "root" not in spec["data"]
     monkeypatch.setenv("DIGITLAB_DATA", str(data_root))
-    images, labels = images_for("mnist", None, [("x", spec)])
+    images, labels, _ = images_for("mnist", None, [("x", spec)])
     assert len(images) == len(labels) > 0
     assert not (tmp_path / "attacker").exists()
 

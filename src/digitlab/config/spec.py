@@ -90,9 +90,10 @@ def holdout(value: Any) -> bool:
     )
 
 
-def checked(test: Callable[[Any], bool], wanted: str) -> Any:
-    """A field type: any value that passes ``test``, else "it must be <wanted>"."""
-    return Annotated[Any, BeforeValidator(Rule(test, wanted))]
+def check(test: Callable[[Any], bool], wanted: str) -> BeforeValidator:
+    """A field's rule (``Annotated[Any, check(...)]``): any value that passes ``test``, else
+    "it must be <wanted>"."""
+    return BeforeValidator(Rule(test, wanted))
 
 
 def plain(value: Any, depth: int = 0) -> Any:
@@ -150,11 +151,14 @@ class Component(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
-    target: checked(
-        lambda v: isinstance(v, str) and bool(TARGET.fullmatch(v)),
-        "a dotted name of public code, e.g. digitlab.models.LeNet",
-    ) = Field(alias="_target_")
-    partial: checked(lambda v: isinstance(v, bool), "true or false") = Field(
+    target: Annotated[
+        Any,
+        check(
+            lambda v: isinstance(v, str) and bool(TARGET.fullmatch(v)),
+            "a dotted name of public code, e.g. digitlab.models.LeNet",
+        ),
+    ] = Field(alias="_target_")
+    partial: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = Field(
         default=False, alias="_partial_"
     )
 
@@ -202,9 +206,9 @@ class NetworkSpec(Component):
     """The network: a name (digitlab's networks, or a class of a package the command trusts)
     and plain arguments; ``num_classes`` comes from the data set, never from here."""
 
-    input_size: checked(
-        lambda v: whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32"
-    ) = 28
+    input_size: Annotated[
+        Any, check(lambda v: whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32")
+    ] = 28
 
     @model_validator(mode="after")
     def _digitlab_network(self) -> NetworkSpec:
@@ -287,16 +291,18 @@ class AugmentSpec(Component):
 
 
 class OptimizerSpec(Component):
-    lr: checked(lambda v: number(v) and v > 0, "a number > 0, e.g. 0.1") = None
-    momentum: checked(lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)") = None
-    weight_decay: checked(lambda v: number(v) and v >= 0, "a number >= 0") = None
+    lr: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0, e.g. 0.1")] = None
+    momentum: Annotated[Any, check(lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)")] = None
+    weight_decay: Annotated[Any, check(lambda v: number(v) and v >= 0, "a number >= 0")] = None
 
 
 class SchedulerSpec(Component):
-    interval: checked(lambda v: v in ("epoch", "step"), "epoch or step") = "epoch"
+    interval: Annotated[Any, check(lambda v: v in ("epoch", "step"), "epoch or step")] = "epoch"
 
 
-def _optional(spec: type[Component]) -> Any:
+def optional(spec: type[Component]) -> BeforeValidator:
+    """A field's rule: null, or a mapping parsed as ``spec``."""
+
     def parse(value: Any) -> Any:
         if value is None:
             return None
@@ -304,7 +310,7 @@ def _optional(spec: type[Component]) -> Any:
             raise ValueError(f"it must be null or a mapping with a _target_, not {_kind(value)}")
         return spec.model_validate(value)
 
-    return Annotated[Any, BeforeValidator(parse)]
+    return BeforeValidator(parse)
 
 
 class DataSpec(BaseModel):
@@ -312,38 +318,48 @@ class DataSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-    target: checked(
-        lambda v: v == "digitlab.data.datamodule.DigitDataModule",
-        "digitlab.data.datamodule.DigitDataModule",
-    ) = Field(default="digitlab.data.datamodule.DigitDataModule", alias="_target_")
+    target: Annotated[
+        Any,
+        check(
+            lambda v: v == "digitlab.data.datamodule.DigitDataModule",
+            "digitlab.data.datamodule.DigitDataModule",
+        ),
+    ] = Field(default="digitlab.data.datamodule.DigitDataModule", alias="_target_")
     # The command's own: where its files are. Never read back (read_run drops it).
-    root: checked(lambda v: v is None or isinstance(v, str), "a folder") = Field(
+    root: Annotated[Any, check(lambda v: v is None or isinstance(v, str), "a folder")] = Field(
         default=None, exclude=True
     )
-    source: _optional(SourceSpec) = None
-    predict: _optional(SourceSpec) = None
+    source: Annotated[Any, optional(SourceSpec)] = None
+    predict: Annotated[Any, optional(SourceSpec)] = None
     classes: Annotated[Any, BeforeValidator(_classes)] = 10
-    val_size: checked(holdout, "a fraction in (0, 1) or a count >= 1") = 5000
-    test_size: checked(
-        lambda v: v is None or holdout(v), "null, a fraction in (0, 1) or a count >= 1"
-    ) = None
-    split_seed: checked(
-        lambda v: v is None or is_seed(v), f"null or an integer from 0 to {SEED_MAX}"
-    ) = None
-    folds: checked(
-        lambda v: v is None or (whole(v) and 2 <= v <= 1000),
-        "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
-    ) = None
-    fold: checked(lambda v: whole(v) and 0 <= v < 1000, "an integer >= 0") = 0
-    batch_size: checked(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1") = 100
-    eval_batch_size: checked(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1") = 1000
-    steps_per_call: checked(
-        lambda v: whole(v) and 1 <= v <= MAX_STEPS_PER_CALL, "an integer >= 1"
-    ) = 1
-    scale: checked(lambda v: number(v) and v > 0, "a number > 0")
-    mean: checked(number, "a number")
-    std: checked(lambda v: number(v) and v > 0, "a number > 0")
-    augment: _optional(AugmentSpec) = None
+    val_size: Annotated[Any, check(holdout, "a fraction in (0, 1) or a count >= 1")] = 5000
+    test_size: Annotated[
+        Any, check(lambda v: v is None or holdout(v), "null, a fraction in (0, 1) or a count >= 1")
+    ] = None
+    split_seed: Annotated[
+        Any, check(lambda v: v is None or is_seed(v), f"null or an integer from 0 to {SEED_MAX}")
+    ] = None
+    folds: Annotated[
+        Any,
+        check(
+            lambda v: v is None or (whole(v) and 2 <= v <= 1000),
+            "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
+        ),
+    ] = None
+    fold: Annotated[Any, check(lambda v: whole(v) and 0 <= v < 1000, "an integer >= 0")] = 0
+    batch_size: Annotated[
+        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
+    ] = 100
+    eval_batch_size: Annotated[
+        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
+    ] = 1000
+    steps_per_call: Annotated[
+        Any, check(lambda v: whole(v) and 1 <= v <= MAX_STEPS_PER_CALL, "an integer >= 1")
+    ] = 1
+    scale: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
+    mean: Annotated[Any, check(number, "a number")]
+    std: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
+    augment: Annotated[Any, optional(AugmentSpec)] = None
 
 
 class TrainerSpec(BaseModel):
@@ -352,10 +368,12 @@ class TrainerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    max_epochs: checked(lambda v: whole(v) and 1 <= v <= MAX_EPOCHS, "an integer >= 1") = 3
-    gradient_clip_val: checked(
-        lambda v: v is None or (number(v) and v >= 0), "null or a number >= 0"
-    ) = None
+    max_epochs: Annotated[
+        Any, check(lambda v: whole(v) and 1 <= v <= MAX_EPOCHS, "an integer >= 1")
+    ] = 3
+    gradient_clip_val: Annotated[
+        Any, check(lambda v: v is None or (number(v) and v >= 0), "null or a number >= 0")
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -377,13 +395,15 @@ class RunSpec(BaseModel):
 
     model: NetworkSpec
     data: DataSpec
-    optimizer: _optional(OptimizerSpec) = None
-    scheduler: _optional(SchedulerSpec) = None
+    optimizer: Annotated[Any, optional(OptimizerSpec)] = None
+    scheduler: Annotated[Any, optional(SchedulerSpec)] = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
-    seed: checked(is_seed, f"an integer from 0 to {SEED_MAX} (numpy's and torch's seed range)") = 42
-    test_after_fit: checked(lambda v: isinstance(v, bool), "true or false") = True
-    channels_last: checked(lambda v: isinstance(v, bool), "true or false") = False
-    cuda_graphs: checked(lambda v: isinstance(v, bool), "true or false") = False
+    seed: Annotated[
+        Any, check(is_seed, f"an integer from 0 to {SEED_MAX} (numpy's and torch's seed range)")
+    ] = 42
+    test_after_fit: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = True
+    channels_last: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = False
+    cuda_graphs: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = False
 
     @property
     def classes(self) -> tuple[str, ...]:
