@@ -292,7 +292,8 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
     uri = store["tracking_uri"]
 
     def holdout(runs, name):
-        return predict(run_id=runs, data="holdout", out=tmp_path / name / "p.npy", tracking_uri=uri)
+        out = tmp_path / name / "p.npy"
+        return predict(run_id=runs, data="holdout", out=out, root=data_root, tracking_uri=uri)
 
     for run_id in (first, second):  # alone: the run's own test/acc, on its own 30 rows
         alone = holdout(run_id, run_id)

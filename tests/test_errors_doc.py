@@ -614,7 +614,16 @@ def ensembles(ctx: Context) -> dict[str, list[Said]]:
         "skip": predict(
             "--run", a, b, *mnist, "--skip-missing", prefixes=("digitlab: skipped", ERROR)
         ),
-        "holdout": predict("--run", a, d, "--data", "holdout", renamed={a: "A", d: "B"}),
+        "holdout": predict(
+            "--run",
+            a,
+            d,
+            "--data",
+            "holdout",
+            "--root",
+            str(ctx.data_root),
+            renamed={a: "A", d: "B"},
+        ),
         "none left": predict("--run", b, c, *mnist, "--skip-missing"),
         "sweep": predict("--run", parent, *mnist),
     }

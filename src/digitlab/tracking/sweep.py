@@ -182,7 +182,8 @@ class MlflowSweep(Callback):
             os.environ.pop(SWEPT_ENV, None)
             self.parent_id = None
         # once the parent is FINISHED, so that what it says is what the store holds
-        lines = closing_lines(client, parent_id, self.target, outcome, registered)
+        root = OmegaConf.select(config, "data.root", default=None)
+        lines = closing_lines(client, parent_id, self.target, outcome, registered, root)
         print("\n" + "\n".join(lines), flush=True)
 
     def _abandon(self) -> list[str]:
@@ -223,12 +224,20 @@ def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
 
 
 def closing_lines(
-    client, parent_id: str, target: str, outcome: dict[str, Any], registered: str | None = None
+    client,
+    parent_id: str,
+    target: str,
+    outcome: dict[str, Any],
+    registered: str | None = None,
+    root: str | None = None,
 ) -> list[str]:
     """What a sweep prints once at its end: how many jobs finished, the best one (with its values
     of the keys that differ between jobs, ``outcome["varied"]``) and its ``target``, the parent
     run, and the commands that use them (predict with the finished jobs
-    as a committee, register the best) or, with ``logger.register_as``, what was registered."""
+    as a committee, register the best) or, with ``logger.register_as``, what was registered.
+    ``root``: the sweep's data root, given to the predict command when it is not the default
+    (a prediction reads its command's data root, never the runs')."""
+    from digitlab.config import project_root
     from digitlab.tracking.store import default_tracking_uri
 
     uri = client.tracking_uri
@@ -248,7 +257,11 @@ def closing_lines(
         )
     lines.append(f"  MLflow parent run {parent_id} in {uri}")
     if best is not None:
-        lines += next_commands(client, parent_id, best["run_id"], store, registered)
+        default_root = os.environ.get("DIGITLAB_DATA") or str(project_root() / "data")
+        data_root = (
+            "" if not root or str(root) == default_root else f" --root {shlex.quote(str(root))}"
+        )
+        lines += next_commands(client, parent_id, best["run_id"], store, registered, data_root)
     if study := outcome.get("study"):
         lines.append(
             f"  the study in optuna-dashboard: {study['dashboard']}, "
@@ -258,7 +271,7 @@ def closing_lines(
 
 
 def next_commands(
-    client, parent_id: str, best_id: str, store: str, registered: str | None
+    client, parent_id: str, best_id: str, store: str, registered: str | None, root: str = ""
 ) -> list[str]:
     """The commands that use a sweep's jobs, each only where its jobs logged what it reads (a
     command that would fail is not offered: the line says why instead)."""
@@ -270,7 +283,7 @@ def next_commands(
         data = best.data.tags.get("choice.data", "mnist")
         predict = (
             "predict with the finished jobs as a committee: "
-            f"uv run digitlab-predict --run {parent_id} --data {data}{store}"
+            f"uv run digitlab-predict --run {parent_id} --data {data}{root}{store}"
         )
     else:
         predict = (
