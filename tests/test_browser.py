@@ -77,6 +77,8 @@ def choose_model_training(page, ui: str, experiment: str) -> None:
 
     page.goto(f"{ui}/#/experiments/{experiment}")
     expect(page).to_have_url(re.compile(r"[?&]workflowType=genai(&|$)"))
+    # MLflow's GenAI overview greets a first visit with a note that holds the page until read.
+    page.get_by_role("button", name="Got it").click()
     page.get_by_text("Model training", exact=True).click()
     expect(page).to_have_url(
         re.compile(rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning")
