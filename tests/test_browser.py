@@ -60,7 +60,7 @@ def page(tmp_path):
             executable_path=str(CHROMIUM),
             args=["--disable-gpu", "--disable-quic", "--disable-dev-shm-usage"],
         )
-        # No settings of our own: digitlab-ui's page picks MLflow's training view.
+        # No settings of our own: a first visit, as MLflow lays it out.
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
         try:
             page = context.new_page()
@@ -68,6 +68,21 @@ def page(tmp_path):
             yield page
         finally:
             browser.close()
+
+
+def choose_model_training(page, ui: str, experiment: str) -> None:
+    """What README tells a first visit to do: open the experiment, which MLflow shows in its
+    GenAI layout, and pick *Model training* in the sidebar's switch: the runs table opens."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{ui}/#/experiments/{experiment}")
+    expect(page).to_have_url(re.compile(r"[?&]workflowType=genai(&|$)"))
+    # MLflow's GenAI overview greets a first visit with a note that holds the page until read.
+    page.get_by_role("button", name="Got it").click()
+    page.get_by_text("Model training", exact=True).click()
+    expect(page).to_have_url(
+        re.compile(rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning")
+    )
 
 
 def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, trained, page, tmp_path):
@@ -78,7 +93,7 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
     run_url = f"{mlflow_ui}/#/experiments/{experiment}/runs/{run_id}"
     test_acc = run.data.metrics["test/acc"]
     try:
-        page.goto(f"{mlflow_ui}/#/experiments/{experiment}/runs")
+        choose_model_training(page, mlflow_ui, experiment)
         expect(page.locator(f'a[href="#/experiments/{experiment}/runs/{run_id}"]')).to_have_text(
             name
         )
@@ -117,37 +132,26 @@ def test_run_params_metric_and_filter_image_show_in_the_browser(mlflow_ui, train
         raise AssertionError(f"browser check failed; screenshot at {shot}: {e}") from e
 
 
-def test_the_experiment_opens_as_the_runs_table_with_metric_columns(
+def test_the_experiment_opens_in_mlflows_layout_and_keeps_the_model_training_choice(
     mlflow_ui, trained, page, tmp_path
 ):
-    """The experiment's page, as a first visit opens it: MLflow's training view (not GenAI's
-    traces overview), no assistant panel taking the side of the window, and the runs table with
-    digitlab's metrics as columns, inside the window, holding the run's values."""
+    """MLflow's own page, unpatched: a first visit opens the experiment in MLflow's GenAI layout;
+    once *Model training* is picked in the sidebar, the runs table holds the run with its
+    values, and the browser keeps the choice: the experiment opens there next time."""
     from playwright.sync_api import expect
-
-    from digitlab.tracking.ui_server import METRIC_COLUMNS
 
     run, experiment = trained["run"], trained["experiment_id"]
     shot = tmp_path / "experiment-page.png"
     try:
+        choose_model_training(page, mlflow_ui, experiment)
+        link = page.locator(f'a[href="#/experiments/{experiment}/runs/{run.info.run_id}"]')
+        expect(link).to_have_text(run.info.run_name)
+        page.goto(f"{mlflow_ui}/#/")
         page.goto(f"{mlflow_ui}/#/experiments/{experiment}")
         expect(page).to_have_url(
             re.compile(rf"#/experiments/{experiment}/runs\?(.*&)?workflowType=machine_learning")
         )
-        link = page.locator(f'a[href="#/experiments/{experiment}/runs/{run.info.run_id}"]')
         expect(link).to_have_text(run.info.run_name)
-        width = 1440  # a laptop's window: the columns fit it
-        for metric in METRIC_COLUMNS:
-            header = page.locator(f'.ag-header-cell[col-id="metrics.`{metric}`"]')
-            expect(header).to_be_visible()
-            expect(header).to_contain_text(metric)
-            box = header.bounding_box()
-            assert 0 <= box["x"] and box["x"] + box["width"] <= width, (metric, box)
-        cell = page.locator('.ag-row .ag-cell[col-id="metrics.`test/acc`"]').first
-        expect(cell).to_have_text(re.compile(r"^\s*[0-9.]+\s*$"))
-        assert float(cell.inner_text()) == pytest.approx(run.data.metrics["test/acc"], abs=5e-3)
-        # The assistant is its button in the corner; its panel (a chat box) is closed.
-        expect(page.get_by_placeholder(re.compile("Ask a question"))).to_be_hidden()
     finally:
         page.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")

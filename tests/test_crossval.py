@@ -99,3 +99,34 @@ def test_an_optuna_search_maximises_the_cv_mean(tmp_path, data_root, store):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{cv_parent.info.run_id}'"
     )
     assert len(folds) == 2
+
+
+def test_ctrl_c_in_a_fold_ends_the_fold_and_its_parent_killed(make_cfg, tmp_path, monkeypatch):
+    """Ctrl-C while fold 0 trains: the fold's run and the cross-validation's own run both end
+    KILLED (nothing failed), and the one line is the fold's, naming it for resume=."""
+    import os
+    import signal
+
+    from digitlab.errors import Interrupted
+    from digitlab.models import MLP
+    from digitlab.training.crossval import cross_validate
+
+    original, forwards = MLP.forward, []
+
+    def ctrl_c_at_the_third_step(self, x):
+        if self.training:
+            forwards.append(1)
+            if len(forwards) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x)
+
+    monkeypatch.setattr(MLP, "forward", ctrl_c_at_the_third_step)
+    cfg = make_cfg("model=mlp", "data.folds=2", "data.steps_per_call=1")
+    with pytest.raises(Interrupted) as e:
+        cross_validate(cfg, tmp_path, choices={"model": "mlp", "data": "mnist"})
+    client = MlflowClient(cfg.logger.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (fold,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert parent.info.status == fold.info.status == "KILLED"
+    assert str(e.value).startswith(f"SIGINT stopped training; run {fold.info.run_id} is KILLED")

@@ -1079,9 +1079,11 @@ def _ended(ctx: Context, body: Callable, last: bool = True) -> list[Said]:
 
 
 def _interrupt(signum: int) -> Callable:
-    def body(run) -> None:  # what the run's signal handler does (tracking.run.signals_...)
-        run.caught.signal = signal.Signals(signum)
-        raise KeyboardInterrupt
+    def body(run) -> None:  # the signal, then Lightning's stop at the next batch
+        from digitlab.tracking.logger import StopOnSignal
+
+        os.kill(os.getpid(), signum)
+        StopOnSignal().on_train_batch_start(None, None, None, 0)
 
     return body
 
@@ -1113,8 +1115,8 @@ def ctrl_c_before_a_checkpoint(ctx: Context) -> list[Said]:
 
 
 def ctrl_c_as_the_run_ends(ctx: Context) -> list[Said]:
-    def body(run) -> None:  # the signal came once the work was done (Caught.late)
-        run.caught.signal, run.caught.late = signal.SIGINT, True
+    def body(run) -> None:  # the signal came once no batch was left to stop at
+        os.kill(os.getpid(), signal.SIGINT)
 
     return _ended(ctx, body)
 
@@ -1182,12 +1184,12 @@ def killed_outright(ctx: Context) -> list[Said]:
 SECOND_SIGNAL = """
 import os, signal, sys, time
 {setup}
-try:
+try:  # the first: recorded (a run stops at its next batch) or raised (a sweep's process)
     os.kill(os.getpid(), signal.{signal})
-    time.sleep(10)
-except KeyboardInterrupt:  # the first: honoured
-    os.kill(os.getpid(), signal.{signal})
-    time.sleep(10)
+except KeyboardInterrupt:
+    pass
+os.kill(os.getpid(), signal.{signal})
+time.sleep(10)
 """
 
 
@@ -1203,8 +1205,7 @@ def _second_signal(setup: str, signum: str) -> list[Said]:
 
 def second_ctrl_c(ctx: Context) -> list[Said]:
     return _second_signal(
-        "from digitlab.tracking.run import signals_as_interrupts\n"
-        "handling = signals_as_interrupts()\nhandling.__enter__()",
+        "from digitlab.tracking.run import STOP\nSTOP.__enter__()",
         "SIGINT",
     )
 

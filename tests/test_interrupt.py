@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -479,25 +478,32 @@ def test_a_second_signal_exits_at_once_and_the_next_command_ends_the_run(tmp_pat
     assert last[RUN_ID_KEY] == run.info.run_id
 
 
-def test_a_signal_inside_a_store_call_waits_until_the_call_has_ended():
-    """Ctrl-C landing inside a SQLite transaction would leave this process holding the store's
-    lock (every later write then fails "database is locked"): it is honoured once the call ends."""
-    from digitlab.tracking.run import signals_as_interrupts
+def test_ctrl_c_during_a_store_write_lets_the_write_finish_then_kills_the_run(
+    make_cfg, tmp_path, monkeypatch
+):
+    """Ctrl-C landing inside a write to the MLflow store: raised there, it could leave the
+    write's SQLite transaction open and this process holding the store's lock (ending the run
+    would then fail "database is locked"). The write finishes; the run stops at the next batch
+    and ends KILLED with its one line."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    # A function that runs as code of SQLAlchemy does: Ctrl-C arrives half way through its work.
-    store_code = (
-        "def store_call(done):\n"
-        "    import os, signal, time\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    until = time.monotonic() + 0.3\n"
-        "    while time.monotonic() < until:\n"
-        "        pass\n"
-        "    done.append('committed')\n"
-    )
-    namespace = {"__name__": "sqlalchemy.engine.stand_in"}
-    exec(store_code, namespace)
-    done = []
-    with pytest.raises(KeyboardInterrupt), signals_as_interrupts() as caught:
-        namespace["store_call"](done)
-        time.sleep(5)  # the signal, sent again, interrupts this instead
-    assert done == ["committed"] and caught.signal == signal.SIGINT
+    from digitlab.errors import Interrupted
+
+    original, written = SqlAlchemyStore.log_batch, []
+
+    def ctrl_c_during(self, run_id, metrics, *args, **kwargs):
+        if metrics and not written:  # the first metrics the fit logs
+            written.append(sorted(m.key for m in metrics))
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", ctrl_c_during)
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=3")
+    with pytest.raises(Interrupted) as e:
+        train(cfg, output_dir=tmp_path)
+    assert e.value.exit_code == 130 and "SIGINT stopped training" in str(e.value)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert run.info.status == "KILLED"
+    (keys,) = written
+    assert set(keys) <= set(run.data.metrics)  # the write the signal landed in was finished

@@ -24,7 +24,7 @@ def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
     monkeypatch.setattr(ui.os, "environ", dict(ui.os.environ))  # what main sets stays here
     ui.main([])
     (argv,) = calls
-    # MLflow's own `mlflow ui`, run by digitlab's launcher (its page opens in the training view).
+    # MLflow's own `mlflow ui`, run by digitlab's launcher (which only adds an exit status).
     assert argv[1:3] == ["-c", ui_server.LAUNCHER]
     assert argv[3:] == [
         "ui",
@@ -110,45 +110,6 @@ def test_ui_without_a_store_fails_in_one_line(monkeypatch, tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("digitlab-ui: error: no MLflow store at ") and err.count("\n") == 1
-
-
-def test_the_launcher_serves_mlflows_app_through_digitlabs_page(monkeypatch):
-    """`mlflow ui` starts uvicorn on MLflow's app; under the launcher, on :func:`classic_app`."""
-    import mlflow.server
-
-    monkeypatch.setattr(
-        mlflow.server, "_build_uvicorn_command", mlflow.server._build_uvicorn_command
-    )  # restored after the test
-    ui_server.serve_classic_page()
-    command = mlflow.server._build_uvicorn_command(
-        None, "127.0.0.1", 5000, 1, "mlflow.server.fastapi_app:app"
-    )
-    assert command[-2:] == ["--factory", "digitlab.tracking.ui_server:classic_app"]
-    assert command[command.index("--port") + 1] == "5000"
-    other = mlflow.server._build_uvicorn_command(None, "127.0.0.1", 5000, 1, "plugin:app")
-    assert other[-1] == "plugin:app"  # an app of another name (--app-name) is left alone
-
-
-def test_the_page_opens_in_the_training_view_with_the_metric_columns(monkeypatch):
-    """MLflow 3's page keeps its layout in the browser (localStorage), GenAI unless chosen; the
-    experiment kind tag no longer picks it. The page digitlab serves sets the browser's first
-    choice: the training view, the assistant's panel closed, digitlab's metrics as columns."""
-    import mlflow.server
-
-    monkeypatch.setitem(
-        mlflow.server.app.view_functions, "serve", mlflow.server.app.view_functions["serve"]
-    )  # restored after the test
-    ui_server.classic_app()
-    response = mlflow.server.app.test_client().get("/")
-    page = response.get_data(as_text=True)
-    assert response.status_code == 200 and response.mimetype == "text/html"
-    assert response.headers["Cache-Control"] == "no-cache"
-    head = page[: page.index("static/js/main.")]  # before MLflow's own script
-    assert """"mlflow.workflowType_v1": '"machine_learning"'""" in head
-    assert '"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"' in head
-    for metric in ui_server.METRIC_COLUMNS:
-        assert f"metrics.`{metric}`" in head
-    assert "getItem(key) === null" in head  # a choice the user made stays theirs
 
 
 def test_digitlab_experiments_are_of_the_training_kind(tmp_path, migrated_db):

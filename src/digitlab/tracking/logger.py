@@ -1,4 +1,5 @@
-"""Lightning's MLflow logger, writing into a run that digitlab.tracking.run owns."""
+"""Lightning's side of a run that digitlab.tracking.run owns: the MLflow logger writing into it,
+and the callback that stops at a batch once a signal asked."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+
+from digitlab.tracking.run import STOP
 
 if TYPE_CHECKING:
     from digitlab.tracking.run import TrackedRun
@@ -74,3 +78,19 @@ def decimal(value: float) -> float:
     if float(single) != value:  # not a float32 (or NaN): nothing to shorten
         return value
     return float(str(single))
+
+
+class StopOnSignal(Callback):
+    """Stops the fit or the test pass at a batch's start or end once Ctrl-C or SIGTERM came
+    (:data:`digitlab.tracking.run.STOP` records them): between batches no store call is under
+    way, and no epoch's end (its metrics, then its checkpoints) is left half done. It raises
+    ``KeyboardInterrupt``, which Lightning answers with its graceful shutdown; the run then ends
+    KILLED. Last among the run's callbacks, so a signal sent by one of them in a hook (as tests
+    do) stops at that very hook."""
+
+    def _stop_if_asked(self, *args, **kwargs) -> None:
+        STOP.raise_if_received()
+
+    on_train_batch_start = on_train_batch_end = _stop_if_asked
+    on_validation_batch_start = on_validation_batch_end = _stop_if_asked
+    on_test_batch_start = on_test_batch_end = _stop_if_asked

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +28,14 @@ class TrackedRun:
 
     Entering creates the run (or reopens ``resume_run_id``, so a resumed run keeps one history),
     tags it, logs the flat config as params and the resolved config as ``config.yaml``, and
-    makes SIGTERM behave as Ctrl-C. Leaving ends it:
+    records Ctrl-C and SIGTERM (:data:`STOP`). Leaving ends it:
 
     - FINISHED when the block completes; KILLED with the tag ``digitlab.pruned`` when
       :meth:`mark_pruned` was called (an Optuna trial stopped on purpose, its history kept);
-    - KILLED on Ctrl-C or SIGTERM (Lightning turns both into ``SystemExit``): ``last.ckpt`` is
-      logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
+      either way, a signal that came too late to stop the work is said (:class:`Interrupted`);
+    - KILLED when Lightning stopped after Ctrl-C or SIGTERM (it ends ``KeyboardInterrupt`` in
+      ``SystemExit``; SIGTERM raises its ``SIGTERMException``), or a run inside this one was:
+      ``last.ckpt`` is logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
     - FAILED on any other exception; for a :class:`DigitlabError` (e.g. a non-finite loss)
       ``last.ckpt``, the last good state, is logged and named in the message.
 
@@ -65,7 +64,6 @@ class TrackedRun:
         self.run_id: str | None = None
         self.pruned: str | None = None
         self._claim = None  # the lock file held while this process continues a run
-        self._signals = signals_as_interrupts()
 
     def opened_by(self, owner: bool) -> TrackedRun:
         """This run, to enter in every process: ``owner`` (under DDP, global rank zero, known
@@ -76,7 +74,7 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         if self.owner:
             self._open()
-        self.caught = self._signals.__enter__()
+        STOP.__enter__()
         return self
 
     def _open(self) -> None:
@@ -104,26 +102,29 @@ class TrackedRun:
             raise
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.caught.close()  # a signal while the run is ended must not cut that short
         try:
-            return self._end(exc_type, exc)
+            return self._end(exc_type, exc, STOP.signal)
         finally:
-            self._signals.__exit__(None, None, None)
+            STOP.__exit__(None, None, None)
             if self._claim is not None:
                 self._claim.close()
 
-    def _end(self, exc_type, exc) -> bool:
+    def _end(self, exc_type, exc, received: signal.Signals | None) -> bool:
         if not self.owner:
             return False
         if exc_type is not None and store_locked(exc):
             raise self._locked_store() from None
         status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
+        if isinstance(exc, Interrupted):  # a run inside this one (a fold) stopped and said so
             status = "KILLED"
-            how = self.caught.signal.name if self.caught.signal else "an exit request"
+        elif exc_type is not None and (
+            received or issubclass(exc_type, KeyboardInterrupt | SystemExit)
+        ):
+            status = "KILLED"
+            how = received.name if received else "an exit request"
             replacement = Interrupted(
                 f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint()}",
-                signum=self.caught.signal or signal.SIGINT,
+                signum=received or signal.SIGINT,
             )
         elif exc_type is not None:
             status = "FAILED"
@@ -141,12 +142,13 @@ class TrackedRun:
                 )
                 exc.args = (f"{exc}; run {self.run_id} is FAILED, {kept}",)
         self.client.set_terminated(self.run_id, status)
-        if replacement is None and exc_type is None and self.caught.late:
-            # The signal came as the finished run was being recorded: it stands as FINISHED,
-            # and the command still stops (a sweep runs no further job).
+        if exc_type is None and received:
+            # The signal came once no batch was left to stop at (the results were being
+            # recorded): the run stands as it ended, and the command still stops (a sweep runs
+            # no further job).
             replacement = Interrupted(
-                f"{self.caught.signal.name} arrived as run {self.run_id} ended; it is {status}",
-                signum=self.caught.signal,
+                f"{received.name} arrived as run {self.run_id} ended; it is {status}",
+                signum=received,
             )
         if replacement is not None:
             raise replacement from None
@@ -275,96 +277,68 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
-@dataclass
-class Caught:
-    """The signal that interrupted the block, if any (``signal.Signals``).
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM while a run is open in this process, as a context manager.
 
-    ``closing``: the block's work is done and the run is being ended; a signal then is only
-    recorded (``late``), since raising would cut the ending short.
+    The first signal is only recorded (:attr:`signal`): Lightning stops at its next batch
+    (:class:`digitlab.tracking.logger.StopOnSignal` raises there; SIGTERM also stops its own
+    loops), and the run ends KILLED; a signal that comes once no batch is left is said as the run
+    ends. Nothing is raised from the handler itself: raised in the middle of a store call, an
+    exception can leave the call's SQLite transaction open, and this process holding the store's
+    lock (every later write, the run's ending included, then fails "database is locked").
+
+    The second signal exits at once, in one line: the user will not wait. The store stays
+    whole: each SQLite write is a transaction (one cut short is rolled back when the file is
+    next opened), and the run left RUNNING names this process as its owner, so the next command
+    on the store marks it KILLED and logs its last checkpoint (:mod:`digitlab.tracking.owners`).
+
+    One for the process (:data:`STOP`), entered by each run: a k-fold parent and the fold it is
+    training hear the same Ctrl-C; the outermost run installs the handler and restores what was
+    there before. Outside the main thread (a thread-based launcher) signals are left alone.
     """
 
-    signal: signal.Signals | None = None
-    closing: bool = False
-    late: bool = False
-    awaiting: int | None = None  # a signal deferred out of a store call, to be sent again
-    resend: threading.Timer | None = None
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._depth = 0
+        self._previous: dict[int, object] = {}
 
-    def close(self) -> None:
-        """From now on a signal is only recorded; one still deferred counts as late."""
-        self.closing = True
-        if self.resend is not None:
-            self.resend.cancel()
-        if self.awaiting is not None:
-            self.late = True
+    def __enter__(self) -> StopRequest:
+        if self._depth == 0:
+            self.signal, self._previous = None, {}
+            try:
+                for s in (signal.SIGINT, signal.SIGTERM):
+                    self._previous[s] = signal.signal(s, self._received)
+            except ValueError:  # not the main thread
+                pass
+        self._depth += 1
+        return self
 
+    def __exit__(self, *exc) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+        return False
 
-# Modules whose calls talk to the MLflow store: an exception raised in the middle of one can
-# leave a database transaction open.
-STORE_MODULES = ("sqlalchemy.", "mlflow.store.", "sqlite3.")
-
-
-def in_store_call(frame) -> bool:
-    """Whether ``frame`` (where a signal handler was called) is inside a call to the store."""
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(STORE_MODULES):
-            return True
-        frame = frame.f_back
-    return False
-
-
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[Caught]:
-    """Within the block SIGTERM behaves as Ctrl-C: a KeyboardInterrupt, which Lightning answers
-    with a graceful shutdown. The signal received is recorded for the exit status.
-
-    Lightning registers its own SIGTERM notifier during ``fit`` and calls this handler after it.
-    """
-    caught = Caught()
-    main_thread = threading.main_thread().ident
-
-    def interrupt(signum: int, frame) -> None:
-        if caught.signal is None:
-            caught.signal = signal.Signals(signum)
-        elif caught.awaiting == signum:  # the deferred signal, sent again
-            caught.awaiting = None
-        else:
-            # A second signal while the first is honoured: the user will not wait. Leave at
-            # once. The store stays whole: each SQLite write is a transaction (one cut short is
-            # rolled back when the file is next opened), and the run left RUNNING names this
-            # process as its owner, so the next command on the store marks it KILLED and logs
-            # its last checkpoint (digitlab.tracking.owners).
-            os.write(
-                2,
-                (
-                    "digitlab: interrupted: a second "
-                    f"{signal.Signals(signum).name}, exiting at once; "
-                    "the next digitlab command on this store marks the run KILLED (resume=<run id> "
-                    "continues it from its last checkpoint)\n"
-                ).encode(),
-            )
-            os._exit(128 + signum)
-        if caught.closing:
-            caught.late = True
+    def _received(self, signum: int, frame) -> None:
+        if self.signal is None:
+            self.signal = signal.Signals(signum)
             return
-        if in_store_call(frame):
-            # Raised inside a SQLite transaction, KeyboardInterrupt leaves this process's
-            # connection holding the store's lock: every later write (ending the run, and other
-            # jobs on the store) waits it out and fails "database is locked". Let the call
-            # finish; the signal comes again a moment later, outside it.
-            caught.awaiting = signum
-            caught.resend = threading.Timer(0.02, signal.pthread_kill, (main_thread, signum))
-            caught.resend.start()
-            return
-        raise KeyboardInterrupt
+        os.write(
+            2,
+            (
+                f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
+                "the next digitlab command on this store marks the run KILLED (resume=<run id> "
+                "continues it from its last checkpoint)\n"
+            ).encode(),
+        )
+        os._exit(128 + signum)
 
-    try:
-        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread (e.g. a thread-based launcher): leave signals alone
-        yield caught
-        return
-    try:
-        yield caught
-    finally:
-        caught.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    def raise_if_received(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a signal asked to stop: what Lightning answers with
+        its graceful shutdown (``on_exception`` hooks, ``trainer.interrupted``)."""
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+
+STOP = StopRequest()

@@ -52,9 +52,9 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
 
 
 # MLflow 3 records an experiment's kind in this tag: GenAI apps, or the training of models, as
-# digitlab's are. MLflow 3.17's page no longer lays itself out by it (the browser's choice does:
-# digitlab.tracking.ui_server serves that), but its API, other MLflow versions' pages and tools
-# read it.
+# digitlab's are. MLflow 3.17's page no longer lays itself out by it (its sidebar's GenAI / Model
+# training switch does, per browser), but its API, other MLflow versions' pages and tools read it,
+# and the page asks no "experiment type" question of a tagged experiment.
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 

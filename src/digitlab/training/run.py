@@ -16,7 +16,7 @@ from digitlab.config.checks import check_config
 from digitlab.data.sources import DigitData
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
-from digitlab.tracking.logger import RunLogger, decimal
+from digitlab.tracking.logger import RunLogger, StopOnSignal, decimal
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import (
@@ -92,7 +92,9 @@ def train(
     run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, tags)
     trainer = build_trainer(
         cfg,
-        build_callbacks(cfg, checkpoint_dir, resuming=bool(resume), extra=callbacks),
+        build_callbacks(
+            cfg, checkpoint_dir, resuming=bool(resume), extra=[*callbacks, StopOnSignal()]
+        ),
         output_dir,
         logger=RunLogger(run, cfg.logger.tracking_uri),
     )
