@@ -18,12 +18,16 @@ stops the benchmark). Prints the median samples/s over the repeats and the ratio
     ... --accelerator gpu          # the same benchmark on a CUDA device
     ... --clock cpu --threads 1    # CPU time of the training thread instead of wall time
     ... --accelerator gpu --tricks # (a) and (b) with experiment=gpu's tricks (see below)
+    ... --steps-per-call 1 20 --no-torchvision   # (b) twice per round, one per value, in turn
 
 ``--tricks``: both (a) and (b) train with fused Adam (lr 0.001) and channels_last, and on a GPU
 with bf16 autocast and each chunk of ``data.steps_per_call`` steps replayed as one CUDA graph:
 (b) through its options (``cuda_graphs=true`` ...), (a) through the same graph helper
 (``digitlab.training.cuda_graphs.GraphedSteps``, plain torch) without Lightning, so b/a is what
 Lightning and digitlab's module add around identical steps. (c) is left out.
+
+``--steps-per-call N [M ...]``: (b) runs once per value of ``data.steps_per_call`` in every round,
+right after (a), named ``digitlab@N`` (plain Lightning is ``digitlab@1``); each gets its own b/a.
 
 ``--clock cpu`` counts only the CPU time the training thread itself used, which other processes
 on a shared machine do not inflate (with one intra-op thread all the work is on that thread).
@@ -44,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PIPELINES = ("plain", "digitlab", "torchvision")
+PIPELINES = ("plain", "digitlab", "torchvision")  # without --steps-per-call
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 clock = time.perf_counter  # set from --clock in main()
 
@@ -281,6 +285,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="extra config override for (b), e.g. data.steps_per_call=1",
     )
+    p.add_argument(
+        "--steps-per-call",
+        type=int,
+        nargs="+",
+        help="run (b) once per value of data.steps_per_call, in turn (default: the config's)",
+    )
+    p.add_argument("--no-torchvision", action="store_true", help="leave (c) out")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall")
     p.add_argument("--tricks", action="store_true", help="(a), (b) with experiment=gpu's tricks")
     p.add_argument("--tracking-uri", help="MLflow store for (b); default: a new temporary one")
@@ -303,27 +314,34 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="digitlab-bench-"))
     try:
         tv_root = torchvision_root(args.data_root, work / "tv")
-        samples = {m: {p: [] for p in PIPELINES} for m in args.models}  # samples/s
-        trained = {m: {p: [] for p in PIPELINES} for m in args.models}  # samples trained
+        variants = {"digitlab": []}  # (b)'s name -> its extra overrides
+        if args.steps_per_call:
+            variants = {f"digitlab@{n}": [f"data.steps_per_call={n}"] for n in args.steps_per_call}
+        pipelines = ["plain", *variants]
+        if not (args.tricks or args.no_torchvision):
+            pipelines.append("torchvision")
+        samples = {m: {p: [] for p in pipelines} for m in args.models}  # samples/s
+        trained = {m: {p: [] for p in pipelines} for m in args.models}  # samples trained
         for round_ in range(args.warmup + args.repeats):
             for model in args.models:
-                cfg = compose(model, args, work / "mlruns", args.override)
+                cfgs = {
+                    name: compose(model, args, work / "mlruns", [*args.override, *extra])
+                    for name, extra in variants.items()
+                }
+                cfg = next(iter(cfgs.values()))  # (a) and (c) take no steps_per_call
                 steps = args.steps
                 seed = 1000 + round_
-                if args.tricks:
-                    measured = {
-                        "plain": run_plain_tricks(cfg, steps, device, seed),
-                        "digitlab": run_digitlab(cfg, steps),
-                    }
-                else:
-                    measured = {
-                        "plain": run_plain(cfg, steps, device, seed),
-                        "digitlab": run_digitlab(cfg, steps),
-                        "torchvision": run_torchvision(
-                            cfg, steps, device, seed, tv_root, args.workers
-                        ),
-                    }
-                same_work(model, measured, cfg.data.steps_per_call)
+                plain = run_plain_tricks if args.tricks else run_plain
+                measured = {"plain": plain(cfg, steps, device, seed)}
+                # the variants take turns going first: no order is favoured over the rounds
+                for name, variant in list(cfgs.items())[:: -1 if round_ % 2 else 1]:
+                    measured[name] = run_digitlab(variant, steps)
+                if "torchvision" in pipelines:
+                    measured["torchvision"] = run_torchvision(
+                        cfg, steps, device, seed, tv_root, args.workers
+                    )
+                per_call = math.lcm(*(c.data.steps_per_call for c in cfgs.values()))
+                same_work(model, measured, per_call)
                 if round_ >= args.warmup:
                     for name, (count, seconds) in measured.items():
                         samples[model][name].append(count / seconds)
@@ -341,14 +359,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.steps} steps, {args.accelerator}, torch threads {torch.get_num_threads()}, "
         f"{args.clock} clock"
     )
-    print("| model | (a) plain | (b) digitlab | (c) torchvision | b/a | b/c |")
-    print("|---|---:|---:|---:|---:|---:|")
+    ours = [p for p in pipelines if p.startswith("digitlab")]
+    head = [*(f"({p})" for p in pipelines), *(f"{p}/plain" for p in ours)]
+    if "torchvision" in pipelines:
+        head += [f"{p}/torchvision" for p in ours]
+    print("| model | " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * len(head))
     for m, med in medians.items():
-        a, b, c = (med.get(p) for p in PIPELINES)
-        if c is None:  # --tricks: no (c)
-            print(f"| {m} | {a:,.0f} | {b:,.0f} | | {b / a:.2f} | |")
-        else:
-            print(f"| {m} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {b / a:.2f} | {b / c:.2f} |")
+        cells = [f"{med[p]:,.0f}" for p in pipelines]
+        cells += [f"{med[p] / med['plain']:.2f}" for p in ours]
+        if "torchvision" in pipelines:
+            cells += [f"{med[p] / med['torchvision']:.2f}" for p in ours]
+        print(f"| {m} | " + " | ".join(cells) + " |")
     report = {
         "argv": sys.argv[1:] if argv is None else argv,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -111,8 +111,9 @@ def test_benchmark_json_holds_every_measurement_of_the_run(data_root, store, tmp
 
 
 def test_benchmark_refuses_pipelines_that_trained_different_amounts(data_root, store):
-    """3 steps of 32 in the plain loops, but digitlab trains whole Lightning steps of 20
-    optimizer steps (the tiny split's 200 rows): rates of different work would not compare."""
+    """3 steps of 32 in the plain loops, but digitlab with data.steps_per_call=20 trains whole
+    Lightning steps of 20 optimizer steps (the tiny split's 200 rows): rates of different work
+    would not compare."""
     bench = load_bench()
     with pytest.raises(
         SystemExit,
@@ -129,5 +130,35 @@ def test_benchmark_refuses_pipelines_that_trained_different_amounts(data_root, s
                 "1",
                 "--models",
                 "mlp",
+                "--override",
+                "data.steps_per_call=20",
             )
         )
+
+
+def test_each_steps_per_call_value_is_its_own_pipeline_with_its_own_ratio(data_root, store):
+    """--steps-per-call 1 2: digitlab runs once per value in every round, beside the plain loop,
+    each on the same work; --no-torchvision leaves (c) out."""
+    bench = load_bench()
+    report = bench.main(
+        argv(
+            data_root,
+            store["tracking_uri"],
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--models",
+            "mlp",
+            "--steps-per-call",
+            "1",
+            "2",
+            "--no-torchvision",
+        )
+    )
+    assert set(report["trained"]["mlp"]) == {"plain", "digitlab@1", "digitlab@2"}
+    assert all(counts == [2 * BATCH] for counts in report["trained"]["mlp"].values())
+    client = MlflowClient(store["tracking_uri"])
+    experiment = client.get_experiment_by_name("digitlab")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert sorted(r.data.params["data.steps_per_call"] for r in runs) == ["1", "2"]

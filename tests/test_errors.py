@@ -161,7 +161,7 @@ CASES: dict[str, tuple] = {
     ),
     "gradient accumulation": (
         None,
-        ["+trainer.accumulate_grad_batches=4"],
+        ["data.steps_per_call=20", "+trainer.accumulate_grad_batches=4"],
         ["trainer.accumulate_grad_batches=4 needs one optimizer step per", "data.steps_per_call=1"],
     ),
     "unknown scheduler interval": (

@@ -29,6 +29,14 @@ def fit(cfg, epochs: int = 2, callbacks=()):
     return trainer, module, datamodule
 
 
+def test_the_default_is_lightnings_automatic_optimization_and_fused_steps_an_opt_in(make_cfg):
+    plain = build_module(make_cfg())
+    assert type(plain) is DigitClassifier and plain.automatic_optimization
+    for opt_in in (make_cfg("data.steps_per_call=20"), make_cfg("experiment=fast")):
+        fused = build_module(opt_in)
+        assert isinstance(fused, FusedStepsClassifier) and not fused.automatic_optimization
+
+
 def test_steps_per_call_changes_speed_not_results(make_cfg):
     one_trainer, one, _ = fit(make_cfg("model=mlp", "data.steps_per_call=1"))
     many_trainer, many, datamodule = fit(make_cfg("model=mlp", "data.steps_per_call=3"))

@@ -18,10 +18,15 @@ class SampleProgressBar(RichProgressBar):
     as :class:`EpochReport` does (``epoch 3/3``, where Lightning counts from 0: ``Epoch 2/2``),
     without ``v_num`` (the logger's version, meaningless for an MLflow run). Its speed is in what
     it counts: the training bar's in images per second (``img/s``), as the epoch line's is, not
-    Lightning's ``it/s``."""
+    Lightning's ``it/s``.
+
+    Only the bar's public customization is used: its columns (``configure_columns``), metrics
+    (``get_metrics``), total (``total_train_batches``), the counts passed to its hooks, and the
+    label set on its rich task (``progress``, ``train_progress_bar_id``)."""
 
     # Whether the training bar counts images (its loader says how many), else Lightning steps.
-    _counts_images = False
+    counts_images = False
+    labelled: tuple[Any, int] | None = None  # (training bar, epoch) last given our label
 
     def configure_columns(self, trainer: L.Trainer) -> list:
         columns = super().configure_columns(trainer)
@@ -29,30 +34,39 @@ class SampleProgressBar(RichProgressBar):
         return [speed if isinstance(c, ProcessingSpeedColumn) else c for c in columns]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._seen = 0
+        self.images_seen = 0
         super().on_train_epoch_start(trainer, pl_module)
+        self.label_epoch(trainer)
 
     @property
     def total_train_batches(self) -> int | float:
         steps = super().total_train_batches  # Lightning steps, after limit_train_batches
         images = _train_images(self.trainer, steps)
-        self._counts_images = images is not None
+        self.counts_images = images is not None
         return images if images is not None else steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._seen += len(batch[1])
+        self.images_seen += len(batch[1])
         # the bar shows batch_idx + 1 done: pass the images seen instead
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, self._seen - 1)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, self.images_seen - 1)
+        if self.labelled != (self.train_progress_bar_id, trainer.current_epoch):
+            self.label_epoch(trainer)  # a bar Lightning made here (a mid-epoch resume)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = epoch_label(current_epoch, self.trainer.max_epochs)
-        # as Lightning pads it: the bar does not shift when the validation bar's label shows
-        return f"{description:{len(self.validation_description)}}"
+    def label_epoch(self, trainer: L.Trainer) -> None:
+        """Name the training bar's epoch as the epoch line does, on the bar's rich task."""
+        if self.progress is None or self.train_progress_bar_id is None:
+            return  # disabled, or no bar yet
+        label = epoch_label(trainer.current_epoch, trainer.max_epochs)
+        # padded as Lightning pads its label: the bar does not shift when validation's shows
+        label = f"{label:{len(self.validation_description)}}"
+        self.progress.update(self.train_progress_bar_id, description=label)
+        self.labelled = (self.train_progress_bar_id, trainer.current_epoch)
+        self.refresh()
 
 
 class SpeedColumn(ProgressColumn):
@@ -73,7 +87,7 @@ class SpeedColumn(ProgressColumn):
             speed = task.speed or 0.0
         if task.id != self.bar.train_progress_bar_id:
             return Text(f"{speed:.2f} batches/s", style=self.style)
-        if self.bar._counts_images:
+        if self.bar.counts_images:
             return Text(f"{speed:,.0f} img/s", style=self.style)
         return Text(f"{speed:.2f} steps/s", style=self.style)
 

@@ -5,7 +5,10 @@ long as a whole MLP step on 100 images. The data module serves ``steps_per_call`
 samples at once and this module cuts them into ``batch_size`` slices, stepping the optimizer after
 each (Lightning's manual optimization), so that cost is paid once for all of them
 (experiments/RESULTS.md). The slices, their order and the updates are those of one step per
-batch. Everything that is not about stepping is :class:`DigitClassifier`'s.
+batch. Everything that is not about stepping is :class:`DigitClassifier`'s. An opt-in
+(``data.steps_per_call > 1``): the default is Lightning's automatic optimization, one step per
+Lightning step. Only Lightning's public API is used: every optimizer step goes through the
+``LightningOptimizer``, which is how ``trainer.global_step`` counts it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch.nn.functional as F
 
 from digitlab.training.classifier import DigitClassifier
 
-# The callback hooks Lightning dispatches around every optimizer step under manual optimization.
+# The callback hooks Lightning dispatches around every optimizer step under manual optimization:
+# with none of them implemented, backward needs no dispatch (see _direct_steps).
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
@@ -82,10 +86,7 @@ class FusedStepsClassifier(DigitClassifier):
             step_losses.append(step_loss.detach())
             if self.gradient_clip_val:
                 self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-            if self._direct:
-                counted_step(optimizer)
-            else:
-                optimizer.step()
+            optimizer.step()  # Lightning's wrapper: it counts the step (trainer.global_step)
             for scheduler in schedulers:
                 scheduler.step()
             losses.append(loss.detach())
@@ -99,14 +100,14 @@ class FusedStepsClassifier(DigitClassifier):
         return {"loss": losses.mean(), "step_losses": torch.stack(step_losses)}
 
     def _direct_steps(self) -> bool:
-        """Whether backward and the optimizer step may skip Lightning's wrappers.
+        """Whether backward may skip Lightning's ``manual_backward``.
 
-        ``manual_backward`` and ``LightningOptimizer.step`` dispatch three hooks to every callback
-        per optimizer step, about a quarter of an MLP step on a CPU (experiments/RESULTS.md).
-        With full precision or bf16 (no gradient scaler) on one process, and no callback that
-        implements one of those hooks, the wrappers do nothing else, so the module calls
-        ``backward`` and the torch optimizer itself. Everything else (16-bit with a scaler,
-        DDP, a callback with one of the hooks) goes through Lightning.
+        ``manual_backward`` dispatches two hooks to every callback per optimizer step, a
+        noticeable share of an MLP step on a CPU (experiments/RESULTS.md). With full precision or
+        bf16 (no gradient scaler) on one process, and no callback that implements one of the
+        step hooks, it does nothing else, so the module calls ``backward`` itself (public torch).
+        Everything else (16-bit with a scaler, DDP, a callback with one of the hooks) goes
+        through Lightning. The optimizer step always goes through ``LightningOptimizer.step``.
         """
         trainer = self.trainer
         plugin = trainer.precision_plugin
@@ -131,7 +132,7 @@ class FusedStepsClassifier(DigitClassifier):
         """The same as :meth:`training_step`'s loop, replayed from the CUDA graph."""
         graphed = self._graphed
         graphed.run(x, y)
-        counted_steps(self.optimizers(), graphed.steps)
+        count_taken_steps(self.optimizers(), graphed.steps)
         self.accuracy["train_acc"].update(graphed.logits, y)
         self.mean_loss["train_loss"].update(graphed.losses)
         return {"loss": graphed.losses.mean(), "step_losses": graphed.step_losses.clone()}
@@ -154,20 +155,22 @@ class FusedStepsClassifier(DigitClassifier):
         return int(bound)
 
 
-def counted_step(optimizer, step: bool = True) -> None:
-    """The torch optimizer's own step, with the step counting Lightning's manual-optimization
-    loop does around it: the counter behind ``trainer.global_step`` (checkpoints, limits,
-    schedules) must move. ``step=False`` counts a step taken already (a CUDA graph replay took
-    it). Lightning has no public call that counts a step without also running its hooks, so its
-    two private callbacks are called here, and only here; tests/test_fused_steps.py fails when
-    Lightning stops counting through them."""
-    optimizer._on_before_step()
-    if step:
-        optimizer.optimizer.step()
-    optimizer._on_after_step()
+def count_taken_steps(optimizer, steps: int) -> None:
+    """Let Lightning count ``steps`` optimizer steps that a CUDA graph replay took already.
 
-
-def counted_steps(optimizer, steps: int) -> None:
-    """Lightning's count of ``steps`` optimizer steps that a CUDA graph replay took."""
-    for _ in range(steps):
-        counted_step(optimizer, step=False)
+    Lightning counts a step (``trainer.global_step``: checkpoints, limits, logging) each time
+    its ``LightningOptimizer`` steps, and has no public call that counts one otherwise. So the
+    wrapper steps ``steps`` times with every gradient set aside: torch's optimizers skip a
+    parameter without ``.grad`` (Adam and AdamW, the only ones a graph takes, keep their state
+    and step counts), so nothing changes, and the same gradient tensors, which the graph writes
+    into, are put back."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        for _ in range(steps):
+            optimizer.step()
+    finally:
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad
