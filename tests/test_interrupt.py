@@ -336,7 +336,7 @@ def test_the_run_stays_running_until_its_test_pass_has_ended(make_cfg, tmp_path)
 
     class StatusAtTest(L.Callback):
         def on_test_start(self, trainer, module):
-            client = MlflowClient(trainer.logger._tracking_uri)
+            client = trainer.logger.experiment
             seen["status"] = client.get_run(trainer.logger.run_id).info.status
 
     result = train(make_cfg("model=mlp"), output_dir=tmp_path, callbacks=[StatusAtTest()])

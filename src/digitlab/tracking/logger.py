@@ -3,13 +3,13 @@ and the callback that stops at a batch once a signal asked."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from lightning.pytorch import Callback
-from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from digitlab.tracking.run import STOP
@@ -18,35 +18,45 @@ if TYPE_CHECKING:
     from digitlab.tracking.run import TrackedRun
 
 
-class RunLogger(MLFlowLogger):
-    """``MLFlowLogger`` for metrics only, into ``run``: it never creates or ends a run.
+class RunLogger(Logger):
+    """Lightning's logger for metrics only, into ``run``: it never creates or ends a run.
 
     It is built with the Trainer, before ``run`` is opened (a bad Trainer setting must leave no
-    run behind), and takes the run's id when it first logs, by then inside the run.
-
-    Lightning calls ``finalize("success")`` when a fit ends, before the test pass, and
-    ``finalize("failed")`` on Ctrl-C or an error; ``MLFlowLogger`` then marks the run FINISHED or
-    FAILED. The run's status is :class:`digitlab.tracking.run.TrackedRun`'s to set (KILLED after a
-    signal, FINISHED only once tested): a process killed between the two would otherwise leave
-    a run FINISHED without its test metrics, or FAILED after Ctrl-C, which nothing corrects.
+    run behind), and writes through the run's own client once the run is open. Written on
+    Lightning's public ``Logger`` rather than as an ``MLFlowLogger``, which would create, end
+    and name runs itself: the run's status is :class:`digitlab.tracking.run.TrackedRun`'s to set
+    (KILLED after a signal, FINISHED only once tested).
 
     What it logs reads as the training does (:meth:`log_metrics`): a metric's step is the epoch,
     counted from 1 as the terminal's ``epoch 1/3`` does; the test metrics are left to
     :func:`digitlab.training.run.train`, which logs them once; values are short decimals.
     """
 
-    def __init__(self, run: TrackedRun, tracking_uri: str) -> None:
-        super().__init__(tracking_uri=tracking_uri)
+    def __init__(self, run: TrackedRun) -> None:
+        super().__init__()
         self.run = run
 
     @property
-    @rank_zero_experiment
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str | None:
+        return self.run.run_id
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run's id, once it is open (None before, and off global rank zero)."""
+        return self.run.run_id
+
+    @property
     def experiment(self):
-        if self._run_id is None:
-            if self.run.run_id is None:
-                raise RuntimeError("RunLogger logs only inside its opened run")
-            self._run_id = self.run.run_id
-        return MLFlowLogger.experiment.fget(self)
+        """The run's ``MlflowClient`` (pictures log figures and tables through it)."""
+        return self.run.client
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None  # the run logs its config as params itself, once
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -58,16 +68,21 @@ class RunLogger(MLFlowLogger):
         its own step. ``test/*`` metrics are not logged here: the test pass runs after the fit,
         and ``train`` logs its metrics once, linked to the logged model when there is one.
         """
+        from mlflow.entities import Metric
+
         metrics = dict(metrics)
         epoch = metrics.pop("epoch", None)
         if epoch is not None:
             step = int(epoch) + 1
         kept = {k: decimal(v) for k, v in metrics.items() if not k.startswith("test/")}
-        if kept:
-            super().log_metrics(kept, step)
-
-    def finalize(self, status: str = "success") -> None:
-        return None  # (MLFlowLogger logs checkpoints here only with log_model, never set here)
+        if not kept:
+            return
+        if self.run.run_id is None:
+            raise RuntimeError("RunLogger logs only inside its opened run")
+        now = int(time.time() * 1000)
+        self.run.client.log_batch(
+            self.run.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in kept.items()]
+        )
 
 
 def decimal(value: float) -> float:

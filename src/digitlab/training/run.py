@@ -96,7 +96,7 @@ def train(
             cfg, checkpoint_dir, resuming=bool(resume), extra=[*callbacks, StopOnSignal()]
         ),
         output_dir,
-        logger=RunLogger(run, cfg.logger.tracking_uri),
+        logger=RunLogger(run),
     )
     check_launcher(trainer)
     # Under DDP every process runs this function; global rank zero alone records the run.
