@@ -260,6 +260,12 @@ class Connection(H11Protocol):
                 self._arm_head_timer()
         super().data_received(data)
 
+    def eof_received(self) -> bool | None:
+        """A client that closes its sending side once its request is out (as ``nc -N`` does)
+        still gets its answer: the connection stays open for it (uvicorn would close it). One
+        that closes it before its head is complete is closed."""
+        return self.head_timer is None or None
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
@@ -487,11 +493,8 @@ def build_app(
                     f"the body stopped arriving ({timeout:g} s without data, or over "
                     f"{request_seconds:g} s in all): send it whole at once",
                 ) from None
-            except ClientDisconnect:  # the client closed its side: no one to answer
-                raise RequestError(
-                    HTTPStatus.BAD_REQUEST,
-                    f"the body ended after {len(body)} of its {size} bytes: send all of it",
-                ) from None
+            except ClientDisconnect:  # the client is gone: no one to answer
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the client left") from None
             if chunk is None:
                 return bytes(body)
             body += chunk
