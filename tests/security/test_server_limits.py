@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from digitlab.serving.model import as_pixels
-from digitlab.serving.models import ModelCache
+from digitlab.serving.models import ModelCache, UnknownModel
 from digitlab.serving.server import MAX_BODY, make_server
 
 ONE_IMAGE = json.dumps({"inputs": [[0] * 784]}).encode()
@@ -595,3 +595,60 @@ def test_bodies_beyond_body_bytes_wait_for_room_and_are_then_answered():
             status, _, body = request(port, "POST", "/invocations", ONE_IMAGE)
             assert status == 200 and json.loads(body)["predictions"]["digit"] == [0]
             assert read_to_end(stalled).startswith(b"HTTP/1.1 408")
+
+
+def test_openapi_docs_metrics_health_and_ready_are_served():
+    with serving() as (port, _):
+        status, _, body = request(port, "GET", "/openapi.json")
+        assert status == 200 and {"/invocations", "/draw", "/health"} <= set(
+            json.loads(body)["paths"]
+        )
+        status, headers, _ = request(port, "GET", "/docs")
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert request(port, "GET", "/health")[::2] == (200, b"OK")
+        assert request(port, "GET", "/ready")[::2] == (200, b"READY")
+        request(port, "POST", "/invocations", ONE_IMAGE)
+        request(port, "POST", "/invocations", b"[")
+        status, headers, body = request(port, "GET", "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        text = body.decode()
+        for labels in ('route="/invocations",status="200"', 'route="/invocations",status="400"'):
+            assert f'digitlab_serve_requests_total{{method="POST",{labels}}} 1.0' in text, text
+        assert 'digitlab_serve_request_seconds_count{route="/invocations"} 2.0' in text
+
+
+def test_ready_is_a_503_while_the_default_model_cannot_be_had():
+    class Failing:
+        def get(self, uri: str):
+            raise UnknownModel(f"no model {uri} here: pick one of /models")
+
+    with serving(models=Failing()) as (port, _):
+        assert request(port, "GET", "/ready")[0] == 404
+        assert request(port, "GET", "/health")[::2] == (200, b"OK")
+
+
+def test_a_prediction_under_way_holds_neither_health_nor_other_requests():
+    """predict() runs in the worker threads, not on the event loop: while one takes its time,
+    /health and another model's requests are answered."""
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(StubModel):
+        def predict(self, data):
+            started.set()
+            release.wait(60)
+            return super().predict(data)
+
+    class Models:
+        def get(self, uri: str):
+            return Slow() if uri == "slow" else StubModel()
+
+    with serving(models=Models()) as (port, _), ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(request, port, "POST", "/invocations?model=slow", ONE_IMAGE)
+        try:
+            assert started.wait(30)
+            assert request(port, "GET", "/health")[::2] == (200, b"OK")
+            still_serving(port)
+            assert not slow.done()
+        finally:
+            release.set()
+        assert slow.result()[0] == 200
