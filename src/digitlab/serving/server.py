@@ -580,7 +580,16 @@ class Server:
 
     def __init__(self, app, address: tuple[str, int], head_seconds: float, timeout: float):
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.socket = socket.create_server(address, family=family, backlog=BACKLOG)
+        # Bound by hand, not socket.create_server: its OSError rewrites strerror, which the
+        # command's one-line error quotes.
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(BACKLOG)
+        except OSError:
+            self.socket.close()
+            raise
         self.server_address = self.socket.getsockname()[:2]
         protocol = type(
             "Connection", (Connection,), {"head_seconds": head_seconds, "idle": timeout}
