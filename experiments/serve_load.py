@@ -3,6 +3,10 @@
 
     uv run --locked python experiments/serve_load.py                       # this checkout
     uv run --locked python experiments/serve_load.py --src /tmp/old/src --src src  # side by side
+    uv run --locked python experiments/serve_load.py --src /tmp/old/src --src src --rounds 3
+
+With ``--rounds N`` the servers take turns N times (old, new, old, new...), each load short, so
+that a machine shared with other work slows all of them alike.
 
 Trains a tiny LeNet (``model=lenet_small``, one epoch on the tests' synthetic MNIST) into a
 temporary store, then for each ``--src`` (a source tree whose ``digitlab`` runs the server, on
@@ -201,6 +205,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10, help="per client")
     parser.add_argument("--rows", type=int, default=1, help="images per request")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="times each server is loaded, taking turns"
+    )
     args = parser.parse_args()
     sources = [s.resolve() for s in args.src or [PROJECT / "src"]]
     for src in sources:  # else the server would quietly run the installed digitlab
@@ -214,8 +221,10 @@ def main() -> None:
             f"{args.procs} client processes",
             flush=True,
         )
-        for i, src in enumerate(sources):
-            report(src, load_one(src, uri, run_id, folder / f"serve{i}.log", args))
+        for round_ in range(1, args.rounds + 1):
+            for i, src in enumerate(sources):
+                result = load_one(src, uri, run_id, folder / f"serve{i}.log", args)
+                report(src, result, round_)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -229,9 +238,10 @@ def load_one(src: Path, uri: str, run_id: str, log: Path, args: argparse.Namespa
         server.wait(30)
 
 
-def report(src: Path, r: dict) -> None:
+def report(src: Path, r: dict, round_: int) -> None:
     print(
-        f"{src}: {r['requests']} requests in {r['seconds']:.1f} s, {r['per_s']:.0f}/s; "
+        f"{src} (round {round_}): {r['requests']} requests in {r['seconds']:.1f} s, "
+        f"{r['per_s']:.0f}/s; "
         f"outcomes {r['outcomes']}; latency p50 {r['p50_ms']:.0f} ms, "
         f"p99 {r['p99_ms']:.0f} ms; RSS {r['rss_start_mb']:.0f} MB before the load, "
         f"peak (VmHWM) {r['hwm_mb']:.0f} MB; threads at most {r['threads']}",

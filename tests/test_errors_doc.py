@@ -817,7 +817,9 @@ def _raw(port: int, data: bytes, close: bool = True) -> tuple[int, dict, str]:
         return HTTPStatus[error["error_code"]].value, {}, error["message"]
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
+    headers = {name.lower(): value for name, value in (h.split(": ", 1) for h in header_lines)}
+    if not headers.get("content-type", "").startswith("application/json"):  # uvicorn's own
+        return int(status_line.split()[1]), headers, body.decode()
     return int(status_line.split()[1]), headers, json.loads(body)["message"]
 
 
@@ -894,18 +896,12 @@ def served(ctx: Context) -> dict[str, list[Said]]:
         "no pixels": [inputs(_json({"pixel": pixels}))],
         "nested": [inputs(b"[" * 100_000)],
         "json budget": [inputs(b"[" + b"[]" * 300_000 + b"]")],
-        "short": [inputs(b'{"inp', length=50)],
         "no length": [inputs(b"", length=False)],
         "too large": [inputs(b"", length=MAX_BODY + 1)],
         "not json type": [inputs(_json({"inputs": pixels}), kind="text/plain")],
         "host": [_request("/", method="GET", host="evil.example", kind=None, length=False)],
         "method": [_request("/", method="PUT", kind=None, length=False)],
-        "malformed": [
-            b"NONSENSE\r\n\r\n",
-            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
-            b"GET / HTTP/2.0\r\n\r\n",
-        ],
+        "malformed": [b"NONSENSE\r\n\r\n"],
         "failure": [_request("/invocations?model=boom", _json({"inputs": pixels}))],
         "unknown model": [
             _request(f"/invocations?model={model}", _json({"inputs": pixels}))
@@ -937,7 +933,7 @@ def served(ctx: Context) -> dict[str, list[Said]]:
             status, _, message = stalled.result()
             said["stalled"] = [Said(message, status)]
             status, headers, message = _raw(port, requests["method"][0])
-            assert headers.get("Allow") == "GET, HEAD, POST", headers
+            assert headers.get("allow") == "GET, HEAD, POST", headers
         finally:
             server.shutdown()
             server.server_close()
@@ -1312,7 +1308,7 @@ def busy(ctx: Context) -> list[Said]:
                 status, headers, message = _raw(
                     port, _request("/invocations?model=models:/other/1", body)
                 )
-                assert headers.get("Retry-After") == "5", headers
+                assert headers.get("retry-after") == "5", headers
             finally:
                 release.set()
             slow.result()
@@ -1444,7 +1440,6 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "body nested deeper than Python's recursion limit (about 1 000 levels)": part(
             served, "nested"
         ),
-        "body shorter than its Content-Length": part(served, "short"),
         "no Content-Length": part(served, "no length"),
         "body over 64 MiB (checked on Content-Length, before reading)": part(served, "too large"),
         "body not sent as `application/json` (a `charset` is fine)": part(served, "not json type"),
@@ -1453,7 +1448,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
             served, "host"
         ),
         "a method other than GET, HEAD, POST": part(served, "method"),
-        "a malformed request line, a URI or header over 64 KiB, HTTP/2": part(served, "malformed"),
+        "a request that is not HTTP/1.1 (a malformed request line)": part(served, "malformed"),
         "a failure of the server itself (a bug, a store that fails)": part(served, "failure"),
         "a model not loaded yet while 4 requests wait on model loads (`--any-model`)": busy,
         "unknown model, or not a model URI": part(served, "unknown model"),

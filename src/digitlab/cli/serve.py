@@ -6,10 +6,12 @@
     digitlab-serve --model models:/digits@best --model models:/digits/1   # the page offers both
 
 Binds 127.0.0.1 (``--host 0.0.0.0`` opens it to the network). Browse to http://127.0.0.1:5001/
-to draw a digit; ``POST /invocations`` takes MLflow's scoring JSON. Requests may pick
-(``?model=``) only the models given here, the first being the default; ``--any-model`` lets
-them pick any digitlab model of the store. A model is loaded from its weights and recipe only:
-one that carries code of its own is refused (docs/security.md).
+to draw a digit; ``POST /invocations`` takes MLflow's scoring JSON; ``/docs`` describes the
+API, ``/health`` and ``/ready`` say whether it runs and has its model, ``/metrics`` is for
+Prometheus. Requests may pick (``?model=``) only the models given here, the first being the
+default; ``--any-model`` lets them pick any digitlab model of the store. A model is loaded
+from its weights and recipe only: one that carries code of its own is refused
+(docs/security.md).
 """
 
 from __future__ import annotations

@@ -1,62 +1,75 @@
-"""The REST server and the draw-a-digit page, on the standard library's HTTP server.
+"""The REST server and the draw-a-digit page: FastAPI on uvicorn.
 
     POST /invocations[?model=URI]  MLflow's scoring format: {"inputs": pixels} (or "instances",
-                                   or a bare list); pixels (N, 28, 28) or (N, 784), 0..255
-                                   -> {"predictions": {"probabilities": (N, C), "digit": (N,)}}
+                                   "dataframe_split", or a bare list); pixels (N, 28, 28) or
+                                   (N, 784), 0..255 -> {"predictions": {"probabilities": (N, C),
+                                   "digit": (N,)}}
     POST /draw[?model=URI]         {"png": canvas data URL} -> the drawing made MNIST-like and
                                    its {"probabilities", "digit", "image"}
-    GET  /                         the page; /models the models it can pick; /health "OK"
+    GET  /                         the page (static files); /models the models it can pick
+    GET  /health                   "OK" while the server runs; /ready 200 once the default model
+                                   is loaded, else 503
+    GET  /metrics                  Prometheus: requests by route and status, latency histogram
+    GET  /openapi.json, /docs      the API's description
 
-Hand-written rather than ``mlflow models serve`` because the page, the choice of model per
-request and a 4xx with one line for every bad request (size limit included) are one small
-server here, where MLflow's scoring app would need a second process and answers some bad inputs
-with a 500.
+Not ``mlflow models serve``: the page, the choice of model per request and a 4xx with one line
+for every bad request are one small app here, where MLflow's scoring app would need a second
+process and answers some bad inputs with a 500.
 
-As a service (experiments/SERVING.md has the figures):
+As a service (docs/security.md and experiments/SERVING.md have the reasons and the figures):
 
-- A fixed pool of ``workers`` threads answers requests, one request per connection (no
-  keep-alive, so an open connection never holds a worker between requests). One thread reads
-  every connection's request, head and body (:class:`Intake`), before a worker takes it, so a
-  client trickling it holds no worker; bodies read and not yet answered hold at most
-  ``body_bytes``, beyond which none is read until a worker is done with one. Accepted
-  connections, arriving or waiting for a worker, number at most ``queued``; beyond that the
-  listening thread waits, and new connections wait in the kernel's listen backlog
-  (``BACKLOG``): a burst is answered late, never reset, and no connection costs a thread of its
-  own.
+- uvicorn's event loop holds every connection, a socket each and no thread: a client trickling
+  its request holds nothing another request needs. Parsing and inference run in a pool of
+  ``workers`` threads (``anyio.to_thread``), so neither blocks the loop; a slow model load holds
+  one of them and only its own requests (:class:`ModelCache`'s per-model locks).
 - A connection whose request line and headers have not all arrived ``head_seconds`` after it
-  connected is dropped, trickled or not, and so is one that sends nothing for ``timeout``
-  seconds; a body that pauses that long, or takes longer than ``request_seconds``, is a 408.
-- Bodies: ``application/json`` only (415 otherwise: a browser sends a cross-origin JSON POST only
-  after a preflight, which this server does not grant), at most ``MAX_BODY`` bytes (413, checked
-  on Content-Length before reading), holding no more JSON values than pixels of ``MAX_ROWS``
-  images need (400, counted on the bytes before they are parsed: :func:`check_json_budget`), and
-  nested at most as deep as Python's recursion allows (400).
-- Host check against DNS rebinding (``host_allowed``): a server bound to a loopback address
-  answers only requests addressed to 127.0.0.1, localhost, ::1 or ``allowed_hosts`` (403).
-- Every error is JSON ``{"error_code", "message"}`` on one line, the standard library's own
-  (bad request line, header too long, unknown method) included.
+  connected, or that sends nothing for ``timeout`` seconds before they have, is closed without
+  an answer (:class:`Connection`); a body that pauses ``timeout`` seconds, or takes longer than
+  ``request_seconds``, is a 408. Every answer closes its connection (one request each, as
+  before): a head deadline then covers every request.
+- Bodies: ``application/json`` only (415: a browser sends a cross-origin JSON POST only after a
+  preflight, which gets a 405), at most ``MAX_BODY`` bytes (413, on Content-Length before
+  reading), no more JSON values than pixels of ``MAX_ROWS`` images need (400, counted on the
+  bytes before they are parsed: :func:`check_json_budget`), nested at most as deep as Python's
+  recursion allows (400). Bodies being read or answered hold at most ``body_bytes`` in all;
+  beyond it a body waits for room before it is read (uvicorn stops reading its socket).
+- Host check against DNS rebinding (:class:`Guard`, ``host_allowed``): a server bound to a
+  loopback address answers only requests addressed to 127.0.0.1, localhost, ::1 or
+  ``allowed_hosts`` (403).
+- Every error the app answers is JSON ``{"error_code", "message"}`` on one line. uvicorn answers
+  two cases before the app sees them, in its own plain text: a request that is not HTTP/1.1
+  (400 ``Invalid HTTP request received.``, a head over ``HEAD_BYTES`` included) and a connection
+  beyond ``CONNECTIONS`` (503 ``Service Unavailable``).
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import ipaddress
 import json
 import logging
-import queue
-import re
-import selectors
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digitlab.errors import DigitlabError
 from digitlab.serving.mnistify import decode_png, mnistify
@@ -79,42 +92,52 @@ JSON_BUDGET = (
     ((b"[", b"{"), MAX_ROWS * (SIDE + 1) + 64, "JSON lists and objects"),
     ((b'"',), 2 * (SIDE * SIDE + 256), "JSON strings (quotes)"),
 )
-# Seconds a connection may send nothing: a client mid-request never pauses that long.
+# Seconds a connection may send nothing while its head or body arrives.
 TIMEOUT = 5.0
 # Seconds for the request line and headers to arrive, in all, from the connect: clients send
 # them at once, so one trickling them (a byte every few seconds) is dropped, not waited for.
 HEAD_SECONDS = 5.0
-# The most of a head read before a worker takes the connection (the standard library refuses a
-# request line or a header line over 64 KiB: 414, 431): a waiting head costs at most this much.
+# The most of a head uvicorn (h11) holds before it refuses the request: a waiting head costs at
+# most this much.
 HEAD_BYTES = 65536 + 1
-# Seconds for a body to arrive, and again for an answer to leave: 64 MiB needs about 1 MB/s,
-# and a client trickling bytes within TIMEOUT still lets go of its worker.
+# Seconds for a body to arrive: 64 MiB needs about 1 MB/s.
 REQUEST_SECONDS = 60.0
-# Worker threads: each may hold a body at MAX_BODY parsed (a few hundred MB), so not more.
+# Threads parsing bodies and running models: each may hold a body at MAX_BODY parsed (a few
+# hundred MB), so not more.
 WORKERS = 8
-# Bytes of bodies read and not yet answered, in all: as many full bodies as there are workers.
-# Beyond it no body is read until a worker is done with one (the clients wait on TCP).
+# Bytes of bodies being read or answered, in all: as many full bodies as there are workers.
 BODY_BYTES = WORKERS * MAX_BODY
-# Accepted connections whose requests arrive or wait for a worker, beyond which they wait in the
-# kernel's backlog: each costs a socket and its bytes (at most HEAD_BYTES of head).
-QUEUED = 128
-# The listen backlog (socketserver's default is 5): a burst of hundreds of connections waits
-# here instead of having its connects dropped. Linux caps it at net.core.somaxconn (4096).
+# Connections and requests at once (uvicorn's ``limit_concurrency``), beyond which uvicorn
+# answers 503: each costs a socket and at most HEAD_BYTES of head.
+CONNECTIONS = 1024
+# The listen backlog: a burst of connections waits here instead of having its connects dropped.
+# Linux caps it at net.core.somaxconn (4096).
 BACKLOG = 512
 # The names under which a loopback server is reached: any other Host is a page that rebound
 # its own name to 127.0.0.1 (DNS rebinding), and gets a 403.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 ALLOWED_METHODS = "GET, HEAD, POST"
-# Escaped in the log: a request line cannot forge log lines or send terminal escapes.
-CONTROL_CHARACTERS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+# The routes /metrics counts by name; any other path counts as "other" (no label per URL).
+ROUTES = (
+    "/",
+    "/index.html",
+    "/invocations",
+    "/draw",
+    "/models",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+)
 
 
 class RequestError(Exception):
     """An HTTP error status with its one-line reason."""
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(self, status: HTTPStatus, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 def mlflow_inputs(body: Any) -> Any:
@@ -165,223 +188,6 @@ def host_allowed(header: str | None, bound: str, allowed: tuple[str, ...] = ()) 
     return name in LOOPBACK_NAMES or name == bound or name in {a.lower() for a in allowed}
 
 
-class DeadlineReader(io.RawIOBase):
-    """A connection's reading side: first the bytes :class:`Intake` read already (``head``), then
-    the socket's, each read waiting at most ``idle`` seconds for data and all of them ending at
-    ``deadline`` (``time.monotonic()``), so a trickle cannot hold a worker either."""
-
-    def __init__(
-        self, connection: socket.socket, idle: float, deadline: float, head: bytes | bytearray = b""
-    ) -> None:
-        self.connection, self.idle, self.deadline = connection, idle, deadline
-        self.head = memoryview(head)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self.head:
-            n = min(len(buffer), len(self.head))
-            buffer[:n], self.head = self.head[:n], self.head[n:]
-            return n
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request took too long to arrive")
-        self.connection.settimeout(min(self.idle, left))
-        return self.connection.recv_into(buffer)
-
-
-class Handler(BaseHTTPRequestHandler):
-    """One request; the server holds the model cache (``self.server.models``)."""
-
-    server_version = "digitlab-serve"
-    # HTTP/1.0 answers close the connection: a client cannot keep a worker between requests.
-    protocol_version = "HTTP/1.0"
-
-    def __init__(
-        self, request, client_address, server, head: bytes = b"", connected=None, deadline=None
-    ):
-        """``head``: what :class:`Intake` read of the request; ``connected``: when (monotonic);
-        ``deadline``: when what is left of the body must be in (None: ``request_seconds`` from
-        when it is read)."""
-        self.head, self.body_deadline = head, deadline
-        self.connected = time.monotonic() if connected is None else connected
-        super().__init__(request, client_address, server)
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # the plain file waits forever: read through the deadline instead
-        # The head's deadline, for what of a long head Intake left to read; the body's is set
-        # when it is read.
-        self.reader = DeadlineReader(
-            self.connection,
-            self.server.idle_timeout,
-            head_deadline(self.server, self.connected),
-            self.head,
-        )
-        self.rfile = io.BufferedReader(self.reader)
-
-    def do_GET(self) -> None:
-        self._answer(self._get)
-
-    def do_HEAD(self) -> None:  # GET's headers without its body (_send leaves it out)
-        self._answer(self._get)
-
-    def do_POST(self) -> None:
-        self._answer(self._post)
-
-    def __getattr__(self, name: str):
-        # handle_one_request looks up do_<METHOD>: every other method gets a JSON 405, not the
-        # standard library's HTML 501.
-        if name.startswith("do_"):
-            return self._not_allowed
-        raise AttributeError(name)
-
-    def _not_allowed(self) -> None:
-        self._send_error(
-            HTTPStatus.METHOD_NOT_ALLOWED,
-            f"method {self.command} is not served: use {ALLOWED_METHODS}",
-            {"Allow": ALLOWED_METHODS},
-        )
-
-    def _get(self, path: str, query: dict) -> tuple[str, bytes | Any]:
-        if path == "/health":
-            return "text/plain", b"OK"
-        if path in ("/", "/index.html"):
-            return "text/html; charset=utf-8", files("digitlab.serving").joinpath(
-                "page.html"
-            ).read_bytes()
-        if path == "/models":
-            return "application/json", {
-                "default": self.server.default_model,
-                "models": offered(self.server.client, getattr(self.server.models, "allowed", None)),
-            }
-        raise RequestError(
-            HTTPStatus.NOT_FOUND, f"no page {path}: try /, /models or POST /invocations"
-        )
-
-    def _post(self, path: str, query: dict) -> tuple[str, Any]:
-        if path not in ("/invocations", "/draw"):
-            raise RequestError(
-                HTTPStatus.NOT_FOUND, f"cannot POST to {path}: use /invocations or /draw"
-            )
-        body = self._json_body()
-        model = self.server.models.get(query.get("model", [self.server.default_model])[0])
-        if path == "/draw":
-            if not isinstance(body, dict) or "png" not in body:
-                raise RequestError(HTTPStatus.BAD_REQUEST, 'send {"png": canvas.toDataURL()}')
-            image = mnistify(decode_png(body["png"]))
-            out = model.predict(image[None])
-            return "application/json", {
-                "probabilities": out["probabilities"][0].tolist(),
-                "digit": int(out["digit"][0]),
-                "image": image.tolist(),
-            }
-        out = model.predict(as_pixels(mlflow_inputs(body)))
-        return "application/json", {"predictions": {k: v.tolist() for k, v in out.items()}}
-
-    def _check_host(self) -> None:
-        host = self.headers.get("Host")
-        bound = self.server.server_address[0]
-        if not host_allowed(host, bound, self.server.allowed_hosts):
-            raise RequestError(
-                HTTPStatus.FORBIDDEN,
-                f"Host {host_name(host)!r} is not this server's: browse to "
-                f"http://127.0.0.1:{self.server.server_port}/, or allow that name "
-                f"(digitlab-serve --allow-host {host_name(host)})",
-            )
-
-    def _json_body(self) -> Any:
-        kind = self.headers.get_content_type()  # text/plain when there is no Content-Type
-        if kind != "application/json":
-            self.close_connection = True  # the body is not read: the connection cannot be reused
-            raise RequestError(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                f"the body is {kind}: send JSON with Content-Type: application/json",
-            )
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
-        if int(length) > MAX_BODY:
-            self.close_connection = True
-            raise RequestError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"the request is {int(length)} bytes: at most {MAX_BODY} per request",
-            )
-        return _parse_json(self._read(int(length)))
-
-    def _read(self, length: int) -> bytes:
-        self.reader.deadline = (
-            self.body_deadline
-            if self.body_deadline is not None
-            else time.monotonic() + self.server.request_seconds
-        )
-        try:
-            raw = self.rfile.read(length)
-        except TimeoutError:
-            self.close_connection = True
-            raise RequestError(
-                HTTPStatus.REQUEST_TIMEOUT,
-                f"the body stopped arriving ({self.server.idle_timeout:g} s without data, or "
-                f"over {self.server.request_seconds:g} s in all): send it whole at once",
-            ) from None
-        if len(raw) < length:
-            raise RequestError(
-                HTTPStatus.BAD_REQUEST,
-                f"the body ended after {len(raw)} of its {length} bytes: send all of it",
-            )
-        return raw
-
-    def _answer(self, route) -> None:
-        parts = urlsplit(self.path)
-        try:
-            self._check_host()
-            kind, payload = route(parts.path, parse_qs(parts.query))
-        except RequestError as e:
-            return self._send_error(e.status, str(e))
-        except UnknownModel as e:
-            return self._send_error(HTTPStatus.NOT_FOUND, str(e))
-        except ModelBusy as e:
-            return self._send_error(HTTPStatus.SERVICE_UNAVAILABLE, str(e), {"Retry-After": "5"})
-        except DigitlabError as e:  # bad pixels or a bad drawing: the client's to fix
-            return self._send_error(HTTPStatus.BAD_REQUEST, str(e))
-        except Exception:  # a bug or a failing store: one line for the client, the trace logged
-            log.exception("%s %s failed", self.command, parts.path)
-            return self._send_error(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                "the server failed on this request (its log says why): retry, or report it",
-            )
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self._send(HTTPStatus.OK, kind, data)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The standard library's own errors (bad request line, header too long...), as JSON."""
-        status = HTTPStatus(code)
-        self._send_error(status, message or status.phrase)
-
-    def _send_error(self, status: HTTPStatus, message: str, headers: dict | None = None) -> None:
-        self.close_connection = True
-        data = json.dumps({"error_code": status.name, "message": message}).encode()
-        self._send(status, "application/json", data, headers)
-
-    def _send(self, status: HTTPStatus, kind: str, data: bytes, headers: dict | None = None):
-        # The reads may have left the socket a short timeout; a client that does not read its
-        # answer still lets go of the worker after REQUEST_SECONDS.
-        self.connection.settimeout(self.server.request_seconds)
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # one line per request, via logging
-        message = (format % args).translate(CONTROL_CHARACTERS)
-        log.info("%s %s", self.address_string(), message)
-
-
 def check_json_budget(raw: bytes) -> None:
     """Refuse (400) a body holding more JSON values, lists or strings than pixels of
     ``MAX_ROWS`` images need (``JSON_BUDGET``), before ``json.loads`` builds them: memory then
@@ -414,306 +220,410 @@ def _parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def head_deadline(server, connected: float) -> float:
-    """When a connection made at ``connected`` must have sent its request line and headers."""
-    return connected + min(server.head_seconds, server.request_seconds)
+def error(status: HTTPStatus, message: str, headers: dict | None = None) -> JSONResponse:
+    """The one-line JSON answer of every error."""
+    return JSONResponse(
+        {"error_code": status.name, "message": message}, status.value, headers=headers
+    )
 
 
-def head_end(data: bytearray, new: int) -> int | None:
-    """Where the blank line that ends a request's headers ends in ``data``, of which the last
-    ``new`` bytes just arrived; None while it has not (the standard library takes bare ``\\n``
-    line ends too)."""
-    start = max(0, len(data) - new - 3)
-    ends = [i + len(mark) for mark in (b"\n\r\n", b"\n\n") if (i := data.find(mark, start)) >= 0]
+def head_end(data: bytes) -> int | None:
+    """Where the blank line that ends a request's headers ends in ``data`` (None: not yet)."""
+    ends = [i + len(mark) for mark in (b"\n\r\n", b"\n\n") if (i := data.find(mark)) >= 0]
     return min(ends) if ends else None
 
 
-# The body's length as the standard library reads it (the first Content-Length, digits only).
-CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d{1,12})\r?\n", re.IGNORECASE)
+class Connection(H11Protocol):
+    """uvicorn's HTTP/1.1 connection, closed without an answer when its request line and headers
+    are not all there ``head_seconds`` after the connect, or ``idle`` seconds pass without data
+    before they are (uvicorn itself waits on a new connection for as long as it stays open).
+    Only :class:`asyncio.Protocol`'s methods are extended; the rest is uvicorn's."""
 
+    head_seconds = HEAD_SECONDS
+    idle = TIMEOUT
 
-@dataclass
-class Arrival:
-    """A connection whose request is still arriving."""
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.head_transport = transport
+        self.head_tail = b""  # the last bytes of the head so far: where its end may start
+        self.head_due = time.monotonic() + self.head_seconds
+        self.head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
 
-    connection: socket.socket
-    address: Any
-    connected: float
-    last: float  # when its last bytes arrived
-    data: bytearray = field(default_factory=bytearray)
-    length: int | None = None  # the whole request's bytes, once its head says (None: head)
-    due: float = 0.0  # when its body must be in, once it is read
-    paused: bool = False  # not read while the bodies read fill BODY_BYTES
-
-
-class Intake:
-    """One thread reading every new connection's request, head and body, however slowly it
-    arrives, before a worker takes it (``ready(connection, address, data, connected, deadline)``):
-    a client trickling its request costs a socket and the bytes it sent, never a worker.
-
-    The head must be all there ``head_deadline`` after the connect, with no ``idle_timeout`` of
-    silence, or the connection is closed without an answer (``dropped(connection)``), as the
-    standard library drops a connection that times out before its request line. A head over
-    ``HEAD_BYTES`` goes to a worker as it is, the rest of the request due by the same deadline.
-    A body of up to ``MAX_BODY`` bytes (by its Content-Length) is read here too, due
-    ``request_seconds`` after its head, with no ``idle_timeout`` of silence, and goes to a worker
-    whole, or late with a ``deadline`` already past (the worker answers 408). Bodies read here and
-    not yet answered hold at most ``body_bytes`` in all (``taken`` counts, ``release`` gives
-    back): beyond that, bodies are not read until a worker gives some back.
-    """
-
-    def __init__(self, server, ready: Callable, dropped: Callable, body_bytes: int) -> None:
-        self.server, self.ready, self.dropped, self.body_bytes = server, ready, dropped, body_bytes
-        self.selector = selectors.DefaultSelector()
-        self.wake, self.waker = socket.socketpair()  # another thread's call wakes select()
-        self.wake.setblocking(False)
-        self.waker.setblocking(False)
-        self.selector.register(self.wake, selectors.EVENT_READ)
-        self.added: list[Arrival] = []
-        self.held = 0  # bytes of bodies read here and not yet released by a worker
-        self.lock = threading.Lock()
-        self.closing = False
-        self.thread = threading.Thread(target=self._run, name="digitlab-serve-intake", daemon=True)
-        self.thread.start()
-
-    def add(self, connection: socket.socket, address) -> None:
-        """Read ``connection``'s request from now on (called by the listening thread)."""
-        now = time.monotonic()
-        with self.lock:
-            self.added.append(Arrival(connection, address, now, now))
-        self._wake()
-
-    def release(self, size: int) -> None:
-        """A worker is done with a request whose body held ``size`` bytes of ``body_bytes``."""
-        if size:
-            with self.lock:
-                self.held -= size
-            self._wake()  # paused bodies may go on
-
-    def close(self) -> None:
-        """Stop reading and drop the connections whose requests were still arriving."""
-        self.closing = True
-        self._wake()
-        self.thread.join(10)
-        self.selector.close()
-        self.wake.close()
-        self.waker.close()
-
-    def _wake(self) -> None:
-        try:
-            self.waker.send(b"\0")
-        except BlockingIOError:  # a wake-up is pending already
-            pass
-
-    def _run(self) -> None:
-        arrivals: dict[socket.socket, Arrival] = {}
-        while not self.closing:
-            now = time.monotonic()
-            for arrival in [a for a in arrivals.values() if now >= self._due(a)]:
-                self._late(arrivals, arrival)
-            due = min((self._due(a) for a in arrivals.values()), default=None)
-            for key, _ in self.selector.select(None if due is None else max(0, due - now)):
-                if key.fileobj is self.wake:
-                    self._woken(arrivals)
-                elif (arrival := arrivals.get(key.fileobj)) is not None:
-                    try:
-                        self._receive(arrivals, arrival)
-                    except Exception:  # this connection's problem: never the others'
-                        log.exception("reading a request from %s failed", arrival.address[0])
-                        if arrival.connection in arrivals:
-                            self._drop(arrivals, arrival)
-        for arrival in list(arrivals.values()) + self.added:
-            self.dropped(arrival.connection)
-
-    def _due(self, arrival: Arrival) -> float:
-        if arrival.paused:  # waiting for room, not for the client
-            return arrival.due
-        if arrival.length is None:
-            return min(
-                head_deadline(self.server, arrival.connected),
-                arrival.last + self.server.idle_timeout,
-            )
-        return min(arrival.due, arrival.last + self.server.idle_timeout)
-
-    def _woken(self, arrivals: dict) -> None:
-        try:
-            while self.wake.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        with self.lock:
-            added, self.added = self.added, []
-            room = self.held < self.body_bytes
-        for arrival in added:
-            try:
-                arrival.connection.setblocking(False)
-                self.selector.register(arrival.connection, selectors.EVENT_READ)
-            except (OSError, ValueError):  # closed already: the client left
-                self.dropped(arrival.connection)
+    def data_received(self, data: bytes) -> None:
+        if self.head_timer is not None:
+            if head_end(self.head_tail + data) is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
             else:
-                arrivals[arrival.connection] = arrival
-        if room:
-            for arrival in [a for a in arrivals.values() if a.paused]:
-                arrival.paused, arrival.last = False, time.monotonic()
-                self.selector.register(arrival.connection, selectors.EVENT_READ)
+                self.head_tail = (self.head_tail + data)[-3:]
+                self._arm_head_timer()
+        super().data_received(data)
 
-    def _receive(self, arrivals: dict, arrival: Arrival) -> None:
-        want = 65536 if arrival.length is None else arrival.length - len(arrival.data)
-        try:
-            chunk = arrival.connection.recv(min(65536, want))
-        except BlockingIOError:
-            return
-        except OSError:  # reset by the client
-            return self._drop(arrivals, arrival)
-        arrival.last = time.monotonic()
-        if arrival.length is not None:
-            arrival.data += chunk
-            with self.lock:
-                self.held += len(chunk)
-                full = self.held >= self.body_bytes
-            if not chunk or len(arrival.data) >= arrival.length:
-                # whole, or the client's end: a short body is the worker's to answer (400)
-                return self._hand_over(arrivals, arrival, None if not chunk else arrival.last)
-            if full:
-                self._pause(arrivals)
-            return
-        if not chunk:  # the client's end: what came (if anything) is the worker's to answer
-            if not arrival.data:
-                return self._drop(arrivals, arrival)
-            return self._hand_over(arrivals, arrival, None)
-        arrival.data += chunk
-        end = head_end(arrival.data, len(chunk))
-        if end is None:
-            if len(arrival.data) >= HEAD_BYTES:  # the standard library refuses it, or reads on
-                deadline = head_deadline(self.server, arrival.connected)
-                self._hand_over(arrivals, arrival, deadline)
-            return
-        found = CONTENT_LENGTH.search(arrival.data, 0, end)
-        body = int(found.group(1)) if found else 0
-        if not 0 < body <= MAX_BODY or len(arrival.data) >= end + body:
-            return self._hand_over(arrivals, arrival, arrival.last)
-        arrival.length = end + body
-        arrival.due = arrival.last + self.server.request_seconds
-        with self.lock:
-            self.held += len(arrival.data)
-            full = self.held >= self.body_bytes
-        if full:
-            self._pause(arrivals)
+    def eof_received(self) -> bool | None:
+        """A client that closes its sending side once its request is out (as ``nc -N`` does)
+        still gets its answer: the connection stays open for it (uvicorn would close it). One
+        that closes it before its head is complete is closed."""
+        return self.head_timer is None or None
 
-    def _pause(self, arrivals: dict) -> None:
-        """Bodies fill ``body_bytes``: read none until a worker releases some."""
-        for arrival in arrivals.values():
-            if arrival.length is not None and not arrival.paused:
-                arrival.paused = True
-                self.selector.unregister(arrival.connection)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        super().connection_lost(exc)
 
-    def _late(self, arrivals: dict, arrival: Arrival) -> None:
-        if arrival.length is None:
-            return self._drop(arrivals, arrival)
-        self._hand_over(arrivals, arrival, time.monotonic())  # past its deadline: a 408
-
-    def _hand_over(self, arrivals: dict, arrival: Arrival, deadline: float | None) -> None:
-        """To a worker: ``deadline`` for what it may still read (None: its own for a body)."""
-        self._forget(arrivals, arrival)
-        arrival.connection.setblocking(True)
-        held = len(arrival.data) if arrival.length is not None else 0
-        self.ready(
-            arrival.connection,
-            arrival.address,
-            arrival.data,  # not copied: a body of MAX_BODY would be twice in memory
-            arrival.connected,
-            deadline,
-            held,
+    def _arm_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        due = min(self.head_due, time.monotonic() + self.idle)
+        self.head_timer = asyncio.get_running_loop().call_at(
+            asyncio.get_running_loop().time() + max(0.0, due - time.monotonic()), self._head_late
         )
 
-    def _forget(self, arrivals: dict, arrival: Arrival) -> None:
-        if not arrival.paused:
-            self.selector.unregister(arrival.connection)
-        del arrivals[arrival.connection]
-
-    def _drop(self, arrivals: dict, arrival: Arrival) -> None:
-        self._forget(arrivals, arrival)
-        self.dropped(arrival.connection)
+    def _head_late(self) -> None:
+        self.head_timer = None
+        self.head_transport.close()
 
 
-class Server(HTTPServer):
-    """HTTPServer whose requests a fixed pool of threads answers (see the module docstring)."""
+class BodyRoom:
+    """Bytes of bodies held at once, at most ``total``: :meth:`take` waits until a body fits
+    (one body is always let in, whatever its size, so none waits forever)."""
 
-    request_queue_size = BACKLOG
+    def __init__(self, total: int) -> None:
+        self.total, self.held = total, 0
+        self.changed = asyncio.Condition()
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        workers: int = WORKERS,
-        queued: int = QUEUED,
-        timeout: float = TIMEOUT,
-        request_seconds: float = REQUEST_SECONDS,
-        allowed_hosts: tuple[str, ...] = (),
-        head_seconds: float = HEAD_SECONDS,
-        body_bytes: int = BODY_BYTES,
-    ) -> None:
-        self.idle_timeout, self.request_seconds = timeout, request_seconds
-        self.head_seconds = head_seconds
-        # Before binding: a failed bind calls server_close, which uses these.
-        self.pending: queue.Queue = queue.Queue()  # requests read, waiting for a worker
-        self.admitted = threading.BoundedSemaphore(queued)  # accepted, no worker yet
-        self.workers: list[threading.Thread] = []
-        self.intake = Intake(self, self._arrived, self._drop, body_bytes)
-        super().__init__(address, Handler)
-        self.allowed_hosts = tuple(allowed_hosts)
-        for i in range(workers):
-            worker = threading.Thread(target=self._work, name=f"digitlab-serve-{i}", daemon=True)
-            worker.start()
-            self.workers.append(worker)
+    async def take(self, size: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.held == 0 or self.held + size <= self.total)
+            self.held += size
 
-    def process_request(self, request, client_address) -> None:
-        self.admitted.acquire()  # waits while ``queued`` connections wait already
-        self.intake.add(request, client_address)
+    async def give(self, size: int) -> None:
+        async with self.changed:
+            self.held -= size
+            self.changed.notify_all()
 
-    def _arrived(self, request, client_address, data, connected, deadline, held) -> None:
-        self.pending.put((request, client_address, data, connected, deadline, held))
 
-    def _drop(self, request) -> None:
-        self.shutdown_request(request)
-        self.admitted.release()
+class Guard:
+    """ASGI middleware in front of every route: the Host check (403), methods other than
+    ``ALLOWED_METHODS`` (405 with ``Allow``), ``Connection: close`` on every answer, and the
+    Prometheus counts.
 
-    def finish_request(
-        self, request, client_address, head: bytes = b"", connected=None, deadline=None
-    ) -> None:
-        self.RequestHandlerClass(request, client_address, self, head, connected, deadline)
+    Not Starlette's TrustedHostMiddleware: its answer is a plain-text 400, it refuses a request
+    without Host, and the names it allows cannot depend on the address the server is bound to.
+    """
 
-    def _work(self) -> None:
-        while (item := self.pending.get()) is not None:
-            self.admitted.release()
-            request, client_address, data, connected, deadline, held = item
+    def __init__(self, app, settings: dict) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        status_seen = [500]
+
+        async def send_closing(message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen[0] = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"connection", b"close")],
+                }
+            await send(message)
+
+        try:
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_closing)
+            else:
+                await self.app(scope, receive, send_closing)
+        finally:
+            metrics = self.settings["metrics"]
+            metrics["requests"].labels(scope["method"], route, str(status_seen[0])).inc()
+            metrics["seconds"].labels(route).observe(time.perf_counter() - started)
+
+    def refusal(self, scope) -> Response | None:
+        settings = self.settings
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        if not host_allowed(host, settings["bound"], settings["allowed_hosts"]):
+            name = host_name(host)
+            return error(
+                HTTPStatus.FORBIDDEN,
+                f"Host {name!r} is not this server's: browse to "
+                f"http://127.0.0.1:{settings['port']}/, or allow that name "
+                f"(digitlab-serve --allow-host {name})",
+            )
+        if scope["method"] not in ("GET", "HEAD", "POST"):
+            return error(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"method {scope['method']} is not served: use {ALLOWED_METHODS}",
+                {"Allow": ALLOWED_METHODS},
+            )
+        return None
+
+
+def build_app(
+    client,
+    default_model: str | None,
+    models: Any,
+    *,
+    bound: str = "127.0.0.1",
+    port: int = 0,
+    allowed_hosts: tuple[str, ...] = (),
+    workers: int = WORKERS,
+    timeout: float = TIMEOUT,
+    request_seconds: float = REQUEST_SECONDS,
+    body_bytes: int = BODY_BYTES,
+) -> FastAPI:
+    """The ASGI app of digitlab-serve (the module docstring says what it answers)."""
+    registry = CollectorRegistry()  # the app's own: several apps may live in one process
+    settings: dict[str, Any] = {
+        "bound": bound,
+        "port": port,
+        "allowed_hosts": tuple(allowed_hosts),
+        "metrics": {
+            "requests": Counter(
+                "digitlab_serve_requests",
+                "Requests answered, by method, route and status",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            "seconds": Histogram(
+                "digitlab_serve_request_seconds",
+                "Seconds from a request's head to its answer, by route",
+                ["route"],
+                registry=registry,
+            ),
+        },
+    }
+    threads = anyio.CapacityLimiter(workers)
+    room: list[BodyRoom] = []  # made on the server's event loop, at its first body
+    ready = threading.Event()
+
+    app = FastAPI(
+        title="digitlab-serve",
+        description="Digits over REST (MLflow's scoring protocol) and a page to draw one on.",
+    )
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, e: RequestError) -> JSONResponse:
+        return error(e.status, str(e), e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        # Starlette's 404, and its 405 for a path that serves another method: today's 404s
+        path = request.url.path
+        if e.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED):
+            if request.method == "POST":
+                message = f"cannot POST to {path}: use /invocations or /draw"
+            else:
+                message = f"no page {path}: try /, /models or POST /invocations"
+            return error(HTTPStatus.NOT_FOUND, message)
+        return error(HTTPStatus(e.status_code), str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {"msg": "invalid request"}
+        return error(HTTPStatus.BAD_REQUEST, f"{first['msg']}: see /docs".replace("\n", " "))
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, e: Exception) -> JSONResponse:
+        # a bug or a failing store: one line for the client, the trace logged
+        log.error("%s %s failed", request.method, request.url.path, exc_info=e)
+        return error(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "the server failed on this request (its log says why): retry, or report it",
+        )
+
+    async def in_thread(function, *args):
+        """``function(*args)`` in the worker threads, its errors as their HTTP answers."""
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=threads)
+        except UnknownModel as e:
+            raise RequestError(HTTPStatus.NOT_FOUND, str(e)) from None
+        except ModelBusy as e:
+            raise RequestError(
+                HTTPStatus.SERVICE_UNAVAILABLE, str(e), {"Retry-After": "5"}
+            ) from None
+        except DigitlabError as e:  # bad pixels or a bad drawing: the client's to fix
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+
+    async def read_body(request: Request) -> tuple[bytes, int]:
+        """The body, checked before it is read: JSON (415), a Content-Length (411) of at most
+        MAX_BODY (413); then read within ``timeout`` of silence and ``request_seconds`` in all
+        (408). Returns it with the room it holds (give it back when answered)."""
+        kind = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"the body is {kind}: send JSON with Content-Type: application/json",
+            )
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
+        size = int(length)
+        if size > MAX_BODY:
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the request is {size} bytes: at most {MAX_BODY} per request",
+            )
+        if not room:
+            room.append(BodyRoom(body_bytes))
+        await room[0].take(size)
+        try:
+            return await read_within(request, size), size
+        except BaseException:
+            await room[0].give(size)
+            raise
+
+    async def read_within(request: Request, size: int) -> bytes:
+        body = bytearray()
+        deadline = time.monotonic() + request_seconds
+        chunks = request.stream()
+        while True:
+            left = deadline - time.monotonic()
             try:
-                self.finish_request(request, client_address, data, connected, deadline)
-            except Exception:
-                self.handle_error(request, client_address)
-            finally:
-                self.shutdown_request(request)
-                self.intake.release(held)
+                with anyio.fail_after(max(0.0, min(timeout, left))):
+                    chunk = await anext(chunks, None)
+            except TimeoutError:
+                raise RequestError(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    f"the body stopped arriving ({timeout:g} s without data, or over "
+                    f"{request_seconds:g} s in all): send it whole at once",
+                ) from None
+            except ClientDisconnect:  # the client is gone: no one to answer
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the client left") from None
+            if chunk is None:
+                return bytes(body)
+            body += chunk
+            if len(body) > size:  # h11 holds a body to its Content-Length; this is a backstop
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the body is longer than its length")
 
-    def handle_error(self, request, client_address) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):  # the client left mid-answer: nothing to fix here
-            log.info("%s: %s", client_address[0], error)
-        else:
-            log.exception("a request from %s failed", client_address[0])
+    def model_for(request: Request):
+        return models.get(request.query_params.get("model", default_model))
+
+    def scored(request: Request, raw: bytes) -> dict:
+        body = _parse_json(raw)
+        model = model_for(request)
+        out = model.predict(as_pixels(mlflow_inputs(body)))
+        return {"predictions": {k: v.tolist() for k, v in out.items()}}
+
+    def drawn(request: Request, raw: bytes) -> dict:
+        body = _parse_json(raw)
+        model = model_for(request)
+        if not isinstance(body, dict) or "png" not in body:
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'send {"png": canvas.toDataURL()}')
+        image = mnistify(decode_png(body["png"]))
+        out = model.predict(image[None])
+        return {
+            "probabilities": out["probabilities"][0].tolist(),
+            "digit": int(out["digit"][0]),
+            "image": image.tolist(),
+        }
+
+    async def answer(request: Request, work) -> JSONResponse:
+        raw, size = await read_body(request)
+        try:
+            return JSONResponse(await in_thread(work, request, raw))
+        finally:
+            del raw
+            await room[0].give(size)
+
+    @app.post("/invocations", summary="MLflow's scoring protocol: pixels in, digits out")
+    async def invocations(request: Request) -> JSONResponse:
+        """Body: ``{"inputs": pixels}``, ``{"instances": pixels}``, ``{"dataframe_split":
+        {"data": pixels}}`` or a bare list; pixels (N, 28, 28) or (N, 784), 0..255, 1 to 10 000
+        images. ``?model=URI`` picks one of /models."""
+        return await answer(request, scored)
+
+    @app.post("/draw", summary="A canvas drawing made MNIST-like, and its digit")
+    async def draw(request: Request) -> JSONResponse:
+        """Body: ``{"png": canvas.toDataURL()}``."""
+        return await answer(request, drawn)
+
+    @app.api_route("/models", methods=["GET", "HEAD"], summary="The models ?model= may pick")
+    async def listed() -> JSONResponse:
+        allowed = getattr(models, "allowed", None)
+        return JSONResponse(
+            {
+                "default": default_model,
+                "models": await in_thread(offered, client, allowed),
+            }
+        )
+
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: OK while it runs")
+    async def health() -> PlainTextResponse:
+        return PlainTextResponse("OK")
+
+    @app.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: the default model")
+    async def is_ready() -> PlainTextResponse:
+        if not ready.is_set():
+            await in_thread(models.get, default_model)  # loaded already when served by the CLI
+            ready.set()
+        return PlainTextResponse("READY")
+
+    @app.api_route("/metrics", methods=["GET", "HEAD"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Last: the page and nothing else under /, its 404s answered by http_error above.
+    app.mount("/", StaticFiles(packages=[("digitlab.serving", "static")], html=True))
+    return Guard(app, settings)  # type: ignore[return-value]
+
+
+class Server:
+    """digitlab-serve bound to its address (port 0: a free one), not yet serving: call
+    ``serve_forever()``, then ``shutdown()`` (from another thread) and ``server_close()``.
+    ``server_address``: (host, port) as bound."""
+
+    def __init__(self, app, address: tuple[str, int], head_seconds: float, timeout: float):
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        # Bound by hand, not socket.create_server: its OSError rewrites strerror, which the
+        # command's one-line error quotes.
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(BACKLOG)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()[:2]
+        protocol = type(
+            "Connection", (Connection,), {"head_seconds": head_seconds, "idle": timeout}
+        )
+        config = uvicorn.Config(
+            app,
+            http=protocol,
+            lifespan="off",
+            log_config=None,  # the application's logging, not uvicorn's own setup
+            access_log=False,
+            timeout_keep_alive=int(max(1, timeout)),
+            limit_concurrency=CONNECTIONS,
+            h11_max_incomplete_event_size=HEAD_BYTES,
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        self.uvicorn = uvicorn.Server(config)
+        self.stopped = threading.Event()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`shutdown` (or, in the main thread, Ctrl-C)."""
+        self.stopped.clear()
+        try:
+            self.uvicorn.run(sockets=[self.socket])
+        finally:
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving (connections under way get a few seconds) and wait until it has."""
+        self.uvicorn.should_exit = True
+        self.stopped.wait(30)
 
     def server_close(self) -> None:
-        """Stop listening, drop the connections no worker has taken, and end the workers."""
-        super().server_close()
-        self.intake.close()
-        while True:
-            try:
-                item = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.shutdown_request(item[0])
-        for _ in self.workers:
-            self.pending.put(None)
+        self.socket.close()
 
 
 def make_server(
@@ -726,29 +636,29 @@ def make_server(
     models: Any = None,
     allowed_hosts: tuple[str, ...] = (),
     workers: int = WORKERS,
-    queued: int = QUEUED,
     timeout: float = TIMEOUT,
     request_seconds: float = REQUEST_SECONDS,
     head_seconds: float = HEAD_SECONDS,
     body_bytes: int = BODY_BYTES,
 ) -> Server:
-    """The server, bound (port 0: a free one) but not yet serving: call ``serve_forever()``, then
-    ``shutdown()`` (from another thread) and ``server_close()``.
+    """The server, bound (port 0: a free one; an OSError if it cannot) but not yet serving.
 
     ``models``: what ``?model=`` picks from (``get(uri)`` -> an object with ``predict``); default
     a :class:`ModelCache` of ``client``'s store. ``allowed_hosts``: names besides the loopback
     ones a client may address (``host_allowed``). The rest: see the module's constants.
     """
-    server = Server(
-        (host, port),
-        workers,
-        queued,
-        timeout,
-        request_seconds,
-        allowed_hosts,
-        head_seconds,
-        body_bytes,
+    models = models if models is not None else ModelCache(client.tracking_uri, trusted)
+    server = Server(None, (host, port), min(head_seconds, request_seconds), timeout)
+    server.uvicorn.config.app = build_app(
+        client,
+        default_model,
+        models,
+        bound=host,
+        port=server.server_address[1],
+        allowed_hosts=allowed_hosts,
+        workers=workers,
+        timeout=timeout,
+        request_seconds=request_seconds,
+        body_bytes=body_bytes,
     )
-    server.client, server.default_model = client, default_model
-    server.models = models if models is not None else ModelCache(client.tracking_uri, trusted)
     return server
