@@ -323,7 +323,7 @@ def test_holdout_scores_the_rows_kaggle_runs_held_out_and_refuses_different_rows
             "split_seed": 0,
         },
     }
-    images, labels = holdout_images([("run", config)], None)
+    images, labels = holdout_images([("run", config)], data_root)  # this command's --root
     split = DigitDataModule(
         lambda: load_kaggle(data_root), val_size=40, test_size=30, split_seed=0
     ).split()

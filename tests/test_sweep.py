@@ -94,7 +94,7 @@ def check_sweep(store, jobs: int, swept: list[str], checkpoints: bool = False) -
     assert open(f"{folder}/target_vs_values.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def check_summary(done, store) -> dict[str, str]:
+def check_summary(done, store, root=None) -> dict[str, str]:
     """The lines the sweep prints once at its end: the best job and its val/acc, the parent run
     and the next commands (returned by what they do, as printed, e.g. "register")."""
     client, parent, children = runs_of(store)
@@ -122,7 +122,8 @@ def check_summary(done, store) -> dict[str, str]:
     said = dict(line.strip().split(": ", 1) for line in commands[2:])
     if "logger.log_checkpoint=true" in done.args:  # a command that would fail is not offered
         assert said["predict with the finished jobs as a committee"] == (
-            f"uv run digitlab-predict --run {parent_id} --data mnist --tracking-uri {uri}"
+            f"uv run digitlab-predict --run {parent_id} --data mnist"
+            f"{f' --root {root}' if root else ''} --tracking-uri {uri}"
         )
     else:
         assert said["no committee to predict with"] == (
@@ -166,7 +167,7 @@ def test_parallel_sweep_of_four_jobs_two_at_once_keeps_every_run_whole(tmp_path,
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # two writers at once
     check_sweep(store, jobs=4, swept=["optimizer.lr", "seed"], checkpoints=True)
     # the commands it prints at its end run as printed
-    said = check_summary(done, store)
+    said = check_summary(done, store, data_root)
     registered = run_printed(said["register the best job"], NAME="swept")
     assert registered.returncode == 0 and "registered models:/swept/1" in registered.stdout
     predicted = run_printed(said["predict with the finished jobs as a committee"])

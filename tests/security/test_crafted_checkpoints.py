@@ -394,7 +394,9 @@ def test_a_saved_data_source_never_downloads_into_a_folder_it_names(tmp_path):
             },
         },
     }
+    command_root = tmp_path / "command-root"  # where this command reads (--root), empty
+    command_root.mkdir()
     with pytest.raises(DigitlabError, match="MNIST/raw does not exist") as refused:
-        holdout_images([("crafted.ckpt", config)], None)
+        holdout_images([("crafted.ckpt", config)], command_root)
     assert "\n" not in str(refused.value) and "127.0.0.1:9" not in str(refused.value)
-    assert list(victim.iterdir()) == []
+    assert list(victim.iterdir()) == [] and list(command_root.iterdir()) == []

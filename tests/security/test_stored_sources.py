@@ -49,10 +49,13 @@ def test_holdout_of_a_source_without_a_download_key_never_downloads(tmp_path):
 
     source = crafted_source("MNIST/raw")
     del source["download"]  # load_idx downloads by default: the holdout turns it off anyway
-    config = {"seed": 1, "data": {"val_size": 40, "root": str(tmp_path), "source": source}}
+    stored, command = tmp_path / "stored", tmp_path / "command"  # the run's root, --root
+    stored.mkdir(), command.mkdir()
+    config = {"seed": 1, "data": {"val_size": 40, "root": str(stored), "source": source}}
     with pytest.raises(DigitlabError, match="does not exist") as refused:
-        holdout_images([("crafted.ckpt", config)], None)
-    assert "127.0.0.1:9" not in str(refused.value) and list(tmp_path.iterdir()) == []
+        holdout_images([("crafted.ckpt", config)], command)
+    assert "127.0.0.1:9" not in str(refused.value)
+    assert list(stored.iterdir()) == [] and list(command.iterdir()) == []
 
 
 def test_a_nested_target_is_built_only_as_its_own_kind(make_cfg):
