@@ -623,7 +623,7 @@ def test_ready_is_a_503_while_the_default_model_cannot_be_had():
             raise UnknownModel(f"no model {uri} here: pick one of /models")
 
     with serving(models=Failing()) as (port, _):
-        assert request(port, "GET", "/ready")[0] == 404
+        assert request(port, "GET", "/ready")[0] == 503
         assert request(port, "GET", "/health")[::2] == (200, b"OK")
 
 

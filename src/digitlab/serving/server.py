@@ -560,7 +560,13 @@ def build_app(
     @app.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: the default model")
     async def is_ready() -> PlainTextResponse:
         if not ready.is_set():
-            await in_thread(models.get, default_model)  # loaded already when served by the CLI
+            try:  # loaded already when served by the CLI
+                await in_thread(models.get, default_model)
+            except RequestError as e:  # not ready (a 503 keeps a balancer asking), not absent
+                headers = {"Retry-After": "5"}
+                raise RequestError(
+                    HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {e}", headers
+                ) from None
             ready.set()
         return PlainTextResponse("READY")
 
