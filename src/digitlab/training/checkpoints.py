@@ -303,16 +303,20 @@ def _same_run_best(resume: Resume, folder: Path) -> Path | None:
     run_id = resume.checkpoint.get(RUN_ID_KEY)
     if not run_id:
         return None
-    for candidate in (resume.folder, folder):
-        path = candidate and Path(candidate) / "best.ckpt"
-        if not path or not path.is_file():
-            continue
+    candidates = (Path(c) / "best.ckpt" for c in (resume.folder, folder) if c)
+    found = _first_stamped(candidates, run_id)
+    return found[0] if found else None
+
+
+def _first_stamped(paths: Iterable[Path], run_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """The first of ``paths`` that loads weights-only and is stamped with ``run_id``, read."""
+    for path in paths:
         try:
-            best = load_checkpoint(path)
-        except DigitlabError:
+            checkpoint = load_checkpoint(path)
+        except DigitlabError:  # missing, unreadable or foreign: not this run's
             continue
-        if best.get(RUN_ID_KEY) == run_id:
-            return path
+        if checkpoint.get(RUN_ID_KEY) == run_id:
+            return path, checkpoint
     return None
 
 
@@ -379,16 +383,7 @@ def _names_run(path: Path, run_id: str) -> bool:
 def _job_last(run_id: str, roots: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
     """The newest job folder's ``checkpoints/last.ckpt`` under ``roots`` stamped with
     ``run_id`` (:data:`RUN_ID_KEY`), read; None if there is none."""
-    for path in _job_checkpoints(roots):
-        if not _names_run(path, run_id):
-            continue
-        try:
-            checkpoint = load_checkpoint(path)
-        except DigitlabError:
-            continue
-        if checkpoint.get(RUN_ID_KEY) == run_id:
-            return path, checkpoint
-    return None
+    return _first_stamped((p for p in _job_checkpoints(roots) if _names_run(p, run_id)), run_id)
 
 
 def find_resume(
