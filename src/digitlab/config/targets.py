@@ -18,6 +18,7 @@ and its one network name is looked up with :func:`resolve`.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -214,14 +215,12 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
     """The callable ``target`` names, if it is one of ``kinds``' registry or defined in a
     ``trusted`` package; else :class:`Refused` saying why. Names outside the allowed packages
     are refused before anything is imported."""
-    from hydra._internal.utils import _locate
-
     kinds, trusted = tuple(kinds), tuple(str(t).rstrip(".") for t in trusted)
     key = f"_target_={target}"
     if not is_allowed(str(target), trusted):
         raise Refused(key, f"names code outside {', '.join((*PROJECT_TARGETS, *trusted))}")
     try:
-        obj = _locate(str(target))
+        obj = locate(str(target))
     except Exception:  # ImportError, AttributeError, and whatever a broken module raises
         raise Refused(key, "names nothing that exists") from None
     named_trusted = bool(trusted) and _root_of(str(target), trusted) is not None
@@ -229,6 +228,21 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
         return obj
     what = " or ".join(kinds) if kinds else "callable"
     raise Refused(key, f"resolves to {_describe(obj)}, not {_a(what)} digitlab builds")
+
+
+def locate(name: str) -> Any:
+    """What the dotted ``name`` names: its longest importable module, then attributes (as
+    Hydra's own lookup does, written here because Hydra's is private)."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            found = getattr(found, part)
+        return found
+    raise ImportError(f"no module in {name}")
 
 
 def _describe(obj: Any) -> str:
