@@ -276,7 +276,7 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
     from digitlab.config import CONF_DIR
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
 
     GlobalHydra.instance().clear()
     run_dir = f"hydra.run.dir={tmp_path / 'new' / 'out'}"
@@ -333,7 +333,7 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
 
 
 def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
     from digitlab.errors import DigitlabError
 
     with pytest.raises(
@@ -345,7 +345,7 @@ def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
 
 
 def test_an_override_written_as_a_flag_is_one_line_without_the_dashes():
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
     from digitlab.errors import DigitlabError
 
     for argv, written in (

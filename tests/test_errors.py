@@ -762,7 +762,7 @@ def test_value_ranges(config, refused):
     (checked in-process: test_bad_input_gets_one_line_and_exit_1 runs the command line)."""
     from omegaconf import OmegaConf
 
-    from digitlab.config.checks import check_config
+    from digitlab.config.spec import check_config
     from digitlab.errors import DigitlabError
 
     recipe = {  # a valid run recipe, which each case changes

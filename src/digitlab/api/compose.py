@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.config.names import check_command_line, one_line
+from digitlab.config.command import check_command_line, one_line
 from digitlab.errors import DigitlabError
 
 
