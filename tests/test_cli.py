@@ -175,6 +175,10 @@ MISSPELT = {
         ["+optimizer.lrr=0.1"],
         ["+optimizer.lrr: torch.optim.SGD takes no argument lrr", "did you mean optimizer.lr?"],
     ),
+    "added argument a network lacks": (
+        ["model=mlp", "+model.kernel_size=3"],
+        ["+model.kernel_size: digitlab.models.MLP takes no argument kernel_size"],
+    ),
     "added key already there": (
         ["+optimizer.lr=0.1"],
         ["+optimizer.lr: optimizer.lr is already", "optimizer.lr=0.1"],
