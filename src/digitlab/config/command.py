@@ -24,8 +24,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from digitlab.config import config_groups, register_resolvers
-from digitlab.config.spec import arguments, closest, either, suggest
+from digitlab.config import closest, config_groups, either, register_resolvers, suggest
 from digitlab.errors import DigitlabError
 
 # Hydra's flags under which a command composes another config, or prints and stops: Hydra answers.
@@ -316,6 +315,8 @@ def _check_additions(added: list, cfg: DictConfig) -> None:
             target = str(target) if target else BUILT_BY.get(where)
             if target is None:
                 continue
+            from digitlab.config.spec import arguments  # pydantic's models: 0.3 s, when needed
+
             names = arguments(target) if argument not in HYDRA_KEYS else None
             if names is not None and argument not in names:
                 raise DigitlabError(

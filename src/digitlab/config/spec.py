@@ -20,16 +20,16 @@ No torch here: the command line checks configs before importing it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from digitlab.config import suggest
 from digitlab.config.signatures import argument_names
 from digitlab.config.targets import check_targets, trusted_targets
 from digitlab.data.classes import MAX_CLASSES, class_names
@@ -271,23 +271,6 @@ def arguments(target: str) -> tuple[str, ...] | None:
     if schema is not None:
         return (*schema.model_fields, "input_size", "num_classes")
     return argument_names(target)
-
-
-def closest(word: str, choices: Iterable[str]) -> list[str]:
-    return difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-
-
-def either(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def suggest(word: str, choices: Sequence[str], listing: str, prefix: str = "") -> str:
-    """``did you mean <the closest>? (<listing>: ...)``, or the list alone if nothing is close."""
-    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
-    close = [f"{prefix}{c}" for c in closest(word, choices)]
-    if close:
-        return f"did you mean {either(close)}? ({listing}: {shown})"
-    return f"choose one of {shown}" if listing == "options" else f"{listing}: {shown}"
 
 
 def no_argument(target: str, name: str, names: Sequence[str], where: str = "model.") -> str:
