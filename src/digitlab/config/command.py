@@ -41,13 +41,12 @@ _ABSENT = object()
 def _flags() -> argparse.ArgumentParser:
     """The flags ``hydra.main`` reads (its ``--help`` lists them), then the overrides."""
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    for on in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r", "--multirun -m"):
-        parser.add_argument(*on.split(), action="store_true")
-    parser.add_argument("--shell-completion", "-sc", action="store_true")
-    for named in ("--cfg -c", "--package -p", "--config-path -cp", "--config-name -cn"):
-        parser.add_argument(*named.split())
-    parser.add_argument("--config-dir", "-cd")
-    parser.add_argument("--experimental-rerun")
+    switches = "-h --help|--hydra-help|--version|--resolve|-r --run|-m --multirun"
+    for flag in [*switches.split("|"), "-sc --shell-completion"]:
+        parser.add_argument(*flag.split(), action="store_true")
+    named = "-c --cfg|-p --package|-cp --config-path|-cn --config-name|-cd --config-dir"
+    for flag in [*named.split("|"), "--experimental-rerun"]:
+        parser.add_argument(*flag.split())
     parser.add_argument("--info", "-i", nargs="?", const="all")
     parser.add_argument("overrides", nargs="*")
     return parser
@@ -55,15 +54,16 @@ def _flags() -> argparse.ArgumentParser:
 
 def check_command_line(
     argv: list[str], conf_dir: Path, sweep_hint: str = "add -m to run one job per value"
-) -> None:
-    """Raise DigitlabError for the first word of ``argv`` (the command's arguments) that names
-    no option, key or argument, for a sweep without ``-m``, and for an output folder that cannot
-    be written. Arguments that make Hydra compose another config are left to Hydra."""
+) -> DictConfig | None:
+    """The config ``argv`` (the command's arguments) composes, its ``hydra`` node included (the
+    first job's, for a sweep). Raise DigitlabError for the first word that names no option, key
+    or argument, for a sweep without ``-m``, and for an output folder that cannot be written.
+    None where Hydra answers itself (a flag that composes another config, or a usage error)."""
     from hydra import initialize_config_dir
 
     args = _arguments(argv)
     if args is None or any(getattr(args, flag) for flag in OTHER_CONFIG):
-        return
+        return None
     if args.multirun and args.cfg:  # Hydra: a ValueError and its trace
         raise DigitlabError(
             f"--cfg {args.cfg} prints one job's config, -m runs several: drop -m and give each "
@@ -92,6 +92,7 @@ def check_command_line(
     _check_additions([o for o in keys if o.is_add() or o.is_force_add()], cfg)
     if not (args.cfg or args.help):
         _check_output_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
+    return cfg
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace | None:
@@ -315,14 +316,12 @@ def _check_additions(added: list, cfg: DictConfig) -> None:
             target = str(target) if target else BUILT_BY.get(where)
             if target is None:
                 continue
-            from digitlab.config.spec import arguments  # pydantic's models: 0.3 s, when needed
+            from digitlab.config.spec import arguments, no_argument  # pydantic: 0.3 s, if needed
 
             names = arguments(target) if argument not in HYDRA_KEYS else None
             if names is not None and argument not in names:
-                raise DigitlabError(
-                    f"{o.get_key_element()}: {target} takes no argument {argument}: "
-                    + suggest(argument, list(names), f"{target}'s arguments", prefix=f"{where}.")
-                )
+                what = no_argument(target, argument, names, f"{where}.")
+                raise DigitlabError(f"{o.get_key_element()}: {what}")
             break
 
 

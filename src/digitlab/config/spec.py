@@ -215,38 +215,32 @@ def _plain_at(key: str, value: Any) -> Any:
         raise ValueError(f"@{key}@{e}") from None
 
 
+def count(low: int, high: int = MAX_INTEGER, example: str = "") -> BeforeValidator:
+    """A field's rule: an integer from ``low`` to ``high``."""
+    return check(lambda v: whole(v) and low <= v <= high, f"an integer >= {low}{example}")
+
+
+def layers(what: str, example: str) -> BeforeValidator:
+    return check(widths, f"a list of integers from 1 to {MAX_WIDTH} ({what}), e.g. {example}")
+
+
 # digitlab's networks' arguments, by class: kept here, not read with inspect.signature, which
 # imports torch (about 7 s on a busy 2-core machine) before a config could be checked.
 class MLPArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    hidden: Annotated[
-        Any,
-        check(
-            widths, f"a list of integers from 1 to {MAX_WIDTH} (units per hidden layer), e.g. [500]"
-        ),
-    ] = None
+    hidden: Annotated[Any, layers("units per hidden layer", "[500]")] = None
     activation: Annotated[Any, check(lambda v: isinstance(v, str), "a name, e.g. relu")] = None
 
 
 class LeNetArguments(MLPArguments):
-    channels: Annotated[
-        Any,
-        check(
-            widths,
-            f"a list of integers from 1 to {MAX_WIDTH} (filters per conv block), e.g. [20, 50]",
-        ),
-    ] = None
-    kernel_size: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= 31, "an integer >= 1, e.g. 5")
-    ] = None
+    channels: Annotated[Any, layers("filters per conv block", "[20, 50]")] = None
+    kernel_size: Annotated[Any, count(1, 31, ", e.g. 5")] = None
 
 
 class ConvNetArguments(MLPArguments):
-    channels: Annotated[Any, LeNetArguments.model_fields["channels"].metadata[0]] = None
-    convs_per_block: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_LAYERS, "an integer >= 1, e.g. 2")
-    ] = None
+    channels: Annotated[Any, layers("filters per conv block", "[16, 32]")] = None
+    convs_per_block: Annotated[Any, count(1, MAX_LAYERS, ", e.g. 2")] = None
     dropout: Annotated[Any, check(lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)")] = None
 
 
@@ -296,18 +290,14 @@ class NetworkSpec(Component):
             raise ValueError(
                 "@num_classes@it must be absent: the data set's classes give the network's width"
             )
-        schema = network_schema(self.target)
-        if schema is not None:
-            try:
+        try:
+            if schema := network_schema(self.target):
                 schema.model_validate(self.arguments())
-            except ValidationError as e:
-                first = e.errors(include_url=False)[0]
-                key = str(first["loc"][0])
-                if first["type"] == "extra_forbidden":
-                    reason = ": " + no_argument(self.target, key, arguments(self.target) or ())
-                else:
-                    reason = str(first["msg"]).removeprefix("Value error, ")
-                raise ValueError(f"@{key}@{reason}") from None
+        except ValidationError as e:
+            key, _, reason = _message(e)
+            if e.errors()[0]["type"] == "extra_forbidden":
+                reason = ": " + no_argument(self.target, key, arguments(self.target) or ())
+            raise ValueError(f"@{key}@{reason}") from None
         return self
 
 
@@ -416,16 +406,10 @@ class DataSpec(BaseModel):
             "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
         ),
     ] = None
-    fold: Annotated[Any, check(lambda v: whole(v) and 0 <= v < 1000, "an integer >= 0")] = 0
-    batch_size: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
-    ] = 100
-    eval_batch_size: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
-    ] = 1000
-    steps_per_call: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_STEPS_PER_CALL, "an integer >= 1")
-    ] = 1
+    fold: Annotated[Any, count(0, 999)] = 0
+    batch_size: Annotated[Any, count(1, MAX_BATCH)] = 100
+    eval_batch_size: Annotated[Any, count(1, MAX_BATCH)] = 1000
+    steps_per_call: Annotated[Any, count(1, MAX_STEPS_PER_CALL)] = 1
     scale: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
     mean: Annotated[Any, check(number, "a number")]
     std: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
@@ -438,9 +422,7 @@ class TrainerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    max_epochs: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_EPOCHS, "an integer >= 1")
-    ] = 3
+    max_epochs: Annotated[Any, count(1, MAX_EPOCHS)] = 3
     gradient_clip_val: Annotated[
         Any, check(lambda v: v is None or (number(v) and v >= 0), "null or a number >= 0")
     ] = None
@@ -582,21 +564,14 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 def is_devices(value: Any) -> bool:
     """Lightning's forms: auto, a count >= 1, -1 (every device), a list of device indices, or
     the same as a string ("2", "0,1")."""
-    if value == "auto" or (whole(value) and (value >= 1 or value == -1)):
-        return True
+    if isinstance(value, str) and value.strip() not in ("", "auto"):
+        try:
+            value = [int(p) for p in value.split(",") if p.strip()] if "," in value else int(value)
+        except ValueError:
+            return False
     if isinstance(value, list | tuple):
         return len(value) > 0 and all(whole(v) and v >= 0 for v in value)
-    if not isinstance(value, str) or not value.strip():
-        return False
-    try:
-        numbers = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        return False
-    return is_devices(numbers) if "," in value else is_devices(numbers[0])
-
-
-def count(low: int, note: str = "") -> BeforeValidator:
-    return check(lambda v: whole(v) and low <= v <= MAX_INTEGER, f"an integer >= {low}{note}")
+    return value == "auto" or (whole(value) and (value >= 1 or value == -1))
 
 
 class TrainerConfig(TrainerSpec):
@@ -617,7 +592,7 @@ class TrainerConfig(TrainerSpec):
 class FiguresSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    filters_every_n_epochs: Annotated[Any, count(0, " (0: filters at the start and end only)")] = 0
+    filters_every_n_epochs: Annotated[Any, count(0, example=" (0: start and end only)")] = 0
     samples: Annotated[Any, count(1)] = 64
     mistakes: Annotated[Any, count(1)] = 16
     probabilities: Annotated[Any, count(1)] = 6
@@ -632,7 +607,7 @@ class ConfigSpec(RunSpec):
     resume: Annotated[
         Any,
         check(
-            lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+            lambda v: v is None or (isinstance(v, str) and bool(v.strip())),
             "null, an MLflow run id or a .ckpt path",
         ),
     ] = None
