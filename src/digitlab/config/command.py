@@ -156,15 +156,14 @@ def _check_options(choices: list, groups: dict[str, list[str]]) -> None:
     """Each option of conf/'s groups against the group's files (Hydra's own ``hydra/...``
     groups: :func:`_compose` names a missing one)."""
     for o in choices:
-        group = o.key_or_group
-        options = groups.get(group, [])
-        for value in [] if o.is_delete() or group not in groups else _values(o):
+        group, options = o.key_or_group, groups.get(o.key_or_group)
+        for value in [] if o.is_delete() else _values(o):
             if value is None:  # Hydra stops with a ValueError's trace
                 raise DigitlabError(
                     f"{group}=null is not an option of {group}: leave the group out with "
-                    f"~{group}, or choose one of {', '.join(options)}"
+                    f"~{group}" + (f", or choose one of {', '.join(options)}" if options else "")
                 )
-            if value not in options:
+            if options is not None and value not in options:
                 raise DigitlabError(
                     f"{group}={value} is not an option of {group}: "
                     + suggest(value, options, listing="options")
