@@ -54,20 +54,6 @@ MAX_EPOCHS = 100_000
 MAX_INTEGER = 2**53  # beyond this a JSON/YAML number stops being exact
 
 
-class Rule:
-    """One key's rule: a test and what the value must be (the message's second half)."""
-
-    def __init__(self, test: Callable[[Any], bool], wanted: str) -> None:
-        self.test, self.wanted = test, wanted
-
-    def __call__(self, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("it must be a finite number")
-        if not self.test(value):
-            raise ValueError(f"it must be {self.wanted}")
-        return value
-
-
 def number(value: Any) -> bool:
     """A finite number (an inf or NaN trains a run that fails at its first step)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -99,8 +85,16 @@ def holdout(value: Any) -> bool:
 
 def check(test: Callable[[Any], bool], wanted: str) -> BeforeValidator:
     """A field's rule (``Annotated[Any, check(...)]``): any value that passes ``test``, else
-    "it must be <wanted>"."""
-    return BeforeValidator(Rule(test, wanted))
+    "it must be <wanted>" (an inf or NaN: "it must be a finite number")."""
+
+    def rule(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("it must be a finite number")
+        if not test(value):
+            raise ValueError(f"it must be {wanted}")
+        return value
+
+    return BeforeValidator(rule)
 
 
 def plain(value: Any, depth: int = 0) -> Any:
