@@ -12,8 +12,11 @@ resolves ``${...}``.
   is read: the recipe's keys only (where and how a command runs comes from that command), every
   value plain (numbers, booleans, short strings, short lists; no ``${...}``, no nested code),
   every size bounded, before anything is allocated. The result is a :class:`RunSpec`.
-- :func:`check_run` checks a composed config with the same rules, so a typo on the command line,
-  a range and a crafted file meet one mechanism and one kind of message.
+- :func:`check_config` checks a command's composed config with the same models
+  (:class:`ConfigSpec`: the recipe plus where and how the command runs it), so a typo on the
+  command line, a range and a crafted file meet one mechanism and one kind of message.
+- :data:`NETWORKS` holds each of digitlab's networks' arguments; :func:`arguments` answers which
+  arguments any ``_target_`` takes (the command line's ``+key``, a network's keys).
 
 No torch here: the command line checks configs before importing it.
 """
