@@ -175,6 +175,10 @@ MISSPELT = {
         ["+optimizer.lrr=0.1"],
         ["+optimizer.lrr: torch.optim.SGD takes no argument lrr", "did you mean optimizer.lr?"],
     ),
+    "added argument a network lacks": (
+        ["model=mlp", "+model.kernel_size=3"],
+        ["+model.kernel_size: digitlab.models.MLP takes no argument kernel_size"],
+    ),
     "added key already there": (
         ["+optimizer.lr=0.1"],
         ["+optimizer.lr: optimizer.lr is already", "optimizer.lr=0.1"],
@@ -276,7 +280,7 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
     from digitlab.config import CONF_DIR
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
 
     GlobalHydra.instance().clear()
     run_dir = f"hydra.run.dir={tmp_path / 'new' / 'out'}"
@@ -333,7 +337,7 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
 
 
 def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
     from digitlab.errors import DigitlabError
 
     with pytest.raises(
@@ -345,7 +349,7 @@ def test_a_flag_after_the_overrides_is_one_line_saying_where_it_goes():
 
 
 def test_an_override_written_as_a_flag_is_one_line_without_the_dashes():
-    from digitlab.config.names import check_command_line
+    from digitlab.config.command import check_command_line
     from digitlab.errors import DigitlabError
 
     for argv, written in (

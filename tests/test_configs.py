@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from digitlab.config import CONF_DIR, config_groups, register_resolvers
-from digitlab.config.checks import check_config
+from digitlab.config.spec import check_config
 from digitlab.config.targets import build, trusted_targets
 from digitlab.training.build import build_callbacks
 

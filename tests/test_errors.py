@@ -678,14 +678,16 @@ def _built_targets(*groups: str) -> set[str]:
 
 
 def test_added_keys_are_checked_against_the_arguments_the_source_declares():
-    """The argument names read from a target's source without importing it (what `+key` is
-    checked against before torch is imported) are those inspect.signature gives, for every target
-    the configs name; None where the source cannot tell (**kwargs)."""
+    """The argument names a target takes before torch is imported (what `+key` and a network's
+    keys are checked against: digitlab's networks' schema, else read from the source) are those
+    inspect.signature gives, for every target the configs name; None where the source cannot
+    tell (**kwargs)."""
     import inspect
 
     from hydra.utils import get_object
 
-    from digitlab.config.signatures import argument_names
+    from digitlab.config.spec import NETWORKS
+    from digitlab.config.spec import arguments as argument_names
 
     # What the network, optimizer, scheduler, data source and Trainer take is read in full; a
     # callback may inherit its __init__ (None: not checked early), but is never read wrong.
@@ -693,6 +695,7 @@ def test_added_keys_are_checked_against_the_arguments_the_source_declares():
         *_built_targets("model", "optimizer", "scheduler", "data"),
         "lightning.pytorch.Trainer",
     }
+    assert {f"digitlab.models.{name}" for name in NETWORKS} <= built  # each network's schema
     assert {
         "torch.optim.SGD",
         "digitlab.models.LeNet",
@@ -762,7 +765,7 @@ def test_value_ranges(config, refused):
     (checked in-process: test_bad_input_gets_one_line_and_exit_1 runs the command line)."""
     from omegaconf import OmegaConf
 
-    from digitlab.config.checks import check_config
+    from digitlab.config.spec import check_config
     from digitlab.errors import DigitlabError
 
     recipe = {  # a valid run recipe, which each case changes

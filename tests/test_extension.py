@@ -183,3 +183,44 @@ def test_callbacks_none_and_callbacks_passed_to_train(make_cfg, tmp_path):
     assert "train/samples_per_sec" not in result["metrics"]  # EpochThroughput was dropped
     with_group = train(make_cfg("model=mlp"), output_dir=tmp_path / "b")
     assert with_group["metrics"]["train/samples_per_sec"] > 0
+
+
+def test_a_network_is_checked_against_its_own_arguments(tmp_path, monkeypatch):
+    """Each network means what its own constructor says by an argument's name: the user's
+    TinyNet takes ``hidden: 64`` (a width, where LeNet's is a list), and an argument a network
+    lacks (the user's, read from its source; digitlab's, from the schema) is one line naming the
+    closest ones, before torch is imported."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    import digitlab
+    from digitlab.config.spec import check_config
+    from digitlab.errors import DigitlabError
+
+    (tmp_path / "usernets").mkdir()
+    (tmp_path / "usernets" / "__init__.py").write_text("")
+    (tmp_path / "usernets" / "tiny.py").write_text(NETWORK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = digitlab.compose("model=mlp", "trusted_targets=[usernets]")
+    tiny = {"_target_": "usernets.tiny.TinyNet", "hidden": 64, "input_size": 28}
+    for model, refused in (
+        (tiny, None),
+        (
+            {**tiny, "hiden": 32},
+            "model.hiden: usernets.tiny.TinyNet takes no argument hiden: did you mean "
+            "model.hidden? (usernets.tiny.TinyNet's arguments: hidden, input_size)",
+        ),
+        (
+            {"_target_": "digitlab.models.MLP", "hidden": [8], "kernel_size": 3},
+            "model.kernel_size: digitlab.models.MLP takes no argument kernel_size: ",
+        ),
+    ):
+        cfg.model = OmegaConf.create(model)
+        if refused is None:
+            check_config(cfg)
+            continue
+        with pytest.raises(DigitlabError) as e:
+            check_config(cfg)
+        assert str(e.value).startswith(refused), e.value
+    assert "usernets.tiny" not in sys.modules  # its source was read, the module not imported

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from digitlab.config import CONF_DIR
-from digitlab.config.checks import check_config
+from digitlab.config.spec import check_config
 from digitlab.training.build import build_datamodule, build_module, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.config.names import check_command_line, one_line
+from digitlab.config import CONF_DIR
+from digitlab.config.command import check_command_line
 from digitlab.errors import DigitlabError
 
 
@@ -35,12 +35,8 @@ def compose(*overrides: str):
 def compose_job(overrides: Iterable[str]) -> Composed:
     """Compose with Hydra's compose API; Hydra's global state is cleared again on return, so a
     notebook can compose (and fit) any number of times."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import open_dict
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = [str(o) for o in overrides]
     if flags := [o for o in overrides if o.startswith("-")]:
@@ -55,15 +51,10 @@ def compose_job(overrides: Iterable[str]) -> Composed:
         )
     # The command line's check of every word (a misspelt preset, option or key: one line with
     # the closest valid ones), so that fit("experiment=fastt") does not train the default.
-    check_command_line(overrides, CONF_DIR, sweep_hint="call digitlab.fit once per value")
-    register_resolvers()
-    try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digitlab"):
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-        choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
-        output_dir = Path(str(cfg.hydra.run.dir))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise DigitlabError(one_line(str(e))) from None
+    cfg = check_command_line(overrides, CONF_DIR, sweep_hint="call digitlab.fit once per value")
+    assert cfg is not None  # no flags: the config is always composed
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+    output_dir = Path(str(cfg.hydra.run.dir))
     with open_dict(cfg):
         del cfg["hydra"]
     choices = {k: v for k, v in choices.items() if not k.startswith("hydra")}

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from digitlab.cli.help import render, wants_help
 from digitlab.config import CONF_DIR, register_resolvers
-from digitlab.config.names import check_command_line
+from digitlab.config.command import check_command_line
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.search.study import TRIAL_ENV
 

@@ -1,8 +1,11 @@
-"""Where the configs live and the OmegaConf resolvers they use (no torch import here)."""
+"""Where the configs live, the OmegaConf resolvers they use, and the one way a word that
+names nothing is answered: the closest valid ones (no torch import here)."""
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -49,3 +52,20 @@ def config_groups(conf_dir: Path) -> dict[str, list[str]]:
         if group != "." and not group.startswith("hydra"):
             groups.setdefault(group, []).append(path.stem)
     return {group: sorted(options) for group, options in sorted(groups.items())}
+
+
+def closest(word: str, choices: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+
+
+def either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def suggest(word: str, choices: Sequence[str], listing: str, prefix: str = "") -> str:
+    """``did you mean <the closest>? (<listing>: ...)``, or the list alone if nothing is close."""
+    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    close = [f"{prefix}{c}" for c in closest(word, choices)]
+    if close:
+        return f"did you mean {either(close)}? ({listing}: {shown})"
+    return f"choose one of {shown}" if listing == "options" else f"{listing}: {shown}"

@@ -12,8 +12,11 @@ resolves ``${...}``.
   is read: the recipe's keys only (where and how a command runs comes from that command), every
   value plain (numbers, booleans, short strings, short lists; no ``${...}``, no nested code),
   every size bounded, before anything is allocated. The result is a :class:`RunSpec`.
-- :func:`check_run` checks a composed config with the same rules, so a typo on the command line,
-  a range and a crafted file meet one mechanism and one kind of message.
+- :func:`check_config` checks a command's composed config with the same models
+  (:class:`ConfigSpec`: the recipe plus where and how the command runs it), so a typo on the
+  command line, a range and a crafted file meet one mechanism and one kind of message.
+- :data:`NETWORKS` holds each of digitlab's networks' arguments; :func:`arguments` answers which
+  arguments any ``_target_`` takes (the command line's ``+key``, a network's keys).
 
 No torch here: the command line checks configs before importing it.
 """
@@ -22,11 +25,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from digitlab.config import suggest
+from digitlab.config.signatures import argument_names
+from digitlab.config.targets import check_targets, trusted_targets
 from digitlab.data.classes import MAX_CLASSES, class_names
 from digitlab.errors import DigitlabError
 
@@ -47,18 +55,6 @@ MAX_BATCH = 1_000_000
 MAX_STEPS_PER_CALL = 10_000
 MAX_EPOCHS = 100_000
 MAX_INTEGER = 2**53  # beyond this a JSON/YAML number stops being exact
-
-
-class Rule:
-    """One key's rule: a test and what the value must be (the message's second half)."""
-
-    def __init__(self, test: Callable[[Any], bool], wanted: str) -> None:
-        self.test, self.wanted = test, wanted
-
-    def __call__(self, value: Any) -> Any:
-        if not self.test(value):
-            raise ValueError(f"it must be {self.wanted}")
-        return value
 
 
 def number(value: Any) -> bool:
@@ -92,8 +88,16 @@ def holdout(value: Any) -> bool:
 
 def check(test: Callable[[Any], bool], wanted: str) -> BeforeValidator:
     """A field's rule (``Annotated[Any, check(...)]``): any value that passes ``test``, else
-    "it must be <wanted>"."""
-    return BeforeValidator(Rule(test, wanted))
+    "it must be <wanted>" (an inf or NaN: "it must be a finite number")."""
+
+    def rule(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("it must be a finite number")
+        if not test(value):
+            raise ValueError(f"it must be {wanted}")
+        return value
+
+    return BeforeValidator(rule)
 
 
 def plain(value: Any, depth: int = 0) -> Any:
@@ -199,7 +203,72 @@ def _plain_at(key: str, value: Any) -> Any:
     try:
         return plain(value)
     except ValueError as e:
+        if isinstance(value, list | tuple) and len(value) <= MAX_LAYERS:
+            for i, item in enumerate(value):  # the entry at fault, e.g. optimizer.betas.1
+                try:
+                    plain(item, 1)
+                except ValueError as at:
+                    raise ValueError(f"@{key}.{i}@{at}") from None
         raise ValueError(f"@{key}@{e}") from None
+
+
+def count(low: int, high: int = MAX_INTEGER, example: str = "") -> BeforeValidator:
+    """A field's rule: an integer from ``low`` to ``high``."""
+    return check(lambda v: whole(v) and low <= v <= high, f"an integer >= {low}{example}")
+
+
+def layers(what: str, example: str) -> BeforeValidator:
+    return check(widths, f"a list of integers from 1 to {MAX_WIDTH} ({what}), e.g. {example}")
+
+
+# digitlab's networks' arguments, by class: kept here, not read with inspect.signature, which
+# imports torch (about 7 s on a busy 2-core machine) before a config could be checked.
+class MLPArguments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: Annotated[Any, layers("units per hidden layer", "[500]")] = None
+    activation: Annotated[Any, check(lambda v: isinstance(v, str), "a name, e.g. relu")] = None
+
+
+class LeNetArguments(MLPArguments):
+    channels: Annotated[Any, layers("filters per conv block", "[20, 50]")] = None
+    kernel_size: Annotated[Any, count(1, 31, ", e.g. 5")] = None
+
+
+class ConvNetArguments(MLPArguments):
+    channels: Annotated[Any, layers("filters per conv block", "[16, 32]")] = None
+    convs_per_block: Annotated[Any, count(1, MAX_LAYERS, ", e.g. 2")] = None
+    dropout: Annotated[Any, check(lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)")] = None
+
+
+NETWORKS: dict[str, type[BaseModel]] = {
+    "LeNet": LeNetArguments,
+    "MLP": MLPArguments,
+    "ConvNet": ConvNetArguments,
+}
+
+
+def network_schema(target: str) -> type[BaseModel] | None:
+    """The argument schema of digitlab's network ``target`` names (``digitlab.models.LeNet`` or
+    ``digitlab.models.lenet.LeNet``), or None: another network means its own things by them."""
+    module, _, name = str(target).rpartition(".")
+    return NETWORKS.get(name) if module.startswith("digitlab.models") else None
+
+
+def arguments(target: str) -> tuple[str, ...] | None:
+    """The keyword arguments ``target`` takes: a digitlab network's schema, else what its source
+    declares (:mod:`digitlab.config.signatures`); None where neither tells."""
+    schema = network_schema(target)
+    if schema is not None:
+        return (*schema.model_fields, "input_size", "num_classes")
+    return argument_names(target)
+
+
+def no_argument(target: str, name: str, names: Sequence[str], where: str = "model.") -> str:
+    """``<target> takes no argument <name>: did you mean <where><closest>? (...)``."""
+    return f"{target} takes no argument {name}: " + suggest(
+        name, list(names), f"{target}'s arguments", prefix=where
+    )
 
 
 class NetworkSpec(Component):
@@ -218,26 +287,14 @@ class NetworkSpec(Component):
             raise ValueError(
                 "@num_classes@it must be absent: the data set's classes give the network's width"
             )
-        if self.target.startswith("digitlab.models."):  # digitlab's own meanings of these names
-            rules = {
-                "channels": Rule(
-                    widths,
-                    f"a list of integers from 1 to {MAX_WIDTH} (filters per "
-                    "conv block), e.g. [20, 50]",
-                ),
-                "hidden": Rule(
-                    widths,
-                    f"a list of integers from 1 to {MAX_WIDTH} (units per "
-                    "hidden layer), e.g. [500]",
-                ),
-                "kernel_size": Rule(lambda v: whole(v) and 1 <= v <= 31, "an integer >= 1, e.g. 5"),
-            }
-            for key, rule in rules.items():
-                if key in self.arguments():
-                    try:
-                        rule(self.arguments()[key])
-                    except ValueError as e:
-                        raise ValueError(f"@{key}@{e}") from None
+        try:
+            if schema := network_schema(self.target):
+                schema.model_validate(self.arguments())
+        except ValidationError as e:
+            key, _, reason = _message(e)
+            if e.errors()[0]["type"] == "extra_forbidden":
+                reason = ": " + no_argument(self.target, key, arguments(self.target) or ())
+            raise ValueError(f"@{key}@{reason}") from None
         return self
 
 
@@ -346,16 +403,10 @@ class DataSpec(BaseModel):
             "null (one validation holdout) or an integer >= 2 (K-fold cross-validation)",
         ),
     ] = None
-    fold: Annotated[Any, check(lambda v: whole(v) and 0 <= v < 1000, "an integer >= 0")] = 0
-    batch_size: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
-    ] = 100
-    eval_batch_size: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_BATCH, "an integer >= 1")
-    ] = 1000
-    steps_per_call: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_STEPS_PER_CALL, "an integer >= 1")
-    ] = 1
+    fold: Annotated[Any, count(0, 999)] = 0
+    batch_size: Annotated[Any, count(1, MAX_BATCH)] = 100
+    eval_batch_size: Annotated[Any, count(1, MAX_BATCH)] = 1000
+    steps_per_call: Annotated[Any, count(1, MAX_STEPS_PER_CALL)] = 1
     scale: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
     mean: Annotated[Any, check(number, "a number")]
     std: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
@@ -368,9 +419,7 @@ class TrainerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    max_epochs: Annotated[
-        Any, check(lambda v: whole(v) and 1 <= v <= MAX_EPOCHS, "an integer >= 1")
-    ] = 3
+    max_epochs: Annotated[Any, count(1, MAX_EPOCHS)] = 3
     gradient_clip_val: Annotated[
         Any, check(lambda v: v is None or (number(v) and v >= 0), "null or a number >= 0")
     ] = None
@@ -441,11 +490,14 @@ def _message(error: ValidationError, prefix: str = "") -> tuple[str, Any, str]:
     loc = [str(p) for p in first["loc"]]
     value, reason = first.get("input"), str(first.get("msg", ""))
     reason = reason.removeprefix("Value error, ")
-    if reason.startswith("@"):  # a before-validator naming the argument it refused
+    if reason.startswith("@"):  # a validator naming the argument (or its entry) it refused
         key, reason = reason[1:].split("@", 1)
         loc.append(key)
-        if isinstance(value, Mapping):
-            value = value.get(key)
+        for step in key.split("."):
+            if isinstance(value, Mapping):
+                value = value.get(step)
+            elif isinstance(value, list | tuple) and step.isdigit() and int(step) < len(value):
+                value = value[int(step)]
     kind = first["type"]
     key = prefix + ".".join(loc)
     if kind == "missing":
@@ -460,6 +512,14 @@ def _message(error: ValidationError, prefix: str = "") -> tuple[str, Any, str]:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _described(error: ValidationError) -> str:
+    """``<key>=<value> is invalid: it must be ...``, or ``<key> <what is wrong>``."""
+    key, value, reason = _message(error)
+    if reason.startswith("it "):
+        return f"{key}={_shown(value)} is invalid: {reason}"
+    return f"{key}{'' if reason.startswith(':') else ' '}{reason}"
 
 
 def read_run(stored: Any, origin: str) -> RunSpec:
@@ -483,13 +543,7 @@ def read_run(stored: Any, origin: str) -> RunSpec:
     try:
         spec = RunSpec.model_validate(stored)
     except ValidationError as e:
-        key, value, reason = _message(e)
-        what = (
-            f"{key}={_shown(value)} is invalid: {reason}"
-            if reason.startswith("it ")
-            else (f"{key} {reason}")
-        )
-        raise DigitlabError(f"{origin}: {what}: refused, nothing was run") from None
+        raise DigitlabError(f"{origin}: {_described(e)}: refused, nothing was run") from None
     for key in ("source", "predict"):
         source = getattr(spec.data, key)
         file = source.arguments().get("file") if source is not None else None
@@ -501,6 +555,91 @@ def read_run(stored: Any, origin: str) -> RunSpec:
     return spec
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def is_devices(value: Any) -> bool:
+    """Lightning's forms: auto, a count >= 1, -1 (every device), a list of device indices, or
+    the same as a string ("2", "0,1")."""
+    if isinstance(value, str) and value.strip() not in ("", "auto"):
+        try:
+            value = [int(p) for p in value.split(",") if p.strip()] if "," in value else int(value)
+        except ValueError:
+            return False
+    if isinstance(value, list | tuple):
+        return len(value) > 0 and all(whole(v) and v >= 0 for v in value)
+    return value == "auto" or (whole(value) and (value >= 1 or value == -1))
+
+
+class TrainerConfig(TrainerSpec):
+    """The trainer as a command runs it: where (devices) as well as what."""
+
+    devices: Annotated[
+        Any,
+        check(
+            is_devices,
+            "an integer >= 1, -1 (every device), a list of device indices (e.g. [0, 1]) or auto",
+        ),
+    ] = 1
+    accelerator: Annotated[
+        Any, check(lambda v: v in ACCELERATORS, "one of " + ", ".join(ACCELERATORS))
+    ] = "auto"
+
+
+class FiguresSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    filters_every_n_epochs: Annotated[Any, count(0, example=" (0: start and end only)")] = 0
+    samples: Annotated[Any, count(1)] = 64
+    mistakes: Annotated[Any, count(1)] = 16
+    probabilities: Annotated[Any, count(1)] = 6
+
+
+class ConfigSpec(RunSpec):
+    """A command's own config: the run's recipe, and where and how this command runs it (its
+    other keys are Hydra's, the logger's and the callbacks', checked where they are used)."""
+
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    figures: FiguresSpec | None = None
+    resume: Annotated[
+        Any,
+        check(
+            lambda v: v is None or (isinstance(v, str) and bool(v.strip())),
+            "null, an MLflow run id or a .ckpt path",
+        ),
+    ] = None
+
+
+def check_config(cfg: DictConfig) -> ConfigSpec | None:
+    """Check a command's composed config against :class:`ConfigSpec` before anything heavy is
+    imported: its ``_target_`` names, every value's type and range, and the network's argument
+    names (a network of the user's: those its source declares). Raises DigitlabError, one line
+    naming the key and the fix; None where an interpolation fails (reported where it is used)."""
+    check_targets(cfg, trusted_targets(cfg))
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return None
+    try:
+        spec = ConfigSpec.model_validate(config)
+    except ValidationError as e:
+        raise DigitlabError(_described(e)) from None
+    target = spec.model.target
+    names = argument_names(target) if network_schema(target) is None else None
+    for key in spec.model.arguments():
+        if names is not None and key not in names:
+            raise DigitlabError(f"model.{key}: {no_argument(target, key, names)}")
+    accumulate = (spec.trainer.model_extra or {}).get("accumulate_grad_batches", 1)
+    if accumulate != 1 and spec.data.steps_per_call != 1:
+        # Several optimizer steps per Lightning step (the fused path) step the optimizer
+        # themselves: accumulation would change what a step is.
+        raise DigitlabError(
+            f"trainer.accumulate_grad_batches={accumulate!r} needs one optimizer step per "
+            "Lightning step: add data.steps_per_call=1 (or raise data.batch_size instead)"
+        )
+    return spec
+
+
 def check_run(config: Mapping[str, Any]) -> RunSpec:
     """Check a composed, resolved run config (this command's own) against the schema; raise
     DigitlabError ``<key>=<value> is invalid: it must be ...`` for the first value that cannot
@@ -508,7 +647,4 @@ def check_run(config: Mapping[str, Any]) -> RunSpec:
     try:
         return RunSpec.model_validate(dict(config))
     except ValidationError as e:
-        key, value, reason = _message(e)
-        if reason.startswith("it "):
-            raise DigitlabError(f"{key}={_shown(value)} is invalid: {reason}") from None
-        raise DigitlabError(f"{key} {reason}") from None
+        raise DigitlabError(_described(e)) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from digitlab.config.checks import check_config
+from digitlab.config.spec import check_config
 from digitlab.config.targets import trusted_targets
 from digitlab.data.sources import DigitData, read_data
 from digitlab.logs import set_verbosity, verbose_requested

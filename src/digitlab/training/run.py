@@ -12,7 +12,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.config import project_root
-from digitlab.config.checks import check_config
+from digitlab.config.spec import check_config
 from digitlab.data.sources import DigitData
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
