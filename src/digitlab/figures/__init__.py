@@ -10,11 +10,6 @@ if TYPE_CHECKING:
 __all__ = ["FigureLogger", "drawn_layers", "figure_callbacks", "grey_levels"]
 
 
-def figures_enabled(cfg: Any) -> bool:
-    """Whether the ``figures`` group asks for pictures, answered without importing matplotlib."""
-    return bool((cfg.get("figures") or {}).get("enabled", False))
-
-
 def __getattr__(name: str) -> Any:
     # lazy: the callback imports torch and Lightning (5 s on two busy cores), which a sweep's
     # or repeat's summary drawing with digitlab.figures.plots.sweep, training nothing, never pays.

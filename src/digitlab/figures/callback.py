@@ -13,7 +13,6 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from digitlab.errors import DigitlabError
-from digitlab.figures import figures_enabled
 from digitlab.figures.plots.data import plot_label_histogram, plot_samples
 from digitlab.figures.plots.filters import filter_stats, plot_filters, plot_mlp_templates
 from digitlab.figures.plots.predictions import (
@@ -304,6 +303,11 @@ class FigureLogger(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self._draw_predictions(trainer)
+
+
+def figures_enabled(cfg: Any) -> bool:
+    """Whether the ``figures`` group asks for pictures."""
+    return bool((cfg.get("figures") or {}).get("enabled", False))
 
 
 def figure_callbacks(cfg: Any) -> list[L.Callback]:

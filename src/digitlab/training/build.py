@@ -27,8 +27,7 @@ from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
-from digitlab.figures import figures_enabled
-from digitlab.figures.callback import figure_callbacks
+from digitlab.figures.callback import figure_callbacks, figures_enabled
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import DigitClassifier
 from digitlab.training.cuda_graphs import check_cuda_graphs
