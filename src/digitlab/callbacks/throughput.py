@@ -34,6 +34,10 @@ class EpochThroughput(L.Callback):
         # (experiments/gpu_check.py asks for it: +callbacks.throughput.log_seconds=true).
         self.log_seconds = log_seconds
         self._total = 0.0
+        self._start = 0.0
+        self._samples = 0
+        # The epoch's training time, taken at its last batch (None until then).
+        self._elapsed: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device)

@@ -10,14 +10,9 @@ if TYPE_CHECKING:
 __all__ = ["FigureLogger", "drawn_layers", "figure_callbacks", "grey_levels"]
 
 
-def figures_enabled(cfg: Any) -> bool:
-    """Whether the ``figures`` group asks for pictures, answered without importing matplotlib."""
-    return bool((cfg.get("figures") or {}).get("enabled", False))
-
-
 def __getattr__(name: str) -> Any:
-    # The callback (Lightning, torch) loads on first use, so a sweep summary that imports
-    # digitlab.figures.plots.sweep in the Hydra parent process pays for matplotlib only.
+    # lazy: the callback imports torch and Lightning (5 s on two busy cores), which a sweep's
+    # or repeat's summary drawing with digitlab.figures.plots.sweep, training nothing, never pays.
     if name in __all__:
         from digitlab.figures import callback
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from digitlab.errors import DigitlabError
-from digitlab.figures import figures_enabled
 from digitlab.figures.plots.data import plot_label_histogram, plot_samples
 from digitlab.figures.plots.filters import filter_stats, plot_filters, plot_mlp_templates
 from digitlab.figures.plots.predictions import (
@@ -22,7 +22,45 @@ from digitlab.figures.plots.predictions import (
     plot_probability_bars,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 SPLITS = ("train", "val", "test")
+
+
+@runtime_checkable
+class RunLogging(Protocol):
+    """A logger of one MLflow run (digitlab's ``RunLogger``, Lightning's ``MLFlowLogger``): the
+    client the pictures are logged through and the run's id (None until the run is open)."""
+
+    @property
+    def experiment(self) -> MlflowClient: ...
+
+    @property
+    def run_id(self) -> str | None: ...
+
+
+def _run_of(trainer: L.Trainer) -> tuple[MlflowClient, str]:
+    """The MLflow client and open run the trainer logs into (on global rank zero, where the
+    pictures are drawn, a run's logger has its run open)."""
+    logger = trainer.logger
+    assert isinstance(logger, RunLogging) and logger.run_id is not None, (
+        "FigureLogger draws into an open MLflow run: the trainer's logger must log one"
+    )
+    return logger.experiment, logger.run_id
+
+
+def _net(pl_module: L.LightningModule) -> nn.Module:
+    """The network the module trains: digitlab's modules hold it as ``net``."""
+    net = pl_module.net
+    assert isinstance(net, nn.Module), "FigureLogger draws the network a module holds as `net`"
+    return net
+
+
+def _datamodule(trainer: L.Trainer) -> Any:
+    """The data module the trainer was given (None without one)."""
+    # Lightning sets Trainer.datamodule in its data connector, undeclared on the class.
+    return trainer.datamodule  # type: ignore[attr-defined]
 
 
 def _count(name: str, value: Any, low: int) -> int:
@@ -52,7 +90,7 @@ def _probability_picks(
     return picks
 
 
-def drawn_layers(net: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+def drawn_layers(net: nn.Module) -> dict[str, tuple[nn.Conv2d | nn.Linear, str]]:
     """{"conv1": (layer, "conv"), "conv2": ...} for the first two convs, else {"fc1": (.., "mlp")}.
 
     A network without convolutions gets its first Linear layer drawn as image templates when
@@ -99,28 +137,29 @@ class FigureLogger(L.Callback):
         self.mistakes = _count("mistakes", mistakes, 1)
         self.probabilities = _count("probabilities", probabilities, 1)
         self.snapshots: dict[str, list[tuple[str, torch.Tensor]]] = {}
-        self._hook = None  # forward hook collecting the test pass's logits
+        self._hook: RemovableHandle | None = None  # collects the test pass's logits
         self._logits: list[torch.Tensor] = []
         self._tested: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (x, y, logits)
 
     # -- logging -----------------------------------------------------------------------------
 
     def _log_figure(self, trainer: L.Trainer, fig: Any, path: str) -> None:
-        trainer.logger.experiment.log_figure(trainer.logger.run_id, fig, f"figures/{path}")
+        client, run_id = _run_of(trainer)
+        client.log_figure(run_id, fig, f"figures/{path}")
         fig.clear()  # Figure objects built without pyplot: nothing global to close
 
     def _log_table(self, trainer: L.Trainer, data: Mapping[str, list], path: str) -> None:
-        client = trainer.logger.experiment
-        client.log_table(trainer.logger.run_id, data=dict(data), artifact_file=f"figures/{path}")
+        client, run_id = _run_of(trainer)
+        client.log_table(run_id, data=dict(data), artifact_file=f"figures/{path}")
 
     # -- filters -----------------------------------------------------------------------------
 
     def _snapshot(self, pl_module: L.LightningModule, when: str) -> None:
-        for name, (layer, _) in drawn_layers(pl_module.net).items():
+        for name, (layer, _) in drawn_layers(_net(pl_module)).items():
             self.snapshots.setdefault(name, []).append((when, layer.weight.detach().cpu().clone()))
 
     def _draw_filters(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        kinds = {name: kind for name, (_, kind) in drawn_layers(pl_module.net).items()}
+        kinds = {name: kind for name, (_, kind) in drawn_layers(_net(pl_module)).items()}
         for name, shots in self.snapshots.items():
             # One limit for every picture of the layer: the 99.5th percentile of |weight| over
             # all snapshots, so a few outliers do not wash the rest out (arrows on the colour
@@ -144,7 +183,7 @@ class FigureLogger(L.Callback):
     # -- data ----------------------------------------------------------------------------------
 
     def _draw_data(self, trainer: L.Trainer) -> None:
-        raw = getattr(trainer.datamodule, "raw", None) or {}
+        raw = getattr(_datamodule(trainer), "raw", None) or {}
         splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for split in SPLITS:
             if split in raw and not any(raw[split] is seen for seen in splits.values()):
@@ -167,7 +206,7 @@ class FigureLogger(L.Callback):
         """Keep the test pass's own logits (a forward hook) instead of running the net again."""
         self._tested, self._logits = [], []
         if trainer.is_global_zero:
-            self._hook = pl_module.net.register_forward_hook(
+            self._hook = _net(pl_module).register_forward_hook(
                 lambda module, args, out: self._logits.append(out.detach())
             )
 
@@ -188,7 +227,7 @@ class FigureLogger(L.Callback):
         x, y, logits = (torch.cat(parts) for parts in zip(*self._tested, strict=True))
         self._tested = []
         y, logits = y.cpu(), logits.cpu()
-        dm = trainer.datamodule
+        dm = _datamodule(trainer)
         # Batches hold images as the data module's prepare left them; a data module without
         # these attributes is taken to serve 0..1 grey levels already.
         undo = (getattr(dm, "scale", 255.0), getattr(dm, "mean", 0.0), getattr(dm, "std", 1.0))
@@ -249,6 +288,8 @@ class FigureLogger(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
+        # Lightning makes the limit an int when the fit starts (-1: none).
+        assert trainer.max_epochs is not None
         last = epoch >= trainer.max_epochs  # the final snapshot covers the last epoch
         if trainer.is_global_zero and self.every and epoch % self.every == 0 and not last:
             self._snapshot(pl_module, f"epoch{epoch}")
@@ -262,6 +303,11 @@ class FigureLogger(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self._draw_predictions(trainer)
+
+
+def figures_enabled(cfg: Any) -> bool:
+    """Whether the ``figures`` group asks for pictures."""
+    return bool((cfg.get("figures") or {}).get("enabled", False))
 
 
 def figure_callbacks(cfg: Any) -> list[L.Callback]:
@@ -281,4 +327,4 @@ def figure_callbacks(cfg: Any) -> list[L.Callback]:
 
 def _classes(trainer: L.Trainer) -> tuple[str, ...] | None:
     """The data set's class names (its data module's ``classes``), None where it has none."""
-    return getattr(trainer.datamodule, "classes", None)
+    return getattr(_datamodule(trainer), "classes", None)

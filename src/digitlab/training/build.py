@@ -12,7 +12,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
@@ -25,11 +27,19 @@ from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
-from digitlab.figures import figures_enabled
+from digitlab.figures.callback import figure_callbacks, figures_enabled
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import DigitClassifier
 from digitlab.training.cuda_graphs import check_cuda_graphs
 from digitlab.training.fused import FusedStepsClassifier
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """``node``'s values resolved into plain dicts and lists, under its keys (a config's
+    names)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(values, dict)  # what a DictConfig converts to
+    return {str(key): value for key, value in values.items()}
 
 
 def quiet_lightning() -> None:
@@ -110,9 +120,6 @@ def check_launcher(trainer: L.Trainer) -> None:
     would start the whole sweep again in every extra process. ``ddp_spawn`` starts its processes
     from inside this one; SLURM (``hydra/launcher=slurm``) starts one task per device itself.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     strategy = trainer.strategy
     environment = getattr(strategy, "cluster_environment", None)
     if (
@@ -132,7 +139,7 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
     """The ``data`` node's data module (its ``_target_``, its keys the arguments), given the
     run's seed and the model's input size; ``loaded``: the data set already read (the command
     line reads it before importing torch), used instead of reading the files again."""
-    node = OmegaConf.to_container(cfg.data, resolve=True)
+    node = plain(cfg.data)
     # A run stored before the data node named its class is resumed with the class it trained
     # with, its readers called by the data module with this command's root.
     node.setdefault("_target_", "digitlab.data.datamodule.DigitDataModule")
@@ -173,7 +180,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         scheduler, interval = None, "epoch"
         if cfg.get("scheduler"):
             # `interval` is ours (when the module steps it), the other keys the scheduler's.
-            settings = OmegaConf.to_container(cfg.scheduler, resolve=True)
+            settings = plain(cfg.scheduler)
             interval = settings.pop("interval", "epoch")
             if interval not in ("epoch", "step"):
                 raise DigitlabError(
@@ -193,7 +200,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     settings = dict(
         # The recipe only (config/spec.py): a checkpoint holds no path, store or trust of the
         # machine that trained it, and reads back through the same schema.
-        config=check_run(OmegaConf.to_container(cfg, resolve=True)).config(),
+        config=check_run(plain(cfg)).config(),
         scheduler=scheduler,
         scheduler_interval=interval,
         num_classes=len(classes),
@@ -279,10 +286,6 @@ def build_callbacks(
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         built = [c for c in built if not isinstance(c, ProgressBar)]
     if figures_enabled(cfg):
-        # The pictures' module imports matplotlib (0.9 s on a busy 2-core machine): only loaded
-        # for a run that draws pictures.
-        from digitlab.figures import figure_callbacks
-
         built += figure_callbacks(cfg)
     return [*built, *extra]
 
@@ -305,7 +308,7 @@ def build_trainer(
     cfg: DictConfig, callbacks: list, output_dir: Path, logger: Any = False
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer``'s settings, logging to ``logger`` (False: nowhere)."""
-    settings = dict(cfg.trainer)
+    settings = {str(key): value for key, value in cfg.trainer.items()}
     if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
         settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:

@@ -10,6 +10,7 @@ from typing import Any
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.owners import is_alive
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,8 +44,6 @@ def remove_partial_writes(path: Path, pid: int | None = None) -> list[Path]:
     """Delete the temporary files that processes killed mid-write (SIGKILL, out of memory) left
     beside ``path`` (``.<name>.tmp-<pid>``, hundreds of MB each); only ``pid``'s when given,
     else those of every process that no longer runs. Returns what was deleted."""
-    from digitlab.tracking.owners import is_alive
-
     removed = []
     for partial in path.parent.glob(f".{path.name}.tmp-*"):
         owner = partial.name.rsplit("-", 1)[-1]

@@ -4,12 +4,21 @@ all come through here."""
 
 from __future__ import annotations
 
+import inspect
+import os
+import shutil
+import stat
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from digitlab.config import project_root
 from digitlab.config.spec import NetworkSpec, read_run
+from digitlab.config.targets import Refused, resolve
 from digitlab.errors import DigitlabError
 from digitlab.tracking.tags import RUN_ID_KEY
 
@@ -26,8 +35,6 @@ def _check_archive(path: Path) -> None:
     """Refuse a file that is not torch's zip format, or whose members inflate beyond
     MAX_CHECKPOINT_BYTES, before ``torch.load`` allocates anything (``torch.save`` stores its
     members uncompressed, so a compressed member is a crafted file)."""
-    import zipfile
-
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise DigitlabError(
             f"{path} is {path.stat().st_size // 2**20} MB, more than a digitlab checkpoint's "
@@ -60,8 +67,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     is one whose size or inflated members exceed MAX_CHECKPOINT_BYTES, before it is read.
     Raises DigitlabError, in one line, for a missing, corrupt, truncated or foreign file.
     """
-    import torch
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
@@ -106,8 +111,6 @@ def load_net_weights(
     architecture (other layer sizes, other layers) or holds something other than named tensors,
     instead of PyTorch's multi-line report.
     """
-    import torch
-
     weights = net_state_dict(state_dict)
     tensors = torch.Tensor
     odd = next(
@@ -156,12 +159,6 @@ def build_network(
     name looked up among digitlab's networks (or a class defined in a ``trusted`` package of
     this command) and called with its plain arguments, first on the meta device, so that a
     recipe asking for more than MAX_PARAMETERS weights is refused before memory is taken."""
-    import inspect
-
-    import torch
-
-    from digitlab.config.targets import Refused, resolve
-
     try:
         network = resolve(model.target, ("network",), trusted)
     except Refused as e:
@@ -177,6 +174,7 @@ def build_network(
         ) from None
     arguments = model.node()
     arguments.pop("_target_")
+    takes: Mapping[str, inspect.Parameter]
     try:
         takes = inspect.signature(network).parameters
     except (TypeError, ValueError):
@@ -245,7 +243,7 @@ class Resume:
 # ModelCheckpoint's state names files it wrote: it deletes them when they drop out of its
 # top k, overwrites the last one, and ``ckpt_path="best"`` reads the best one. From a file
 # made elsewhere, every one of those is a place this run must not touch.
-_PATH_STATE = {
+_PATH_STATE: dict[str, Any] = {
     "best_model_path": "",
     "kth_best_model_path": "",
     "last_model_path": "",
@@ -264,11 +262,6 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     of the same run, is kept in ``folder``; the path the checkpoint's own state names is never
     read. Otherwise the best is counted afresh from the next validation.
     """
-    import os
-    import shutil
-
-    import torch
-
     folder = Path(os.path.realpath(folder))  # as ModelCheckpoint holds its dirpath
     folder.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -329,8 +322,6 @@ def job_roots(output_dir: str | Path | None = None) -> list[Path]:
     """Where ``resume=<run id>`` looks for the run's job folder: the project's ``outputs/`` and
     ``multirun/`` (Hydra's folders, :func:`digitlab.config.project_root`), and the folder holding
     this job's own ``output_dir`` (its sibling jobs), when the command names one."""
-    from digitlab.config import project_root
-
     roots = [project_root() / "outputs", project_root() / "multirun"]
     if output_dir is not None:
         roots.append(Path(output_dir).absolute().parent)
@@ -343,9 +334,6 @@ def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
 
     MLflow's copies (``<run>/artifacts/checkpoints/``, in a store kept beside the jobs) are not
     a job's: the run's logged copy is the fallback, downloaded with its ``best.ckpt``."""
-    import os
-    import stat
-
     found: dict[Path, int] = {}
     for root in roots:
         depth = len(Path(root).parts)
@@ -368,8 +356,6 @@ def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
 def _names_run(path: Path, run_id: str) -> bool:
     """Whether the checkpoint at ``path`` may be stamped with ``run_id``: its pickle (the small
     part of torch's zip file; the tensors are not read) holds the id's text."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             (pickle,) = [i for i in archive.infolist() if i.filename.endswith("data.pkl")]
@@ -397,6 +383,8 @@ def find_resume(
     looked in are this command's own: no path the store holds (a tag, a checkpoint's state) is
     read. Raises DigitlabError in one line when the run has no ``last.ckpt`` in either.
     """
+    # lazy: MLflow costs 1.5 s, paid by resume= alone, not by the commands that read a
+    # checkpoint file (digitlab-predict, digitlab.load).
     from mlflow.exceptions import MlflowException
 
     path = Path(str(target)).expanduser()

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -69,22 +70,30 @@ class DigitClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def stage_metrics(self, stage: str) -> tuple[MulticlassAccuracy, MeanMetric]:
+        """The stage's accuracy and mean loss (``train``, ``val`` or ``test``)."""
+        accuracy, loss = self.accuracy[f"{stage}_acc"], self.mean_loss[f"{stage}_loss"]
+        assert isinstance(accuracy, MulticlassAccuracy) and isinstance(loss, MeanMetric)
+        return accuracy, loss
+
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """Update the stage's metrics with one batch; returns the per-sample losses."""
         x, y = batch
         logits = self.net(x)
         losses = F.cross_entropy(logits, y, reduction="none")
-        self.accuracy[f"{stage}_acc"].update(logits.detach(), y)
-        self.mean_loss[f"{stage}_loss"].update(losses.detach())
+        accuracy, mean_loss = self.stage_metrics(stage)
+        accuracy.update(logits.detach(), y)
+        mean_loss.update(losses.detach())
         return losses
 
     def _log_epoch(self, stage: str) -> None:
-        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"].compute())
-        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"].compute())
-        self.mean_loss[f"{stage}_loss"].reset()
-        self.accuracy[f"{stage}_acc"].reset()
+        accuracy, mean_loss = self.stage_metrics(stage)
+        self.log(f"{stage}/loss", mean_loss.compute())
+        self.log(f"{stage}/acc", accuracy.compute())
+        mean_loss.reset()
+        accuracy.reset()
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> STEP_OUTPUT:
         return self._evaluate(batch, "train").mean()
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from digitlab.config import project_root
 from digitlab.config.targets import trusted_targets
@@ -16,7 +16,7 @@ from digitlab.data.sources import DigitData, read_data
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags, swept_values
-from digitlab.training.build import build_datamodule
+from digitlab.training.build import build_datamodule, plain
 from digitlab.training.run import train
 
 # Metrics averaged over the folds into the parent; its val/acc is the CV mean, so a sweep
@@ -61,23 +61,25 @@ def cross_validate(
     parent = TrackedRun(
         client,
         experiment_id,
-        OmegaConf.to_container(cfg, resolve=True),
+        plain(cfg),
         output_dir,
         name=f"{name}-cv{folds}",
         tags=parent_tags,
     )
     rows: list[dict[str, Any]] = []
     with parent:
+        parent_id = parent.run_id
+        assert parent_id is not None  # this process owns the parent: it is open
         for fold in range(folds):
             fold_cfg = cfg.copy()
             fold_cfg.data.fold = fold
-            fold_tags = {"mlflow.parentRunId": parent.run_id, "digitlab.fold": str(fold)}
+            fold_tags = {"mlflow.parentRunId": parent_id, "digitlab.fold": str(fold)}
             result = train(fold_cfg, output_dir / f"fold{fold}", choices, data, tags=fold_tags)
             rows.append({"fold": fold, "run_id": result["run_id"], **result["metrics"]})
             if (reason := _report(trial, rows)) is not None:
                 parent.mark_pruned(reason)
                 break
-        metrics = summarise_folds(client, parent.run_id, rows)
+        metrics = summarise_folds(client, parent_id, rows)
     return {
         "run_id": parent.run_id,
         "run_name": parent.name,

@@ -19,8 +19,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.types import LRSchedulerTypeUnion
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from digitlab.training.classifier import DigitClassifier
+from digitlab.training.cuda_graphs import GraphedSteps, graph_steps
 
 # The callback hooks Lightning dispatches around every optimizer step under manual optimization:
 # with none of them implemented, backward needs no dispatch (see _direct_steps).
@@ -61,7 +65,7 @@ class FusedStepsClassifier(DigitClassifier):
         self.automatic_optimization = False
         self._direct = False
         self.cuda_graphs = cuda_graphs
-        self._graphed = None  # a GraphedSteps once training starts, with cuda_graphs
+        self._graphed: GraphedSteps | None = None  # set when training starts, with cuda_graphs
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """One optimizer step per ``batch_size`` slice of ``batch``; returns the batch's mean
@@ -69,11 +73,13 @@ class FusedStepsClassifier(DigitClassifier):
         x, y = batch
         if self._graphed is not None and self._graphed.fits(x):
             return self._graphed_step(x, y)
-        optimizer = self.optimizers()
+        optimizer = self._optimizer()
         schedulers = [
             c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
         ]
-        losses, logits, step_losses = [], [], []
+        losses: list[torch.Tensor] = []
+        logits: list[torch.Tensor] = []
+        step_losses: list[torch.Tensor] = []
         for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
             out = self.net(xb)
             loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
@@ -85,19 +91,28 @@ class FusedStepsClassifier(DigitClassifier):
                 self.manual_backward(step_loss)
             step_losses.append(step_loss.detach())
             if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+                self.clip_gradients(
+                    optimizer.optimizer, self.gradient_clip_val, self.gradient_clip_algorithm
+                )
             optimizer.step()  # Lightning's wrapper: it counts the step (trainer.global_step)
             for scheduler in schedulers:
-                scheduler.step()
+                _step_schedule(scheduler)
             losses.append(loss.detach())
             logits.append(out.detach())
         # Metrics are updated once per batch, not per slice: the same values for less overhead
         # (each torchmetrics update costs dozens of Python attribute writes).
-        losses = torch.cat(losses)
-        self.accuracy["train_acc"].update(torch.cat(logits), y)
-        self.mean_loss["train_loss"].update(losses)
+        per_sample = torch.cat(losses)
+        accuracy, mean_loss = self.stage_metrics("train")
+        accuracy.update(torch.cat(logits), y)
+        mean_loss.update(per_sample)
         # Each optimizer step's loss, in order: a non-finite one is named by its own step.
-        return {"loss": losses.mean(), "step_losses": torch.stack(step_losses)}
+        return {"loss": per_sample.mean(), "step_losses": torch.stack(step_losses)}
+
+    def _optimizer(self) -> LightningOptimizer:
+        """The one optimizer :meth:`configure_optimizers` gives, in Lightning's wrapper."""
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)
+        return optimizer
 
     def _direct_steps(self) -> bool:
         """Whether backward may skip Lightning's ``manual_backward``.
@@ -117,36 +132,38 @@ class FusedStepsClassifier(DigitClassifier):
             return False
         return not any(
             getattr(type(c), h) is not getattr(L.Callback, h)
-            for c in trainer.callbacks
+            # Lightning sets Trainer.callbacks in its callback connector, undeclared on the class.
+            for c in trainer.callbacks  # type: ignore[attr-defined]
             for h in STEP_HOOKS
         )
 
     def on_train_start(self) -> None:
         self._direct = self._direct_steps()  # callbacks and precision are fixed for the fit
         if self.cuda_graphs:
-            from digitlab.training.cuda_graphs import graph_steps
-
             self._graphed = graph_steps(self)
 
     def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same as :meth:`training_step`'s loop, replayed from the CUDA graph."""
         graphed = self._graphed
+        assert graphed is not None  # training_step replays only a graph it has
         graphed.run(x, y)
-        count_taken_steps(self.optimizers(), graphed.steps)
-        self.accuracy["train_acc"].update(graphed.logits, y)
-        self.mean_loss["train_loss"].update(graphed.losses)
+        count_taken_steps(self._optimizer(), graphed.steps)
+        accuracy, mean_loss = self.stage_metrics("train")
+        accuracy.update(graphed.logits, y)
+        mean_loss.update(graphed.losses)
         return {"loss": graphed.losses.mean(), "step_losses": graphed.step_losses.clone()}
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         for config in self.trainer.lr_scheduler_configs:  # manual optimization: ours to step
             if config.interval == "epoch":
-                config.scheduler.step()
+                _step_schedule(config.scheduler)
 
     def total_optimizer_steps(self) -> int:
         """Optimizer steps in the whole fit. Lightning's estimate counts its own training steps
         (limits applied), each holding up to ``steps_per_call`` optimizer steps."""
-        trainer, datamodule = self.trainer, self.trainer.datamodule
+        # Lightning sets Trainer.datamodule in its data connector, undeclared on the class.
+        trainer, datamodule = self.trainer, self.trainer.datamodule  # type: ignore[attr-defined]
         per_call = datamodule.steps_per_call if trainer.world_size == 1 else 1
         bound = trainer.estimated_stepping_batches * per_call
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
@@ -155,7 +172,15 @@ class FusedStepsClassifier(DigitClassifier):
         return int(bound)
 
 
-def count_taken_steps(optimizer, steps: int) -> None:
+def _step_schedule(scheduler: LRSchedulerTypeUnion) -> None:
+    """One step of a learning-rate schedule, as manual optimization leaves it to the module."""
+    # ReduceLROnPlateau steps on a monitored value, which the module is never told (Lightning's
+    # automatic optimization, given no monitor, refuses it as well).
+    assert not isinstance(scheduler, ReduceLROnPlateau), "ReduceLROnPlateau needs a monitor"
+    scheduler.step()
+
+
+def count_taken_steps(optimizer: LightningOptimizer, steps: int) -> None:
     """Let Lightning count ``steps`` optimizer steps that a CUDA graph replay took already.
 
     Lightning counts a step (``trainer.global_step``: checkpoints, limits, logging) each time

@@ -10,8 +10,14 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from digitlab.tracking.registry import MODEL_NAME
 
@@ -21,10 +27,6 @@ LOADER = "digitlab.serving.model"
 def signature(num_classes: int = 10):
     """Raw pixels in; the probability of each of the ``num_classes`` classes, the label of the
     most probable, its probability (``confidence``) and whether that is low (``unsure``) out."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
         outputs=Schema(
@@ -40,6 +42,8 @@ def signature(num_classes: int = 10):
 
 def slim_checkpoint(checkpoint: str | Path, folder: Path) -> Path:
     """The network's weights and the run config only (no optimizer state): the model's data."""
+    # lazy: torch costs 2 s, paid only when a model is logged: digitlab-serve reads LOADER here
+    # to list and check the store's models, which needs no torch.
     import torch
 
     from digitlab.training.checkpoints import load_checkpoint, net_state_dict
@@ -56,8 +60,6 @@ def slim_checkpoint(checkpoint: str | Path, folder: Path) -> Path:
 
 def requirements() -> list[str]:
     """Pinned explicitly: MLflow's own inference loads the model in a subprocess (seconds)."""
-    from importlib.metadata import version
-
     return [f"{name}=={version(name)}" for name in ("digitlab", "mlflow", "torch", "numpy")]
 
 
@@ -78,8 +80,6 @@ def log_model(
         num_classes: the data set's classes: the width of the probabilities (the signature).
         step: the step the metrics are logged at in the run (its last epoch's).
     """
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
         data = slim_checkpoint(checkpoint, Path(tmp))

@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import ModelCheckpoint
+from mlflow.entities import Metric
+from omegaconf import DictConfig
 
 from digitlab.config import project_root
 from digitlab.config.spec import check_config
 from digitlab.data.sources import DigitData
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
+from digitlab.tracking.lineage import log_splits
 from digitlab.tracking.logger import RunLogger, StopOnSignal, decimal
+from digitlab.tracking.registry import register
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import (
@@ -26,6 +30,7 @@ from digitlab.training.build import (
     build_trainer,
     check_accelerator,
     check_launcher,
+    plain,
     quiet_lightning,
     set_matmul_precision,
 )
@@ -36,6 +41,7 @@ from digitlab.training.checkpoints import (
     load_net_weights,
     restore_point,
 )
+from digitlab.training.logged_model import log_model
 
 
 def train(
@@ -88,7 +94,7 @@ def train(
         load_net_weights(module.net, resume.checkpoint["state_dict"], resume.path)
     # The run's own folder, resumed or not: the only place its checkpoints are written or deleted.
     checkpoint_dir = output_dir / "checkpoints"
-    restore = resume and restore_point(resume, checkpoint_dir, output_dir / "resume")
+    restore = restore_point(resume, checkpoint_dir, output_dir / "resume") if resume else None
     run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, tags)
     trainer = build_trainer(
         cfg,
@@ -103,7 +109,9 @@ def train(
     with run.opened_by(trainer.is_global_zero):
         _record_inputs(cfg, run, datamodule, choices)
         metrics = _fit_and_test(cfg, trainer, module, datamodule, run, restore)
-        best = trainer.checkpoint_callback.best_model_path  # best.ckpt: the first checkpoint
+        best_callback = trainer.checkpoint_callback  # best.ckpt: the first checkpoint callback
+        assert isinstance(best_callback, ModelCheckpoint)  # build_callbacks puts it first
+        best = best_callback.best_model_path
         _record_outputs(cfg, run, best, datamodule, metrics, trainer.current_epoch)
     seconds = time.perf_counter() - started
     return {
@@ -126,9 +134,9 @@ def _fit_and_test(
         module, datamodule=datamodule, ckpt_path=restore and str(restore), weights_only=True
     )
     metrics = {k: decimal(float(v)) for k, v in trainer.callback_metrics.items()}
-    stopped = next(
-        (c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)), None
-    )
+    # Lightning sets Trainer.callbacks in its callback connector, undeclared on the class.
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    stopped = next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
     if stopped:
         run.mark_pruned(stopped)
     elif cfg.test_after_fit:
@@ -143,8 +151,6 @@ def _record_inputs(cfg, run: TrackedRun, datamodule, choices) -> None:
     """The data the run learns from: each split's size and source files' digest (MLflow inputs)."""
     if run.run_id is None:
         return
-    from digitlab.tracking.lineage import log_splits
-
     name = (choices or {}).get("data") or cfg.data.source._target_.rsplit(".", 1)[-1].removeprefix(
         "load_"
     )
@@ -176,16 +182,12 @@ def _record_outputs(
         # a pruned trial was never tested: no model to offer
         _log_tested(run, tested, epochs)
         return
-    from digitlab.training.logged_model import log_model
-
     example = datamodule.split()["test"][0][:2].numpy()
     classes = len(datamodule.classes)
     # the test metrics are logged with the model, which they describe (one entry in the run)
     log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested, classes, epochs)
     # A sweep's jobs leave registering to their parent, which registers its best child.
     if cfg.logger.get("register_as") and "mlflow.parentRunId" not in run.tags:
-        from digitlab.tracking.registry import register
-
         print(
             f"digitlab: {register(run.client, run.run_id, cfg.logger.register_as).line()}",
             flush=True,
@@ -196,8 +198,6 @@ def _log_tested(run: TrackedRun, tested: dict[str, float], step: int) -> None:
     """The test metrics, logged once: the run's logger leaves them out (:class:`RunLogger`)."""
     if not tested:
         return
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, step) for k, v in tested.items()]
     run.client.log_batch(run.run_id, metrics=metrics)
@@ -227,9 +227,9 @@ def _tracked_run(
     return TrackedRun(
         client,
         experiment_id,
-        OmegaConf.to_container(cfg, resolve=True),
+        plain(cfg),
         checkpoint_dir,
         name=cfg.logger.run_name or run_name(choices, cfg.seed, swept_values()),
         tags=tags,
-        resume_run_id=resume and resume.run_id,
+        resume_run_id=resume.run_id if resume else None,
     )

@@ -191,7 +191,8 @@ def plot_probability_bars(
         wspace=0.15,
     )
     for row, (img, prob, y) in enumerate(zip(imgs, probs, labels, strict=False)):
-        _belief_row(*axes[row], img, top, prob, int(y), classes)
+        image_ax, bars_ax = axes[row]
+        _belief_row(image_ax, bars_ax, img, top, prob, int(y), classes)
     axes[-1][1].set_xlabel("class")
     fig.legend(
         handles=[

@@ -28,8 +28,9 @@ def plot_target_vs_values(rows: list[dict[str, Any]], keys: list[str], target: s
     best = max(scored, key=lambda r: r[target]) if scored else None
     for ax, key in zip(axes, keys, strict=True):
         values = [r.get(key) for r in scored]
-        numbers = [_number(v) for v in values]
-        if all(n is not None for n in numbers) and numbers:
+        numbers = [n for n in map(_number, values) if n is not None]
+        xs: list[float]
+        if numbers and len(numbers) == len(values):
             xs = numbers
             positive = [x for x in xs if x > 0]
             if len(positive) == len(xs) and max(xs) / min(xs) >= 100:
