@@ -22,8 +22,8 @@ import pytest
 
 import warm
 from conftest import write_kaggle, write_mnist
-from digitlab.data.idx import write_idx
 from digitlab.errors import DigitlabError
+from synthetic import write_idx
 
 RAW = "MNIST/raw"
 CSV = "digit-recognizer/train.csv"

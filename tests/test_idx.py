@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from digitlab.data.idx import read_images, read_labels, write_idx
+from digitlab.data.idx import read_images, read_labels
 from digitlab.errors import DigitlabError
+from synthetic import write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -178,7 +179,7 @@ def test_real_gzip_header_is_what_we_write(tmp_path):
 def test_load_mnist_reads_uncompressed_and_gzipped_files_alike(tmp_path, gz):
     """torchvision's layout holds the .gz files and, once extracted, the plain ones: both load."""
     from digitlab.data.sources import load_mnist
-    from digitlab.data.synthetic import N_TEST, N_TRAIN, synthetic_digits, write_mnist
+    from synthetic import N_TEST, N_TRAIN, synthetic_digits, write_mnist
 
     write_mnist(tmp_path, gz=gz)
     names = sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir())
