@@ -160,8 +160,9 @@ def test_labels_file_must_be_one_dimensional_and_in_range(tmp_path):
     with pytest.raises(DigitlabError, match="not labels"):
         read_labels(tmp_path / "img")
     write_idx(tmp_path / "lbl", np.array([1, 12], dtype=np.uint8))
-    with pytest.raises(DigitlabError, match="label 12 outside 0-9"):
-        read_labels(tmp_path / "lbl")
+    with pytest.raises(DigitlabError, match="label 12 outside 0-9, the 10 classes data.classes"):
+        read_labels(tmp_path / "lbl", limit=10)
+    assert read_labels(tmp_path / "lbl").tolist() == [1, 12]  # no limit: the caller checks
 
 
 def test_missing_file_names_the_folder(tmp_path):

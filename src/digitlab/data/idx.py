@@ -144,9 +144,9 @@ def read_images(path: Path, size: int = 28) -> torch.Tensor:
     return torch.from_numpy(array)  # read_idx's array is writable and its own: no copy
 
 
-def read_labels(path: Path, limit: int | None = 10) -> torch.Tensor:
-    """int64 labels (N,) from an IDX1 file, each below ``limit`` (MNIST's ten digits) unless it
-    is None (the data module checks them against its classes)."""
+def read_labels(path: Path, limit: int | None = None) -> torch.Tensor:
+    """int64 labels (N,) from an IDX1 file, each below ``limit`` (the number of classes
+    ``data.classes`` names) unless it is None."""
     array = read_idx(path)
     if array.ndim != 1:
         raise DigitlabError(
@@ -155,7 +155,8 @@ def read_labels(path: Path, limit: int | None = 10) -> torch.Tensor:
         )
     if limit is not None and array.size and array.max() >= limit:
         raise DigitlabError(
-            f"{path} has a label {int(array.max())} outside 0-{limit - 1}: the file is corrupt"
+            f"{path} has a label {int(array.max())} outside 0-{limit - 1}, the {limit} classes "
+            "data.classes names: list every class in data.classes, or replace a corrupt file"
         )
     import torch
 
