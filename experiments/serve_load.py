@@ -58,8 +58,10 @@ def train_tiny(folder: Path) -> tuple[str, str]:
     from hydra import compose, initialize_config_dir
 
     from digitlab.config import CONF_DIR, register_resolvers
-    from digitlab.data.synthetic import write_mnist
     from digitlab.training.run import train
+
+    sys.path.insert(0, str(PROJECT / "tests"))  # the tests' synthetic set: test scaffolding
+    from synthetic import write_mnist
 
     register_resolvers()
     data = write_mnist(folder / "data")

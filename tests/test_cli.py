@@ -310,7 +310,7 @@ def test_words_that_exist_pass_the_command_line_check(tmp_path):
         ["+trainer.accumulate_grad_batches=4", "data.steps_per_call=1"],
         ["+optimizer.dampening=0.1", "++optimizer.lr=0.2", "++optimizer.foreach=false"],
         ["model.channels.0=8", "~callbacks.throughput", "hydra.job.chdir=true"],
-        ["data.source.download=false", "+data.source.mirrors=[http://127.0.0.1:1/]"],
+        ["data.source.download=false", "data.source.mirrors=[http://127.0.0.1:1/]"],
         [
             "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
             "+callbacks.early_stop.monitor=val/acc",

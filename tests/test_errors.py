@@ -22,8 +22,8 @@ import pytest
 
 import warm
 from conftest import write_kaggle, write_mnist
-from digitlab.data.idx import write_idx
 from digitlab.errors import DigitlabError
+from synthetic import write_idx
 
 RAW = "MNIST/raw"
 CSV = "digit-recognizer/train.csv"
@@ -74,10 +74,14 @@ CASES: dict[str, tuple] = {
             "download https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip, unzip it and put",
         ],
     ),
-    "emnist download on": (
+    "emnist download on": (  # nothing listens on the archive's port: the download is refused
         None,
-        ["data=emnist_balanced", "data.source.download=true"],
-        ["data.source.download=true cannot fetch EMNIST: data.source.files gives no md5"],
+        [
+            "data=emnist_balanced",
+            "data.source.download=true",
+            "data.source.archive=http://127.0.0.1:{port}/gzip.zip",
+        ],
+        ["EMNIST files missing in", "and the download failed (http://127.0.0.1:", "gzip.zip: "],
     ),
     "one IDX file missing": (
         lambda r: (r / RAW / "t10k-labels-idx1-ubyte.gz").unlink(),
@@ -186,7 +190,7 @@ CASES: dict[str, tuple] = {
     ),
     "download fails": (  # nothing listens on the mirror's port: the download is refused
         lambda r: shutil.rmtree(r / "MNIST"),
-        ["data.source.download=true", "+data.source.mirrors=[http://127.0.0.1:{port}/]"],
+        ["data.source.download=true", "data.source.mirrors=[http://127.0.0.1:{port}/]"],
         [
             "MNIST files missing in",
             "train-images-idx3-ubyte.gz",
@@ -575,9 +579,12 @@ def test_data_errors_answer_without_importing_torch(tmp_path):
     (root / RAW / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
     code = (
         "import sys\n"
-        "from digitlab.data.sources import load_mnist\n"
+        "from digitlab.data.sources import read_data\n"
         "from digitlab.errors import DigitlabError\n"
-        f"try:\n    load_mnist({str(root)!r}, download=False)\n"
+        "from digitlab.jobs.inputs import data_config\n"
+        f"node = data_config('mnist', {str(root)!r})\n"
+        "node.source.download = False\n"
+        "try:\n    read_data(node)\n"
         "except DigitlabError:\n    print('torch' in sys.modules)\n"
     )
     result = subprocess.run(
@@ -699,7 +706,7 @@ def test_added_keys_are_checked_against_the_arguments_the_source_declares():
     assert {
         "torch.optim.SGD",
         "digitlab.models.LeNet",
-        "digitlab.data.sources.load_mnist",
+        "digitlab.data.sources.load_idx",
         "torch.optim.lr_scheduler.OneCycleLR",
     } <= built
     for target in sorted(built | _built_targets("callbacks")):

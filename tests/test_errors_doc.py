@@ -341,11 +341,12 @@ def _refused_open(path: Path):
 def download_fails(ctx: Context) -> list[Said]:
     """Every MNIST file missing; one mirror serves files of the wrong checksum, the other refuses
     connections."""
-    from digitlab.data.download import MNIST_FILES
+    from torchvision.datasets import MNIST
+
     from digitlab.data.sources import load_mnist
 
     served = ctx.folder("mirror")
-    for name, _ in MNIST_FILES:
+    for name, _ in MNIST.resources:
         (served / name).write_bytes(b"not the file")
     handler = functools.partial(_Quiet, directory=str(served))
     with (
@@ -1325,7 +1326,7 @@ LINKS: dict[str, dict[str, Runner | tuple[Runner, ...]]] = {
         "Kaggle folder missing": case("kaggle folder missing"),
         "one IDX file missing": case("one IDX file missing"),
         "EMNIST files missing": case("emnist files missing"),
-        "the same with `data.source.download=true`": case("emnist download on"),
+        "the same with `data.source.download=true`, offline": case("emnist download on"),
         "download fails (offline, 404, wrong checksum)": (case("download fails"), download_fails),
         "data root that does not exist, download on": case("data root that does not exist"),
         "truncated `.gz`": case("truncated gz"),

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from digitlab.data.idx import read_images, read_labels, write_idx
+from digitlab.data.idx import read_images, read_labels
 from digitlab.errors import DigitlabError
+from synthetic import write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -159,8 +160,9 @@ def test_labels_file_must_be_one_dimensional_and_in_range(tmp_path):
     with pytest.raises(DigitlabError, match="not labels"):
         read_labels(tmp_path / "img")
     write_idx(tmp_path / "lbl", np.array([1, 12], dtype=np.uint8))
-    with pytest.raises(DigitlabError, match="label 12 outside 0-9"):
-        read_labels(tmp_path / "lbl")
+    with pytest.raises(DigitlabError, match="label 12 outside 0-9, the 10 classes data.classes"):
+        read_labels(tmp_path / "lbl", limit=10)
+    assert read_labels(tmp_path / "lbl").tolist() == [1, 12]  # no limit: the caller checks
 
 
 def test_missing_file_names_the_folder(tmp_path):
@@ -178,7 +180,7 @@ def test_real_gzip_header_is_what_we_write(tmp_path):
 def test_load_mnist_reads_uncompressed_and_gzipped_files_alike(tmp_path, gz):
     """torchvision's layout holds the .gz files and, once extracted, the plain ones: both load."""
     from digitlab.data.sources import load_mnist
-    from digitlab.data.synthetic import N_TEST, N_TRAIN, synthetic_digits, write_mnist
+    from synthetic import N_TEST, N_TRAIN, synthetic_digits, write_mnist
 
     write_mnist(tmp_path, gz=gz)
     names = sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir())

@@ -78,7 +78,7 @@ def test_test_csv_where_train_csv_is_needed(tmp_path):
         (HEADER, [row(1, [0] * 784), row(2, [0] * 785)], "every row needs 785 cells"),
         (HEADER, [row(1, ["x", *[0] * 783])], "line 2: pixel0 = 'x' is not an integer"),
         (HEADER, [row(1, [0] * 10 + [256] + [0] * 773)], "line 2: pixel10 = 256 is outside 0-255"),
-        (HEADER, [row(1, [0] * 784), row(10, [0] * 784)], "line 3: label 10 is outside 0-9"),
+        (HEADER, [row(1, [0] * 784), row(-1, [0] * 784)], "line 3: label -1 is below 0"),
         (HEADER, [row(1, [0.5] + [0] * 783)], "pixel0 = '0.5' is not an integer"),
     ],
     ids=["header", "short-row", "long-row", "non-numeric", "pixel-range", "label-range", "float"],
@@ -92,6 +92,33 @@ def test_broken_csv_gets_a_one_line_error(tmp_path, header, rows, message):
 
 
 ONE_ROW = row(1, [0] * 784)
+
+
+@pytest.mark.parametrize("classes", [26, [chr(ord("A") + i) for i in range(26)]])
+def test_the_label_range_is_data_classes(tmp_path, classes):
+    """The reader took labels 0-9 whatever data.classes said: a 26-class CSV was refused. Its
+    range is now data.classes' (a count or the names), and a label past it is one line naming
+    the row and both fixes."""
+    from digitlab.data.sources import read_data
+    from digitlab.jobs.inputs import data_config
+
+    folder = tmp_path / "digit-recognizer"
+    folder.mkdir()
+    labels = [*range(26), 25, 0]
+    write(folder / "train.csv", HEADER, [row(label, [label] * 784) for label in labels])
+    node = data_config("kaggle", tmp_path)
+    node.classes = classes
+    data = read_data(node)
+    assert data.train_labels.tolist() == labels and data.train_images[3].max() == 3
+    node.classes = 25
+    with pytest.raises(DigitlabError) as error:
+        read_data(node)
+    one_line(
+        error, "train.csv line 27: label 25 is outside 0-24", "list every class in data.classes"
+    )
+    with pytest.raises(DigitlabError) as error:
+        read_kaggle_csv(folder / "train.csv", classes=10)
+    one_line(error, "line 12: label 10 is outside 0-9", "fix or delete that row")
 
 
 def one_line(error: pytest.ExceptionInfo, *fragments: str) -> str:

@@ -38,10 +38,12 @@ def test_a_folder_outside_the_root_is_refused_before_anything_is_made(folder, tm
 def test_a_resumed_config_never_keeps_the_stored_mirrors_or_download(make_cfg):
     cfg = make_cfg("data.source.download=false")
     stored = OmegaConf.to_container(cfg, resolve=True)
-    stored["data"]["source"] = crafted_source("MNIST/raw")
+    archive = {"archive": "http://127.0.0.1:9/gzip.zip", "archive_md5": "0" * 32}
+    stored["data"]["source"] = crafted_source("MNIST/raw", **archive)
     merged = resumed_config(cfg, stored, [], "crafted.ckpt")
-    assert "mirrors" not in merged.data.source  # this command's source names none
+    assert merged.data.source.mirrors is None  # this command's source names none of its own
     assert merged.data.source.download is False  # this command's, not the store's
+    assert "archive" not in merged.data.source and "archive_md5" not in merged.data.source
 
 
 def test_holdout_of_a_source_without_a_download_key_never_downloads(tmp_path):

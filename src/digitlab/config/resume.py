@@ -46,9 +46,12 @@ LOCAL = (
     "trainer.num_nodes",
     "trainer.strategy",
     "trainer.enable_progress_bar",
-    # Where files come from: a stored config never chooses mirrors (nor downloads by itself).
+    # Where files come from: a stored config never chooses mirrors or archives (nor downloads
+    # by itself).
     "data.source.download",
     "data.source.mirrors",
+    "data.source.archive",
+    "data.source.archive_md5",
 )
 # The run's own unless overridden.
 EXTENDABLE = ("trainer.max_epochs",)

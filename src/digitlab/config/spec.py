@@ -339,7 +339,8 @@ class SourceSpec(Component):
     @classmethod
     def _no_places(cls, data: Any) -> Any:
         if isinstance(data, Mapping):  # where to read and fetch from: the command's to say
-            data = {k: v for k, v in data.items() if k not in ("root", "download", "mirrors")}
+            places = ("root", "download", "mirrors", "archive", "archive_md5")
+            data = {k: v for k, v in data.items() if k not in places}
         return data
 
 

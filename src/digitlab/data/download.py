@@ -1,27 +1,25 @@
-"""Checksum-verified download of IDX files into torchvision's ``<root>/<NAME>/raw/`` layout."""
+"""Checksum-verified downloads into torchvision's ``<root>/<NAME>/raw/`` layout, through
+torchvision.datasets: its data sets' mirror lists, its download, md5 and unzip functions."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 
 from digitlab.errors import DigitlabError
 
-# torchvision's table of (file name, md5) and its mirror list: one source of truth for MNIST.
-MNIST_FILES: tuple[tuple[str, str], ...] = (
-    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-)
 
+def default_mirrors(name: str) -> list[str]:
+    """The mirrors ``torchvision.datasets.<name>`` fetches its files from (MNIST, FashionMNIST,
+    KMNIST); none for a set it does not fetch file by file (EMNIST comes as one archive)."""
+    import torchvision.datasets
 
-def default_mirrors() -> list[str]:
-    from torchvision.datasets import MNIST
-
-    return list(MNIST.mirrors)
+    dataset = getattr(torchvision.datasets, name, None)
+    return list(vars(dataset).get("mirrors", ())) if isinstance(dataset, type) else []
 
 
 def locate(raw_dir: Path, name: str) -> Path | None:
@@ -32,51 +30,55 @@ def locate(raw_dir: Path, name: str) -> Path | None:
     return None
 
 
-def missing_files(raw_dir: Path, files: Sequence[tuple[str, str]] = MNIST_FILES) -> list[str]:
+def missing_files(raw_dir: Path, files: Sequence[tuple[str, str]]) -> list[str]:
     return [name for name, _ in files if locate(raw_dir, name) is None]
 
 
-def download_mnist(
+def download_files(
     raw_dir: Path,
-    mirrors: Sequence[str] | None = None,
-    files: Sequence[tuple[str, str]] = MNIST_FILES,
-    timeout_s: float = 30.0,
+    files: Sequence[tuple[str, str]],
+    mirrors: Sequence[str] = (),
+    archive: tuple[str, str] | None = None,
     label: str = "MNIST",
+    timeout_s: float = 30.0,
 ) -> None:
-    """Fetch every missing file from the first mirror that serves it with the right md5.
+    """Fetch every missing file of ``files`` ((name, md5)) from the first mirror that serves it
+    with its md5, or, given ``archive`` ((URL, md5)), unpack them from that archive.
 
-    Idempotent: files already present are left alone. A file that arrives with a wrong checksum
-    is deleted. A mirror that cannot be reached is not tried again for the next files: offline,
-    each would wait out its timeout once per file. Raises DigitlabError naming the folder, the
-    files still missing and what each mirror tried answered.
+    Files already present are left alone; a file or archive that arrives with a wrong md5 is
+    deleted, and so is an archive's unpacked rest. A mirror that cannot be reached is not tried
+    again for the next files: offline, each would wait out its timeout once per file. Raises
+    DigitlabError naming the folder, the files still missing and what each try answered; the
+    folders a failed download made are taken away again, so that an offline run leaves the data
+    root as it found it.
     """
     raw_dir = Path(raw_dir)
-    mirrors = list(mirrors) if mirrors is not None else default_mirrors()
-    wanted = [(name, md5) for name, md5 in files if locate(raw_dir, name) is None]
-    if not wanted:
-        return
-    # The folders this download makes, deepest first: a download that fails takes them away
-    # again, so that an offline run leaves the data root as it found it.
     created = [folder for folder in (raw_dir, *raw_dir.parents) if not folder.exists()]
     raw_dir.mkdir(parents=True, exist_ok=True)
-    answers: dict[str, str] = {}  # mirror -> its last problem; unreachable ones stay out of use
+    answers: dict[str, str] = {}  # source -> its last problem
     unreachable: set[str] = set()
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)  # urllib inside torchvision has no timeout of its own
     try:
-        for name, md5 in wanted:
+        if archive is not None:
+            _unpack(raw_dir, archive, [name for name, _ in files], answers)
+        for name, md5 in [(n, m) for n, m in files if locate(raw_dir, n) is None and m]:
             for mirror in [m for m in mirrors if m not in unreachable]:
-                problem, reachable = _fetch(raw_dir, mirror, name, md5)
+                url = mirror.rstrip("/") + "/" + name
+                problem, reachable = _fetch(url, raw_dir, name, md5)
                 if problem is None:
                     break
-                answers[mirror] = f"{mirror}{name}: {problem}"
+                answers[mirror] = f"{url}: {problem}"
                 if not reachable:
                     unreachable.add(mirror)
     finally:
         socket.setdefaulttimeout(previous_timeout)
     still_missing = missing_files(raw_dir, files)
     if still_missing:
-        remove_empty(created)
+        for folder in created:  # deepest first; the first that holds a file stays
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         detail = "; ".join(answers.values()) or "no mirror"
         raise DigitlabError(
             f"{label} files missing in {raw_dir}: {', '.join(still_missing)} and the download "
@@ -85,30 +87,41 @@ def download_mnist(
         )
 
 
-def remove_empty(folders: Sequence[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty: the first that holds anything
-    (a file that arrived) stays, and so do the folders above it."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-def _fetch(raw_dir: Path, mirror: str, name: str, md5: str) -> tuple[str | None, bool]:
-    """(None, True) once ``name`` is in ``raw_dir`` with its md5, else (what went wrong, whether
-    the mirror answered at all); a partial or wrong file is deleted."""
+def _fetch(url: str, folder: Path, name: str, md5: str) -> tuple[str | None, bool]:
+    """(None, True) once ``url`` is ``folder/name`` with its md5, else (what went wrong, whether
+    the server answered at all); a partial or wrong file is deleted."""
     from torchvision.datasets.utils import download_url
 
     try:
-        download_url(mirror.rstrip("/") + "/" + name, root=raw_dir, filename=name, md5=md5)
+        download_url(url, root=folder, filename=name, md5=md5)
         return None, True
     except RuntimeError as e:  # torchvision: "File not found or corrupted."
-        (raw_dir / name).unlink(missing_ok=True)
-        return f"checksum mismatch, partial file deleted ({e})", True
-    except urllib.error.HTTPError as e:  # the mirror answered, without this file
-        (raw_dir / name).unlink(missing_ok=True)
-        return str(e.reason), True
+        problem, reachable = f"checksum mismatch, partial file deleted ({e})", True
+    except urllib.error.HTTPError as e:  # the server answered, without this file
+        problem, reachable = str(e.reason), True
     except (OSError, ValueError) as e:  # refused, offline, a timeout, no such host, a bad URL
-        (raw_dir / name).unlink(missing_ok=True)
-        return str(getattr(e, "reason", e)), False
+        problem, reachable = str(getattr(e, "reason", e)), False
+    (folder / name).unlink(missing_ok=True)
+    return problem, reachable
+
+
+def _unpack(raw_dir: Path, archive: tuple[str, str], names: list[str], answers: dict) -> None:
+    """The missing ``names`` moved into ``raw_dir`` from the archive at ``archive[0]`` (its md5
+    ``archive[1]``), which torchvision fetches into ``raw_dir`` and unpacks beside them."""
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    url, md5 = archive
+    kept = raw_dir / Path(url).name  # a later set from the same archive is unpacked from it
+    if not check_integrity(kept, md5):
+        problem, _ = _fetch(url, raw_dir, kept.name, md5)
+        if problem is not None:
+            answers[url] = f"{url}: {problem}"
+            return
+    with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".unpacking-") as unpacked:
+        extract_archive(kept, unpacked)
+        for name in [n for n in names if locate(raw_dir, n) is None]:
+            found = next(Path(unpacked).rglob(name), None)
+            if found is None:
+                answers[url] = f"{url}: the archive holds no {name}"
+            else:
+                shutil.move(found, raw_dir / name)

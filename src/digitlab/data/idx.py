@@ -1,18 +1,20 @@
 """Reader for the IDX files MNIST ships in (gzip-compressed or not), with real validation.
 
-torchvision's ``read_image_file`` checks its input with ``assert`` and gives no hint about which
-file is broken; this reader names the file and the problem, which is what a user needs to fix it.
+Not torchvision's ``read_image_file``: it reads only uncompressed files (torchvision unpacks each
+``.gz`` beside it first, which a read-only data root refuses), reads a file whole before checking
+its header, checks it with ``assert`` and names neither the file nor the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
 import os
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -79,7 +81,7 @@ def idx_dims(path: Path) -> int | None:
     return magic[3]
 
 
-def _decode(path: Path, f: BinaryIO, size: int, gzipped: bool) -> np.ndarray:
+def _decode(path: Path, f: io.BufferedIOBase, size: int, gzipped: bool) -> np.ndarray:
     """The array in ``f``: the file of ``size`` bytes, decompressed when ``gzipped``."""
     magic = f.read(4)
     if len(magic) < 4 or magic[:3] != bytes([0, 0, _UBYTE]) or not 1 <= magic[3] <= 3:
@@ -117,7 +119,7 @@ def _decode(path: Path, f: BinaryIO, size: int, gzipped: bool) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)  # writable: a bytearray's
 
 
-def _read_at_most(f: BinaryIO, n: int) -> bytearray:
+def _read_at_most(f: io.BufferedIOBase, n: int) -> bytearray:
     """Up to ``n`` bytes of ``f``, read in pieces: memory grows with what arrives, not ``n``."""
     data = bytearray()
     while len(data) < n and (piece := f.read(min(_CHUNK, n - len(data)))):
@@ -142,9 +144,9 @@ def read_images(path: Path, size: int = 28) -> torch.Tensor:
     return torch.from_numpy(array)  # read_idx's array is writable and its own: no copy
 
 
-def read_labels(path: Path, limit: int | None = 10) -> torch.Tensor:
-    """int64 labels (N,) from an IDX1 file, each below ``limit`` (MNIST's ten digits) unless it
-    is None (the data module checks them against its classes)."""
+def read_labels(path: Path, limit: int | None = None) -> torch.Tensor:
+    """int64 labels (N,) from an IDX1 file, each below ``limit`` (the number of classes
+    ``data.classes`` names) unless it is None."""
     array = read_idx(path)
     if array.ndim != 1:
         raise DigitlabError(
@@ -153,16 +155,9 @@ def read_labels(path: Path, limit: int | None = 10) -> torch.Tensor:
         )
     if limit is not None and array.size and array.max() >= limit:
         raise DigitlabError(
-            f"{path} has a label {int(array.max())} outside 0-{limit - 1}: the file is corrupt"
+            f"{path} has a label {int(array.max())} outside 0-{limit - 1}, the {limit} classes "
+            "data.classes names: list every class in data.classes, or replace a corrupt file"
         )
     import torch
 
     return torch.from_numpy(array.astype(np.int64))
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in .gz)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, _UBYTE, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    payload = header + array.tobytes()
-    Path(path).write_bytes(gzip.compress(payload) if str(path).endswith(".gz") else payload)

@@ -33,12 +33,13 @@ _WIDE_BOMS = (  # byte-order marks of the wide encodings (UTF-32's first: it sta
 
 
 def read_kaggle_csv(
-    path: Path, labelled: bool | None = True
+    path: Path, labelled: bool | None = True, classes: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images uint8 (N, 28, 28) and labels int64 (N,) (None for an unlabelled file).
 
     ``labelled=True`` expects Kaggle's train.csv layout, ``False`` its test.csv layout, ``None``
-    either, by the header's first column.
+    either, by the header's first column. Labels are refused below 0 and, given ``classes``
+    (how many the data set has), from ``classes`` on.
     """
     import pandas as pd  # heavy; only needed when a CSV is read
 
@@ -81,15 +82,20 @@ def read_kaggle_csv(
             "fix or delete that row"
         )
     labels = values[:, 0] if labelled else None
-    if labelled and (labels.min() < 0 or labels.max() > 9):
-        row = int(np.argmax((labels < 0) | (labels > 9)))
+    above = np.inf if classes is None else classes  # the first label out of range
+    if labels is not None and ((labels < 0) | (labels >= above)).any():
+        row = int(np.argmax((labels < 0) | (labels >= above)))
+        label, fix = labels[row], "fix or delete that row"
+        if label < 0:
+            raise DigitlabError(f"{path} line {row + 2}: label {label} is below 0: {fix}")
         raise DigitlabError(
-            f"{path} line {row + 2}: label {labels[row]} is outside 0-9: fix or delete that row"
+            f"{path} line {row + 2}: label {label} is outside 0-{above - 1}, the {classes} "
+            f"classes data.classes names: {fix}, or list every class in data.classes"
         )
     import torch  # only once the file has passed its checks (torch takes seconds to import)
 
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
-    if not labelled:
+    if labels is None:
         return images, None
     return images, torch.from_numpy(labels.astype(np.int64))
 

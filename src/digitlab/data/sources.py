@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digitlab.data.download import MNIST_FILES, download_mnist, locate, missing_files
+from digitlab.data.classes import class_names
+from digitlab.data.download import default_mirrors, download_files, locate, missing_files
 from digitlab.data.idx import read_images, read_labels
 from digitlab.data.kaggle import read_kaggle_csv
 from digitlab.errors import DigitlabError
@@ -54,8 +55,13 @@ def read_data(
 def load_mnist(
     root: str | Path, download: bool = True, mirrors: list[str] | None = None
 ) -> DigitData:
-    """MNIST from ``<root>/MNIST/raw/``; missing files are downloaded first when allowed."""
-    return _load(root, "MNIST/raw", list(MNIST_FILES), mirrors, download, labels_below=10)
+    """MNIST from ``<root>/MNIST/raw/`` by torchvision's file table: the source of runs stored
+    before conf/data/mnist.yaml named its files (it now names :func:`load_idx`)."""
+    from torchvision.datasets import MNIST
+
+    return load_idx(
+        root, "MNIST/raw", dict(zip(IDX_PARTS, MNIST.resources, strict=True)), mirrors, download
+    )
 
 
 # The four files of a data set in MNIST's IDX layout, by the part each holds.
@@ -70,69 +76,33 @@ def load_idx(
     download: bool = True,
     transpose: bool = False,
     archive: str | None = None,
+    archive_md5: str | None = None,
+    classes: int | Sequence[str] | None = None,
 ) -> DigitData:
-    """A data set in MNIST's IDX layout (Fashion-MNIST, KMNIST, EMNIST, ...) from
+    """A data set in MNIST's IDX layout (MNIST, Fashion-MNIST, KMNIST, EMNIST, ...) from
     ``<root>/<folder>/``; missing files are downloaded first when allowed.
 
     Args:
         folder: under ``root``, e.g. ``FashionMNIST/raw`` (torchvision's layout).
         files: ``{train_images, train_labels, test_images, test_labels}`` -> ``[file name, md5]``;
-            an md5 of null: the file is read where it is, never downloaded.
-        mirrors: base URLs the files are fetched from (None: MNIST's, torchvision's list).
+            an md5 of null: the file is never downloaded by itself (only from ``archive``).
+        mirrors: base URLs the files are fetched from (None: those of the torchvision.datasets
+            class named by the folder's first part, e.g. ``FashionMNIST``).
         transpose: the images are stored transposed (EMNIST's files): turn them upright.
-        archive: the URL of the archive the files are shipped in, for a set that cannot be
-            downloaded file by file (no md5): a missing file's error says to fetch it there.
+        archive, archive_md5: the URL and md5 of an archive that ships the files (EMNIST's):
+            a download unpacks them from it; without an md5 it is only named by the error.
+        classes: the data set's classes (a count or their names): a label outside them is
+            refused, naming its file. None: the data module checks the labels.
     """
     table = _file_table(files, _check_folder(folder))
-    return _load(root, folder, table, mirrors, download, transpose, archive=archive)
-
-
-def _load(
-    root: str | Path,
-    folder: str,
-    table: list[tuple[str, str]],
-    mirrors: Sequence[str] | None,
-    download: bool,
-    transpose: bool = False,
-    labels_below: int | None = None,
-    archive: str | None = None,
-) -> DigitData:
-    name = folder.split("/")[0]
     raw_dir = Path(root).expanduser() / folder
-    missing = missing_files(raw_dir, table)
-    unfetchable = _why_not_downloadable(table, mirrors)
-    by_hand = (
-        f"download {archive}, unzip it and put {', '.join(missing)} in {raw_dir}/"
-        if archive
-        else f"copy {', '.join(missing)} into {raw_dir}/"
-    )
-    if missing and download and unfetchable:
-        raise DigitlabError(
-            f"data.source.download=true cannot fetch {name}: {unfetchable}; {by_hand}, or point "
-            f"DIGITLAB_DATA (or data.root) at a folder holding {folder}/"
-        )
-    if missing and download:
-        _check_root(Path(root).expanduser(), folder)
-        download_mnist(raw_dir, mirrors, table, label=name)
-    elif missing and unfetchable:
-        raise DigitlabError(
-            f"{name} files missing in {raw_dir}: {', '.join(missing)}; {by_hand}, or point "
-            f"DIGITLAB_DATA (or data.root) at a folder holding {folder}/"
-        )
-    elif missing and not raw_dir.is_dir():
-        raise DigitlabError(
-            f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
-            f"folder holding {folder}/, or set data.source.download=true"
-        )
-    elif missing:
-        raise DigitlabError(
-            f"{name} files missing in {raw_dir}: {', '.join(missing)}; copy them there, set "
-            "data.source.download=true, or point DIGITLAB_DATA (or data.root) at a folder holding "
-            f"{folder}/"
-        )
-    paths = [locate(raw_dir, file) for file, _ in table]
-    train_images, train_labels = read_images(paths[0]), read_labels(paths[1], labels_below)
-    test_images, test_labels = read_images(paths[2]), read_labels(paths[3], labels_below)
+    if missing := missing_files(raw_dir, table):
+        fetch = (download, mirrors, archive, archive_md5)
+        _get_missing(Path(root).expanduser(), folder, table, missing, *fetch)
+    paths = [locate(raw_dir, file) or raw_dir / file for file, _ in table]
+    limit = None if classes is None else len(class_names(classes))
+    train_images, train_labels = read_images(paths[0]), read_labels(paths[1], limit)
+    test_images, test_labels = read_images(paths[2]), read_labels(paths[3], limit)
     _check_counts(paths[0], train_images, paths[1], train_labels)
     _check_counts(paths[2], test_images, paths[3], test_labels)
     if transpose:  # stored column by column: each image turned back upright, once, here
@@ -141,18 +111,57 @@ def _load(
     return DigitData(train_images, train_labels, test_images, test_labels, tuple(paths))
 
 
-def _why_not_downloadable(
-    table: Sequence[tuple[str, str]], mirrors: Sequence[str] | None
-) -> str | None:
-    """Why a download of ``table``'s files cannot work (None: it can): a file without an md5 is
-    never downloaded, and no mirror is nowhere to download from."""
-    unchecked = [file for file, md5 in table if not md5]
+def _get_missing(
+    root: Path,
+    folder: str,
+    table: list[tuple[str, str]],
+    missing: list[str],
+    download: bool,
+    mirrors: Sequence[str] | None,
+    archive: str | None,
+    archive_md5: str | None,
+) -> None:
+    """Download the ``missing`` files of ``table`` into ``root/folder`` when ``download`` allows
+    it, else one line saying where they come from."""
+    name, raw_dir, listed = folder.split("/")[0], root / folder, ", ".join(missing)
+    packed = (archive, archive_md5) if archive and archive_md5 else None
+    unchecked = [] if packed else [file for file, md5 in table if not md5]
+    by_hand = f"download {archive}, unzip it and put {listed} in {raw_dir}/" if archive else ""
+    elsewhere = f"point DIGITLAB_DATA (or data.root) at a folder holding {folder}/"
+    if not download and (unchecked or archive):
+        also = "" if unchecked else ", set data.source.download=true"
+        raise DigitlabError(
+            f"{name} files missing in {raw_dir}: {listed}; "
+            f"{by_hand or f'copy {listed} into {raw_dir}/'}{also}, or {elsewhere}"
+        )
+    if not download and not raw_dir.is_dir():
+        raise DigitlabError(
+            f"data folder {raw_dir} does not exist: point DIGITLAB_DATA (or data.root) at the "
+            f"folder holding {folder}/, or set data.source.download=true"
+        )
+    if not download:
+        raise DigitlabError(
+            f"{name} files missing in {raw_dir}: {listed}; copy them there, set "
+            f"data.source.download=true, or {elsewhere}"
+        )
     if unchecked:
         which = "its files" if len(unchecked) == len(table) else ", ".join(unchecked)
-        return f"data.source.files gives no md5 for {which} (a file without one is never fetched)"
-    if mirrors is not None and not list(mirrors):
-        return "data.source.mirrors is empty"
-    return None
+        raise DigitlabError(
+            f"data.source.download=true cannot fetch {name}: data.source.files gives no md5 for "
+            f"{which} (a file without one is never fetched); "
+            f"{by_hand or f'copy {listed} into {raw_dir}/'}, or {elsewhere}"
+        )
+    _check_root(root, folder)
+    urls = [] if packed else default_mirrors(name) if mirrors is None else list(mirrors)
+    if not packed and not urls:  # file by file: the mirrors given, else torchvision's for the set
+        why = (
+            "is empty" if mirrors is not None else f"is null and torchvision.datasets has no {name}"
+        )
+        raise DigitlabError(
+            f"data.source.download=true cannot fetch {name}: data.source.mirrors {why}; "
+            f"copy {listed} into {raw_dir}/, give data.source.mirrors, or {elsewhere}"
+        )
+    download_files(raw_dir, table, urls, packed, label=name)
 
 
 def _check_folder(folder: str) -> str:
@@ -189,11 +198,17 @@ def _file_table(files: Mapping[str, Sequence[str | None]], folder: str) -> list[
     return table
 
 
-def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True) -> DigitData:
+def load_kaggle(
+    root: str | Path,
+    file: str = "train.csv",
+    labelled: bool = True,
+    classes: int | Sequence[str] = 10,
+) -> DigitData:
     """Kaggle's ``<root>/digit-recognizer/<file>`` (``file`` may be an absolute path).
 
     Training needs a labelled train.csv-style file; ``labelled=False`` reads Kaggle's test.csv
-    for prediction (``train_labels`` is then None).
+    for prediction (``train_labels`` is then None). ``classes``: the data set's classes (a
+    count or their names); a label outside them is refused, naming its row.
     """
     folder = Path(root).expanduser() / "digit-recognizer"
     if not Path(file).is_absolute() and not folder.is_dir():
@@ -201,7 +216,8 @@ def load_kaggle(root: str | Path, file: str = "train.csv", labelled: bool = True
             f"data folder {folder} does not exist: put Kaggle's train.csv there or point "
             "DIGITLAB_DATA (or data.root) at a folder holding digit-recognizer/"
         )
-    images, labels = read_kaggle_csv(folder / file, labelled=labelled)
+    count = len(class_names(classes))
+    images, labels = read_kaggle_csv(folder / file, labelled=labelled, classes=count)
     if labelled and len(images) < 2:  # the split would answer with an empty range of sizes
         raise DigitlabError(
             f"{folder / file} holds 1 row: training needs at least 2 (one to train on, one to "

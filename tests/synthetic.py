@@ -1,15 +1,23 @@
-"""A tiny synthetic digit set in the real file formats (MNIST IDX, Kaggle CSV), for the tests and
-the tutorial notebook where the real data is not at hand. numpy only, no torch."""
+"""A tiny synthetic digit set in the real file formats (MNIST IDX, Kaggle CSV), for the tests,
+the experiments and the tutorial notebook where the real data is not at hand. numpy only, no torch,
+no digitlab: the files are written as any other program would write them."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.data.idx import write_idx
-
 N_TRAIN, N_TEST = 240, 80
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + array.tobytes()
+    Path(path).write_bytes(gzip.compress(payload) if str(path).endswith(".gz") else payload)
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
