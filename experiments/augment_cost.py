@@ -55,7 +55,7 @@ def main() -> None:
     x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in AUGMENTATIONS}
-    for name, augment in AUGMENTATIONS.items():  # warm-up
+    for augment in AUGMENTATIONS.values():  # warm-up
         step_seconds(net, optimizer, x, y, augment, generator, 2)
     for _ in range(args.rounds):
         for name, augment in AUGMENTATIONS.items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from digitlab.data.augment import RandomAffine, move
+from digitlab.data.augment import TTA_MOVES, RandomAffine, averaged_probabilities, move
+from digitlab.models import LeNet
 from digitlab.training.build import build_datamodule, build_module
 
 
@@ -18,7 +19,9 @@ def test_zero_strength_is_the_identity_and_each_image_moves_on_its_own():
 
 def test_pixels_moved_in_from_outside_get_the_fill_value():
     x = torch.full((1, 1, 28, 28), 5.0)
-    shifted = RandomAffine(degrees=0, translate=0.5, scale=0)(x, fill=-0.4242)
+    # Seeded: an unseeded draw could shift by less than half a pixel and move nothing in.
+    shifts = RandomAffine(degrees=0, translate=0.5, scale=0)
+    shifted = shifts(x.repeat(4, 1, 1, 1), fill=-0.4242, generator=torch.Generator().manual_seed(0))
     assert torch.isclose(shifted, torch.tensor(-0.4242), atol=1e-4).any()
 
 
@@ -69,6 +72,19 @@ def test_elastic_distortion_moves_pixels_by_about_its_strength_each_image_its_ow
     assert not torch.allclose(sideways[0], sideways[1])
     # The field's RMS over both directions is 2 pixels: about 2 / sqrt(2) sideways.
     assert 0.8 < sideways.square().mean().sqrt() < 2.2
+
+
+def test_tta_over_moves_that_move_nothing_is_the_plain_prediction():
+    torch.manual_seed(0)
+    net = LeNet().eval()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        plain = net(x).softmax(dim=1)
+        still = averaged_probabilities(net, x, ({}, {"angle": 0.0}, {"shift_x": 0.0}), fill=-0.4)
+        moved = averaged_probabilities(net, x, TTA_MOVES, fill=-0.4)
+    assert torch.allclose(still, plain, atol=1e-5)
+    assert torch.allclose(moved.sum(dim=1), torch.ones(5), atol=1e-5)
+    assert not torch.allclose(moved, plain, atol=1e-4)
 
 
 def test_augmentation_only_touches_training_batches(make_cfg):

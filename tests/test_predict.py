@@ -82,6 +82,27 @@ def test_checkpoint_on_labelled_mnist_writes_csv_probabilities(trained, data_roo
     assert out.accuracy == pytest.approx((table.argmax(1) == labels).mean())
 
 
+def test_tta_averages_each_images_fixed_moves_and_is_recorded(trained, data_root, tmp_path):
+    result, cfg = trained
+    plain = predict(
+        checkpoint=result["best_checkpoint"], data="mnist", root=data_root, out=tmp_path / "p.npy"
+    )
+    tta = predict(
+        run_id=result["run_id"],
+        data="mnist",
+        root=data_root,
+        out=tmp_path / "tta.npy",
+        tracking_uri=cfg.logger.tracking_uri,
+        tta=True,
+    )
+    plain_probs, tta_probs = np.load(plain.probabilities), np.load(tta.probabilities)
+    assert np.allclose(tta_probs.sum(1), 1, atol=1e-5)
+    assert not np.allclose(tta_probs, plain_probs, atol=1e-4)  # the moves changed something
+    run = MlflowClient(cfg.logger.tracking_uri).get_run(tta.run_id)
+    assert run.data.params["predict.tta"] == "True"
+    assert "--tta" in run.data.tags["digitlab.command"].split()
+
+
 def _corrupt(checkpoint: dict, path) -> None:
     torch.save(checkpoint, path)
     path.write_bytes(path.read_bytes()[:1000])

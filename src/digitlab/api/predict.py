@@ -20,6 +20,7 @@ def predict(
     trusted: Iterable[str] = (),
     method: str = "mean",
     skip_missing: bool = False,
+    tta: bool = False,
 ) -> Prediction:
     """Predict ``data`` with a run, a checkpoint, or several (an ensemble), as
     ``digitlab-predict --run ... --data ...`` does: the same job
@@ -40,4 +41,5 @@ def predict(
             trusted=tuple(trusted),
             method=method,
             skip_missing=skip_missing,
+            tta=tta,
         )

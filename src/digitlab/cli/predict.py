@@ -80,6 +80,12 @@ def argument_parser() -> argparse.ArgumentParser:
         "holds each digit's share of the votes)",
     )
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: each network's probabilities averaged over the image as "
+        "it is, shifted a pixel each way and turned 8 degrees each way (7 passes, 7x the time)",
+    )
+    parser.add_argument(
         "--skip-missing",
         action="store_true",
         help="leave out an ensemble member whose run or checkpoint is missing or refused (one "
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             trusted=tuple(args.trust),
             method=args.method,
             skip_missing=args.skip_missing,
+            tta=args.tta,
         )
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)

@@ -124,3 +124,25 @@ def smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     rows = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
     blurred = F.conv2d(field, rows, padding=(0, radius), groups=channels)
     return F.conv2d(blurred, rows.transpose(2, 3), padding=(radius, 0), groups=channels)
+
+
+# Test-time augmentation's fixed moves (predict's ``--tta``): the image as it is, shifted one
+# pixel each way and turned 8 degrees each way; a network's probabilities over them are averaged.
+TTA_MOVES: tuple[dict[str, float], ...] = (
+    {},
+    {"shift_x": 1},
+    {"shift_x": -1},
+    {"shift_y": 1},
+    {"shift_y": -1},
+    {"angle": 8},
+    {"angle": -8},
+)
+
+
+def averaged_probabilities(
+    net: torch.nn.Module, x: torch.Tensor, moves: tuple[dict[str, float], ...], fill: float
+) -> torch.Tensor:
+    """(N, C) class probabilities of ``net`` for the batch ``x`` (model input units), averaged
+    over ``moves`` (keyword arguments of :func:`move`; ``{}`` is the batch as it is)."""
+    each = [net(move(x, **m, fill=fill) if m else x).softmax(dim=1) for m in moves]
+    return torch.stack(each).mean(dim=0)

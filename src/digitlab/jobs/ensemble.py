@@ -149,6 +149,7 @@ def predict_ensemble(
     method: str,
     skip_missing: bool,
     command: str,
+    tta: bool = False,
 ) -> Prediction:
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
@@ -164,12 +165,12 @@ def predict_ensemble(
     classes = same_classes(members)
     configs = [(m.name, m.config) for m in members]
     images, labels, pictures = images_for(data, root, configs, trusted)
-    each = member_probabilities(members, images)
+    each = member_probabilities(members, images, tta)
     probs, digits = combine(each, method)
     own = [accuracy(p.argmax(axis=1), labels) for p in each]
     scored = [a for a in own if a is not None]
     names = [m.name for m in members]
-    settings = {"method": method, "data": data, "rows": len(probs)}
+    settings = {"method": method, "data": data, "rows": len(probs), "tta": tta}
     with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
         warnings = kaggle_caveat(data, configs)

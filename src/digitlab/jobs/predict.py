@@ -87,6 +87,7 @@ def predict(
     trusted: tuple[str, ...] = (),
     method: str = "mean",
     skip_missing: bool = False,
+    tta: bool = False,
 ) -> Prediction:
     """Write the (N, C) probabilities of C classes (``.npy``, or ``.csv`` by ``out``'s name).
 
@@ -99,6 +100,8 @@ def predict(
     Several runs or checkpoints, or a sweep's parent run (its finished children), predict as an
     ensemble (:mod:`digitlab.jobs.ensemble`, ``method`` "mean" or "vote", ``skip_missing``),
     recorded as a run of its own; the result then also names its members, method and skipped.
+    ``tta``: each network's probabilities are averaged over fixed shifts and turns of each image
+    (test-time augmentation, :data:`digitlab.data.augment.TTA_MOVES`).
     """
     from digitlab.tracking import ensemble, store
 
@@ -111,7 +114,7 @@ def predict(
     if method not in METHODS:
         raise DigitlabError(f"method {method!r} is unknown: use {' or '.join(METHODS)}")
     command = command_line(
-        runs, files, data, root, out, tracking_uri, trusted, method, skip_missing
+        runs, files, data, root, out, tracking_uri, trusted, method, skip_missing, tta
     )
     root = root and Path(root).expanduser()
     client = None
@@ -123,10 +126,10 @@ def predict(
         from digitlab.jobs.ensemble import predict_ensemble
 
         return predict_ensemble(
-            client, runs, files, data, root, out, trusted, method, skip_missing, command
+            client, runs, files, data, root, out, trusted, method, skip_missing, command, tta
         )
     run, file = (runs or [None])[0], (files or [None])[0]
-    return predict_one(client, run, file, data, root, out, trusted, command)
+    return predict_one(client, run, file, data, root, out, trusted, command, tta)
 
 
 def command_line(
@@ -139,6 +142,7 @@ def command_line(
     trusted: Sequence[str],
     method: str,
     skip_missing: bool,
+    tta: bool = False,
 ) -> str:
     """The ``digitlab-predict`` command that does what these arguments do (default values left
     out): recorded in the prediction's run, the same whichever door it came in by."""
@@ -154,6 +158,8 @@ def command_line(
         words += ["--method", method]
     if skip_missing:
         words.append("--skip-missing")
+    if tta:
+        words.append("--tta")
     for module in trusted:
         words += ["--trust", module]
     for flag, value in (("--root", root), ("--out", out), ("--tracking-uri", tracking_uri)):
@@ -171,6 +177,7 @@ def predict_one(
     out: str | Path | None,
     trusted: tuple[str, ...],
     command: str,
+    tta: bool = False,
 ) -> Prediction:
     """:func:`predict` for one run (``client``'s) or one checkpoint file; ``command``: its
     :func:`command_line`."""
@@ -187,7 +194,7 @@ def predict_one(
         net, config = network_from_checkpoint(Path(checkpoint), trusted)
     members = [(run_id or str(checkpoint), config)]
     images, labels, pictures = images_for(data, root, members, trusted)
-    probs = probabilities(net, images, config).numpy()
+    probs = probabilities(net, images, config, tta=tta).numpy()
 
     name = run_id or Path(checkpoint).stem
     out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
@@ -200,7 +207,7 @@ def predict_one(
     # recorded as a run of its own: the training run stays as it was
     from digitlab.tracking.ensemble import log_results, prediction_run
 
-    settings = {"data": data_name(data), "rows": len(probs)}
+    settings = {"data": data_name(data), "rows": len(probs), "tta": tta}
     with prediction_run(client, run_id, settings, command) as own:
         log_results(client, own, None, {"accuracy": result.accuracy}, result.files)
     return replace(result, run_id=own)

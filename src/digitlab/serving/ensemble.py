@@ -36,12 +36,12 @@ class Member:
         }
 
 
-def member_probabilities(members: Sequence[Member], images) -> np.ndarray:
+def member_probabilities(members: Sequence[Member], images, tta: bool = False) -> np.ndarray:
     """float32 (M, N, 10): each member's class probabilities of uint8 images (N, 28, 28), each
     with its own normalisation and input size (28, or 32 for LeNet-5)."""
     from digitlab.serving.model import probabilities
 
-    return np.stack([probabilities(m.net, images, m.config).numpy() for m in members])
+    return np.stack([probabilities(m.net, images, m.config, tta=tta).numpy() for m in members])
 
 
 def combine(member_probs: np.ndarray, method: str = "mean") -> tuple[np.ndarray, np.ndarray]:

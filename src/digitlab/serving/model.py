@@ -86,11 +86,15 @@ def mnist_like(images: np.ndarray) -> np.ndarray:
     return np.rint(flat).astype(np.uint8).reshape(images.shape)
 
 
-def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
+def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000, tta: bool = False):
     """(N, C) float32 probabilities of the run's C classes for uint8 images (N, 28, 28), on the
-    CPU, with the run's own normalisation and input size (``prepare``, as in training)."""
+    CPU, with the run's own normalisation and input size (``prepare``, as in training).
+
+    ``tta``: test-time augmentation, the probabilities averaged over the image as it is and
+    :data:`~digitlab.data.augment.TTA_MOVES`' fixed shifts and turns."""
     import torch
 
+    from digitlab.data.augment import TTA_MOVES, averaged_probabilities
     from digitlab.data.classes import run_classes
     from digitlab.data.datamodule import prepare
 
@@ -106,7 +110,8 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
                 data["std"],
                 size,
             )
-            chunks.append(net(x).softmax(dim=1))
+            fill = -data["mean"] / data["std"]  # a black pixel, normalised
+            chunks.append(averaged_probabilities(net, x, TTA_MOVES if tta else ({},), fill))
     return torch.cat(chunks) if chunks else torch.zeros(0, len(run_classes(config)))
 
 
