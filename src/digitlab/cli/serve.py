@@ -23,8 +23,8 @@ import sys
 
 from digitlab.cli import plain
 from digitlab.errors import DigitlabError
-from digitlab.tracking.registry import MODEL_NAME
 from digitlab.tracking.store import default_tracking_uri
+from digitlab.tracking.tags import MODEL_NAME
 
 
 def default_model(client) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.errors import DigitlabError
-from digitlab.tracking.registry import MODEL_NAME
+from digitlab.tracking.tags import MODEL_NAME
 from digitlab.training.logged_model import LOADER
 
 # models:/name@alias, models:/name/3, models:/m-<id>, runs:/<run id>/model: never a file path,
