@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import open_dict
+from omegaconf.errors import OmegaConfBaseException
+
 from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.config.names import check_command_line, one_line
 from digitlab.errors import DigitlabError
@@ -35,13 +42,6 @@ def compose(*overrides: str):
 def compose_job(overrides: Iterable[str]) -> Composed:
     """Compose with Hydra's compose API; Hydra's global state is cleared again on return, so a
     notebook can compose (and fit) any number of times."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import open_dict
-    from omegaconf.errors import OmegaConfBaseException
-
     overrides = [str(o) for o in overrides]
     if flags := [o for o in overrides if o.startswith("-")]:
         raise DigitlabError(
