@@ -14,6 +14,7 @@ From Python (and Jupyter)::
     server = digitlab.ui(); server.stop()          # the MLflow UI on the store
 """
 
+import importlib
 import time
 
 __version__ = "0.1.0"
@@ -43,8 +44,6 @@ __all__ = [*_API, "STARTED", "__version__"]
 
 def __getattr__(name: str):
     if name in _API:
-        import importlib
-
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'digitlab' has no attribute {name!r}")
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
 from digitlab.config import CONF_DIR
 from digitlab.config.command import check_command_line
 from digitlab.errors import DigitlabError
@@ -35,9 +38,6 @@ def compose(*overrides: str):
 def compose_job(overrides: Iterable[str]) -> Composed:
     """Compose with Hydra's compose API; Hydra's global state is cleared again on return, so a
     notebook can compose (and fit) any number of times."""
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
     overrides = [str(o) for o in overrides]
     if flags := [o for o in overrides if o.startswith("-")]:
         raise DigitlabError(

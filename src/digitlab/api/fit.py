@@ -9,6 +9,10 @@ from typing import Any
 
 from digitlab.api.compose import compose_job
 from digitlab.api.model import Model
+from digitlab.clock import job_started
+from digitlab.config.resume import config_to_resume
+from digitlab.jobs.preflight import preflight
+from digitlab.training.checkpoints import network_from_checkpoint
 
 
 @dataclass
@@ -40,16 +44,12 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     checkpoint logged, and raises :class:`digitlab.errors.Interrupted` naming ``resume=<id>``.
     ``callbacks``: more Lightning callbacks, after the ``callbacks`` group's.
     """
-    from digitlab.clock import job_started
-    from digitlab.config.resume import config_to_resume
-    from digitlab.jobs.preflight import preflight
-
     job_started("digitlab.fit was called")
     job = compose_job(overrides)
     job.cfg = config_to_resume(job.cfg, overrides)  # resume=: the run's own config
     data = preflight(job.cfg)  # the command line's checks, before torch is imported
+    # lazy: torch and Lightning, 12 s, after the checks above have answered
     from digitlab.jobs.train import run_job
-    from digitlab.training.checkpoints import network_from_checkpoint
 
     output_dir = unused_folder(job.output_dir)
     result = run_job(job.cfg, output_dir, job.choices, data, callbacks)

@@ -1,4 +1,8 @@
-"""``digitlab.load(run_id)``: a run's network with its own preprocessing, ready to predict."""
+"""``digitlab.load(run_id)``: a run's network with its own preprocessing, ready to predict.
+
+``digitlab.fit`` imports this module and answers a bad config before it imports torch (4 s) or
+MLflow (2 s): those are imported in the functions that use them, marked lazy.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from digitlab.data.classes import run_classes
 from digitlab.errors import DigitlabError
+from digitlab.serving.model import as_pixels, probabilities, verdicts
+from digitlab.tracking import store
+from digitlab.training.checkpoints import network_from_checkpoint
 
 
 class Model:
@@ -30,13 +40,9 @@ class Model:
     @property
     def classes(self) -> tuple[str, ...]:
         """The name of each class, by label: ``predict``'s column ``i`` is ``classes[i]``."""
-        from digitlab.data.classes import run_classes
-
         return run_classes(self.config)
 
     def predict(self, images: Any, batch_size: int = 1000):
-        from digitlab.serving.model import probabilities
-
         return probabilities(self.net, as_images(images), self.config, batch_size).numpy()
 
     def classify(self, images: Any, batch_size: int = 1000) -> dict[str, Any]:
@@ -44,8 +50,6 @@ class Model:
         ``probabilities`` (N, C), ``digit`` int64 (N,) the label of the most probable class
         (its name: ``classes[digit]``), ``confidence`` float32 (N,) its probability, ``unsure``
         bool (N,): confidence below ``digitlab.serving.model.UNSURE_BELOW``."""
-        from digitlab.serving.model import verdicts
-
         return verdicts(self.predict(images, batch_size))
 
     def __repr__(self) -> str:
@@ -57,10 +61,7 @@ def as_images(images: Any):
     """uint8 torch images ``(N, 28, 28)``, MNIST-like, from one ``(28, 28)`` image or a stack of
     pixel values 0-255 or 0-1, light ink on dark or dark ink on light
     (:func:`digitlab.serving.model.as_pixels`); or a one-line error saying why not."""
-    import numpy as np
-    import torch
-
-    from digitlab.serving.model import as_pixels
+    import torch  # lazy: 4 s, see the top
 
     x = images.numpy(force=True) if isinstance(images, torch.Tensor) else np.asarray(images)
     if x.ndim == 2:
@@ -83,9 +84,7 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
     network's package, as ``--trust`` does for ``digitlab-predict``. ``tracking_uri``: the store
     (default: ``logger.tracking_uri``, the project's ``mlruns/mlflow.db``).
     """
-    from digitlab.tracking import store
-    from digitlab.tracking.ensemble import run_checkpoint
-    from digitlab.training.checkpoints import network_from_checkpoint
+    from digitlab.tracking.ensemble import run_checkpoint  # lazy: MLflow, see the top
 
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     check_run(client, str(run_id))
@@ -97,7 +96,7 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
 
 def check_run(client, run_id: str) -> None:
     """Raise the API's one-line error when ``run_id`` is not a run of ``client``'s store."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: see the top
 
     try:
         client.get_run(run_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from digitlab.api.model import no_progress_bars
 from digitlab.jobs.predict import Prediction
+from digitlab.jobs.predict import predict as job
 
 __all__ = ["Prediction", "predict"]
 
@@ -27,9 +29,6 @@ def predict(
     (:func:`digitlab.jobs.predict.predict`), files and MLflow runs. Returns the
     :class:`Prediction`: the files' paths, accuracy (labelled data), rows and the prediction's
     own run; bad input raises :class:`digitlab.errors.DigitlabError` in one line."""
-    from digitlab.api.model import no_progress_bars
-    from digitlab.jobs.predict import predict as job
-
     with no_progress_bars():
         return job(
             run_id=run_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from digitlab.jobs.register import Registration
+from digitlab.jobs.register import register as job
 
 __all__ = ["Registration", "register"]
 
@@ -13,6 +14,4 @@ def register(run_id: str, name: str, tracking_uri: str | None = None) -> Registr
     behind ``digitlab-register`` (:func:`digitlab.jobs.register.register`). Returns the
     :class:`Registration` (``version``, ``new``, ``best``; ``line()`` is what the command
     prints); a missing run or model raises :class:`digitlab.errors.DigitlabError` in one line."""
-    from digitlab.jobs.register import register as job
-
     return job(run_id, name, tracking_uri=tracking_uri)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.utils.search_utils import SearchUtils
+
+from digitlab.config import CONF_DIR, config_groups
 from digitlab.errors import DigitlabError
+from digitlab.tracking import store
 
 # Keyword filters that are attributes or tags of a run rather than config groups or params.
 ATTRIBUTES = {"status": "attributes.status", "run_name": "attributes.run_name"}
@@ -29,11 +36,6 @@ def runs(
     ``tracking_uri``: the store (default ``logger.tracking_uri``); ``experiment_name`` as
     ``logger.experiment_name``.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.search_utils import SearchUtils
-
-    from digitlab.tracking import store
-
     clauses = [filter_clause(key, value) for key, value in filters.items()]
     clauses += [filter_string] if filter_string else []
     try:  # checked here too, so a bad filter fails even before the experiment has runs
@@ -43,7 +45,7 @@ def runs(
         raise DigitlabError(f"MLflow cannot search runs by that filter: {first}") from None
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     experiment = client.get_experiment_by_name(experiment_name)
-    found = []
+    found: list[Run] = []
     if experiment is not None:
         token = None
         while len(found) < max_results:
@@ -63,8 +65,6 @@ def runs(
 
 def filter_clause(key: str, value: Any) -> str:
     """One MLflow search clause for a keyword filter (see :func:`runs`)."""
-    from digitlab.config import CONF_DIR, config_groups
-
     text = str(value)
     if "'" in text:
         raise DigitlabError(f"{key}={text!r}: a filter value cannot hold a quote (')")
@@ -86,8 +86,6 @@ def filter_clause(key: str, value: Any) -> str:
 def runs_frame(found: list) -> Any:
     """The DataFrame of MLflow ``Run`` objects, built here rather than by ``mlflow.search_runs``,
     which reads the process-wide tracking URI: setting that would leak into the user's kernel."""
-    import pandas as pd
-
     rows: list[dict[str, Any]] = []
     for run in found:
         info, data = run.info, run.data

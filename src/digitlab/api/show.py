@@ -7,7 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from digitlab.api.model import check_run, no_progress_bars
 from digitlab.errors import DigitlabError
+from digitlab.tracking import store
 
 
 def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[Path]:
@@ -19,9 +23,6 @@ def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[P
     are displayed as images and JSON tables (``*_stats_*.json``) as DataFrames; elsewhere the
     files are only downloaded. A sweep's parent run holds ``summary/*``.
     """
-    from digitlab.api.model import check_run, no_progress_bars
-    from digitlab.tracking import store
-
     patterns = patterns or ("figures/*",)
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     check_run(client, str(run_id))
@@ -52,7 +53,7 @@ def artifact_paths(client, run_id: str, folder: str | None = None) -> list[str]:
 
 def display(path: Path, name: str) -> Any:
     """Show one artifact in the running Jupyter kernel: a title, then the picture or table."""
-    try:
+    try:  # optional: IPython is no dependency of digitlab's, but every Jupyter kernel has it
         from IPython import get_ipython
         from IPython.display import Image, Markdown
         from IPython.display import display as ipython_display
@@ -64,8 +65,6 @@ def display(path: Path, name: str) -> Any:
     if path.suffix == ".png":
         return ipython_display(Image(filename=str(path)))
     if path.suffix == ".json":
-        import pandas as pd
-
         try:  # mlflow's log_table writes pandas' "split" layout
             return ipython_display(pd.read_json(path, orient="split"))
         except ValueError:

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 from digitlab.errors import DigitlabError
+from digitlab.tracking.store import default_tracking_uri, sqlite_path
+from digitlab.tracking.ui_server import check_port, mlflow_ui_command, mlflow_ui_environment
 
 
 class UI:
@@ -47,15 +49,11 @@ class UI:
 def ui(tracking_uri: str | None = None, port: int = 0, timeout_s: float = 120.0) -> UI:
     """Start the MLflow UI on ``tracking_uri`` (default: the project's store), on 127.0.0.1 and
     ``port`` (0: a free one), and wait until it answers; ``digitlab-ui`` is the shell's way."""
-    from digitlab.tracking.store import default_tracking_uri, sqlite_path
-
     uri = tracking_uri or default_tracking_uri()
     db = sqlite_path(uri)
     if db is not None and not db.is_file():  # as digitlab-ui: the UI must not create the store
         raise DigitlabError(f"no MLflow store at {db} yet: train a run first (digitlab.fit)")
     if port:  # a port taken is said in one line, not after the server's start-up timeout
-        from digitlab.tracking.ui_server import check_port
-
         check_port("127.0.0.1", port, "pass another port, or port=0 for a free one")
     for _ in range(3):  # a free port can be taken between choosing it and the server binding it
         chosen = port or _free_port()
@@ -91,8 +89,6 @@ def _log_path(port: int) -> Path:
 def _start(uri: str, port: int, timeout_s: float) -> UI | None:
     """The server on ``port`` once ``/health`` answers, or None if it exited or never answered.
     Its output goes to a log file, so no pipe fills up and blocks it."""
-    from digitlab.tracking.ui_server import mlflow_ui_command, mlflow_ui_environment
-
     log = _log_path(port)
     env = mlflow_ui_environment(dict(os.environ))
     command = mlflow_ui_command(uri, port=port)

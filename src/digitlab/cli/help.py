@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
 from digitlab.config import config_groups
 
 HELP_FLAGS = ("--help", "-h")
@@ -27,9 +30,6 @@ def wants_help(argv: list[str]) -> bool:
 
 
 def render(argv: list[str], conf_dir: Path, app: str = "digitlab") -> str:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     overrides = [a for a in argv if not a.startswith("-")]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name=app):
         cfg = compose("config", overrides=overrides)

@@ -24,6 +24,7 @@ experiment ``ensembles``: its members, method, accuracy and prediction files.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     # MLflow draws a progress bar on stderr for every checkpoint it downloads: noise around the
     # one-line errors and summary (set the variable to true to see them).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from digitlab.jobs.predict import predict  # torch, MLflow: after --help has answered
+    # lazy: torch and MLflow, 6 s, which --help and a missing argument do without
+    from digitlab.jobs.predict import predict
 
     try:
         result = predict(
@@ -183,8 +185,6 @@ def summary(result) -> list[str]:
 def picture_lines(digits_csv, limit: int) -> list[str]:
     """The first ``limit`` rows of ``digits.csv``, one line each: file, digit and confidence
     (marked unsure), or why the picture could not be read (a reason that names its file)."""
-    import csv
-
     with open(digits_csv, newline="") as f:
         rows = list(csv.DictReader(f))[:limit]
     return [

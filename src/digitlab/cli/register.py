@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="registered model name, e.g. digits")
     parser.add_argument("--tracking-uri", help=f"MLflow store (default {default_tracking_uri()})")
     args = parser.parse_args(argv)
-    from digitlab.jobs.register import register
+    from digitlab.jobs.register import register  # lazy: MLflow, 2 s, which --help does without
 
     try:
         registration = register(args.run, args.name, tracking_uri=args.tracking_uri)

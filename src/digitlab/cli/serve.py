@@ -21,16 +21,19 @@ import errno
 import os
 import sys
 
+import numpy as np
+
 from digitlab.cli import plain
 from digitlab.errors import DigitlabError
-from digitlab.tracking.registry import MODEL_NAME
+from digitlab.tracking import store
 from digitlab.tracking.store import default_tracking_uri
+from digitlab.tracking.tags import MODEL_NAME
 
 
 def default_model(client) -> str:
     """A registered model's @best, else the newest run's model: refused, not passed over, when
     that run is gone from the store."""
-    from digitlab.serving.models import available, run_models
+    from digitlab.serving.models import available, run_models  # lazy: MLflow, see main
 
     choices = available(client)  # registered models first, then runs' models, newest first
     best = [c for c in choices if c["uri"].endswith("@best")]
@@ -54,8 +57,6 @@ def default_model(client) -> str:
 def warm_up(model) -> None:
     """One prediction before serving: torch's first call on a network takes seconds (lazy
     initialisation), which the first client would otherwise wait for."""
-    import numpy as np
-
     model.predict(np.zeros((1, 28, 28), np.uint8))
 
 
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     # MLflow draws a progress bar on stderr for every model it downloads: noise around the
     # one-line errors and the serving line (set the variable to true to see them).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # lazy: MLflow, FastAPI and uvicorn, 4 s, which --help and a bad argument do without
     from digitlab.serving.models import ModelCache
     from digitlab.serving.server import make_server
-    from digitlab.tracking import store
 
     uri = None
     try:  # the store's own problems (damaged, read-only, full) are DigitlabErrors from here

@@ -7,20 +7,23 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from digitlab.cli.help import render, wants_help
+from digitlab.clock import job_started
 from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.config.command import check_command_line
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.search.study import TRIAL_ENV
+from digitlab.tracking.store import ui_command
+from digitlab.tracking.sweep import end_interrupted_sweep, mark_interrupted
 
 register_resolvers()
 
 
 def _report(result: dict, tracking_uri: str) -> None:
-    from digitlab.tracking.store import ui_command
-
     metrics = result["metrics"]
     shown = "   ".join(
         f"{k} {metrics[k]:.4f}" for k in ("test/acc", "test/loss", "val/acc") if k in metrics
@@ -36,9 +39,7 @@ def _report(result: dict, tracking_uri: str) -> None:
 
 def _job(cfg: DictConfig, data) -> dict:
     """:func:`digitlab.jobs.train.run_job` in Hydra's job: its folder, choices and sweeper."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from digitlab.jobs.train import run_job
+    from digitlab.jobs.train import run_job  # lazy: torch and Lightning, 12 s, see _run
 
     hydra_cfg = HydraConfig.get()
     return run_job(
@@ -46,21 +47,18 @@ def _job(cfg: DictConfig, data) -> dict:
         hydra_cfg.runtime.output_dir,
         dict(hydra_cfg.runtime.choices),
         data,
-        sweeper_cfg=hydra_cfg.get("sweeper"),
+        sweeper_cfg=hydra_cfg.sweeper,
     )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+    # lazy: the checks and data readers, 0.5 s, which --help does without; torch and Lightning
+    # (_job) come after them
     from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from digitlab.clock import job_started
-
         job_started()  # its time to first step counts from here, not from the sweep's start
     try:
         # resume=: the run's stored config, the command's overrides checked against it
@@ -69,8 +67,6 @@ def _run(cfg: DictConfig) -> float | None:
         result = _job(cfg, data)
     except DigitlabError as e:
         if isinstance(e, Interrupted) and HydraConfig.get().mode == RunMode.MULTIRUN:
-            from digitlab.tracking.sweep import mark_interrupted
-
             mark_interrupted(e.exit_code - 128)  # the sweep's parent run ends KILLED, not FAILED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -81,7 +77,7 @@ def _run(cfg: DictConfig) -> float | None:
     if result["run_id"] is not None:  # DDP: rank 0 reports; the other ranks record nothing
         _report(result, cfg.logger.tracking_uri)
     if result.get("pruned"):  # the Optuna sweeper records the trial PRUNED
-        import optuna
+        import optuna  # lazy: 0.3 s, for a pruned trial only
 
         raise optuna.TrialPruned(result["pruned"])
     global _ALONE
@@ -136,8 +132,6 @@ def main() -> None:
     except KeyboardInterrupt:
         # Only a sweep's own process gets here (a run turns Ctrl-C into its one-line Interrupted):
         # its launcher was waiting on jobs in other processes when the signal came.
-        from digitlab.tracking.sweep import end_interrupted_sweep
-
         ended = end_interrupted_sweep()
         if ended is None:
             raise

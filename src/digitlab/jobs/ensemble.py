@@ -11,17 +11,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from digitlab.data.classes import run_classes
 from digitlab.errors import DigitlabError
-from digitlab.jobs.predict import Prediction
+from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
+from digitlab.jobs.outputs import Prediction, write_predictions
+from digitlab.serving.ensemble import Member, accuracy, combine, member_probabilities
+from digitlab.tracking.ensemble import (
+    ensemble_run,
+    finished_children,
+    get_run,
+    log_results,
+    run_checkpoint,
+)
+from digitlab.training.checkpoints import network_from_checkpoint
 
 
 @dataclass
 class Source:
-    """Where a member comes from: a run of the store (``run_id``) or a checkpoint file."""
+    """Where a member comes from: a run of the store (``run_id``), else the checkpoint file
+    ``name``."""
 
     name: str
     run_id: str | None = None
-    checkpoint: str | None = None
 
 
 class Roster:
@@ -51,8 +62,6 @@ class Roster:
 def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Roster) -> None:
     """Add each run (a sweep's parent: its FINISHED children, said in one line) and each
     checkpoint file to ``roster``."""
-    from digitlab.tracking.ensemble import finished_children, get_run
-
     for run_id in runs:
         try:
             run = get_run(client, run_id)
@@ -82,24 +91,22 @@ def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Rost
         for child in finished:
             roster.add(Source(child, run_id=child))
     for path in files:
-        roster.add(Source(str(path), checkpoint=str(path)))
+        roster.add(Source(str(path)))
 
 
 def load_members(client, roster: Roster, trusted: tuple[str, ...]) -> list:
     """Each member's network and run config, through the one checkpoint path
     (:func:`digitlab.training.checkpoints.network_from_checkpoint`: weights only, allow-list)."""
-    from digitlab.serving.ensemble import Member
-    from digitlab.tracking.ensemble import run_checkpoint
-    from digitlab.training.checkpoints import network_from_checkpoint
-
     members = []
     with tempfile.TemporaryDirectory(prefix="digitlab-ensemble-") as tmp:
         for number, source in enumerate(roster.sources):
             try:
-                path = source.checkpoint or run_checkpoint(
-                    client, source.run_id, Path(tmp) / str(number)
+                path = (
+                    run_checkpoint(client, source.run_id, Path(tmp) / str(number))
+                    if source.run_id is not None
+                    else Path(source.name)
                 )
-                net, config = network_from_checkpoint(Path(path), trusted)
+                net, config = network_from_checkpoint(path, trusted)
             except DigitlabError as e:
                 roster.miss(source.name, e)
                 continue
@@ -125,8 +132,6 @@ def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
 def same_classes(members: Sequence) -> tuple[str, ...]:
     """The classes every member was trained on; one line when two members' differ (their
     probabilities cannot be averaged, nor their votes counted, class by class)."""
-    from digitlab.data.classes import run_classes
-
     first = run_classes(members[0].config)
     for member in members[1:]:
         if (theirs := run_classes(member.config)) != first:
@@ -154,11 +159,6 @@ def predict_ensemble(
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
     method and the members skipped. ``command``: the ``digitlab-predict`` line it records."""
-    from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
-    from digitlab.jobs.outputs import write_predictions
-    from digitlab.serving.ensemble import accuracy, combine, member_probabilities
-    from digitlab.tracking.ensemble import ensemble_run, log_results
-
     roster = Roster(skip_missing)
     find_members(client, runs, files, roster)
     members = load_members(client, roster, trusted)

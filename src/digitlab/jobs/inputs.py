@@ -4,19 +4,32 @@ images file, pictures of digits, or the test rows the runs held out in training
 
 from __future__ import annotations
 
+import glob
+import inspect
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from digitlab.config import CONF_DIR, config_groups, project_root, register_resolvers
+from digitlab.config.targets import Refused, build, resolve
+from digitlab.data.classes import class_names
+from digitlab.data.idx import idx_dims, read_images, read_labels
+from digitlab.data.kaggle import read_kaggle_csv
+from digitlab.data.sources import read_data
 from digitlab.errors import DigitlabError
+from digitlab.serving.mnistify import IMAGE_SUFFIXES, read_digit
 
 
 def data_sets() -> list[str]:
     """The names ``--data`` accepts: the options of the ``data`` config group."""
-    from digitlab.config import CONF_DIR, config_groups
-
     return config_groups(CONF_DIR)["data"]
 
 
@@ -28,10 +41,6 @@ def load_images(data: str, root: Path | None) -> tuple[Any, Any]:
     ``root`` (``--root``), else the data set's default (``$DIGITLAB_DATA``, else the project's
     ``data/``), never a run's.
     """
-    from digitlab.data.idx import idx_dims
-    from digitlab.data.kaggle import read_kaggle_csv
-    from digitlab.data.sources import read_data
-
     path = Path(data).expanduser()
     if path.suffix.lower() == ".csv":
         if not path.is_file():
@@ -58,8 +67,6 @@ def idx_images(path: Path) -> tuple[Any, Any]:
     """uint8 images (N, 28, 28) of an IDX images file, as stored (EMNIST's transposed ones are
     not turned), and the int64 labels of the labels file MNIST's naming puts beside it
     (``…-labels-idx1-ubyte``, compressed or not; None when there is none)."""
-    from digitlab.data.idx import read_images, read_labels
-
     images = read_images(path)
     labels_file = None
     if "images-idx3" in path.name:
@@ -97,11 +104,6 @@ def read_pictures(data: str, files: list[Path]) -> tuple[Any, Pictures]:
     :class:`Pictures` they came from. One picture that cannot be read among others is reported,
     not fatal; a lone picture that cannot be, or a folder or glob none of whose can, raises
     its one line."""
-    import numpy as np
-    import torch
-
-    from digitlab.serving.mnistify import read_digit
-
     images, refused = [], {}
     for i, path in enumerate(files):
         try:
@@ -123,9 +125,6 @@ def picture_files(data: str) -> list[Path] | None:
     """The picture files ``--data`` names, sorted: one picture (``.png``, ``.jpg``, ...), a
     folder's pictures or a glob's; None when ``data`` names none of these (a data set, a CSV).
     Raises DigitlabError when a folder or glob holds no picture, or a picture is missing."""
-    import glob
-
-    from digitlab.serving.mnistify import IMAGE_SUFFIXES
 
     def pictures(paths) -> list[Path]:
         return sorted(
@@ -154,9 +153,6 @@ def picture_files(data: str) -> list[Path] | None:
 def data_name(data: str) -> str:
     """A short name for ``--data`` in file names: the data set, the CSV's stem, the pictures'
     folder (a glob's ``*`` never ends up in a file name)."""
-    import glob
-    import re
-
     path = Path(data).expanduser()
     if glob.has_magic(data):
         head = re.split(r"[*?\[]", str(path), maxsplit=1)[0]
@@ -229,8 +225,6 @@ def holdout_images(
     have held out the same rows, or the ensemble's accuracy would mix rows some members trained
     on. The files are this command's: those under ``root`` (``--root``), else under the data
     sets' default root (``$DIGITLAB_DATA``, else the project's ``data/``), never downloaded."""
-    import torch
-
     splits: dict[str, tuple[Any, Any]] = {}
     owner: dict[str, str] = {}  # recipe -> the first member that held out its rows
     for name, config in members:
@@ -253,19 +247,23 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     """(what decides the member's held-out rows, a function that cuts them): its data source
     (a parsed recipe: which reader and files, no place), read from this command's ``root``
     without downloading; one line for a config that lacks what the cut needs."""
-    from digitlab.config.targets import Refused, build
-    from digitlab.data.classes import class_names
+    # lazy: Lightning, 8 s after torch, which a prediction needs for --data holdout only
     from digitlab.data.datamodule import DigitDataModule
 
     data = config.get("data") if isinstance(config, Mapping) else None
     source = data.get("source") if isinstance(data, Mapping) else None
-    if not isinstance(source, Mapping) or "val_size" not in data or "seed" not in config:
+    if (
+        not isinstance(data, Mapping)
+        or not isinstance(source, Mapping)
+        or "val_size" not in data
+        or "seed" not in config
+    ):
         raise DigitlabError(
             f"--data holdout: {name}'s run config lacks data.source, data.val_size or seed, so "
             "its held-out rows cannot be cut again: pass a data set with --data instead"
         )
     source = {k: v for k, v in source.items() if k != "_partial_"}
-    root = str(root) if root is not None else default_data_root()
+    data_root = str(root) if root is not None else default_data_root()
     try:
         takes = _parameters(source["_target_"], trusted)
     except Refused as e:
@@ -276,13 +274,15 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     if "download" in takes:  # a holdout never downloads
         source["download"] = False
     split_seed = config["seed"] if data.get("split_seed") is None else data["split_seed"]
-    recipe = repr((sorted(source.items()), root, *(data.get(k) for k in SPLIT_KEYS), split_seed))
+    recipe = repr(
+        (sorted(source.items()), data_root, *(data.get(k) for k in SPLIT_KEYS), split_seed)
+    )
 
     def cut() -> tuple[Any, Any]:
         try:
             datamodule = DigitDataModule(
                 source=build(source, "data source", trusted, path="data.source.", _partial_=True),
-                root=root,
+                root=data_root,
                 classes=class_names(data.get("classes", 10)),
                 val_size=data["val_size"],
                 test_size=data.get("test_size"),
@@ -300,29 +300,18 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
 
 def _parameters(target: str, trusted: tuple[str, ...]) -> tuple[str, ...]:
     """The argument names of the data source ``target`` names, once it passes the allow-list."""
-    import inspect
-
-    from digitlab.config.targets import resolve
-
     return tuple(inspect.signature(resolve(target, ("data source",), trusted)).parameters)
 
 
 def default_data_root() -> str:
     """The data root a command uses when it is given none: ``$DIGITLAB_DATA``, else the
     project's ``data/`` (what conf/data/*.yaml's ``root`` resolves to)."""
-    from digitlab.config import project_root
-
     return os.environ.get("DIGITLAB_DATA") or str(project_root() / "data")
 
 
 def data_config(name: str, root: Path | str | None) -> Any:
     """``conf/data/<name>.yaml``'s node, composed as training composes it, with ``root`` (when
     given) as its data root: set on the composed node, never spliced into override text."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from digitlab.config import CONF_DIR, register_resolvers
-
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         node = compose("config", overrides=[f"data={name}"]).data

@@ -1,14 +1,70 @@
 """What a prediction writes: the class probabilities, and Kaggle's submission or each picture's
-digit beside them."""
+digit beside them; what it answers (:class:`Prediction`), for one run or an ensemble."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from digitlab.jobs.inputs import Pictures
+from digitlab.serving.ensemble import accuracy
 from digitlab.serving.model import UNSURE_BELOW
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a prediction wrote and recorded.
+
+    ``probabilities``: the (N, C) file of C classes (``.npy`` or ``.csv``); ``submission``: Kaggle's
+    ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
+    (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
+    ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
+    ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
+    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C. For pictures,
+    ``unsure``: how many digits have a confidence below ``UNSURE_BELOW``
+    (:mod:`digitlab.serving.model`), ``unreadable``: how many pictures could not be read (their
+    rows of ``digits.csv`` say why). ``warnings``: one line each, what the numbers do not mean
+    (a Kaggle score of a network trained on MNIST's files)."""
+
+    probabilities: Path
+    submission: Path | None
+    digits: Path | None
+    accuracy: float | None
+    n: int
+    run_id: str | None = None
+    members: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    method: str | None = None
+    classes: int = 10
+    unsure: int = 0
+    unreadable: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def written(cls, files: dict, **more) -> Prediction:
+        """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
+        keys = (
+            "probabilities",
+            "submission",
+            "digits",
+            "accuracy",
+            "n",
+            "classes",
+            "unsure",
+            "unreadable",
+            "warnings",
+        )
+        return cls(**{k: files[k] for k in keys}, **more)
+
+    @property
+    def files(self) -> list[Path]:
+        """The files written: the probabilities, then the submission or digits if any."""
+        return [f for f in (self.probabilities, self.submission, self.digits) if f is not None]
 
 
 def write_submission(labels, path: Path) -> None:
@@ -35,10 +91,6 @@ def write_predictions(
     "accuracy", "n", "classes", "unsure", "unreadable", "warnings"} (``classes``: how many
     columns; ``unsure``: how many pictures' digits are; ``unreadable``: how many pictures could
     not be read); accuracy against ``labels``."""
-    import numpy as np
-
-    from digitlab.serving.ensemble import accuracy
-
     names = list(classes) if classes is not None else [str(c) for c in range(probs.shape[1])]
     probs, digits = np.asarray(probs), np.asarray(digits)
     confidence = probs[np.arange(len(probs)), digits] if len(probs) else np.zeros(0)
@@ -83,8 +135,6 @@ DIGITS_HEADER = ("file", "digit", "confidence", "unsure", "error")
 def write_digits(path: Path, pictures: Pictures, digits: Sequence[str], confidence) -> None:
     """``digits.csv``: a row per picture file, in order (:data:`DIGITS_HEADER`); a picture that
     could not be read has an empty digit and its reason in ``error``."""
-    import csv
-
     answers = iter(zip(digits, confidence, strict=True))
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")

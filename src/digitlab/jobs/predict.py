@@ -8,66 +8,23 @@ get the run's own normalisation and size.
 
 from __future__ import annotations
 
+import shlex
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
+from digitlab.data.classes import run_classes
 from digitlab.errors import DigitlabError
+from digitlab.jobs.ensemble import predict_ensemble
 from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
-from digitlab.jobs.outputs import write_predictions
+from digitlab.jobs.outputs import Prediction, write_predictions
 from digitlab.serving.ensemble import METHODS
+from digitlab.serving.model import probabilities
+from digitlab.tracking import ensemble, store
+from digitlab.tracking.ensemble import log_results, prediction_run, run_checkpoint
 from digitlab.tracking.store import default_tracking_uri
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What a prediction wrote and recorded.
-
-    ``probabilities``: the (N, C) file of C classes (``.npy`` or ``.csv``); ``submission``: Kaggle's
-    ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
-    (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
-    ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
-    ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
-    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C. For pictures,
-    ``unsure``: how many digits have a confidence below ``UNSURE_BELOW``
-    (:mod:`digitlab.serving.model`), ``unreadable``: how many pictures could not be read (their
-    rows of ``digits.csv`` say why). ``warnings``: one line each, what the numbers do not mean
-    (a Kaggle score of a network trained on MNIST's files)."""
-
-    probabilities: Path
-    submission: Path | None
-    digits: Path | None
-    accuracy: float | None
-    n: int
-    run_id: str | None = None
-    members: list[str] | None = None
-    skipped: list[str] = field(default_factory=list)
-    method: str | None = None
-    classes: int = 10
-    unsure: int = 0
-    unreadable: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    @classmethod
-    def written(cls, files: dict, **more) -> Prediction:
-        """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
-        keys = (
-            "probabilities",
-            "submission",
-            "digits",
-            "accuracy",
-            "n",
-            "classes",
-            "unsure",
-            "unreadable",
-            "warnings",
-        )
-        return cls(**{k: files[k] for k in keys}, **more)
-
-    @property
-    def files(self) -> list[Path]:
-        """The files written: the probabilities, then the submission or digits if any."""
-        return [f for f in (self.probabilities, self.submission, self.digits) if f is not None]
+from digitlab.training.checkpoints import network_from_checkpoint
 
 
 def as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
@@ -103,8 +60,6 @@ def predict(
     ``tta``: each network's probabilities are averaged over fixed shifts and turns of each image
     (test-time augmentation, :data:`digitlab.data.augment.TTA_MOVES`).
     """
-    from digitlab.tracking import ensemble, store
-
     runs, files = as_list(run_id), as_list(checkpoint)
     if not runs and not files:
         raise DigitlabError(
@@ -116,20 +71,19 @@ def predict(
     command = command_line(
         runs, files, data, root, out, tracking_uri, trusted, method, skip_missing, tta
     )
-    root = root and Path(root).expanduser()
+    root_path = Path(root).expanduser() if root else None
     client = None
     if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too
         client = store.open_client(tracking_uri or default_tracking_uri())
     if len(runs) + len(files) > 1 or (
         runs and ensemble.children(client, ensemble.get_run(client, runs[0]))
     ):
-        from digitlab.jobs.ensemble import predict_ensemble
-
         return predict_ensemble(
-            client, runs, files, data, root, out, trusted, method, skip_missing, command, tta
+            client, runs, files, data, root_path, out, trusted, method, skip_missing, command, tta
         )
-    run, file = (runs or [None])[0], (files or [None])[0]
-    return predict_one(client, run, file, data, root, out, trusted, command, tta)
+    if runs:
+        return predict_one(client, runs[0], None, data, root_path, out, trusted, command, tta)
+    return predict_one(client, None, files[0], data, root_path, out, trusted, command, tta)
 
 
 def command_line(
@@ -146,8 +100,6 @@ def command_line(
 ) -> str:
     """The ``digitlab-predict`` command that does what these arguments do (default values left
     out): recorded in the prediction's run, the same whichever door it came in by."""
-    import shlex
-
     words = ["digitlab-predict"]
     if runs:
         words += ["--run", *runs]
@@ -181,22 +133,19 @@ def predict_one(
 ) -> Prediction:
     """:func:`predict` for one run (``client``'s) or one checkpoint file; ``command``: its
     :func:`command_line`."""
-    import tempfile
-
-    from digitlab.data.classes import run_classes
-    from digitlab.serving.model import probabilities
-    from digitlab.tracking.ensemble import run_checkpoint
-    from digitlab.training.checkpoints import network_from_checkpoint
-
     with tempfile.TemporaryDirectory(prefix="digitlab-predict-") as tmp:
         if run_id is not None:
-            checkpoint = run_checkpoint(client, run_id, Path(tmp))
-        net, config = network_from_checkpoint(Path(checkpoint), trusted)
+            path = run_checkpoint(client, run_id, Path(tmp))
+        elif checkpoint is not None:
+            path = Path(checkpoint)
+        else:
+            raise ValueError("predict_one takes run_id or checkpoint")  # predict() checked it
+        net, config = network_from_checkpoint(path, trusted)
     members = [(run_id or str(checkpoint), config)]
     images, labels, pictures = images_for(data, root, members, trusted)
     probs = probabilities(net, images, config, tta=tta).numpy()
 
-    name = run_id or Path(checkpoint).stem
+    name = run_id or path.stem
     out = Path(out or f"predictions/{name}-{data_name(data)}.npy")
     classes = run_classes(config)
     warnings = kaggle_caveat(data, members)
@@ -205,8 +154,6 @@ def predict_one(
     if run_id is None:
         return result
     # recorded as a run of its own: the training run stays as it was
-    from digitlab.tracking.ensemble import log_results, prediction_run
-
     settings = {"data": data_name(data), "rows": len(probs), "tta": tta}
     with prediction_run(client, run_id, settings, command) as own:
         log_results(client, own, None, {"accuracy": result.accuracy}, result.files)

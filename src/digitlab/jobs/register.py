@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from digitlab.tracking import registry, store
 from digitlab.tracking.registry import Registration
 
 __all__ = ["Registration", "register"]
@@ -13,7 +14,5 @@ def register(run_id: str, name: str, tracking_uri: str | None = None) -> Registr
     ``name`` in ``tracking_uri``'s store (default: the project's), unless a version already holds
     it, and point ``name@best`` at the best version (:func:`digitlab.tracking.registry.register`).
     Raises :class:`digitlab.errors.DigitlabError` in one line for a missing run or model."""
-    from digitlab.tracking import registry, store
-
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     return registry.register(client, run_id, name)

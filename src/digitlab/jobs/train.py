@@ -11,6 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from digitlab.callbacks.pruning import TrialPruning
+from digitlab.errors import DigitlabError
+from digitlab.search.study import current_trial, trial_tags
+from digitlab.training.crossval import cross_validate
+from digitlab.training.run import train
+
 
 def run_job(
     cfg,
@@ -31,26 +37,16 @@ def run_job(
         sweeper_cfg: the job's ``hydra.sweeper`` node: inside a digitlab Optuna search it names
             the trial to report to (:func:`digitlab.search.study.current_trial`).
     """
-    from digitlab.search.study import current_trial, trial_tags
-
     trial = current_trial(sweeper_cfg, cfg.logger.tracking_uri)
     settings = dict(output_dir=output_dir, choices=dict(choices or {}), data=data)
     if cfg.data.get("folds"):
-        from digitlab.training.crossval import cross_validate  # imports torch and lightning
-
         if callbacks:
-            from digitlab.errors import DigitlabError
-
             raise DigitlabError(
                 "callbacks= is for one run: with data.folds the folds are trained by "
                 "cross-validation, which takes none; drop data.folds or the callbacks"
             )
         return cross_validate(cfg, **settings, trial=trial, tags=trial_tags(trial))
-    from digitlab.training.run import train  # imports torch and lightning (seconds)
-
     callbacks = list(callbacks)
     if trial is not None:
-        from digitlab.callbacks.pruning import TrialPruning
-
         callbacks.append(TrialPruning(trial, monitor="val/acc"))
     return train(cfg, **settings, callbacks=callbacks, tags=trial_tags(trial))

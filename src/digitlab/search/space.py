@@ -3,6 +3,7 @@
 The mapping follows hydra-optuna-sweeper 1.3 (MIT), rewritten for Optuna >= 4, whose
 ``FloatDistribution`` / ``IntDistribution`` replace the removed ``UniformDistribution``,
 ``LogUniformDistribution``, ``IntUniformDistribution`` and ``DiscreteUniformDistribution``.
+Imports Optuna: the sweeper plugin imports this module only once a sweep starts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from digitlab.errors import DigitlabError
 
@@ -24,33 +26,33 @@ def distribution(override: Override) -> Any:
     - ``interval(low, high)``: float, or int when both bounds are ints; ``tag(log, ...)`` samples
       it on a log scale.
     """
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
     if not override.is_sweep_override():
         return override.get_value_element_as_str()
     value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        choices = override.sweep_iterator(transformer=Transformer.encode)
-        return CategoricalDistribution(list(choices))
-    if override.is_range_sweep():
-        assert isinstance(value, RangeSweep)
-        step = value.step if value.step is not None else 1
-        if any(isinstance(v, float) for v in (value.start, value.stop, step)):
+    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
+        # encode keeps a choice that is a number, bool or string, and writes any other as text
+        choices = [
+            c
+            for c in override.sweep_iterator(transformer=Transformer.encode)
+            if isinstance(c, str | int | float | bool)
+        ]
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        assert start is not None and stop is not None  # the parser sets both of range(...)
+        if any(isinstance(v, float) for v in (start, stop, step)):
             # range() excludes stop; the last value is the last full step below it
-            n = int((value.stop - value.start) / step - 1e-9)
-            return FloatDistribution(value.start, value.start + n * step, step=step)
-        last = value.start + ((value.stop - 1 - value.start) // step) * step
-        return IntDistribution(int(value.start), int(last), step=int(step))
-    if override.is_interval_sweep():
-        assert isinstance(value, IntervalSweep)
+            n = int((stop - start) / step - 1e-9)
+            return FloatDistribution(start, start + n * step, step=step)
+        last = start + ((stop - 1 - start) // step) * step
+        return IntDistribution(int(start), int(last), step=int(step))
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        assert low is not None and high is not None  # the parser sets both of interval(...)
         log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
     raise DigitlabError(
         f"{override.input_line} is not a sweep Optuna can sample: "
         "use choice(...), range(...), interval(...) or tag(log, interval(...))"

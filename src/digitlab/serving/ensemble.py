@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.serving.model import probabilities
+
 METHODS = ("mean", "vote")
 
 
@@ -39,8 +41,6 @@ class Member:
 def member_probabilities(members: Sequence[Member], images, tta: bool = False) -> np.ndarray:
     """float32 (M, N, 10): each member's class probabilities of uint8 images (N, 28, 28), each
     with its own normalisation and input size (28, or 32 for LeNet-5)."""
-    from digitlab.serving.model import probabilities
-
     return np.stack([probabilities(m.net, images, m.config, tta=tta).numpy() for m in members])
 
 

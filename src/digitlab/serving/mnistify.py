@@ -4,7 +4,13 @@ and the ink of a picture (a canvas, a scan, a photo of a page) found first (:fun
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
 
 from digitlab.serving.model import BadInput
 
@@ -17,8 +23,6 @@ def mnistify(ink: np.ndarray, threshold: int = 10) -> np.ndarray:
     Pixels at or below ``threshold`` count as paper when finding the bounding box (a canvas
     leaves faint anti-aliasing traces). Raises :class:`BadInput` for an empty drawing.
     """
-    from PIL import Image
-
     ink = np.asarray(ink, dtype=np.float32)
     rows, cols = np.nonzero(ink > threshold)
     if len(rows) == 0:
@@ -27,7 +31,9 @@ def mnistify(ink: np.ndarray, threshold: int = 10) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)  # the longer side becomes 20 px, the aspect ratio stays
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).resize(size, Image.LANCZOS)
+    image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).resize(
+        size, Image.Resampling.LANCZOS
+    )
     small = np.asarray(image, dtype=np.float32)
     canvas = np.zeros((SIDE, SIDE), np.float32)
     top, left = (SIDE - small.shape[0]) // 2, (SIDE - small.shape[1]) // 2
@@ -38,8 +44,6 @@ def mnistify(ink: np.ndarray, threshold: int = 10) -> np.ndarray:
 def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
     """uint8 image translated (by a fraction of a pixel too, bilinearly) so that its centre of
     mass is at pixel (14, 14), where MNIST's are (mean 13.99, 14.00 over its test digits)."""
-    from PIL import Image
-
     total = image.sum()
     ys, xs = np.indices(image.shape)
     dy = image.shape[0] / 2 - (ys * image).sum() / total
@@ -47,7 +51,10 @@ def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
     # An affine map from output to input pixels: out(x, y) = in(x - dx, y - dy); the 20x20 box
     # leaves 4 px margins, so the ink stays inside.
     moved = Image.fromarray(image.astype(np.float32), "F").transform(
-        image.shape[::-1], Image.AFFINE, (1, 0, -dx, 0, 1, -dy), resample=Image.BILINEAR
+        image.shape[::-1],
+        Image.Transform.AFFINE,
+        (1, 0, -dx, 0, 1, -dy),
+        resample=Image.Resampling.BILINEAR,
     )
     return np.clip(np.rint(np.asarray(moved)), 0, 255).astype(np.uint8)
 
@@ -55,12 +62,6 @@ def shift_to_centre_of_mass(image: np.ndarray) -> np.ndarray:
 def decode_png(data_url: str, max_side: int = 2000) -> np.ndarray:
     """Grayscale ink (H, W), 0 = paper, from a canvas's ``data:image/png;base64,...``: white ink
     on black (the page's), dark ink on white, or any ink on a transparent canvas (its alpha)."""
-    import base64
-    import binascii
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
     head, _, body = str(data_url).partition(",")
     if not head.startswith("data:image/png;base64"):
         raise BadInput("the drawing must be a PNG data URL (canvas.toDataURL('image/png'))")
@@ -110,8 +111,6 @@ def find_ink(gray: np.ndarray) -> np.ndarray:
     (Otsu's) around the strongest mark, the digit's connected strokes followed down to the noise
     (hysteresis), everything else set to paper. Ink is scaled so that its strokes reach 255, as
     MNIST's do. All paper (one shade, or noise only): all zeros."""
-    from scipy import ndimage
-
     gray = np.asarray(gray, dtype=np.float32)
     height, width = gray.shape
     # Where to look: a reduced copy (at most 512 px a side; averaging also quiets the noise).
@@ -165,8 +164,6 @@ def reduce(image: np.ndarray, sy: int, sx: int) -> np.ndarray:
     a last partial block averages the pixels it has)."""
     if sy == sx == 1:
         return image
-    from PIL import Image
-
     flat = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), "F")
     return np.asarray(flat.reduce((sx, sy)))
 
@@ -258,8 +255,6 @@ def read_digit(path, max_side: int = 8000) -> np.ndarray:
     its paper as the draw page's is (:func:`ink_of`), boxed and centred as MNIST's
     (:func:`mnistify`).
     Raises :class:`BadInput` in one line naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             if max(image.size) > max_side:

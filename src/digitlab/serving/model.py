@@ -5,15 +5,23 @@ and whose data is a weights-only checkpoint (state_dict + the run config, the re
 (``mlflow.pyfunc.load_model``) goes through ``network_from_checkpoint``: ``torch.load`` with
 ``weights_only=True`` and the ``_target_`` allow-list, so a model never unpickles Python objects.
 That is why it is not ``mlflow.pytorch``'s flavour: that one pickles the whole ``nn.Module``.
+
+``digitlab-predict --help`` imports this module (for :data:`UNSURE_BELOW`), so torch (4 s to
+import), the data module (Lightning, 8 s more) and the checkpoint reader (0.5 s: the config
+schema) are imported in the functions that use them, marked lazy.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from digitlab.data.classes import run_classes
 from digitlab.errors import DigitlabError
 
 SIDE = 28
@@ -92,10 +100,10 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000, t
 
     ``tta``: test-time augmentation, the probabilities averaged over the image as it is and
     :data:`~digitlab.data.augment.TTA_MOVES`' fixed shifts and turns."""
+    # lazy: torch and Lightning, see the top
     import torch
 
     from digitlab.data.augment import TTA_MOVES, averaged_probabilities
-    from digitlab.data.classes import run_classes
     from digitlab.data.datamodule import prepare
 
     data, size = config["data"], config["model"].get("input_size", SIDE)
@@ -140,7 +148,7 @@ class DigitModel:
         """``probabilities``: float32 (N, C) over the run's C classes; ``digit``: int64 (N,), the
         label of the most probable class (its name: ``data.classes`` of the run's config);
         ``confidence``: its probability; ``unsure``: below :data:`UNSURE_BELOW`."""
-        import torch
+        import torch  # lazy: see the top
 
         pixels = torch.from_numpy(as_pixels(data))
         return verdicts(probabilities(self.net, pixels, self.config).numpy())
@@ -148,7 +156,7 @@ class DigitModel:
 
 def load(path: str, trusted: Iterable[str] = ()) -> DigitModel:
     """The model of a weights-only checkpoint at ``path`` (see the module docstring)."""
-    from digitlab.training.checkpoints import network_from_checkpoint
+    from digitlab.training.checkpoints import network_from_checkpoint  # lazy: see the top
 
     net, config = network_from_checkpoint(path, trusted)
     return DigitModel(net, config)
@@ -168,11 +176,7 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     ``DIGITLAB_TRUST=mypkg[,other]`` in the environment. digitlab's own commands check the
     MLmodel before MLflow sees it (:mod:`digitlab.serving.models`).
     """
-    import os
-    import sys
-    from pathlib import Path
-
-    if (model_config or {}).get("trust"):
+    if model_config and model_config.get("trust"):
         raise DigitlabError(
             f"the model at {data_path} asks to trust {model_config['trust']!r} itself: refused, "
             f"nothing of it was run; trust your own package with {TRUST_ENV}=MODULE"

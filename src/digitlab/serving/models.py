@@ -10,8 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.pyfunc import CODE, MODEL_CONFIG
+
 from digitlab.errors import DigitlabError
-from digitlab.tracking.registry import MODEL_NAME
+from digitlab.serving.model import load
+from digitlab.tracking.tags import MODEL_NAME
 from digitlab.training.logged_model import LOADER
 
 # models:/name@alias, models:/name/3, models:/m-<id>, runs:/<run id>/model: never a file path,
@@ -37,9 +44,6 @@ def checked_data_path(folder: Path, uri: str) -> Path:
     parsed as plain YAML, asks for nothing but digitlab's own loader: no ``code_paths``
     (MLflow would put them first on ``sys.path``), no other ``loader_module``, no
     ``model_config`` (a model must not widen its own trust), and data inside the folder."""
-    import yaml
-    from mlflow.pyfunc import CODE, MODEL_CONFIG
-
     try:
         with (folder / "MLmodel").open(encoding="utf-8") as f:
             text = f.read(MAX_MLMODEL_BYTES + 1)
@@ -76,7 +80,7 @@ def checked_data_path(folder: Path, uri: str) -> Path:
         inside = data is not None and data.is_relative_to(folder.resolve()) and data.is_file()
     except OSError:  # a name too long for the file system
         inside = False
-    if not inside:
+    if data is None or not inside:
         raise RefusedModel(
             f"{uri}'s data {str(name)[:80]!r} is not a file inside the model: "
             "refused; serve a model digitlab logged"
@@ -182,11 +186,6 @@ class ModelCache:
         return None
 
     def _load(self, uri: str):
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from digitlab.serving.model import load
-
         mlflow.set_tracking_uri(self.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="digitlab-serve-") as folder:
             try:
@@ -221,9 +220,6 @@ def run_models(client, limit: int = 50) -> list[tuple[Any, Any]]:
     """The store's digitlab models logged by runs, newest first: ``(logged model, its run)``,
     the run None where its row is gone from the store (deleted by ``mlflow gc``, or a store
     copied in part)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []

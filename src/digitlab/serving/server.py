@@ -260,7 +260,8 @@ class Connection(H11Protocol):
                 self._arm_head_timer()
         super().data_received(data)
 
-    def eof_received(self) -> bool | None:
+    # uvicorn types its override None; asyncio.Protocol's may return True to keep the transport.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """A client that closes its sending side once its request is out (as ``nc -N`` does)
         still gets its answer: the connection stays open for it (uvicorn would close it). One
         that closes it before its head is complete is closed."""
@@ -347,7 +348,10 @@ class Guard:
     def refusal(self, scope) -> Response | None:
         settings = self.settings
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-        if not host_allowed(host, settings["bound"], settings["allowed_hosts"]):
+        # (a request without Host passes: see host_allowed)
+        if host is not None and not host_allowed(
+            host, settings["bound"], settings["allowed_hosts"]
+        ):
             name = host_name(host)
             return error(
                 HTTPStatus.FORBIDDEN,

@@ -8,7 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+
 from digitlab.errors import DigitlabError
+from digitlab.tracking.owners import owner_tags, reap_dead_owners
+from digitlab.tracking.store import get_or_create_experiment, sqlite_path
 
 # Ensembles get an experiment of their own: in the training experiment an ensemble would look
 # like one more training run to the sweep summaries, the presets table and digitlab.runs().
@@ -24,8 +29,6 @@ SOURCE_TAG = "digitlab.predicted_from"
 
 def get_run(client, run_id: str):
     """The run ``run_id`` of ``client``'s store; one-line DigitlabError when there is none."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_run(run_id)
     except MlflowException:
@@ -76,9 +79,6 @@ def experiment_id(client, name: str = EXPERIMENT) -> str:
     """The ``ensembles`` (or ``name``) experiment of ``client``'s store; a new one keeps its
     artifacts in the store's ``artifacts/`` folder, as training runs do (a tracking server
     decides for itself)."""
-    from digitlab.tracking.owners import reap_dead_owners
-    from digitlab.tracking.store import get_or_create_experiment, sqlite_path
-
     db = sqlite_path(client.tracking_uri)
     location = str(db.parent / "artifacts") if db is not None else None
     found = get_or_create_experiment(client, name, location)
@@ -105,8 +105,6 @@ def ensemble_run(
         sweeps: the sweep parents whose children became members.
         skipped: ``"<member>: <reason>"`` of each member left out (``--skip-missing``).
     """
-    from digitlab.tracking.owners import owner_tags
-
     tags = {
         **owner_tags(),
         MEMBERS_TAG: " ".join(members)[:8000],
@@ -137,8 +135,6 @@ def prediction_run(
     linked to its source (tag ``digitlab.predicted_from``), never written into it, so predicting
     again never replaces what the training run (or an earlier prediction) holds. ``command``:
     the ``digitlab-predict`` command line that does the same."""
-    from digitlab.tracking.owners import owner_tags
-
     source = get_run(client, source_run_id)
     tags = {
         **owner_tags(),
@@ -164,8 +160,6 @@ def recorded_run(
 ) -> Iterator[str]:
     """Create a run and yield its id; it ends FINISHED when the block completes, FAILED when it
     raises."""
-    from mlflow.entities import Param
-
     run_id = client.create_run(experiment, run_name=name, tags=dict(tags)).info.run_id
     try:
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])

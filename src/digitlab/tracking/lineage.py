@@ -8,6 +8,9 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
+
 # MLflow's context tag values for the splits digitlab keeps.
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
@@ -35,8 +38,6 @@ def split_datasets(
         sizes: split -> number of images.
         split: what cuts the files into splits (seed, val_size, test_size).
     """
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
     source = json.dumps({"files": dict(files)}, sort_keys=True)
     inputs = []
     for part, rows in sizes.items():
@@ -78,8 +79,6 @@ def log_splits(
     (``UNIQUE constraint failed: datasets...``), rolled back whole. Logged again, the row is
     there and is reused, so a lost race is retried instead of failing the job.
     """
-    from mlflow.exceptions import MlflowException
-
     datasets = split_datasets(name, file_digests(paths), sizes, split)
     for attempt in range(RETRIES + 1):
         try:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.entities import Metric
 
-from digitlab.tracking.run import STOP
-
-if TYPE_CHECKING:
-    from digitlab.tracking.run import TrackedRun
+from digitlab.tracking.run import STOP, TrackedRun
 
 
 class RunLogger(Logger):
@@ -68,8 +66,6 @@ class RunLogger(Logger):
         its own step. ``test/*`` metrics are not logged here: the test pass runs after the fit,
         and ``train`` logs its metrics once, linked to the logged model when there is one.
         """
-        from mlflow.entities import Metric
-
         metrics = dict(metrics)
         epoch = metrics.pop("epoch", None)
         if epoch is not None:

@@ -17,9 +17,9 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
+from filelock import FileLock, Timeout
 
 from digitlab.errors import DigitlabError
 from digitlab.tracking.uris import sqlite_path
@@ -169,7 +169,7 @@ class Claim:
     """A held claim on a run (:func:`claim_run`): released by :meth:`close`, or when the
     process ends."""
 
-    lock: Any
+    lock: FileLock
 
     def close(self) -> None:
         self.lock.release(force=True)
@@ -185,8 +185,6 @@ def claim_run(client, run_id: str) -> Claim:
     refused too, for an owner on another machine that no lock here can see. Raises
     DigitlabError naming the owner.
     """
-    from filelock import FileLock, Timeout
-
     path = _lock_path(client.tracking_uri, run_id)
     lock = FileLock(path, timeout=0, mode=0o600)
     try:
@@ -201,9 +199,9 @@ def claim_run(client, run_id: str) -> Claim:
             f"cannot lock run {run_id} with {path} ({e.strerror or e}): remove that file, "
             f"then resume={run_id} again"
         ) from None
-    if owner := _live_owner(client.get_run(run_id)):
+    if live := _live_owner(client.get_run(run_id)):
         lock.release(force=True)
-        raise DigitlabError(f"run {run_id} is RUNNING in {owner}: {_wait_hint(run_id)}")
+        raise DigitlabError(f"run {run_id} is RUNNING in {live}: {_wait_hint(run_id)}")
     return Claim(lock)
 
 

@@ -1,14 +1,16 @@
 """The model registry: a run's model registered under a name, and the alias ``@best`` on the
-version with the highest ``test/acc`` (aliases, not the deprecated stages). No torch here."""
+version with the highest ``test/acc`` (aliases, not the deprecated stages). No torch here; MLflow
+(2 s) on import, so the commands' ``--help`` takes ``MODEL_NAME`` from ``tracking.tags``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from digitlab.errors import DigitlabError
+import mlflow
+from mlflow.exceptions import MlflowException
 
-# The name of the model inside its run: ``runs:/<run id>/model``.
-MODEL_NAME = "model"
+from digitlab.errors import DigitlabError
+from digitlab.tracking.tags import MODEL_NAME
 
 BEST_ALIAS = "best"
 RANK_METRIC = "test/acc"
@@ -51,8 +53,6 @@ class Registration:
 def model_source(client, run_id: str) -> tuple[str, str]:
     """``(run id, model id)`` of the LoggedModel ``model`` that run ``run_id`` logged (a sweep
     parent: its best child's). Raises DigitlabError naming the fix when there is none."""
-    from mlflow.exceptions import MlflowException
-
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -81,7 +81,7 @@ def register(client, run_id: str, name: str) -> Registration:
     source_run, model_id = model_source(client, run_id)
     version = registered_version(client, name, model_id)
     new = version is None
-    if new:
+    if version is None:
         version = _new_version(client, name, source_run, model_id)
     scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
     return Registration(name, version, source_run, new, point_best(client, name), scored)
@@ -99,9 +99,6 @@ def registered_version(client, name: str, model_id: str) -> str | None:
 def _new_version(client, name: str, run_id: str, model_id: str) -> str:
     """A new version of ``name`` (created if needed) holding the model ``model_id``. Through the
     client, not ``mlflow.register_model``, which prints its own lines on stderr."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         client.create_registered_model(name)
     except MlflowException as e:  # a parallel job, or an earlier registration, made it first

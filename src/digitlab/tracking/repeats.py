@@ -7,6 +7,9 @@ import math
 import statistics
 from typing import Any
 
+import pandas as pd
+
+from digitlab.figures.plots.sweep import plot_repeat_summary
 from digitlab.tracking.tables import markdown_table
 
 # Metrics summarised across repeats; test/acc is the headline, val/acc what a search compares.
@@ -66,10 +69,6 @@ def config_label(entry: dict[str, Any], config_keys: list[str]) -> str:
 def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: list[str]) -> None:
     """Log ``summary/repeats.{csv,md,png}`` and the best configuration's statistics as metrics
     (``repeats/test/acc_mean`` ...) on the sweep's parent; nothing when no repeat key varies."""
-    import pandas as pd
-
-    from digitlab.figures.plots.sweep import plot_repeat_summary  # matplotlib: seconds
-
     table = repeat_table(rows, varied, repeat_keys)
     if not table:
         return

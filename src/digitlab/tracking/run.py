@@ -6,14 +6,16 @@ import errno
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from mlflow.entities import Param, RunTag
 from omegaconf import OmegaConf
 
 from digitlab.errors import DigitlabError, Interrupted
-from digitlab.tracking.owners import claim_run, owner_tags
+from digitlab.tracking.owners import Claim, claim_run, owner_tags
 from digitlab.tracking.store import sqlite_path, store_locked
 from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, PRUNED_TAG
 
@@ -63,7 +65,7 @@ class TrackedRun:
         self.resume_run_id, self.owner = resume_run_id, owner
         self.run_id: str | None = None
         self.pruned: str | None = None
-        self._claim = None  # the lock file held while this process continues a run
+        self._claim: Claim | None = None  # the lock file held while this process continues a run
 
     def opened_by(self, owner: bool) -> TrackedRun:
         """This run, to enter in every process: ``owner`` (under DDP, global rank zero, known
@@ -88,8 +90,6 @@ class TrackedRun:
             run = client.create_run(self.experiment_id, run_name=self.name, tags=self.tags)
             self.run_id = run.info.run_id
         try:
-            from mlflow.entities import RunTag
-
             tags = {**owner_tags(), CHECKPOINT_DIR_TAG: str(self.checkpoint_dir)}
             if self.resume_run_id:  # a new run got its tags when created; a continued one now
                 tags = {**self.tags, **tags}
@@ -114,7 +114,8 @@ class TrackedRun:
             return False
         if exc_type is not None and store_locked(exc):
             raise self._locked_store() from None
-        status, replacement = ("KILLED" if self.pruned else "FINISHED"), None
+        status = "KILLED" if self.pruned else "FINISHED"
+        replacement: DigitlabError | None = None  # raised instead of ``exc``
         if isinstance(exc, Interrupted):  # a run inside this one (a fold) stopped and said so
             status = "KILLED"
         elif exc_type is not None and (
@@ -263,8 +264,6 @@ def git_commit(folder: Path) -> str | None:
 
 def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     """Log the flat config; a resumed run keeps the values it has and tags what changed."""
-    from mlflow.entities import Param, RunTag
-
     params = {k: v[:6000] for k, v in params.items()}
     logged = client.get_run(run_id).data.params
     # ``resume`` itself differs on every resume: a change of what trains is what the tag is for
@@ -275,6 +274,10 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     items = [Param(k, v) for k, v in params.items() if k not in logged]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start : start + 100])
+
+
+# What signal.signal takes and returns: a function, SIG_DFL or SIG_IGN, or None (set in C).
+Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class StopRequest:
@@ -300,7 +303,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
         self._depth = 0
-        self._previous: dict[int, object] = {}
+        self._previous: dict[signal.Signals, Handler] = {}
 
     def __enter__(self) -> StopRequest:
         if self._depth == 0:
@@ -313,12 +316,11 @@ class StopRequest:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
             for s, handler in self._previous.items():
                 signal.signal(s, handler)
-        return False
 
     def _received(self, signum: int, frame) -> None:
         if self.signal is None:

@@ -1,4 +1,8 @@
-"""The MLflow store: its URI, client, experiments and UI command (no torch here)."""
+"""The MLflow store: its URI, client, experiments and UI command (no torch here).
+
+Every command imports this module before it answers ``--help``, so MLflow (2.0 s to import,
+``python -X importtime``) is imported inside the functions that open a store, each marked lazy.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from filelock import FileLock
+from omegaconf import OmegaConf
 
+from digitlab.config import CONF_DIR, register_resolvers
 from digitlab.errors import DigitlabError
 from digitlab.tracking.owners import reap_dead_owners
 from digitlab.tracking.uris import is_server, sqlite_path
@@ -27,10 +34,6 @@ def artifact_root(logger_cfg) -> str | None:
 
 def default_tracking_uri() -> str:
     """``logger.tracking_uri`` of ``conf/logger/mlflow.yaml``: the store every run writes to."""
-    from omegaconf import OmegaConf
-
-    from digitlab.config import CONF_DIR, register_resolvers
-
     register_resolvers()
     return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
 
@@ -90,7 +93,7 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
 def _mark_training_kind(client, experiment) -> None:
     """Tag an experiment an earlier digitlab made of the training kind; a kind chosen in the UI
     stays. Parallel jobs may all try: one write wins, and the tag is worth no failed job."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: MLflow costs 2 s, see the top
 
     if KIND_TAG not in experiment.tags:
         with contextlib.suppress(MlflowException):
@@ -118,8 +121,6 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
     MLflow's own client retries a dead server with back-off for minutes before it gives up.
     """
-    from urllib.parse import urlsplit
-
     parts = urlsplit(tracking_uri)
     if parts.scheme not in ("http", "https"):
         return
@@ -137,7 +138,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 def open_client(tracking_uri: str):
     """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first, and an
     existing store's pages are checked once per process (:func:`_check_pages`)."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # lazy: MLflow costs 2 s, see the top
 
     if (db := sqlite_path(tracking_uri)) is not None:
         try:
@@ -281,7 +282,7 @@ def _first_contact(tracking_uri: str, db: Path):
     """
     # Imported before the lock, not by the client under it: the import takes seconds on a busy
     # machine, and every job of a parallel sweep waited out each other's (16 jobs at once: the
-    # last opened the store 90 s after the first, experiments/LOAD.md).
+    # last opened the store 90 s after the first, experiments/LOAD.md). Lazy: see the top.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     started = time.monotonic()
@@ -309,7 +310,7 @@ def _checked_client(tracking_uri: str, db: Path, started: float, patience: float
     """An MlflowClient whose first query went through. MLflow's schema check on connecting waits
     only SQLite's default 5 s for a writer's lock (its own busy timeout, 20 s, applies later), so a
     store busy with parallel jobs is retried for ``patience`` seconds before it counts as locked."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # lazy: MLflow costs 2 s, see the top
 
     while True:
         try:

@@ -10,3 +10,5 @@ CHECKPOINT_DIR_TAG = "digitlab.checkpoint_dir"
 RUN_ID_KEY = "digitlab_run_id"
 # Tag of a run that an Optuna pruner stopped early (status KILLED, metrics up to that epoch).
 PRUNED_TAG = "digitlab.pruned"
+# The name of the model inside its run: ``runs:/<run id>/model``.
+MODEL_NAME = "model"

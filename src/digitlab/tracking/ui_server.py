@@ -75,7 +75,7 @@ def launch(args: list[str] | None = None) -> None:
     0 whatever became of it (a port taken, a crash). A UI server ends only when stopped, by
     Ctrl-C or a signal, which reaches this process too: a server that ended while no signal came
     here failed."""
-    from mlflow.cli import cli
+    from mlflow.cli import cli  # lazy: MLflow, 2.0 s, which digitlab-ui --help does without
 
     signalled, wakeup = os.pipe()
     os.set_blocking(signalled, False)
