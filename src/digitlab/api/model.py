@@ -30,7 +30,7 @@ class Model:
     @property
     def classes(self) -> tuple[str, ...]:
         """The name of each class, by label: ``predict``'s column ``i`` is ``classes[i]``."""
-        from digitlab.data.classes import run_classes
+        from digitlab.config.classes import run_classes
 
         return run_classes(self.config)
 

@@ -12,8 +12,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from digitlab.config.classes import class_names
 from digitlab.data.batches import TensorBatches
-from digitlab.data.classes import class_names
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 

@@ -125,7 +125,7 @@ def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
 def same_classes(members: Sequence) -> tuple[str, ...]:
     """The classes every member was trained on; one line when two members' differ (their
     probabilities cannot be averaged, nor their votes counted, class by class)."""
-    from digitlab.data.classes import run_classes
+    from digitlab.config.classes import run_classes
 
     first = run_classes(members[0].config)
     for member in members[1:]:

@@ -253,8 +253,8 @@ def _holdout_recipe(name: str, config: Any, root: Path | None, trusted: tuple[st
     """(what decides the member's held-out rows, a function that cuts them): its data source
     (a parsed recipe: which reader and files, no place), read from this command's ``root``
     without downloading; one line for a config that lacks what the cut needs."""
+    from digitlab.config.classes import class_names
     from digitlab.config.targets import Refused, build
-    from digitlab.data.classes import class_names
     from digitlab.data.datamodule import DigitDataModule
 
     data = config.get("data") if isinstance(config, Mapping) else None

@@ -176,7 +176,7 @@ def predict_one(
     :func:`command_line`."""
     import tempfile
 
-    from digitlab.data.classes import run_classes
+    from digitlab.config.classes import run_classes
     from digitlab.serving.model import probabilities
     from digitlab.tracking.ensemble import run_checkpoint
     from digitlab.training.checkpoints import network_from_checkpoint

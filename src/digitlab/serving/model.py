@@ -91,7 +91,7 @@ def probabilities(net, images, config: dict[str, Any], batch_size: int = 1000):
     CPU, with the run's own normalisation and input size (``prepare``, as in training)."""
     import torch
 
-    from digitlab.data.classes import run_classes
+    from digitlab.config.classes import run_classes
     from digitlab.data.datamodule import prepare
 
     data, size = config["data"], config["model"].get("input_size", SIDE)
