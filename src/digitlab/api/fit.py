@@ -41,8 +41,8 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
     ``callbacks``: more Lightning callbacks, after the ``callbacks`` group's.
     """
     from digitlab.clock import job_started
-    from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
+    from digitlab.jobs.resume import config_to_resume
 
     job_started("digitlab.fit was called")
     job = compose_job(overrides)

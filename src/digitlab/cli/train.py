@@ -55,8 +55,8 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
+    from digitlab.jobs.resume import config_to_resume
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         from digitlab.clock import job_started
