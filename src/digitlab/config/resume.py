@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from digitlab.config.spec import RunSpec, read_run
@@ -164,8 +165,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 def recipe_from_yaml(text: str, origin: str) -> RunSpec:
     """A stored ``config.yaml``'s text parsed into the run schema (safe YAML: plain data only,
     then :func:`read_run`); one DigitlabError line naming ``origin`` for anything else."""
-    import yaml
-
     if len(text) > MAX_CONFIG_BYTES:
         raise DigitlabError(
             f"{origin} is larger than {MAX_CONFIG_BYTES // 1024} kB, which digitlab never "
