@@ -134,7 +134,7 @@ def write_idx_sets(root: Path) -> None:
     """Every other IDX data set of conf/data/ (Fashion-MNIST, EMNIST...), written by its own
     file table: a new data YAML is trained by the tests without a test edit."""
     from digitlab.config import config_groups, register_resolvers
-    from digitlab.data.classes import class_names
+    from digitlab.config.classes import class_names
 
     register_resolvers()
     for name in config_groups(CONF_DIR)["data"]:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import copy_store, fast_config
 from digitlab.config import CONF_DIR, config_groups, register_resolvers
-from digitlab.data.classes import class_names
+from digitlab.config.classes import class_names
 from digitlab.data.sources import IDX_PARTS, read_data
 from digitlab.errors import DigitlabError
 from synthetic import synthetic_classes, write_idx_set

@@ -13,10 +13,11 @@ import pytest
 import torch
 from fuzz_loaders import recipe
 
-from digitlab.config.resume import recipe_from_yaml, stored_config
+from digitlab.config.resume import recipe_from_yaml
 from digitlab.config.spec import read_run
 from digitlab.errors import DigitlabError
 from digitlab.jobs.inputs import data_config, images_for
+from digitlab.jobs.resume import stored_config
 from digitlab.models import MLP
 from digitlab.training.checkpoints import (
     MAX_CHECKPOINT_BYTES,

@@ -57,8 +57,8 @@ def attribute_paths(depth: int = 3) -> Iterator[tuple[str, object]]:
 
 
 def test_no_attribute_path_resolves_as_allowed_outside_the_registry():
+    walked = dict(attribute_paths())  # imports every module: all of digitlab's are registered
     registered = {id(obj) for kind in KINDS for obj in registry(kind)}
-    walked = dict(attribute_paths())
     paths, accepted = list(walked), set()
     # The walk reaches the code that crafted checkpoints reached before the check was on what
     # a name resolves to.
@@ -103,16 +103,17 @@ def test_a_registered_name_of_one_kind_is_refused_as_another():
 
 
 def test_a_users_trusted_package_allows_only_what_it_defines(tmp_path, monkeypatch):
-    """``trusted_targets=[usernets]``: a class defined there is accepted; a name that walks out
-    of it (``usernets.os.system``) or a function it merely imported is refused."""
-    (tmp_path / "usernets.py").write_text(
+    """``trusted_targets=[trustednets]``: a class defined there is accepted; a name that walks out
+    of it (``trustednets.os.system``) or a function it merely imported is refused."""
+    (tmp_path / "trustednets.py").write_text(
         "import os\nfrom os import system\n\nclass Tiny:\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert resolve("usernets.Tiny", ["network"], ["usernets"]).__name__ == "Tiny"
-    for target in ("usernets.os.system", "usernets.system"):
+    # A module of its own name: an imported module stays in sys.modules for the tests after.
+    assert resolve("trustednets.Tiny", ["network"], ["trustednets"]).__name__ == "Tiny"
+    for target in ("trustednets.os.system", "trustednets.system"):
         with pytest.raises(Refused, match="resolves to posix.system"):
-            resolve(target, ["network"], ["usernets"])
+            resolve(target, ["network"], ["trustednets"])
 
 
 def test_a_saved_network_takes_plain_values_only():
@@ -129,3 +130,24 @@ def test_a_saved_network_takes_plain_values_only():
         read_run({**recipe, "model": interpolated}, "checkpoint x")
     plain = read_run({**recipe, "model": {"_target_": "digitlab.models.MLP", "hidden": [8]}}, "x")
     assert type(build_network(plain.model)).__name__ == "MLP"
+
+
+def test_every_network_callback_and_reader_digitlab_offers_is_registered_as_its_kind():
+    """What ``models.__all__``, ``callbacks.__all__`` and the data readers offer is marked
+    ``@buildable`` where it is defined; a forgotten mark would refuse the config naming it."""
+    from digitlab import callbacks, models
+    from digitlab.data import augment, datamodule, sources
+
+    offered = {
+        "network": [getattr(models, name) for name in models.__all__],
+        "callback": [getattr(callbacks, name) for name in callbacks.__all__],
+        "data source": [
+            f for name, f in vars(sources).items() if name.startswith("load_") and callable(f)
+        ],
+        "data module": [datamodule.DigitDataModule],
+        "augmentation": [augment.RandomAffine],
+    }
+    for kind, objs in offered.items():
+        assert objs
+        for obj in objs:
+            assert any(obj is known for known in registry(kind)), f"{obj} is not a {kind}"

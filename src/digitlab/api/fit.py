@@ -10,8 +10,8 @@ from typing import Any
 from digitlab.api.compose import compose_job
 from digitlab.api.model import Model
 from digitlab.clock import job_started
-from digitlab.config.resume import config_to_resume
 from digitlab.jobs.preflight import preflight
+from digitlab.jobs.resume import config_to_resume
 from digitlab.training.checkpoints import network_from_checkpoint
 
 

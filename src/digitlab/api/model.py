@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.data.classes import run_classes
+from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
 from digitlab.serving.model import as_pixels, probabilities, verdicts
 from digitlab.tracking import store

@@ -8,10 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from digitlab.config.targets import buildable
 from digitlab.errors import NonFiniteLoss
 from digitlab.tracking.tags import RUN_ID_KEY
 
 
+@buildable("callback")
 class StopOnNonFiniteLoss(L.Callback):
     """Stops training, naming the first step whose loss was NaN or infinite.
 
@@ -54,6 +56,7 @@ class StopOnNonFiniteLoss(L.Callback):
                 )
 
 
+@buildable("callback")
 class StampRunId(L.Callback):
     """Writes the MLflow run id (the trainer's logger's) into every checkpoint, so
     ``resume=<file>`` finds its run."""

@@ -11,7 +11,10 @@ from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedCo
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
+from digitlab.config.targets import buildable
 
+
+@buildable("callback")
 class SampleProgressBar(RichProgressBar):
     """Lightning's (rich) bar, counting training images instead of Lightning steps (one step
     holds ``data.steps_per_call`` optimizer steps, a number no user thinks in), naming the epoch
@@ -110,6 +113,7 @@ def _train_images(trainer: L.Trainer, steps: int | float) -> int | None:
     return images if steps == float("inf") else min(images, int(steps) * per_step)
 
 
+@buildable("callback")
 class EpochReport(L.Callback):
     """One line per epoch, as MXNet's Speedometer and Flux's ProgressMeter print:
 

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 
 from digitlab.clock import since
+from digitlab.config.targets import buildable
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@buildable("callback")
 class EpochThroughput(L.Callback):
     """Logs ``train/samples_per_sec``: training samples over the wall time of the epoch's batches.
 
@@ -60,6 +62,7 @@ class EpochThroughput(L.Callback):
             pl_module.log("train/seconds", self._total)
 
 
+@buildable("callback")
 class TimeToFirstStep(L.Callback):
     """Logs ``time_to_first_step_s``: from the command's start (imports, data, MLflow set-up
     included; ``digitlab.STARTED``) to the first training batch, the wait before anything trains.

@@ -55,8 +55,8 @@ def _job(cfg: DictConfig, data) -> dict:
 def _run(cfg: DictConfig) -> float | None:
     # lazy: the checks and data readers, 0.5 s, which --help does without; torch and Lightning
     # (_job) come after them
-    from digitlab.config.resume import config_to_resume
     from digitlab.jobs.preflight import preflight
+    from digitlab.jobs.resume import config_to_resume
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         job_started()  # its time to first step counts from here, not from the sweep's start

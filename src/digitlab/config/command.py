@@ -20,7 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import HydraException, MissingConfigException
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -59,8 +63,6 @@ def check_command_line(
     first job's, for a sweep). Raise DigitlabError for the first word that names no option, key
     or argument, for a sweep without ``-m``, and for an output folder that cannot be written.
     None where Hydra answers itself (a flag that composes another config, or a usage error)."""
-    from hydra import initialize_config_dir
-
     args = _arguments(argv)
     if args is None or any(getattr(args, flag) for flag in OTHER_CONFIG):
         return None
@@ -123,9 +125,6 @@ def _arguments(argv: list[str]) -> argparse.Namespace | None:
 
 def _parse(lines: list[str]) -> list:
     """Hydra's reading of each override, or one line saying which one it cannot read."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     parser, parsed = OverridesParser.create(), []
     for line in lines:
         try:
@@ -142,8 +141,6 @@ def _parse(lines: list[str]) -> list:
 def _values(override: Any) -> list[str | None]:
     """The options an override picks: one, a list (several configs of one group) or, in a sweep,
     each value of the list; none for a glob or a range (Hydra expands those itself)."""
-    from hydra.core.override_parser.types import ChoiceSweep
-
     value = override.value()
     if override.is_sweep_override():
         value = value.list if isinstance(value, ChoiceSweep) else []
@@ -208,8 +205,6 @@ def _compose_checked(combinations: list, keys: list, groups: dict) -> DictConfig
 def _compose(overrides: list[str], groups: dict) -> DictConfig:
     """The composed config, or Hydra's refusal in one line (a missing option named with the
     closest ones)."""
-    from hydra import compose
-
     try:
         return compose("config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:  # an option of a group: Hydra lists the group's options
@@ -232,8 +227,6 @@ def _compose(overrides: list[str], groups: dict) -> DictConfig:
 
 def _hydra_groups(parent: str = "hydra") -> Iterable[str]:
     """Hydra's own groups (``hydra/launcher``...), the plugins' included."""
-    from hydra.core.global_hydra import GlobalHydra
-
     for name in GlobalHydra.instance().config_loader().list_groups(parent):
         yield f"{parent}/{name}"
         yield from _hydra_groups(f"{parent}/{name}")

@@ -16,16 +16,18 @@ The stored config comes from a store or a file, so it is data: it is parsed into
 bounded sizes) before anything else reads it; its data root, mirrors, downloads and
 ``trusted_targets`` are never read (this command's are), and what its ``_target_``s name is
 checked when built, against this command's trust, as always.
-No torch here for a run id: the command line calls this before importing it.
+
+Reading the stored config (a checkpoint's, a store's ``config.yaml``) is
+:mod:`digitlab.jobs.resume`'s: this floor only merges and parses what it is given.
+No torch here: the command line calls this before importing it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from digitlab.config.spec import RunSpec, read_run
@@ -163,48 +165,9 @@ def _check_schedule(stored: Mapping[str, Any], changed: Mapping[str, Any], targe
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
-def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
-    """The recipe run ``target`` was trained with, parsed by
-    :func:`digitlab.config.spec.read_run` (plain values only, nothing resolved): its
-    ``config.yaml`` in the store for a run id, the checkpoint's saved config for a ``.ckpt``
-    path; None when there is none (a run or file of an earlier version, or an unknown target,
-    which ``resume=`` itself reports)."""
-    path = Path(str(target)).expanduser()
-    if path.is_file() or path.suffix == ".ckpt":
-        if not path.is_file():
-            return None
-        from digitlab.training.checkpoints import load_checkpoint, stored_recipe
-
-        recipe = stored_recipe(load_checkpoint(path))
-        return None if recipe is None else read_run(recipe, f"checkpoint {path}").config()
-    from mlflow.exceptions import MlflowException
-
-    from digitlab.tracking.store import open_client
-
-    client = open_client(tracking_uri)
-    # MLflow draws a progress bar for every download; one small file is not worth one.
-    bar = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(bar)
-    os.environ[bar] = "false"
-    try:
-        file = Path(client.download_artifacts(str(target), "config.yaml"))
-        with file.open(encoding="utf-8", errors="replace") as f:  # never more than the bound
-            text = f.read(MAX_CONFIG_BYTES + 1)
-    except (MlflowException, OSError):
-        return None
-    finally:
-        if before is None:
-            os.environ.pop(bar, None)
-        else:
-            os.environ[bar] = before
-    return recipe_from_yaml(text, f"run {target}'s config.yaml").config()
-
-
 def recipe_from_yaml(text: str, origin: str) -> RunSpec:
     """A stored ``config.yaml``'s text parsed into the run schema (safe YAML: plain data only,
     then :func:`read_run`); one DigitlabError line naming ``origin`` for anything else."""
-    import yaml
-
     if len(text) > MAX_CONFIG_BYTES:
         raise DigitlabError(
             f"{origin} is larger than {MAX_CONFIG_BYTES // 1024} kB, which digitlab never "
@@ -218,13 +181,3 @@ def recipe_from_yaml(text: str, origin: str) -> RunSpec:
             "instead"
         ) from None
     return read_run(recipe, origin)
-
-
-def config_to_resume(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The config to run for ``cfg`` composed from ``overrides``: ``cfg`` itself unless it
-    resumes a run whose config is stored, else that run's (:func:`resumed_config`)."""
-    target = cfg.get("resume")
-    if not target:
-        return cfg
-    stored = stored_config(str(target), cfg.logger.tracking_uri)
-    return cfg if stored is None else resumed_config(cfg, stored, overrides, str(target))

@@ -33,9 +33,9 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from digitlab.config import suggest
+from digitlab.config.classes import MAX_CLASSES, class_names
 from digitlab.config.signatures import argument_names
 from digitlab.config.targets import check_targets, trusted_targets
-from digitlab.data.classes import MAX_CLASSES, class_names
 from digitlab.errors import DigitlabError
 
 # A code name: a public dotted path (no "_private" or "__dunder__" step).

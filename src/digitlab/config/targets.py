@@ -3,11 +3,16 @@
 Hydra imports and calls whatever ``_target_`` names, and its ``_locate`` walks attributes: a
 name under an allowed package can reach anything that package imported
 (``digitlab.models.lenet.torch.load``). So a name is accepted only if it resolves to one of the
-callables digitlab builds (:func:`registry`: its networks, data modules, sources and augmentations,
-callbacks, and ``torch.optim``'s optimizers and schedulers), or to a class or function *defined*
-in a module the user trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). Nothing is resolved
-before the name has passed a text check (a dotted path of public names under an allowed
-package), so a refused name never imports anything.
+callables digitlab builds (:func:`registry`: its networks, data modules, sources and augmentations
+and callbacks, each marked :func:`buildable` where it is defined; ``torch.optim``'s optimizers
+and schedulers; Lightning's callbacks), or to a class or function *defined* in a module the user
+trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). Nothing is resolved before the name has
+passed a text check (a dotted path of public names under an allowed package), so a refused name
+never imports anything.
+
+This module sits on the config floor and imports no digitlab package above it: the packages
+that define what a config builds register it here (:func:`buildable`), rather than this module
+listing them.
 
 :func:`build` is for the command's own composed config. State read back (a checkpoint's or a
 model's saved recipe, a run config in a store) never comes here as it is: it is parsed into
@@ -22,7 +27,7 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -69,6 +74,7 @@ def _targets(config: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     """``(key path, value)`` of every ``_target_`` in ``config``, at any depth."""
     if isinstance(config, DictConfig | ListConfig):
         config = OmegaConf.to_container(config, resolve=False)
+    items: Iterable[tuple[Any, Any]]
     if isinstance(config, Mapping):
         if "_target_" in config:
             yield path, config["_target_"]
@@ -105,34 +111,38 @@ def check_targets(config: Any, trusted: Iterable[str] = ()) -> None:
 
 # --- The registry: what digitlab builds from a config, by kind ------------------------------
 
+# Kinds of what a config builds; a nested ``_target_`` of a trusted config may be any of them.
+KINDS = (
+    "network",
+    "data module",
+    "data source",
+    "augmentation",
+    "optimizer",
+    "scheduler",
+    "callback",
+)
 
-def _networks() -> list[Any]:
-    from digitlab import models
+# digitlab's own buildable callables, by kind: each module that defines one registers it with
+# :func:`buildable` as it is defined, so this floor names no package above it and an object a
+# name resolves to was registered before the name could reach it (resolving imports its module).
+_BUILT: dict[str, list[Any]] = {kind: [] for kind in KINDS}
 
-    return [getattr(models, name) for name in models.__all__]
-
-
-def _data_sources() -> list[Any]:
-    from digitlab.data import sources
-
-    # Every public ``load_*`` function of the sources module: a new reader is one function there.
-    return [
-        f
-        for name, f in vars(sources).items()
-        if name.startswith("load_") and inspect.isfunction(f) and f.__module__ == sources.__name__
-    ]
-
-
-def _data_modules() -> list[Any]:
-    from digitlab.data.datamodule import DigitDataModule
-
-    return [DigitDataModule]
+Built = TypeVar("Built", bound=Callable[..., Any])
 
 
-def _augmentations() -> list[Any]:
-    from digitlab.data.augment import RandomAffine
+def buildable(kind: str) -> Callable[[Built], Built]:
+    """Decorator: a config may build the decorated class or function as a ``kind``
+    (``@buildable("network")``). The mark is the whole of what puts digitlab's code within a
+    config's reach, so it sits on the definition, where a reader sees it."""
+    if kind not in _BUILT:
+        raise ValueError(f"no kind {kind!r}: one of {', '.join(KINDS)}")
 
-    return [RandomAffine]
+    def register(obj: Built) -> Built:
+        if not any(obj is known for known in _BUILT[kind]):
+            _BUILT[kind].append(obj)
+        return obj
+
+    return register
 
 
 def _public_subclasses(module: Any, base: type | tuple[type, ...]) -> list[Any]:
@@ -140,6 +150,8 @@ def _public_subclasses(module: Any, base: type | tuple[type, ...]) -> list[Any]:
     return [c for c in found if inspect.isclass(c) and issubclass(c, base)]
 
 
+# torch and Lightning are imported here, on first use, never with this module: the command line
+# checks a config's names before it pays for them (torch.optim 4 s, Lightning's callbacks 12 s).
 def _optimizers() -> list[Any]:
     import torch.optim
 
@@ -153,24 +165,17 @@ def _schedulers() -> list[Any]:
     return _public_subclasses(lr_scheduler, bases)
 
 
-def _callbacks() -> list[Any]:
-    from lightning.pytorch import callbacks as lightning_callbacks
+def _lightning_callbacks() -> list[Any]:
+    from lightning.pytorch import callbacks
 
-    from digitlab import callbacks
-
-    return [getattr(callbacks, name) for name in callbacks.__all__] + _public_subclasses(
-        lightning_callbacks, lightning_callbacks.Callback
-    )
+    return _public_subclasses(callbacks, callbacks.Callback)
 
 
-KINDS: dict[str, Callable[[], list[Any]]] = {
-    "network": _networks,
-    "data module": _data_modules,
-    "data source": _data_sources,
-    "augmentation": _augmentations,
+# What other libraries offer a config, read from the library (imported on first use only).
+LIBRARIES: dict[str, Callable[[], list[Any]]] = {
     "optimizer": _optimizers,
     "scheduler": _schedulers,
-    "callback": _callbacks,
+    "callback": _lightning_callbacks,
 }
 
 
@@ -181,9 +186,14 @@ NESTED: dict[str, dict[str, str]] = {
 
 
 @functools.cache
+def _library(kind: str) -> tuple[Any, ...]:
+    return tuple(LIBRARIES[kind]()) if kind in LIBRARIES else ()
+
+
 def registry(kind: str) -> tuple[Any, ...]:
-    """The callables of one kind that configs may name (imports what defines them)."""
-    return tuple(KINDS[kind]())
+    """The callables of one kind that configs may name: digitlab's that are registered by now
+    (:func:`buildable`; a module's are once it is imported) and the library's (imported here)."""
+    return (*_BUILT[kind], *_library(kind))
 
 
 def _registered(obj: Any, kinds: Iterable[str]) -> bool:
@@ -295,6 +305,8 @@ def build(
     :func:`check_resolved` passes; the checked plain copy is what gets instantiated, so
     nothing can change in between. A refusal is one DigitlabError saying how to pick an option
     or trust a module instead."""
+    # Lazy: Hydra takes 0.3 s to import, which what reads stored state (predict, serve, load:
+    # resolve, never build) does not need.
     from hydra.utils import instantiate
 
     if isinstance(node, DictConfig | ListConfig):

@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from digitlab.config.targets import buildable
+
 
 def move(
     x: torch.Tensor,
@@ -57,6 +59,7 @@ def move(
     return moved + fill
 
 
+@buildable("augmentation")
 class RandomAffine:
     """Each image of a batch gets its own random rotation, scale, shift, shear and (optionally)
     elastic distortion, in one grid_sample on the batch's device.

@@ -12,8 +12,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from digitlab.config.classes import class_names
+from digitlab.config.targets import buildable
 from digitlab.data.batches import TensorBatches
-from digitlab.data.classes import class_names
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
@@ -56,6 +57,7 @@ def fold_split(rows: torch.Tensor, folds: int, fold: int) -> tuple[torch.Tensor,
     return parts[fold], torch.cat([p for i, p in enumerate(parts) if i != fold])
 
 
+@buildable("data module")
 class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digitlab.data.classes import class_names
+from digitlab.config.classes import class_names
+from digitlab.config.targets import build, buildable
 from digitlab.data.download import default_mirrors, download_files, locate, missing_files
 from digitlab.data.idx import read_images, read_labels
 from digitlab.data.kaggle import read_kaggle_csv
@@ -40,8 +41,6 @@ def read_data(
     from the node's ``root``, without torch until the files have passed their checks."""
     from hydra.errors import InstantiationException
 
-    from digitlab.config.targets import build
-
     try:
         read = build(data[which], "data source", trusted, path=f"data.{which}.", _partial_=True)
     except InstantiationException as e:  # Hydra wraps what the source raises; unwrap ours
@@ -52,6 +51,7 @@ def read_data(
     return read() if root is None else read(root=root)
 
 
+@buildable("data source")
 def load_mnist(
     root: str | Path, download: bool = True, mirrors: list[str] | None = None
 ) -> DigitData:
@@ -68,6 +68,7 @@ def load_mnist(
 IDX_PARTS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
+@buildable("data source")
 def load_idx(
     root: str | Path,
     folder: str,
@@ -198,6 +199,7 @@ def _file_table(files: Mapping[str, Sequence[str | None]], folder: str) -> list[
     return table
 
 
+@buildable("data source")
 def load_kaggle(
     root: str | Path,
     file: str = "train.csv",

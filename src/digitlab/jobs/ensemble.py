@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.data.classes import run_classes
+from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
 from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
 from digitlab.jobs.outputs import Prediction, write_predictions

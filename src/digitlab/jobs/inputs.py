@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from digitlab.config import CONF_DIR, config_groups, project_root, register_resolvers
+from digitlab.config.classes import class_names
 from digitlab.config.targets import Refused, build, resolve
-from digitlab.data.classes import class_names
 from digitlab.data.idx import idx_dims, read_images, read_labels
 from digitlab.data.kaggle import read_kaggle_csv
 from digitlab.data.sources import read_data

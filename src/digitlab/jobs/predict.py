@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from digitlab.data.classes import run_classes
+from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
 from digitlab.jobs.ensemble import predict_ensemble
 from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat

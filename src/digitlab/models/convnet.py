@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitlab.config.targets import buildable
 from digitlab.errors import DigitlabError
 from digitlab.models.activations import activation as make_activation
 
@@ -32,6 +33,7 @@ class BatchNorm1d(nn.BatchNorm1d):
         return super().forward(x)
 
 
+@buildable("network")
 class ConvNet(nn.Module):
     """(N, 1, S, S) images -> (N, num_classes) logits.
 

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from digitlab.config.targets import buildable
 from digitlab.errors import DigitlabError
 from digitlab.models.activations import activation as make_activation
 
 
+@buildable("network")
 class LeNet(nn.Module):
     """(N, 1, S, S) images -> (N, num_classes) logits.
 

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from digitlab.config.targets import buildable
 from digitlab.models.activations import activation as make_activation
 
 
+@buildable("network")
 class MLP(nn.Module):
     """(N, 1, S, S) images -> (N, num_classes) logits through ``hidden`` fully connected layers.
 

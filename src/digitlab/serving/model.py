@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.data.classes import run_classes
+from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
 
 SIDE = 28

@@ -20,10 +20,10 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 
 from digitlab.callbacks import StampRunId
+from digitlab.config.classes import class_names
 from digitlab.config.signatures import argument_names
 from digitlab.config.spec import check_run
 from digitlab.config.targets import build, trusted_targets
-from digitlab.data.classes import class_names
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError

@@ -1,7 +1,8 @@
 """What a data set's labels mean: ``data.classes``, a count or the name of each class by label.
 
-No torch: the value is checked with the rest of the config, and with a stored run's recipe
-(``digitlab.config.spec``) before anything is built.
+It sits on the config floor because the schema (``digitlab.config.spec``) checks the value with
+the rest of the config, and with a stored run's recipe, before anything is built; the data
+module and the predictors read the names from here too. No torch.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run_classes(config: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The classes of a run's stored config; ten digits for a run stored before data sets
     declared their classes."""
     data = config.get("data") if isinstance(config, Mapping) else None
-    classes = data.get("classes", 10) if isinstance(data, Mapping) else 10
+    classes: Any = data.get("classes", 10) if isinstance(data, Mapping) else 10
     if hasattr(classes, "__iter__") and not isinstance(classes, str | bytes | Mapping):
         classes = list(classes)  # a ListConfig
     return class_names(classes)
