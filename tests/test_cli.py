@@ -109,16 +109,15 @@ def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
+def test_a_full_run_from_the_command_line(fast, store, tmp_path):
     """A new interpreter, as a user's command: its output, what it logged, its fast exit, and no
     deprecation warning from any dependency (progress bar, pictures and model logging on)."""
     out = digitlab(
         "model=mlp",
-        f"data.root={data_root}",
-        "data.val_size=40",
-        "trainer.max_epochs=1",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}",
+        *fast,
+        "trainer.enable_progress_bar=true",
+        "figures.enabled=true",
+        "logger.log_model=true",
         f"hydra.run.dir={tmp_path / 'job'}",
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -421,7 +421,7 @@ def test_a_checkpoint_from_another_store_starts_a_new_run_tagged_with_it(
 ):
     from conftest import copy_store
 
-    first = train(make_cfg("model=mlp", "trainer.max_epochs=1"), output_dir=tmp_path / "first")
+    first = train(make_cfg("model=mlp"), output_dir=tmp_path / "first")
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
     (tmp_path / "other").mkdir()
     other = copy_store(tmp_path / "other", migrated_db)

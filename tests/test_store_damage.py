@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import warm
+from conftest import fast_run
 from digitlab.errors import DigitlabError
 from digitlab.tracking import store as tracking
 
@@ -54,17 +55,8 @@ def command(name: str, db: Path, run_id: str, data_root: Path, out: Path) -> tup
     """(module, arguments) of digitlab's ``name`` command on the store ``db``."""
     uri = f"sqlite:///{db}"
     if name == "train":
-        return "digitlab", [
-            "model=mlp",
-            "trainer.accelerator=cpu",
-            "trainer.max_epochs=1",
-            "data.val_size=40",
-            "trainer.enable_progress_bar=false",
-            f"data.root={data_root}",
-            f"logger.tracking_uri={uri}",
-            f"logger.artifact_location={db.parent / 'artifacts'}",
-            f"hydra.run.dir={out}",
-        ]
+        store = {"tracking_uri": uri, "artifact_location": str(db.parent / "artifacts")}
+        return "digitlab", ["model=mlp", *fast_run(data_root, store), f"hydra.run.dir={out}"]
     if name == "serve":
         return "digitlab.cli.serve", ["--tracking-uri", uri, "--port", "0"]
     return "digitlab.cli.predict", [

@@ -12,22 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import warm
-from conftest import wait_for
+from conftest import FAST_RUN, wait_for
 from digitlab.figures.plots.sweep import plot_target_vs_values
 from digitlab.tracking.run import run_name
 from digitlab.tracking.sweep import swept_keys
 from digitlab.tracking.tables import markdown_table
-
-FAST = [
-    "data.val_size=40",
-    "data.batch_size=32",
-    "data.eval_batch_size=64",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "figures.enabled=false",  # seconds per job; test_figures.py covers the pictures
-    "logger.log_model=false",  # a second per job; test_registry.py sweeps with models
-]
 
 
 def sweep(
@@ -37,7 +26,7 @@ def sweep(
     tests/warm.py; the launcher's workers are new processes of their own)."""
     args = [
         "-m",
-        *FAST,
+        *FAST_RUN,
         f"logger.log_checkpoint={str(checkpoints).lower()}",
         f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
@@ -266,7 +255,7 @@ def sweep_process(tmp_path, data_root, store, *overrides: str) -> warm.Started:
     running (forked warm: tests/warm.py)."""
     args = [
         "-m",
-        *FAST,
+        *FAST_RUN,
         f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
