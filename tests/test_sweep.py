@@ -6,7 +6,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -355,40 +354,6 @@ def test_ctrl_c_in_a_parallel_sweep_ends_every_run_killed_in_one_line(tmp_path, 
         for n in (0, 1)
     }
     assert stamps == {child.info.run_id for child in children}
-
-
-def test_a_signal_to_a_sweeps_own_process_is_noted_and_a_second_exits_at_once():
-    """What the sweep's process does between jobs, or while joblib's workers run the jobs."""
-    from digitlab.tracking import sweep
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        sweep._observe_interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGTERM)
-        assert sweep._interrupted == signal.SIGTERM
-        handlers = {signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        assert handlers == {sweep._exit_at_once}
-    finally:
-        sweep._interrupted = None
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import signal; from digitlab.tracking import sweep\n"
-            "sweep._exit_at_once(signal.SIGINT, None)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 130
-    assert second.stderr == (
-        "digitlab: interrupted: a second SIGINT, exiting at once; the next "
-        "digitlab command on this store marks the sweep's runs KILLED\n"
-    )
 
 
 @pytest.mark.slow
