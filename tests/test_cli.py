@@ -93,21 +93,6 @@ def test_wrong_value_type_is_one_line(tmp_path):
     assert (forked.returncode, forked.stdout, forked.stderr) == (1, out.stdout, out.stderr)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-@pytest.mark.slow
-def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
-    out = warm.run(
-        "digitlab",
-        "trainer.accelerator=gpu",
-        f"data.root={data_root}",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"hydra.run.dir={tmp_path / 'job'}",
-    )
-    assert out.returncode == 1
-    assert "Traceback" not in out.stderr
-    assert "digitlab: error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU" in out.stderr
-
-
 @pytest.mark.slow
 def test_a_full_run_from_the_command_line(fast, store, tmp_path):
     """A new interpreter, as a user's command: its output, what it logged, its fast exit, and no

@@ -20,6 +20,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,10 +266,14 @@ def test_the_operating_systems_answer_to_a_test_write_is_told(
     shutil.copy(migrated_db, db)
     client = tracking.open_client(f"sqlite:///{db}")
 
-    def refused(folder):
-        raise OSError(code, os.strerror(code))
+    real = tempfile.TemporaryFile
 
-    monkeypatch.setattr(tracking, "_probe_write", refused)
+    def refused(*args, dir=None, **kwargs):  # the test write in the store's folder
+        if dir is not None and Path(dir) == db.parent:
+            raise OSError(code, os.strerror(code))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     with pytest.raises(DigitlabError) as error:
         tracking.get_or_create_experiment(client, "digitlab", str(db.parent / "artifacts"))
     assert str(error.value).startswith(told.format(folder=db.parent)), error.value
