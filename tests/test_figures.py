@@ -154,7 +154,7 @@ class RecordingFigureLogger(FigureLogger):
         super().__init__(**settings)
         self.shown: dict[str, dict] = {}
 
-    def _log_figure(self, trainer, fig, path: str) -> None:
+    def log_figure(self, trainer, fig, path: str) -> None:
         images = [im for ax in fig.axes for im in ax.images]
         self.shown[path] = {
             "arrays": [np.ma.filled(im.get_array().astype(float), np.nan) for im in images],
@@ -167,7 +167,7 @@ class RecordingFigureLogger(FigureLogger):
                 if (bars := [p.get_height() for p in ax.patches if isinstance(p, Rectangle)])
             ],
         }
-        super()._log_figure(trainer, fig, path)
+        super().log_figure(trainer, fig, path)
 
 
 class SpoilLastEpoch(L.Callback):
