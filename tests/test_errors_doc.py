@@ -1412,6 +1412,7 @@ SAME_AS = {
 ROWS = {row.key: row for row in doc_rows()}
 
 
+@pytest.mark.slow  # minutes in all: most rows start a command
 @pytest.mark.parametrize("key", list(ROWS))
 def test_a_row_of_the_page_is_what_its_case_answers(key, tmp_path, migrated_db, data_root):
     row = ROWS[key]
