@@ -790,7 +790,7 @@ def raw(port: int, data: bytes, close: bool = True) -> tuple[int, dict, str]:
     status = int(status_line.split()[1])
     if not headers.get("content-type", "").startswith("application/json"):  # uvicorn's own
         return status, headers, body.decode()
-    return status, headers, json.loads(body)["message"]
+    return status, headers, json.loads(body).get("message", body.decode())
 
 
 def request(path="/invocations", body=b"", method="POST", host="127.0.0.1", kind=None, length=True):
@@ -1413,7 +1413,7 @@ ROWS = {row.key: row for row in doc_rows()}
 
 
 @pytest.mark.slow  # minutes in all: most rows start a command
-@pytest.mark.parametrize("key", list(ROWS))
+@pytest.mark.parametrize("key", list(ROWS), ids=list(ROWS))
 def test_a_row_of_the_page_is_what_its_case_answers(key, tmp_path, migrated_db, data_root):
     row = ROWS[key]
     assert key in CASES, f"docs/errors.md:{row.line}: no case runs this row's input: add one"
