@@ -882,7 +882,7 @@ def busy(ctx: Ctx) -> list[Said]:
         return StubModel()
 
     pixels = {"inputs": [[0] * 784]}
-    with serving(ModelCache("sqlite:///unused.db", loading=1, load=load), "m") as port:
+    with serving(ModelCache(ctx.store(), loading=1, load=load), "m") as port:
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(raw, port, request("/invocations?model=models:/slow/1", pixels))
             try:
