@@ -186,28 +186,48 @@ def store(tmp_path, migrated_db) -> dict[str, str]:
     return copy_store(tmp_path, migrated_db)
 
 
-def fast_config(data_root: Path, store: dict[str, str], *overrides: str) -> DictConfig:
-    """The real config with overrides for a fast CPU run on the tiny data and a temp store."""
-    base = [
+# A fast run: one CPU epoch on the tiny data, without the pictures (seconds per run;
+# test_figures.py turns them on) or the logged model (about a second; test_logged_model.py turns
+# it on). Command-line overrides, which digitlab.compose and digitlab.fit take alike; a later
+# override of the same key wins.
+FAST_RUN = [
+    "data.val_size=40",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "figures.enabled=false",
+    "logger.log_model=false",
+]
+
+
+def fast_run(data_root: Path, store: dict[str, str]) -> list[str]:
+    """:data:`FAST_RUN` on ``data_root`` into ``store`` (see :func:`copy_store`)."""
+    return [
         f"data.root={data_root}",
-        "data.val_size=40",
-        "data.batch_size=32",
-        "data.eval_batch_size=64",
-        "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
+        *FAST_RUN,
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
-        "figures.enabled=false",  # seconds per run; test_figures.py turns pictures on
-        "logger.log_model=false",  # about a second per run; test_logged_model.py turns it on
     ]
+
+
+@pytest.fixture
+def fast(data_root, store) -> list[str]:
+    """The overrides of a fast run on the tiny data into this test's fresh store."""
+    return fast_run(data_root, store)
+
+
+def fast_config(data_root: Path, store: dict[str, str], *overrides: str) -> DictConfig:
+    """The real config of a fast run on ``data_root`` into ``store``, then ``overrides``."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*base, *overrides])
+        return compose("config", overrides=[*fast_run(data_root, store), *overrides])
 
 
 @pytest.fixture
 def make_cfg(data_root, store) -> Callable[..., DictConfig]:
-    """Compose the real config with overrides for a fast CPU run on the tiny data and temp store."""
+    """Compose the real config of a fast run on the tiny data into this test's store, with
+    overrides."""
 
     def make(*overrides: str) -> DictConfig:
         return fast_config(data_root, store, *overrides)

@@ -20,20 +20,9 @@ from digitlab.errors import DigitlabError, Interrupted
 
 
 @pytest.fixture
-def overrides(data_root, store) -> list[str]:
-    """The tiny, fast CPU run of conftest's ``make_cfg``, as command-line overrides."""
-    return [
-        f"data.root={data_root}",
-        "data.val_size=40",
-        "data.batch_size=32",
-        "data.eval_batch_size=64",
-        "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}",
-        "figures.enabled=false",
-    ]
+def overrides(fast) -> list[str]:
+    """conftest's fast run, as the command-line overrides fit takes."""
+    return fast
 
 
 @pytest.fixture
@@ -121,7 +110,7 @@ def test_fit_shows_no_deprecation_notice_of_lightnings_pytree_shim_and_others_st
     the one every fit would show (Lightning's pytree shim), and only that one."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        digitlab.fit(*overrides, "model=mlp", "logger.log_model=false")
+        digitlab.fit(*overrides, "model=mlp")
         warnings.warn("a FutureWarning of the user's own", FutureWarning, stacklevel=1)
     shown = [str(w.message) for w in caught]
     assert not [m for m in shown if "LeafSpec" in m], shown

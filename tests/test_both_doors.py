@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import digitlab
 import warm
-from conftest import copy_store, fast_config
+from conftest import copy_store, fast_config, fast_run
 from digitlab.cli.predict import summary
 from digitlab.tracking.owners import PID_TAG, START_TAG
 from digitlab.training.run import train
@@ -40,36 +40,18 @@ def recorded(uri: str) -> list[tuple[str, int, list[str]]]:
 
 @pytest.mark.slow
 def test_cross_validation_is_the_same_job_through_both_doors(data_root, migrated_db, tmp_path):
-    common = [
-        f"data.root={data_root}",
-        "data.folds=2",
-        "model=mlp",
-        "trainer.max_epochs=1",
-        "data.batch_size=32",
-        "figures.enabled=false",
-        "logger.log_model=false",
-        "trainer.enable_progress_bar=false",
-    ]
+    stores = {}
     for door in ("cli", "api"):
         (tmp_path / door).mkdir()
-    stores = {door: copy_store(tmp_path / door, migrated_db) for door in ("cli", "api")}
-
-    def place(door: str) -> list[str]:
-        return [
-            f"logger.tracking_uri={stores[door]['tracking_uri']}",
-            f"logger.artifact_location={stores[door]['artifact_location']}",
-        ]
-
+        stores[door] = copy_store(tmp_path / door, migrated_db)
+    cli, api = (fast_run(data_root, stores[door]) for door in ("cli", "api"))
     done = warm.run(
-        "digitlab", *common, *place("cli"), f"hydra.run.dir={tmp_path / 'job'}", timeout=600
+        "digitlab", *cli, "data.folds=2", "model=mlp", f"hydra.run.dir={tmp_path / 'job'}"
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    fitted = digitlab.fit(*common, *place("api"))
+    fitted = digitlab.fit(*api, "data.folds=2", "model=mlp")
     assert fitted.model is None and "cv/val_acc_mean" in fitted.metrics
-    by_cli, by_api = (
-        recorded(stores["cli"]["tracking_uri"]),
-        recorded(stores["api"]["tracking_uri"]),
-    )
+    by_cli, by_api = (recorded(stores[door]["tracking_uri"]) for door in ("cli", "api"))
     assert by_cli == by_api and by_cli[0][1] == 2  # one parent with its two folds, alike
 
 

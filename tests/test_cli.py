@@ -93,32 +93,16 @@ def test_wrong_value_type_is_one_line(tmp_path):
     assert (forked.returncode, forked.stdout, forked.stderr) == (1, out.stdout, out.stderr)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.slow
-def test_gpu_requested_without_a_gpu(data_root, store, tmp_path):
-    out = warm.run(
-        "digitlab",
-        "trainer.accelerator=gpu",
-        f"data.root={data_root}",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"hydra.run.dir={tmp_path / 'job'}",
-    )
-    assert out.returncode == 1
-    assert "Traceback" not in out.stderr
-    assert "digitlab: error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU" in out.stderr
-
-
-@pytest.mark.slow
-def test_a_full_run_from_the_command_line(data_root, store, tmp_path):
+def test_a_full_run_from_the_command_line(fast, store, tmp_path):
     """A new interpreter, as a user's command: its output, what it logged, its fast exit, and no
     deprecation warning from any dependency (progress bar, pictures and model logging on)."""
     out = digitlab(
         "model=mlp",
-        f"data.root={data_root}",
-        "data.val_size=40",
-        "trainer.max_epochs=1",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}",
+        *fast,
+        "trainer.enable_progress_bar=true",
+        "figures.enabled=true",
+        "logger.log_model=true",
         f"hydra.run.dir={tmp_path / 'job'}",
     )
     assert out.returncode == 0, out.stderr[-2000:]

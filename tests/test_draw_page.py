@@ -53,7 +53,6 @@ def server(make_cfg, tmp_path):
         "data.val_size=1000",
         "data.batch_size=256",  # fast's (overriding make_cfg's)
         "data.eval_batch_size=1000",
-        "trainer.max_epochs=1",
         "logger.log_model=true",
         "logger.register_as=digits",
     )

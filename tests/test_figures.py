@@ -118,7 +118,7 @@ def test_grey_levels_undo_prepare_including_its_scale(scale, mean, std):
 def test_a_resumed_run_keeps_its_initialisation_pictures(make_cfg, tmp_path):
     """Resuming starts from trained weights: the run's init filters and its stats stay those of
     the real initialisation, and the final ones are redrawn from the resumed training."""
-    cfg = make_cfg("model=lenet", "figures.enabled=true", "trainer.max_epochs=1")
+    cfg = make_cfg("model=lenet", "figures.enabled=true")
     first = train(cfg, output_dir=tmp_path / "first")
     client = MlflowClient(cfg.logger.tracking_uri)
 
@@ -154,7 +154,7 @@ class RecordingFigureLogger(FigureLogger):
         super().__init__(**settings)
         self.shown: dict[str, dict] = {}
 
-    def _log_figure(self, trainer, fig, path: str) -> None:
+    def log_figure(self, trainer, fig, path: str) -> None:
         images = [im for ax in fig.axes for im in ax.images]
         self.shown[path] = {
             "arrays": [np.ma.filled(im.get_array().astype(float), np.nan) for im in images],
@@ -167,7 +167,7 @@ class RecordingFigureLogger(FigureLogger):
                 if (bars := [p.get_height() for p in ax.patches if isinstance(p, Rectangle)])
             ],
         }
-        super()._log_figure(trainer, fig, path)
+        super().log_figure(trainer, fig, path)
 
 
 class SpoilLastEpoch(L.Callback):

@@ -78,7 +78,6 @@ def test_a_convnet_trains_through_a_last_batch_of_one_image(make_cfg, tmp_path):
         "model.hidden=[16]",
         "data.batch_size=199",
         "data.steps_per_call=1",
-        "trainer.max_epochs=1",
     )
     result = train(cfg, output_dir=tmp_path)
     assert math.isfinite(result["metrics"]["train/loss"])

@@ -90,8 +90,8 @@ def test_evaluation_loss_and_accuracy_are_per_sample_over_uneven_batches():
 
     module = DigitClassifier(MLP(), partial(torch.optim.SGD, lr=0.1))
     x, y = torch.randn(7, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5, 6])
-    module._evaluate((x[:6], y[:6]), "val")  # a full batch and a short last one
-    module._evaluate((x[6:], y[6:]), "val")
+    module.validation_step((x[:6], y[:6]), 0)  # a full batch and a short last one
+    module.validation_step((x[6:], y[6:]), 1)
     logits = module.net(x)
     torch.testing.assert_close(module.mean_loss["val_loss"].compute(), F.cross_entropy(logits, y))
     expected_acc = (logits.argmax(1) == y).float().mean()
@@ -137,7 +137,6 @@ def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make
     direct_trainer, direct, _ = fit(cfg)  # no callback wants the hooks: direct optimizer steps
     counter = CountSteps()
     hooked_trainer, hooked, _ = fit(cfg, callbacks=[counter])  # through Lightning's wrappers
-    assert direct._direct_steps() and not hooked._direct_steps()
     assert counter.calls == hooked_trainer.global_step == direct_trainer.global_step == 14
     for a, b in zip(direct.net.parameters(), hooked.net.parameters(), strict=True):
         torch.testing.assert_close(a, b)

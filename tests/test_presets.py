@@ -181,25 +181,14 @@ def conv_widths(net: nn.Module) -> list[int]:
     return [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
 
 
-def test_the_presets_table_counts_only_runs_of_the_preset_as_it_is_now(data_root, store, tmp_path):
+def test_the_presets_table_counts_only_runs_of_the_preset_as_it_is_now(fast, store, tmp_path):
     # A run of an earlier recipe of best (another network) must not be averaged into its row.
     from digitlab.training.run import train
 
     script = load_presets_script()
     recipe = script.preset_recipe("best")
     assert recipe["model._target_"] == "digitlab.models.LeNet" and "optimizer.lr" in recipe
-    cut = [
-        f"data.root={data_root}",
-        "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
-        "data.val_size=40",
-        f"logger.tracking_uri={store['tracking_uri']}",
-        f"logger.artifact_location={store['artifact_location']}",
-        "figures=off",
-        "logger.log_model=false",
-        "logger.experiment_name=presets",
-        "seed=1",
-    ]
+    cut = [*fast, "logger.experiment_name=presets", "seed=1"]
     now = train(compose_preset("best", *cut), output_dir=tmp_path / "now")
     earlier = train(
         compose_preset("best", *cut, "model=convnet", "model.channels=[4,8]", "seed=2"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import warm
+from conftest import fast_run
 
 NOISE = (
     "Creating initial MLflow database tables",
@@ -20,16 +21,14 @@ NOISE = (
 @pytest.mark.parametrize("verbose", [False, True])
 def test_library_info_lines_only_on_request(data_root, tmp_path, verbose):
     store = tmp_path / "mlruns"  # a new store: MLflow creates its tables
+    uris = {
+        "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+        "artifact_location": str(store / "artifacts"),
+    }
     result = warm.run(
         "digitlab",
-        f"data.root={data_root}",
-        "data.val_size=40",
+        *fast_run(data_root, uris),
         "model=mlp",
-        "trainer.max_epochs=1",
-        "figures.enabled=false",
-        "logger.log_model=false",
-        f"logger.tracking_uri=sqlite:///{store / 'mlflow.db'}",
-        f"logger.artifact_location={store / 'artifacts'}",
         f"hydra.run.dir={tmp_path / 'job'}",
         f"verbose={str(verbose).lower()}",
         timeout=600,

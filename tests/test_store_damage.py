@@ -20,12 +20,14 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import warm
+from conftest import fast_run
 from digitlab.errors import DigitlabError
 from digitlab.tracking import store as tracking
 
@@ -54,17 +56,8 @@ def command(name: str, db: Path, run_id: str, data_root: Path, out: Path) -> tup
     """(module, arguments) of digitlab's ``name`` command on the store ``db``."""
     uri = f"sqlite:///{db}"
     if name == "train":
-        return "digitlab", [
-            "model=mlp",
-            "trainer.accelerator=cpu",
-            "trainer.max_epochs=1",
-            "data.val_size=40",
-            "trainer.enable_progress_bar=false",
-            f"data.root={data_root}",
-            f"logger.tracking_uri={uri}",
-            f"logger.artifact_location={db.parent / 'artifacts'}",
-            f"hydra.run.dir={out}",
-        ]
+        store = {"tracking_uri": uri, "artifact_location": str(db.parent / "artifacts")}
+        return "digitlab", ["model=mlp", *fast_run(data_root, store), f"hydra.run.dir={out}"]
     if name == "serve":
         return "digitlab.cli.serve", ["--tracking-uri", uri, "--port", "0"]
     return "digitlab.cli.predict", [
@@ -273,10 +266,14 @@ def test_the_operating_systems_answer_to_a_test_write_is_told(
     shutil.copy(migrated_db, db)
     client = tracking.open_client(f"sqlite:///{db}")
 
-    def refused(folder):
-        raise OSError(code, os.strerror(code))
+    real = tempfile.TemporaryFile
 
-    monkeypatch.setattr(tracking, "_probe_write", refused)
+    def refused(*args, dir=None, **kwargs):  # the test write in the store's folder
+        if dir is not None and Path(dir) == db.parent:
+            raise OSError(code, os.strerror(code))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     with pytest.raises(DigitlabError) as error:
         tracking.get_or_create_experiment(client, "digitlab", str(db.parent / "artifacts"))
     assert str(error.value).startswith(told.format(folder=db.parent)), error.value

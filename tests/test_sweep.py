@@ -6,28 +6,16 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 import warm
-from conftest import wait_for
+from conftest import FAST_RUN, wait_for
 from digitlab.figures.plots.sweep import plot_target_vs_values
 from digitlab.tracking.run import run_name
 from digitlab.tracking.sweep import swept_keys
 from digitlab.tracking.tables import markdown_table
-
-FAST = [
-    "data.val_size=40",
-    "data.batch_size=32",
-    "data.eval_batch_size=64",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "figures.enabled=false",  # seconds per job; test_figures.py covers the pictures
-    "logger.log_model=false",  # a second per job; test_registry.py sweeps with models
-]
 
 
 def sweep(
@@ -37,7 +25,7 @@ def sweep(
     tests/warm.py; the launcher's workers are new processes of their own)."""
     args = [
         "-m",
-        *FAST,
+        *FAST_RUN,
         f"logger.log_checkpoint={str(checkpoints).lower()}",
         f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
@@ -266,7 +254,7 @@ def sweep_process(tmp_path, data_root, store, *overrides: str) -> warm.Started:
     running (forked warm: tests/warm.py)."""
     args = [
         "-m",
-        *FAST,
+        *FAST_RUN,
         f"data.root={data_root}",
         f"logger.tracking_uri={store['tracking_uri']}",
         f"logger.artifact_location={store['artifact_location']}",
@@ -366,40 +354,6 @@ def test_ctrl_c_in_a_parallel_sweep_ends_every_run_killed_in_one_line(tmp_path, 
         for n in (0, 1)
     }
     assert stamps == {child.info.run_id for child in children}
-
-
-def test_a_signal_to_a_sweeps_own_process_is_noted_and_a_second_exits_at_once():
-    """What the sweep's process does between jobs, or while joblib's workers run the jobs."""
-    from digitlab.tracking import sweep
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        sweep._observe_interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGTERM)
-        assert sweep._interrupted == signal.SIGTERM
-        handlers = {signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        assert handlers == {sweep._exit_at_once}
-    finally:
-        sweep._interrupted = None
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import signal; from digitlab.tracking import sweep\n"
-            "sweep._exit_at_once(signal.SIGINT, None)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 130
-    assert second.stderr == (
-        "digitlab: interrupted: a second SIGINT, exiting at once; the next "
-        "digitlab command on this store marks the sweep's runs KILLED\n"
-    )
 
 
 @pytest.mark.slow

@@ -2,46 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from digitlab.cli import ui
 from digitlab.tracking import store as tracking
 from digitlab.tracking import ui_server
 
 
-def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
-    (tmp_path / "mlruns").mkdir()
-    (tmp_path / "mlruns" / "mlflow.db").touch()
-    calls, checked = [], []
-    monkeypatch.setattr(ui.os, "execv", lambda path, argv: calls.append(argv))
-    # whether 5000 is free on this machine is not this test's business
-    monkeypatch.setattr(ui, "check_port", lambda host, port, fix: checked.append((host, port)))
-    monkeypatch.setattr(ui.os, "environ", dict(ui.os.environ))  # what main sets stays here
-    ui.main([])
-    (argv,) = calls
-    # MLflow's own `mlflow ui`, run by digitlab's launcher (which only adds an exit status).
-    assert argv[1:3] == ["-c", ui_server.LAUNCHER]
-    assert argv[3:] == [
-        "ui",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "5000",
-        "--workers",
-        "1",
-    ]
-    # One server process, and none of MLflow's job runner's: they only compete for the cores.
-    assert ui.os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    ui.main(["--port", "5123", "--host", "0.0.0.0", "--workers", "3"])
-    assert calls[1][-6:] == ["--host", "0.0.0.0", "--port", "5123", "--workers", "3"]
-    assert checked == [("127.0.0.1", 5000), ("0.0.0.0", 5123)]  # each before its server
+def test_ui_serves_the_logger_store_on_localhost(monkeypatch, tmp_path, migrated_db):
+    """``digitlab-ui`` with no argument: MLflow's UI on 127.0.0.1, over the store the logger
+    writes to (<project>/mlruns/mlflow.db), its experiments there."""
+    import json
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    from conftest import copy_store, http_server
+
+    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))  # the project's folder
+    uri = copy_store(tmp_path, migrated_db)["tracking_uri"]
+    MlflowClient(uri).create_experiment("digitlab", artifact_location=str(tmp_path / "a"))
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "digitlab.cli.ui", "--port", str(port)]
+
+    with http_server(command, tmp_path / "ui.log") as url:
+        search = urllib.request.Request(
+            f"{url}/ajax-api/2.0/mlflow/experiments/search",
+            data=json.dumps({"max_results": 10}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(search, timeout=60) as answer:
+            names = {e["name"] for e in json.loads(answer.read())["experiments"]}
+    assert "digitlab" in names
+    # (http_server waited for the server's own line saying it bound 127.0.0.1:<port>)
+    said = (tmp_path / "ui.log").read_text()
+    assert f"digitlab-ui: MLflow UI for sqlite:///{tmp_path}/mlruns/mlflow.db at {url}" in said
 
 
 @pytest.fixture
@@ -53,19 +54,21 @@ def busy_port():
         yield held.getsockname()[1]
 
 
-def test_ui_on_a_busy_port_says_so_in_one_line_and_announces_nothing(
-    monkeypatch, tmp_path, capsys, busy_port
-):
-    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
+def digitlab_ui(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``digitlab-ui args`` in the project folder ``root`` (a UI it started would run until the
+    timeout)."""
+    env = {**os.environ, "DIGITLAB_ROOT": str(root)}
+    command = [sys.executable, "-m", "digitlab.cli.ui", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_ui_on_a_busy_port_says_so_in_one_line_and_announces_nothing(tmp_path, busy_port):
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").touch()
-    monkeypatch.setattr(ui.os, "execv", lambda *a: pytest.fail("must not start the UI"))
-    with pytest.raises(SystemExit) as exit_info:
-        ui.main(["--port", str(busy_port)])
-    assert exit_info.value.code == 1
-    out, err = capsys.readouterr()
-    assert out == ""  # no "MLflow UI ... at http://..." for a server that cannot start
-    assert err == (
+    said = digitlab_ui(tmp_path, "--port", str(busy_port))
+    assert said.returncode == 1
+    assert said.stdout == ""  # no "MLflow UI ... at http://..." for a server that cannot start
+    assert said.stderr == (
         f"digitlab-ui: error: port {busy_port} on 127.0.0.1 is already in use (another MLflow "
         "UI, or another program): choose another with --port N\n"
     )
@@ -84,7 +87,6 @@ def test_digitlab_ui_on_a_busy_port_raises_one_line(tmp_path, migrated_db, busy_
 def test_the_ui_process_exits_non_zero_when_its_server_fails(tmp_path, migrated_db, busy_port):
     """The server's own start fails (here: the port, taken after any check could see it free):
     ``mlflow ui`` exits 0 whatever its server did; digitlab's UI process does not."""
-    import os
 
     from conftest import copy_store
 
@@ -102,14 +104,14 @@ def test_the_ui_process_exits_non_zero_when_its_server_fails(tmp_path, migrated_
     )
 
 
-def test_ui_without_a_store_fails_in_one_line(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("DIGITLAB_ROOT", str(tmp_path))
-    monkeypatch.setattr(ui.os, "execv", lambda *a: pytest.fail("must not start the UI"))
-    with pytest.raises(SystemExit) as exit_info:
-        ui.main([])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("digitlab-ui: error: no MLflow store at ") and err.count("\n") == 1
+def test_ui_without_a_store_fails_in_one_line(tmp_path):
+    said = digitlab_ui(tmp_path)
+    assert said.returncode == 1
+    assert said.stderr == (
+        f"digitlab-ui: error: no MLflow store at {tmp_path}/mlruns/mlflow.db yet: train a run "
+        "first (uv run digitlab), or point --backend-store-uri at an existing store\n"
+    )
+    assert not (tmp_path / "mlruns").exists()  # not created
 
 
 def test_digitlab_experiments_are_of_the_training_kind(tmp_path, migrated_db):
@@ -149,10 +151,6 @@ def test_ui_module_does_not_import_torch():
 def test_the_ui_process_does_not_print_starlettes_deprecation_of_mlflows_import():
     """MLflow's server imports a module Starlette deprecates: the warning is MLflow's business,
     left out of digitlab-ui's output; the same import without the UI's environment shows it."""
-    import os
-    import subprocess
-    import sys
-
     from digitlab.tracking.ui_server import mlflow_ui_environment
 
     code = "import mlflow.server.fastapi_app"

@@ -143,7 +143,9 @@ class FigureLogger(L.Callback):
 
     # -- logging -----------------------------------------------------------------------------
 
-    def _log_figure(self, trainer: L.Trainer, fig: Any, path: str) -> None:
+    def log_figure(self, trainer: L.Trainer, fig: Any, path: str) -> None:
+        """Log ``fig`` to the run as ``figures/<path>`` and clear it: every picture passes here
+        (a subclass may look at what it shows first)."""
         client, run_id = _run_of(trainer)
         client.log_figure(run_id, fig, f"figures/{path}")
         fig.clear()  # Figure objects built without pyplot: nothing global to close
@@ -176,7 +178,7 @@ class FigureLogger(L.Callback):
                     fig = plot_mlp_templates(w, title, vmax, side)
                 else:
                     fig = plot_filters(w, f"{name} filters {label}\n({shared})", vmax)
-                self._log_figure(trainer, fig, f"filters/{name}_{when}.png")
+                self.log_figure(trainer, fig, f"filters/{name}_{when}.png")
                 self._log_table(trainer, filter_stats(w), f"filters/{name}_stats_{when}.json")
         self.snapshots = {}
 
@@ -194,11 +196,11 @@ class FigureLogger(L.Callback):
             also = " (also the test split)" if shared else ""
             title = f"First {shown} {split} digits{also}, label above each"
             fig = plot_samples(images[:shown], labels[:shown], title, shown, _classes(trainer))
-            self._log_figure(trainer, fig, f"data/samples_{split}.png")
+            self.log_figure(trainer, fig, f"data/samples_{split}.png")
         if splits:
             by_split = {s: labels for s, (_, labels) in splits.items()}
             fig = plot_label_histogram(by_split, _classes(trainer))
-            self._log_figure(trainer, fig, "data/label_histogram.png")
+            self.log_figure(trainer, fig, "data/label_histogram.png")
 
     # -- predictions ---------------------------------------------------------------------------
 
@@ -241,12 +243,12 @@ class FigureLogger(L.Callback):
         matrix = multiclass_confusion_matrix(pred, y, num_classes=probs.shape[1])
         per_class = matrix.diagonal() / matrix.sum(1).clamp(min=1)
         n = len(y)
-        self._log_figure(
+        self.log_figure(
             trainer,
             plot_confusion_matrix(matrix, f"Confusion matrix on {n:,} test images", classes),
             "predictions/confusion_matrix.png",
         )
-        self._log_figure(
+        self.log_figure(
             trainer,
             plot_per_class_accuracy(per_class, f"Test accuracy per class ({n:,} images)", classes),
             "predictions/per_class_accuracy.png",
@@ -263,7 +265,7 @@ class FigureLogger(L.Callback):
             self.mistakes,
             classes,
         )
-        self._log_figure(trainer, fig, "predictions/confident_mistakes.png")
+        self.log_figure(trainer, fig, "predictions/confident_mistakes.png")
         picks = _probability_picks(n, self.probabilities, confidence, worst)
         fig = plot_probability_bars(
             images(picks),
@@ -274,7 +276,7 @@ class FigureLogger(L.Callback):
             len(picks),
             classes,
         )
-        self._log_figure(trainer, fig, "predictions/probabilities.png")
+        self.log_figure(trainer, fig, "predictions/probabilities.png")
 
     # -- hooks ---------------------------------------------------------------------------------
 
