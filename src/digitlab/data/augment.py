@@ -5,6 +5,7 @@ shift, shear, elastic distortion) and the fixed moves of test-time augmentation,
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -129,9 +130,19 @@ def smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(blurred, rows.transpose(2, 3), padding=(radius, 0), groups=channels)
 
 
+class Move(TypedDict, total=False):
+    """A fixed move of :func:`move`: its keyword arguments, as plain numbers."""
+
+    angle: float
+    zoom: float
+    shift_x: float
+    shift_y: float
+    shear: float
+
+
 # Test-time augmentation's fixed moves (predict's ``--tta``): the image as it is, shifted one
 # pixel each way and turned 8 degrees each way; a network's probabilities over them are averaged.
-TTA_MOVES: tuple[dict[str, float], ...] = (
+TTA_MOVES: tuple[Move, ...] = (
     {},
     {"shift_x": 1},
     {"shift_x": -1},
@@ -143,7 +154,7 @@ TTA_MOVES: tuple[dict[str, float], ...] = (
 
 
 def averaged_probabilities(
-    net: torch.nn.Module, x: torch.Tensor, moves: tuple[dict[str, float], ...], fill: float
+    net: torch.nn.Module, x: torch.Tensor, moves: tuple[Move, ...], fill: float
 ) -> torch.Tensor:
     """(N, C) class probabilities of ``net`` for the batch ``x`` (model input units), averaged
     over ``moves`` (keyword arguments of :func:`move`; ``{}`` is the batch as it is)."""

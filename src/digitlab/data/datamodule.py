@@ -19,7 +19,7 @@ from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
 
-def holdout_count(n: int, size: float | int, key: str) -> int:
+def holdout_count(n: int, size: float | int | None, key: str) -> int:
     """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction."""
     if isinstance(size, bool) or not isinstance(size, int | float):
         raise DigitlabError(f"{key}={size!r} must be a number: a fraction in (0, 1) or a count")
@@ -120,7 +120,8 @@ class DigitDataModule(L.LightningDataModule):
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.files: tuple = ()  # the source's files, once split() has read them
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
-        self._generator, self._augment_epoch = None, None
+        self._generator: torch.Generator | None = None
+        self._augment_epoch: tuple[int, torch.device] | None = None
 
     def split(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Decode once and split: {"train", "val", "test"} -> (uint8 images, int64 labels)."""
@@ -129,10 +130,13 @@ class DigitDataModule(L.LightningDataModule):
         data = self.read(self.source)
         self.files = data.files
         images, labels = data.train_images, data.train_labels
+        # The readers refuse a training file without labels (Kaggle's test.csv) in one line.
+        assert labels is not None, "training data without labels"
         val_idx, test_idx, train_idx = self._indices(len(labels), data.test_images is None)
         self.raw["train"] = images[train_idx], labels[train_idx]
         self.raw["val"] = images[val_idx], labels[val_idx]
         if data.test_images is not None:
+            assert data.test_labels is not None, "a test split comes with its labels"
             self.raw["test"] = data.test_images, data.test_labels
         elif len(test_idx):
             self.raw["test"] = images[test_idx], labels[test_idx]
