@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import lightning as L
+import mlflow
 import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
@@ -101,6 +102,20 @@ def test_fit_twice_in_one_process_then_runs_load_and_show(overrides, uri):
     assert all(p.stat().st_size > 0 for p in shown)
     with pytest.raises(DigitlabError, match="has no artifact matching nothing/\\*: it has "):
         digitlab.show(second.run_id, "nothing/*", tracking_uri=uri)
+
+
+def test_fit_and_register_leave_the_callers_own_mlflow_tracking_uri_alone(overrides, uri):
+    """A notebook's MLflow URI (mlflow.set_tracking_uri, what its own fluent runs use) is its
+    own: fit and register work on the store they are given without moving it."""
+    before = (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
+    assert uri not in before
+    done = digitlab.fit(
+        *overrides, "model=mlp", "logger.log_model=true", "logger.register_as=fitted"
+    )
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
+    registered = digitlab.register(done.run_id, "again", tracking_uri=uri)
+    assert registered.version == "1" and registered.run_id == done.run_id
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
 
 
 def test_fit_shows_no_deprecation_notice_of_lightnings_pytree_shim_and_others_still_show(

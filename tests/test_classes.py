@@ -104,10 +104,10 @@ def test_a_47_class_model_serves_47_probabilities_and_is_registered(emnist_run):
     from mlflow.models import Model
 
     result, cfg, root, _ = emnist_run
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # runs:/ and models:/ resolve through it
     info = Model.load(f"runs:/{result['run_id']}/model")
     outputs = {o["name"]: o["tensor-spec"]["shape"] for o in info.signature.outputs.to_dict()}
     assert list(outputs["probabilities"]) == [-1, EMNIST_CLASSES]
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/letters@best")
     images, labels = synthetic_classes(20, EMNIST_CLASSES, 1)
     answer = model.predict(images)

@@ -1239,6 +1239,10 @@ CASES: dict[str, Case] = {
         )
     ),
     "unknown scheduler interval": cli("scheduler=cosine", "scheduler.interval=hourly"),
+    "ReduceLROnPlateau stepped per step": cli("scheduler=plateau", "scheduler.interval=step"),
+    "ReduceLROnPlateau without a validation every epoch": cli(
+        "scheduler=plateau", "trainer.limit_val_batches=0"
+    ),
     "a trainer setting Lightning rejects": cli("trainer.precision=banana"),
     "GPU requested, none present": cli("trainer.accelerator=gpu"),
     "corrupt checkpoint": cli("resume={tmp}/data/corrupt.ckpt", damage=resume_checkpoints),

@@ -4,9 +4,11 @@ input, the same probabilities as digitlab-predict, loaded in a fresh process wit
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -36,7 +38,17 @@ def run(data_root, migrated_db, tmp_path_factory):
     return result, cfg
 
 
-def test_run_logs_a_model_with_signature_example_and_metrics(run):
+@pytest.fixture
+def fluent_uri(run):
+    """MLflow resolves a runs:/ URI in this process through its global tracking URI (training
+    leaves that alone): set to the run's store for the test, then put back."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri sets it as well
+    mlflow.set_tracking_uri(run[1].logger.tracking_uri)
+    yield
+    mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets it
+
+
+def test_run_logs_a_model_with_signature_example_and_metrics(run, fluent_uri):
     result, cfg = run
     client = MlflowClient(cfg.logger.tracking_uri)
     (model,) = client.search_logged_models(
@@ -95,7 +107,7 @@ def test_model_loads_in_a_fresh_process_and_matches_predict(run, data_root, tmp_
     np.testing.assert_allclose(served, np.load(offline.probabilities), atol=1e-6)
 
 
-def test_loading_never_unpickles_objects(run, tmp_path):
+def test_loading_never_unpickles_objects(run, fluent_uri, tmp_path):
     """The model's data loads with torch.load(weights_only=True): a pickled object is refused."""
     import torch
     from mlflow.artifacts import download_artifacts

@@ -116,6 +116,26 @@ def test_one_cycle_spans_exactly_the_optimizer_steps_of_the_run(make_cfg, steps_
     assert max(scheduler.get_last_lr()) < 0.2 / 10
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 3])
+def test_reduce_on_plateau_steps_on_the_validation_loss_and_cuts_the_rate(make_cfg, steps_per_call):
+    # An improvement must beat the best val/loss by 10 (absolute): after the first epoch sets
+    # the best, every epoch is a plateau, and with patience 0 each one halves the rate.
+    cfg = make_cfg(
+        "model=mlp",
+        "scheduler=plateau",
+        "scheduler.patience=0",
+        "+scheduler.threshold=10.0",
+        "+scheduler.threshold_mode=abs",
+        "optimizer.lr=0.1",
+        f"data.steps_per_call={steps_per_call}",
+    )
+    trainer, _, _ = fit(cfg, epochs=3)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert 0 < scheduler.best < float("inf")  # it was handed measured losses
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+
+
 def test_a_bad_scheduler_interval_is_one_line(make_cfg):
     import pytest
 

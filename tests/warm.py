@@ -113,6 +113,8 @@ def _command(
     except BaseException:
         traceback.print_exc()
         code = 1
+    # A forked child must end in os._exit, and Python has no public call for its exit steps:
+    # threading and atexit offer only these private ones (multiprocessing's children skip them).
     try:  # what the interpreter's exit runs, in its order (Py_FinalizeEx):
         threading._shutdown()  # join non-daemon threads, after their hooks (loky stops its workers)
         atexit._run_exitfuncs()  # then the atexit handlers (MLflow ends its runs)

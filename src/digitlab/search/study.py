@@ -18,7 +18,7 @@ from digitlab.config import project_root
 from digitlab.errors import DigitlabError
 from digitlab.tracking.store import sqlite_path
 
-# The sweeper hands each job the id of the Optuna trial it evaluates through Hydra's
+# The sweeper hands each job the number of the Optuna trial it evaluates through Hydra's
 # hydra.job.env_set: the launcher applies it inside the job's own process (joblib worker,
 # submitit job) and removes it afterwards, and it stays out of the job's task overrides.
 TRIAL_ENV = "DIGITLAB_OPTUNA_TRIAL"
@@ -78,20 +78,23 @@ def current_trial(sweeper_cfg: Mapping[str, Any] | None, tracking_uri: str):
     ``sweeper_cfg`` is the job's ``hydra.sweeper`` node: it names the storage, the study and
     the pruner, which the job needs to answer ``should_prune()`` the way the study would.
     """
-    trial_id = os.environ.get(TRIAL_ENV)
-    if not trial_id or not sweeper_cfg:
+    number = os.environ.get(TRIAL_ENV)
+    if not number or not sweeper_cfg:
         return None
     import optuna  # lazy: 0.3 s, see the top
 
     storage = open_storage(storage_url(sweeper_cfg.get("storage"), tracking_uri))
+    name = sweeper_cfg["study_name"]
     study = optuna.load_study(
-        study_name=sweeper_cfg["study_name"],
+        study_name=name,
         storage=storage,
         pruner=instantiate_optional(sweeper_cfg.get("pruner")),
     )
-    # Optuna's ask/tell has no public way to attach to a trial asked in another process; the
-    # Trial constructor is what Study.ask itself uses, and works on any RDB storage.
-    return optuna.trial.Trial(study, int(trial_id))
+    # A trial is known to the storage by its study and number; the Trial object built on its id
+    # is the one Study.ask hands an objective, and reports and prunes from any process.
+    study_id = storage.get_study_id_from_name(name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+    return optuna.trial.Trial(study, trial_id)
 
 
 def trial_tags(trial) -> dict[str, str]:

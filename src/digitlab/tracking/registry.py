@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mlflow
 from mlflow.exceptions import MlflowException
 
 from digitlab.errors import DigitlabError
@@ -90,8 +89,11 @@ def register(client, run_id: str, name: str) -> Registration:
 def registered_version(client, name: str, model_id: str) -> str | None:
     """The version of ``name`` that holds the model ``model_id``, if one does: registering a
     run twice must not make two versions of one model."""
+    # A version's source is the model's artifact location (see _new_version), or models:/<id>
+    # in stores registered to before that.
+    sources = {client.get_logged_model(model_id).artifact_location, f"models:/{model_id}"}
     for version in client.search_model_versions(f"name = '{name}'"):
-        if version.model_id == model_id or version.source == f"models:/{model_id}":
+        if version.model_id == model_id or version.source in sources:
             return str(version.version)
     return None
 
@@ -104,11 +106,10 @@ def _new_version(client, name: str, run_id: str, model_id: str) -> str:
     except MlflowException as e:  # a parallel job, or an earlier registration, made it first
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    # The store resolves a models:/ source through the default client, so through this URI.
-    mlflow.set_tracking_uri(client.tracking_uri)
-    created = client.create_model_version(
-        name, f"models:/{model_id}", run_id=run_id, model_id=model_id
-    )
+    # The model's artifact location, not models:/<id>: MLflow's store resolves that through the
+    # process's global tracking URI, which is the caller's (a notebook's) own, not this store's.
+    source = client.get_logged_model(model_id).artifact_location
+    created = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
     return str(created.version)
 
 

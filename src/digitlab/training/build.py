@@ -29,7 +29,7 @@ from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 from digitlab.figures.callback import figure_callbacks, figures_enabled
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
-from digitlab.training.classifier import DigitClassifier
+from digitlab.training.classifier import PLATEAU_MONITOR, DigitClassifier, steps_on_plateau
 from digitlab.training.cuda_graphs import check_cuda_graphs
 from digitlab.training.fused import FusedStepsClassifier
 
@@ -164,6 +164,28 @@ def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitD
         ) from None
 
 
+def check_plateau(interval: str, trainer: DictConfig) -> None:
+    """ReduceLROnPlateau steps on the validation loss once per epoch: refuse, before the run, a
+    per-step interval or a trainer that does not validate every epoch (Lightning would stop the
+    run at the first epoch without the loss)."""
+    if interval == "step":
+        raise DigitlabError(
+            "scheduler.interval=step does not suit ReduceLROnPlateau, which steps on "
+            f"{PLATEAU_MONITOR} after each validation: set scheduler.interval=epoch"
+        )
+    for key, value in (
+        ("limit_val_batches", trainer.get("limit_val_batches", 1.0)),
+        ("check_val_every_n_epoch", trainer.get("check_val_every_n_epoch", 1)),
+    ):
+        if value == 0 or (key == "check_val_every_n_epoch" and value != 1):
+            raise DigitlabError(
+                f"trainer.{key}={value} leaves ReduceLROnPlateau without {PLATEAU_MONITOR}, which "
+                "it steps on after each epoch's validation: validate every epoch "
+                "(trainer.limit_val_batches above 0, trainer.check_val_every_n_epoch=1) or choose "
+                "another scheduler"
+            )
+
+
 def build_module(cfg: DictConfig) -> DigitClassifier:
     """The LightningModule: the plain one, or the fused-steps one when
     ``data.steps_per_call > 1``."""
@@ -187,6 +209,8 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
                     f"scheduler.interval={interval!r} is invalid: it must be epoch or step"
                 )
             scheduler = build(settings, "scheduler", trusted, path="scheduler.")
+            if steps_on_plateau(scheduler):
+                check_plateau(interval, cfg.trainer)
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ or e
         raise DigitlabError(

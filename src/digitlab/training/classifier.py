@@ -10,10 +10,20 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 STAGES = ("train", "val", "test")
+# What ReduceLROnPlateau measures a plateau on: the validation loss, logged after each validation.
+PLATEAU_MONITOR = "val/loss"
+
+
+def steps_on_plateau(scheduler_factory: Any) -> bool:
+    """Whether a scheduler factory (the built ``scheduler`` config, a partial) makes a
+    ReduceLROnPlateau, which steps on a measured value rather than a count."""
+    made = getattr(scheduler_factory, "func", scheduler_factory)
+    return isinstance(made, type) and issubclass(made, ReduceLROnPlateau)
 
 
 class DigitClassifier(L.LightningModule):
@@ -123,10 +133,10 @@ class DigitClassifier(L.LightningModule):
             scheduler = self.scheduler_factory(optimizer, total_steps=self.total_optimizer_steps())
         else:
             scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if isinstance(scheduler, ReduceLROnPlateau) and self.automatic_optimization:
+            config["monitor"] = PLATEAU_MONITOR  # Lightning steps it with this metric's value
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def total_optimizer_steps(self) -> int:
         """Optimizer steps in the whole fit (limits and gradient accumulation applied)."""

@@ -23,7 +23,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import LRSchedulerTypeUnion
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from digitlab.training.classifier import DigitClassifier
+from digitlab.errors import DigitlabError
+from digitlab.training.classifier import PLATEAU_MONITOR, DigitClassifier
 from digitlab.training.cuda_graphs import GraphedSteps, graph_steps
 
 # The callback hooks Lightning dispatches around every optimizer step under manual optimization:
@@ -156,7 +157,21 @@ class FusedStepsClassifier(DigitClassifier):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         for config in self.trainer.lr_scheduler_configs:  # manual optimization: ours to step
-            if config.interval == "epoch":
+            if config.interval != "epoch":
+                continue
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                # as Lightning steps it under automatic optimization (where the module names
+                # the monitor; here Lightning would ignore it): on the metric this epoch's
+                # validation, run before this hook, has logged
+                value = self.trainer.callback_metrics.get(PLATEAU_MONITOR)
+                if value is None:
+                    raise DigitlabError(
+                        f"ReduceLROnPlateau steps on {PLATEAU_MONITOR}, which this run did not "
+                        "log: validate every epoch (trainer.limit_val_batches and "
+                        "trainer.check_val_every_n_epoch) or choose another scheduler"
+                    )
+                config.scheduler.step(float(value))
+            else:
                 _step_schedule(config.scheduler)
 
     def total_optimizer_steps(self) -> int:
@@ -174,9 +189,9 @@ class FusedStepsClassifier(DigitClassifier):
 
 def _step_schedule(scheduler: LRSchedulerTypeUnion) -> None:
     """One step of a learning-rate schedule, as manual optimization leaves it to the module."""
-    # ReduceLROnPlateau steps on a monitored value, which the module is never told (Lightning's
-    # automatic optimization, given no monitor, refuses it as well).
-    assert not isinstance(scheduler, ReduceLROnPlateau), "ReduceLROnPlateau needs a monitor"
+    # ReduceLROnPlateau steps on a measured value, once per epoch: on_train_epoch_end hands it
+    # one, and the config refuses it a per-step interval.
+    assert not isinstance(scheduler, ReduceLROnPlateau), "ReduceLROnPlateau steps on a metric"
     scheduler.step()
 
 

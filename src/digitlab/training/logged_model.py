@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.models import ModelSignature
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from digitlab.tracking.registry import MODEL_NAME
@@ -80,22 +83,48 @@ def log_model(
         num_classes: the data set's classes: the width of the probabilities (the signature).
         step: the step the metrics are logged at in the run (its last epoch's).
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
-        data = slim_checkpoint(checkpoint, Path(tmp))
-        # Reopening the run links the LoggedModel to it; the caller sets the final status.
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
+    # Through a client on tracking_uri only: the fluent API (mlflow.pyfunc.log_model, start_run)
+    # works on the process's global URI, which a notebook calling digitlab.fit keeps its own.
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=run.data.params
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="digitlab-model-") as tmp, _quiet_mlflow():
+            data = slim_checkpoint(checkpoint, Path(tmp))
+            folder = Path(tmp) / MODEL_NAME
+            mlflow.pyfunc.save_model(
+                folder,
                 loader_module=LOADER,
                 data_path=str(data),
                 signature=signature(num_classes),
                 input_example=example,
                 pip_requirements=requirements(),
+                mlflow_model=Model(
+                    artifact_path=model.artifact_location,
+                    model_uuid=model.model_id,
+                    run_id=run_id,
+                    model_id=model.model_id,
+                ),
             )
-            if metrics:
-                mlflow.log_metrics(dict(metrics), step=step, model_id=info.model_id)
-    return info.model_id
+            client.log_model_artifacts(model.model_id, str(folder))
+        # The run lists the model among its outputs; the caller sets the run's final status.
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
+        if metrics:
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(key, float(value), now, step, model_id=model.model_id)
+                    for key, value in metrics.items()
+                ],
+            )
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 hydra-optuna-sweeper, Hydra's own plugin, pins ``optuna<3`` and hides the trial from the job, so
 no job can report or be pruned. This one keeps its config keys and override syntax, stores the
-study in an RDB (``digitlab.search.study``), and hands every job its trial id so the job reports
+study in an RDB (``digitlab.search.study``), and hands every job its trial number so the job reports
 ``val/acc`` each epoch and stops when the pruner says so.
 
 Hydra imports every module under ``hydra_plugins`` for every command; Optuna (0.3 s to import,
@@ -11,6 +11,8 @@ with ``digitlab.search.space``) is imported only when a sweep starts, in the met
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -130,7 +132,7 @@ class OptunaSweeper(Sweeper):
         return [
             *(f"{key}={value}" for key, value in values.items()),
             # A hydra.* override: it reaches the job's process but not its task config or tags.
-            f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}",
+            f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
         ]
 
     def _tell(self, study, batch, returns: Sequence[JobReturn]) -> None:
@@ -139,15 +141,26 @@ class OptunaSweeper(Sweeper):
 
         failures = []
         for trial, ret in zip(batch, returns, strict=True):
-            if ret.status == JobStatus.COMPLETED and _is_number(ret.return_value):
-                study.tell(trial, float(ret.return_value))
-            elif isinstance(ret._return_value, optuna.TrialPruned):
+            try:
+                # Hydra's return_value re-raises a failed job's exception; it also writes an
+                # "Error executing job" line, which is noise for a pruned trial and is written
+                # again, with the trace, where the sweep stops below.
+                with contextlib.redirect_stderr(io.StringIO()):
+                    value = ret.return_value
+            except optuna.TrialPruned as pruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                log.info("Trial %d pruned: %s", trial.number, ret._return_value)
+                log.info("Trial %d pruned: %s", trial.number, pruned)
+                continue
+            except Exception as error:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if not self._caught(error):
+                    failures.append(ret)
+                continue
+            if _is_number(value):
+                study.tell(trial, float(value))
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                if not self._caught(ret._return_value):
-                    failures.append(ret)
+                failures.append(ret)
         if failures and len(failures) / len(returns) > self.max_failure_rate:
             log.error(
                 "%d of %d trials failed (max_failure_rate=%s)",
@@ -156,8 +169,9 @@ class OptunaSweeper(Sweeper):
                 self.max_failure_rate,
             )
             for ret in failures:
-                ret.return_value  # raises the job's own exception, with its trace  # noqa: B018
-            raise ValueError(f"a trial returned {failures[0]._return_value!r}, not a number")
+                if ret.status != JobStatus.COMPLETED:
+                    ret.return_value  # raises the job's own exception, with its trace  # noqa: B018
+            raise ValueError(f"a trial returned {failures[0].return_value!r}, not a number")
 
     def _caught(self, error: Any) -> bool:
         caught = tuple(get_class(name) for name in self.catch)
