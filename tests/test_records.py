@@ -69,7 +69,9 @@ def test_a_committee_of_one_cross_validation_scores_as_it_does(cv_parent, make_c
     cfg, parent_id = cv_parent
     uri = cfg.logger.tracking_uri
     client = MlflowClient(uri)
-    result = digitlab.predict(run_id=[parent_id], data="oof", tracking_uri=uri, out=tmp_path / "o.npy")
+    result = digitlab.predict(
+        run_id=[parent_id], data="oof", tracking_uri=uri, out=tmp_path / "o.npy"
+    )
     own = client.get_run(parent_id).data.metrics["cv/oof_acc"]
     assert result.accuracy == pytest.approx(own)
     np.testing.assert_allclose(
@@ -98,8 +100,7 @@ def test_a_final_fit_trains_on_every_labelled_row_and_says_so(make_cfg, tmp_path
     assert run.data.tags["digitlab.final_fit"] == "true"
     assert not any(k.startswith(("val/", "test/")) for k in run.data.metrics)
     sizes = {
-        i.dataset.name: json.loads(i.dataset.profile)["num_rows"]
-        for i in run.inputs.dataset_inputs
+        i.dataset.name: json.loads(i.dataset.profile)["num_rows"] for i in run.inputs.dataset_inputs
     }
     assert sizes["kaggle-train"] == N_TRAIN and sizes["kaggle-val"] == 0
     assert Path(result["best_checkpoint"]).is_file()  # the last epoch, the run's model
@@ -142,6 +143,9 @@ def test_the_quick_recipe_ends_with_a_submission_and_its_table(data_root, store,
             str(tmp_path / "out"),
             "--table",
             str(table),
+            "--jobs",
+            "1",
+            f"logger.artifact_location={store['artifact_location']}",
         ],
         capture_output=True,
         text=True,

@@ -272,7 +272,9 @@ def build_callbacks(
     built, trusted = [], trusted_targets(cfg)
     if checkpoint_dir is not None:
         final = final_fit(cfg.data.get("val_size"), cfg.data.get("folds"))
-        built += checkpoint_callbacks(checkpoint_dir, resuming, monitor=None if final else "val/acc")
+        built += checkpoint_callbacks(
+            checkpoint_dir, resuming, monitor=None if final else "val/acc"
+        )
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` drops one
             continue

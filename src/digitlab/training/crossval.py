@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 from digitlab.config import project_root
 from digitlab.config.targets import trusted_targets
 from digitlab.data.sources import DigitData, read_data
+from digitlab.serving.model import probabilities
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags, swept_values
 from digitlab.training.build import build_datamodule, plain
-from digitlab.serving.model import probabilities
 from digitlab.training.checkpoints import network_from_checkpoint
 from digitlab.training.run import train
 
@@ -46,9 +46,10 @@ def cross_validate(
     The parent records ``cv/val_acc_mean``, ``cv/val_acc_std`` (sample std over the folds),
     the fold means of :data:`FOLD_METRICS` and the table ``cv/folds.json`` (one row per fold).
     When every fold ran, it also records the out-of-fold predictions (:data:`OOF_ARTIFACT`,
-    :func:`out_of_fold`): each fold's best checkpoint predicts its own validation rows, so every
-    non-test row is predicted once, by a network that never trained on it; ``cv/oof_acc`` is
-    their accuracy and ``cv/oof_acc_se`` its standard error, sqrt(p (1 - p) / n).
+    :func:`out_of_fold`): each fold's last checkpoint predicts its own validation rows, so every
+    non-test row is predicted once, by a network that never trained on it nor was picked on it;
+    ``cv/oof_acc`` is their accuracy and ``cv/oof_acc_se`` its standard error,
+    sqrt(p (1 - p) / n).
     With an Optuna ``trial`` the running mean of ``val/acc`` is reported after each fold (step =
     fold) and the remaining folds are skipped when the pruner says so.
 
@@ -90,8 +91,11 @@ def cross_validate(
             fold_tags = {"mlflow.parentRunId": parent_id, "digitlab.fold": str(fold)}
             result = train(fold_cfg, output_dir / f"fold{fold}", choices, data, tags=fold_tags)
             rows.append({"fold": fold, "run_id": result["run_id"], **result["metrics"]})
-            if result["best_checkpoint"] and not result["pruned"]:
-                predicted.append(fold_predictions(fold_cfg, data, result["best_checkpoint"], fold))
+            # The fold's last network, not its best: the best epoch is picked on these very
+            # rows, which would flatter them, and a final fit keeps its last epoch too.
+            last = output_dir / f"fold{fold}" / "checkpoints" / "last.ckpt"
+            if not result["pruned"] and last.is_file():
+                predicted.append(fold_predictions(fold_cfg, data, last, fold))
             if (reason := _report(trial, rows)) is not None:
                 parent.mark_pruned(reason)
                 break
@@ -141,7 +145,7 @@ def summarise_folds(client, run_id: str, rows: list[dict[str, Any]]) -> dict[str
 def fold_predictions(
     cfg: DictConfig, data: DigitData, checkpoint: str | Path, fold: int
 ) -> dict[str, np.ndarray]:
-    """Fold ``fold``'s validation rows predicted by its best checkpoint: ``rows`` (indices into
+    """Fold ``fold``'s validation rows predicted by ``checkpoint``: ``rows`` (indices into
     the data set's training rows), ``labels``, ``probabilities`` (N, C) and ``fold``."""
     datamodule = build_datamodule(cfg, data)
     images, labels = datamodule.split()["val"]
