@@ -106,6 +106,15 @@ def test_a_final_fit_trains_on_every_labelled_row_and_says_so(make_cfg, tmp_path
     assert Path(result["best_checkpoint"]).is_file()  # the last epoch, the run's model
 
 
+def test_a_final_fit_on_mnist_is_tested_on_its_own_test_set(make_cfg, tmp_path):
+    from digitlab.training.run import train
+
+    cfg = make_cfg("model=mlp", "data.val_size=0")
+    result = train(cfg, tmp_path, choices={"data": "mnist"})
+    metrics = MlflowClient(cfg.logger.tracking_uri).get_run(result["run_id"]).data.metrics
+    assert "test/acc" in metrics and "val/acc" not in metrics
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
