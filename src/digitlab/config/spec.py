@@ -644,6 +644,7 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
             f"trainer.accumulate_grad_batches={accumulate!r} needs one optimizer step per "
             "Lightning step: add data.steps_per_call=1 (or raise data.batch_size instead)"
         )
+    assert isinstance(config, dict)  # what a DictConfig converts to
     check_final_fit(config)
     return spec
 
@@ -654,7 +655,7 @@ def final_fit(val_size: object, folds: object = None) -> bool:
     return not folds and whole(val_size) and val_size == 0
 
 
-def check_final_fit(config: Mapping[str, Any]) -> None:
+def check_final_fit(config: Mapping[Any, Any]) -> None:
     """``data.val_size=0`` (a final fit on every labelled row, no validation, for
     ``trainer.max_epochs``, which the schema requires to be a count): refuse in one line a test
     holdout carved from the rows, and a callback that monitors a validation metric."""

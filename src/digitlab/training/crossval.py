@@ -177,7 +177,13 @@ def log_out_of_fold(client, run_id: str, table: dict[str, np.ndarray]) -> dict[s
     """Log :data:`OOF_ARTIFACT` and the out-of-fold metrics to the parent; return the metrics."""
     with tempfile.TemporaryDirectory(prefix="digitlab-oof-") as tmp:
         path = Path(tmp) / Path(OOF_ARTIFACT).name
-        np.savez_compressed(path, **table)
+        np.savez_compressed(
+            path,
+            rows=table["rows"],
+            labels=table["labels"],
+            probabilities=table["probabilities"],
+            fold=table["fold"],
+        )
         client.log_artifact(run_id, str(path), str(Path(OOF_ARTIFACT).parent))
     metrics = oof_accuracy(table["probabilities"], table["labels"])
     for name, value in metrics.items():
