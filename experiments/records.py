@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tracking-uri", default=None, help="MLflow store (default: the project's)"
     )
-    parser.add_argument("--out", default="records", help="folder for submission.csv")
+    parser.add_argument("--out", default="outputs/records", help="folder for submission.csv")
     parser.add_argument("--table", default=None, help="append the table to this Markdown file")
     parser.add_argument("--quick", action="store_true", help="2 folds, 1 epoch, one seed")
     parser.add_argument("overrides", nargs="*", help="more overrides for every run")

@@ -93,7 +93,14 @@ def test_a_committee_of_one_cross_validation_scores_as_it_does(cv_parent, make_c
 def test_a_final_fit_trains_on_every_labelled_row_and_says_so(make_cfg, tmp_path):
     from digitlab.training.run import train
 
-    cfg = make_cfg("data=kaggle", "model=mlp", "data.val_size=0", "logger.log_model=true")
+    # with the pictures and the logged model, as the records recipe trains it
+    cfg = make_cfg(
+        "data=kaggle",
+        "model=mlp",
+        "data.val_size=0",
+        "logger.log_model=true",
+        "figures.enabled=true",
+    )
     result = train(cfg, tmp_path, choices={"data": "kaggle"})
     run = MlflowClient(cfg.logger.tracking_uri).get_run(result["run_id"])
     assert run.info.status == "FINISHED"
