@@ -6,7 +6,8 @@ For each member (a preset and a seed; experiment=kaggle_records and kaggle_recor
 1 and 2 by default):
 
 1. 5-fold cross-validation over all of train.csv (``data.folds=5``): each fold's network predicts
-   the rows it never trained on, so the CV parent holds out-of-fold probabilities for every row;
+   the rows it never trained on, with test-time augmentation as the submission is predicted
+   (``oof_tta=true``), so the CV parent holds out-of-fold probabilities for every row;
 2. the committee's out-of-fold accuracy ± its standard error: the members' out-of-fold
    probabilities averaged (``digitlab-predict --run <cv parents> --data oof``);
 3. a final fit of each member on every labelled row (``data.val_size=0``), for the epoch count
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         cv = fit_all(
             args.jobs,
             [
-                [*o, f"data.folds={args.folds}", f"hydra.run.dir={f}-cv"]
+                [*o, f"data.folds={args.folds}", "oof_tta=true", f"hydra.run.dir={f}-cv"]
                 for o, f in zip(base, folders, strict=True)
             ],
         )

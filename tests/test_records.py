@@ -62,6 +62,28 @@ def test_out_of_fold_predictions_cover_every_non_test_row_once(cv_parent, tmp_pa
     assert metrics["cv/oof_acc_se"] == pytest.approx(math.sqrt(p * (1 - p) / len(correct)))
 
 
+def test_the_out_of_fold_pass_can_average_over_the_tta_moves(make_cfg, tmp_path):
+    from digitlab.serving.model import probabilities
+    from digitlab.training.build import build_datamodule
+    from digitlab.training.checkpoints import network_from_checkpoint
+    from digitlab.training.crossval import cross_validate
+
+    cfg = make_cfg(*KAGGLE_CV, "oof_tta=true")
+    parent_id = cross_validate(cfg, tmp_path / "cv", choices={"data": "kaggle"})["run_id"]
+    client = MlflowClient(cfg.logger.tracking_uri)
+    table = oof_table(client, parent_id, tmp_path)
+    fold = cfg.copy()
+    fold.data.fold = 1
+    datamodule = build_datamodule(fold)
+    images, _ = datamodule.split()["val"]
+    net, config = network_from_checkpoint(tmp_path / "cv" / "fold1" / "checkpoints" / "last.ckpt")
+    rows = np.searchsorted(table["rows"], datamodule.rows["val"].numpy())
+    for tta in (True, False):
+        expected = probabilities(net, images, config, tta=tta).numpy()
+        same = np.allclose(table["probabilities"][rows], expected, atol=1e-6)
+        assert same == tta
+
+
 def test_a_committee_of_one_cross_validation_scores_as_it_does(cv_parent, make_cfg, tmp_path):
     import digitlab
     from digitlab.training.crossval import cross_validate

@@ -608,6 +608,7 @@ class ConfigSpec(RunSpec):
 
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     figures: FiguresSpec | None = None
+    oof_tta: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = False
     resume: Annotated[
         Any,
         check(

@@ -70,7 +70,9 @@ def committee_oof(
     labels = first["labels"]
     scored = oof_accuracy(probs, labels)
     own = [oof_accuracy(t["probabilities"], labels)["cv/oof_acc"] for t in tables]
-    settings = {"method": "mean", "data": OOF, "rows": len(labels), "tta": False}
+    # each parent's own out-of-fold pass says whether it averaged over TTA's moves (oof_tta)
+    tta = sorted({client.get_run(r).data.params.get("oof_tta", "False") for r in runs})
+    settings = {"method": "mean", "data": OOF, "rows": len(labels), "tta": "/".join(tta)}
     with ensemble_run(client, list(runs), settings, command) as run_id:
         path = Path(out or f"predictions/ensemble-{run_id}-oof.npy")
         written = write_predictions(probs, probs.argmax(axis=1), labels, path)

@@ -49,7 +49,7 @@ def cross_validate(
     :func:`out_of_fold`): each fold's last checkpoint predicts its own validation rows, so every
     non-test row is predicted once, by a network that never trained on it nor was picked on it;
     ``cv/oof_acc`` is their accuracy and ``cv/oof_acc_se`` its standard error,
-    sqrt(p (1 - p) / n).
+    sqrt(p (1 - p) / n). ``oof_tta=true``: each averaged over the fixed moves of ``--tta``.
     With an Optuna ``trial`` the running mean of ``val/acc`` is reported after each fold (step =
     fold) and the remaining folds are skipped when the pruner says so.
 
@@ -145,12 +145,13 @@ def summarise_folds(client, run_id: str, rows: list[dict[str, Any]]) -> dict[str
 def fold_predictions(
     cfg: DictConfig, data: DigitData, checkpoint: str | Path, fold: int
 ) -> dict[str, np.ndarray]:
-    """Fold ``fold``'s validation rows predicted by ``checkpoint``: ``rows`` (indices into
+    """Fold ``fold``'s validation rows predicted by ``checkpoint`` (with test-time augmentation
+    when ``cfg.oof_tta``): ``rows`` (indices into
     the data set's training rows), ``labels``, ``probabilities`` (N, C) and ``fold``."""
     datamodule = build_datamodule(cfg, data)
     images, labels = datamodule.split()["val"]
     net, config = network_from_checkpoint(Path(checkpoint), trusted_targets(cfg))
-    probs = probabilities(net, images, config).numpy()
+    probs = probabilities(net, images, config, tta=bool(cfg.get("oof_tta", False))).numpy()
     return {
         "rows": datamodule.rows["val"].numpy(),
         "labels": labels.numpy(),
