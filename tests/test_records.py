@@ -183,6 +183,7 @@ def test_the_quick_recipe_ends_with_a_submission_and_its_table(data_root, store,
             str(table),
             "--jobs",
             "1",
+            "--mnist",
             f"logger.artifact_location={store['artifact_location']}",
         ],
         capture_output=True,
@@ -198,3 +199,4 @@ def test_the_quick_recipe_ends_with_a_submission_and_its_table(data_root, store,
     assert all(r[1] in "0123456789" for r in rows[1:])
     text = table.read_text()
     assert "out-of-fold" in text and "CPU-min" in text and "±" in text
+    assert "MNIST t10k" in text and "mean ± std" in text
