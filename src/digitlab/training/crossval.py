@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from digitlab.config import project_root
 from digitlab.config.targets import trusted_targets
+from digitlab.data.augment import TTA_MOVES, averaged_probabilities
+from digitlab.data.datamodule import prepare
 from digitlab.data.sources import DigitData, read_data
-from digitlab.serving.model import probabilities
 from digitlab.tracking import store
 from digitlab.tracking.run import TrackedRun, git_commit, run_name
 from digitlab.tracking.sweep import sweep_tags, swept_values
@@ -150,8 +152,15 @@ def fold_predictions(
     the data set's training rows), ``labels``, ``probabilities`` (N, C) and ``fold``."""
     datamodule = build_datamodule(cfg, data)
     images, labels = datamodule.split()["val"]
-    net, config = network_from_checkpoint(Path(checkpoint), trusted_targets(cfg))
-    probs = probabilities(net, images, config, tta=bool(cfg.get("oof_tta", False))).numpy()
+    net, _ = network_from_checkpoint(Path(checkpoint), trusted_targets(cfg))
+    moves = TTA_MOVES if cfg.get("oof_tta", False) else ({},)
+    dm, cpu, chunks = datamodule, torch.device("cpu"), []
+    with torch.inference_mode():  # on the CPU, batch by batch, in the run's own input units
+        for start in range(0, len(images), dm.eval_batch_size):
+            batch = images[start : start + dm.eval_batch_size]
+            x = prepare(batch, cpu, dm.scale, dm.mean, dm.std, dm.resize)
+            chunks.append(averaged_probabilities(net, x, moves, fill=-dm.mean / dm.std))
+    probs = torch.cat(chunks).numpy()
     return {
         "rows": datamodule.rows["val"].numpy(),
         "labels": labels.numpy(),
