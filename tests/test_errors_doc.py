@@ -545,6 +545,36 @@ def ensemble(row: str) -> Case:
     return run
 
 
+def oof(row: str) -> Case:
+    """digitlab-predict --data oof on runs made in a store: A and B each with an out-of-fold
+    table (cv/oof.npz) of other rows, C a training run without one."""
+
+    def run(ctx: Ctx) -> list[Said]:
+        uri, client, experiment = store_with(ctx)
+        a, b, c = (new_run(client, experiment, name) for name in ("a", "b", "c"))
+        for run_id, rows in ((a, [0, 1, 2, 3]), (b, [0, 1, 2, 4])):
+            table = ctx.folder(run_id) / "oof.npz"
+            probs = np.full((4, 10), 0.1, np.float32)
+            np.savez(
+                table,
+                rows=np.array(rows),
+                labels=np.zeros(4, int),
+                fold=np.array([0, 0, 1, 1]),
+                probabilities=probs,
+            )
+            client.log_artifact(run_id, str(table), "cv")
+        args, renamed = {
+            "no table": ([c], {}),
+            "other folds": ([a, b], {a: "A", b: "B"}),
+            "tta": ([a, "--tta"], {}),
+            "vote": ([a, "--method", "vote"], {}),
+        }[row]
+        out = ["--data", "oof", "--tracking-uri", uri, "--out", str(ctx.tmp / "p.npy")]
+        return command("digitlab.cli.predict", "--run", *args, *out, renamed=renamed)
+
+    return run
+
+
 def register(row: str) -> Case:
     """digitlab-register on runs made in a store, each with a logged model (made without
     training): a run with test/acc (registered once before for "again") or without it; or a
@@ -1275,6 +1305,16 @@ CASES: dict[str, Case] = {
     "members that held out different rows": ensemble("holdout"),
     "every member missing or refused": ensemble("none left"),
     "a sweep's parent without a finished child": ensemble("sweep"),
+    "a committee's out-of-fold accuracy of a run that is no cross-validation": oof("no table"),
+    "cross-validations that cut different folds": oof("other folds"),
+    "out-of-fold predictions with test-time augmentation": oof("tta"),
+    "out-of-fold predictions by vote": oof("vote"),
+    "a final fit with a test holdout": cli("data=kaggle", "data.val_size=0", "data.test_size=40"),
+    "a final fit with a callback watching validation": cli(
+        "data.val_size=0",
+        "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+        "+callbacks.stop.monitor=val/acc",
+    ),
     # Bad input: the words of the command line
     "unknown option of a group": cli("model=lenett"),
     "misspelt preset (an optional group)": cli("experiment=fastt"),

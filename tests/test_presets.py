@@ -45,6 +45,9 @@ TUTORIALS = {
     # (no biases: batch norm follows), batch norms 2*(16+16+32+32+256), fc 256*10+10
     "best_convnet": (420_954, nn.ReLU, MNIST_NORM),
     "kaggle_best_convnet": (420_954, nn.ReLU, MNIST_NORM),
+    # the records recipe's committee: kaggle_best's and kaggle_best_convnet's networks
+    "kaggle_records": (582_026, nn.ReLU, MNIST_NORM),
+    "kaggle_records_convnet": (420_954, nn.ReLU, MNIST_NORM),
     # conv 1*8*25+8, 8*16*25+16, fc 16*4*4*100+100, 100*10+10
     "fast": (30_134, nn.ReLU, MNIST_NORM),
     # the MXNet LeNet's width (the search's starting point), ReLU

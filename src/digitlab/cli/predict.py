@@ -8,6 +8,7 @@
     digitlab-predict --run A B C --data mnist              # an ensemble of three runs
     digitlab-predict --run SWEEP_PARENT_ID --data kaggle   # ... of a sweep's finished children
     digitlab-predict --run SWEEP_PARENT_ID --data holdout  # scored on the rows the runs held out
+    digitlab-predict --run CV_A CV_B --data oof            # a committee's out-of-fold accuracy
 
 ``--data NAME`` reads the data set that ``conf/data/NAME.yaml`` defines (its ``predict`` source,
 else the test split of its ``source``). The network is rebuilt from the configuration stored in
@@ -68,7 +69,8 @@ def argument_parser() -> argparse.ArgumentParser:
         "or light on dark, a scan or a photo of a page; writes digits.csv: each digit, its "
         "confidence, unsure below 0.8, and why a picture could not be read), or "
         "holdout: the labelled test "
-        "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv "
+        "split the runs held out in training, e.g. data.test_size rows of Kaggle's train.csv, "
+        "or oof: cross-validation runs' (data.folds) out-of-fold predictions, averaged "
         "(default kaggle)",
     )
     parser.add_argument(

@@ -390,7 +390,13 @@ class DataSpec(BaseModel):
     source: Annotated[Any, optional(SourceSpec)] = None
     predict: Annotated[Any, optional(SourceSpec)] = None
     classes: Annotated[Any, BeforeValidator(_classes)] = 10
-    val_size: Annotated[Any, check(holdout, "a fraction in (0, 1) or a count >= 1")] = 5000
+    val_size: Annotated[
+        Any,
+        check(
+            lambda v: holdout(v) or (whole(v) and v == 0),
+            "a fraction in (0, 1), a count >= 1, or 0 (a final fit: no holdout)",
+        ),
+    ] = 5000
     test_size: Annotated[
         Any, check(lambda v: v is None or holdout(v), "null, a fraction in (0, 1) or a count >= 1")
     ] = None
@@ -602,6 +608,7 @@ class ConfigSpec(RunSpec):
 
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     figures: FiguresSpec | None = None
+    oof_tta: Annotated[Any, check(lambda v: isinstance(v, bool), "true or false")] = False
     resume: Annotated[
         Any,
         check(
@@ -638,7 +645,37 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
             f"trainer.accumulate_grad_batches={accumulate!r} needs one optimizer step per "
             "Lightning step: add data.steps_per_call=1 (or raise data.batch_size instead)"
         )
+    assert isinstance(config, dict)  # what a DictConfig converts to
+    check_final_fit(config)
     return spec
+
+
+def final_fit(val_size: object, folds: object = None) -> bool:
+    """Whether ``data.val_size`` asks for a final fit: ``0`` (an int), with no ``data.folds``
+    (which ignore ``val_size``): every labelled row trains, none validates."""
+    return not folds and whole(val_size) and val_size == 0
+
+
+def check_final_fit(config: Mapping[Any, Any]) -> None:
+    """``data.val_size=0`` (a final fit on every labelled row, no validation, for
+    ``trainer.max_epochs``, which the schema requires to be a count): refuse in one line a test
+    holdout carved from the rows, and a callback that monitors a validation metric."""
+    data = config.get("data") or {}
+    if not final_fit(data.get("val_size"), data.get("folds")):
+        return
+    why = "data.val_size=0 is a final fit on every labelled row, with no validation"
+    if data.get("test_size") is not None:
+        raise DigitlabError(
+            f"{why}: data.test_size={data['test_size']} would hold rows out; set "
+            "data.test_size=null (score the recipe by cross-validation, data.folds)"
+        )
+    for name, node in (config.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, Mapping) else None
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            raise DigitlabError(
+                f"{why}: callbacks.{name} monitors {monitor}, which it never computes; drop "
+                f"it (~callbacks.{name}) or hold out rows (data.val_size)"
+            )
 
 
 def check_run(config: Mapping[str, Any]) -> RunSpec:

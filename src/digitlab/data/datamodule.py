@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from digitlab.config.classes import class_names
+from digitlab.config.spec import final_fit
 from digitlab.config.targets import buildable
 from digitlab.data.batches import TensorBatches
 from digitlab.data.sources import DigitData
@@ -67,7 +68,9 @@ class DigitDataModule(L.LightningDataModule):
         root: the folder the data set's files are in.
         classes: how many classes, or the name of each by label (labels are
             0..len(classes)-1); the network gets one output per class.
-        val_size: validation holdout from the training rows: int = count, float = fraction.
+        val_size: validation holdout from the training rows: int = count, float = fraction;
+            0: none, a final fit on every labelled row (no validation, no test holdout carved;
+            the training run keeps its last epoch, :func:`final_fit`).
         folds, fold: K-fold cross-validation: the training rows (after any test holdout) are cut
             into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
             train, and ``val_size`` is unused. ``folds=None``: one ``val_size`` holdout.
@@ -119,6 +122,9 @@ class DigitDataModule(L.LightningDataModule):
         self.folds, self.fold = folds, fold
         self.raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # uint8 images, labels (CPU)
         self.files: tuple = ()  # the source's files, once split() has read them
+        # {"train", "val", "test"} -> indices into the source's training rows, once split() has
+        # cut them ("test" empty where the source has its own test set or none is carved)
+        self.rows: dict[str, torch.Tensor] = {}
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # model input, on device
         self._generator: torch.Generator | None = None
         self._augment_epoch: tuple[int, torch.device] | None = None
@@ -133,12 +139,13 @@ class DigitDataModule(L.LightningDataModule):
         # The readers refuse a training file without labels (Kaggle's test.csv) in one line.
         assert labels is not None, "training data without labels"
         val_idx, test_idx, train_idx = self._indices(len(labels), data.test_images is None)
+        self.rows = {"train": train_idx, "val": val_idx, "test": test_idx}
         self.raw["train"] = images[train_idx], labels[train_idx]
         self.raw["val"] = images[val_idx], labels[val_idx]
         if data.test_images is not None:
             assert data.test_labels is not None, "a test split comes with its labels"
             self.raw["test"] = data.test_images, data.test_labels
-        elif len(test_idx):
+        elif len(test_idx) or not len(val_idx):  # a final fit has nothing to test on
             self.raw["test"] = images[test_idx], labels[test_idx]
         else:  # Kaggle: its test.csv has no labels, so the labelled holdout is the test set
             self.raw["test"] = self.raw["val"]
@@ -164,6 +171,9 @@ class DigitDataModule(L.LightningDataModule):
             n_test = holdout_count(n, self.test_size, "data.test_size") if carve_test else 0
             val_idx, train_idx = fold_split(order[n_test:], self.folds, self.fold)
             return val_idx, order[:n_test], train_idx
+        if final_fit(self.val_size, self.folds):
+            empty = order[:0]
+            return empty, empty, order
         n_val = holdout_count(n, self.val_size, "data.val_size")
         n_test = holdout_count(n - n_val, self.test_size, "data.test_size") if carve_test else 0
         return order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]

@@ -18,6 +18,7 @@ from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
 from digitlab.jobs.ensemble import predict_ensemble
 from digitlab.jobs.inputs import data_name, images_for, kaggle_caveat
+from digitlab.jobs.oof import OOF, committee_oof
 from digitlab.jobs.outputs import Prediction, write_predictions
 from digitlab.serving.ensemble import METHODS
 from digitlab.serving.model import probabilities
@@ -59,6 +60,10 @@ def predict(
     recorded as a run of its own; the result then also names its members, method and skipped.
     ``tta``: each network's probabilities are averaged over fixed shifts and turns of each image
     (test-time augmentation, :data:`digitlab.data.augment.TTA_MOVES`).
+
+    ``data="oof"`` with cross-validation runs (``data.folds=K``): their out-of-fold
+    probabilities, averaged over the runs, scored on every row they cover
+    (:func:`digitlab.jobs.oof.committee_oof`), recorded as an ensemble run.
     """
     runs, files = as_list(run_id), as_list(checkpoint)
     if not runs and not files:
@@ -71,6 +76,14 @@ def predict(
     command = command_line(
         runs, files, data, root, out, tracking_uri, trusted, method, skip_missing, tta
     )
+    if data == OOF:
+        if files or tta:
+            raise DigitlabError(
+                "--data oof reads the out-of-fold predictions cross-validation runs recorded: "
+                "give them with --run, without --checkpoint or --tta"
+            )
+        client = store.open_client(tracking_uri or default_tracking_uri())
+        return committee_oof(client, runs, out, command, method)
     root_path = Path(root).expanduser() if root else None
     client = None
     if runs or len(files) > 1:  # an ensemble of checkpoint files is recorded in the store too

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitlab.callbacks import StampRunId
 from digitlab.config.classes import class_names
 from digitlab.config.signatures import argument_names
-from digitlab.config.spec import check_run
+from digitlab.config.spec import check_run, final_fit
 from digitlab.config.targets import build, trusted_targets
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
@@ -295,7 +295,10 @@ def build_callbacks(
     ``figures`` group asks for, then ``extra`` (the caller's own, e.g. a search trial's pruning)."""
     built, trusted = [], trusted_targets(cfg)
     if checkpoint_dir is not None:
-        built += checkpoint_callbacks(checkpoint_dir, resuming)
+        final = final_fit(cfg.data.get("val_size"), cfg.data.get("folds"))
+        built += checkpoint_callbacks(
+            checkpoint_dir, resuming, monitor=None if final else "val/acc"
+        )
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # `callbacks.<name>=null` drops one
             continue
@@ -314,8 +317,11 @@ def build_callbacks(
     return [*built, *extra]
 
 
-def checkpoint_callbacks(folder: Path, resuming: bool = False) -> list[L.Callback]:
-    """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``val/acc``, what the
+def checkpoint_callbacks(
+    folder: Path, resuming: bool = False, monitor: str | None = "val/acc"
+) -> list[L.Callback]:
+    """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``monitor``; with
+    ``monitor=None``, a final fit's, the last epoch: there is no holdout to choose by; what the
     test pass uses; first, so it is the Trainer's ``checkpoint_callback``), ``last.ckpt``
     (rewritten every epoch: where an interrupted run resumes; Lightning >= 2.6 refreshes
     ``save_last`` only when the monitored score improves), and the callback that stamps the
@@ -324,7 +330,7 @@ def checkpoint_callbacks(folder: Path, resuming: bool = False) -> list[L.Callbac
     if resuming:
         where = re.escape(os.path.realpath(folder))  # Lightning names the folder by its real path
         warnings.filterwarnings("ignore", message=f"Checkpoint directory {where} exists and is not")
-    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max")
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode="max")
     return [best, ModelCheckpoint(dirpath=folder, filename="last"), StampRunId()]
 
 

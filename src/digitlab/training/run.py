@@ -11,10 +11,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from mlflow.entities import Metric
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from digitlab.config import project_root
-from digitlab.config.spec import check_config
+from digitlab.config.spec import check_config, final_fit
 from digitlab.data.sources import DigitData
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store
@@ -78,6 +78,13 @@ def train(
     set_matmul_precision(cfg)
     check_config(cfg)
     check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
+    if final_fit(cfg.data.val_size, cfg.data.get("folds")):
+        # A final fit (data.val_size=0) has no validation rows: Lightning skips the pass, the
+        # run keeps its last epoch, and the tag says why it has no val/acc.
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.trainer.limit_val_batches = 0
+        tags = {**(tags or {}), "digitlab.final_fit": "true"}
     # resume=<run id> looks for the run's job folder beside this one's (when the command names
     # one: a temporary folder's neighbours are not jobs) and in the project's outputs/, multirun/.
     roots = job_roots(output_dir or None)
@@ -139,7 +146,7 @@ def _fit_and_test(
     stopped = next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
     if stopped:
         run.mark_pruned(stopped)
-    elif cfg.test_after_fit:
+    elif cfg.test_after_fit and len(datamodule.split()["test"][1]):  # a final fit has none
         (tested,) = trainer.test(
             module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
         )
@@ -182,7 +189,8 @@ def _record_outputs(
         # a pruned trial was never tested: no model to offer
         _log_tested(run, tested, epochs)
         return
-    example = datamodule.split()["test"][0][:2].numpy()
+    split = datamodule.split()
+    example = (split["test"] if len(split["test"][1]) else split["train"])[0][:2].numpy()
     classes = len(datamodule.classes)
     # the test metrics are logged with the model, which they describe (one entry in the run)
     log_model(cfg.logger.tracking_uri, run.run_id, checkpoint, example, tested, classes, epochs)
