@@ -330,3 +330,15 @@ def checkpoint_accuracy(checkpoint: Path, cfg: DictConfig, split: str = "test") 
     x, y = datamodule.tensors[split]
     with torch.no_grad():
         return (net(x).argmax(dim=1) == y).float().mean().item()
+
+
+@pytest.fixture(autouse=True)
+def no_default_store_in_the_checkout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Nothing writes MLflow's default store (``sqlite:///mlflow.db`` in the working folder):
+    every run, load and registry call names its own store. One such file reached a commit."""
+    stray = request.config.rootpath / "mlflow.db"
+    existed = stray.exists()
+    yield
+    if not existed and stray.exists():
+        stray.unlink()
+        pytest.fail(f"{stray} appeared: something used MLflow's default store", pytrace=False)
