@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -20,16 +21,10 @@ from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
 
-def holdout_count(n: int, size: float | int | None, key: str) -> int:
-    """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction."""
-    if isinstance(size, bool) or not isinstance(size, int | float):
-        raise DigitlabError(f"{key}={size!r} must be a number: a fraction in (0, 1) or a count")
-    if isinstance(size, float):
-        if not 0 < size < 1:
-            raise DigitlabError(f"{key}={size} is outside (0, 1): give a fraction such as 0.2")
-        count = round(n * size)
-    else:
-        count = size
+def holdout_count(n: int, size: Any, key: str) -> int:
+    """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction
+    (the schema, ``config.spec.DataSpec``, has checked its type and range)."""
+    count = round(n * size) if isinstance(size, float) else size
     if not 1 <= count < n:
         raise DigitlabError(f"{key}={size} leaves no data to train on or hold out: use 1..{n - 1}")
     return count
@@ -181,12 +176,14 @@ class DigitDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        device = (
-            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        )
         for name, (images, labels) in self.split().items():
-            x = prepare(images, device, self.scale, self.mean, self.std, self.resize)
-            self.tensors[name] = x, labels.to(device)
+            x = self._prepare(images)
+            self.tensors[name] = x, labels.to(x.device)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` as the model's input, on the trainer's device (the CPU without one)."""
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        return prepare(images, device, self.scale, self.mean, self.std, self.resize)
 
     def _batches(self, name: str, batch_size: int, shuffle: bool) -> TensorBatches:
         x, y = self.tensors[name]
@@ -227,15 +224,6 @@ class DigitDataModule(L.LightningDataModule):
         if self.predict is None:
             return self._batches("test", self.eval_batch_size, shuffle=False)
         data = self.read(self.predict)
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        x = prepare(
-            data.train_images,
-            device or torch.device("cpu"),
-            self.scale,
-            self.mean,
-            self.std,
-            self.resize,
-        )
-        labels = data.train_labels
+        x, labels = self._prepare(data.train_images), data.train_labels
         y = torch.full((len(x),), -1) if labels is None else labels
         return TensorBatches(x, y.to(x.device), self.eval_batch_size, shuffle=False)
