@@ -57,30 +57,17 @@ def fold_split(rows: torch.Tensor, folds: int, fold: int) -> tuple[torch.Tensor,
 class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 
-    Args:
-        source: reads the data set's files from ``root`` (``source(root=root)``; ``source()``
-            when ``root`` is None): a configured ``digitlab.data.sources`` function.
-        root: the folder the data set's files are in.
-        classes: how many classes, or the name of each by label (labels are
-            0..len(classes)-1); the network gets one output per class.
-        val_size: validation holdout from the training rows: int = count, float = fraction;
-            0: none, a final fit on every labelled row (no validation, no test holdout carved;
-            the training run keeps its last epoch, :func:`final_fit`).
-        folds, fold: K-fold cross-validation: the training rows (after any test holdout) are cut
-            into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
-            train, and ``val_size`` is unused. ``folds=None``: one ``val_size`` holdout.
-        test_size: separate test holdout for sources without a test set; None tests on ``val``.
-        seed: seeds the batch order, the augmentation and (unless ``split_seed``) the split.
-        split_seed: seeds the split alone, so that the runs of a seed sweep share one holdout
-            (an ensemble of them is then scored on rows none of its members trained on).
-        resize: side of the square the model sees (28, or 32 for LeNet-5).
-        augment: applied to every training batch on its device, ``augment(x, fill=background)``
-            (e.g. ``digitlab.data.augment.RandomAffine``); None trains on the images as they are.
-        steps_per_call: optimizer steps per training batch: a training batch holds
-            ``batch_size * steps_per_call`` samples, which the module cuts into steps. One step
-            per batch under DDP, whose wrapper syncs gradients once per forward call.
-        predict: reads the unlabelled images a prediction is for (Kaggle's test.csv), like
-            ``source``; None: predict the test split.
+    Its arguments are the keys of ``conf/data/*.yaml`` (each commented there). What they do
+    beyond their comment: ``source`` (and ``predict``) is called as ``source(root=root)``, or
+    ``source()`` when ``root`` is None; ``val_size=0`` is a final fit (:func:`final_fit`: no
+    validation, no test holdout carved); with ``folds`` the training rows (after any test
+    holdout) are cut into disjoint seeded folds and ``val_size`` is unused; ``seed`` seeds the
+    batch order, the augmentation and, unless ``split_seed`` does, the split (a fixed split lets
+    an ensemble of a seed sweep be scored on rows none of its members trained on);
+    ``augment(x, fill=background, generator=...)`` moves every training batch on its device; a
+    training batch holds ``batch_size * steps_per_call`` samples, which the module cuts into
+    optimizer steps (one step per batch under DDP, whose wrapper syncs gradients once per
+    forward call).
     """
 
     def __init__(
