@@ -26,7 +26,7 @@ def one(figures: str, store: Path) -> dict:
     from hydra import compose, initialize_config_dir
 
     from digitlab.config import CONF_DIR, register_resolvers
-    from digitlab.figures import FigureLogger
+    from digitlab.figures.callback import FigureLogger
     from digitlab.training.run import train
 
     spent = {"seconds": 0.0, "cpu": 0.0}

@@ -24,8 +24,6 @@ def test_convnet_maps_images_of_its_input_size_to_logits(side):
     "make, message",
     [
         (lambda: ConvNet(channels=(4,) * 5), "halves a 28x28 image 5 times, to nothing"),
-        (lambda: ConvNet(dropout=1.0), "model.dropout=1.0 is not a probability"),
-        (lambda: ConvNet(convs_per_block=0), "model.convs_per_block=0 leaves the blocks without"),
         (lambda: LeNet(channels=(4, 4, 4)), "shrinks a 28x28 image to nothing"),
     ],
 )
@@ -33,6 +31,20 @@ def test_impossible_shapes_and_values_are_one_line(make, message):
     with pytest.raises(DigitlabError, match=message) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.dropout=1.0", r"model.dropout=1.0 is invalid: it must be a number in \[0, 1\)"),
+        ("model.convs_per_block=0", "model.convs_per_block=0 is invalid: it must be an integer"),
+    ],
+)
+def test_convnet_values_that_cannot_work_are_the_schemas_one_line(make_cfg, override, message):
+    from digitlab.config.spec import check_config
+
+    with pytest.raises(DigitlabError, match=message):
+        check_config(make_cfg("model=convnet", override))
 
 
 def test_a_convnet_from_its_checkpoint_predicts_each_image_as_in_any_batch(tmp_path):

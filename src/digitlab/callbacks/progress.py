@@ -17,15 +17,11 @@ from digitlab.config.targets import buildable
 @buildable("callback")
 class SampleProgressBar(RichProgressBar):
     """Lightning's (rich) bar, counting training images instead of Lightning steps (one step
-    holds ``data.steps_per_call`` optimizer steps, a number no user thinks in), naming the epoch
-    as :class:`EpochReport` does (``epoch 3/3``, where Lightning counts from 0: ``Epoch 2/2``),
-    without ``v_num`` (the logger's version, meaningless for an MLflow run). Its speed is in what
-    it counts: the training bar's in images per second (``img/s``), as the epoch line's is, not
-    Lightning's ``it/s``.
-
-    Only the bar's public customization is used: its columns (``configure_columns``), metrics
-    (``get_metrics``), total (``total_train_batches``), the counts passed to its hooks, and the
-    label set on its rich task (``progress``, ``train_progress_bar_id``)."""
+    holds ``data.steps_per_call`` optimizer steps), their speed in ``img/s``, naming the epoch as
+    :class:`EpochReport` does (``epoch 3/3``, where Lightning says ``Epoch 2/2``), without
+    ``v_num`` (the logger's version, meaningless for an MLflow run). Only the bar's public
+    customization is used: its columns, metrics, total, the counts passed to its hooks, and the
+    label set on its rich task."""
 
     # Whether the training bar counts images (its loader says how many), else Lightning steps.
     counts_images = False
@@ -151,9 +147,4 @@ class EpochReport(L.Callback):
         if "train/samples_per_sec" in m:
             parts.append(f"{m['train/samples_per_sec']:,.0f} img/s")
         parts.append(f"{seconds:.1f} s")
-        _write("  ".join(parts))
-
-
-def _write(line: str) -> None:
-    """Print above the progress bar (rich's live display redirects stdout above itself)."""
-    print(line, flush=True)
+        print("  ".join(parts), flush=True)  # rich's live display prints it above the bar

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -20,16 +21,10 @@ from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
 
 
-def holdout_count(n: int, size: float | int | None, key: str) -> int:
-    """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction."""
-    if isinstance(size, bool) or not isinstance(size, int | float):
-        raise DigitlabError(f"{key}={size!r} must be a number: a fraction in (0, 1) or a count")
-    if isinstance(size, float):
-        if not 0 < size < 1:
-            raise DigitlabError(f"{key}={size} is outside (0, 1): give a fraction such as 0.2")
-        count = round(n * size)
-    else:
-        count = size
+def holdout_count(n: int, size: Any, key: str) -> int:
+    """How many of ``n`` rows a holdout of ``size`` takes: an int is a count, a float a fraction
+    (the schema, ``config.spec.DataSpec``, has checked its type and range)."""
+    count = round(n * size) if isinstance(size, float) else size
     if not 1 <= count < n:
         raise DigitlabError(f"{key}={size} leaves no data to train on or hold out: use 1..{n - 1}")
     return count
@@ -62,30 +57,17 @@ def fold_split(rows: torch.Tensor, folds: int, fold: int) -> tuple[torch.Tensor,
 class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 
-    Args:
-        source: reads the data set's files from ``root`` (``source(root=root)``; ``source()``
-            when ``root`` is None): a configured ``digitlab.data.sources`` function.
-        root: the folder the data set's files are in.
-        classes: how many classes, or the name of each by label (labels are
-            0..len(classes)-1); the network gets one output per class.
-        val_size: validation holdout from the training rows: int = count, float = fraction;
-            0: none, a final fit on every labelled row (no validation, no test holdout carved;
-            the training run keeps its last epoch, :func:`final_fit`).
-        folds, fold: K-fold cross-validation: the training rows (after any test holdout) are cut
-            into ``folds`` disjoint, seeded folds; fold number ``fold`` validates, the others
-            train, and ``val_size`` is unused. ``folds=None``: one ``val_size`` holdout.
-        test_size: separate test holdout for sources without a test set; None tests on ``val``.
-        seed: seeds the batch order, the augmentation and (unless ``split_seed``) the split.
-        split_seed: seeds the split alone, so that the runs of a seed sweep share one holdout
-            (an ensemble of them is then scored on rows none of its members trained on).
-        resize: side of the square the model sees (28, or 32 for LeNet-5).
-        augment: applied to every training batch on its device, ``augment(x, fill=background)``
-            (e.g. ``digitlab.data.augment.RandomAffine``); None trains on the images as they are.
-        steps_per_call: optimizer steps per training batch: a training batch holds
-            ``batch_size * steps_per_call`` samples, which the module cuts into steps. One step
-            per batch under DDP, whose wrapper syncs gradients once per forward call.
-        predict: reads the unlabelled images a prediction is for (Kaggle's test.csv), like
-            ``source``; None: predict the test split.
+    Its arguments are the keys of ``conf/data/*.yaml`` (each commented there). What they do
+    beyond their comment: ``source`` (and ``predict``) is called as ``source(root=root)``, or
+    ``source()`` when ``root`` is None; ``val_size=0`` is a final fit (:func:`final_fit`: no
+    validation, no test holdout carved); with ``folds`` the training rows (after any test
+    holdout) are cut into disjoint seeded folds and ``val_size`` is unused; ``seed`` seeds the
+    batch order, the augmentation and, unless ``split_seed`` does, the split (a fixed split lets
+    an ensemble of a seed sweep be scored on rows none of its members trained on);
+    ``augment(x, fill=background, generator=...)`` moves every training batch on its device; a
+    training batch holds ``batch_size * steps_per_call`` samples, which the module cuts into
+    optimizer steps (one step per batch under DDP, whose wrapper syncs gradients once per
+    forward call).
     """
 
     def __init__(
@@ -181,12 +163,14 @@ class DigitDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        device = (
-            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        )
         for name, (images, labels) in self.split().items():
-            x = prepare(images, device, self.scale, self.mean, self.std, self.resize)
-            self.tensors[name] = x, labels.to(device)
+            x = self._prepare(images)
+            self.tensors[name] = x, labels.to(x.device)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` as the model's input, on the trainer's device (the CPU without one)."""
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        return prepare(images, device, self.scale, self.mean, self.std, self.resize)
 
     def _batches(self, name: str, batch_size: int, shuffle: bool) -> TensorBatches:
         x, y = self.tensors[name]
@@ -227,15 +211,6 @@ class DigitDataModule(L.LightningDataModule):
         if self.predict is None:
             return self._batches("test", self.eval_batch_size, shuffle=False)
         data = self.read(self.predict)
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        x = prepare(
-            data.train_images,
-            device or torch.device("cpu"),
-            self.scale,
-            self.mean,
-            self.std,
-            self.resize,
-        )
-        labels = data.train_labels
+        x, labels = self._prepare(data.train_images), data.train_labels
         y = torch.full((len(x),), -1) if labels is None else labels
         return TensorBatches(x, y.to(x.device), self.eval_batch_size, shuffle=False)

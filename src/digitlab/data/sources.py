@@ -81,19 +81,12 @@ def load_idx(
     classes: int | Sequence[str] | None = None,
 ) -> DigitData:
     """A data set in MNIST's IDX layout (MNIST, Fashion-MNIST, KMNIST, EMNIST, ...) from
-    ``<root>/<folder>/``; missing files are downloaded first when allowed.
-
-    Args:
-        folder: under ``root``, e.g. ``FashionMNIST/raw`` (torchvision's layout).
-        files: ``{train_images, train_labels, test_images, test_labels}`` -> ``[file name, md5]``;
-            an md5 of null: the file is never downloaded by itself (only from ``archive``).
-        mirrors: base URLs the files are fetched from (None: those of the torchvision.datasets
-            class named by the folder's first part, e.g. ``FashionMNIST``).
-        transpose: the images are stored transposed (EMNIST's files): turn them upright.
-        archive, archive_md5: the URL and md5 of an archive that ships the files (EMNIST's):
-            a download unpacks them from it; without an md5 it is only named by the error.
-        classes: the data set's classes (a count or their names): a label outside them is
-            refused, naming its file. None: the data module checks the labels.
+    ``<root>/<folder>/``; missing files are downloaded first when allowed. Its arguments are
+    commented in ``conf/data/*.yaml``: ``files`` maps each of :data:`IDX_PARTS` to ``[file name,
+    md5]`` (an md5 of null: never downloaded by itself, only from ``archive``); ``mirrors=None``
+    takes those of the torchvision.datasets class the folder's first part names; ``transpose``
+    turns column-by-column images (EMNIST's) upright; ``archive`` without ``archive_md5`` is only
+    named by the error; ``classes=None`` leaves the labels to the data module.
     """
     table = _file_table(files, _check_folder(folder))
     raw_dir = Path(root).expanduser() / folder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -22,39 +22,13 @@ from digitlab.figures.plots.predictions import (
     plot_probability_bars,
 )
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
 SPLITS = ("train", "val", "test")
 
 
-@runtime_checkable
-class RunLogging(Protocol):
-    """A logger of one MLflow run (digitlab's ``RunLogger``, Lightning's ``MLFlowLogger``): the
-    client the pictures are logged through and the run's id (None until the run is open)."""
-
-    @property
-    def experiment(self) -> MlflowClient: ...
-
-    @property
-    def run_id(self) -> str | None: ...
-
-
-def _run_of(trainer: L.Trainer) -> tuple[MlflowClient, str]:
-    """The MLflow client and open run the trainer logs into (on global rank zero, where the
-    pictures are drawn, a run's logger has its run open)."""
-    logger = trainer.logger
-    assert isinstance(logger, RunLogging) and logger.run_id is not None, (
-        "FigureLogger draws into an open MLflow run: the trainer's logger must log one"
-    )
-    return logger.experiment, logger.run_id
-
-
-def _net(pl_module: L.LightningModule) -> nn.Module:
-    """The network the module trains: digitlab's modules hold it as ``net``."""
-    net = pl_module.net
-    assert isinstance(net, nn.Module), "FigureLogger draws the network a module holds as `net`"
-    return net
+def _run(trainer: L.Trainer) -> Any:
+    """The trainer's logger of one open MLflow run (digitlab's RunLogger, Lightning's
+    MLFlowLogger): its ``experiment`` is the MlflowClient, its ``run_id`` the run."""
+    return trainer.logger
 
 
 def _datamodule(trainer: L.Trainer) -> Any:
@@ -63,10 +37,9 @@ def _datamodule(trainer: L.Trainer) -> Any:
     return trainer.datamodule  # type: ignore[attr-defined]
 
 
-def _count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise DigitlabError(f"figures.{name}={value!r} is invalid: it must be an integer >= {low}")
-    return value
+def _net(pl_module: Any) -> nn.Module:
+    """The network the module trains: digitlab's modules hold it as ``net``."""
+    return pl_module.net
 
 
 def grey_levels(x: torch.Tensor, scale: float, mean: float, std: float) -> torch.Tensor:
@@ -90,39 +63,30 @@ def _probability_picks(
     return picks
 
 
-def drawn_layers(net: nn.Module) -> dict[str, tuple[nn.Conv2d | nn.Linear, str]]:
-    """{"conv1": (layer, "conv"), "conv2": ...} for the first two convs, else {"fc1": (.., "mlp")}.
+def drawn_layers(net: nn.Module) -> dict[str, nn.Conv2d | nn.Linear]:
+    """{"conv1": layer, "conv2": layer} for the first two convs, else {"fc1": layer}.
 
     A network without convolutions gets its first Linear layer drawn as image templates when
     that layer reads a whole square image (the MLP); other layers have no picture form.
     """
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)][:2]
     if convs:
-        return {f"conv{i + 1}": (m, "conv") for i, m in enumerate(convs)}
+        return {f"conv{i + 1}": m for i, m in enumerate(convs)}
     linear = next((m for m in net.modules() if isinstance(m, nn.Linear)), None)
     if linear is not None and round(linear.in_features**0.5) ** 2 == linear.in_features:
-        return {"fc1": (linear, "mlp")}
+        return {"fc1": linear}
     return {}
 
 
 class FigureLogger(L.Callback):
-    """Logs PNG figures and JSON tables under ``figures/`` of the trainer's MLflow run.
-
-    Layout (``<layer>`` is conv1/conv2 for conv nets, fc1 for the MLP; ``<when>`` is ``init``,
-    ``epoch<N>`` every ``filters_every_n_epochs`` epochs, and ``final`` after training)::
-
-        figures/filters/<layer>_<when>.png          weights as heatmaps, one colour scale per layer
-        figures/filters/<layer>_stats_<when>.json   min/max/mean/std per filter and whole layer
-        figures/data/samples_<split>.png            first ``samples`` digits of each split
-        figures/data/label_histogram.png            digits per class in every split
-        figures/predictions/{confusion_matrix,per_class_accuracy,confident_mistakes,
-                             probabilities}.png      from the test split, after ``trainer.test``
+    """Logs PNG figures and JSON tables under ``figures/`` of the trainer's MLflow run (the
+    layout: README, "Pictures in MLflow").
 
     Filter pictures are drawn after training from weight snapshots, so ``init``, ``epoch<N>``
     and ``final`` share one colour limit (99.5th percentile of |weight| over them) and compare.
     Prediction pictures reuse the logits of the test pass itself (a forward hook on the net),
     so no second pass over the test split is needed; with several devices they show rank zero's
-    share. Everything runs on global rank zero only; the logger must be an MLFlowLogger.
+    share. Everything runs on global rank zero only.
     """
 
     def __init__(
@@ -132,10 +96,9 @@ class FigureLogger(L.Callback):
         mistakes: int = 16,
         probabilities: int = 6,
     ) -> None:
-        self.every = _count("filters_every_n_epochs", filters_every_n_epochs, 0)
-        self.samples = _count("samples", samples, 1)
-        self.mistakes = _count("mistakes", mistakes, 1)
-        self.probabilities = _count("probabilities", probabilities, 1)
+        # The figures group's schema (config.spec.FiguresSpec) has checked each count.
+        self.every, self.samples = filters_every_n_epochs, samples
+        self.mistakes, self.probabilities = mistakes, probabilities
         self.snapshots: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self._hook: RemovableHandle | None = None  # collects the test pass's logits
         self._logits: list[torch.Tensor] = []
@@ -146,22 +109,21 @@ class FigureLogger(L.Callback):
     def log_figure(self, trainer: L.Trainer, fig: Any, path: str) -> None:
         """Log ``fig`` to the run as ``figures/<path>`` and clear it: every picture passes here
         (a subclass may look at what it shows first)."""
-        client, run_id = _run_of(trainer)
-        client.log_figure(run_id, fig, f"figures/{path}")
+        run = _run(trainer)
+        run.experiment.log_figure(run.run_id, fig, f"figures/{path}")
         fig.clear()  # Figure objects built without pyplot: nothing global to close
 
     def _log_table(self, trainer: L.Trainer, data: Mapping[str, list], path: str) -> None:
-        client, run_id = _run_of(trainer)
-        client.log_table(run_id, data=dict(data), artifact_file=f"figures/{path}")
+        run = _run(trainer)
+        run.experiment.log_table(run.run_id, data=dict(data), artifact_file=f"figures/{path}")
 
     # -- filters -----------------------------------------------------------------------------
 
     def _snapshot(self, pl_module: L.LightningModule, when: str) -> None:
-        for name, (layer, _) in drawn_layers(_net(pl_module)).items():
+        for name, layer in drawn_layers(_net(pl_module)).items():
             self.snapshots.setdefault(name, []).append((when, layer.weight.detach().cpu().clone()))
 
-    def _draw_filters(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        kinds = {name: kind for name, (_, kind) in drawn_layers(_net(pl_module)).items()}
+    def _draw_filters(self, trainer: L.Trainer) -> None:
         for name, shots in self.snapshots.items():
             # One limit for every picture of the layer: the 99.5th percentile of |weight| over
             # all snapshots, so a few outliers do not wash the rest out (arrows on the colour
@@ -172,7 +134,7 @@ class FigureLogger(L.Callback):
                     when, f"after epoch {when.removeprefix('epoch')}"
                 )
                 shared = f"colour scale shared by every {name} picture"
-                if kinds[name] == "mlp":
+                if w.ndim == 2:  # a Linear layer's (units, pixels): the MLP's templates
                     side = round(w.shape[1] ** 0.5)
                     title = f"{name}: what each hidden unit looks for, {label}\n({shared})"
                     fig = plot_mlp_templates(w, title, vmax, side)
@@ -300,24 +262,18 @@ class FigureLogger(L.Callback):
         if not trainer.is_global_zero:
             return
         self._snapshot(pl_module, "final")
-        self._draw_filters(trainer, pl_module)
+        self._draw_filters(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self._draw_predictions(trainer)
 
 
-def figures_enabled(cfg: Any) -> bool:
-    """Whether the ``figures`` group asks for pictures."""
-    return bool((cfg.get("figures") or {}).get("enabled", False))
-
-
 def figure_callbacks(cfg: Any) -> list[L.Callback]:
     """``[FigureLogger(...)]`` as the ``figures`` config group asks, or ``[]`` when it is off."""
-    if not figures_enabled(cfg):
+    options = dict(cfg.get("figures") or {})
+    if not options.pop("enabled", False):
         return []
-    figures = cfg.get("figures") or {}
-    options = {k: v for k, v in figures.items() if k != "enabled"}
     try:
         return [FigureLogger(**options)]
     except TypeError:

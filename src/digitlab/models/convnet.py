@@ -59,16 +59,7 @@ class ConvNet(nn.Module):
         input_size: int = 28,
         num_classes: int = 10,
     ) -> None:
-        super().__init__()
-        if not 0 <= dropout < 1:
-            raise DigitlabError(
-                f"model.dropout={dropout} is not a probability: use 0 <= dropout < 1"
-            )
-        if convs_per_block < 1:
-            raise DigitlabError(
-                f"model.convs_per_block={convs_per_block} leaves the blocks without convolutions: "
-                "use 1 or more"
-            )
+        super().__init__()  # dropout and convs_per_block: the schema's ConvNetArguments check them
         features: list[nn.Module] = []
         in_channels, side = 1, input_size
         for out_channels in channels:

@@ -10,6 +10,7 @@ from torch import nn
 from digitlab.config.targets import buildable
 from digitlab.errors import DigitlabError
 from digitlab.models.activations import activation as make_activation
+from digitlab.models.activations import dense
 
 
 @buildable("network")
@@ -50,13 +51,7 @@ class LeNet(nn.Module):
                 "input"
             )
         self.features = nn.Sequential(*features)
-        classifier: list[nn.Module] = [nn.Flatten()]
-        width = in_channels * side * side
-        for units in hidden:
-            classifier += [nn.Linear(width, units), make_activation(activation)]
-            width = units
-        classifier.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*classifier)
+        self.classifier = dense(in_channels * side * side, hidden, activation, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

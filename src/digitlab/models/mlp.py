@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from digitlab.config.targets import buildable
-from digitlab.models.activations import activation as make_activation
+from digitlab.models.activations import dense
 
 
 @buildable("network")
@@ -27,13 +27,7 @@ class MLP(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = input_size * input_size
-        for units in hidden:
-            layers += [nn.Linear(width, units), make_activation(activation)]
-            width = units
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.layers = dense(input_size * input_size, hidden, activation, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

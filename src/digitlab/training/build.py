@@ -27,7 +27,7 @@ from digitlab.config.targets import build, trusted_targets
 from digitlab.data.datamodule import DigitDataModule
 from digitlab.data.sources import DigitData
 from digitlab.errors import DigitlabError
-from digitlab.figures.callback import figure_callbacks, figures_enabled
+from digitlab.figures.callback import figure_callbacks
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.classifier import PLATEAU_MONITOR, DigitClassifier, steps_on_plateau
 from digitlab.training.cuda_graphs import check_cuda_graphs
@@ -312,9 +312,7 @@ def build_callbacks(
             ) from None
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         built = [c for c in built if not isinstance(c, ProgressBar)]
-    if figures_enabled(cfg):
-        built += figure_callbacks(cfg)
-    return [*built, *extra]
+    return [*built, *figure_callbacks(cfg), *extra]
 
 
 def checkpoint_callbacks(

@@ -49,34 +49,6 @@ def colorbar(fig: Figure, im: Any, cax: Any, label: str) -> None:
     fig.colorbar(im, cax=cax, extend=extend.get((below, above), "neither")).set_label(label)
 
 
-def _canvas(tiles: np.ndarray, gap: int, cap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Tiles (K, h, w) pasted into one NaN-padded grid, a caption strip above each tile.
-
-    Returns the canvas and each tile's top-left corner (x0, y0) in canvas pixels.
-    """
-    k, h, w = tiles.shape if len(tiles) else (0, 28, 28)
-    rows, cols = grid_shape(k)
-    canvas = np.full((rows * (h + cap), cols * (w + gap) - gap), np.nan)
-    spots = []
-    for i, tile in enumerate(tiles):
-        y0, x0 = (i // cols) * (h + cap) + cap, (i % cols) * (w + gap)
-        canvas[y0 : y0 + h, x0 : x0 + w] = tile
-        spots.append((x0, y0))
-    return canvas, spots
-
-
-def _outline(ax: Any, spots: list[tuple[int, int]], w: int, h: int) -> None:
-    """A thin grey border around each w x h tile whose top-left corner is in spots."""
-    ax.add_collection(
-        PatchCollection(
-            [Rectangle((x0 - 0.5, y0 - 0.5), w, h) for x0, y0 in spots],
-            facecolor="none",
-            edgecolor="0.3",
-            linewidth=0.6,
-        )
-    )
-
-
 def mosaic_figure(
     tiles: np.ndarray,
     captions: list[str],
@@ -98,7 +70,13 @@ def mosaic_figure(
     k, h, w = tiles.shape if len(tiles) else (0, 28, 28)
     px = cell_in / w  # inches per tile pixel
     gap, cap = max(1, math.ceil(0.14 / px)), max(1, math.ceil((fontsize / 72 * 1.5) / px))
-    canvas, spots = _canvas(tiles, gap, cap)
+    # The tiles pasted into one NaN-padded grid, a caption strip above each; spots: each tile's
+    # top-left corner (x0, y0) in canvas pixels.
+    rows, cols = grid_shape(k)
+    canvas = np.full((rows * (h + cap), cols * (w + gap) - gap), np.nan)
+    spots = [((i % cols) * (w + gap), (i // cols) * (h + cap) + cap) for i in range(k)]
+    for (x0, y0), tile in zip(spots, tiles, strict=True):
+        canvas[y0 : y0 + h, x0 : x0 + w] = tile
     # manual layout in inches: title band on top, colorbar band on the right
     img_w, img_h = canvas.shape[1] * px, canvas.shape[0] * px
     top = 0.35 + 0.25 * title.count("\n")
@@ -126,9 +104,12 @@ def mosaic_figure(
             color=color,
         )
     if outline:  # tile borders, so near-zero (white) weights stay visible against the gaps
-        _outline(ax, spots, w, h)
+        borders = [Rectangle((x0 - 0.5, y0 - 0.5), w, h) for x0, y0 in spots]
+        ax.add_collection(
+            PatchCollection(borders, facecolor="none", edgecolor="0.3", linewidth=0.6)
+        )
     if k == 0:
-        ax.text(0.5, 0.5, "nothing to show", ha="center", va="center", transform=ax.transAxes)
+        note(ax, "nothing to show")
     ax.set_axis_off()
     fig.suptitle(title, fontsize=13, y=1 - 0.08 / fig_h, va="top")
     if colorbar_label:
@@ -141,3 +122,8 @@ def class_name(classes: Sequence[str] | None, label: Any) -> str:
     """The name of class ``label`` (``classes[label]``), or the label itself without names."""
     label = int(label)
     return str(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
+
+
+def note(ax: Any, text: str) -> None:
+    """``text`` in the middle of ``ax``: what an empty panel says instead of its data."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)

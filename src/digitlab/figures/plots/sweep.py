@@ -6,6 +6,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from digitlab.figures.plots.common import note
+
 
 def _number(value: Any) -> float | None:
     try:
@@ -56,14 +58,7 @@ def plot_target_vs_values(rows: list[dict[str, Any]], keys: list[str], target: s
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
     if not scored:
-        axes[0].text(
-            0.5,
-            0.5,
-            f"no job reported {target}",
-            ha="center",
-            va="center",
-            transform=axes[0].transAxes,
-        )
+        note(axes[0], f"no job reported {target}")
     fig.suptitle(f"{target} of {len(scored)} of {len(rows)} jobs against the swept values")
     return fig
 
@@ -94,13 +89,6 @@ def plot_repeat_summary(
         ax.grid(alpha=0.3, axis="y")
         ax.legend(loc="lower right", fontsize=8)
         if not shown:
-            ax.text(
-                0.5,
-                0.5,
-                f"no run reported {metric}",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-            )
+            note(ax, f"no run reported {metric}")
     fig.suptitle("across repeats (seeds): mean ± std, min-max")
     return fig
