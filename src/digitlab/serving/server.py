@@ -211,20 +211,63 @@ class BodyRoom:
                 self.changed.notify_all()
 
 
-def build_app(
+class Server:
+    """digitlab-serve bound to its address, not yet serving: ``serve_forever()``, then
+    ``shutdown()`` (from another thread) and ``server_close()``. ``server_address``: (host,
+    port) as bound."""
+
+    def __init__(self, config: uvicorn.Config, listening: socket.socket) -> None:
+        self.uvicorn, self.socket = uvicorn.Server(config), listening
+        self.server_address = listening.getsockname()[:2]
+        self.stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (or, in the main thread, Ctrl-C)."""
+        try:
+            self.uvicorn.run(sockets=[self.socket])
+        finally:
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving (connections under way get a few seconds) and wait until it has."""
+        self.uvicorn.should_exit = True
+        self.stopped.wait(30)
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+
+def make_server(
     client,
     default_model: str | None,
-    models: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
     *,
-    bound: str,
-    port: int,
-    allowed_hosts: tuple[str, ...],
-    workers: int,
-    timeout: float,
-    request_seconds: float,
-    body_bytes: int,
-):
-    """The ASGI app of digitlab-serve: FastAPI's app behind :func:`guarded`."""
+    models: Any = None,
+    allowed_hosts: tuple[str, ...] = (),
+    workers: int = WORKERS,
+    timeout: float = TIMEOUT,
+    request_seconds: float = REQUEST_SECONDS,
+    head_seconds: float = HEAD_SECONDS,
+    body_bytes: int = BODY_BYTES,
+) -> Server:
+    """The server, bound (port 0: a free one; an OSError if it cannot) but not yet serving.
+
+    ``models``: what ``?model=`` picks from (``get(uri)`` -> an object with ``predict``); default
+    a :class:`ModelCache` of ``client``'s store. ``allowed_hosts``: names besides the loopback
+    ones a client may address (``host_allowed``). The rest: see the module's constants.
+    """
+    # Bound by hand, not socket.create_server: its OSError rewrites strerror, which the
+    # command's one-line error quotes.
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(BACKLOG)
+    except OSError:
+        listening.close()
+        raise
+    models = models if models is not None else ModelCache(client.tracking_uri)
     threads, room = anyio.CapacityLimiter(workers), BodyRoom(body_bytes)
     app = FastAPI(
         title="digitlab-serve",
@@ -342,6 +385,7 @@ def build_app(
             raise HTTPException(503, f"not ready: {e}", {"Retry-After": "5"}) from None
         return PlainTextResponse("READY")
 
+    bound = listening.getsockname()[1]  # the port, when asked for any free one
     registry = CollectorRegistry()  # the app's own: several apps may live in one process
 
     @app.api_route("/metrics", methods=["GET", "HEAD"], summary="Prometheus metrics")
@@ -351,13 +395,6 @@ def build_app(
     # Last: the page and nothing else under /, its 404s answered by http_error above.
     app.mount("/", StaticFiles(packages=[("digitlab.serving", "static")], html=True))
     routes = {getattr(route, "path", "") for route in app.routes} | {"/", "/index.html"}
-    return guarded(app, registry, routes, bound, port, allowed_hosts)
-
-
-def guarded(app, registry, routes: set[str], bound: str, port: int, allowed: tuple[str, ...]):
-    """``app`` behind the Host check (403, :func:`host_allowed`), with ``Connection: close`` on
-    every answer (one request per connection, so the head deadline covers every request), and
-    counted for /metrics (by route: any other path is "other", not a label per URL)."""
     requests = Counter(
         "digitlab_serve_requests",
         "Requests answered, by method, route and status",
@@ -371,6 +408,9 @@ def guarded(app, registry, routes: set[str], bound: str, port: int, allowed: tup
         registry=registry,
     )
 
+    # In front of every route: the Host check (403), Connection: close on every answer (one
+    # request per connection, so the head deadline covers every request), and the counts for
+    # /metrics (by route: any other path is "other", not a label per URL).
     async def guard(scope, receive, send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
@@ -384,96 +424,24 @@ def guarded(app, registry, routes: set[str], bound: str, port: int, allowed: tup
                 message = {**message, "headers": headers}
             await send(message)
 
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        addressed = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
         try:
-            if host_allowed(host, bound, allowed):
+            if host_allowed(addressed, host, allowed_hosts):
                 await app(scope, receive, send_closing)
             else:
-                name = host_name(host or "")
+                name = host_name(addressed or "")
                 await error(
                     403,
-                    f"Host {name!r} is not this server's: browse to http://127.0.0.1:{port}/, "
+                    f"Host {name!r} is not this server's: browse to http://127.0.0.1:{bound}/, "
                     f"or allow that name (digitlab-serve --allow-host {name})",
                 )(scope, receive, send_closing)
         finally:
             requests.labels(scope["method"], route, str(status[0])).inc()
             seconds.labels(route).observe(time.perf_counter() - started)
 
-    return guard
-
-
-class Server:
-    """digitlab-serve bound to its address, not yet serving: ``serve_forever()``, then
-    ``shutdown()`` (from another thread) and ``server_close()``. ``server_address``: (host,
-    port) as bound."""
-
-    def __init__(self, config: uvicorn.Config, listening: socket.socket) -> None:
-        self.uvicorn, self.socket = uvicorn.Server(config), listening
-        self.server_address = listening.getsockname()[:2]
-        self.stopped = threading.Event()
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown` (or, in the main thread, Ctrl-C)."""
-        try:
-            self.uvicorn.run(sockets=[self.socket])
-        finally:
-            self.stopped.set()
-
-    def shutdown(self) -> None:
-        """Stop serving (connections under way get a few seconds) and wait until it has."""
-        self.uvicorn.should_exit = True
-        self.stopped.wait(30)
-
-    def server_close(self) -> None:
-        self.socket.close()
-
-
-def make_server(
-    client,
-    default_model: str | None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    trusted: tuple[str, ...] = (),
-    *,
-    models: Any = None,
-    allowed_hosts: tuple[str, ...] = (),
-    workers: int = WORKERS,
-    timeout: float = TIMEOUT,
-    request_seconds: float = REQUEST_SECONDS,
-    head_seconds: float = HEAD_SECONDS,
-    body_bytes: int = BODY_BYTES,
-) -> Server:
-    """The server, bound (port 0: a free one; an OSError if it cannot) but not yet serving.
-
-    ``models``: what ``?model=`` picks from (``get(uri)`` -> an object with ``predict``); default
-    a :class:`ModelCache` of ``client``'s store. ``allowed_hosts``: names besides the loopback
-    ones a client may address (``host_allowed``). The rest: see the module's constants.
-    """
-    # Bound by hand, not socket.create_server: its OSError rewrites strerror, which the
-    # command's one-line error quotes.
-    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind((host, port))
-        listening.listen(BACKLOG)
-    except OSError:
-        listening.close()
-        raise
-    app = build_app(
-        client,
-        default_model,
-        models if models is not None else ModelCache(client.tracking_uri, trusted),
-        bound=host,
-        port=listening.getsockname()[1],
-        allowed_hosts=tuple(allowed_hosts),
-        workers=workers,
-        timeout=timeout,
-        request_seconds=request_seconds,
-        body_bytes=body_bytes,
-    )
     head = {"head_seconds": min(head_seconds, request_seconds), "idle": timeout}
     config = uvicorn.Config(
-        app,
+        guard,
         http=type("Connection", (Connection,), head),
         lifespan="off",
         log_config=None,  # the application's logging, not uvicorn's own setup
