@@ -162,26 +162,21 @@ class Connection(H11Protocol):
     before they are: uvicorn itself waits on a new connection for as long as it stays open."""
 
     head_seconds, idle = HEAD_SECONDS, TIMEOUT
-    head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.head_due = self.loop.time() + self.head_seconds
-        self.wait_for_head()
+        self.head_timer: asyncio.TimerHandle | None = self.wait_for_head()
 
-    def wait_for_head(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
+    def wait_for_head(self) -> asyncio.TimerHandle:
         due = min(self.head_due, self.loop.time() + self.idle)
-        self.head_timer = self.loop.call_at(due, self.transport.close)
+        return self.loop.call_at(due, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.head_timer is not None and self.conn.their_state is h11.IDLE:
-            self.wait_for_head()
-        elif self.head_timer is not None:  # the head is in (or refused): the app's timeouts now
+        if self.head_timer is not None:  # None: the head is in (or refused), the app times it
             self.head_timer.cancel()
-            self.head_timer = None
+            self.head_timer = self.wait_for_head() if self.conn.their_state is h11.IDLE else None
 
     # uvicorn types its override None; asyncio.Protocol's may return True to keep the transport.
     def eof_received(self) -> bool | None:  # type: ignore[override]
