@@ -69,7 +69,7 @@ def checked_data_path(folder: Path, uri: str) -> Path:
                 f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
                 "weights and a recipe only (give trust with --trust MODULE instead)"
             )
-    name = flavor.get("data")
+    name: Any = flavor.get("data")  # a text or not: the path it makes is checked
     try:
         data = (folder / name).resolve()
         inside = data.is_relative_to(folder.resolve()) and data.is_file()
