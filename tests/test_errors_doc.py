@@ -851,12 +851,14 @@ def png(pixels: np.ndarray | None) -> str:
 @contextlib.contextmanager
 def serving(models, default: str = "models:/stub@best"):
     """digitlab-serve's server of ``models`` on a free port in this process: yields the port."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from digitlab.serving.server import make_server
 
     server = make_server(MlflowClient(models.tracking_uri), default, models=models)
     thread = threading.Thread(target=server.serve_forever)
+    previous = mlflow.get_tracking_uri()  # a model cache points MLflow's fluent API at its store
     thread.start()
     try:
         yield server.server_address[1]
@@ -864,6 +866,7 @@ def serving(models, default: str = "models:/stub@best"):
         server.shutdown()
         server.server_close()
         thread.join(10)
+        mlflow.set_tracking_uri(previous)
 
 
 def served(*requests: bytes, stalled: bool = False) -> Case:

@@ -175,14 +175,12 @@ class ModelCache:
             return self.models.get(uri)
 
     def download(self, uri: str):
+        # Process-wide: a runs:/ URI's logged model is not found through download_artifacts'
+        # own tracking_uri (MLflow 3.x), only through this.
+        mlflow.set_tracking_uri(self.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="digitlab-serve-") as folder:
             try:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri,
-                    dst_path=folder,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
-                )
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
             except (MlflowException, OSError):
                 raise UnknownModel(
                     f"no model {uri} in {self.tracking_uri}: pick one of /models"

@@ -63,8 +63,7 @@ JSON_BUDGET = (
 )
 # Seconds a connection may send nothing while its head or body arrives.
 TIMEOUT = 5.0
-# Seconds for the request line and headers to arrive, from the connect: clients send them at
-# once, so one trickling them is dropped, not waited for.
+# Seconds for the request line and headers to arrive, from the connect, trickled or not.
 HEAD_SECONDS = 5.0
 # The most of an incomplete head uvicorn (h11) holds before it answers 400.
 HEAD_BYTES = 65536 + 1
@@ -78,11 +77,10 @@ BODY_BYTES = WORKERS * MAX_BODY
 CONNECTIONS = 1024
 # The listen backlog: a burst of connects waits here instead of being dropped.
 BACKLOG = 512
-# The names a loopback server is reached by: any other Host is a page that rebound its own name
-# to 127.0.0.1 (DNS rebinding), and gets a 403.
+# A loopback server's names: any other Host is a page rebound to 127.0.0.1 (DNS rebinding).
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 ALLOWED_METHODS = "GET, HEAD, POST"
-# The status of the errors of digitlab's own that a request causes (others: 400).
+# The status of digitlab's errors that a request causes, where not 400.
 STATUS = {UnknownModel: HTTPStatus.NOT_FOUND, ModelBusy: HTTPStatus.SERVICE_UNAVAILABLE}
 
 
