@@ -857,7 +857,7 @@ def serving(models, default: str = "models:/stub@best"):
     from digitlab.serving.server import make_server
 
     server = make_server(MlflowClient(models.tracking_uri), default, models=models)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread = threading.Thread(target=server.serve_forever)
     previous = mlflow.get_tracking_uri()  # a model cache points MLflow's fluent API at its store
     thread.start()
     try:

@@ -54,7 +54,7 @@ def serving(client=None, **options) -> Iterator[tuple[int, object]]:
         client = SimpleNamespace(tracking_uri="sqlite:///unused.db")
         options.setdefault("models", StubModels())
     server = make_server(client, "models:/stub@best", **options)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
         yield server.server_address[1], server

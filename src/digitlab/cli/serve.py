@@ -20,6 +20,7 @@ import argparse
 import errno
 import os
 import sys
+from typing import NoReturn
 
 import numpy as np
 
@@ -52,12 +53,6 @@ def default_model(client) -> str:
         f"no model in {client.tracking_uri} yet: train one (uv run digitlab), or pass "
         "--tracking-uri for the store your runs are in"
     )
-
-
-def warm_up(model) -> None:
-    """One prediction before serving: torch's first call on a network takes seconds (lazy
-    initialisation), which the first client would otherwise wait for."""
-    model.predict(np.zeros((1, 28, 28), np.uint8))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -112,15 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _cannot_listen(error: OSError, host: str, port: int) -> str:
-    """The one line for an address the server could not bind, with the fix its reason asks."""
-    if error.errno == errno.EADDRINUSE:
-        fix = "pick another --port"
-    elif error.errno == errno.EACCES:
-        fix = "pick a --port above 1023 (the ones below need root), or another --host"
-    else:  # not an address of this machine, or a name that does not resolve
-        fix = "pick a --host of this machine (127.0.0.1, or 0.0.0.0 for all)"
-    return f"cannot listen on {host}:{port} ({error.strerror or error}): {fix}"
+def fail(message: str) -> NoReturn:
+    print(f"digitlab: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,19 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         allowed = None if args.any_model else tuple(dict.fromkeys(models))
         cache = ModelCache(client.tracking_uri, tuple(args.trust), allowed)
         for uri in models:  # load now: a bad model is a one-line error, not a first 404
-            warm_up(cache.get(uri))
+            # and predict once: torch's first call on a network takes seconds (lazy
+            # initialisation), which the first client would otherwise wait for
+            cache.get(uri).predict(np.zeros((1, 28, 28), np.uint8))
     except DigitlabError as e:
-        print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        fail(str(e))
     except OSError as e:  # a model's file unreadable, or no room for the copy MLflow loads
         where = f": {e.filename}" if e.filename else ""
-        print(
-            f"digitlab: error: cannot load {uri or 'the models'} ({e.strerror or e}{where}): "
-            "make that file readable, or free disk space there; or serve another --model",
-            file=sys.stderr,
-            flush=True,
+        fail(
+            f"cannot load {uri or 'the models'} ({e.strerror or e}{where}): make that file "
+            "readable, or free disk space there; or serve another --model"
         )
-        sys.exit(1)
     try:
         server = make_server(
             client,
@@ -163,12 +150,13 @@ def main(argv: list[str] | None = None) -> None:
             allowed_hosts=tuple(args.allow_host),
         )
     except OSError as e:  # binding only: the store and the models were read above
-        print(
-            f"digitlab: error: {_cannot_listen(e, args.host, args.port)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        sys.exit(1)
+        if e.errno == errno.EADDRINUSE:
+            fix = "pick another --port"
+        elif e.errno == errno.EACCES:
+            fix = "pick a --port above 1023 (the ones below need root), or another --host"
+        else:  # not an address of this machine, or a name that does not resolve
+            fix = "pick a --host of this machine (127.0.0.1, or 0.0.0.0 for all)"
+        fail(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}): {fix}")
     host, port = server.server_address[:2]
     print(
         f"digitlab: serving {', '.join(models)} on http://{host}:{port}/ (draw a digit there; "

@@ -1,14 +1,10 @@
 """The code of digitlab's MLflow Model: raw pixels in, class probabilities and the digit out.
 
 A run logs its best network as a ``python_function`` model whose ``loader_module`` is this file
-and whose data is a weights-only checkpoint (state_dict + the run config, the recipe). Loading it
-(``mlflow.pyfunc.load_model``) goes through ``network_from_checkpoint``: ``torch.load`` with
-``weights_only=True`` and the ``_target_`` allow-list, so a model never unpickles Python objects.
-That is why it is not ``mlflow.pytorch``'s flavour: that one pickles the whole ``nn.Module``.
-
-``digitlab-predict --help`` imports this module (for :data:`UNSURE_BELOW`), so torch (4 s to
-import), the data module (Lightning, 8 s more) and the checkpoint reader (0.5 s: the config
-schema) are imported in the functions that use them, marked lazy.
+and whose data is a weights-only checkpoint read by ``network_from_checkpoint`` (no pickled
+objects, the ``_target_`` allow-list): not ``mlflow.pytorch``'s flavour, which pickles the whole
+``nn.Module``. ``digitlab-predict --help`` imports this module (:data:`UNSURE_BELOW`), so torch,
+Lightning and the checkpoint reader (12 s in all) are imported where used, marked lazy.
 """
 
 from __future__ import annotations
@@ -145,9 +141,6 @@ class DigitModel:
         self.net, self.config = net, config
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """``probabilities``: float32 (N, C) over the run's C classes; ``digit``: int64 (N,), the
-        label of the most probable class (its name: ``data.classes`` of the run's config);
-        ``confidence``: its probability; ``unsure``: below :data:`UNSURE_BELOW`."""
         import torch  # lazy: see the top
 
         pixels = torch.from_numpy(as_pixels(data))

@@ -69,18 +69,13 @@ def checked_data_path(folder: Path, uri: str) -> Path:
                 f"{uri} carries {what}: refused, nothing of it was run; digitlab models carry "
                 "weights and a recipe only (give trust with --trust MODULE instead)"
             )
-    name = flavor.get("data")
-    data = None
-    if isinstance(name, str) and 0 < len(name) <= 255 and "\0" not in name:
-        try:
-            data = (folder / name).resolve()
-        except (OSError, ValueError):
-            data = None
+    name: Any = flavor.get("data")  # a text or not: the path it makes is checked
     try:
-        inside = data is not None and data.is_relative_to(folder.resolve()) and data.is_file()
-    except OSError:  # a name too long for the file system
+        data = (folder / name).resolve()
+        inside = data.is_relative_to(folder.resolve()) and data.is_file()
+    except (TypeError, ValueError, OSError):  # not a text, a NUL in it, too long a name
         inside = False
-    if data is None or not inside:
+    if not inside:
         raise RefusedModel(
             f"{uri}'s data {str(name)[:80]!r} is not a file inside the model: "
             "refused; serve a model digitlab logged"
@@ -119,7 +114,7 @@ class ModelCache:
             another, so requests naming model after model cannot fill the memory.
         loading: how many requests may wait on loads at once (``LOADING``).
         load: how a URI becomes a model (default: downloaded from the store, checked and loaded
-            as above); another store or a test gives its own.
+            as above); a test gives its own.
     """
 
     def __init__(
@@ -133,11 +128,11 @@ class ModelCache:
     ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
         self.keep = max(keep, len(allowed or ()))
-        self.load, self.loading = load or self._load, loading
-        self._models: OrderedDict[str, Any] = OrderedDict()
-        self._loads: dict[str, threading.Lock] = {}  # one per URI being loaded
-        self._lock = threading.Lock()  # over the two dicts only, never over a load
-        self._waiting = threading.BoundedSemaphore(loading)
+        self.load, self.loading = load or self.download, loading
+        self.models: OrderedDict[str, Any] = OrderedDict()
+        self.loads: dict[str, threading.Lock] = {}  # one per URI being loaded
+        self.lock = threading.Lock()  # over the two dicts only, never over a load
+        self.waiting = threading.BoundedSemaphore(loading)
 
     def get(self, uri: str):
         if not URI.match(uri or ""):
@@ -150,60 +145,47 @@ class ModelCache:
                 f"model {uri} is not served here: this server serves {', '.join(self.allowed)} "
                 "(its operator can add it with --model)"
             )
-        if (model := self._loaded(uri)) is not None:
+        if (model := self.loaded(uri)) is not None:
             return model
-        if not self._waiting.acquire(blocking=False):
+        if not self.waiting.acquire(blocking=False):
             raise ModelBusy(
                 f"{uri} is not loaded yet and the server is busy loading models ({self.loading} "
                 "requests wait on loads, the most it allows): retry in a few seconds"
             )
         try:
-            with self._lock:
-                loading = self._loads.setdefault(uri, threading.Lock())
+            with self.lock:
+                loading = self.loads.setdefault(uri, threading.Lock())
             with loading:  # one load per URI, even when the page and a client ask together
-                if (model := self._loaded(uri)) is not None:
-                    return model  # loaded by the request this one waited for
-                try:
+                if (model := self.loaded(uri)) is None:  # else the request waited for loaded it
                     model = self.load(uri)
-                except BaseException:
-                    with self._lock:  # URIs that fail to load leave nothing behind
-                        self._loads.pop(uri, None)
-                    raise
-                with self._lock:  # in one step: a request arriving now finds it loaded
-                    self._models[uri] = model
-                    self._loads.pop(uri, None)
-                    while len(self._models) > self.keep:
-                        self._models.popitem(last=False)
+                    with self.lock:
+                        self.models[uri] = model
+                        while len(self.models) > self.keep:
+                            self.models.popitem(last=False)
                 return model
         finally:
-            self._waiting.release()
+            with self.lock:  # after the model is in: a request arriving now finds it loaded
+                self.loads.pop(uri, None)
+            self.waiting.release()
 
-    def _loaded(self, uri: str):
-        with self._lock:
-            if uri in self._models:
-                self._models.move_to_end(uri)
-                return self._models[uri]
-        return None
+    def loaded(self, uri: str):
+        with self.lock:
+            if uri in self.models:
+                self.models.move_to_end(uri)
+            return self.models.get(uri)
 
-    def _load(self, uri: str):
+    def download(self, uri: str):
+        # Process-wide: a runs:/ URI's logged model is not found through download_artifacts'
+        # own tracking_uri (MLflow 3.x), only through this.
         mlflow.set_tracking_uri(self.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="digitlab-serve-") as folder:
             try:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
             except (MlflowException, OSError):
                 raise UnknownModel(
                     f"no model {uri} in {self.tracking_uri}: pick one of /models"
                 ) from None
-            return load(str(checked_data_path(local, uri)), self.trusted)
-
-
-def _versions(client, name: str) -> list:
-    """A registered model's versions. MLflow's filter strings have no escape: the name goes
-    between the quotes it does not hold, and one holding both kinds is matched here."""
-    for quote in ("'", '"'):
-        if quote not in name:
-            return client.search_model_versions(f"name = {quote}{name}{quote}")
-    return [v for v in client.search_model_versions() if v.name == name]
+            return load(str(checked_data_path(Path(local), uri)), self.trusted)
 
 
 def offered(client, allowed: tuple[str, ...] | None) -> list[dict[str, str]]:
@@ -245,13 +227,15 @@ def available(client, limit: int = 50) -> list[dict[str, str]]:
     newest first (those whose run is gone left out: ``runs:/`` cannot reach them).
     ``[{"uri", "label"}]``."""
     choices = []
+    # All versions in one search: MLflow's filter strings cannot quote a name holding both ' and "
+    versions = client.search_model_versions()
     for registered in client.search_registered_models():
         name = registered.name
         for alias, version in sorted((registered.aliases or {}).items()):
             choices.append(
                 {"uri": f"models:/{name}@{alias}", "label": f"{name}@{alias} (v{version})"}
             )
-        for version in _versions(client, name)[:limit]:
+        for version in [v for v in versions if v.name == name][:limit]:
             choices.append(
                 {"uri": f"models:/{name}/{version.version}", "label": f"{name} v{version.version}"}
             )
