@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import pydoc
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -192,6 +191,9 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
     key = f"_target_={target}"
     if not is_allowed(str(target), trusted):
         raise Refused(key, f"names code outside {', '.join((*PROJECT_TARGETS, *trusted))}")
+    # Lazy: pydoc takes 40 ms to import, which the command line's check (no name resolved) skips.
+    import pydoc
+
     try:  # pydoc's lookup, as Hydra's own (private) one: the longest module, then attributes
         obj = pydoc.locate(str(target))
     except Exception:  # pydoc.ErrorDuringImport: whatever a broken module raises
