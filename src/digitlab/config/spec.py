@@ -211,8 +211,6 @@ def layers(what: str, example: str) -> BeforeValidator:
 # digitlab's networks' arguments, by class: kept here, not read with inspect.signature, which
 # imports torch (about 7 s on a busy 2-core machine) before a config could be checked.
 class MLPArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     hidden: Annotated[Any, layers("units per hidden layer", "[500]")] = None
     activation: Annotated[Any, check(lambda v: isinstance(v, str), "a name, e.g. relu")] = None
 
@@ -274,14 +272,9 @@ class NetworkSpec(Component):
 
     @model_validator(mode="after")
     def _digitlab_network(self) -> NetworkSpec:
-        try:
-            if schema := network_schema(self.target):
-                schema.model_validate(self.arguments())
-        except ValidationError as e:
-            key, _, reason = _message(e)
-            if e.errors()[0]["type"] == "extra_forbidden":
-                reason = ": " + no_argument(self.target, key, arguments(self.target) or ())
-            raise ValueError(f"@{key}@{reason}") from None
+        """Its arguments' values; pydantic names them under ``model.`` (names: check_config)."""
+        if schema := network_schema(self.target):
+            schema.model_validate(self.arguments())
         return self
 
 
@@ -303,8 +296,7 @@ def _file_table(value: Any) -> Any:
             and isinstance(entry, list | tuple)
             and len(entry) == 2
             and isinstance(entry[0], str)
-            and FILE_NAME.fullmatch(entry[0])
-            and ".." not in entry[0]
+            and FILE_NAME.fullmatch(entry[0])  # no "/", and it cannot start with "."
             and (entry[1] is None or (isinstance(entry[1], str) and MD5.fullmatch(entry[1])))
         )
         if not ok:
@@ -439,38 +431,26 @@ class RunSpec(BaseModel):
         return self.model_dump(by_alias=True)
 
 
-def _message(error: ValidationError, prefix: str = "") -> tuple[str, Any, str]:
-    """``(key, value, reason)`` of the first problem pydantic found."""
-    first = error.errors(include_url=False)[0]
-    loc = [str(p) for p in first["loc"]]
-    value, reason = first.get("input"), str(first.get("msg", ""))
-    reason = reason.removeprefix("Value error, ")
-    if reason.startswith("@"):  # the network's argument its schema refused (NetworkSpec)
-        key, reason = reason[1:].split("@", 1)
-        loc.append(key)
-        value = value.get(key) if isinstance(value, Mapping) else None
-    kind = first["type"]
-    key = prefix + ".".join(loc)
-    if kind == "missing":
-        return key, None, "is missing"
-    if kind == "extra_forbidden":
-        return key, value, "is not a key digitlab knows there"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return key, value, f"it must be a mapping, not {_kind(value)}"
-    return key, value, reason
-
-
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _described(error: ValidationError) -> str:
-    """``<key>=<value> is invalid: it must be ...``, or ``<key> <what is wrong>``."""
-    key, value, reason = _message(error)
+    """The first problem pydantic found: ``<key>=<value> is invalid: it must be ...``, or
+    ``<key> <what is wrong>``."""
+    first = error.errors(include_url=False)[0]
+    key, value, kind = ".".join(str(p) for p in first["loc"]), first.get("input"), first["type"]
+    reason = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{key} is missing"
+    if kind == "extra_forbidden":
+        return f"{key} is not a key digitlab knows there"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        reason = f"it must be a mapping, not {_kind(value)}"
     if reason.startswith("it "):
         return f"{key}={_shown(value)} is invalid: {reason}"
-    return f"{key}{'' if reason.startswith(':') else ' '}{reason}"
+    return f"{key} {reason}"
 
 
 def read_run(stored: Any, origin: str) -> RunSpec:
@@ -573,7 +553,7 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
     except ValidationError as e:
         raise DigitlabError(_described(e)) from None
     target = spec.model.target
-    names = argument_names(target) if network_schema(target) is None else None
+    names = arguments(target)  # digitlab's networks: their schema; others: their source
     for key in spec.model.arguments():
         if names is not None and key not in names:
             raise DigitlabError(f"model.{key}: {no_argument(target, key, names)}")
