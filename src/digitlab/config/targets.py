@@ -33,17 +33,13 @@ def is_allowed(target: str, trusted: Iterable[str] = ()) -> bool:
     """Whether the *text* ``target`` is a public dotted name under one of the project's packages
     or a ``trusted`` one, matched on whole module names (``mypkg`` allows ``mypkg.nets.Tiny``,
     not ``mypkg_evil.run``). Necessary, not sufficient: :func:`resolve` decides."""
-    if not NAME.fullmatch(str(target)):
-        return False
-    return _root_of(str(target), (*PROJECT_TARGETS, *trusted)) is not None
+    return bool(NAME.fullmatch(str(target))) and _within(str(target), (*PROJECT_TARGETS, *trusted))
 
 
-def _root_of(name: str, roots: Iterable[str]) -> str | None:
-    for root in roots:
-        root = str(root).rstrip(".")
-        if name == root or name.startswith(root + "."):
-            return root
-    return None
+def _within(name: str, roots: Iterable[str]) -> bool:
+    """Whether ``name`` is one of the modules ``roots`` or lies inside one."""
+    stems = (str(root).rstrip(".") for root in roots)
+    return any(name == stem or name.startswith(stem + ".") for stem in stems)
 
 
 def trusted_targets(cfg: Any) -> tuple[str, ...]:
@@ -160,17 +156,6 @@ def registry(kind: str) -> tuple[Any, ...]:
     return (*_BUILT[kind], *_library(kind))
 
 
-def _registered(obj: Any, kinds: Iterable[str]) -> bool:
-    return any(obj is known for kind in kinds for known in registry(kind))
-
-
-def _defined_in(obj: Any, trusted: Iterable[str]) -> bool:
-    """A class or plain function whose own module lies in a trusted package."""
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-        return False
-    return _root_of(str(getattr(obj, "__module__", "") or ""), trusted) is not None
-
-
 class Refused(DigitlabError):
     """A ``_target_`` (or value) refused: ``key`` names it, ``reason`` says why."""
 
@@ -200,9 +185,12 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
         obj = None
     if obj is None:
         raise Refused(key, "names nothing that exists")
-    named_trusted = bool(trusted) and _root_of(str(target), trusted) is not None
-    if _registered(obj, kinds) or (named_trusted and _defined_in(obj, trusted)):
+    if any(obj is known for kind in kinds for known in registry(kind)):
         return obj
+    # A class or plain function of the user's, named and *defined* inside a trusted package.
+    if (inspect.isclass(obj) or inspect.isfunction(obj)) and _within(str(target), trusted):
+        if _within(str(getattr(obj, "__module__", "") or ""), trusted):
+            return obj
     what = " or ".join(kinds) if kinds else "callable"
     raise Refused(key, f"resolves to {_describe(obj)}, not {_a(what)} digitlab builds")
 
