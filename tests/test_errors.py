@@ -145,11 +145,16 @@ LENET = "digitlab.models.LeNet"
         ({"model": {"_target_": LENET, "hidden": 500}}, "model.hidden=500 is invalid"),
         ({"model": {"_target_": LENET, "kernel_size": 2.5}}, "model.kernel_size=2.5 is invalid"),
         (
-            {"optimizer": {"betas": [0.9, float("nan")]}},
+            {"optimizer": {"_target_": "torch.optim.Adam", "betas": [0.9, float("nan")]}},
             "optimizer.betas.1=nan is invalid: it must be a finite number",
         ),
         (
-            {"scheduler": {"max_lr": float("-inf")}},
+            {
+                "scheduler": {
+                    "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+                    "max_lr": float("-inf"),
+                }
+            },
             "scheduler.max_lr=-inf is invalid: it must be a finite number",
         ),
         (

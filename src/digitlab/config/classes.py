@@ -1,8 +1,5 @@
-"""What a data set's labels mean: ``data.classes``, a count or the name of each class by label.
-
-It sits on the config floor because the schema (``digitlab.config.spec``) checks the value with
-the rest of the config, and with a stored run's recipe, before anything is built; the data
-module and the predictors read the names from here too. No torch.
+"""What a data set's labels mean: ``data.classes``, a count or the name of each class by label
+(on the config floor: the schema checks it before anything is built). No torch.
 """
 
 from __future__ import annotations

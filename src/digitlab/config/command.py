@@ -1,13 +1,9 @@
-"""The words of a ``digitlab`` command line, checked before Hydra runs them.
+"""The words of a ``digitlab`` command line, checked before Hydra runs them, without torch.
 
 Hydra skips a misspelt optional preset without a word, answers a misspelt option or key in 7-13
-lines, and creates the output folder before digitlab gets to check it. Here, without torch: the
-flags are read with argparse and the overrides with Hydra's public override parser; each
-``group=option`` (each value of a sweep too) is checked against the group's files; the config is
-composed with ``hydra.compose`` for each set of options a sweep runs, and a key it lacks named with
-the nearest ones; an added ``+key`` in a built node must be an argument of what is built
-(:func:`digitlab.config.spec.arguments`); the output folder must be writable. Each failure is one
-DigitlabError naming the word and the closest valid ones.
+lines, and creates the output folder before digitlab gets to check it. Here each word is checked
+(docs/errors.md lists how) and each failure is one DigitlabError naming the word and the closest
+valid ones.
 """
 
 from __future__ import annotations
@@ -59,10 +55,9 @@ def _flags() -> argparse.ArgumentParser:
 def check_command_line(
     argv: list[str], conf_dir: Path, sweep_hint: str = "add -m to run one job per value"
 ) -> DictConfig | None:
-    """The config ``argv`` (the command's arguments) composes, its ``hydra`` node included (the
-    first job's, for a sweep). Raise DigitlabError for the first word that names no option, key
-    or argument, for a sweep without ``-m``, and for an output folder that cannot be written.
-    None where Hydra answers itself (a flag that composes another config, or a usage error)."""
+    """The config ``argv`` composes, its ``hydra`` node included (the first job's, for a sweep),
+    or None where Hydra answers itself (another config, a usage error). Raise DigitlabError
+    for the first word that names nothing, a sweep without ``-m``, an unwritable output folder."""
     args = _arguments(argv)
     if args is None or any(getattr(args, flag) for flag in OTHER_CONFIG):
         return None
@@ -139,8 +134,8 @@ def _parse(lines: list[str]) -> list:
 
 
 def _values(override: Any) -> list[str | None]:
-    """The options an override picks: one, a list (several configs of one group) or, in a sweep,
-    each value of the list; none for a glob or a range (Hydra expands those itself)."""
+    """The options an override picks (each value of a sweep's list; none for a glob or a range,
+    which Hydra expands itself)."""
     value = override.value()
     if override.is_sweep_override():
         value = value.list if isinstance(value, ChoiceSweep) else []
@@ -150,8 +145,8 @@ def _values(override: Any) -> list[str | None]:
 
 
 def _check_options(choices: list, groups: dict[str, list[str]]) -> None:
-    """Each option of conf/'s groups against the group's files (Hydra's own ``hydra/...``
-    groups: :func:`_compose` names a missing one)."""
+    """Each option of conf/'s groups against the group's files (a missing one of Hydra's own
+    groups is named by :func:`_compose`)."""
     for o in choices:
         group, options = o.key_or_group, groups.get(o.key_or_group)
         for value in [] if o.is_delete() else _values(o):
@@ -168,9 +163,9 @@ def _check_options(choices: list, groups: dict[str, list[str]]) -> None:
 
 
 def _combinations(choices: list) -> list[tuple[list[str], list[str]]]:
-    """``(overrides to compose, the swept choices among them)`` per set of options to check keys
-    against: the first value of every swept group, then each other value of one group at a time.
-    Each is a job of the sweep; a key missing from any of them would fail that job."""
+    """``(overrides to compose, the swept choices among them)`` per set of options whose config
+    each key must be in: the first value of every swept group, then each other value of one
+    group at a time."""
     fixed = [o.input_line for o in choices if not o.is_sweep_override()]
     swept = [(o.get_key_element(), _values(o)) for o in choices if o.is_sweep_override()]
     swept = [(key, values) for key, values in swept if values]
@@ -184,9 +179,8 @@ def _combinations(choices: list) -> list[tuple[list[str], list[str]]]:
 
 
 def _compose_checked(combinations: list, keys: list, groups: dict) -> DictConfig:
-    """The config of the first set of options with every override applied (sweeps aside). Each
-    key is checked in the config of each set of options where a sweep has several, or where
-    Hydra refuses the overrides, to name the word; else one composition is enough."""
+    """The config of the first set of options with every override applied (sweeps aside); keys
+    are checked in each set's config where a sweep has several or Hydra refuses them."""
     several = len(combinations) > 1
     for chosen, swept in (
         combinations if several or any(o.is_sweep_override() for o in keys) else []
@@ -203,8 +197,7 @@ def _compose_checked(combinations: list, keys: list, groups: dict) -> DictConfig
 
 
 def _compose(overrides: list[str], groups: dict) -> DictConfig:
-    """The composed config, or Hydra's refusal in one line (a missing option named with the
-    closest ones)."""
+    """The composed config, or Hydra's refusal in one line."""
     try:
         return compose("config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:  # an option of a group: Hydra lists the group's options
@@ -245,8 +238,8 @@ def _exists(cfg: Any, key: str) -> bool:
 
 
 def _check_keys(keys: list, cfg: DictConfig, groups: dict, label: str) -> None:
-    """Refuse a key that is not in ``cfg`` (``key=value``, ``~key``) or is already there
-    (``+key``); keys added before it may be set."""
+    """Refuse a key not in ``cfg`` (``key=value``, ``~key``; keys added before it may be set),
+    or one already there (``+key``)."""
     added: list[str] = []
     for o in keys:
         key, there = o.key_or_group, _exists(cfg, o.key_or_group)
@@ -297,8 +290,8 @@ def _keys_named(node: Any, name: str, prefix: str = "") -> list[str]:
 
 
 def _check_additions(added: list, cfg: DictConfig) -> None:
-    """An added key inside a node that is built (one with a ``_target_``, or the Trainer's) must
-    be an argument of what is built: the schema's arguments of the class."""
+    """An added key inside a built node (a ``_target_``'s, or the Trainer's) must be an argument
+    of what is built."""
     for o in added:
         parts = o.key_or_group.split(".")
         for depth in range(len(parts) - 1, 0, -1):
@@ -318,9 +311,9 @@ def _check_additions(added: list, cfg: DictConfig) -> None:
 
 
 def _check_output_folder(cfg: DictConfig, key: str) -> None:
-    """Hydra creates the output folder and writes the config there before the job starts: a
-    folder that cannot be written would fail there, with a trace. Nothing is left behind: the
-    nearest existing folder is tried (root may create files where others may not)."""
+    """Hydra creates the output folder before the job starts, and fails there with a trace. The
+    nearest existing folder is tried with a temporary file (root may write where others may
+    not), so nothing is left behind."""
     folder = Path(str(OmegaConf.select(cfg, key)))
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:

@@ -1,10 +1,8 @@
 """The argument names of a ``_target_``, read from its source file without importing it.
 
-It stays beside the schema (:func:`digitlab.config.spec.arguments`) because torch.optim's,
-Lightning's and a user's classes have no schema of digitlab's, and ``inspect.signature`` would
-import torch (about 7 s) before a config is checked; the source says the same in milliseconds.
-Where it does not tell (``**kwargs``, an inherited ``__init__``, a name made at run time), the
-answer is None and the build itself reports a bad key later.
+``inspect.signature`` would import torch (about 7 s) before a config is checked; the source says
+the same in milliseconds. Where it does not tell (``**kwargs``, an inherited ``__init__``, a name
+made at run time), the answer is None and the build itself reports a bad key later.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
-"""What a run is, as data: the one schema of the recipe a run trains (network, data set,
-optimizer, scheduler, the trainer's numbers, seed), and the one way stored state is read back.
+"""What a run is, as data: the one schema of a run's recipe (network, data set, optimizer,
+scheduler, the trainer's numbers, seed), checked as plain dicts with pydantic.
 
-Pydantic models, not Hydra structured configs: a run's recipe has to be checked in two places,
-the composed config before anything is imported and the state read back from a checkpoint, an
-MLflow model or a store, which never goes through Hydra (nothing read back may be resolved or
-instantiated). Pydantic checks plain dicts as they come (required keys, unknown keys, nesting,
-per-key rules) and hands back plain values; a structured config would need OmegaConf, which
-resolves ``${...}``.
-
-- :func:`read_run` is how every checkpoint, MLflow model, store ``config.yaml`` and ``resume=``
-  is read: the recipe's keys only (where and how a command runs comes from that command), every
-  value plain (numbers, booleans, short strings, short lists; no ``${...}``, no nested code),
-  every size bounded, before anything is allocated. The result is a :class:`RunSpec`.
-- :func:`check_config` checks a command's composed config with the same models
-  (:class:`ConfigSpec`: the recipe plus where and how the command runs it), so a typo on the
-  command line, a range and a crafted file meet one mechanism and one kind of message.
-- :data:`NETWORKS` holds each of digitlab's networks' arguments; :func:`arguments` answers which
-  arguments any ``_target_`` takes (the command line's ``+key``, a network's keys).
-
-No torch here: the command line checks configs before importing it.
+Pydantic, not Hydra structured configs: the same models check a command's composed config before
+anything is imported (:func:`check_config`, :class:`ConfigSpec`) and the state read back from a
+checkpoint, an MLflow model or a store (:func:`read_run`, :class:`RunSpec`), which is never
+resolved or instantiated, so it must not go through OmegaConf. Every value is plain and every
+size bounded before anything is allocated. No torch here: the command line checks configs first.
 """
 
 from __future__ import annotations
@@ -30,16 +17,23 @@ from typing import Annotated, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from digitlab.config import suggest
 from digitlab.config.classes import MAX_CLASSES, class_names
 from digitlab.config.signatures import argument_names
-from digitlab.config.targets import check_targets, trusted_targets
+from digitlab.config.targets import NAME, check_targets, trusted_targets
 from digitlab.errors import DigitlabError
 
-# A code name: a public dotted path (no "_private" or "__dunder__" step).
-TARGET = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 # An argument name of a network, optimizer, scheduler, augmentation or data source.
 ARGUMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # numpy's and torch's generators take unsigned 32-bit seeds; outside, seeding raises mid-start.
@@ -70,16 +64,6 @@ def is_seed(value: Any) -> bool:
     return whole(value) and 0 <= value <= SEED_MAX
 
 
-def widths(value: Any) -> bool:
-    """Layer widths: a list of integers in 1..MAX_WIDTH (a 0-wide layer builds, and trains
-    nothing)."""
-    return (
-        isinstance(value, list | tuple)
-        and len(value) <= MAX_LAYERS
-        and all(whole(v) and 1 <= v <= MAX_WIDTH for v in value)
-    )
-
-
 def holdout(value: Any) -> bool:
     return (whole(value) and 1 <= value <= MAX_INTEGER) or (
         isinstance(value, float) and 0 < value < 1
@@ -100,7 +84,7 @@ def check(test: Callable[[Any], bool], wanted: str) -> BeforeValidator:
     return BeforeValidator(rule)
 
 
-def plain(value: Any, depth: int = 0) -> Any:
+def plain(value: Any, entry: bool = False) -> Any:
     """``value`` if it is a plain value a recipe may hold: a bounded number, a boolean, a short
     string without ``${`` (nothing read back is resolved), null, or a short list of those."""
     if value is None or isinstance(value, bool):
@@ -119,14 +103,18 @@ def plain(value: Any, depth: int = 0) -> Any:
         if "${" in value:
             raise ValueError("it must be a plain value, not an interpolation (${...})")
         return value
-    if isinstance(value, list | tuple) and depth == 0:
+    if isinstance(value, list | tuple) and not entry:
         if len(value) > MAX_LAYERS:
             raise ValueError(f"it must be a list of at most {MAX_LAYERS} values")
-        return [plain(v, 1) for v in value]
+        return ENTRIES.validate_python(list(value))  # its errors name the entry (betas.1)
     raise ValueError(
         "it must be a plain value (a number, true/false, a text, or a list of those), not "
         f"{'a nested list' if isinstance(value, list | tuple) else _kind(value)}"
     )
+
+
+ENTRIES = TypeAdapter(list[Annotated[Any, BeforeValidator(lambda v: plain(v, entry=True))]])
+Plain = Annotated[Any, BeforeValidator(plain)]
 
 
 def _kind(value: Any) -> str:
@@ -149,16 +137,30 @@ def _classes(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
+def _arguments(data: Any, declared: set[str], what: str, most: int = MAX_ARGUMENTS) -> Any:
+    """The checks of a node of keyword arguments that its values' type cannot make."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"it must be a mapping {what}, not {_kind(data)}")
+    extra = [k for k in data if k not in declared]
+    if len(extra) > most:
+        raise ValueError(f"it must have at most {most} arguments")
+    for key in extra:
+        if not isinstance(key, str) or not ARGUMENT.fullmatch(key):
+            raise ValueError(f"its key {str(key)[:40]!r} is not an argument name")
+    return data
+
+
 class Component(BaseModel):
     """Something a recipe builds by name: ``_target_``, whether it is a factory
     (``_partial_``), and its arguments, each a plain value."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+    __pydantic_extra__: dict[str, Plain] = Field(init=False)
 
     target: Annotated[
         Any,
         check(
-            lambda v: isinstance(v, str) and bool(TARGET.fullmatch(v)),
+            lambda v: isinstance(v, str) and bool(NAME.fullmatch(v)),
             "a dotted name of public code, e.g. digitlab.models.LeNet",
         ),
     ] = Field(alias="_target_")
@@ -169,47 +171,24 @@ class Component(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _plain_arguments(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise ValueError(f"it must be a mapping with a _target_, not {_kind(data)}")
         declared = {f.alias or name for name, f in cls.model_fields.items()}
-        extra = [k for k in data if k not in declared]
-        if len(extra) > MAX_ARGUMENTS:
-            raise ValueError(f"it must have at most {MAX_ARGUMENTS} arguments")
-        for key in extra:
-            if not isinstance(key, str) or not ARGUMENT.fullmatch(key):
-                raise ValueError(f"its key {str(key)[:40]!r} is not an argument name")
-        return {k: (v if k in declared else _plain_at(k, v)) for k, v in data.items()}
+        return _arguments(data, declared, "with a _target_")
 
     def arguments(self) -> dict[str, Any]:
         """The plain keyword arguments (``_target_`` and ``_partial_`` left out)."""
         return dict(self.model_extra or {})
 
+    @model_serializer
     def node(self) -> dict[str, Any]:
-        """The config node: ``_target_``, ``_partial_`` when set, the arguments."""
-        explicit = self.model_dump(by_alias=True, exclude_unset=True, exclude={"target"})
-        explicit.pop("_partial_", None)
+        """The config node: ``_target_``, ``_partial_`` when set, the arguments given."""
+        given = {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
+        given.pop("target", None)
         return {
             "_target_": self.target,
-            **({"_partial_": True} if self.partial else {}),
-            **explicit,
+            **({"_partial_": True} if given.pop("partial", False) else {}),
+            **given,
             **self.arguments(),
         }
-
-
-def _plain_at(key: str, value: Any) -> Any:
-    """:func:`plain`, its refusal naming ``key``: pydantic's error location stops at the node
-    for a node's own validator, so the key rides in the message as ``@key@`` and
-    :func:`_message` moves it into the key path."""
-    try:
-        return plain(value)
-    except ValueError as e:
-        if isinstance(value, list | tuple) and len(value) <= MAX_LAYERS:
-            for i, item in enumerate(value):  # the entry at fault, e.g. optimizer.betas.1
-                try:
-                    plain(item, 1)
-                except ValueError as at:
-                    raise ValueError(f"@{key}.{i}@{at}") from None
-        raise ValueError(f"@{key}@{e}") from None
 
 
 def count(low: int, high: int = MAX_INTEGER, example: str = "") -> BeforeValidator:
@@ -218,14 +197,20 @@ def count(low: int, high: int = MAX_INTEGER, example: str = "") -> BeforeValidat
 
 
 def layers(what: str, example: str) -> BeforeValidator:
-    return check(widths, f"a list of integers from 1 to {MAX_WIDTH} ({what}), e.g. {example}")
+    """A field's rule: layer widths (a 0-wide layer builds, and trains nothing)."""
+    return check(
+        lambda v: (
+            isinstance(v, list | tuple)
+            and len(v) <= MAX_LAYERS
+            and all(whole(w) and 1 <= w <= MAX_WIDTH for w in v)
+        ),
+        f"a list of integers from 1 to {MAX_WIDTH} ({what}), e.g. {example}",
+    )
 
 
 # digitlab's networks' arguments, by class: kept here, not read with inspect.signature, which
 # imports torch (about 7 s on a busy 2-core machine) before a config could be checked.
 class MLPArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     hidden: Annotated[Any, layers("units per hidden layer", "[500]")] = None
     activation: Annotated[Any, check(lambda v: isinstance(v, str), "a name, e.g. relu")] = None
 
@@ -278,23 +263,18 @@ class NetworkSpec(Component):
     input_size: Annotated[
         Any, check(lambda v: whole(v) and 8 <= v <= 256, "an image side in pixels, e.g. 28 or 32")
     ] = 28
+    partial: Annotated[
+        Any, check(lambda v: v is False, "absent: a network is built, not a factory")
+    ] = Field(default=False, alias="_partial_")
+    num_classes: Annotated[
+        Any, check(lambda v: False, "absent: the data set's classes give the network's width")
+    ] = None
 
     @model_validator(mode="after")
     def _digitlab_network(self) -> NetworkSpec:
-        if self.partial:
-            raise ValueError("@_partial_@it must be absent: a network is built, not a factory")
-        if "num_classes" in self.arguments():
-            raise ValueError(
-                "@num_classes@it must be absent: the data set's classes give the network's width"
-            )
-        try:
-            if schema := network_schema(self.target):
-                schema.model_validate(self.arguments())
-        except ValidationError as e:
-            key, _, reason = _message(e)
-            if e.errors()[0]["type"] == "extra_forbidden":
-                reason = ": " + no_argument(self.target, key, arguments(self.target) or ())
-            raise ValueError(f"@{key}@{reason}") from None
+        """Its arguments' values; pydantic names them under ``model.`` (names: check_config)."""
+        if schema := network_schema(self.target):
+            schema.model_validate(self.arguments())
         return self
 
 
@@ -316,8 +296,7 @@ def _file_table(value: Any) -> Any:
             and isinstance(entry, list | tuple)
             and len(entry) == 2
             and isinstance(entry[0], str)
-            and FILE_NAME.fullmatch(entry[0])
-            and ".." not in entry[0]
+            and FILE_NAME.fullmatch(entry[0])  # no "/", and it cannot start with "."
             and (entry[1] is None or (isinstance(entry[1], str) and MD5.fullmatch(entry[1])))
         )
         if not ok:
@@ -358,19 +337,6 @@ class SchedulerSpec(Component):
     interval: Annotated[Any, check(lambda v: v in ("epoch", "step"), "epoch or step")] = "epoch"
 
 
-def optional(spec: type[Component]) -> BeforeValidator:
-    """A field's rule: null, or a mapping parsed as ``spec``."""
-
-    def parse(value: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            raise ValueError(f"it must be null or a mapping with a _target_, not {_kind(value)}")
-        return spec.model_validate(value)
-
-    return BeforeValidator(parse)
-
-
 class DataSpec(BaseModel):
     """The data set's recipe: its reader, classes, split, batches and normalisation."""
 
@@ -387,8 +353,8 @@ class DataSpec(BaseModel):
     root: Annotated[Any, check(lambda v: v is None or isinstance(v, str), "a folder")] = Field(
         default=None, exclude=True
     )
-    source: Annotated[Any, optional(SourceSpec)] = None
-    predict: Annotated[Any, optional(SourceSpec)] = None
+    source: SourceSpec | None = None
+    predict: SourceSpec | None = None
     classes: Annotated[Any, BeforeValidator(_classes)] = 10
     val_size: Annotated[
         Any,
@@ -417,7 +383,7 @@ class DataSpec(BaseModel):
     scale: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
     mean: Annotated[Any, check(number, "a number")]
     std: Annotated[Any, check(lambda v: number(v) and v > 0, "a number > 0")]
-    augment: Annotated[Any, optional(AugmentSpec)] = None
+    augment: AugmentSpec | None = None
 
 
 class TrainerSpec(BaseModel):
@@ -425,6 +391,7 @@ class TrainerSpec(BaseModel):
     how); the rest are Lightning's keyword arguments as plain values."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, Plain] = Field(init=False)
 
     max_epochs: Annotated[Any, count(1, MAX_EPOCHS)] = 3
     gradient_clip_val: Annotated[
@@ -434,14 +401,7 @@ class TrainerSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _plain_arguments(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise ValueError(f"it must be a mapping of the Trainer's arguments, not {_kind(data)}")
-        if len(data) > MAX_ARGUMENTS * 2:
-            raise ValueError(f"it must have at most {MAX_ARGUMENTS * 2} arguments")
-        for key in data:
-            if not isinstance(key, str) or not ARGUMENT.fullmatch(key):
-                raise ValueError(f"its key {str(key)[:40]!r} is not an argument name")
-        return {k: _plain_at(k, v) for k, v in data.items()}
+        return _arguments(data, set(), "of the Trainer's arguments", MAX_ARGUMENTS * 2)
 
 
 class RunSpec(BaseModel):
@@ -451,8 +411,8 @@ class RunSpec(BaseModel):
 
     model: NetworkSpec
     data: DataSpec
-    optimizer: Annotated[Any, optional(OptimizerSpec)] = None
-    scheduler: Annotated[Any, optional(SchedulerSpec)] = None
+    optimizer: OptimizerSpec | None = None
+    scheduler: SchedulerSpec | None = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     seed: Annotated[
         Any, check(is_seed, f"an integer from 0 to {SEED_MAX} (numpy's and torch's seed range)")
@@ -468,52 +428,7 @@ class RunSpec(BaseModel):
     def config(self) -> dict[str, Any]:
         """The recipe as a run config's plain dict (what prediction, serving and ``resume=``
         read): built nodes as ``_target_`` plus arguments, every value plain."""
-        data = self.data.model_dump(by_alias=True, exclude={"source", "predict", "augment"})
-        for key in ("source", "predict", "augment"):
-            part = getattr(self.data, key)
-            data[key] = part.node() if part is not None else None
-        trainer = self.trainer.model_dump()
-        return {
-            "model": self.model.node(),
-            "data": data,
-            "optimizer": self.optimizer.node() if self.optimizer else None,
-            "scheduler": self.scheduler.node() if self.scheduler else None,
-            "trainer": trainer,
-            "seed": self.seed,
-            "test_after_fit": self.test_after_fit,
-            "channels_last": self.channels_last,
-            "cuda_graphs": self.cuda_graphs,
-        }
-
-
-# Keys of a stored run config that say where and how a command ran, not what it trained: never
-# read back (the command reading it decides them).
-LOCAL_DATA = ("root",)
-
-
-def _message(error: ValidationError, prefix: str = "") -> tuple[str, Any, str]:
-    """``(key, value, reason)`` of the first problem pydantic found."""
-    first = error.errors(include_url=False)[0]
-    loc = [str(p) for p in first["loc"]]
-    value, reason = first.get("input"), str(first.get("msg", ""))
-    reason = reason.removeprefix("Value error, ")
-    if reason.startswith("@"):  # a validator naming the argument (or its entry) it refused
-        key, reason = reason[1:].split("@", 1)
-        loc.append(key)
-        for step in key.split("."):
-            if isinstance(value, Mapping):
-                value = value.get(step)
-            elif isinstance(value, list | tuple) and step.isdigit() and int(step) < len(value):
-                value = value[int(step)]
-    kind = first["type"]
-    key = prefix + ".".join(loc)
-    if kind == "missing":
-        return key, None, "is missing"
-    if kind == "extra_forbidden":
-        return key, value, "is not a key digitlab knows there"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return key, value, f"it must be a mapping, not {_kind(value)}"
-    return key, value, reason
+        return self.model_dump(by_alias=True)
 
 
 def _shown(value: Any) -> str:
@@ -522,22 +437,27 @@ def _shown(value: Any) -> str:
 
 
 def _described(error: ValidationError) -> str:
-    """``<key>=<value> is invalid: it must be ...``, or ``<key> <what is wrong>``."""
-    key, value, reason = _message(error)
+    """The first problem pydantic found: ``<key>=<value> is invalid: it must be ...``, or
+    ``<key> <what is wrong>``."""
+    first = error.errors(include_url=False)[0]
+    key, value, kind = ".".join(str(p) for p in first["loc"]), first.get("input"), first["type"]
+    reason = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{key} is missing"
+    if kind == "extra_forbidden":
+        return f"{key} is not a key digitlab knows there"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        reason = f"it must be a mapping, not {_kind(value)}"
     if reason.startswith("it "):
         return f"{key}={_shown(value)} is invalid: {reason}"
-    return f"{key}{'' if reason.startswith(':') else ' '}{reason}"
+    return f"{key} {reason}"
 
 
 def read_run(stored: Any, origin: str) -> RunSpec:
     """Parse a run's stored config (a checkpoint's, an MLflow model's, a store's ``config.yaml``,
-    what ``resume=`` continues) into a :class:`RunSpec`, and nothing else.
-
-    Only the recipe is read: the keys that say where and how a command runs (the store, the
-    data root, downloads and mirrors, devices, trusted packages, pictures) are dropped, so the
-    command reading it decides them. Nothing is resolved or built. Raises DigitlabError, one
-    line naming ``origin`` (e.g. ``checkpoint best.ckpt``), the key and what it must be.
-    """
+    what ``resume=`` continues) into a :class:`RunSpec`: the recipe's keys only (where and how
+    a command runs is that command's to say), nothing resolved or built. Raises DigitlabError,
+    one line naming ``origin`` (e.g. ``checkpoint best.ckpt``), the key and what it must be."""
     if not isinstance(stored, Mapping):
         raise DigitlabError(
             f"{origin}: its run config is {_kind(stored)}, not a mapping: refused, nothing was "
@@ -546,7 +466,7 @@ def read_run(stored: Any, origin: str) -> RunSpec:
     stored = dict(stored)
     data = stored.get("data")
     if isinstance(data, Mapping):
-        stored["data"] = {k: v for k, v in data.items() if k not in LOCAL_DATA}
+        stored["data"] = {k: v for k, v in data.items() if k != "root"}  # the command's own
     try:
         spec = RunSpec.model_validate(stored)
     except ValidationError as e:
@@ -633,7 +553,7 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
     except ValidationError as e:
         raise DigitlabError(_described(e)) from None
     target = spec.model.target
-    names = argument_names(target) if network_schema(target) is None else None
+    names = arguments(target)  # digitlab's networks: their schema; others: their source
     for key in spec.model.arguments():
         if names is not None and key not in names:
             raise DigitlabError(f"model.{key}: {no_argument(target, key, names)}")
@@ -646,7 +566,20 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
             "Lightning step: add data.steps_per_call=1 (or raise data.batch_size instead)"
         )
     assert isinstance(config, dict)  # what a DictConfig converts to
-    check_final_fit(config)
+    if final_fit(spec.data.val_size, spec.data.folds):  # every labelled row, no validation
+        why = "data.val_size=0 is a final fit on every labelled row, with no validation"
+        if spec.data.test_size is not None:
+            raise DigitlabError(
+                f"{why}: data.test_size={spec.data.test_size} would hold rows out; set "
+                "data.test_size=null (score the recipe by cross-validation, data.folds)"
+            )
+        for name, node in (config.get("callbacks") or {}).items():
+            monitor = node.get("monitor") if isinstance(node, Mapping) else None
+            if isinstance(monitor, str) and monitor.startswith("val/"):
+                raise DigitlabError(
+                    f"{why}: callbacks.{name} monitors {monitor}, which it never computes; drop "
+                    f"it (~callbacks.{name}) or hold out rows (data.val_size)"
+                )
     return spec
 
 
@@ -654,28 +587,6 @@ def final_fit(val_size: object, folds: object = None) -> bool:
     """Whether ``data.val_size`` asks for a final fit: ``0`` (an int), with no ``data.folds``
     (which ignore ``val_size``): every labelled row trains, none validates."""
     return not folds and whole(val_size) and val_size == 0
-
-
-def check_final_fit(config: Mapping[Any, Any]) -> None:
-    """``data.val_size=0`` (a final fit on every labelled row, no validation, for
-    ``trainer.max_epochs``, which the schema requires to be a count): refuse in one line a test
-    holdout carved from the rows, and a callback that monitors a validation metric."""
-    data = config.get("data") or {}
-    if not final_fit(data.get("val_size"), data.get("folds")):
-        return
-    why = "data.val_size=0 is a final fit on every labelled row, with no validation"
-    if data.get("test_size") is not None:
-        raise DigitlabError(
-            f"{why}: data.test_size={data['test_size']} would hold rows out; set "
-            "data.test_size=null (score the recipe by cross-validation, data.folds)"
-        )
-    for name, node in (config.get("callbacks") or {}).items():
-        monitor = node.get("monitor") if isinstance(node, Mapping) else None
-        if isinstance(monitor, str) and monitor.startswith("val/"):
-            raise DigitlabError(
-                f"{why}: callbacks.{name} monitors {monitor}, which it never computes; drop "
-                f"it (~callbacks.{name}) or hold out rows (data.val_size)"
-            )
 
 
 def check_run(config: Mapping[str, Any]) -> RunSpec:

@@ -1,29 +1,19 @@
 """Which code a config may name in ``_target_``, checked on what the name resolves to.
 
-Hydra imports and calls whatever ``_target_`` names, and its ``_locate`` walks attributes: a
-name under an allowed package can reach anything that package imported
-(``digitlab.models.lenet.torch.load``). So a name is accepted only if it resolves to one of the
-callables digitlab builds (:func:`registry`: its networks, data modules, sources and augmentations
-and callbacks, each marked :func:`buildable` where it is defined; ``torch.optim``'s optimizers
-and schedulers; Lightning's callbacks), or to a class or function *defined* in a module the user
-trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). Nothing is resolved before the name has
-passed a text check (a dotted path of public names under an allowed package), so a refused name
-never imports anything.
-
-This module sits on the config floor and imports no digitlab package above it: the packages
-that define what a config builds register it here (:func:`buildable`), rather than this module
-listing them.
-
-:func:`build` is for the command's own composed config. State read back (a checkpoint's or a
-model's saved recipe, a run config in a store) never comes here as it is: it is parsed into
-the run schema first (:func:`digitlab.config.spec.read_run`), which keeps plain values only,
-and its one network name is looked up with :func:`resolve`.
+Hydra imports and calls whatever ``_target_`` names, and a dotted name walks attributes
+(``digitlab.models.lenet.torch.load``). So a name passes a text check first (a public dotted
+path under an allowed package: a refused name imports nothing), then must resolve to a callable
+of :func:`registry` (what digitlab's modules mark :func:`buildable`, ``torch.optim``'s optimizers
+and schedulers, Lightning's callbacks) or to a class or function *defined* in a module the user
+trusts (``trusted_targets=[mypkg]``, ``--trust mypkg``). The packages that define what a config
+builds register it here, so this floor imports nothing above it. Stored state never comes to
+:func:`build`: it is parsed first (:func:`digitlab.config.spec.read_run`) and its one network
+looked up with :func:`resolve`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,17 +33,13 @@ def is_allowed(target: str, trusted: Iterable[str] = ()) -> bool:
     """Whether the *text* ``target`` is a public dotted name under one of the project's packages
     or a ``trusted`` one, matched on whole module names (``mypkg`` allows ``mypkg.nets.Tiny``,
     not ``mypkg_evil.run``). Necessary, not sufficient: :func:`resolve` decides."""
-    if not NAME.fullmatch(str(target)):
-        return False
-    return _root_of(str(target), (*PROJECT_TARGETS, *trusted)) is not None
+    return bool(NAME.fullmatch(str(target))) and _within(str(target), (*PROJECT_TARGETS, *trusted))
 
 
-def _root_of(name: str, roots: Iterable[str]) -> str | None:
-    for root in roots:
-        root = str(root).rstrip(".")
-        if name == root or name.startswith(root + "."):
-            return root
-    return None
+def _within(name: str, roots: Iterable[str]) -> bool:
+    """Whether ``name`` is one of the modules ``roots`` or lies inside one."""
+    stems = (str(root).rstrip(".") for root in roots)
+    return any(name == stem or name.startswith(stem + ".") for stem in stems)
 
 
 def trusted_targets(cfg: Any) -> tuple[str, ...]:
@@ -70,46 +56,39 @@ def trusted_targets(cfg: Any) -> tuple[str, ...]:
     )
 
 
-def _targets(config: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """``(key path, value)`` of every ``_target_`` in ``config``, at any depth."""
-    if isinstance(config, DictConfig | ListConfig):
-        config = OmegaConf.to_container(config, resolve=False)
-    items: Iterable[tuple[Any, Any]]
-    if isinstance(config, Mapping):
-        if "_target_" in config:
-            yield path, config["_target_"]
-        items = config.items()
-    elif isinstance(config, list | tuple):
-        items = enumerate(config)
-    else:
-        return
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(key path, value)`` of every entry of ``node``, at any depth."""
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    items: Iterable[tuple[Any, Any]] = ()
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, list | tuple):
+        items = enumerate(node)
     for key, value in items:
-        yield from _targets(value, f"{path}{key}.")
+        yield f"{path}{key}", value
+        yield from _walk(value, f"{path}{key}.")
 
 
-def first_untrusted(config: Any, trusted: Iterable[str] = (), path: str = "") -> str | None:
-    """``"<key path>_target_=<target>"`` of the first ``_target_`` whose text is outside the
-    allowed packages, else None (the quick check, before anything is imported)."""
-    trusted = tuple(trusted)
-    for where, target in _targets(config, path):
-        if not is_allowed(str(target), trusted):
-            return f"{where}_target_={target}"
-    return None
+def _targets(config: Any) -> Iterator[tuple[str, Any]]:
+    """``(key path of its node, value)`` of every ``_target_`` in ``config``."""
+    for where, value in _walk(config):
+        if where.rpartition(".")[2] == "_target_":
+            yield where.removesuffix("_target_"), value
 
 
 def check_targets(config: Any, trusted: Iterable[str] = ()) -> None:
     """Raise DigitlabError if a ``_target_``'s text in ``config`` is outside the allowed
     packages. Imports nothing: the command line runs it before torch is loaded."""
     trusted = tuple(trusted)
-    if found := first_untrusted(config, trusted):
-        allowed = ", ".join((*PROJECT_TARGETS, *trusted))
-        raise DigitlabError(
-            f"{found} is not allowed: a config may only name code under {allowed} (pick an "
-            "option of the group, or trust your own module with trusted_targets=[mypkg])"
-        )
+    for where, target in _targets(config):
+        if not is_allowed(str(target), trusted):
+            raise DigitlabError(
+                f"{where}_target_={target} is not allowed: a config may only name code under "
+                f"{', '.join((*PROJECT_TARGETS, *trusted))} (pick an option of the group, or "
+                "trust your own module with trusted_targets=[mypkg])"
+            )
 
-
-# --- The registry: what digitlab builds from a config, by kind ------------------------------
 
 # Kinds of what a config builds; a nested ``_target_`` of a trusted config may be any of them.
 KINDS = (
@@ -121,19 +100,20 @@ KINDS = (
     "scheduler",
     "callback",
 )
-
-# digitlab's own buildable callables, by kind: each module that defines one registers it with
-# :func:`buildable` as it is defined, so this floor names no package above it and an object a
-# name resolves to was registered before the name could reach it (resolving imports its module).
+# digitlab's own, registered by :func:`buildable` where each is defined, so an object a name
+# resolves to was registered before the name could reach it (resolving imports its module).
 _BUILT: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+# What the arguments of a built kind must be, by key: a data module's readers and augmentation.
+NESTED: dict[str, dict[str, str]] = {
+    "data module": {"source": "data source", "predict": "data source", "augment": "augmentation"},
+}
 
 Built = TypeVar("Built", bound=Callable[..., Any])
 
 
 def buildable(kind: str) -> Callable[[Built], Built]:
     """Decorator: a config may build the decorated class or function as a ``kind``
-    (``@buildable("network")``). The mark is the whole of what puts digitlab's code within a
-    config's reach, so it sits on the definition, where a reader sees it."""
+    (``@buildable("network")``); the mark sits on the definition, where a reader sees it."""
     if kind not in _BUILT:
         raise ValueError(f"no kind {kind!r}: one of {', '.join(KINDS)}")
 
@@ -145,76 +125,43 @@ def buildable(kind: str) -> Callable[[Built], Built]:
     return register
 
 
-def _public_subclasses(module: Any, base: type | tuple[type, ...]) -> list[Any]:
-    found = (getattr(module, name, None) for name in getattr(module, "__all__", dir(module)))
-    return [c for c in found if inspect.isclass(c) and issubclass(c, base)]
-
-
-# torch and Lightning are imported here, on first use, never with this module: the command line
-# checks a config's names before it pays for them (torch.optim 4 s, Lightning's callbacks 12 s).
-def _optimizers() -> list[Any]:
-    import torch.optim
-
-    return _public_subclasses(torch.optim, torch.optim.Optimizer)
-
-
-def _schedulers() -> list[Any]:
-    from torch.optim import lr_scheduler
-
-    bases = (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
-    return _public_subclasses(lr_scheduler, bases)
-
-
-def _lightning_callbacks() -> list[Any]:
-    from lightning.pytorch import callbacks
-
-    return _public_subclasses(callbacks, callbacks.Callback)
-
-
-# What other libraries offer a config, read from the library (imported on first use only).
-LIBRARIES: dict[str, Callable[[], list[Any]]] = {
-    "optimizer": _optimizers,
-    "scheduler": _schedulers,
-    "callback": _lightning_callbacks,
-}
-
-
-# What the arguments of a built kind must be, by key: a data module's readers and augmentation.
-NESTED: dict[str, dict[str, str]] = {
-    "data module": {"source": "data source", "predict": "data source", "augment": "augmentation"},
-}
-
-
 @functools.cache
 def _library(kind: str) -> tuple[Any, ...]:
-    return tuple(LIBRARIES[kind]()) if kind in LIBRARIES else ()
+    """What torch and Lightning offer a config as ``kind``. Imported here, on first use, never
+    with this module: the command line checks names before it pays for them (torch.optim 4 s,
+    Lightning's callbacks 12 s)."""
+    module: Any
+    bases: tuple[type, ...]
+    if kind == "optimizer":
+        import torch.optim
+
+        module, bases = torch.optim, (torch.optim.Optimizer,)
+    elif kind == "scheduler":
+        from torch.optim import lr_scheduler
+
+        module, bases = lr_scheduler, (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
+    elif kind == "callback":
+        from lightning.pytorch import callbacks
+
+        module, bases = callbacks, (callbacks.Callback,)
+    else:
+        return ()
+    found = (getattr(module, name, None) for name in getattr(module, "__all__", dir(module)))
+    return tuple(c for c in found if inspect.isclass(c) and issubclass(c, bases))
 
 
 def registry(kind: str) -> tuple[Any, ...]:
-    """The callables of one kind that configs may name: digitlab's that are registered by now
-    (:func:`buildable`; a module's are once it is imported) and the library's (imported here)."""
+    """The callables of one kind that configs may name: digitlab's registered by now (a module's
+    are once it is imported) and the library's."""
     return (*_BUILT[kind], *_library(kind))
 
 
-def _registered(obj: Any, kinds: Iterable[str]) -> bool:
-    return any(obj is known for kind in kinds for known in registry(kind))
-
-
-def _defined_in(obj: Any, trusted: Iterable[str]) -> bool:
-    """A class or plain function whose own module lies in a trusted package."""
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-        return False
-    return _root_of(str(getattr(obj, "__module__", "") or ""), trusted) is not None
-
-
 class Refused(DigitlabError):
-    """A ``_target_`` (or value) refused: ``key`` names it, ``reason`` says why; ``trust_helps``
-    when trusting a module would accept it (it is the user's code, not a nested call or an
-    interpolation)."""
+    """A ``_target_`` (or value) refused: ``key`` names it, ``reason`` says why."""
 
-    def __init__(self, key: str, reason: str, trust_helps: bool = True) -> None:
+    def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"{key} {reason}")
-        self.key, self.reason, self.trust_helps = key, reason, trust_helps
+        self.key, self.reason = key, reason
 
 
 def _a(word: str) -> str:
@@ -229,30 +176,23 @@ def resolve(target: Any, kinds: Iterable[str], trusted: Iterable[str] = ()) -> A
     key = f"_target_={target}"
     if not is_allowed(str(target), trusted):
         raise Refused(key, f"names code outside {', '.join((*PROJECT_TARGETS, *trusted))}")
-    try:
-        obj = locate(str(target))
-    except Exception:  # ImportError, AttributeError, and whatever a broken module raises
-        raise Refused(key, "names nothing that exists") from None
-    named_trusted = bool(trusted) and _root_of(str(target), trusted) is not None
-    if _registered(obj, kinds) or (named_trusted and _defined_in(obj, trusted)):
+    # Lazy: pydoc takes 40 ms to import, which the command line's check (no name resolved) skips.
+    import pydoc
+
+    try:  # pydoc's lookup, as Hydra's own (private) one: the longest module, then attributes
+        obj = pydoc.locate(str(target))
+    except Exception:  # pydoc.ErrorDuringImport: whatever a broken module raises
+        obj = None
+    if obj is None:
+        raise Refused(key, "names nothing that exists")
+    if any(obj is known for kind in kinds for known in registry(kind)):
         return obj
+    # A class or plain function of the user's, named and *defined* inside a trusted package.
+    if (inspect.isclass(obj) or inspect.isfunction(obj)) and _within(str(target), trusted):
+        if _within(str(getattr(obj, "__module__", "") or ""), trusted):
+            return obj
     what = " or ".join(kinds) if kinds else "callable"
     raise Refused(key, f"resolves to {_describe(obj)}, not {_a(what)} digitlab builds")
-
-
-def locate(name: str) -> Any:
-    """What the dotted ``name`` names: its longest importable module, then attributes (as
-    Hydra's own lookup does, written here because Hydra's is private)."""
-    parts = name.split(".")
-    for split in range(len(parts), 0, -1):
-        try:
-            found: Any = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        for part in parts[split:]:
-            found = getattr(found, part)
-        return found
-    raise ImportError(f"no module in {name}")
 
 
 def _describe(obj: Any) -> str:
@@ -264,47 +204,13 @@ def _describe(obj: Any) -> str:
         return f"an object of type {type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def check_resolved(node: Any, kind: str, trusted: Iterable[str] = (), *, path: str = "") -> None:
-    """Check every ``_target_`` in ``node`` (a config node of ``kind``) by what it resolves to.
-
-    The top-level target must be of ``kind``; a nested one of the kind :data:`NESTED` names for
-    its key (a data module's ``source`` is a data source), other nested ones (a trusted
-    config's) of any kind. Raises :class:`Refused`.
-    """
-    trusted = tuple(trusted)
-    for where, target in _targets(node):
-        try:
-            own = NESTED.get(kind, {}).get(where.removesuffix("."))
-            kinds = (kind,) if not where else (own,) if own else tuple(KINDS)
-            resolve(target, kinds, trusted)
-        except Refused as e:
-            raise Refused(f"{path}{where}{e.key}", e.reason) from None
-
-
-def _interpolation(node: Any, path: str = "") -> str | None:
-    """The key path of the first string holding ``${`` (which Hydra would resolve), else None."""
-    if isinstance(node, str):
-        return (path.rstrip(".") or "value") if "${" in node else None
-    items = (
-        node.items()
-        if isinstance(node, Mapping)
-        else enumerate(node)
-        if isinstance(node, list | tuple)
-        else ()
-    )
-    for key, value in items:
-        if found := _interpolation(value, f"{path}{key}."):
-            return found
-    return None
-
-
 def build(
     node: Any, kind: str, trusted: Iterable[str] = (), *, path: str = "", **kwargs: Any
 ) -> Any:
-    """``hydra.utils.instantiate(node, **kwargs)`` of the command's own config node once
-    :func:`check_resolved` passes; the checked plain copy is what gets instantiated, so
-    nothing can change in between. A refusal is one DigitlabError saying how to pick an option
-    or trust a module instead."""
+    """``hydra.utils.instantiate(node, **kwargs)`` of the command's own config node once every
+    ``_target_`` in it resolves to its kind: the top one to ``kind``, a nested one to the kind
+    :data:`NESTED` names for its key (a data module's ``source``), others (a trusted config's)
+    to any. The checked plain copy is what gets instantiated, so nothing changes in between."""
     # Lazy: Hydra takes 0.3 s to import, which what reads stored state (predict, serve, load:
     # resolve, never build) does not need.
     from hydra.utils import instantiate
@@ -313,14 +219,20 @@ def build(
         node = OmegaConf.to_container(node, resolve=True)
     elif isinstance(node, Mapping):
         node = dict(node)
+    trusted = tuple(trusted)
     try:
-        check_resolved(node, kind, trusted, path=path)
-        if found := _interpolation(node):  # resolved: a literal "${" left
-            raise Refused(
-                f"{path}{found}",
-                "holds an interpolation after resolving: escape nothing there",
-                trust_helps=False,
-            )
+        for where, target in _targets(node):
+            own = NESTED.get(kind, {}).get(where.removesuffix("."))
+            kinds = (kind,) if not where else (own,) if own else KINDS
+            try:
+                resolve(target, kinds, trusted)
+            except Refused as e:
+                raise Refused(f"{path}{where}{e.key}", e.reason) from None
+        for where, value in _walk(node):  # resolved: a literal "${" left, Hydra would resolve
+            if isinstance(value, str) and "${" in value:
+                raise Refused(
+                    f"{path}{where}", "holds an interpolation after resolving: escape nothing there"
+                )
     except Refused as e:
         raise DigitlabError(
             f"{e.key} is not allowed: it {e.reason} (pick an option of the group, or trust "

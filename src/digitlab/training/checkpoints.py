@@ -162,15 +162,11 @@ def build_network(
     try:
         network = resolve(model.target, ("network",), trusted)
     except Refused as e:
-        hint = (
-            ". If you wrote that module, trust it: --trust MODULE (digitlab-predict, "
-            "digitlab-serve), trust=[MODULE] (digitlab.load) or trusted_targets=[MODULE]"
-            if e.trust_helps
-            else ""
-        )
         raise DigitlabError(
             f"{source} names model.{e.key}, which is not trusted code (it {e.reason}): refused, "
-            f"nothing was run{hint}"
+            "nothing was run. If you wrote that module, trust it: --trust MODULE "
+            "(digitlab-predict, digitlab-serve), trust=[MODULE] (digitlab.load) or "
+            "trusted_targets=[MODULE]"
         ) from None
     arguments = model.node()
     arguments.pop("_target_")
