@@ -173,3 +173,14 @@ def test_the_stored_trust_mirrors_and_downloads_are_never_read():
     assert "trusted_targets" not in spec
     assert set(spec["data"]["source"]) == {"_target_", "_partial_"}
     assert os.sep not in str(spec["data"]["source"])
+
+
+def test_a_stored_argument_digitlabs_network_lacks_is_refused_by_the_schema():
+    """A crafted recipe that gives digitlab's LeNet an argument it has no parameter for is
+    refused as it is read, before any class is looked up or built."""
+    config = recipe()
+    config["model"] = {"_target_": "digitlab.models.LeNet", "hiden": [8]}
+    with pytest.raises(
+        DigitlabError, match=r"^checkpoint x: model.hiden: .*did you mean model.hidden"
+    ):
+        read_run(config, "checkpoint x")

@@ -256,6 +256,15 @@ def no_argument(target: str, name: str, names: Sequence[str], where: str = "mode
     )
 
 
+def unknown_argument(network: Component, names: Sequence[str] | None) -> str | None:
+    """``model.<key>: <target> takes no argument <key>: did you mean ...`` for the first
+    argument ``network`` gives that is not in ``names``; None when all are (or ``names`` is)."""
+    for key in network.arguments():
+        if names is not None and key not in names:
+            return f"model.{key}: {no_argument(network.target, key, names)}"
+    return None
+
+
 class NetworkSpec(Component):
     """The network: a name (digitlab's networks, or a class of a package the command trusts)
     and plain arguments; ``num_classes`` comes from the data set, never from here."""
@@ -471,6 +480,11 @@ def read_run(stored: Any, origin: str) -> RunSpec:
         spec = RunSpec.model_validate(stored)
     except ValidationError as e:
         raise DigitlabError(f"{origin}: {_described(e)}: refused, nothing was run") from None
+    # digitlab's networks by their schema; another network's source is not read for stored state
+    if problem := unknown_argument(
+        spec.model, network_schema(spec.model.target) and arguments(spec.model.target)
+    ):
+        raise DigitlabError(f"{origin}: {problem}: refused, nothing was run")
     for key in ("source", "predict"):
         source = getattr(spec.data, key)
         file = source.arguments().get("file") if source is not None else None
@@ -552,11 +566,8 @@ def check_config(cfg: DictConfig) -> ConfigSpec | None:
         spec = ConfigSpec.model_validate(config)
     except ValidationError as e:
         raise DigitlabError(_described(e)) from None
-    target = spec.model.target
-    names = arguments(target)  # digitlab's networks: their schema; others: their source
-    for key in spec.model.arguments():
-        if names is not None and key not in names:
-            raise DigitlabError(f"model.{key}: {no_argument(target, key, names)}")
+    if problem := unknown_argument(spec.model, arguments(spec.model.target)):
+        raise DigitlabError(problem)
     accumulate = (spec.trainer.model_extra or {}).get("accumulate_grad_batches", 1)
     if accumulate != 1 and spec.data.steps_per_call != 1:
         # Several optimizer steps per Lightning step (the fused path) step the optimizer
