@@ -481,9 +481,8 @@ def read_run(stored: Any, origin: str) -> RunSpec:
     except ValidationError as e:
         raise DigitlabError(f"{origin}: {_described(e)}: refused, nothing was run") from None
     # digitlab's networks by their schema; another network's source is not read for stored state
-    if problem := unknown_argument(
-        spec.model, network_schema(spec.model.target) and arguments(spec.model.target)
-    ):
+    schema = network_schema(spec.model.target)
+    if schema and (problem := unknown_argument(spec.model, arguments(spec.model.target))):
         raise DigitlabError(f"{origin}: {problem}: refused, nothing was run")
     for key in ("source", "predict"):
         source = getattr(spec.data, key)
