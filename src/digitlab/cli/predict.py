@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 
 from digitlab.cli import plain
@@ -121,9 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.run and not args.checkpoint:
         parser.error("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
-    # MLflow draws a progress bar on stderr for every checkpoint it downloads: noise around the
-    # one-line errors and summary (set the variable to true to see them).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # lazy: torch and MLflow, 6 s, which --help and a missing argument do without
     from digitlab.jobs.predict import predict
 

@@ -75,8 +75,15 @@ def committee_oof(
     settings = {"method": "mean", "data": OOF, "rows": len(labels), "tta": "/".join(tta)}
     with ensemble_run(client, list(runs), settings, command) as run_id:
         path = Path(out or f"predictions/ensemble-{run_id}-oof.npy")
-        written = write_predictions(probs, probs.argmax(axis=1), labels, path)
-        result = Prediction.written(written, run_id=run_id, members=list(runs), method="mean")
+        result = write_predictions(
+            probs,
+            probs.argmax(axis=1),
+            labels,
+            path,
+            run_id=run_id,
+            members=list(runs),
+            method="mean",
+        )
         metrics = {
             "accuracy": scored["cv/oof_acc"],
             "accuracy_se": scored["cv/oof_acc_se"],
