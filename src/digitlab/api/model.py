@@ -63,8 +63,7 @@ def as_images(images: Any):
     import torch  # lazy: 4 s, see the top
 
     x = images.numpy(force=True) if isinstance(images, torch.Tensor) else np.asarray(images)
-    if x.ndim == 2:
-        x = x[None]
+    x = x[None] if x.ndim == 2 else x
     if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
         raise DigitlabError(
             f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
