@@ -18,18 +18,9 @@ from digitlab.serving.model import UNSURE_BELOW
 
 @dataclass(frozen=True)
 class Prediction:
-    """What a prediction wrote and recorded.
-
-    ``probabilities``: the (N, C) file of C classes (``.npy`` or ``.csv``); ``submission``: Kaggle's
-    ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
-    (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
-    ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
-    ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
-    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C. For pictures,
-    ``unsure``: how many digits have a confidence below ``UNSURE_BELOW``
-    (:mod:`digitlab.serving.model`), ``unreadable``: how many pictures could not be read (their
-    rows of ``digits.csv`` say why). ``warnings``: one line each, what the numbers do not mean
-    (a Kaggle score of a network trained on MNIST's files)."""
+    """What a prediction wrote and recorded (the README's API table says what each field is).
+    ``members`` is None for one run or checkpoint; ``unsure`` and ``unreadable`` count pictures;
+    ``warnings``: one line each, what the numbers do not mean."""
 
     probabilities: Path
     submission: Path | None
@@ -68,18 +59,17 @@ def write_predictions(
     **more: Any,
 ) -> Prediction:
     """Write the (N, C) class probabilities to ``out`` (``.npy``, or ``.csv`` by its name,
-    columns ``p<class name>``) and, for unlabelled images (Kaggle's test.csv), ``submission.csv``
-    of the predicted labels ``digits`` beside it; for ``pictures`` (the files the images came
-    from), ``digits.csv`` instead (:func:`write_digits`), and the probabilities get one row per
-    picture, NaN for one that could not be read. ``classes``: the name of each class by label
-    (None: the labels themselves). ``more``: the rest of the :class:`Prediction`."""
+    columns ``p<class name>``) and, for unlabelled images, ``submission.csv`` of the predicted
+    labels ``digits`` beside it; for ``pictures``, ``digits.csv`` instead, and the probabilities
+    get one row per picture, NaN for one that could not be read. ``classes``: the name of each
+    class by label (None: the labels). ``more``: the rest of the :class:`Prediction`."""
     names = list(classes) if classes is not None else [str(c) for c in range(probs.shape[1])]
     probs, digits = np.asarray(probs), np.asarray(digits)
     confidence = probs[np.arange(len(probs)), digits] if len(probs) else np.zeros(0)
     rows = probs
     if pictures is not None and pictures.unreadable:
         rows = np.full((len(pictures.files), probs.shape[1]), np.nan, dtype=probs.dtype)
-        rows[pictures.readable] = probs
+        rows[[i for i in range(len(rows)) if i not in pictures.unreadable]] = probs
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         header = ",".join(f"p{name}" for name in names)
