@@ -56,11 +56,7 @@ def committee_oof(
         tables = [read_oof(client, run_id, Path(tmp) / str(i)) for i, run_id in enumerate(runs)]
     first = tables[0]
     for run_id, table in zip(runs[1:], tables[1:], strict=True):
-        if not (
-            np.array_equal(table["rows"], first["rows"])
-            and np.array_equal(table["labels"], first["labels"])
-            and np.array_equal(table["fold"], first["fold"])
-        ):
+        if not all(np.array_equal(table[k], first[k]) for k in ("rows", "labels", "fold")):
             raise DigitlabError(
                 f"runs {runs[0]} and {run_id} cut different folds: their out-of-fold rows "
                 "differ; combine cross-validations of one data.split_seed, data.folds and "
