@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -156,19 +157,13 @@ def predict_ensemble(
     with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
         warnings = kaggle_caveat(data, configs)
-        result = write_predictions(
-            probs,
-            digits,
-            labels,
-            out,
-            pictures,
-            classes,
-            warnings,
-            run_id=run_id,
-            members=names,
-            skipped=roster.skipped,
-            method=method,
-        )
+        more: dict[str, Any] = {
+            "run_id": run_id,
+            "members": names,
+            "skipped": roster.skipped,
+            "method": method,
+        }
+        result = write_predictions(probs, digits, labels, out, pictures, classes, warnings, **more)
         metrics = {
             "accuracy": result.accuracy,
             "members/mean_accuracy": sum(scored) / len(scored) if scored else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +72,8 @@ def committee_oof(
     settings = {"method": "mean", "data": OOF, "rows": len(labels), "tta": "/".join(tta)}
     with ensemble_run(client, list(runs), settings, command) as run_id:
         path = Path(out or f"predictions/ensemble-{run_id}-oof.npy")
-        result = write_predictions(
-            probs,
-            probs.argmax(axis=1),
-            labels,
-            path,
-            run_id=run_id,
-            members=list(runs),
-            method="mean",
-        )
+        more: dict[str, Any] = {"run_id": run_id, "members": list(runs), "method": "mean"}
+        result = write_predictions(probs, probs.argmax(axis=1), labels, path, **more)
         metrics = {
             "accuracy": scored["cv/oof_acc"],
             "accuracy_se": scored["cv/oof_acc_se"],
