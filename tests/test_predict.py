@@ -227,9 +227,9 @@ def test_an_out_path_without_suffix_gets_npy_and_the_returned_path_is_the_file(t
     result = write_predictions(
         probs, np.array([1, 2, 3]), np.array([1, 2, 0]), tmp_path / "sub" / "out"
     )
-    assert result["probabilities"] == tmp_path / "sub" / "out.npy"
-    assert np.array_equal(np.load(result["probabilities"]), probs)
-    assert result["accuracy"] == 2 / 3
+    assert result.probabilities == tmp_path / "sub" / "out.npy"
+    assert np.array_equal(np.load(result.probabilities), probs)
+    assert result.accuracy == 2 / 3
 
 
 def test_an_idx_images_file_is_predicted_with_the_labels_beside_it(trained, data_root, tmp_path):

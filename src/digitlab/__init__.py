@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 # the first thing `python -m digitlab` imports. Time to first training step is counted from here.
 STARTED = time.time()
 
-# The Python API, imported on first use: the command line imports this package first and must
-# not pay for Hydra, MLflow or torch before it needs them.
+# The Python API (api/, and the jobs both doors share), imported on first use: the command line
+# imports this package first and must not pay for Hydra, MLflow or torch before it needs them.
 _API = {
     "compose": "digitlab.api.compose",
     "fit": "digitlab.api.fit",
@@ -32,10 +32,10 @@ _API = {
     "runs": "digitlab.api.runs",
     "load": "digitlab.api.model",
     "Model": "digitlab.api.model",
-    "predict": "digitlab.api.predict",
-    "Prediction": "digitlab.api.predict",
-    "register": "digitlab.api.register",
-    "Registration": "digitlab.api.register",
+    "predict": "digitlab.jobs.predict",
+    "Prediction": "digitlab.jobs.predict",
+    "register": "digitlab.jobs.register",
+    "Registration": "digitlab.jobs.register",
     "show": "digitlab.api.show",
     "ui": "digitlab.api.ui",
 }

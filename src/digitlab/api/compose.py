@@ -53,9 +53,9 @@ def compose_job(overrides: Iterable[str]) -> Composed:
     # the closest valid ones), so that fit("experiment=fastt") does not train the default.
     cfg = check_command_line(overrides, CONF_DIR, sweep_hint="call digitlab.fit once per value")
     assert cfg is not None  # no flags: the config is always composed
-    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+    chosen = cfg.hydra.runtime.choices.items()
+    choices = {k: str(v) for k, v in chosen if v is not None and not k.startswith("hydra")}
     output_dir = Path(str(cfg.hydra.run.dir))
     with open_dict(cfg):
         del cfg["hydra"]
-    choices = {k: v for k, v in choices.items() if not k.startswith("hydra")}
     return Composed(cfg, choices, output_dir)

@@ -53,31 +53,18 @@ def fit(*overrides: str, callbacks: Sequence[Any] = ()) -> FitResult:
 
     output_dir = unused_folder(job.output_dir)
     result = run_job(job.cfg, output_dir, job.choices, data, callbacks)
-    if job.cfg.data.get("folds"):
-        # Cross-validation: K runs under a parent, whose metrics are the folds' means; no one
-        # network stands for it (each fold's is in its own run).
-        return FitResult(
-            run_id=result["run_id"],
-            run_name=result["run_name"],
-            metrics=result["metrics"],
-            seconds=result["seconds"],
-            model=None,
-            checkpoint=None,
-            config=job.cfg,
-        )
-    # The best checkpoint is the model test/acc measured; without validation there is none,
-    # and the end of training (last.ckpt) is what there is.
-    best = Path(result["best_checkpoint"] or output_dir / "checkpoints" / "last.ckpt")
-    net, config = network_from_checkpoint(best, tuple(job.cfg.get("trusted_targets") or ()))
-    return FitResult(
-        run_id=result["run_id"],
-        run_name=result["run_name"],
-        metrics=result["metrics"],
-        seconds=result["seconds"],
-        model=Model(net, config, result["run_id"]),
-        checkpoint=best,
-        config=job.cfg,
-    )
+    model: Model | None = None
+    best: Path | None = None
+    # Cross-validation (data.folds) is K runs under a parent, whose metrics are the folds'
+    # means: no one network stands for it (each fold's is in its own run).
+    if not job.cfg.data.get("folds"):
+        # The best checkpoint is the model test/acc measured; without validation there is none,
+        # and the end of training (last.ckpt) is what there is.
+        best = Path(result["best_checkpoint"] or output_dir / "checkpoints" / "last.ckpt")
+        net, config = network_from_checkpoint(best, tuple(job.cfg.get("trusted_targets") or ()))
+        model = Model(net, config, result["run_id"])
+    keys = ("run_id", "run_name", "metrics", "seconds")
+    return FitResult(**{k: result[k] for k in keys}, model=model, checkpoint=best, config=job.cfg)
 
 
 def unused_folder(folder: Path) -> Path:

@@ -6,10 +6,8 @@ MLflow (2 s): those are imported in the functions that use them, marked lazy.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 
 from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
+from digitlab.jobs import quiet_downloads
 from digitlab.serving.model import as_pixels, probabilities, verdicts
 from digitlab.tracking import store
 from digitlab.training.checkpoints import network_from_checkpoint
@@ -64,8 +63,7 @@ def as_images(images: Any):
     import torch  # lazy: 4 s, see the top
 
     x = images.numpy(force=True) if isinstance(images, torch.Tensor) else np.asarray(images)
-    if x.ndim == 2:
-        x = x[None]
+    x = x[None] if x.ndim == 2 else x
     if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
         raise DigitlabError(
             f"images of shape {tuple(x.shape)} cannot be predicted: give one 28x28 image or a "
@@ -88,7 +86,7 @@ def load(run_id: str, tracking_uri: str | None = None, trust: Iterable[str] = ()
 
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     check_run(client, str(run_id))
-    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder, no_progress_bars():
+    with tempfile.TemporaryDirectory(prefix="digitlab-load-") as folder, quiet_downloads():
         path = run_checkpoint(client, str(run_id), Path(folder))
         net, config = network_from_checkpoint(path, tuple(trust))
     return Model(net, config, str(run_id))
@@ -105,19 +103,3 @@ def check_run(client, run_id: str) -> None:
             f"no MLflow run {run_id} in this store: check the id (digitlab.runs() lists them), "
             "or pass tracking_uri= (the store the run was logged to)"
         ) from None
-
-
-@contextlib.contextmanager
-def no_progress_bars() -> Iterator[None]:
-    """MLflow's download progress bars off within the block: a notebook cell would show four
-    lines of bars per file. MLflow reads the variable at each download; it is restored after."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
 
@@ -45,21 +44,14 @@ def runs(
         raise DigitlabError(f"MLflow cannot search runs by that filter: {first}") from None
     client = store.open_client(tracking_uri or store.default_tracking_uri())
     experiment = client.get_experiment_by_name(experiment_name)
-    found: list[Run] = []
-    if experiment is not None:
-        token = None
-        while len(found) < max_results:
-            page = client.search_runs(
-                [experiment.experiment_id],
-                " and ".join(clauses),
-                max_results=min(1000, max_results - len(found)),
-                order_by=["attributes.start_time DESC"],
-                page_token=token,
-            )
-            found.extend(page)
-            token = page.token
-            if not token:
-                break
+    if experiment is None:
+        return runs_frame([])
+    found = client.search_runs(  # one page: MLflow's stores return up to 50 000 runs at once
+        [experiment.experiment_id],
+        " and ".join(clauses),
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
     return runs_frame(found)
 
 
@@ -86,19 +78,18 @@ def filter_clause(key: str, value: Any) -> str:
 def runs_frame(found: list) -> Any:
     """The DataFrame of MLflow ``Run`` objects, built here rather than by ``mlflow.search_runs``,
     which reads the process-wide tracking URI: setting that would leak into the user's kernel."""
-    rows: list[dict[str, Any]] = []
-    for run in found:
-        info, data = run.info, run.data
-        row = {
-            "run_id": info.run_id,
-            "run_name": info.run_name,
-            "status": info.status,
-            "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
-            "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True),
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True),
+            **{f"metrics.{k}": v for k, v in sorted(run.data.metrics.items())},
+            **{f"params.{k}": v for k, v in sorted(run.data.params.items())},
+            **{f"tags.{k}": v for k, v in sorted(run.data.tags.items())},
         }
-        row.update({f"metrics.{k}": v for k, v in sorted(data.metrics.items())})
-        row.update({f"params.{k}": v for k, v in sorted(data.params.items())})
-        row.update({f"tags.{k}": v for k, v in sorted(data.tags.items())})
-        rows.append(row)
+        for run in found
+    ]
     columns = ["run_id", "run_name", "status", "start_time", "end_time"]
     return pd.DataFrame(rows, columns=None if rows else columns)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from digitlab.api.model import check_run, no_progress_bars
+from digitlab.api.model import check_run
 from digitlab.errors import DigitlabError
+from digitlab.jobs import quiet_downloads
 from digitlab.tracking import store
 
 
@@ -36,7 +37,7 @@ def show(run_id: str, *patterns: str, tracking_uri: str | None = None) -> list[P
             f"it has {listed or 'none'}"
         )
     folder = Path(tempfile.mkdtemp(prefix=f"digitlab-{str(run_id)[:8]}-"))
-    with no_progress_bars():
+    with quiet_downloads():
         local = [Path(client.download_artifacts(str(run_id), p, str(folder))) for p in chosen]
     for path, name in zip(local, chosen, strict=True):
         display(path, name)

@@ -55,16 +55,13 @@ def ui(tracking_uri: str | None = None, port: int = 0, timeout_s: float = 120.0)
         raise DigitlabError(f"no MLflow store at {db} yet: train a run first (digitlab.fit)")
     if port:  # a port taken is said in one line, not after the server's start-up timeout
         check_port("127.0.0.1", port, "pass another port, or port=0 for a free one")
-    for _ in range(3):  # a free port can be taken between choosing it and the server binding it
+    for _ in range(1 if port else 3):  # a free port can be taken before the server binds it
         chosen = port or _free_port()
-        server = _start(uri, chosen, timeout_s)
-        if server is not None or port:
-            break
-    if server is None:
-        raise DigitlabError(
-            f"the MLflow UI did not start on port {chosen}: its log is {_log_path(chosen)}"
-        )
-    return server
+        if (server := _start(uri, chosen, timeout_s)) is not None:
+            return server
+    raise DigitlabError(
+        f"the MLflow UI did not start on port {chosen}: its log is {_log_path(chosen)}"
+    )
 
 
 def _alive(group: int) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 
 from digitlab.cli import plain
@@ -47,6 +46,7 @@ def argument_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         default=[],
+        dest="run_id",
         metavar="RUN_ID",
         help="MLflow run id of a training run; several (or repeated --run), or a sweep's parent "
         "run (its FINISHED children), predict as an ensemble",
@@ -98,14 +98,14 @@ def argument_parser() -> argparse.ArgumentParser:
         "--trust",
         action="append",
         default=[],
+        dest="trusted",
         metavar="MODULE",
         help="also allow code of MODULE (your own network's package) in the checkpoint's config; "
         "repeatable. Never trust a module for a checkpoint you did not write",
     )
     parser.add_argument(
         "--root",
-        help="data root (default: $DIGITLAB_DATA, else the run's data.root; for "
-        "--data holdout: the run's data.root)",
+        help="data root (default: $DIGITLAB_DATA, else the project's data/; never a run's)",
     )
     parser.add_argument(
         "--out",
@@ -119,27 +119,13 @@ def argument_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser()
     args = parser.parse_args(argv)
-    if not args.run and not args.checkpoint:
+    if not args.run_id and not args.checkpoint:
         parser.error("give --run RUN_ID or --checkpoint PATH (several make an ensemble)")
-    # MLflow draws a progress bar on stderr for every checkpoint it downloads: noise around the
-    # one-line errors and summary (set the variable to true to see them).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # lazy: torch and MLflow, 6 s, which --help and a missing argument do without
     from digitlab.jobs.predict import predict
 
     try:
-        result = predict(
-            run_id=args.run,
-            checkpoint=args.checkpoint,
-            data=args.data,
-            root=args.root,
-            out=args.out,
-            tracking_uri=args.tracking_uri,
-            trusted=tuple(args.trust),
-            method=args.method,
-            skip_missing=args.skip_missing,
-            tta=args.tta,
-        )
+        result = predict(**vars(args))  # each option's dest is the job's keyword
     except DigitlabError as e:
         print(f"digitlab: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -37,36 +37,26 @@ def _report(result: dict, tracking_uri: str) -> None:
     )
 
 
-def _job(cfg: DictConfig, data) -> dict:
-    """:func:`digitlab.jobs.train.run_job` in Hydra's job: its folder, choices and sweeper."""
-    from digitlab.jobs.train import run_job  # lazy: torch and Lightning, 12 s, see _run
-
-    hydra_cfg = HydraConfig.get()
-    return run_job(
-        cfg,
-        hydra_cfg.runtime.output_dir,
-        dict(hydra_cfg.runtime.choices),
-        data,
-        sweeper_cfg=hydra_cfg.sweeper,
-    )
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    # lazy: the checks and data readers, 0.5 s, which --help does without; torch and Lightning
-    # (_job) come after them
+    # lazy: the checks and data readers, 0.5 s, which --help does without
     from digitlab.jobs.preflight import preflight
     from digitlab.jobs.resume import config_to_resume
 
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         job_started()  # its time to first step counts from here, not from the sweep's start
     try:
         # resume=: the run's stored config, the command's overrides checked against it
-        cfg = config_to_resume(cfg, list(HydraConfig.get().overrides.task))
+        cfg = config_to_resume(cfg, list(hydra_cfg.overrides.task))
         data = preflight(cfg)  # config, store and data files, before torch is imported
-        result = _job(cfg, data)
+        from digitlab.jobs.train import run_job  # lazy: torch and Lightning, 12 s, after them
+
+        runtime = hydra_cfg.runtime
+        choices = dict(runtime.choices)
+        result = run_job(cfg, runtime.output_dir, choices, data, sweeper_cfg=hydra_cfg.sweeper)
     except DigitlabError as e:
-        if isinstance(e, Interrupted) and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if isinstance(e, Interrupted) and hydra_cfg.mode == RunMode.MULTIRUN:
             mark_interrupted(e.exit_code - 128)  # the sweep's parent run ends KILLED, not FAILED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

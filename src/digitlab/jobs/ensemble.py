@@ -3,13 +3,13 @@ finished children), loading each as a single run is loaded, and the ensemble's o
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from digitlab.config.classes import run_classes
 from digitlab.errors import DigitlabError
@@ -26,28 +26,15 @@ from digitlab.tracking.ensemble import (
 from digitlab.training.checkpoints import network_from_checkpoint
 
 
-@dataclass
-class Source:
-    """Where a member comes from: a run of the store (``run_id``), else the checkpoint file
-    ``name``."""
-
-    name: str
-    run_id: str | None = None
-
-
 class Roster:
     """The members found so far, and those left out: a member that is missing or refused raises
     a one-line error naming it, or with ``skip_missing`` prints one line and is left out."""
 
     def __init__(self, skip_missing: bool) -> None:
         self.skip_missing = skip_missing
-        self.sources: list[Source] = []
+        self.sources: dict[str, str | None] = {}  # name -> run id (None: a checkpoint file)
         self.sweeps: list[str] = []
         self.skipped: list[str] = []
-
-    def add(self, source: Source) -> None:
-        if source.name not in {s.name for s in self.sources}:  # a member counts once
-            self.sources.append(source)
 
     def miss(self, name: str, error: DigitlabError) -> None:
         if not self.skip_missing:
@@ -70,7 +57,7 @@ def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Rost
             continue
         finished, others = finished_children(client, run)
         if not finished and not others:  # a training run
-            roster.add(Source(run_id, run_id=run_id))
+            roster.sources.setdefault(run_id, run_id)  # a member counts once
             continue
         left_out = f"not finished, left out: {', '.join(others)}" if others else ""
         if not finished:
@@ -89,9 +76,9 @@ def find_members(client, runs: Sequence[str], files: Sequence[str], roster: Rost
         )
         roster.sweeps.append(run_id)
         for child in finished:
-            roster.add(Source(child, run_id=child))
+            roster.sources.setdefault(child, child)
     for path in files:
-        roster.add(Source(str(path)))
+        roster.sources.setdefault(str(path), None)
 
 
 def load_members(client, roster: Roster, trusted: tuple[str, ...]) -> list:
@@ -99,18 +86,18 @@ def load_members(client, roster: Roster, trusted: tuple[str, ...]) -> list:
     (:func:`digitlab.training.checkpoints.network_from_checkpoint`: weights only, allow-list)."""
     members = []
     with tempfile.TemporaryDirectory(prefix="digitlab-ensemble-") as tmp:
-        for number, source in enumerate(roster.sources):
+        for number, (name, run_id) in enumerate(roster.sources.items()):
             try:
                 path = (
-                    run_checkpoint(client, source.run_id, Path(tmp) / str(number))
-                    if source.run_id is not None
-                    else Path(source.name)
+                    run_checkpoint(client, run_id, Path(tmp) / str(number))
+                    if run_id is not None
+                    else Path(name)
                 )
                 net, config = network_from_checkpoint(path, trusted)
             except DigitlabError as e:
-                roster.miss(source.name, e)
+                roster.miss(name, e)
                 continue
-            members.append(Member(source.name, source.run_id, net, config))
+            members.append(Member(name, run_id, net, config))
     if not members:
         raise DigitlabError(
             "no ensemble member is left (each was missing or refused, above): give runs or "
@@ -122,11 +109,7 @@ def load_members(client, roster: Roster, trusted: tuple[str, ...]) -> list:
 def members_table(members: Sequence, accuracies: Sequence[float | None]) -> str:
     """CSV, one row per member: its run (or file), network, preprocessing and own accuracy."""
     rows = [{**m.describe(), "accuracy": a} for m, a in zip(members, accuracies, strict=True)]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
+    return pd.DataFrame(rows).to_csv(index=False)
 
 
 def same_classes(members: Sequence) -> tuple[str, ...]:
@@ -151,10 +134,10 @@ def predict_ensemble(
     root: Path | None,
     out: str | Path | None,
     trusted: tuple[str, ...],
+    command: str,
+    tta: bool,
     method: str,
     skip_missing: bool,
-    command: str,
-    tta: bool = False,
 ) -> Prediction:
     """:func:`digitlab.jobs.predict.predict` for several members: the same files, plus the
     ensemble's run in ``client``'s store, which the :class:`Prediction` names with its members,
@@ -174,10 +157,13 @@ def predict_ensemble(
     with ensemble_run(client, names, settings, command, roster.sweeps, roster.skipped) as run_id:
         out = Path(out or f"predictions/ensemble-{run_id}-{data_name(data)}.npy")
         warnings = kaggle_caveat(data, configs)
-        written = write_predictions(probs, digits, labels, out, pictures, classes, warnings)
-        result = Prediction.written(
-            written, run_id=run_id, members=names, skipped=roster.skipped, method=method
-        )
+        more: dict[str, Any] = {
+            "run_id": run_id,
+            "members": names,
+            "skipped": roster.skipped,
+            "method": method,
+        }
+        result = write_predictions(probs, digits, labels, out, pictures, classes, warnings, **more)
         metrics = {
             "accuracy": result.accuracy,
             "members/mean_accuracy": sum(scored) / len(scored) if scored else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +57,7 @@ def committee_oof(
         tables = [read_oof(client, run_id, Path(tmp) / str(i)) for i, run_id in enumerate(runs)]
     first = tables[0]
     for run_id, table in zip(runs[1:], tables[1:], strict=True):
-        if not (
-            np.array_equal(table["rows"], first["rows"])
-            and np.array_equal(table["labels"], first["labels"])
-            and np.array_equal(table["fold"], first["fold"])
-        ):
+        if not all(np.array_equal(table[k], first[k]) for k in ("rows", "labels", "fold")):
             raise DigitlabError(
                 f"runs {runs[0]} and {run_id} cut different folds: their out-of-fold rows "
                 "differ; combine cross-validations of one data.split_seed, data.folds and "
@@ -75,8 +72,8 @@ def committee_oof(
     settings = {"method": "mean", "data": OOF, "rows": len(labels), "tta": "/".join(tta)}
     with ensemble_run(client, list(runs), settings, command) as run_id:
         path = Path(out or f"predictions/ensemble-{run_id}-oof.npy")
-        written = write_predictions(probs, probs.argmax(axis=1), labels, path)
-        result = Prediction.written(written, run_id=run_id, members=list(runs), method="mean")
+        more: dict[str, Any] = {"run_id": run_id, "members": list(runs), "method": "mean"}
+        result = write_predictions(probs, probs.argmax(axis=1), labels, path, **more)
         metrics = {
             "accuracy": scored["cv/oof_acc"],
             "accuracy_se": scored["cv/oof_acc_se"],

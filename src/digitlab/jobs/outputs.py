@@ -18,18 +18,9 @@ from digitlab.serving.model import UNSURE_BELOW
 
 @dataclass(frozen=True)
 class Prediction:
-    """What a prediction wrote and recorded.
-
-    ``probabilities``: the (N, C) file of C classes (``.npy`` or ``.csv``); ``submission``: Kaggle's
-    ``submission.csv`` beside it (unlabelled images, else None); ``digits``: ``digits.csv``
-    (pictures, else None); ``accuracy`` against the labels (None: unlabelled); ``n`` rows;
-    ``run_id``: the prediction's own MLflow run (None for a checkpoint file alone). For an
-    ensemble, ``members`` (their runs or files), ``skipped`` (one "name: reason" each) and
-    ``method``; ``members`` is None for one run or checkpoint. ``classes``: C. For pictures,
-    ``unsure``: how many digits have a confidence below ``UNSURE_BELOW``
-    (:mod:`digitlab.serving.model`), ``unreadable``: how many pictures could not be read (their
-    rows of ``digits.csv`` say why). ``warnings``: one line each, what the numbers do not mean
-    (a Kaggle score of a network trained on MNIST's files)."""
+    """What a prediction wrote and recorded (the README's API table says what each field is).
+    ``members`` is None for one run or checkpoint; ``unsure`` and ``unreadable`` count pictures;
+    ``warnings``: one line each, what the numbers do not mean."""
 
     probabilities: Path
     submission: Path | None
@@ -44,22 +35,6 @@ class Prediction:
     unsure: int = 0
     unreadable: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    @classmethod
-    def written(cls, files: dict, **more) -> Prediction:
-        """From :func:`digitlab.jobs.outputs.write_predictions`'s answer, plus ``more``."""
-        keys = (
-            "probabilities",
-            "submission",
-            "digits",
-            "accuracy",
-            "n",
-            "classes",
-            "unsure",
-            "unreadable",
-            "warnings",
-        )
-        return cls(**{k: files[k] for k in keys}, **more)
 
     @property
     def files(self) -> list[Path]:
@@ -81,23 +56,20 @@ def write_predictions(
     pictures: Pictures | None = None,
     classes: Sequence[str] | None = None,
     warnings: Sequence[str] = (),
-) -> dict[str, Any]:
+    **more: Any,
+) -> Prediction:
     """Write the (N, C) class probabilities to ``out`` (``.npy``, or ``.csv`` by its name,
-    columns ``p<class name>``) and, for unlabelled images (Kaggle's test.csv), ``submission.csv``
-    of the predicted labels ``digits`` beside it; for ``pictures`` (the files the images came
-    from), ``digits.csv`` instead (:func:`write_digits`), and the probabilities get one row per
-    picture, NaN for one that could not be read. ``classes``: the name of each class by label
-    (None: the labels themselves). Returns {"probabilities", "submission", "digits",
-    "accuracy", "n", "classes", "unsure", "unreadable", "warnings"} (``classes``: how many
-    columns; ``unsure``: how many pictures' digits are; ``unreadable``: how many pictures could
-    not be read); accuracy against ``labels``."""
+    columns ``p<class name>``) and, for unlabelled images, ``submission.csv`` of the predicted
+    labels ``digits`` beside it; for ``pictures``, ``digits.csv`` instead, and the probabilities
+    get one row per picture, NaN for one that could not be read. ``classes``: the name of each
+    class by label (None: the labels). ``more``: the rest of the :class:`Prediction`."""
     names = list(classes) if classes is not None else [str(c) for c in range(probs.shape[1])]
     probs, digits = np.asarray(probs), np.asarray(digits)
     confidence = probs[np.arange(len(probs)), digits] if len(probs) else np.zeros(0)
     rows = probs
     if pictures is not None and pictures.unreadable:
         rows = np.full((len(pictures.files), probs.shape[1]), np.nan, dtype=probs.dtype)
-        rows[pictures.readable] = probs
+        rows[[i for i in range(len(rows)) if i not in pictures.unreadable]] = probs
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         header = ",".join(f"p{name}" for name in names)
@@ -105,26 +77,25 @@ def write_predictions(
     else:
         out = out.with_name(out.name + ".npy") if out.suffix != ".npy" else out
         np.save(out, rows)  # (np.save would add .npy itself, and the path returned be wrong)
-    result: dict[str, Any] = {
-        "probabilities": out,
-        "submission": None,
-        "digits": None,
-        "accuracy": accuracy(digits, labels),
-        "n": len(rows),
-        "classes": len(names),
-        "unsure": 0,
-        "unreadable": 0,
-        "warnings": list(warnings),
-    }
+    submission = digits_csv = None
     if pictures is not None:
-        result["digits"] = out.with_name("digits.csv")
-        write_digits(result["digits"], pictures, [names[int(d)] for d in digits], confidence)
-        result["unsure"] = int((confidence < UNSURE_BELOW).sum())
-        result["unreadable"] = len(pictures.unreadable)
+        digits_csv = out.with_name("digits.csv")
+        write_digits(digits_csv, pictures, [names[int(d)] for d in digits], confidence)
     elif labels is None:  # Kaggle's test.csv, or any unlabelled CSV: what Kaggle scores
-        result["submission"] = out.with_name("submission.csv")
-        write_submission(digits, result["submission"])
-    return result
+        submission = out.with_name("submission.csv")
+        write_submission(digits, submission)
+    return Prediction(
+        out,
+        submission,
+        digits_csv,
+        accuracy(digits, labels),
+        len(rows),
+        classes=len(names),
+        unsure=int((confidence < UNSURE_BELOW).sum()) if pictures is not None else 0,
+        unreadable=len(pictures.unreadable) if pictures is not None else 0,
+        warnings=list(warnings),
+        **more,
+    )
 
 
 # digits.csv's columns: each picture, its digit (the class's name), the probability of that

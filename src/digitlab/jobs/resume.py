@@ -6,7 +6,6 @@ No torch for a run id: the command line calls this before importing it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from digitlab.config.resume import MAX_CONFIG_BYTES, recipe_from_yaml, resumed_config
 from digitlab.config.spec import read_run
+from digitlab.jobs import quiet_downloads
 from digitlab.tracking.store import open_client
 from digitlab.training.checkpoints import load_checkpoint, stored_recipe
 
@@ -35,21 +35,13 @@ def stored_config(target: str, tracking_uri: str) -> dict[str, Any] | None:
     from mlflow.exceptions import MlflowException
 
     client = open_client(tracking_uri)
-    # MLflow draws a progress bar for every download; one small file is not worth one.
-    bar = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(bar)
-    os.environ[bar] = "false"
     try:
-        file = Path(client.download_artifacts(str(target), "config.yaml"))
+        with quiet_downloads():
+            file = Path(client.download_artifacts(str(target), "config.yaml"))
         with file.open(encoding="utf-8", errors="replace") as f:  # never more than the bound
             text = f.read(MAX_CONFIG_BYTES + 1)
     except (MlflowException, OSError):
         return None
-    finally:
-        if before is None:
-            os.environ.pop(bar, None)
-        else:
-            os.environ[bar] = before
     return recipe_from_yaml(text, f"run {target}'s config.yaml").config()
 
 

@@ -42,19 +42,8 @@ log = logging.getLogger(__name__)
 
 class OptunaSweeper(Sweeper):
     """Ask ``n_jobs`` trials, launch them as one batch, tell their results; ``n_trials`` in all.
-
-    Args:
-        direction: ``maximize`` or ``minimize`` the value each job returns.
-        study_name: the study; re-running a command with the same name continues it.
-        storage: SQLAlchemy URL of the study; None: ``optuna.db`` beside the MLflow SQLite store.
-        n_trials: trials this command adds to the study.
-        n_jobs: trials launched together (at once with a parallel launcher).
-        max_failure_rate: fraction of a batch's trials that may fail before the sweep stops.
-        catch: exception classes (dotted names) that fail a trial without counting as a
-            failure: outcomes of the sampled values, such as a diverging loss, not broken jobs
-            (Optuna's ``optimize(catch=...)``).
-        sampler, pruner: config nodes of an Optuna sampler and pruner (``_target_``).
-        params: the search space in Hydra's override syntax, ``{key: "interval(0.01, 0.3)"}``.
+    The arguments are ``hydra.sweeper``'s keys, as conf/hydra/sweeper/optuna.yaml describes them;
+    ``catch`` works as Optuna's ``optimize(catch=...)``, by dotted class names.
     """
 
     # Set by setup(), which Hydra calls before sweep().
@@ -153,7 +142,9 @@ class OptunaSweeper(Sweeper):
                 continue
             except Exception as error:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                if not self._caught(error):
+                if isinstance(error, tuple(get_class(name) for name in self.catch)):
+                    log.warning("Trial failed (%s); the search goes on", error)
+                else:
                     failures.append(ret)
                 continue
             if _is_number(value):
@@ -172,13 +163,6 @@ class OptunaSweeper(Sweeper):
                 if ret.status != JobStatus.COMPLETED:
                     ret.return_value  # raises the job's own exception, with its trace  # noqa: B018
             raise ValueError(f"a trial returned {failures[0].return_value!r}, not a number")
-
-    def _caught(self, error: Any) -> bool:
-        caught = tuple(get_class(name) for name in self.catch)
-        if isinstance(error, caught):
-            log.warning("Trial failed (%s); the search goes on", error)
-            return True
-        return False
 
     def _save_results(self, study) -> None:
         """``optimization_results.yaml`` in the sweep folder: the sweep callback logs it."""
