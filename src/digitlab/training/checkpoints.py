@@ -221,7 +221,7 @@ def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
     checkpoint, kept = dict(resume.checkpoint), folder / "best.ckpt"
-    callbacks = checkpoint.get("callbacks") or {}
+    callbacks = dict(checkpoint.get("callbacks") or {})
     for key, state in callbacks.items():
         if not (str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping)):
             continue
