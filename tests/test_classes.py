@@ -157,11 +157,12 @@ def test_a_label_beyond_the_classes_is_one_line(make_cfg):
     assert "list every class in data.classes" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_model_num_classes_against_the_data_set_is_one_line(make_cfg):
-    from digitlab.training.build import build_module
+def test_a_model_num_classes_is_refused_in_one_line(make_cfg):
+    """The data set's classes give the network's width: the schema refuses one set by hand."""
+    from digitlab.config.spec import check_config
 
-    with pytest.raises(DigitlabError, match="model.num_classes=7 but the data set has 10"):
-        build_module(make_cfg("+model.num_classes=7"))
+    with pytest.raises(DigitlabError, match=r"^model\.num_classes=7 is invalid: it must be absent"):
+        check_config(make_cfg("+model.num_classes=7"))
 
 
 @pytest.mark.parametrize(

@@ -139,10 +139,11 @@ def test_reduce_on_plateau_steps_on_the_validation_loss_and_cuts_the_rate(make_c
 def test_a_bad_scheduler_interval_is_one_line(make_cfg):
     import pytest
 
+    from digitlab.config.spec import check_config
     from digitlab.errors import DigitlabError
 
     with pytest.raises(DigitlabError, match="scheduler.interval='hourly' is invalid"):
-        build_module(make_cfg("model=mlp", "scheduler=cosine", "scheduler.interval=hourly"))
+        check_config(make_cfg("model=mlp", "scheduler=cosine", "scheduler.interval=hourly"))
 
 
 def test_step_hooks_reach_a_callback_that_has_them_and_training_is_the_same(make_cfg):

@@ -35,8 +35,7 @@ from digitlab.training.fused import FusedStepsClassifier
 
 
 def plain(node: DictConfig) -> dict[str, Any]:
-    """``node``'s values resolved into plain dicts and lists, under its keys (a config's
-    names)."""
+    """``node``'s values resolved into plain dicts and lists."""
     values = OmegaConf.to_container(node, resolve=True)
     assert isinstance(values, dict)  # what a DictConfig converts to
     return {str(key): value for key, value in values.items()}
@@ -71,23 +70,21 @@ def quiet_lightning() -> None:
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropTips())
+    if _not_a_tip not in rank_zero.filters:
+        rank_zero.addFilter(_not_a_tip)
     if logging.getLogger().handlers:  # Hydra has configured logging: no second console handler
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
 
 
-class _DropTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def set_matmul_precision(cfg: DictConfig) -> None:
-    """``float32_matmul_precision`` of the config for float32 matrix products on a CUDA GPU
-    (``high``: TF32 tensor cores where the GPU has them), said here rather than left to
-    Lightning's hint on every run."""
+    """The config's ``float32_matmul_precision`` on a CUDA GPU (``high``: TF32 tensor cores),
+    said here rather than left to Lightning's hint on every run."""
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
 
@@ -136,9 +133,8 @@ def check_launcher(trainer: L.Trainer) -> None:
 
 
 def build_datamodule(cfg: DictConfig, loaded: DigitData | None = None) -> DigitDataModule:
-    """The ``data`` node's data module (its ``_target_``, its keys the arguments), given the
-    run's seed and the model's input size; ``loaded``: the data set already read (the command
-    line reads it before importing torch), used instead of reading the files again."""
+    """The ``data`` node's data module, given the run's seed and the model's input size;
+    ``loaded``: the data set the command line already read (before importing torch)."""
     node = plain(cfg.data)
     # A run stored before the data node named its class is resumed with the class it trained
     # with, its readers called by the data module with this command's root.
@@ -191,7 +187,6 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     ``data.steps_per_call > 1``."""
     trusted = trusted_targets(cfg)
     classes = class_names(cfg.data.get("classes", 10))
-    check_num_classes(cfg.model, classes)
     try:
         # One output per class of the data set: the data set declares them, the network obeys.
         net = build(cfg.model, "network", trusted, path="model.", **class_count(cfg.model, classes))
@@ -203,11 +198,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         if cfg.get("scheduler"):
             # `interval` is ours (when the module steps it), the other keys the scheduler's.
             settings = plain(cfg.scheduler)
-            interval = settings.pop("interval", "epoch")
-            if interval not in ("epoch", "step"):
-                raise DigitlabError(
-                    f"scheduler.interval={interval!r} is invalid: it must be epoch or step"
-                )
+            interval = settings.pop("interval", "epoch")  # epoch or step: checked by the schema
             scheduler = build(settings, "scheduler", trusted, path="scheduler.")
             if steps_on_plateau(scheduler):
                 check_plateau(interval, cfg.trainer)
@@ -229,7 +220,7 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
         scheduler_interval=interval,
         num_classes=len(classes),
     )
-    if not fused_steps(cfg):
+    if cfg.data.get("steps_per_call", 1) == 1:
         return DigitClassifier(net, optimizer, **settings)
     return FusedStepsClassifier(
         net,
@@ -242,19 +233,9 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
     )
 
 
-def check_num_classes(model: Any, classes: tuple[str, ...]) -> None:
-    """A ``model.num_classes`` set by hand must agree with the data set's classes."""
-    given = model.get("num_classes") if hasattr(model, "get") else None
-    if given is not None and given != len(classes):
-        raise DigitlabError(
-            f"model.num_classes={given} but the data set has {len(classes)} classes "
-            "(data.classes): remove model.num_classes, the data set decides it"
-        )
-
-
-def class_count(model: Any, classes: tuple[str, ...]) -> dict[str, int]:
-    """``{"num_classes": C}`` for a network whose constructor takes it (digitlab's all do), else
-    nothing: a network of your own with a fixed width is checked by :func:`check_output_width`."""
+def class_count(model: DictConfig, classes: tuple[str, ...]) -> dict[str, int]:
+    """``{"num_classes": C}`` for a network whose constructor takes it (digitlab's all do): a
+    network of your own with a fixed width is checked by :func:`check_output_width`."""
     takes = argument_names(str(model.get("_target_", "")))
     return {"num_classes": len(classes)} if takes is None or "num_classes" in takes else {}
 
@@ -278,11 +259,6 @@ def check_output_width(net: torch.nn.Module, classes: tuple[str, ...], side: int
         )
 
 
-def fused_steps(cfg: DictConfig) -> bool:
-    """Whether the run takes several optimizer steps per Lightning step (the speed path)."""
-    return cfg.data.get("steps_per_call", 1) > 1
-
-
 def build_callbacks(
     cfg: DictConfig,
     checkpoint_dir: Path | None = None,
@@ -290,9 +266,8 @@ def build_callbacks(
     extra: Sequence[L.Callback] = (),
 ) -> list[L.Callback]:
     """Every callback of a run, in the order Lightning calls them: the run's own checkpoints
-    in ``checkpoint_dir`` (:func:`checkpoint_callbacks`; none without a folder), the
-    ``callbacks`` group's (one entry per name, as Lightning's templates do), the pictures the
-    ``figures`` group asks for, then ``extra`` (the caller's own, e.g. a search trial's pruning)."""
+    in ``checkpoint_dir`` (none without a folder), the ``callbacks`` group's, the pictures the
+    ``figures`` group asks for, then ``extra`` (the caller's own, e.g. a trial's pruning)."""
     built, trusted = [], trusted_targets(cfg)
     if checkpoint_dir is not None:
         final = final_fit(cfg.data.get("val_size"), cfg.data.get("folds"))
@@ -318,13 +293,12 @@ def build_callbacks(
 def checkpoint_callbacks(
     folder: Path, resuming: bool = False, monitor: str | None = "val/acc"
 ) -> list[L.Callback]:
-    """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``monitor``; with
-    ``monitor=None``, a final fit's, the last epoch: there is no holdout to choose by; what the
-    test pass uses; first, so it is the Trainer's ``checkpoint_callback``), ``last.ckpt``
-    (rewritten every epoch: where an interrupted run resumes; Lightning >= 2.6 refreshes
-    ``save_last`` only when the monitored score improves), and the callback that stamps the
-    MLflow run id into both. A resumed run (``resuming``) goes on writing into its own folder,
-    where Lightning's warning that the folder is not empty is noise."""
+    """The run's own checkpoints in ``folder``: ``best.ckpt`` (highest ``monitor``; a final
+    fit's, ``monitor=None``, is its last epoch; first, so it is the Trainer's
+    ``checkpoint_callback``, which the test pass uses), ``last.ckpt`` (every epoch, where an
+    interrupted run resumes: Lightning >= 2.6 refreshes ``save_last`` only on improvement), and
+    the MLflow run id's stamp in both. A resumed run (``resuming``) writes on into its folder,
+    where Lightning's warning that it is not empty is noise."""
     if resuming:
         where = re.escape(os.path.realpath(folder))  # Lightning names the folder by its real path
         warnings.filterwarnings("ignore", message=f"Checkpoint directory {where} exists and is not")
@@ -337,7 +311,7 @@ def build_trainer(
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer``'s settings, logging to ``logger`` (False: nowhere)."""
     settings = {str(key): value for key, value in cfg.trainer.items()}
-    if fused_steps(cfg):  # the module clips gradients itself (manual optimization)
+    if cfg.data.get("steps_per_call", 1) > 1:  # the fused module clips gradients itself
         settings = {k: v for k, v in settings.items() if not k.startswith("gradient_clip")}
     try:
         return L.Trainer(

@@ -1,5 +1,4 @@
-"""Checkpoint files written whole or not at all: to a temporary name beside the target, then
-renamed over it (an atomic step on one file system)."""
+"""Checkpoint files written whole or not at all."""
 
 from __future__ import annotations
 
@@ -14,20 +13,24 @@ from digitlab.tracking.owners import is_alive
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic.
+    """Lightning's checkpoint writer, writing ``.<name>.tmp-<pid>`` beside the target and
+    renaming it over the target once complete (one file system: an atomic step).
 
-    Lightning writes ``best.ckpt`` and ``last.ckpt`` in place, so a full disk (or a kill) in the
-    middle of a write leaves a truncated file under the name that ``resume=`` and the test pass
-    read. Here the bytes go to ``.<name>.tmp-<pid>`` first and replace the target only once
-    complete; a failed write leaves the previous checkpoint intact and stops the run with one
-    line naming the folder and the fix.
+    Lightning's own transaction stages the bytes in the system's temporary folder, whose move
+    onto another file system is a copy that a full disk or a kill can cut short, leaving a
+    truncated ``best.ckpt``/``last.ckpt`` under the name ``resume=`` and the test pass read.
+    Here a failed write leaves the previous checkpoint intact and stops the run with one line.
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         path = Path(path)
-        remove_partial_writes(path)
+        # what processes killed mid-write (SIGKILL, out of memory) left, hundreds of MB each
+        for partial in path.parent.glob(f".{path.name}.tmp-*"):
+            owner = partial.name.rsplit("-", 1)[-1]
+            if owner.isdigit() and int(owner) != os.getpid() and not is_alive(int(owner)):
+                partial.unlink(missing_ok=True)
         partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             super().save_checkpoint(checkpoint, partial, storage_options)
@@ -38,18 +41,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"cannot write checkpoint {path} ({e.strerror or e}): free disk space in "
                 f"{path.parent} or make it writable; the previous checkpoint there is intact"
             ) from None
-
-
-def remove_partial_writes(path: Path, pid: int | None = None) -> list[Path]:
-    """Delete the temporary files that processes killed mid-write (SIGKILL, out of memory) left
-    beside ``path`` (``.<name>.tmp-<pid>``, hundreds of MB each); only ``pid``'s when given,
-    else those of every process that no longer runs. Returns what was deleted."""
-    removed = []
-    for partial in path.parent.glob(f".{path.name}.tmp-*"):
-        owner = partial.name.rsplit("-", 1)[-1]
-        if not owner.isdigit() or int(owner) == os.getpid():
-            continue
-        if (int(owner) == pid) if pid is not None else not is_alive(int(owner)):
-            partial.unlink(missing_ok=True)
-            removed.append(partial)
-    return removed

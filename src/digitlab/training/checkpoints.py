@@ -4,7 +4,7 @@ all come through here."""
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import os
 import shutil
 import stat
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from digitlab.config import project_root
+from digitlab.config.signatures import argument_names
 from digitlab.config.spec import NetworkSpec, read_run
 from digitlab.config.targets import Refused, resolve
 from digitlab.errors import DigitlabError
@@ -31,46 +32,41 @@ MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
 MAX_PARAMETERS = 20_000_000
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse a file that is not torch's zip format, or whose members inflate beyond
-    MAX_CHECKPOINT_BYTES, before ``torch.load`` allocates anything (``torch.save`` stores its
-    members uncompressed, so a compressed member is a crafted file)."""
-    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, read on the CPU with ``torch.load(weights_only=True)``:
+    never unpickles code. Raises DigitlabError, in one line, for a missing, corrupt, truncated,
+    foreign or oversized file; the size (inflated too: ``torch.save`` stores its members
+    uncompressed, so a compressed member is a crafted file) is checked before anything is read.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
+
+    def unreadable(why: str) -> DigitlabError:
+        return DigitlabError(
+            f"{path} is not a readable checkpoint: it is corrupt or truncated ({why}); use another "
+            ".ckpt file, e.g. a run's checkpoints/last.ckpt"
+        )
+
+    refused = "refused, nothing was read; use a .ckpt file written by digitlab training"
+    if (size := path.stat().st_size) > MAX_CHECKPOINT_BYTES:
         raise DigitlabError(
-            f"{path} is {path.stat().st_size // 2**20} MB, more than a digitlab checkpoint's "
-            f"{MAX_CHECKPOINT_BYTES // 2**20} MB: refused, nothing was read; use a .ckpt file "
-            "written by digitlab training"
+            f"{path} is {size // 2**20} MB, more than a digitlab checkpoint's "
+            f"{MAX_CHECKPOINT_BYTES // 2**20} MB: {refused}"
         )
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise DigitlabError(
-            f"{path} is not a readable checkpoint: it is corrupt or truncated (not torch's zip "
-            "format); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
-        ) from None
+        raise unreadable("not torch's zip format") from None
     inflated = sum(m.file_size for m in members)
     if inflated > MAX_CHECKPOINT_BYTES or any(
         m.compress_type != zipfile.ZIP_STORED for m in members
     ):
         raise DigitlabError(
             f"{path} holds compressed or oversized members ({inflated // 2**20} MB inflated), "
-            "which torch.save never writes: refused, nothing was read; use a .ckpt file written "
-            "by digitlab training"
+            f"which torch.save never writes: {refused}"
         )
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at ``path``, read on the CPU with ``torch.load(weights_only=True)``.
-
-    Never unpickles code: a file holding anything but tensors and plain values is refused; so
-    is one whose size or inflated members exceed MAX_CHECKPOINT_BYTES, before it is read.
-    Raises DigitlabError, in one line, for a missing, corrupt, truncated or foreign file.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DigitlabError(f"checkpoint {path} does not exist: give the path of a .ckpt file")
-    _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad bytes: zip, pickle, EOF, storage
@@ -79,10 +75,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} holds Python objects, not only tensors and plain values; refused for "
                 "safety (checkpoints load with weights_only=True): use a checkpoint digitlab wrote"
             ) from None
-        raise DigitlabError(
-            f"{path} is not a readable checkpoint: it is corrupt or truncated "
-            f"({type(e).__name__}); use another .ckpt file, e.g. a run's checkpoints/last.ckpt"
-        ) from None
+        raise unreadable(type(e).__name__) from None
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise DigitlabError(
             f"{path} is not a Lightning checkpoint (it has no state_dict): use a .ckpt file "
@@ -93,56 +86,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def net_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The network's own weights: a LightningModule state_dict's ``net.*`` entries, unprefixed."""
-    if any(isinstance(k, str) and k.startswith("net.") for k in state_dict):
-        return {
-            k.removeprefix("net."): v
-            for k, v in state_dict.items()
-            if isinstance(k, str) and k.startswith("net.")
-        }
-    return dict(state_dict)
+    net = {k[4:]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith("net.")}
+    return net or dict(state_dict)
 
 
 def load_net_weights(
     net, state_dict: Mapping[str, Any], source: str | Path = "the checkpoint"
 ) -> None:
-    """Load ``state_dict`` (a module's or a network's) into ``net``, strictly.
-
-    Raises DigitlabError naming the first mismatch when the checkpoint was written for another
-    architecture (other layer sizes, other layers) or holds something other than named tensors,
-    instead of PyTorch's multi-line report.
-    """
+    """Load ``state_dict`` (a module's or a network's) into ``net``, strictly. Raises
+    DigitlabError naming the first mismatch (instead of PyTorch's multi-line report) when it
+    holds something other than named tensors or weights of another architecture."""
     weights = net_state_dict(state_dict)
-    tensors = torch.Tensor
-    odd = next(
-        (k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, tensors)),
-        None,
-    )
-    if odd is not None:
-        kind = type(weights[odd]).__name__
-        raise DigitlabError(
-            f"{source} holds {kind} under the weight name {str(odd)[:60]!r}, where a checkpoint "
-            "holds tensors named by layer: refused; use a .ckpt file written by digitlab training"
-        )
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise DigitlabError(
+                f"{source} holds {type(value).__name__} under the weight name {str(key)[:60]!r}, "
+                "where a checkpoint holds tensors named by layer: refused; use a .ckpt file "
+                "written by digitlab training"
+            )
     own = net.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    shapes = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        if shapes:
-            k = shapes[0]
-            detail = f"{k} is {list(weights[k].shape)} there but {list(own[k].shape)} here"
-        elif missing:
-            detail = f"it lacks {missing[0]}" + (
-                f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            )
-        else:
-            detail = f"it has extra {str(unexpected[0])[:60]}"
-        raise DigitlabError(
-            f"{source} holds weights of another architecture than the {type(net).__name__} "
-            f"configured ({detail}): use the model config it was trained with (the run's "
-            "config.yaml) or another checkpoint"
-        )
-    net.load_state_dict(weights)
+    shapes = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if shapes:
+        k = shapes[0]
+        detail = f"{k} is {list(weights[k].shape)} there but {list(own[k].shape)} here"
+    elif missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        detail = f"it lacks {missing[0]}{more}"
+    elif unexpected:
+        detail = f"it has extra {unexpected[0][:60]}"
+    else:
+        net.load_state_dict(weights)
+        return
+    raise DigitlabError(
+        f"{source} holds weights of another architecture than the {type(net).__name__} "
+        f"configured ({detail}): use the model config it was trained with (the run's "
+        "config.yaml) or another checkpoint"
+    )
 
 
 def stored_recipe(checkpoint: Mapping[str, Any]) -> Any:
@@ -170,12 +151,8 @@ def build_network(
         ) from None
     arguments = model.node()
     arguments.pop("_target_")
-    takes: Mapping[str, inspect.Parameter]
-    try:
-        takes = inspect.signature(network).parameters
-    except (TypeError, ValueError):
-        takes = {}
-    if "num_classes" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+    # as training built it (digitlab.training.build.class_count)
+    if (takes := argument_names(model.target)) is None or "num_classes" in takes:
         arguments["num_classes"] = num_classes
     try:
         with torch.device("meta"):
@@ -199,22 +176,12 @@ def build_network(
 def network_from_checkpoint(
     path: str | Path, trusted: Iterable[str] = ()
 ) -> tuple[Any, dict[str, Any]]:
-    """The network of a digitlab checkpoint, its weights loaded strictly, in eval mode, and the
-    recipe it was built from (:meth:`RunSpec.config`: plain values only).
-
-    Args:
-        path: a ``.ckpt`` written by digitlab training.
-        trusted: module names allowed beyond the project's (the user's own, never the
-            checkpoint's).
+    """The network of a digitlab checkpoint (``path``), its weights loaded strictly, in eval
+    mode, and the recipe it was built from (:meth:`RunSpec.config`: plain values only).
+    ``trusted``: module names allowed beyond the project's (the user's, never the checkpoint's).
     """
     checkpoint = load_checkpoint(path)
-    recipe = stored_recipe(checkpoint)
-    if recipe is None:
-        raise DigitlabError(
-            f"{path} holds no digitlab run config (hyper_parameters.config): "
-            "pass a checkpoint written by digitlab training"
-        )
-    spec = read_run(recipe, f"checkpoint {path}")
+    spec = read_run(stored_recipe(checkpoint), f"checkpoint {path}")
     net = build_network(spec.model, trusted, f"checkpoint {path}", len(spec.classes))
     load_net_weights(net, checkpoint["state_dict"], path)
     return net.eval(), spec.config()
@@ -224,11 +191,10 @@ def network_from_checkpoint(
 class Resume:
     """Where training continues from: a checkpoint and its MLflow run (if it is in this store).
 
-    Only the state in the file is taken (weights, optimizer, loops, scores), never its paths:
-    :func:`restore_point` rewrites them into the run's own folder. ``folder``: the checkpoint
-    folder ``path`` was found in by this command itself (the path the user gave, the job folder
-    it searched out, the folder it downloaded the run's artifacts into), where the same run's
-    ``best.ckpt`` may be; None: none."""
+    Only the state in the file is taken, never its paths (:func:`restore_point`). ``folder``:
+    the checkpoint folder this command itself found ``path`` in (the path the user gave, the job
+    folder it searched out, the folder it downloaded the run's artifacts into), where the same
+    run's ``best.ckpt`` may be; None: none."""
 
     path: Path
     run_id: str | None
@@ -236,70 +202,56 @@ class Resume:
     folder: Path | None = None
 
 
-# ModelCheckpoint's state names files it wrote: it deletes them when they drop out of its
-# top k, overwrites the last one, and ``ckpt_path="best"`` reads the best one. From a file
-# made elsewhere, every one of those is a place this run must not touch.
-_PATH_STATE: dict[str, Any] = {
-    "best_model_path": "",
-    "kth_best_model_path": "",
-    "last_model_path": "",
-    "best_k_models": {},
-    "best_model_score": None,
-    "kth_value": None,
-}
-
-
 def restore_point(resume: Resume, folder: Path, scratch: Path) -> Path:
     """The checkpoint Lightning restores from: ``resume``'s state with every ModelCheckpoint
     path rewritten into ``folder`` (the run's own checkpoint folder), written into ``scratch``.
 
-    The best-so-far score carries over only with its file: the ``best.ckpt`` beside the resumed
-    checkpoint (in ``resume.folder``) or already in ``folder``, when it is a readable checkpoint
-    of the same run, is kept in ``folder``; the path the checkpoint's own state names is never
-    read. Otherwise the best is counted afresh from the next validation.
+    ModelCheckpoint's state names files it deletes (its top k), overwrites (the last) and reads
+    (``ckpt_path="best"``), and Lightning keeps ``best_model_path`` even from another folder:
+    from a file made elsewhere every one of those is a place this run must not touch. The
+    best-so-far score carries over only with the same run's ``best.ckpt`` beside the resumed
+    checkpoint or already in ``folder`` (:func:`_same_run_best`), copied into ``folder``; else
+    the best is counted afresh from the next validation.
     """
     folder = Path(os.path.realpath(folder))  # as ModelCheckpoint holds its dirpath
     folder.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
-    checkpoint = dict(resume.checkpoint)
-    callbacks = {}
-    for key, state in (checkpoint.get("callbacks") or {}).items():
-        if str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping):
-            score = state.get("best_model_score")
-            state = {**state, **_PATH_STATE, "dirpath": str(folder)}
-            best = state.get("monitor") and score is not None and _same_run_best(resume, folder)
-            if best:
-                kept = folder / "best.ckpt"
-                if best.resolve() != kept:
-                    shutil.copyfile(best, kept)
-                state.update(
-                    best_model_path=str(kept),
-                    kth_best_model_path=str(kept),
-                    best_k_models={str(kept): score},
-                    best_model_score=score,
-                    kth_value=score,
-                )
-        callbacks[key] = state
+    checkpoint, kept = dict(resume.checkpoint), folder / "best.ckpt"
+    callbacks = dict(checkpoint.get("callbacks") or {})
+    for key, state in callbacks.items():
+        if not (str(key).startswith("ModelCheckpoint") and isinstance(state, Mapping)):
+            continue
+        score = state.get("best_model_score")
+        best = state.get("monitor") and score is not None and _same_run_best(resume, folder)
+        if best and best.resolve() != kept:
+            shutil.copyfile(best, kept)
+        path, k_best = (str(kept), {str(kept): score}) if best else ("", {})
+        callbacks[key] = {
+            **state,
+            "dirpath": str(folder),
+            "last_model_path": "",
+            "best_model_path": path,
+            "kth_best_model_path": path,
+            "best_k_models": k_best,
+            "best_model_score": score if best else None,
+            "kth_value": score if best else None,
+        }
     checkpoint["callbacks"] = callbacks
-    path = scratch / "restore.ckpt"
-    torch.save(checkpoint, path)
-    return path
+    torch.save(checkpoint, scratch / "restore.ckpt")
+    return scratch / "restore.ckpt"
 
 
 def _same_run_best(resume: Resume, folder: Path) -> Path | None:
-    """The ``best.ckpt`` of the resumed checkpoint's own folder (``resume.folder``), else of the
-    run's new ``folder``, that loads weights-only and was written by the same run; else None."""
-    run_id = resume.checkpoint.get(RUN_ID_KEY)
-    if not run_id:
-        return None
-    candidates = (Path(c) / "best.ckpt" for c in (resume.folder, folder) if c)
-    found = _first_stamped(candidates, run_id)
+    """The ``best.ckpt`` of the resumed checkpoint's own folder, else of the run's new
+    ``folder``, that loads weights-only and was written by the same run; else None."""
+    paths = (Path(c) / "best.ckpt" for c in (resume.folder, folder) if c)
+    found = _first_stamped(paths, resume.checkpoint.get(RUN_ID_KEY))
     return found[0] if found else None
 
 
-def _first_stamped(paths: Iterable[Path], run_id: str) -> tuple[Path, dict[str, Any]] | None:
+def _first_stamped(paths: Iterable[Path], run_id: str | None) -> tuple[Path, dict] | None:
     """The first of ``paths`` that loads weights-only and is stamped with ``run_id``, read."""
-    for path in paths:
+    for path in paths if run_id else ():
         try:
             checkpoint = load_checkpoint(path)
         except DigitlabError:  # missing, unreadable or foreign: not this run's
@@ -316,20 +268,17 @@ _JOB_DEPTH = 5
 
 def job_roots(output_dir: str | Path | None = None) -> list[Path]:
     """Where ``resume=<run id>`` looks for the run's job folder: the project's ``outputs/`` and
-    ``multirun/`` (Hydra's folders, :func:`digitlab.config.project_root`), and the folder holding
-    this job's own ``output_dir`` (its sibling jobs), when the command names one."""
+    ``multirun/`` (Hydra's folders), and the folder holding this job's own ``output_dir`` (its
+    sibling jobs), when the command names one."""
     roots = [project_root() / "outputs", project_root() / "multirun"]
-    if output_dir is not None:
-        roots.append(Path(output_dir).absolute().parent)
-    return roots
+    return roots + ([Path(output_dir).absolute().parent] if output_dir is not None else [])
 
 
 def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
     """Every ``<job folder>/checkpoints/last.ckpt`` (a regular file, not a link) under
-    ``roots``, newest first; links to folders are not followed, hidden folders not entered.
-
-    MLflow's copies (``<run>/artifacts/checkpoints/``, in a store kept beside the jobs) are not
-    a job's: the run's logged copy is the fallback, downloaded with its ``best.ckpt``."""
+    ``roots``, newest first; links to folders are not followed, hidden folders not entered, and
+    MLflow's copies (``<run>/artifacts/checkpoints/``, in a store kept beside the jobs) are not a
+    job's: the run's logged copy is the fallback, downloaded with its ``best.ckpt``."""
     found: dict[Path, int] = {}
     for root in roots:
         depth = len(Path(root).parts)
@@ -337,15 +286,12 @@ def _job_checkpoints(roots: Iterable[Path]) -> list[Path]:
             here = Path(top)
             below = len(here.parts) - depth
             folders[:] = [f for f in folders if not f.startswith(".") and below < _JOB_DEPTH]
-            mlflows = here.parent.name == "artifacts"
-            if here.name != "checkpoints" or mlflows or "last.ckpt" not in files:
+            if here.name != "checkpoints" or here.parent.name == "artifacts":
                 continue
-            try:
-                info = os.lstat(here / "last.ckpt")
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                found[here / "last.ckpt"] = info.st_mtime_ns
+            with contextlib.suppress(OSError):
+                info = os.lstat(here / "last.ckpt") if "last.ckpt" in files else None
+                if info and stat.S_ISREG(info.st_mode):
+                    found[here / "last.ckpt"] = info.st_mtime_ns
     return sorted(found, key=found.__getitem__, reverse=True)
 
 
@@ -355,17 +301,9 @@ def _names_run(path: Path, run_id: str) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             (pickle,) = [i for i in archive.infolist() if i.filename.endswith("data.pkl")]
-            if pickle.file_size > 64 * 2**20:
-                return False
-            return run_id.encode() in archive.read(pickle)
+            return pickle.file_size <= 64 * 2**20 and run_id.encode() in archive.read(pickle)
     except (OSError, ValueError, zipfile.BadZipFile):
         return False
-
-
-def _job_last(run_id: str, roots: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest job folder's ``checkpoints/last.ckpt`` under ``roots`` stamped with
-    ``run_id`` (:data:`RUN_ID_KEY`), read; None if there is none."""
-    return _first_stamped((p for p in _job_checkpoints(roots) if _names_run(p, run_id)), run_id)
 
 
 def find_resume(
@@ -375,9 +313,9 @@ def find_resume(
 
     A run id resumes from the run's ``last.ckpt``: the newest one stamped with its id in a job
     folder under ``roots`` (default :func:`job_roots`), else the copy logged as the run's
-    artifact (downloaded into ``download_dir``, with its ``best.ckpt`` if logged). The folders
-    looked in are this command's own: no path the store holds (a tag, a checkpoint's state) is
-    read. Raises DigitlabError in one line when the run has no ``last.ckpt`` in either.
+    artifact (downloaded into ``download_dir``, with its ``best.ckpt`` if logged). No path the
+    store holds (a tag, a checkpoint's state) is read. Raises DigitlabError in one line when the
+    run has no ``last.ckpt`` in either.
     """
     # lazy: MLflow costs 1.5 s, paid by resume= alone, not by the commands that read a
     # checkpoint file (digitlab-predict, digitlab.load).
@@ -394,15 +332,15 @@ def find_resume(
                 run_id = None
         return Resume(path, run_id, checkpoint, path.parent)
     try:
-        run = client.get_run(str(target))
+        run_id = client.get_run(str(target)).info.run_id
     except MlflowException:
         raise DigitlabError(
             f"resume={target} is neither a checkpoint file nor a run in {client.tracking_uri}: "
             "give a .ckpt path or a run id shown by the MLflow UI"
         ) from None
-    run_id = run.info.run_id
     roots = list(job_roots() if roots is None else roots)
-    if found := _job_last(run_id, roots):
+    jobs = (p for p in _job_checkpoints(roots) if _names_run(p, run_id))
+    if found := _first_stamped(jobs, run_id):
         return Resume(found[0], run_id, found[1], found[0].parent)
     try:
         local = Path(client.download_artifacts(run_id, "checkpoints/last.ckpt", str(download_dir)))
@@ -414,8 +352,7 @@ def find_resume(
             "it again without resume=, or give its checkpoint, resume=<job folder>/checkpoints/"
             "last.ckpt"
         ) from None
-    try:  # the best checkpoint beside it, for the best-so-far score (restore_point)
+    # the best checkpoint beside it, for the best-so-far score (restore_point)
+    with contextlib.suppress(MlflowException, OSError):
         client.download_artifacts(run_id, "checkpoints/best.ckpt", str(download_dir))
-    except (MlflowException, OSError):
-        pass
     return Resume(local, run_id, load_checkpoint(local), local.parent)

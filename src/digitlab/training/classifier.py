@@ -27,23 +27,14 @@ def steps_on_plateau(scheduler_factory: Any) -> bool:
 
 
 class DigitClassifier(L.LightningModule):
-    """Cross-entropy training of ``net`` with per-epoch ``<stage>/loss`` and ``<stage>/acc``.
+    """Cross-entropy training of ``net`` with per-epoch ``<stage>/loss`` and ``<stage>/acc``,
+    one optimizer step per batch by Lightning's automatic optimization (so clipping,
+    accumulation and schedulers are the Trainer's; ``FusedStepsClassifier`` takes several).
 
-    One optimizer step per training batch, by Lightning's automatic optimization (so gradient
-    clipping, accumulation and schedulers are the Trainer's). ``FusedStepsClassifier`` is the
-    same module taking several steps per Lightning call, for speed.
-
-    Args:
-        net: any module mapping (N, 1, S, S) float images to (N, num_classes) logits.
-        optimizer: factory taking the parameters (a Hydra ``_partial_`` optimizer).
-        config: the resolved run config as plain values; kept in the checkpoint's hyperparameters
-            as the recipe to rebuild ``net`` (objects are never pickled into a checkpoint, so every
-            checkpoint loads with ``torch.load(..., weights_only=True)``).
-        scheduler: factory taking the optimizer (a Hydra ``_partial_`` LR scheduler), or None for
-            a constant learning rate.
-        scheduler_interval: ``"epoch"`` steps the scheduler after every epoch; ``"step"`` after
-            every optimizer step, and its factory is also given ``total_steps``, the optimizer
-            steps of the whole run (what OneCycleLR needs).
+    ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_``); a ``step`` interval
+    scheduler's also gets ``total_steps`` (what OneCycleLR needs). ``config``, the resolved run
+    config as plain values, is kept in the checkpoint's hyperparameters as the recipe to rebuild
+    ``net``: objects are never pickled into a checkpoint, so every one loads weights-only.
     """
 
     def __init__(

@@ -14,17 +14,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from digitlab.config import project_root
 from digitlab.config.targets import trusted_targets
 from digitlab.data.augment import TTA_MOVES, averaged_probabilities
 from digitlab.data.datamodule import prepare
 from digitlab.data.sources import DigitData, read_data
 from digitlab.tracking import store
-from digitlab.tracking.run import TrackedRun, git_commit, run_name
-from digitlab.tracking.sweep import sweep_tags, swept_values
-from digitlab.training.build import build_datamodule, plain
+from digitlab.training.build import build_datamodule
 from digitlab.training.checkpoints import network_from_checkpoint
-from digitlab.training.run import train
+from digitlab.training.run import tracked_run, train
 
 # The parent's out-of-fold predictions: every non-test row, predicted by the one fold's network
 # that never trained on it (digitlab.jobs.oof combines several parents' into a committee's).
@@ -45,19 +42,15 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Train fold 0..K-1 of ``cfg`` as children of one MLflow parent run.
 
-    The parent records ``cv/val_acc_mean``, ``cv/val_acc_std`` (sample std over the folds),
-    the fold means of :data:`FOLD_METRICS` and the table ``cv/folds.json`` (one row per fold).
-    When every fold ran, it also records the out-of-fold predictions (:data:`OOF_ARTIFACT`,
-    :func:`out_of_fold`): each fold's last checkpoint predicts its own validation rows, so every
-    non-test row is predicted once, by a network that never trained on it nor was picked on it;
-    ``cv/oof_acc`` is their accuracy and ``cv/oof_acc_se`` its standard error,
-    sqrt(p (1 - p) / n). ``oof_tta=true``: each averaged over the fixed moves of ``--tta``.
-    With an Optuna ``trial`` the running mean of ``val/acc`` is reported after each fold (step =
-    fold) and the remaining folds are skipped when the pruner says so.
+    The parent records ``cv/val_acc_mean``, ``cv/val_acc_std`` (sample std), the fold means of
+    :data:`FOLD_METRICS` and the table ``cv/folds.json``. When every fold ran, also the
+    out-of-fold predictions (:data:`OOF_ARTIFACT`): each fold's last checkpoint predicts its own
+    validation rows, so every non-test row is predicted once, by a network that never trained
+    on it nor was picked on it (``oof_tta=true``: averaged over ``--tta``'s moves), with their
+    accuracy ``cv/oof_acc`` and its standard error. With an Optuna ``trial`` the running mean of
+    ``val/acc`` is reported after each fold and the remaining folds are skipped when pruned.
 
-    Returns:
-        :func:`~digitlab.training.run.train`'s result for the parent: ``metrics`` holds the
-        fold means, ``pruned`` why the folds stopped early (else None).
+    Returns :func:`~digitlab.training.run.train`'s result for the parent (the fold means).
     """
     started, output_dir = time.perf_counter(), Path(output_dir)
     folds = int(cfg.data.folds)
@@ -65,22 +58,9 @@ def cross_validate(
     data = data or read_data(cfg.data, trusted_targets(cfg))
     build_datamodule(cfg, data).split()
     client, experiment_id = store.open_experiment(cfg.logger)
-    parent_tags = {
-        f"choice.{k}": str(v)
-        for k, v in (choices or {}).items()
-        if v is not None and not k.startswith("hydra")
-    }
-    parent_tags.update({"digitlab.cv_folds": str(folds), **sweep_tags(), **(tags or {})})
-    if commit := git_commit(project_root()):
-        parent_tags["mlflow.source.git.commit"] = commit
-    name = cfg.logger.run_name or run_name(choices or {}, cfg.seed, swept_values())
-    parent = TrackedRun(
-        client,
-        experiment_id,
-        plain(cfg),
-        output_dir,
-        name=f"{name}-cv{folds}",
-        tags=parent_tags,
+    cv_tags = {"digitlab.cv_folds": str(folds), **(tags or {})}
+    parent = tracked_run(
+        cfg, choices, client, experiment_id, output_dir, cv_tags, suffix=f"-cv{folds}"
     )
     rows: list[dict[str, Any]] = []
     predicted: list[dict[str, np.ndarray]] = []
@@ -148,8 +128,8 @@ def fold_predictions(
     cfg: DictConfig, data: DigitData, checkpoint: str | Path, fold: int
 ) -> dict[str, np.ndarray]:
     """Fold ``fold``'s validation rows predicted by ``checkpoint`` (with test-time augmentation
-    when ``cfg.oof_tta``): ``rows`` (indices into
-    the data set's training rows), ``labels``, ``probabilities`` (N, C) and ``fold``."""
+    when ``cfg.oof_tta``): ``rows`` (indices into the data set's training rows), ``labels``,
+    ``probabilities`` (N, C) and ``fold``."""
     datamodule = build_datamodule(cfg, data)
     images, labels = datamodule.split()["val"]
     net, _ = network_from_checkpoint(Path(checkpoint), trusted_targets(cfg))
@@ -187,13 +167,7 @@ def log_out_of_fold(client, run_id: str, table: dict[str, np.ndarray]) -> dict[s
     """Log :data:`OOF_ARTIFACT` and the out-of-fold metrics to the parent; return the metrics."""
     with tempfile.TemporaryDirectory(prefix="digitlab-oof-") as tmp:
         path = Path(tmp) / Path(OOF_ARTIFACT).name
-        np.savez_compressed(
-            path,
-            rows=table["rows"],
-            labels=table["labels"],
-            probabilities=table["probabilities"],
-            fold=table["fold"],
-        )
+        np.savez_compressed(path, allow_pickle=False, **table)  # rows, labels, probabilities, fold
         client.log_artifact(run_id, str(path), str(Path(OOF_ARTIFACT).parent))
     metrics = oof_accuracy(table["probabilities"], table["labels"])
     for name, value in metrics.items():

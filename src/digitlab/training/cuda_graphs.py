@@ -1,24 +1,14 @@
 """CUDA graphs around the fused steps (``cuda_graphs: true``): one replay per training call.
 
-On a GPU, a small network's optimizer step is a few dozen tiny kernels, each launched from
-Python, with Lightning's per-step work between them, so the GPU mostly waits (12-21 % SM use for
-``experiment=fast``, experiments/RESULTS.md §5). Here the whole chunk of ``data.steps_per_call``
-steps (forward, backward, gradient clipping, optimizer step, for every ``batch_size`` slice) is
-captured once as a CUDA graph and replayed with one launch per Lightning step. What that takes:
-
-- the inputs sit in fixed buffers: every full chunk is copied into ``x``/``y`` before a replay;
-- the learning rate (and Adam's beta1, which a one-cycle schedule cycles) changes every step: the
-  schedulers step on the host exactly as on the eager path, their values go into a small table on
-  the device before each replay, and the graph copies row ``k`` into the optimizer's tensor
-  hyperparameters before step ``k``;
-- the optimizer steps without host synchronisation: Adam or AdamW, made ``capturable`` here
-  (``fused`` Adam is capturable too, but takes beta1 as a number: with it, beta1 must not cycle);
-- capture needs warm-up steps, which train: the network's and the optimizer's state are put back,
-  in place, afterwards (so a fresh run starts from its seeded weights, a resumed one from its
-  checkpoint).
-
-A chunk of another size (an epoch's last) takes the eager path. On a CPU (tests only: the config
-check refuses ``cuda_graphs`` there) the same buffered steps run eagerly, uncaptured.
+A small network's optimizer step is a few dozen tiny kernels launched from Python, so the GPU
+mostly waits (experiments/RESULTS.md §5). Here a whole chunk of ``data.steps_per_call`` steps
+(forward, backward, clipping, optimizer step per ``batch_size`` slice) is captured once and
+replayed with one launch. The inputs sit in fixed buffers; the schedulers step on the host as on
+the eager path and their values (lr, and Adam's beta1 when a one-cycle schedule cycles it) go
+into a device table whose row ``k`` the graph copies into the optimizer's tensor
+hyperparameters before step ``k``; Adam/AdamW step ``capturable`` (no host sync); the warm-up
+steps that capture needs are undone in place. A chunk of another size (an epoch's last) takes
+the eager path; on a CPU (tests only) the same buffered steps run uncaptured.
 """
 
 from __future__ import annotations
@@ -46,19 +36,19 @@ def check_cuda_graphs(cfg: DictConfig) -> None:
     """Refuse, in one line with the fix, a ``cuda_graphs: true`` config that cannot be captured."""
     if not cfg.get("cuda_graphs", False):
         return
-    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    trainer, scheduler = cfg.trainer, cfg.get("scheduler") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     one = devices in (1, "1") or (not isinstance(devices, str | int) and len(devices) == 1)
-    if not one or nodes not in (None, 1) or "ddp" in str(cfg.trainer.get("strategy", "")):
+    if not one or nodes not in (None, 1) or "ddp" in str(trainer.get("strategy", "")):
         raise DigitlabError(
             f"cuda_graphs=true replays one device's steps, and trainer.devices={devices}, "
-            f"num_nodes={nodes}, strategy={cfg.trainer.get('strategy')} spread them: use "
+            f"num_nodes={nodes}, strategy={trainer.get('strategy')} spread them: use "
             "trainer.devices=1 without ddp, or cuda_graphs=false"
         )
-    accelerator = cfg.trainer.accelerator
-    if accelerator == "cpu" or not torch.cuda.is_available():
+    if trainer.accelerator == "cpu" or not torch.cuda.is_available():
         where = (
             "trainer.accelerator=cpu"
-            if accelerator == "cpu"
+            if trainer.accelerator == "cpu"
             else "PyTorch sees no CUDA GPU on this machine"
         )
         raise DigitlabError(
@@ -70,23 +60,18 @@ def check_cuda_graphs(cfg: DictConfig) -> None:
             "cuda_graphs=true captures the steps of one data.steps_per_call chunk: set "
             "data.steps_per_call >= 2 (e.g. 100)"
         )
-    target = cfg.optimizer.get("_target_")
-    if target not in CAPTURABLE:
+    if (target := cfg.optimizer.get("_target_")) not in CAPTURABLE:
         raise DigitlabError(
             f"cuda_graphs=true needs an optimizer that steps without reading the GPU back "
             f"({', '.join(CAPTURABLE)}), not {target}: use optimizer=adam or optimizer=adamw"
         )
-    if str(cfg.trainer.get("precision")) in ("16-mixed", "16"):
+    if str(trainer.get("precision")) in ("16-mixed", "16"):
         raise DigitlabError(
             "cuda_graphs=true cannot capture float16's gradient scaler: use "
             "trainer.precision=bf16-mixed or 32-true"
         )
-    scheduler = cfg.get("scheduler") or {}
-    if (
-        cfg.optimizer.get("fused")
-        and scheduler.get("_target_") in CYCLING
-        and scheduler.get("cycle_momentum", True)
-    ):
+    cycled = scheduler.get("_target_") in CYCLING and scheduler.get("cycle_momentum", True)
+    if cfg.optimizer.get("fused") and cycled:
         raise DigitlabError(
             "cuda_graphs=true with optimizer.fused=true cannot follow a cycled beta1 (fused Adam "
             "takes it as a number): add scheduler.cycle_momentum=false, or optimizer.fused=false"
@@ -95,18 +80,9 @@ def check_cuda_graphs(cfg: DictConfig) -> None:
 
 class GraphedSteps:
     """Runs chunks of ``steps`` optimizer steps of ``batch_size`` samples each from fixed buffers,
-    as one CUDA graph (``capture``) or eagerly.
-
-    Args:
-        net: the network, already on its device.
-        optimizer: the torch optimizer (not Lightning's wrapper) over ``net``'s parameters.
-        schedulers: the step-interval schedulers, stepped after each optimizer step.
-        batch_size, steps: samples per step, steps per chunk.
-        sample: a full chunk ``(x, y)`` of training data, used for the warm-up steps only.
-        clip: gradient clipping between backward and the optimizer step, or None.
-        autocast: the precision's context for forward and backward (bf16 autocast or none).
-        capture: capture a CUDA graph (on a CUDA device) or run the same steps eagerly.
-    """
+    as one CUDA graph (``capture``) or eagerly. ``optimizer`` is torch's (not Lightning's
+    wrapper), ``schedulers`` the step-interval ones, ``sample`` a full chunk for the warm-up,
+    ``clip`` the gradient clipping, ``autocast`` the precision's context."""
 
     def __init__(
         self,
@@ -121,43 +97,33 @@ class GraphedSteps:
         capture: bool = True,
     ) -> None:
         self.net, self.optimizer, self.schedulers = net, optimizer, list(schedulers)
-        self.batch_size, self.steps = batch_size, steps
+        self.batch_size, self.steps, self.rows = batch_size, steps, batch_size * steps
         self.clip, self.autocast = clip, autocast
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        x, y = sample
-        self.rows = batch_size * steps
-        if len(y) != self.rows:
-            raise ValueError(f"the sample holds {len(y)} rows, not {self.rows}")
-        device = x.device
-        self.x, self.y = x.detach().clone(), y.detach().clone()
-        groups = optimizer.param_groups
-        # Adam's beta1 goes through the table too when a scheduler cycles it.
+        self.x, self.y = (t.detach().clone() for t in sample)
+        device, groups = self.x.device, optimizer.param_groups
+        # Adam's beta1 goes through the table too when a scheduler cycles it (check_cuda_graphs
+        # refuses that with fused Adam, which takes beta1 as a number).
         self.feed_beta1 = any(
             getattr(s, "cycle_momentum", False) and getattr(s, "use_beta1", False)
             for s in self.schedulers
         )
-        if self.feed_beta1 and any(g.get("fused") for g in groups):
-            raise DigitlabError(
-                "cuda_graphs=true with fused Adam cannot follow a cycled beta1: add "
-                "scheduler.cycle_momentum=false, or optimizer.fused=false"
-            )
         columns = len(groups) * (2 if self.feed_beta1 else 1)
         self.table = torch.zeros(steps, columns, device=device)  # row k: step k's values
         self.lr = [torch.tensor(float(g["lr"]), device=device) for g in groups]
         self.beta1 = [torch.tensor(float(g["betas"][0]), device=device) for g in groups]
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.capture_seconds = 0.0
         if capture:
             for group in groups:
                 group["capturable"] = True  # steps counted on the device, no host read
             for state in optimizer.state.values():  # a resumed state counts steps on the host
                 if torch.is_tensor(state.get("step")) and state["step"].device != device:
                     state["step"] = state["step"].to(device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.capture_seconds = 0.0
-        if capture:
             self._capture()
 
-    # The steps, the same whether captured or eager.
     def _steps(self) -> None:
+        """The chunk's steps, the same whether captured or eager."""
         bs, losses, logits, step_losses = self.batch_size, [], [], []
         groups = self.optimizer.param_groups
         for k in range(self.steps):
@@ -170,7 +136,7 @@ class GraphedSteps:
             step_loss.backward()
             if self.clip is not None:
                 self.clip(self.params)
-            for i, _ in enumerate(groups):
+            for i in range(len(groups)):
                 self.lr[i].copy_(self.table[k, i])
                 if self.feed_beta1:
                     self.beta1[i].copy_(self.table[k, len(groups) + i])
@@ -190,8 +156,8 @@ class GraphedSteps:
         for i, group in enumerate(groups):
             group["lr"] = self.lr[i]
             if self.feed_beta1:
-                beta2 = group["betas"][1]
-                group["betas"] = (self.beta1[i], torch.tensor(float(beta2), device=self.x.device))
+                beta2 = torch.tensor(float(group["betas"][1]), device=self.x.device)
+                group["betas"] = (self.beta1[i], beta2)
         try:
             yield
         finally:
@@ -205,14 +171,12 @@ class GraphedSteps:
     def _host_values(self) -> list[float]:
         groups = self.optimizer.param_groups
         values = [float(g["lr"]) for g in groups]
-        if self.feed_beta1:
-            values += [float(g["betas"][0]) for g in groups]
-        return values
+        return values + ([float(g["betas"][0]) for g in groups] if self.feed_beta1 else [])
 
     def _capture(self) -> None:
         """Warm up on a side stream, capture one chunk, then put the state back in place."""
         started = time.perf_counter()
-        saved = _snapshot(self.net, self.optimizer)
+        saved = self._snapshot()
         self._fill_table([self._host_values()] * self.steps)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -224,9 +188,30 @@ class GraphedSteps:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self._steps()
-        _restore(self.net, self.optimizer, saved)
+        self._restore(saved)
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - started
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": {
+                p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+                for p, s in self.optimizer.state.items()
+            },
+        }
+
+    @torch.no_grad()
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Copy the saved values back into the same tensors (the graph holds their addresses);
+        state the warm-up created (a fresh run's Adam moments and step counts) goes to zero."""
+        for name, value in self.net.state_dict().items():
+            value.copy_(saved["net"][name])
+        for p, state in self.optimizer.state.items():
+            before = saved["optimizer"].get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    value.copy_(before[key]) if key in before else value.zero_()
 
     def fits(self, x: torch.Tensor) -> bool:
         return len(x) == self.rows
@@ -253,36 +238,12 @@ class GraphedSteps:
                 self._steps()
 
 
-def _snapshot(net: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    return {
-        "net": {k: v.detach().clone() for k, v in net.state_dict().items()},
-        "optimizer": {
-            p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
-            for p, s in optimizer.state.items()
-        },
-    }
-
-
-@torch.no_grad()
-def _restore(net: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Copy the saved values back into the same tensors (the graph holds their addresses); state
-    the warm-up created (a fresh run's Adam moments and step counts) goes back to zero."""
-    for name, value in net.state_dict().items():
-        value.copy_(saved["net"][name])
-    for p, state in optimizer.state.items():
-        before = saved["optimizer"].get(p, {})
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                value.copy_(before[key]) if key in before else value.zero_()
-
-
 def graph_steps(module) -> GraphedSteps | None:
     """The :class:`GraphedSteps` of a :class:`~digitlab.training.fused.FusedStepsClassifier` at
     the start of its fit (captured on a CUDA device, eager elsewhere); None when the training
-    split holds no full chunk. Logs ``train/graph_capture_s``, the capture's own time (counted
-    before the first training step, outside the epochs' training time)."""
+    split holds no full chunk. Logs ``train/graph_capture_s``, the capture's own time."""
     trainer = module.trainer
-    if not module._direct:
+    if not module.direct:
         raise DigitlabError(
             "cuda_graphs=true needs the direct optimizer steps: one process, no float16 gradient "
             "scaler, and no callback with on_before_backward, on_after_backward or "
@@ -292,23 +253,18 @@ def graph_steps(module) -> GraphedSteps | None:
     x, y = trainer.datamodule.tensors["train"]
     if len(y) < steps * batch_size:
         return None
-    clip = None
-    if module.gradient_clip_val:
-        value = module.gradient_clip_val
-        if module.gradient_clip_algorithm == "value":
+    clip, value = None, module.gradient_clip_val
+    if value:
+        by_value = module.gradient_clip_algorithm == "value"
+        clipper = nn.utils.clip_grad_value_ if by_value else nn.utils.clip_grad_norm_
 
-            def clip(params):
-                return nn.utils.clip_grad_value_(params, value, foreach=True)
-        else:
+        def clip(params):
+            return clipper(params, value, foreach=True)
 
-            def clip(params):
-                return nn.utils.clip_grad_norm_(params, value, foreach=True)
-
-    schedulers = [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"]
     graphed = GraphedSteps(
         module.net,
         module.optimizers().optimizer,
-        schedulers,
+        [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"],
         batch_size,
         steps,
         (x[: steps * batch_size], y[: steps * batch_size]),

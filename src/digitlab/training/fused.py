@@ -1,14 +1,11 @@
 """The speed path: several optimizer steps per Lightning training step (``data.steps_per_call``).
 
-Lightning's fixed cost per training step (loops, hooks, progress bar, ~0.1-1 ms on a CPU) is as
-long as a whole MLP step on 100 images. The data module serves ``steps_per_call`` steps' worth of
-samples at once and this module cuts them into ``batch_size`` slices, stepping the optimizer after
-each (Lightning's manual optimization), so that cost is paid once for all of them
-(experiments/RESULTS.md). The slices, their order and the updates are those of one step per
-batch. Everything that is not about stepping is :class:`DigitClassifier`'s. An opt-in
-(``data.steps_per_call > 1``): the default is Lightning's automatic optimization, one step per
-Lightning step. Only Lightning's public API is used: every optimizer step goes through the
-``LightningOptimizer``, which is how ``trainer.global_step`` counts it.
+Lightning's fixed cost per training step (~0.1-1 ms on a CPU) is as long as a whole MLP step on
+100 images. The data module serves ``steps_per_call`` steps' worth of samples at once and this
+module cuts them into ``batch_size`` slices, stepping the optimizer after each (Lightning's
+manual optimization), so that cost is paid once for all of them (experiments/RESULTS.md). The
+slices, their order and the updates are those of one step per batch. Every optimizer step goes
+through the ``LightningOptimizer``, which is how ``trainer.global_step`` counts it.
 """
 
 from __future__ import annotations
@@ -20,15 +17,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from lightning.pytorch.utilities.types import LRSchedulerTypeUnion
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from digitlab.errors import DigitlabError
 from digitlab.training.classifier import PLATEAU_MONITOR, DigitClassifier
 from digitlab.training.cuda_graphs import GraphedSteps, graph_steps
 
 # The callback hooks Lightning dispatches around every optimizer step under manual optimization:
-# with none of them implemented, backward needs no dispatch (see _direct_steps).
+# with none of them implemented, backward needs no dispatch (see direct_steps).
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
@@ -36,16 +31,9 @@ class FusedStepsClassifier(DigitClassifier):
     """:class:`DigitClassifier` taking one optimizer step per ``batch_size`` slice of a batch.
 
     Under manual optimization Lightning leaves clipping and schedulers to the module, so they are
-    done here (``trainer.gradient_clip_*`` arrive as arguments); gradient accumulation would
-    change what a step is and is refused by the config checks (``data.steps_per_call=1`` allows
-    it).
-
-    Args:
-        batch_size: samples per optimizer step.
-        gradient_clip_val, gradient_clip_algorithm: clip gradients before each optimizer step.
-        cuda_graphs: replay each full chunk of steps as one CUDA graph
-            (:mod:`digitlab.training.cuda_graphs`).
-        *args, **kwargs: those of :class:`DigitClassifier`.
+    done here (``gradient_clip_*``: the trainer's settings); gradient accumulation would change
+    what a step is and is refused by the config checks. ``cuda_graphs``: replay each full chunk
+    of steps as one CUDA graph (:mod:`digitlab.training.cuda_graphs`).
     """
 
     def __init__(
@@ -58,38 +46,34 @@ class FusedStepsClassifier(DigitClassifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_size = batch_size
-        self.gradient_clip_val, self.gradient_clip_algorithm = (
-            gradient_clip_val,
-            gradient_clip_algorithm,
-        )
+        self.batch_size, self.cuda_graphs = batch_size, cuda_graphs
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
         self.automatic_optimization = False
-        self._direct = False
-        self.cuda_graphs = cuda_graphs
-        self._graphed: GraphedSteps | None = None  # set when training starts, with cuda_graphs
+        self.direct = False  # set when training starts: see direct_steps
+        self.graphed: GraphedSteps | None = None  # set when training starts, with cuda_graphs
 
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """One optimizer step per ``batch_size`` slice of ``batch``; returns the batch's mean
         loss and the loss of every step."""
         x, y = batch
-        if self._graphed is not None and self._graphed.fits(x):
-            return self._graphed_step(x, y)
-        optimizer = self._optimizer()
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)  # configure_optimizers gives one
+        if self.graphed is not None and self.graphed.fits(x):
+            self.graphed.run(x, y)
+            count_taken_steps(optimizer, self.graphed.steps)
+            out = self.graphed.logits, self.graphed.losses, self.graphed.step_losses.clone()
+            return self._train_metrics(y, *out)
         schedulers = [
             c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
         ]
-        losses: list[torch.Tensor] = []
-        logits: list[torch.Tensor] = []
-        step_losses: list[torch.Tensor] = []
+        losses, logits, step_losses = [], [], []
         for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
             out = self.net(xb)
             loss = F.cross_entropy(out, yb, reduction="none")  # per sample, for the metric below
             optimizer.zero_grad(set_to_none=True)
             step_loss = loss.mean()
-            if self._direct:
-                step_loss.backward()
-            else:
-                self.manual_backward(step_loss)
+            step_loss.backward() if self.direct else self.manual_backward(step_loss)
             step_losses.append(step_loss.detach())
             if self.gradient_clip_val:
                 self.clip_gradients(
@@ -97,34 +81,27 @@ class FusedStepsClassifier(DigitClassifier):
                 )
             optimizer.step()  # Lightning's wrapper: it counts the step (trainer.global_step)
             for scheduler in schedulers:
-                _step_schedule(scheduler)
+                scheduler.step()  # never ReduceLROnPlateau: check_plateau refuses it per step
             losses.append(loss.detach())
             logits.append(out.detach())
-        # Metrics are updated once per batch, not per slice: the same values for less overhead
-        # (each torchmetrics update costs dozens of Python attribute writes).
-        per_sample = torch.cat(losses)
+        return self._train_metrics(
+            y, torch.cat(logits), torch.cat(losses), torch.stack(step_losses)
+        )
+
+    def _train_metrics(self, y, logits, losses, step_losses) -> dict[str, torch.Tensor]:
+        """Metrics are updated once per batch, not per slice: the same values for less overhead
+        (each torchmetrics update costs dozens of Python attribute writes). Each optimizer
+        step's loss is returned, in order: a non-finite one is named by its own step."""
         accuracy, mean_loss = self.stage_metrics("train")
-        accuracy.update(torch.cat(logits), y)
-        mean_loss.update(per_sample)
-        # Each optimizer step's loss, in order: a non-finite one is named by its own step.
-        return {"loss": per_sample.mean(), "step_losses": torch.stack(step_losses)}
+        accuracy.update(logits, y)
+        mean_loss.update(losses)
+        return {"loss": losses.mean(), "step_losses": step_losses}
 
-    def _optimizer(self) -> LightningOptimizer:
-        """The one optimizer :meth:`configure_optimizers` gives, in Lightning's wrapper."""
-        optimizer = self.optimizers()
-        assert isinstance(optimizer, LightningOptimizer)
-        return optimizer
-
-    def _direct_steps(self) -> bool:
-        """Whether backward may skip Lightning's ``manual_backward``.
-
-        ``manual_backward`` dispatches two hooks to every callback per optimizer step, a
-        noticeable share of an MLP step on a CPU (experiments/RESULTS.md). With full precision or
-        bf16 (no gradient scaler) on one process, and no callback that implements one of the
-        step hooks, it does nothing else, so the module calls ``backward`` itself (public torch).
-        Everything else (16-bit with a scaler, DDP, a callback with one of the hooks) goes
-        through Lightning. The optimizer step always goes through ``LightningOptimizer.step``.
-        """
+    def direct_steps(self) -> bool:
+        """Whether backward may skip Lightning's ``manual_backward``, which dispatches two hooks
+        to every callback per optimizer step, a noticeable share of an MLP step on a CPU. With
+        full precision or bf16 (no gradient scaler) on one process, and no callback that
+        implements a step hook, it does nothing else, so the module calls ``backward`` itself."""
         trainer = self.trainer
         plugin = trainer.precision_plugin
         if trainer.world_size != 1 or getattr(plugin, "scaler", None) is not None:
@@ -139,20 +116,9 @@ class FusedStepsClassifier(DigitClassifier):
         )
 
     def on_train_start(self) -> None:
-        self._direct = self._direct_steps()  # callbacks and precision are fixed for the fit
+        self.direct = self.direct_steps()  # callbacks and precision are fixed for the fit
         if self.cuda_graphs:
-            self._graphed = graph_steps(self)
-
-    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The same as :meth:`training_step`'s loop, replayed from the CUDA graph."""
-        graphed = self._graphed
-        assert graphed is not None  # training_step replays only a graph it has
-        graphed.run(x, y)
-        count_taken_steps(self._optimizer(), graphed.steps)
-        accuracy, mean_loss = self.stage_metrics("train")
-        accuracy.update(graphed.logits, y)
-        mean_loss.update(graphed.losses)
-        return {"loss": graphed.losses.mean(), "step_losses": graphed.step_losses.clone()}
+            self.graphed = graph_steps(self)
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -160,19 +126,11 @@ class FusedStepsClassifier(DigitClassifier):
             if config.interval != "epoch":
                 continue
             if isinstance(config.scheduler, ReduceLROnPlateau):
-                # as Lightning steps it under automatic optimization (where the module names
-                # the monitor; here Lightning would ignore it): on the metric this epoch's
-                # validation, run before this hook, has logged
-                value = self.trainer.callback_metrics.get(PLATEAU_MONITOR)
-                if value is None:
-                    raise DigitlabError(
-                        f"ReduceLROnPlateau steps on {PLATEAU_MONITOR}, which this run did not "
-                        "log: validate every epoch (trainer.limit_val_batches and "
-                        "trainer.check_val_every_n_epoch) or choose another scheduler"
-                    )
-                config.scheduler.step(float(value))
+                # as Lightning steps it under automatic optimization: on the metric this epoch's
+                # validation (run before this hook; check_plateau made sure) has logged
+                config.scheduler.step(float(self.trainer.callback_metrics[PLATEAU_MONITOR]))
             else:
-                _step_schedule(config.scheduler)
+                config.scheduler.step()
 
     def total_optimizer_steps(self) -> int:
         """Optimizer steps in the whole fit. Lightning's estimate counts its own training steps
@@ -187,23 +145,14 @@ class FusedStepsClassifier(DigitClassifier):
         return int(bound)
 
 
-def _step_schedule(scheduler: LRSchedulerTypeUnion) -> None:
-    """One step of a learning-rate schedule, as manual optimization leaves it to the module."""
-    # ReduceLROnPlateau steps on a measured value, once per epoch: on_train_epoch_end hands it
-    # one, and the config refuses it a per-step interval.
-    assert not isinstance(scheduler, ReduceLROnPlateau), "ReduceLROnPlateau steps on a metric"
-    scheduler.step()
-
-
 def count_taken_steps(optimizer: LightningOptimizer, steps: int) -> None:
     """Let Lightning count ``steps`` optimizer steps that a CUDA graph replay took already.
 
-    Lightning counts a step (``trainer.global_step``: checkpoints, limits, logging) each time
-    its ``LightningOptimizer`` steps, and has no public call that counts one otherwise. So the
-    wrapper steps ``steps`` times with every gradient set aside: torch's optimizers skip a
-    parameter without ``.grad`` (Adam and AdamW, the only ones a graph takes, keep their state
-    and step counts), so nothing changes, and the same gradient tensors, which the graph writes
-    into, are put back."""
+    Lightning counts a step (``trainer.global_step``) each time its ``LightningOptimizer`` steps,
+    and has no public call that counts one otherwise. So the wrapper steps with every gradient
+    set aside: torch's optimizers skip a parameter without ``.grad`` (Adam and AdamW, the only
+    ones a graph takes, keep their state), and the gradient tensors the graph writes into are
+    put back."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grads = [p.grad for p in params]
     for p in params:

@@ -76,13 +76,9 @@ def log_model(
     step: int = 0,
 ) -> str:
     """Log ``checkpoint``'s network as the run's model ``model``; returns its model id.
-
-    Args:
-        example: uint8 images (n, 28, 28), the model's input example.
-        metrics: the run's test metrics, also logged onto the model (how the registry ranks it).
-        num_classes: the data set's classes: the width of the probabilities (the signature).
-        step: the step the metrics are logged at in the run (its last epoch's).
-    """
+    ``example``: uint8 images (n, 28, 28); ``metrics``: the run's test metrics, also logged onto
+    the model (how the registry ranks it) at ``step`` (the run's last epoch); ``num_classes``:
+    the width of the probabilities."""
     # Through a client on tracking_uri only: the fluent API (mlflow.pyfunc.log_model, start_run)
     # works on the process's global URI, which a notebook calling digitlab.fit keeps its own.
     client = MlflowClient(tracking_uri)

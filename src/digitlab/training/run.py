@@ -52,25 +52,19 @@ def train(
     callbacks: Sequence[L.Callback] = (),
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Fit and test one configuration, recorded as one MLflow run.
+    """Fit and test one configuration (``conf/config.yaml`` composed), recorded as one MLflow
+    run. Every input a user can get wrong is checked before the run is created, so a bad input
+    leaves no run behind; the run's life (KILLED, FAILED, checkpoints kept) is
+    :class:`TrackedRun`'s.
 
-    Every input a user can get wrong is checked before the run is created, so a bad input leaves
-    no run behind; the run's life (KILLED, FAILED, checkpoints kept) is :class:`TrackedRun`'s.
+    ``output_dir``: where checkpoints go (Hydra's job folder; None: a temporary folder);
+    ``choices``: Hydra's ``runtime.choices``, for the run name and tags; ``data``: the data set
+    the command line decoded before importing torch (None: read here); ``callbacks``: after the
+    ``callbacks`` group's; ``tags``: applied last (a k-fold run names its own parent).
 
-    Args:
-        cfg: the composed config (``conf/config.yaml`` and its groups).
-        output_dir: where checkpoints go (Hydra's job folder); a temporary folder if None.
-        choices: the chosen option per config group (Hydra's ``runtime.choices``), for the run
-            name and tags.
-        data: the already decoded data set (the command line loads it before importing torch);
-            None: loaded here from ``cfg.data.source``.
-        callbacks: more Lightning callbacks, after those of the ``callbacks`` group.
-        tags: more MLflow tags for the run, applied last (a k-fold run names its own parent).
-
-    Returns:
-        ``{"run_id", "run_name", "metrics": {name: float}, "seconds", "best_checkpoint",
-        "pruned"}`` (``pruned``: why a callback stopped the fit on purpose, else None);
-        ``run_id`` is None in the DDP processes other than rank 0 (they record nothing).
+    Returns ``{"run_id", "run_name", "metrics", "seconds", "best_checkpoint", "pruned"}``
+    (``pruned``: why a callback stopped the fit on purpose); ``run_id`` is None in the DDP
+    processes other than rank 0, which record nothing.
     """
     started = time.perf_counter()
     set_verbosity(verbose_requested(cfg))
@@ -102,7 +96,7 @@ def train(
     # The run's own folder, resumed or not: the only place its checkpoints are written or deleted.
     checkpoint_dir = output_dir / "checkpoints"
     restore = restore_point(resume, checkpoint_dir, output_dir / "resume") if resume else None
-    run = _tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, resume, tags)
+    run = tracked_run(cfg, choices, client, experiment_id, checkpoint_dir, tags, resume)
     trainer = build_trainer(
         cfg,
         build_callbacks(
@@ -186,8 +180,12 @@ def _record_outputs(
         run.log_checkpoint(checkpoint)
     tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
     if not (cfg.logger.get("log_model", False) and checkpoint) or run.pruned:
-        # a pruned trial was never tested: no model to offer
-        _log_tested(run, tested, epochs)
+        # No model to log the test metrics with (a pruned trial was never tested): logged once
+        # here, as the run's logger leaves them out (RunLogger).
+        if tested:
+            now = int(time.time() * 1000)
+            logged = [Metric(k, v, now, epochs) for k, v in tested.items()]
+            run.client.log_batch(run.run_id, metrics=logged)
         return
     split = datamodule.split()
     example = (split["test"] if len(split["test"][1]) else split["train"])[0][:2].numpy()
@@ -202,42 +200,33 @@ def _record_outputs(
         )
 
 
-def _log_tested(run: TrackedRun, tested: dict[str, float], step: int) -> None:
-    """The test metrics, logged once: the run's logger leaves them out (:class:`RunLogger`)."""
-    if not tested:
-        return
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, step) for k, v in tested.items()]
-    run.client.log_batch(run.run_id, metrics=metrics)
-
-
-def _tracked_run(
+def tracked_run(
     cfg,
     choices,
     client,
     experiment_id,
-    checkpoint_dir,
-    resume: Resume | None,
-    extra_tags: Mapping[str, str] | None,
+    folder: Path,
+    tags: Mapping[str, str] | None,
+    resume: Resume | None = None,
+    suffix: str = "",
 ) -> TrackedRun:
-    """The MLflow run this training records into: its name, tags and what it resumes."""
+    """The MLflow run a training (or a k-fold parent, ``suffix`` ``-cv<K>``) records into: its
+    name, tags (``tags`` last) and what it resumes."""
     choices = {
         k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")
     }
     # A resumed run keeps the choices it was trained with (its config is the stored one).
-    tags = {} if resume else {f"choice.{group}": str(option) for group, option in choices.items()}
+    own = {} if resume else {f"choice.{group}": str(option) for group, option in choices.items()}
     if commit := git_commit(project_root()):
-        tags["mlflow.source.git.commit"] = commit
+        own["mlflow.source.git.commit"] = commit
     if resume:
-        tags["digitlab.resumed_from"] = str(resume.path)
-    tags.update(sweep_tags())
-    tags.update(extra_tags or {})
+        own["digitlab.resumed_from"] = str(resume.path)
     return TrackedRun(
         client,
         experiment_id,
         plain(cfg),
-        checkpoint_dir,
-        name=cfg.logger.run_name or run_name(choices, cfg.seed, swept_values()),
-        tags=tags,
+        folder,
+        name=(cfg.logger.run_name or run_name(choices, cfg.seed, swept_values())) + suffix,
+        tags={**own, **sweep_tags(), **(tags or {})},
         resume_run_id=resume.run_id if resume else None,
     )
