@@ -58,7 +58,7 @@ class DigitDataModule(L.LightningDataModule):
     """Loads a source once, splits it with the run's seed and serves batches from the device.
 
     Its arguments are the keys of ``conf/data/*.yaml`` (each commented there). What they do
-    beyond their comment: ``source`` (and ``predict``) is called as ``source(root=root)``, or
+    beyond their comment: ``source`` is called as ``source(root=root)``, or
     ``source()`` when ``root`` is None; ``val_size=0`` is a final fit (:func:`final_fit`: no
     validation, no test holdout carved); with ``folds`` the training rows (after any test
     holdout) are cut into disjoint seeded folds and ``val_size`` is unused; ``seed`` seeds the
@@ -92,7 +92,8 @@ class DigitDataModule(L.LightningDataModule):
         predict: Callable[..., DigitData] | None = None,
     ) -> None:
         super().__init__()
-        self.source, self.root, self.predict = source, root, predict
+        del predict  # data.predict: the set digitlab-predict reads (jobs/inputs.py), not a split
+        self.source, self.root = source, root
         self.classes = class_names(classes)
         self.val_size, self.test_size = val_size, test_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -205,12 +206,3 @@ class DigitDataModule(L.LightningDataModule):
             self._augment_epoch = (epoch, x.device)
         fill = -self.mean / self.std  # a black pixel, normalised
         return self.augment(x, fill=fill, generator=self._generator), y
-
-    def predict_dataloader(self) -> TensorBatches:
-        """The ``predict`` source's images (label -1 where it has none), else the test split."""
-        if self.predict is None:
-            return self._batches("test", self.eval_batch_size, shuffle=False)
-        data = self.read(self.predict)
-        x, labels = self._prepare(data.train_images), data.train_labels
-        y = torch.full((len(x),), -1) if labels is None else labels
-        return TensorBatches(x, y.to(x.device), self.eval_batch_size, shuffle=False)

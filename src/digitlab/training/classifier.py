@@ -103,10 +103,6 @@ class DigitClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self.net(x).softmax(dim=1)
-
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
