@@ -600,9 +600,11 @@ def test_bodies_beyond_body_bytes_wait_for_room_and_are_then_answered():
 def test_openapi_docs_metrics_health_and_ready_are_served():
     with serving() as (port, _):
         status, _, body = request(port, "GET", "/openapi.json")
-        assert status == 200 and {"/invocations", "/draw", "/health"} <= set(
-            json.loads(body)["paths"]
-        )
+        paths = json.loads(body)["paths"]
+        assert {"/invocations", "/draw", "/health", "/ready", "/models", "/metrics"} <= set(paths)
+        operations = [op["operationId"] for path in paths.values() for op in path.values()]
+        assert len(operations) == len(set(operations)), operations  # each described once
+        assert request(port, "HEAD", "/health")[0] == 200  # HEAD answers, undescribed
         status, headers, _ = request(port, "GET", "/docs")
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert request(port, "GET", "/health")[::2] == (200, b"OK")

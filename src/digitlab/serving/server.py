@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -349,6 +349,17 @@ def make_server(
             "image": image.tolist(),
         }
 
+    def get(path: str, summary: str) -> Callable[[Callable], Callable]:
+        """A GET route in the API's description, with HEAD beside it out of the description:
+        one route for both would describe one operation twice (FastAPI warns of the duplicate
+        operation id, and a client generator would see two)."""
+
+        def route(endpoint: Callable) -> Callable:
+            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+            return app.get(path, summary=summary)(endpoint)
+
+        return route
+
     @app.post("/invocations", summary="MLflow's scoring protocol: pixels in, digits out")
     async def invocations(request: Request) -> JSONResponse:
         """Body: ``{"inputs": pixels}``, ``{"instances": pixels}``, ``{"dataframe_split":
@@ -361,16 +372,16 @@ def make_server(
         """Body: ``{"png": canvas.toDataURL()}``."""
         return await answer(request, drawn)
 
-    @app.api_route("/models", methods=["GET", "HEAD"], summary="The models ?model= may pick")
+    @get("/models", "The models ?model= may pick")
     async def listed() -> dict:
         allowed = getattr(models, "allowed", None)
         return {"default": default_model, "models": await in_thread(offered, client, allowed)}
 
-    @app.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: OK while it runs")
+    @get("/health", "Liveness: OK while it runs")
     async def health() -> PlainTextResponse:
         return PlainTextResponse("OK")
 
-    @app.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: the default model")
+    @get("/ready", "Readiness: the default model")
     async def ready() -> PlainTextResponse:
         try:  # a dictionary look-up once loaded (the CLI loads it before serving)
             await in_thread(models.get, default_model)
@@ -381,7 +392,7 @@ def make_server(
     bound = listening.getsockname()[1]  # the port, when asked for any free one
     registry = CollectorRegistry()  # the app's own: several apps may live in one process
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"], summary="Prometheus metrics")
+    @get("/metrics", "Prometheus metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
