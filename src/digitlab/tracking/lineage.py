@@ -19,25 +19,16 @@ def file_digests(paths: Iterable[str | Path]) -> dict[str, str]:
     """SHA-256 of each file, by absolute path (MNIST's four .gz files take ~50 ms)."""
     digests = {}
     for path in paths:
-        h = hashlib.sha256()
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digests[str(Path(path).resolve())] = h.hexdigest()
+            digests[str(Path(path).resolve())] = hashlib.file_digest(f, "sha256").hexdigest()
     return digests
 
 
 def split_datasets(
     name: str, files: Mapping[str, str], sizes: Mapping[str, int], split: Mapping[str, object]
 ):
-    """One ``mlflow.entities.DatasetInput`` per split.
-
-    Args:
-        name: the data set, e.g. ``mnist`` (each split becomes ``mnist-train``, ...).
-        files: file path -> SHA-256 (:func:`file_digests`); the source of every split.
-        sizes: split -> number of images.
-        split: what cuts the files into splits (seed, val_size, test_size).
-    """
+    """One ``DatasetInput`` per split (``mnist-train``...): of ``files`` (path -> SHA-256),
+    ``sizes`` (split -> images) and what cut them (``split``: seed, val_size, test_size)."""
     source = json.dumps({"files": dict(files)}, sort_keys=True)
     inputs = []
     for part, rows in sizes.items():
@@ -71,14 +62,9 @@ def log_splits(
     sizes: Mapping[str, int],
     split: Mapping[str, object],
 ) -> None:
-    """Log the run's splits as its dataset inputs (see :func:`split_datasets`).
-
-    Runs of one sweep share their data sets, and MLflow's SQL store creates a data set's row by
-    "look it up, insert it if absent" in one transaction: two jobs logging the same new data set
-    at once can both find it absent, and the second insert then fails on the table's unique key
-    (``UNIQUE constraint failed: datasets...``), rolled back whole. Logged again, the row is
-    there and is reused, so a lost race is retried instead of failing the job.
-    """
+    """Log the run's splits as its dataset inputs. Jobs of a sweep logging the same new data
+    set at once race on MLflow's "look it up, insert if absent": the loser's insert fails on the
+    unique key and is rolled back; logged again, it finds the winner's row, so it is retried."""
     datasets = split_datasets(name, file_digests(paths), sizes, split)
     for attempt in range(RETRIES + 1):
         try:

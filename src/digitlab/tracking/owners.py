@@ -48,18 +48,14 @@ def owner_tags() -> dict[str, str]:
 def tag_pid(text: object) -> int | None:
     """The pid an owner tag holds, or None ("abc", "-1" and 10**30 name no process)."""
     text = str(text or "").strip()
-    if not re.fullmatch(r"[0-9]{1,10}", text) or not 0 < int(text) < 2**31:
-        return None
-    return int(text)
+    return int(text) if re.fullmatch(r"[0-9]{1,10}", text) and 0 < int(text) < 2**31 else None
 
 
 def _tag_start(text: object) -> float | None:
     """An owner tag's start time, or None when empty or of another format (the clock ticks
     since boot that earlier versions stored say nothing here)."""
     text = str(text or "").strip()
-    if not re.fullmatch(r"[0-9]{1,12}\.[0-9]{1,9}", text):
-        return None
-    return float(text)
+    return float(text) if re.fullmatch(r"[0-9]{1,12}\.[0-9]{1,9}", text) else None
 
 
 def is_alive(pid: int, start: str = "") -> bool:
@@ -110,23 +106,20 @@ def lock_folder() -> Path:
     """This user's private folder (mode 0700) of per-run lock files: never the store's (maybe
     someone else's, links planted in it) nor a shared one; refused when it is not private."""
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    folder = Path(tempfile.gettempdir()) / f"digitlab-locks-{os.getuid()}"
     if runtime and os.path.isabs(runtime):
         folder = Path(runtime) / "digitlab-locks"
-    else:
-        folder = Path(tempfile.gettempdir()) / f"digitlab-locks-{_uid()}"
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
-        pass
+        pass  # checked below, as it is (never followed)
     except OSError as e:
         raise DigitlabError(
             f"cannot make the lock folder {folder} ({e.strerror or e}): make its parent "
             "writable, or set XDG_RUNTIME_DIR to a folder of yours"
         ) from None
     info = os.lstat(folder)
-    mine = not hasattr(os, "getuid") or (
-        info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
-    )
+    mine = info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
     if not stat.S_ISDIR(info.st_mode) or not mine:
         raise DigitlabError(
             f"the lock folder {folder} is not a real folder owned by you with mode 0700: "
@@ -135,15 +128,10 @@ def lock_folder() -> Path:
     return folder
 
 
-def _uid() -> str:
-    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-
-
 def _lock_path(tracking_uri: str, run_id: str) -> Path:
     """Run ``run_id``'s lock file: named by a digest (a run id is the store's text, never a path)
     of the run and the store's real path."""
-    db = sqlite_path(tracking_uri)
-    store = os.path.realpath(db) if db is not None else tracking_uri
+    store = os.path.realpath(db) if (db := sqlite_path(tracking_uri)) else tracking_uri
     digest = hashlib.sha256(f"{store}\0{run_id}".encode()).hexdigest()[:40]
     return lock_folder() / f"{digest}.lock"
 
@@ -193,8 +181,5 @@ def _owner(run) -> str | None:
 def _live_owner(run) -> str | None:
     """:func:`_owner` of a RUNNING ``run`` owned by another process, else None."""
     tags = run.data.tags
-    if run.info.status != "RUNNING":
-        return None
-    if tags.get(HOST_TAG) == socket.gethostname() and tag_pid(tags.get(PID_TAG)) == os.getpid():
-        return None
-    return _owner(run)
+    mine = tags.get(HOST_TAG) == socket.gethostname() and tag_pid(tags.get(PID_TAG)) == os.getpid()
+    return _owner(run) if run.info.status == "RUNNING" and not mine else None

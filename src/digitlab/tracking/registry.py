@@ -1,6 +1,5 @@
 """The model registry: a run's model registered under a name, and the alias ``@best`` on the
-version with the highest ``test/acc`` (aliases, not the deprecated stages). No torch here; MLflow
-(2 s) on import, so the commands' ``--help`` takes ``MODEL_NAME`` from ``tracking.tags``."""
+version with the highest ``test/acc``. Imports MLflow (2 s): ``--help`` reads ``tracking.tags``."""
 
 from __future__ import annotations
 
@@ -19,10 +18,8 @@ BEST_CHILD_TAG = "digitlab.best_run_id"
 
 @dataclass(frozen=True)
 class Registration:
-    """What :func:`register` did: ``version`` of ``name`` holds run ``run_id``'s model (a sweep
-    parent's best child), made now (``new``) or found from an earlier registration; ``best`` is
-    the version ``@best`` points at afterwards (None: no version has a ``test/acc``), ``scored``
-    whether the run has a ``test/acc`` to compete for it."""
+    """What :func:`register` did: ``version`` of ``name`` holds run ``run_id``'s model, made now
+    (``new``) or earlier; ``@best`` is then version ``best``; ``scored``: the run has a score."""
 
     name: str
     version: str
@@ -32,7 +29,6 @@ class Registration:
     scored: bool
 
     def line(self) -> str:
-        """The one line the command prints, after ``digitlab: ``."""
         model = f"models:/{self.name}/{self.version}"
         if self.new:
             done = f"registered {model} (run {self.run_id})"
@@ -50,8 +46,7 @@ class Registration:
 
 
 def model_source(client, run_id: str) -> tuple[str, str]:
-    """``(run id, model id)`` of the LoggedModel ``model`` that run ``run_id`` logged (a sweep
-    parent: its best child's). Raises DigitlabError naming the fix when there is none."""
+    """``(run id, model id)`` of the model that run ``run_id`` (or its best child) logged."""
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -74,9 +69,8 @@ def model_source(client, run_id: str) -> tuple[str, str]:
 
 
 def register(client, run_id: str, name: str) -> Registration:
-    """Register run ``run_id``'s model (a sweep parent: its best child's) as a new version of
-    ``name`` unless a version of ``name`` already holds that model, then move ``@best`` to the
-    best version."""
+    """Register run ``run_id``'s model as a version of ``name`` (unless one holds it already),
+    then move ``@best`` to the best version."""
     source_run, model_id = model_source(client, run_id)
     version = registered_version(client, name, model_id)
     new = version is None
@@ -87,8 +81,8 @@ def register(client, run_id: str, name: str) -> Registration:
 
 
 def registered_version(client, name: str, model_id: str) -> str | None:
-    """The version of ``name`` that holds the model ``model_id``, if one does: registering a
-    run twice must not make two versions of one model."""
+    """The version of ``name`` holding the model ``model_id``, if one does (no two versions of
+    one model)."""
     # A version's source is the model's artifact location (see _new_version), or models:/<id>
     # in stores registered to before that.
     sources = {client.get_logged_model(model_id).artifact_location, f"models:/{model_id}"}
@@ -99,8 +93,8 @@ def registered_version(client, name: str, model_id: str) -> str | None:
 
 
 def _new_version(client, name: str, run_id: str, model_id: str) -> str:
-    """A new version of ``name`` (created if needed) holding the model ``model_id``. Through the
-    client, not ``mlflow.register_model``, which prints its own lines on stderr."""
+    """A new version of ``name`` holding ``model_id``: through the client, not
+    ``mlflow.register_model``, which prints its own lines on stderr."""
     try:
         client.create_registered_model(name)
     except MlflowException as e:  # a parallel job, or an earlier registration, made it first
@@ -114,7 +108,6 @@ def _new_version(client, name: str, run_id: str, model_id: str) -> str:
 
 
 def point_best(client, name: str) -> str | None:
-    """Set ``name@best`` to the version whose run scored the highest ``test/acc``; returns it."""
     scored = []
     for version in client.search_model_versions(f"name = '{name}'"):
         if version.run_id:

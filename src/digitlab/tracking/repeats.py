@@ -19,13 +19,9 @@ REPEAT_METRICS = ("test/acc", "val/acc")
 def repeat_table(
     rows: list[dict[str, Any]], varied: list[str], repeat_keys: list[str]
 ) -> list[dict[str, Any]]:
-    """One row per configuration (the varied keys other than the repeat keys): how many
-    finished runs it has and, per metric, ``<metric> mean``, ``std`` (sample std, 0 for one
-    run), ``min`` and ``max``. Empty when no repeat key varies between jobs.
-
-    ``rows`` are the sweep's child rows (``tracking.sweep.child_rows``): overrides and metrics.
-    Only FINISHED runs count: a failed or pruned run has no final test accuracy.
-    """
+    """One row per configuration (the varied keys other than the repeat keys) of the sweep's
+    child ``rows``: its FINISHED runs and, per metric, ``<metric> mean``, ``std`` (sample std, 0
+    for one run), ``min`` and ``max``. Empty when no repeat key varies between jobs."""
     repeats = [k for k in varied if k in repeat_keys]
     if not repeats:
         return []
@@ -62,13 +58,12 @@ def _stats(metric: str, values: list[float]) -> dict[str, float | None]:
 
 
 def config_label(entry: dict[str, Any], config_keys: list[str]) -> str:
-    """A configuration's name in the picture: its varied values, or ``all`` when none varies."""
     return "\n".join(f"{k}={entry[k]}" for k in config_keys) or "all"
 
 
 def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: list[str]) -> None:
     """Log ``summary/repeats.{csv,md,png}`` and the best configuration's statistics as metrics
-    (``repeats/test/acc_mean`` ...) on the sweep's parent; nothing when no repeat key varies."""
+    (``repeats/test/acc_mean`` ...) on the sweep's parent."""
     table = repeat_table(rows, varied, repeat_keys)
     if not table:
         return
