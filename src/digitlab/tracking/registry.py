@@ -69,53 +69,33 @@ def model_source(client, run_id: str) -> tuple[str, str]:
 
 
 def register(client, run_id: str, name: str) -> Registration:
-    """Register run ``run_id``'s model as a version of ``name`` (unless one holds it already),
-    then move ``@best`` to the best version."""
+    """Register run ``run_id``'s model as a version of ``name`` unless one holds it already (no
+    two versions of one model), then move ``@best`` to the version scoring the best ``test/acc``
+    (a tie goes to the newer one)."""
     source_run, model_id = model_source(client, run_id)
-    version = registered_version(client, name, model_id)
-    new = version is None
-    if version is None:
-        version = _new_version(client, name, source_run, model_id)
-    scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
-    return Registration(name, version, source_run, new, point_best(client, name), scored)
-
-
-def registered_version(client, name: str, model_id: str) -> str | None:
-    """The version of ``name`` holding the model ``model_id``, if one does (no two versions of
-    one model)."""
-    # A version's source is the model's artifact location (see _new_version), or models:/<id>
-    # in stores registered to before that.
-    sources = {client.get_logged_model(model_id).artifact_location, f"models:/{model_id}"}
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.model_id == model_id or version.source in sources:
-            return str(version.version)
-    return None
-
-
-def _new_version(client, name: str, run_id: str, model_id: str) -> str:
-    """A new version of ``name`` holding ``model_id``: through the client, not
-    ``mlflow.register_model``, which prints its own lines on stderr."""
-    try:
-        client.create_registered_model(name)
-    except MlflowException as e:  # a parallel job, or an earlier registration, made it first
-        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
     # The model's artifact location, not models:/<id>: MLflow's store resolves that through the
     # process's global tracking URI, which is the caller's (a notebook's) own, not this store's.
+    # Stores registered to before used models:/<id>.
     source = client.get_logged_model(model_id).artifact_location
-    created = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
-    return str(created.version)
-
-
-def point_best(client, name: str) -> str | None:
-    scored = []
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.run_id:
-            score = client.get_run(version.run_id).data.metrics.get(RANK_METRIC)
-            if score is not None:
-                scored.append((score, int(version.version)))
-    if not scored:
-        return None
-    best = str(max(scored)[1])  # a tie goes to the newer version
-    client.set_registered_model_alias(name, BEST_ALIAS, best)
-    return best
+    versions = client.search_model_versions(f"name = '{name}'")
+    sources = {source, f"models:/{model_id}"}
+    held = [v for v in versions if v.model_id == model_id or v.source in sources]
+    version = str(held[0].version) if held else None
+    if version is None:  # through the client: mlflow.register_model prints its own lines
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:  # a parallel job, or an earlier registration, made it first
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        made = client.create_model_version(name, source, run_id=source_run, model_id=model_id)
+        version = str(made.version)
+    scores = []
+    for v in client.search_model_versions(f"name = '{name}'"):
+        score = client.get_run(v.run_id).data.metrics.get(RANK_METRIC) if v.run_id else None
+        if score is not None:
+            scores.append((score, int(v.version)))
+    best = str(max(scores)[1]) if scores else None
+    if best is not None:
+        client.set_registered_model_alias(name, BEST_ALIAS, best)
+    scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
+    return Registration(name, version, source_run, not held, best, scored)

@@ -96,7 +96,15 @@ class TrackedRun:
         if not self.owner:
             return False
         if exc_type is not None and store_locked(exc):
-            raise self._locked_store() from None
+            # Past MLflow's busy timeout: ending the run would wait again, so it is left RUNNING
+            # for the next command to mark KILLED.
+            store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
+            raise DigitlabError(
+                f"the MLflow store {store} stayed locked by another program while run "
+                f"{self.run_id} was recorded: close what holds it (a program writing to it); the "
+                f"next digitlab command on the store marks the run KILLED, then "
+                f"resume={self.run_id} continues it"
+            ) from None
         status = "KILLED" if self.pruned else "FINISHED"
         replacement: DigitlabError | None = None  # raised instead of ``exc``
         if isinstance(exc, Interrupted):  # a run inside this one (a fold) stopped and said so
@@ -106,8 +114,15 @@ class TrackedRun:
         ):
             status = "KILLED"
             how = received.name if received else "an exit request"
+            last, unlogged = self._log_last()
+            hint = (
+                f"last checkpoint {last}{unlogged or f' logged to run {self.run_id}'}; "
+                f"continue with: resume={self.run_id}"
+                if last
+                else f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
+            )
             replacement = Interrupted(
-                f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint()}",
+                f"{how} stopped training; run {self.run_id} is KILLED; {hint}",
                 signum=received or signal.SIGINT,
             )
         elif exc_type is not None:
@@ -145,16 +160,6 @@ class TrackedRun:
             self.client.set_tag(self.run_id, PRUNED_TAG, "true")
             self.client.set_tag(self.run_id, "digitlab.stop_reason", reason)
 
-    def _locked_store(self) -> DigitlabError:
-        """The store stayed locked past MLflow's busy timeout: ending the run would wait again,
-        so it is left RUNNING for the next command to mark KILLED."""
-        store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
-        return DigitlabError(
-            f"the MLflow store {store} stayed locked by another program while run {self.run_id} "
-            "was recorded: close what holds it (a program writing to it); the next digitlab "
-            f"command on the store marks the run KILLED, then resume={self.run_id} continues it"
-        )
-
     def _log_last(self) -> tuple[str | None, str]:
         """Log ``last.ckpt``: (its path or None, and why it was not logged, or "")."""
         last = self.checkpoint_dir / "last.ckpt"
@@ -169,13 +174,6 @@ class TrackedRun:
             return None
         self.client.log_artifact(self.run_id, str(path), "checkpoints")
         return str(path)
-
-    def _resume_hint(self) -> str:
-        last, unlogged = self._log_last()
-        if not last:
-            return f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
-        logged = unlogged or f" logged to run {self.run_id}"
-        return f"last checkpoint {last}{logged}; continue with: resume={self.run_id}"
 
 
 def run_name(choices: Mapping[str, Any], seed: int, swept: Mapping[str, str] | None = None) -> str:

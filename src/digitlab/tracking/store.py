@@ -119,7 +119,13 @@ def open_client(tracking_uri: str):
         return MlflowClient(tracking_uri)
     if not db.exists():  # MLflow creates its tables next: on a full disk it would stop half-way
         check_writable(tracking_uri)
-    _quiet_lock_errors()
+    # MLflow logs "database is locked" with its whole trace: digitlab says it in one line (the
+    # retries of _first_contact, tracking.run for a run). HYDRA_FULL_ERROR=1 keeps it.
+    utils = logging.getLogger("mlflow.store.db.utils")
+    if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(
+        isinstance(f, _DropLockErrors) for f in utils.filters
+    ):
+        utils.addFilter(_DropLockErrors())
     return _first_contact(tracking_uri, db)
 
 
@@ -210,16 +216,6 @@ class _DropLockErrors(logging.Filter):
         return not (store_locked(record.getMessage()) or store_locked(error))
 
 
-def _quiet_lock_errors() -> None:
-    """Drop MLflow's logged trace of "database is locked": digitlab says it in one line (the
-    retries here, ``tracking.run`` for a run). HYDRA_FULL_ERROR=1 keeps it."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
-    utils = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _DropLockErrors) for f in utils.filters):
-        utils.addFilter(_DropLockErrors())
-
-
 def _first_contact(tracking_uri: str, db: Path):
     """An MlflowClient on a SQLite store, made under an exclusive file lock: MLflow creates and
     migrates a new store's tables unguarded, and parallel jobs would race ("table already
@@ -227,6 +223,7 @@ def _first_contact(tracking_uri: str, db: Path):
     # Imported before the lock: under it every job of a parallel sweep waited out each other's
     # import (experiments/LOAD.md). Lazy: see the top.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
     _check_pages(db)  # within the lock's patience: a busy store waits here at most a second
@@ -243,26 +240,17 @@ def _first_contact(tracking_uri: str, db: Path):
             ) from None
         raise _unwritable(db.parent, e) from None
     try:
-        return _checked_client(tracking_uri, db, started)
+        while True:  # until a first query goes through: MLflow's schema check waits only
+            try:  # SQLite's default 5 s for a writer's lock, so a busy store is retried for 20 s
+                client = MlflowClient(tracking_uri)
+                client.search_experiments(max_results=1)
+                return client
+            except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
+                waited = time.monotonic() - started
+                if not store_locked(e) or waited >= 20.0:
+                    raise _unusable_store(db, e, waited) from None
     finally:
         lock.release()
-
-
-def _checked_client(tracking_uri: str, db: Path, started: float, patience: float = 20.0):
-    """An MlflowClient whose first query went through. MLflow's schema check waits only SQLite's
-    default 5 s for a writer's lock, so a busy store is retried for ``patience`` seconds."""
-    from mlflow.tracking import MlflowClient  # lazy: MLflow costs 2 s, see the top
-
-    while True:
-        try:
-            client = MlflowClient(tracking_uri)
-            client.search_experiments(max_results=1)
-            return client
-        except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
-            waited = time.monotonic() - started
-            if store_locked(e) and waited < patience:
-                continue
-            raise _unusable_store(db, e, waited) from None
 
 
 def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
