@@ -82,7 +82,6 @@ def experiment_id(client, name: str = EXPERIMENT) -> str:
     return found
 
 
-@contextlib.contextmanager
 def ensemble_run(
     client,
     members: Sequence[str],
@@ -90,7 +89,7 @@ def ensemble_run(
     command: str,
     sweeps: Sequence[str] = (),
     skipped: Sequence[str] = (),
-) -> Iterator[str]:
+) -> contextlib.AbstractContextManager[str]:
     """The ensemble's :func:`recorded_run` of its ``members`` (run ids or checkpoint paths),
     ``settings`` as ``ensemble.<key>`` params, the ``command`` doing the same, the ``sweeps``
     whose children became members and the ``skipped`` members ("<member>: <reason>")."""
@@ -106,20 +105,18 @@ def ensemble_run(
         tags[SKIPPED_TAG] = "; ".join(skipped)[:8000]
     method = settings.get("method", "mean")
     params = {"members": str(len(members)), **{k: str(v) for k, v in settings.items()}}
-    with recorded_run(
+    return recorded_run(
         client,
         experiment_id(client),
         f"ensemble-{len(members)}-{method}",
         tags,
         {f"ensemble.{k}": v for k, v in params.items()},
-    ) as run_id:
-        yield run_id
+    )
 
 
-@contextlib.contextmanager
 def prediction_run(
     client, source_run_id: str, settings: Mapping[str, Any], command: str
-) -> Iterator[str]:
+) -> contextlib.AbstractContextManager[str]:
     """The :func:`recorded_run` of one training run's predictions, linked to it by a tag, never
     written into it (predicting again replaces nothing)."""
     source = get_run(client, source_run_id)
@@ -131,14 +128,8 @@ def prediction_run(
         f"({source_run_id}): `{command}`"[:8000],
     }
     name = f"predict-{source.info.run_name}-{settings.get('data', 'data')}"[:250]
-    with recorded_run(
-        client,
-        experiment_id(client, PREDICTIONS),
-        name,
-        tags,
-        {f"predict.{k}": str(v) for k, v in settings.items()},
-    ) as run_id:
-        yield run_id
+    params = {f"predict.{k}": str(v) for k, v in settings.items()}
+    return recorded_run(client, experiment_id(client, PREDICTIONS), name, tags, params)
 
 
 @contextlib.contextmanager

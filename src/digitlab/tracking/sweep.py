@@ -373,7 +373,11 @@ def summarise(
     optuna_result, study = sweep_dir / "optimization_results.yaml", None
     if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
         study = mapping(OmegaConf.to_container(OmegaConf.load(optuna_result)))
-        metrics.update(log_study(client, parent_id, optuna_result))
+        log_study(client, parent_id, optuna_result, study)
+        if "best_value" in study:
+            metrics["optuna/best_value"] = float(study["best_value"])
+        if "n_pruned" in study:
+            metrics["optuna/pruned"] = float(study["n_pruned"])
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
     return {
@@ -385,11 +389,10 @@ def summarise(
     }
 
 
-def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
+def log_study(client, parent_id: str, result_file: Path, result: dict[str, Any]) -> None:
     """The Optuna sweeper's result on the parent: the file, the best parameters as tags, and the
     study's optuna-dashboard link in the run's description."""
     client.log_artifact(parent_id, str(result_file), "summary")
-    result = mapping(OmegaConf.to_container(OmegaConf.load(result_file)))
     for key, value in (result.get("best_params") or {}).items():
         client.set_tag(parent_id, f"optuna.best.{key}", str(value))
     if "study_name" in result:
@@ -406,9 +409,3 @@ def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
                 f"({result['dashboard_link']}) after starting `{result['dashboard']}`"
             ).strip(),
         )
-    metrics = {}
-    if "best_value" in result:
-        metrics["optuna/best_value"] = float(result["best_value"])
-    if "n_pruned" in result:
-        metrics["optuna/pruned"] = float(result["n_pruned"])
-    return metrics
