@@ -35,9 +35,10 @@ class Stop:
         self._watching = True
 
     def __enter__(self) -> Stop:
-        if self._runs == 0 and not self._watching:
+        if self._runs == 0:  # a new run, or the next job of a sweep: no signal came yet
             self.signal = None
-            self._install()
+            if not self._watching:
+                self._install()
         self._runs += 1
         return self
 
