@@ -1,10 +1,7 @@
 """Runs whose process died without ending them (SIGKILL, out of memory, power cut): each run
-records the process that owns it, and the next command on the store marks dead owners' runs
-KILLED instead of leaving them RUNNING forever.
-
-A store is data, possibly someone else's: its tags name a process (host, pid, start time) that
-is only looked up, never a folder to read, write or delete in. Liveness is psutil's; the
-per-run locks are filelock's, in a private folder of this user's (:func:`lock_folder`)."""
+records its owner process, and the next command on the store marks dead owners' runs KILLED.
+A store is data, maybe someone else's: its owner tags are only looked up (psutil), never a
+folder to touch; per-run locks (filelock) live in a private folder of this user's."""
 
 from __future__ import annotations
 

@@ -129,8 +129,7 @@ def open_client(tracking_uri: str):
     return _first_contact(tracking_uri, db)
 
 
-# The other fix for a store that cannot be used: another one. digitlab names its store with
-# logger.tracking_uri, digitlab-serve and digitlab-predict with --tracking-uri.
+# The other fix for a store that cannot be used: another one.
 ANOTHER_STORE = "point logger.tracking_uri (or --tracking-uri) at"
 # What a test write must get through for a store to take a run: SQLite's journal copies the
 # pages a transaction changes, the store grows, and the run's checkpoints usually land beside it.
