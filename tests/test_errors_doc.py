@@ -1426,7 +1426,7 @@ CASES |= {
     }.items()
 }
 
-STOP = "from digitlab.tracking.run import STOP\nSTOP.__enter__()"
+STOP = "from digitlab.tracking.signals import STOP\nSTOP.__enter__()"
 CASES |= {
     f"During training: {row}": case
     for row, case in {

@@ -85,7 +85,7 @@ def test_a_second_resume_of_a_run_being_trained_is_refused_naming_the_owner(stop
                 output_dir=tmp_path / "second",
             )
     finally:
-        held.close()
+        held.release()
     assert client.get_metric_history(result["run_id"], "val/acc") == history
     assert client.get_run(result["run_id"]).info.status == "KILLED"
 

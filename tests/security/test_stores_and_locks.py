@@ -145,7 +145,7 @@ def test_the_run_lock_follows_no_link_planted_beside_the_store(tmp_path, store):
     locks.mkdir()
     (locks / f"{run_id}.lock").symlink_to(victim)
 
-    claim_run(client, run_id).close()
+    claim_run(client, run_id).release()
 
     assert victim.read_text() == "the user's file"
 
@@ -174,7 +174,7 @@ def test_a_lock_folder_that_is_not_a_private_folder_is_refused_in_one_line(
         claim_run(client, run_id)
     assert list(shared.iterdir()) == []
     folder.unlink()
-    claim_run(client, run_id).close()  # made anew, private
+    claim_run(client, run_id).release()  # made anew, private
     assert oct(folder.stat().st_mode & 0o777) == oct(0o700)
 
 
@@ -184,7 +184,7 @@ def test_an_owner_tag_naming_no_process_is_left_alone_without_a_traceback(tmp_pa
     run_id = client.create_run(experiment, tags={HOST_TAG: HOST, PID_TAG: pid}).info.run_id
     next_command(store)
     assert client.get_run(run_id).info.status == "RUNNING"  # whose process it is is unknown
-    claim_run(client, run_id).close()
+    claim_run(client, run_id).release()
 
 
 def test_an_owner_start_time_of_another_format_falls_back_to_the_pid(tmp_path, store):

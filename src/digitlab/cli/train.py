@@ -18,7 +18,7 @@ from digitlab.config.command import check_command_line
 from digitlab.errors import DigitlabError, Interrupted
 from digitlab.search.study import TRIAL_ENV
 from digitlab.tracking.store import ui_command
-from digitlab.tracking.sweep import end_interrupted_sweep, mark_interrupted
+from digitlab.tracking.sweep import end_interrupted_sweep
 
 register_resolvers()
 
@@ -56,8 +56,6 @@ def _run(cfg: DictConfig) -> float | None:
         choices = dict(runtime.choices)
         result = run_job(cfg, runtime.output_dir, choices, data, sweeper_cfg=hydra_cfg.sweeper)
     except DigitlabError as e:
-        if isinstance(e, Interrupted) and hydra_cfg.mode == RunMode.MULTIRUN:
-            mark_interrupted(e.exit_code - 128)  # the sweep's parent run ends KILLED, not FAILED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"digitlab: {e.kind}: {e}", file=sys.stderr, flush=True)
@@ -80,19 +78,10 @@ def _run(cfg: DictConfig) -> float | None:
     return result["metrics"].get("val/acc")
 
 
-# True once a single-process, single-run command has recorded everything.
+# True once a single-process, single-run command has recorded everything: it then leaves without
+# the interpreter's teardown (unloading torch, triton and CUDA takes 2-3 s, experiments/RESULTS.md),
+# once Hydra's job has ended; the MLflow client is synchronous, and the logs are flushed here.
 _ALONE = False
-
-
-def _exit_now() -> None:
-    """Exit without the interpreter's teardown: after a run, unloading torch, Lightning and
-    their native libraries (triton, CUDA) takes 2-3 s on a 2-core machine, for nothing. Only
-    used when everything is on disk: the MLflow store has committed every write (its client is
-    synchronous), Hydra's job has ended, and the log handlers are flushed here."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _refuse(e: DigitlabError) -> None:
@@ -128,7 +117,10 @@ def main() -> None:
         print(f"digitlab: interrupted: {ended[0]}", file=sys.stderr, flush=True)
         sys.exit(ended[1])
     if _ALONE:
-        _exit_now()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ SOURCE_TAG = "digitlab.predicted_from"
 
 
 def get_run(client, run_id: str):
-    """The run ``run_id`` of ``client``'s store; one-line DigitlabError when there is none."""
     try:
         return client.get_run(run_id)
     except MlflowException:
@@ -54,18 +53,17 @@ def run_checkpoint(client, run_id: str, folder: Path) -> Path:
 
 def children(client, run) -> list:
     """The child runs of ``run`` (a sweep's jobs, a cross-validation's folds), oldest first."""
-    found = client.search_runs(
+    return client.search_runs(
         [run.info.experiment_id],
         f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
         max_results=10_000,
         order_by=["attributes.start_time ASC"],
     )
-    return list(found)
 
 
 def finished_children(client, parent) -> tuple[list[str], list[str]]:
-    """``(FINISHED children's run ids, "<id> (<status>)" of the others)``. The others are
-    pruned trials (KILLED at an early epoch), failed or still running jobs: not members."""
+    """``(FINISHED children's run ids, "<id> (<status>)" of the others)``: pruned, failed or
+    running jobs are no members."""
     finished, others = [], []
     for child in children(client, parent):
         if child.info.status == "FINISHED":
@@ -76,9 +74,7 @@ def finished_children(client, parent) -> tuple[list[str], list[str]]:
 
 
 def experiment_id(client, name: str = EXPERIMENT) -> str:
-    """The ``ensembles`` (or ``name``) experiment of ``client``'s store; a new one keeps its
-    artifacts in the store's ``artifacts/`` folder, as training runs do (a tracking server
-    decides for itself)."""
+    """The ``ensembles`` (or ``name``) experiment, its artifacts beside training runs'."""
     db = sqlite_path(client.tracking_uri)
     location = str(db.parent / "artifacts") if db is not None else None
     found = get_or_create_experiment(client, name, location)
@@ -86,7 +82,6 @@ def experiment_id(client, name: str = EXPERIMENT) -> str:
     return found
 
 
-@contextlib.contextmanager
 def ensemble_run(
     client,
     members: Sequence[str],
@@ -94,17 +89,10 @@ def ensemble_run(
     command: str,
     sweeps: Sequence[str] = (),
     skipped: Sequence[str] = (),
-) -> Iterator[str]:
-    """Create the ensemble's run and yield its id; it ends FINISHED when the block completes,
-    FAILED when it raises.
-
-    Args:
-        members: each member's run id (or checkpoint path, for a member given as a file).
-        settings: params (``method``, ``data``, ...), logged as ``ensemble.<key>``.
-        command: the ``digitlab-predict`` command line that does the same (either door's).
-        sweeps: the sweep parents whose children became members.
-        skipped: ``"<member>: <reason>"`` of each member left out (``--skip-missing``).
-    """
+) -> contextlib.AbstractContextManager[str]:
+    """The ensemble's :func:`recorded_run` of its ``members`` (run ids or checkpoint paths),
+    ``settings`` as ``ensemble.<key>`` params, the ``command`` doing the same, the ``sweeps``
+    whose children became members and the ``skipped`` members ("<member>: <reason>")."""
     tags = {
         **owner_tags(),
         MEMBERS_TAG: " ".join(members)[:8000],
@@ -117,24 +105,20 @@ def ensemble_run(
         tags[SKIPPED_TAG] = "; ".join(skipped)[:8000]
     method = settings.get("method", "mean")
     params = {"members": str(len(members)), **{k: str(v) for k, v in settings.items()}}
-    with recorded_run(
+    return recorded_run(
         client,
         experiment_id(client),
         f"ensemble-{len(members)}-{method}",
         tags,
         {f"ensemble.{k}": v for k, v in params.items()},
-    ) as run_id:
-        yield run_id
+    )
 
 
-@contextlib.contextmanager
 def prediction_run(
     client, source_run_id: str, settings: Mapping[str, Any], command: str
-) -> Iterator[str]:
-    """The run that records one training run's predictions, in the ``predictions`` experiment:
-    linked to its source (tag ``digitlab.predicted_from``), never written into it, so predicting
-    again never replaces what the training run (or an earlier prediction) holds. ``command``:
-    the ``digitlab-predict`` command line that does the same."""
+) -> contextlib.AbstractContextManager[str]:
+    """The :func:`recorded_run` of one training run's predictions, linked to it by a tag, never
+    written into it (predicting again replaces nothing)."""
     source = get_run(client, source_run_id)
     tags = {
         **owner_tags(),
@@ -144,14 +128,8 @@ def prediction_run(
         f"({source_run_id}): `{command}`"[:8000],
     }
     name = f"predict-{source.info.run_name}-{settings.get('data', 'data')}"[:250]
-    with recorded_run(
-        client,
-        experiment_id(client, PREDICTIONS),
-        name,
-        tags,
-        {f"predict.{k}": str(v) for k, v in settings.items()},
-    ) as run_id:
-        yield run_id
+    params = {f"predict.{k}": str(v) for k, v in settings.items()}
+    return recorded_run(client, experiment_id(client, PREDICTIONS), name, tags, params)
 
 
 @contextlib.contextmanager
@@ -177,8 +155,7 @@ def log_results(
     metrics: Mapping[str, float | None],
     files: Sequence[Path],
 ) -> None:
-    """The members' table (``ensemble/members.csv``, for an ensemble), the metrics that exist,
-    and the prediction files (probabilities, submission) under ``predictions/``."""
+    """The members' table (an ensemble's), the metrics that exist, and the prediction files."""
     if table_csv is not None:
         client.log_text(run_id, table_csv, "ensemble/members.csv")
     for name, value in metrics.items():

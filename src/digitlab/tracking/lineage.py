@@ -13,54 +13,9 @@ from mlflow.exceptions import MlflowException
 
 # MLflow's context tag values for the splits digitlab keeps.
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
-
-
-def file_digests(paths: Iterable[str | Path]) -> dict[str, str]:
-    """SHA-256 of each file, by absolute path (MNIST's four .gz files take ~50 ms)."""
-    digests = {}
-    for path in paths:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digests[str(Path(path).resolve())] = h.hexdigest()
-    return digests
-
-
-def split_datasets(
-    name: str, files: Mapping[str, str], sizes: Mapping[str, int], split: Mapping[str, object]
-):
-    """One ``mlflow.entities.DatasetInput`` per split.
-
-    Args:
-        name: the data set, e.g. ``mnist`` (each split becomes ``mnist-train``, ...).
-        files: file path -> SHA-256 (:func:`file_digests`); the source of every split.
-        sizes: split -> number of images.
-        split: what cuts the files into splits (seed, val_size, test_size).
-    """
-    source = json.dumps({"files": dict(files)}, sort_keys=True)
-    inputs = []
-    for part, rows in sizes.items():
-        # The same files cut another way (another seed or val_size) are another data set.
-        recipe = json.dumps(
-            {
-                "files": sorted(files.values()),
-                "split": part,
-                "rows": rows,
-                **{k: str(v) for k, v in split.items()},
-            },
-            sort_keys=True,
-        )
-        dataset = Dataset(
-            name=f"{name}-{part}",
-            digest=hashlib.sha256(recipe.encode()).hexdigest()[:16],
-            source_type="local",
-            source=source,
-            profile=json.dumps({"num_rows": rows, **{k: str(v) for k, v in split.items()}}),
-        )
-        context = InputTag("mlflow.data.context", CONTEXTS.get(part, part))
-        inputs.append(DatasetInput(dataset, tags=[context]))
-    return inputs
+# How often a lost race is retried. A retry finds the rows the winner committed, so one is
+# enough unless yet another job wins a race on another data set of the same call.
+RETRIES = 3
 
 
 def log_splits(
@@ -71,30 +26,37 @@ def log_splits(
     sizes: Mapping[str, int],
     split: Mapping[str, object],
 ) -> None:
-    """Log the run's splits as its dataset inputs (see :func:`split_datasets`).
+    """Log one ``DatasetInput`` per split (``mnist-train``...) of the files at ``paths`` (by
+    SHA-256), ``sizes`` (split -> images) and what cut them (``split``: seed, val_size...).
 
-    Runs of one sweep share their data sets, and MLflow's SQL store creates a data set's row by
-    "look it up, insert it if absent" in one transaction: two jobs logging the same new data set
-    at once can both find it absent, and the second insert then fails on the table's unique key
-    (``UNIQUE constraint failed: datasets...``), rolled back whole. Logged again, the row is
-    there and is reused, so a lost race is retried instead of failing the job.
-    """
-    datasets = split_datasets(name, file_digests(paths), sizes, split)
+    Jobs of a sweep logging the same new data set at once race on MLflow's "look it up, insert
+    if absent": the loser's insert fails on the unique key and is rolled back; logged again, it
+    finds the winner's row, so it is retried."""
+    files = {}
+    for path in paths:  # MNIST's four .gz files take ~50 ms
+        with open(path, "rb") as f:
+            files[str(Path(path).resolve())] = hashlib.file_digest(f, "sha256").hexdigest()
+    source = json.dumps({"files": files}, sort_keys=True)
+    cut = {k: str(v) for k, v in split.items()}
+    datasets = []
+    for part, rows in sizes.items():
+        # The same files cut another way (another seed or val_size) are another data set.
+        recipe = {"files": sorted(files.values()), "split": part, "rows": rows, **cut}
+        dataset = Dataset(
+            name=f"{name}-{part}",
+            digest=hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16],
+            source_type="local",
+            source=source,
+            profile=json.dumps({"num_rows": rows, **cut}),
+        )
+        context = InputTag("mlflow.data.context", CONTEXTS.get(part, part))
+        datasets.append(DatasetInput(dataset, tags=[context]))
     for attempt in range(RETRIES + 1):
         try:
             client.log_inputs(run_id, datasets=datasets)
             return
-        except MlflowException as e:
-            if attempt == RETRIES or not _lost_insert_race(e):
+        except MlflowException as e:  # a unique key refused, in SQLite's or MySQL's words
+            text = str(e).lower()
+            lost_race = "unique constraint" in text or "duplicate entry" in text
+            if attempt == RETRIES or not lost_race:
                 raise
-
-
-# How often a lost race is retried. A retry finds the rows the winner committed, so one is
-# enough unless yet another job wins a race on another data set of the same call.
-RETRIES = 3
-
-
-def _lost_insert_race(error: Exception) -> bool:
-    """Whether the store refused an insert on a unique key (SQLite, PostgreSQL, MySQL wording)."""
-    text = str(error).lower()
-    return "unique constraint" in text or "duplicate entry" in text

@@ -13,22 +13,14 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric
 
-from digitlab.tracking.run import STOP, TrackedRun
+from digitlab.tracking.run import TrackedRun
+from digitlab.tracking.signals import STOP
 
 
 class RunLogger(Logger):
-    """Lightning's logger for metrics only, into ``run``: it never creates or ends a run.
-
-    It is built with the Trainer, before ``run`` is opened (a bad Trainer setting must leave no
-    run behind), and writes through the run's own client once the run is open. Written on
-    Lightning's public ``Logger`` rather than as an ``MLFlowLogger``, which would create, end
-    and name runs itself: the run's status is :class:`digitlab.tracking.run.TrackedRun`'s to set
-    (KILLED after a signal, FINISHED only once tested).
-
-    What it logs reads as the training does (:meth:`log_metrics`): a metric's step is the epoch,
-    counted from 1 as the terminal's ``epoch 1/3`` does; the test metrics are left to
-    :func:`digitlab.training.run.train`, which logs them once; values are short decimals.
-    """
+    """Lightning's logger for metrics only, into ``run``, which it never creates or ends (an
+    ``MLFlowLogger`` would, where the status is :class:`TrackedRun`'s to set). Built with the
+    Trainer before ``run`` opens, so a bad Trainer setting leaves no run behind."""
 
     def __init__(self, run: TrackedRun) -> None:
         super().__init__()
@@ -44,12 +36,10 @@ class RunLogger(Logger):
 
     @property
     def run_id(self) -> str | None:
-        """The MLflow run's id, once it is open (None before, and off global rank zero)."""
         return self.run.run_id
 
     @property
     def experiment(self):
-        """The run's ``MlflowClient`` (pictures log figures and tables through it)."""
         return self.run.client
 
     @rank_zero_only
@@ -58,14 +48,9 @@ class RunLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log ``metrics`` at the epoch they belong to, as :func:`decimal` values.
-
-        Lightning passes its optimizer-step counter as ``step`` and adds the epoch (from 0) as a
-        metric ``epoch``: here the step is that epoch plus one, and ``epoch`` itself is not
-        logged (the step says it). A call without ``epoch`` (a callback's one-off value) keeps
-        its own step. ``test/*`` metrics are not logged here: the test pass runs after the fit,
-        and ``train`` logs its metrics once, linked to the logged model when there is one.
-        """
+        """Log ``metrics`` as :func:`decimal` values at their epoch counted from 1 (as the
+        terminal's ``epoch 1/3``), in place of Lightning's optimizer step and ``epoch`` metric.
+        ``test/*`` is left to ``train``, which logs it once, with the model."""
         metrics = dict(metrics)
         epoch = metrics.pop("epoch", None)
         if epoch is not None:
@@ -93,11 +78,8 @@ def decimal(value: float) -> float:
 
 class StopOnSignal(Callback):
     """Stops the fit or the test pass at a batch's start or end once Ctrl-C or SIGTERM came
-    (:data:`digitlab.tracking.run.STOP` records them): between batches no store call is under
-    way, and no epoch's end (its metrics, then its checkpoints) is left half done. It raises
-    ``KeyboardInterrupt``, which Lightning answers with its graceful shutdown; the run then ends
-    KILLED. Last among the run's callbacks, so a signal sent by one of them in a hook (as tests
-    do) stops at that very hook."""
+    (:data:`digitlab.tracking.signals.STOP`), where no store call or epoch's end is under way.
+    Last among the run's callbacks: a signal sent by one of them in a hook stops at that hook."""
 
     def _stop_if_asked(self, *args, **kwargs) -> None:
         STOP.raise_if_received()

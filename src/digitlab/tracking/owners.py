@@ -1,10 +1,7 @@
 """Runs whose process died without ending them (SIGKILL, out of memory, power cut): each run
-records the process that owns it, and the next command on the store marks dead owners' runs
-KILLED instead of leaving them RUNNING forever.
-
-A store is data, possibly someone else's: its tags name a process (host, pid, start time) that
-is only looked up, never a folder to read, write or delete in. Liveness is psutil's; the
-per-run locks are filelock's, in a private folder of this user's (:func:`lock_folder`)."""
+records its owner process, and the next command on the store marks dead owners' runs KILLED.
+A store is data, maybe someone else's: its owner tags are only looked up (psutil), never a
+folder to touch; per-run locks (filelock) live in a private folder of this user's."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ import re
 import socket
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -34,8 +30,7 @@ _SAME_START_S = 1.0
 
 
 def start_time(pid: int) -> str:
-    """Process ``pid``'s start time as the owner tag holds it (psutil's ``create_time()``, in
-    seconds since the epoch, with a decimal point), telling a reused pid apart; "" if unknown."""
+    """Process ``pid``'s start time as the owner tag holds it (a reused pid is told apart)."""
     try:
         return f"{psutil.Process(pid).create_time():.2f}"
     except (psutil.Error, ValueError, OverflowError):
@@ -43,32 +38,26 @@ def start_time(pid: int) -> str:
 
 
 def owner_tags() -> dict[str, str]:
-    """Tags naming this process as the owner of a run."""
     pid = os.getpid()
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: start_time(pid)}
 
 
 def tag_pid(text: object) -> int | None:
-    """The pid an owner tag holds, or None when it holds no plausible pid (a store's tags are
-    data: "abc", "-1" and 10**30 name no process)."""
+    """The pid an owner tag holds, or None ("abc", "-1" and 10**30 name no process)."""
     text = str(text or "").strip()
-    if not re.fullmatch(r"[0-9]{1,10}", text) or not 0 < int(text) < 2**31:
-        return None
-    return int(text)
+    return int(text) if re.fullmatch(r"[0-9]{1,10}", text) and 0 < int(text) < 2**31 else None
 
 
 def _tag_start(text: object) -> float | None:
-    """An owner tag's start time in seconds, or None when unknown: empty, or another format
-    (the clock ticks since boot that earlier versions stored, an integer, say nothing here)."""
+    """An owner tag's start time, or None when empty or of another format (the clock ticks
+    since boot that earlier versions stored say nothing here)."""
     text = str(text or "").strip()
-    if not re.fullmatch(r"[0-9]{1,12}\.[0-9]{1,9}", text):
-        return None
-    return float(text)
+    return float(text) if re.fullmatch(r"[0-9]{1,12}\.[0-9]{1,9}", text) else None
 
 
 def is_alive(pid: int, start: str = "") -> bool:
-    """Whether process ``pid`` (started at ``start``, a :func:`start_time`, if known) still runs
-    on this machine. A process of another user counts as alive; a zombie as dead."""
+    """Whether process ``pid`` (started at ``start``, if known) still runs on this machine. A
+    process of another user counts as alive; a zombie as dead."""
     if not isinstance(pid, int) or not 0 < pid < 2**31 or not psutil.pid_exists(pid):
         return False
     try:
@@ -88,14 +77,8 @@ def _printable(text: object, limit: int = 200) -> str:
 
 def reap_dead_owners(client, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of ``experiment_id`` whose owner process on this host is
-    gone; returns (and logs) one line per run.
-
-    Only the run's status and a tag saying why change: nothing is read from, written to or
-    deleted in any folder the store names, and nothing is uploaded. ``resume=<run id>`` then
-    finds the run's ``last.ckpt`` in its own job folder, or in its logged artifacts
-    (:func:`digitlab.training.checkpoints.find_resume`). Runs owned on other hosts, and runs
-    whose owner tag holds no pid, are left alone: whether their process lives cannot be told.
-    """
+    gone; returns (and logs) one line per run. Only the status and a tag change: no folder the
+    store names is touched. Runs owned on other hosts, or by no pid, are left alone."""
     host = socket.gethostname()
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     lines = []
@@ -117,31 +100,23 @@ def reap_dead_owners(client, experiment_id: str) -> list[str]:
 
 
 def lock_folder() -> Path:
-    """The private folder of this user's per-run lock files, made with mode 0700 if missing:
-    ``$XDG_RUNTIME_DIR/digitlab-locks``, else ``digitlab-locks-<uid>`` in the temp folder.
-
-    Never a folder of the store's (that may be someone else's, with links planted in it), and
-    never a shared one. Raises DigitlabError when it exists but is not a real folder owned by
-    this user with mode 0700 (another user, or a link, could then swap its files).
-    """
+    """This user's private folder (mode 0700) of per-run lock files: never the store's (maybe
+    someone else's, links planted in it) nor a shared one; refused when it is not private."""
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    folder = Path(tempfile.gettempdir()) / f"digitlab-locks-{os.getuid()}"
     if runtime and os.path.isabs(runtime):
         folder = Path(runtime) / "digitlab-locks"
-    else:
-        folder = Path(tempfile.gettempdir()) / f"digitlab-locks-{_uid()}"
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
-        pass
+        pass  # checked below, as it is (never followed)
     except OSError as e:
         raise DigitlabError(
             f"cannot make the lock folder {folder} ({e.strerror or e}): make its parent "
             "writable, or set XDG_RUNTIME_DIR to a folder of yours"
         ) from None
     info = os.lstat(folder)
-    mine = not hasattr(os, "getuid") or (
-        info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
-    )
+    mine = info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
     if not stat.S_ISDIR(info.st_mode) or not mine:
         raise DigitlabError(
             f"the lock folder {folder} is not a real folder owned by you with mode 0700: "
@@ -150,41 +125,18 @@ def lock_folder() -> Path:
     return folder
 
 
-def _uid() -> str:
-    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-
-
 def _lock_path(tracking_uri: str, run_id: str) -> Path:
-    """The lock file of run ``run_id`` of the store at ``tracking_uri``: its name a digest of
-    both (a run id is the store's text, never a path), the same for every spelling of a SQLite
-    store's path."""
-    db = sqlite_path(tracking_uri)
-    store = os.path.realpath(db) if db is not None else tracking_uri
+    """Run ``run_id``'s lock file: named by a digest (a run id is the store's text, never a path)
+    of the run and the store's real path."""
+    store = os.path.realpath(db) if (db := sqlite_path(tracking_uri)) else tracking_uri
     digest = hashlib.sha256(f"{store}\0{run_id}".encode()).hexdigest()[:40]
     return lock_folder() / f"{digest}.lock"
 
 
-@dataclass
-class Claim:
-    """A held claim on a run (:func:`claim_run`): released by :meth:`close`, or when the
-    process ends."""
-
-    lock: FileLock
-
-    def close(self) -> None:
-        self.lock.release(force=True)
-
-
-def claim_run(client, run_id: str) -> Claim:
-    """Claim run ``run_id`` for this process before continuing it (``resume=``); returns the
-    claim, held until closed (or the process dies).
-
-    One process per run: an exclusive lock per run (:func:`filelock.FileLock`, which opens its
-    file without following a link and never truncates it) closes the race of two resumes started
-    together, and a run that is RUNNING under a live owner (its tags: host, pid, start) is
-    refused too, for an owner on another machine that no lock here can see. Raises
-    DigitlabError naming the owner.
-    """
+def claim_run(client, run_id: str) -> FileLock:
+    """Claim run ``run_id`` for this process before continuing it (``resume=``): its lock held
+    until released (or the process dies), closing the race of two resumes started together; a
+    run RUNNING under a live owner is refused too (on another machine no lock here can see)."""
     path = _lock_path(client.tracking_uri, run_id)
     lock = FileLock(path, timeout=0, mode=0o600)
     try:
@@ -202,7 +154,7 @@ def claim_run(client, run_id: str) -> Claim:
     if live := _live_owner(client.get_run(run_id)):
         lock.release(force=True)
         raise DigitlabError(f"run {run_id} is RUNNING in {live}: {_wait_hint(run_id)}")
-    return Claim(lock)
+    return lock
 
 
 def _wait_hint(run_id: str) -> str:
@@ -213,8 +165,7 @@ def _wait_hint(run_id: str) -> str:
 
 
 def _owner(run) -> str | None:
-    """``"process PID on HOST"`` as ``run``'s owner tags name it, when they name a process that
-    is not known dead (on another host, whether it lives cannot be told from here)."""
+    """``"process PID on HOST"`` of ``run``'s owner tags, unless known dead."""
     tags = run.data.tags
     host, pid = tags.get(HOST_TAG), tag_pid(tags.get(PID_TAG))
     if not host or pid is None:
@@ -225,11 +176,7 @@ def _owner(run) -> str | None:
 
 
 def _live_owner(run) -> str | None:
-    """``"process PID on HOST"`` when ``run`` is RUNNING under an owner that is not known dead
-    and is not this process, else None."""
+    """:func:`_owner` of a RUNNING ``run`` owned by another process, else None."""
     tags = run.data.tags
-    if run.info.status != "RUNNING":
-        return None
-    if tags.get(HOST_TAG) == socket.gethostname() and tag_pid(tags.get(PID_TAG)) == os.getpid():
-        return None
-    return _owner(run)
+    mine = tags.get(HOST_TAG) == socket.gethostname() and tag_pid(tags.get(PID_TAG)) == os.getpid()
+    return _owner(run) if run.info.status == "RUNNING" and not mine else None

@@ -1,6 +1,5 @@
 """The model registry: a run's model registered under a name, and the alias ``@best`` on the
-version with the highest ``test/acc`` (aliases, not the deprecated stages). No torch here; MLflow
-(2 s) on import, so the commands' ``--help`` takes ``MODEL_NAME`` from ``tracking.tags``."""
+version with the highest ``test/acc``. Imports MLflow (2 s): ``--help`` reads ``tracking.tags``."""
 
 from __future__ import annotations
 
@@ -19,10 +18,8 @@ BEST_CHILD_TAG = "digitlab.best_run_id"
 
 @dataclass(frozen=True)
 class Registration:
-    """What :func:`register` did: ``version`` of ``name`` holds run ``run_id``'s model (a sweep
-    parent's best child), made now (``new``) or found from an earlier registration; ``best`` is
-    the version ``@best`` points at afterwards (None: no version has a ``test/acc``), ``scored``
-    whether the run has a ``test/acc`` to compete for it."""
+    """What :func:`register` did: ``version`` of ``name`` holds run ``run_id``'s model, made now
+    (``new``) or earlier; ``@best`` is then version ``best``; ``scored``: the run has a score."""
 
     name: str
     version: str
@@ -32,7 +29,6 @@ class Registration:
     scored: bool
 
     def line(self) -> str:
-        """The one line the command prints, after ``digitlab: ``."""
         model = f"models:/{self.name}/{self.version}"
         if self.new:
             done = f"registered {model} (run {self.run_id})"
@@ -50,8 +46,7 @@ class Registration:
 
 
 def model_source(client, run_id: str) -> tuple[str, str]:
-    """``(run id, model id)`` of the LoggedModel ``model`` that run ``run_id`` logged (a sweep
-    parent: its best child's). Raises DigitlabError naming the fix when there is none."""
+    """``(run id, model id)`` of the model that run ``run_id`` (or its best child) logged."""
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -74,55 +69,33 @@ def model_source(client, run_id: str) -> tuple[str, str]:
 
 
 def register(client, run_id: str, name: str) -> Registration:
-    """Register run ``run_id``'s model (a sweep parent: its best child's) as a new version of
-    ``name`` unless a version of ``name`` already holds that model, then move ``@best`` to the
-    best version."""
+    """Register run ``run_id``'s model as a version of ``name`` unless one holds it already (no
+    two versions of one model), then move ``@best`` to the version scoring the best ``test/acc``
+    (a tie goes to the newer one)."""
     source_run, model_id = model_source(client, run_id)
-    version = registered_version(client, name, model_id)
-    new = version is None
-    if version is None:
-        version = _new_version(client, name, source_run, model_id)
-    scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
-    return Registration(name, version, source_run, new, point_best(client, name), scored)
-
-
-def registered_version(client, name: str, model_id: str) -> str | None:
-    """The version of ``name`` that holds the model ``model_id``, if one does: registering a
-    run twice must not make two versions of one model."""
-    # A version's source is the model's artifact location (see _new_version), or models:/<id>
-    # in stores registered to before that.
-    sources = {client.get_logged_model(model_id).artifact_location, f"models:/{model_id}"}
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.model_id == model_id or version.source in sources:
-            return str(version.version)
-    return None
-
-
-def _new_version(client, name: str, run_id: str, model_id: str) -> str:
-    """A new version of ``name`` (created if needed) holding the model ``model_id``. Through the
-    client, not ``mlflow.register_model``, which prints its own lines on stderr."""
-    try:
-        client.create_registered_model(name)
-    except MlflowException as e:  # a parallel job, or an earlier registration, made it first
-        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
     # The model's artifact location, not models:/<id>: MLflow's store resolves that through the
     # process's global tracking URI, which is the caller's (a notebook's) own, not this store's.
+    # Stores registered to before used models:/<id>.
     source = client.get_logged_model(model_id).artifact_location
-    created = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
-    return str(created.version)
-
-
-def point_best(client, name: str) -> str | None:
-    """Set ``name@best`` to the version whose run scored the highest ``test/acc``; returns it."""
-    scored = []
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.run_id:
-            score = client.get_run(version.run_id).data.metrics.get(RANK_METRIC)
-            if score is not None:
-                scored.append((score, int(version.version)))
-    if not scored:
-        return None
-    best = str(max(scored)[1])  # a tie goes to the newer version
-    client.set_registered_model_alias(name, BEST_ALIAS, best)
-    return best
+    versions = client.search_model_versions(f"name = '{name}'")
+    sources = {source, f"models:/{model_id}"}
+    held = [v for v in versions if v.model_id == model_id or v.source in sources]
+    version = str(held[0].version) if held else None
+    if version is None:  # through the client: mlflow.register_model prints its own lines
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:  # a parallel job, or an earlier registration, made it first
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        made = client.create_model_version(name, source, run_id=source_run, model_id=model_id)
+        version = str(made.version)
+    scores = []
+    for v in client.search_model_versions(f"name = '{name}'"):
+        score = client.get_run(v.run_id).data.metrics.get(RANK_METRIC) if v.run_id else None
+        if score is not None:
+            scores.append((score, int(v.version)))
+    best = str(max(scores)[1]) if scores else None
+    if best is not None:
+        client.set_registered_model_alias(name, BEST_ALIAS, best)
+    scored = client.get_run(source_run).data.metrics.get(RANK_METRIC) is not None
+    return Registration(name, version, source_run, not held, best, scored)

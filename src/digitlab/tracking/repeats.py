@@ -14,18 +14,15 @@ from digitlab.tracking.tables import markdown_table
 
 # Metrics summarised across repeats; test/acc is the headline, val/acc what a search compares.
 REPEAT_METRICS = ("test/acc", "val/acc")
+STATS = ("mean", "std", "min", "max")
 
 
 def repeat_table(
     rows: list[dict[str, Any]], varied: list[str], repeat_keys: list[str]
 ) -> list[dict[str, Any]]:
-    """One row per configuration (the varied keys other than the repeat keys): how many
-    finished runs it has and, per metric, ``<metric> mean``, ``std`` (sample std, 0 for one
-    run), ``min`` and ``max``. Empty when no repeat key varies between jobs.
-
-    ``rows`` are the sweep's child rows (``tracking.sweep.child_rows``): overrides and metrics.
-    Only FINISHED runs count: a failed or pruned run has no final test accuracy.
-    """
+    """One row per configuration (the varied keys other than the repeat keys) of the sweep's
+    child ``rows``: its FINISHED runs and, per metric, ``<metric> mean``, ``std`` (sample std, 0
+    for one run), ``min`` and ``max``. Empty when no repeat key varies between jobs."""
     repeats = [k for k in varied if k in repeat_keys]
     if not repeats:
         return []
@@ -40,35 +37,19 @@ def repeat_table(
         entry["runs"] = len(members)
         entry[" + ".join(repeats)] = " ".join(sorted(str(m.get(repeats[0])) for m in members))
         for metric in REPEAT_METRICS:
-            values = [m[metric] for m in members if _finite(m.get(metric))]
-            entry.update(_stats(metric, values))
+            found = [m.get(metric) for m in members]
+            values = [v for v in found if isinstance(v, int | float) and math.isfinite(v)]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            stats = (statistics.fmean(values), std, min(values), max(values)) if values else None
+            for i, stat in enumerate(STATS):
+                entry[f"{metric} {stat}"] = stats and stats[i]
         table.append(entry)
     return table
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _stats(metric: str, values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {f"{metric} {s}": None for s in ("mean", "std", "min", "max")}
-    return {
-        f"{metric} mean": statistics.fmean(values),
-        f"{metric} std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        f"{metric} min": min(values),
-        f"{metric} max": max(values),
-    }
-
-
-def config_label(entry: dict[str, Any], config_keys: list[str]) -> str:
-    """A configuration's name in the picture: its varied values, or ``all`` when none varies."""
-    return "\n".join(f"{k}={entry[k]}" for k in config_keys) or "all"
-
-
 def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: list[str]) -> None:
     """Log ``summary/repeats.{csv,md,png}`` and the best configuration's statistics as metrics
-    (``repeats/test/acc_mean`` ...) on the sweep's parent; nothing when no repeat key varies."""
+    (``repeats/test/acc_mean`` ...) on the sweep's parent."""
     table = repeat_table(rows, varied, repeat_keys)
     if not table:
         return
@@ -76,14 +57,14 @@ def log_repeats(client, parent_id: str, rows, varied: list[str], repeat_keys: li
     client.log_text(parent_id, frame.to_csv(index=False), "summary/repeats.csv")
     client.log_text(parent_id, markdown_table(frame), "summary/repeats.md")
     config_keys = [k for k in varied if k not in repeat_keys]
-    labels = [config_label(entry, config_keys) for entry in table]
+    labels = ["\n".join(f"{k}={entry[k]}" for k in config_keys) or "all" for entry in table]
     figure = plot_repeat_summary(table, labels, REPEAT_METRICS)
     client.log_figure(parent_id, figure, "summary/repeats.png")
     scored = [e for e in table if e.get("val/acc mean") is not None]
     if scored:  # the configuration a search would pick: best mean validation accuracy
         best = max(scored, key=lambda e: e["val/acc mean"])
         for metric in REPEAT_METRICS:
-            for stat in ("mean", "std", "min", "max"):
+            for stat in STATS:
                 if best.get(f"{metric} {stat}") is not None:
                     client.log_metric(
                         parent_id, f"repeats/{metric}_{stat}", float(best[f"{metric} {stat}"])

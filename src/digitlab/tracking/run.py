@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Param, RunTag
 from omegaconf import OmegaConf
 
 from digitlab.errors import DigitlabError, Interrupted
-from digitlab.tracking.owners import Claim, claim_run, owner_tags
+from digitlab.tracking.owners import claim_run, owner_tags
+from digitlab.tracking.signals import STOP
 from digitlab.tracking.store import sqlite_path, store_locked
 from digitlab.tracking.tags import CHECKPOINT_DIR_TAG, PRUNED_TAG
 
@@ -26,27 +26,11 @@ UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 
 
 class TrackedRun:
-    """Owns one MLflow run from creation to its final status; use it as a context manager.
-
-    Entering creates the run (or reopens ``resume_run_id``, so a resumed run keeps one history),
-    tags it, logs the flat config as params and the resolved config as ``config.yaml``, and
-    records Ctrl-C and SIGTERM (:data:`STOP`). Leaving ends it:
-
-    - FINISHED when the block completes; KILLED with the tag ``digitlab.pruned`` when
-      :meth:`mark_pruned` was called (an Optuna trial stopped on purpose, its history kept);
-      either way, a signal that came too late to stop the work is said (:class:`Interrupted`);
-    - KILLED when Lightning stopped after Ctrl-C or SIGTERM (it ends ``KeyboardInterrupt`` in
-      ``SystemExit``; SIGTERM raises its ``SIGTERMException``), or a run inside this one was:
-      ``last.ckpt`` is logged and :class:`Interrupted` is raised with the ``resume=<id>`` command;
-    - FAILED on any other exception; for a :class:`DigitlabError` (e.g. a non-finite loss)
-      ``last.ckpt``, the last good state, is logged and named in the message.
-
-    The run is tagged with the process that owns it (:mod:`digitlab.tracking.owners`), so if that
-    process is killed outright the next command on the store marks the run KILLED.
-
-    Under DDP the processes other than global rank zero are not its owner (:meth:`opened_by`):
-    they record nothing and ``run_id`` is None.
-    """
+    """One MLflow run from creation (or reopening ``resume_run_id``) to its final status, as a
+    context manager, in the one place its end is decided (:meth:`_end`): FINISHED; KILLED when
+    pruned (:meth:`mark_pruned`) or stopped by a signal (:data:`STOP`: then ``last.ckpt`` is
+    logged and :class:`Interrupted` says ``resume=<id>``); FAILED on any other exception. Tagged
+    with its owner process (``tracking.owners``). Under DDP only global rank zero records it."""
 
     def __init__(
         self,
@@ -65,11 +49,10 @@ class TrackedRun:
         self.resume_run_id, self.owner = resume_run_id, owner
         self.run_id: str | None = None
         self.pruned: str | None = None
-        self._claim: Claim | None = None  # the lock file held while this process continues a run
+        self._claim: FileLock | None = None  # the lock file held while this process continues a run
 
     def opened_by(self, owner: bool) -> TrackedRun:
-        """This run, to enter in every process: ``owner`` (under DDP, global rank zero, known
-        once the Trainer exists) opens and records it, the others record nothing."""
+        """This run, where ``owner`` (global rank zero, known once the Trainer exists) records."""
         self.owner = owner
         return self
 
@@ -107,13 +90,21 @@ class TrackedRun:
         finally:
             STOP.__exit__(None, None, None)
             if self._claim is not None:
-                self._claim.close()
+                self._claim.release(force=True)
 
     def _end(self, exc_type, exc, received: signal.Signals | None) -> bool:
         if not self.owner:
             return False
         if exc_type is not None and store_locked(exc):
-            raise self._locked_store() from None
+            # Past MLflow's busy timeout: ending the run would wait again, so it is left RUNNING
+            # for the next command to mark KILLED.
+            store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
+            raise DigitlabError(
+                f"the MLflow store {store} stayed locked by another program while run "
+                f"{self.run_id} was recorded: close what holds it (a program writing to it); the "
+                f"next digitlab command on the store marks the run KILLED, then "
+                f"resume={self.run_id} continues it"
+            ) from None
         status = "KILLED" if self.pruned else "FINISHED"
         replacement: DigitlabError | None = None  # raised instead of ``exc``
         if isinstance(exc, Interrupted):  # a run inside this one (a fold) stopped and said so
@@ -123,8 +114,15 @@ class TrackedRun:
         ):
             status = "KILLED"
             how = received.name if received else "an exit request"
+            last, unlogged = self._log_last()
+            hint = (
+                f"last checkpoint {last}{unlogged or f' logged to run {self.run_id}'}; "
+                f"continue with: resume={self.run_id}"
+                if last
+                else f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
+            )
             replacement = Interrupted(
-                f"{how} stopped training; run {self.run_id} is KILLED; {self._resume_hint()}",
+                f"{how} stopped training; run {self.run_id} is KILLED; {hint}",
                 signum=received or signal.SIGINT,
             )
         elif exc_type is not None:
@@ -156,30 +154,14 @@ class TrackedRun:
         return False
 
     def mark_pruned(self, reason: str) -> None:
-        """The run was stopped on purpose (a pruned trial): it ends KILLED, tagged with why.
-
-        KILLED, not FAILED: nothing went wrong, and MLflow has no status of its own for it.
-        """
+        """Stopped on purpose (a pruned trial): it ends KILLED (MLflow has no status for it)."""
         self.pruned = reason
         if self.run_id is not None:
             self.client.set_tag(self.run_id, PRUNED_TAG, "true")
             self.client.set_tag(self.run_id, "digitlab.stop_reason", reason)
 
-    def _locked_store(self) -> DigitlabError:
-        """Another program held the store's write lock past MLflow's busy timeout while the run
-        was recorded. Ending the run would wait that long again: it is left RUNNING, owned by
-        this process, so the next command on the store marks it KILLED and logs its last.ckpt."""
-        store = sqlite_path(self.client.tracking_uri) or self.client.tracking_uri
-        return DigitlabError(
-            f"the MLflow store {store} stayed locked by another program while run {self.run_id} "
-            "was recorded: close what holds it (a program writing to it); the next digitlab "
-            f"command on the store marks the run KILLED, then resume={self.run_id} continues it"
-        )
-
     def _log_last(self) -> tuple[str | None, str]:
-        """Log ``last.ckpt`` to the run as it ends: (its path, or None if no epoch saved one;
-        "" or, if the artifact folder refused it, why, for the message). ``resume=`` reads the
-        checkpoint folder first, so a checkpoint not logged still continues the run."""
+        """Log ``last.ckpt``: (its path or None, and why it was not logged, or "")."""
         last = self.checkpoint_dir / "last.ckpt"
         try:
             return self.log_checkpoint(last), ""
@@ -193,21 +175,11 @@ class TrackedRun:
         self.client.log_artifact(self.run_id, str(path), "checkpoints")
         return str(path)
 
-    def _resume_hint(self) -> str:
-        last, unlogged = self._log_last()
-        if not last:
-            return f"run {self.run_id} has no checkpoint yet (no epoch finished): start it again"
-        logged = unlogged or f" logged to run {self.run_id}"
-        return f"last checkpoint {last}{logged}; continue with: resume={self.run_id}"
-
 
 def run_name(choices: Mapping[str, Any], seed: int, swept: Mapping[str, str] | None = None) -> str:
-    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``.
-
-    ``swept``: a sweep's job's values of the keys the sweep varies (``tracking.sweep``), added
-    where the name does not already say them, by their last part unless two share it:
-    ``mlp-mnist-sgd-s42-lr=0.1``. Long decimals (an Optuna trial's) keep 4 significant digits.
-    """
+    """A readable name from the chosen options, e.g. ``lenet-mnist-sgd-s42``, then a sweep's
+    ``swept`` values it does not say, by their key's last part unless two share it:
+    ``mlp-mnist-sgd-s42-lr=0.1``. Long decimals (an Optuna trial's) keep 4 significant digits."""
     parts = [str(choices[g]) for g in NAME_GROUPS if choices.get(g)]
     parts.append(f"s{seed}")
     said = {"seed", *(g for g in NAME_GROUPS if choices.get(g))}
@@ -220,7 +192,6 @@ def run_name(choices: Mapping[str, Any], seed: int, swept: Mapping[str, str] | N
 
 
 def _short_decimal(value: str) -> str:
-    """``0.0123456789`` -> ``0.01235``; any other value as given."""
     try:
         number = float(value)
     except ValueError:
@@ -242,21 +213,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def git_commit(folder: Path) -> str | None:
     """The commit the code runs from (with ``-dirty`` for uncommitted changes), if in git."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(folder), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=5, check=True).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
@@ -274,73 +238,3 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     items = [Param(k, v) for k, v in params.items() if k not in logged]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start : start + 100])
-
-
-# What signal.signal takes and returns: a function, SIG_DFL or SIG_IGN, or None (set in C).
-Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM while a run is open in this process, as a context manager.
-
-    The first signal is only recorded (:attr:`signal`): Lightning stops at its next batch
-    (:class:`digitlab.tracking.logger.StopOnSignal` raises there; SIGTERM also stops its own
-    loops), and the run ends KILLED; a signal that comes once no batch is left is said as the run
-    ends. Nothing is raised from the handler itself: raised in the middle of a store call, an
-    exception can leave the call's SQLite transaction open, and this process holding the store's
-    lock (every later write, the run's ending included, then fails "database is locked").
-
-    The second signal exits at once, in one line: the user will not wait. The store stays
-    whole: each SQLite write is a transaction (one cut short is rolled back when the file is
-    next opened), and the run left RUNNING names this process as its owner, so the next command
-    on the store marks it KILLED and logs its last checkpoint (:mod:`digitlab.tracking.owners`).
-
-    One for the process (:data:`STOP`), entered by each run: a k-fold parent and the fold it is
-    training hear the same Ctrl-C; the outermost run installs the handler and restores what was
-    there before. Outside the main thread (a thread-based launcher) signals are left alone.
-    """
-
-    def __init__(self) -> None:
-        self.signal: signal.Signals | None = None
-        self._depth = 0
-        self._previous: dict[signal.Signals, Handler] = {}
-
-    def __enter__(self) -> StopRequest:
-        if self._depth == 0:
-            self.signal, self._previous = None, {}
-            try:
-                for s in (signal.SIGINT, signal.SIGTERM):
-                    self._previous[s] = signal.signal(s, self._received)
-            except ValueError:  # not the main thread
-                pass
-        self._depth += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            for s, handler in self._previous.items():
-                signal.signal(s, handler)
-
-    def _received(self, signum: int, frame) -> None:
-        if self.signal is None:
-            self.signal = signal.Signals(signum)
-            return
-        os.write(
-            2,
-            (
-                f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
-                "the next digitlab command on this store marks the run KILLED (resume=<run id> "
-                "continues it from its last checkpoint)\n"
-            ).encode(),
-        )
-        os._exit(128 + signum)
-
-    def raise_if_received(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a signal asked to stop: what Lightning answers with
-        its graceful shutdown (``on_exception`` hooks, ``trainer.interrupted``)."""
-        if self.signal is not None:
-            raise KeyboardInterrupt
-
-
-STOP = StopRequest()

@@ -1,8 +1,5 @@
-"""The MLflow store: its URI, client, experiments and UI command (no torch here).
-
-Every command imports this module before it answers ``--help``, so MLflow (2.0 s to import,
-``python -X importtime``) is imported inside the functions that open a store, each marked lazy.
-"""
+"""The MLflow store: its URI, client, experiments and UI command (no torch here). Every command
+imports this before ``--help``: MLflow (2.0 s to import) is imported where a store opens (lazy)."""
 
 from __future__ import annotations
 
@@ -27,24 +24,13 @@ from digitlab.tracking.owners import reap_dead_owners
 from digitlab.tracking.uris import is_server, sqlite_path
 
 
-def artifact_root(logger_cfg) -> str | None:
-    """``logger.artifact_location`` for a local store; None (the server's choice) for a server."""
-    return None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
-
-
 def default_tracking_uri() -> str:
-    """``logger.tracking_uri`` of ``conf/logger/mlflow.yaml``: the store every run writes to."""
     register_resolvers()
     return str(OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml").tracking_uri)
 
 
 def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
-    """The shell command that opens the MLflow UI on this store, bound to 127.0.0.1.
-
-    ``digitlab-ui`` alone serves the project's store (``default_uri``, by default the logger
-    config's); any other store is named with ``--backend-store-uri``. A tracking server is its
-    own UI.
-    """
+    """The shell command that opens the MLflow UI on this store (a server is its own UI)."""
     if is_server(tracking_uri):
         return f"open {tracking_uri} in a browser (the server is the UI)"
     if default_uri is None:
@@ -54,26 +40,26 @@ def ui_command(tracking_uri: str, default_uri: str | None = None) -> str:
     return f"uv run digitlab-ui --backend-store-uri {tracking_uri}"
 
 
-# MLflow 3 records an experiment's kind in this tag: GenAI apps, or the training of models, as
-# digitlab's are. MLflow 3.17's page no longer lays itself out by it (its sidebar's GenAI / Model
-# training switch does, per browser), but its API, other MLflow versions' pages and tools read it,
-# and the page asks no "experiment type" question of a tagged experiment.
+# MLflow 3's tag for an experiment's kind (GenAI apps, or training models as digitlab's are): its
+# API and tools read it, and the page asks no "experiment type" question of a tagged experiment.
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
-    """Experiment id for ``name``, created with an absolute artifact location if it is new; of
-    the training kind (:data:`KIND_TAG`), also when an earlier digitlab made it without.
-
-    Every digitlab run is created in an experiment got here, so this is where a store that could
-    not take one (a read-only folder, a full disk) is told in one line, before anything is
-    written: SQLite would fail half-way through creating the run, in a chain of traces."""
+    """Experiment id for ``name`` (restored, or created with an absolute artifact location), of
+    the training kind. Every run's experiment comes from here, so an unwritable store is told
+    here in one line, before SQLite would fail half-way through creating the run."""
     check_writable(client.tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
-        _mark_training_kind(client, experiment)
+        if KIND_TAG not in experiment.tags:  # an earlier digitlab's; a kind set in the UI stays
+            from mlflow.exceptions import MlflowException  # lazy: MLflow, see the top
+
+            # parallel jobs may all try: one write wins, and the tag is worth no failed job
+            with contextlib.suppress(MlflowException):
+                client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     location = None
     if artifact_location:
@@ -90,37 +76,19 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         return experiment.experiment_id
 
 
-def _mark_training_kind(client, experiment) -> None:
-    """Tag an experiment an earlier digitlab made of the training kind; a kind chosen in the UI
-    stays. Parallel jobs may all try: one write wins, and the tag is worth no failed job."""
-    from mlflow.exceptions import MlflowException  # lazy: MLflow costs 2 s, see the top
-
-    if KIND_TAG not in experiment.tags:
-        with contextlib.suppress(MlflowException):
-            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
-
-
 def open_experiment(logger_cfg) -> tuple[Any, str]:
-    """``(client, experiment id)`` for ``logger.tracking_uri`` and ``logger.experiment_name``.
-
-    The one way runs and sweeps reach their experiment: a new one gets its artifact location
-    from :func:`artifact_root` (the server's choice for a tracking server), and runs that a
-    killed process left RUNNING are marked KILLED (:mod:`digitlab.tracking.owners`).
-    """
-
+    """``(client, experiment id)`` of ``logger``: how runs and sweeps reach their experiment."""
     client = open_client(logger_cfg.tracking_uri)
-    experiment_id = get_or_create_experiment(
-        client, logger_cfg.experiment_name, artifact_root(logger_cfg)
-    )
+    # a tracking server decides where artifacts go
+    location = None if is_server(logger_cfg.tracking_uri) else logger_cfg.artifact_location
+    experiment_id = get_or_create_experiment(client, logger_cfg.experiment_name, location)
     reap_dead_owners(client, experiment_id)  # runs a killed process left RUNNING
     return client, experiment_id
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, in one line, when an http(s) tracking server does not answer.
-
-    MLflow's own client retries a dead server with back-off for minutes before it gives up.
-    """
+    """Fail in seconds, in one line, when an http(s) tracking server does not answer (MLflow's
+    client retries a dead server for minutes)."""
     parts = urlsplit(tracking_uri)
     if parts.scheme not in ("http", "https"):
         return
@@ -136,8 +104,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 
 def open_client(tracking_uri: str):
-    """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first, and an
-    existing store's pages are checked once per process (:func:`_check_pages`)."""
+    """An MlflowClient on ``tracking_uri``; a SQLite store's folder is created first."""
     from mlflow.tracking import MlflowClient  # lazy: MLflow costs 2 s, see the top
 
     if (db := sqlite_path(tracking_uri)) is not None:
@@ -152,12 +119,17 @@ def open_client(tracking_uri: str):
         return MlflowClient(tracking_uri)
     if not db.exists():  # MLflow creates its tables next: on a full disk it would stop half-way
         check_writable(tracking_uri)
-    _quiet_lock_errors()
+    # MLflow logs "database is locked" with its whole trace: digitlab says it in one line (the
+    # retries of _first_contact, tracking.run for a run). HYDRA_FULL_ERROR=1 keeps it.
+    utils = logging.getLogger("mlflow.store.db.utils")
+    if os.environ.get("HYDRA_FULL_ERROR") != "1" and not any(
+        isinstance(f, _DropLockErrors) for f in utils.filters
+    ):
+        utils.addFilter(_DropLockErrors())
     return _first_contact(tracking_uri, db)
 
 
-# The other fix for a store that cannot be used: another one. digitlab names its store with
-# logger.tracking_uri, digitlab-serve and digitlab-predict with --tracking-uri.
+# The other fix for a store that cannot be used: another one.
 ANOTHER_STORE = "point logger.tracking_uri (or --tracking-uri) at"
 # What a test write must get through for a store to take a run: SQLite's journal copies the
 # pages a transaction changes, the store grows, and the run's checkpoints usually land beside it.
@@ -166,12 +138,13 @@ PROBE_BYTES = 1 << 20
 
 def check_writable(tracking_uri: str) -> None:
     """A one-line DigitlabError where a SQLite store's folder or file cannot be written (a
-    read-only folder, a full disk, a quota), told from the operating system's own answer to a
-    1 MiB test write in that folder (an unnamed file, gone when closed). Other stores: nothing."""
+    read-only folder, a full disk, a quota): the operating system's answer to a test write."""
     if (db := sqlite_path(tracking_uri)) is None:
         return
     try:
-        _probe_write(db.parent)
+        with tempfile.TemporaryFile(dir=db.parent) as probe:  # unnamed, gone when closed
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
     except OSError as e:
         raise _unwritable(db.parent, e) from None
     if db.exists() and not os.access(db, os.W_OK):  # (for root it says yes, and root may)
@@ -181,14 +154,7 @@ def check_writable(tracking_uri: str) -> None:
         )
 
 
-def _probe_write(folder: Path) -> None:
-    with tempfile.TemporaryFile(dir=folder) as probe:
-        probe.write(bytes(PROBE_BYTES))
-        probe.flush()
-
-
 def _unwritable(folder: Path, error: OSError) -> DigitlabError:
-    """One line for a store folder the operating system would not write to, by its reason."""
     reason = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return DigitlabError(
@@ -211,14 +177,10 @@ _whole_stores: set[Path] = set()
 
 
 def _check_pages(db: Path, busy_s: float = 1.0) -> None:
-    """A one-line DigitlabError for a store with damaged pages, before anything uses it.
-
-    MLflow's first look at a store reads its experiments only; a damaged page elsewhere (a
-    run's, a metric's) would surface later, as a chain of traces or as "no such run". SQLite's
-    quick_check reads every page (about 1 ms per MB), over a read-only connection: a damaged
-    file stays exactly as it is. A store busy for longer than ``busy_s``, or one that needs a
-    journal rolled back first, is left to MLflow's own connection and checked next time.
-    """
+    """A one-line DigitlabError for a store with damaged pages, before anything uses it: MLflow
+    reads only its experiments first, and a damaged run's page would surface later as a chain
+    of traces. SQLite's quick_check reads every page (about 1 ms per MB), read-only; a store busy
+    past ``busy_s`` is left to MLflow's own connection and checked next time."""
     if db in _whole_stores or not db.is_file():
         return
     try:
@@ -226,18 +188,13 @@ def _check_pages(db: Path, busy_s: float = 1.0) -> None:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=busy_s)) as connection:
             found = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
     except sqlite3.DatabaseError as e:
-        if _is_damage(e):
+        if "file is not a database" in str(e) or "malformed" in str(e):
             raise _unusable_store(db, e, 0.0) from None
         return
     if found != ["ok"]:  # its first finding, on one line ("*** in database main ***" dropped)
         finding = " ".join(line for line in found[0].splitlines() if not line.startswith("***"))
         raise _damaged_store(db, f"database disk image is malformed: {finding}")
     _whole_stores.add(db)
-
-
-def _is_damage(error: object) -> bool:
-    """Whether ``error`` is SQLite's word for a damaged file, however it is wrapped."""
-    return any(s in str(error) for s in ("file is not a database", "malformed"))
 
 
 def _damaged_store(db: Path, reason: str) -> DigitlabError:
@@ -249,7 +206,6 @@ def _damaged_store(db: Path, reason: str) -> DigitlabError:
 
 
 def store_locked(error: object) -> bool:
-    """Whether ``error`` is SQLite's "database is locked", however MLflow or SQLAlchemy wrap it."""
     return error is not None and "database is locked" in str(error)
 
 
@@ -259,31 +215,14 @@ class _DropLockErrors(logging.Filter):
         return not (store_locked(record.getMessage()) or store_locked(error))
 
 
-def _quiet_lock_errors() -> None:
-    """MLflow logs a SQLite store's "database is locked" with its whole trace before raising
-    it; digitlab answers it in one line that names the store and what to do (the busy retries
-    here, digitlab.tracking.run for a run), so that log record is dropped. HYDRA_FULL_ERROR=1
-    keeps it."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
-    utils = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _DropLockErrors) for f in utils.filters):
-        utils.addFilter(_DropLockErrors())
-
-
 def _first_contact(tracking_uri: str, db: Path):
-    """An MlflowClient on a SQLite store, made under an exclusive file lock.
-
-    MLflow creates and migrates the tables of a new store when the client is made, unguarded:
-    jobs of a parallel sweep starting together on a new store race and fail ("table already
-    exists", "expected to match one row"). After that, MLflow's own 20 s SQLite busy timeout
-    serialises writers (checked with 8 processes in tests/test_concurrency.py). The store object
-    is cached per process, so the lock is taken once.
-    """
-    # Imported before the lock, not by the client under it: the import takes seconds on a busy
-    # machine, and every job of a parallel sweep waited out each other's (16 jobs at once: the
-    # last opened the store 90 s after the first, experiments/LOAD.md). Lazy: see the top.
+    """An MlflowClient on a SQLite store, made under an exclusive file lock: MLflow creates and
+    migrates a new store's tables unguarded, and parallel jobs would race ("table already
+    exists"). Then MLflow's 20 s busy timeout serialises writers (tests/test_concurrency.py)."""
+    # Imported before the lock: under it every job of a parallel sweep waited out each other's
+    # import (experiments/LOAD.md). Lazy: see the top.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
     _check_pages(db)  # within the lock's patience: a busy store waits here at most a second
@@ -300,33 +239,21 @@ def _first_contact(tracking_uri: str, db: Path):
             ) from None
         raise _unwritable(db.parent, e) from None
     try:
-        client = _checked_client(tracking_uri, db, started)
+        while True:  # until a first query goes through: MLflow's schema check waits only
+            try:  # SQLite's default 5 s for a writer's lock, so a busy store is retried for 20 s
+                client = MlflowClient(tracking_uri)
+                client.search_experiments(max_results=1)
+                return client
+            except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
+                waited = time.monotonic() - started
+                if not store_locked(e) or waited >= 20.0:
+                    raise _unusable_store(db, e, waited) from None
     finally:
         lock.release()
-    return client
-
-
-def _checked_client(tracking_uri: str, db: Path, started: float, patience: float = 20.0):
-    """An MlflowClient whose first query went through. MLflow's schema check on connecting waits
-    only SQLite's default 5 s for a writer's lock (its own busy timeout, 20 s, applies later), so a
-    store busy with parallel jobs is retried for ``patience`` seconds before it counts as locked."""
-    from mlflow.tracking import MlflowClient  # lazy: MLflow costs 2 s, see the top
-
-    while True:
-        try:
-            client = MlflowClient(tracking_uri)
-            client.search_experiments(max_results=1)
-            return client
-        except Exception as e:  # SQLAlchemy and MLflow wrap sqlite3's errors in several types
-            waited = time.monotonic() - started
-            if store_locked(e) and waited < patience:
-                continue
-            raise _unusable_store(db, e, waited) from None
 
 
 def _unusable_store(db: Path, error: Exception, waited: float) -> Exception:
-    """A one-line DigitlabError for a corrupt, damaged, locked, read-only or full SQLite store;
-    other errors unchanged."""
+    """A one-line DigitlabError for a corrupt, damaged, locked, read-only or full SQLite store."""
     reason = str(error)
     if store_locked(error):
         return DigitlabError(

@@ -1,9 +1,7 @@
 """Groups a Hydra multirun in MLflow: one parent run per sweep, every job its child.
 
-Registered under ``hydra.callbacks`` in ``conf/config.yaml``. Hydra builds callbacks at start-up,
-so this module imports only Hydra, OmegaConf and digitlab's light modules; MLflow (2.0 s to import),
-pandas and matplotlib (1 s together) load when a sweep starts or ends, where marked lazy.
-"""
+A Hydra callback (``conf/config.yaml``), built at start-up: MLflow (2.0 s to import), pandas and
+matplotlib (1 s) load when a sweep starts or ends, where marked lazy."""
 
 from __future__ import annotations
 
@@ -28,14 +26,14 @@ from digitlab.errors import DigitlabError
 from digitlab.logs import set_verbosity, verbose_requested
 from digitlab.tracking import store as tracking
 from digitlab.tracking.owners import owner_tags, reap_dead_owners
+from digitlab.tracking.signals import STOP
 from digitlab.tracking.store import default_tracking_uri
 from digitlab.tracking.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
-# Jobs learn their parent from the environment: launchers that run jobs in this process (basic),
-# in worker processes started after this callback (joblib's loky workers) or in fresh processes
-# (submitit) all inherit it, where a value in memory would not reach them.
+# Jobs learn their parent from the environment, which every launcher's jobs inherit (in this
+# process, joblib's workers, submitit's fresh processes), where a value in memory would not reach.
 PARENT_ENV = "DIGITLAB_PARENT_RUN_ID"
 # ... and the keys their sweep varies (a JSON list), which name their runs apart.
 SWEPT_ENV = "DIGITLAB_SWEPT_KEYS"
@@ -51,11 +49,8 @@ SUMMARY_METRICS = (
 
 
 def sweep_tags() -> dict[str, str]:
-    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise).
-
-    The parent id comes from :data:`PARENT_ENV`, set by the sweep callback; the job's overrides
-    are kept so the sweep summary can tabulate what each job changed.
-    """
+    """Tags that make a multirun job the child of its sweep's parent run (empty otherwise), with
+    the job's overrides for the sweep summary's table."""
     parent = os.environ.get(PARENT_ENV)
     if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {}
@@ -72,17 +67,15 @@ def _parse(overrides) -> list:
 
 
 def varied_keys(config: DictConfig) -> list[str]:
-    """The keys a sweep varies, in the order given: its command line's sweeps (``a=1,2``,
-    ``range(3)``, ``interval(0, 1)``...), then its sweeper's search space
-    (``hydra.sweeper.params``)."""
+    """The keys a sweep varies: its command line's sweeps (``a=1,2``, ``range(3)``...), then its
+    sweeper's search space (``hydra.sweeper.params``)."""
     keys = [o.key_or_group for o in _parse(config.hydra.overrides.task) if o.is_sweep_override()]
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return keys + [k for k in params if k not in keys]
 
 
 def swept_values() -> dict[str, str]:
-    """This multirun job's values of the keys its sweep varies, e.g. ``{"optimizer.lr": "0.1"}``
-    (empty outside a multirun): what tells its run apart from the sweep's other jobs."""
+    """This multirun job's values of the keys its sweep varies, e.g. ``{"optimizer.lr": "0.1"}``."""
     keys = json.loads(os.environ.get(SWEPT_ENV) or "[]")
     if not keys or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {}
@@ -93,35 +86,15 @@ def swept_values() -> dict[str, str]:
     return {k: given[k] for k in keys if k in given}
 
 
-def sweep_settings(config: DictConfig) -> dict[str, Any]:
-    """What defines the sweep: its command-line overrides and the sweeper's own search space."""
-    hydra_cfg = config.hydra
-    sweeper = mapping(OmegaConf.to_container(hydra_cfg.sweeper, resolve=False))
-    return {
-        "overrides": list(hydra_cfg.overrides.task),
-        "sweeper": sweeper.get("_target_", "?").rsplit(".", 1)[-1],
-        "sweeper_params": sweeper.get("params") or {},
-        "launcher": OmegaConf.select(hydra_cfg, "launcher._target_", default="?").rsplit(".", 1)[
-            -1
-        ],
-    }
-
-
 def mapping(container: object) -> dict[str, Any]:
-    """A config node's (or the sweeper's result file's) container, a mapping by construction:
-    OmegaConf types what it returns as any container."""
+    """A config node's container, a mapping by construction (OmegaConf types it as any)."""
     assert isinstance(container, dict), type(container)
     return container
 
 
 class MlflowSweep(Callback):
-    """Parent MLflow run for a multirun, with a summary table and plot when it ends.
-
-    Args:
-        target: the metric the summary plot shows against every swept value.
-        repeat: override keys that repeat a configuration (seeds): when one varies, the summary
-            also gives each other configuration's mean, std, min and max over them.
-    """
+    """Parent MLflow run for a multirun, with a summary table and plot of ``target`` when it
+    ends, and statistics over the ``repeat`` keys (seeds) when one varies."""
 
     def __init__(
         self, target: str = "val/acc", repeat: list[str] | tuple[str, ...] = ("seed",)
@@ -137,7 +110,14 @@ class MlflowSweep(Callback):
         logger_cfg = config.logger
         client, experiment_id = tracking.open_experiment(logger_cfg)
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        settings = sweep_settings(config)
+        sweeper = mapping(OmegaConf.to_container(config.hydra.sweeper, resolve=False))
+        launcher = OmegaConf.select(config.hydra, "launcher._target_", default="?")
+        settings = {  # what defines the sweep
+            "overrides": list(config.hydra.overrides.task),
+            "sweeper": sweeper.get("_target_", "?").rsplit(".", 1)[-1],
+            "sweeper_params": sweeper.get("params") or {},
+            "launcher": launcher.rsplit(".", 1)[-1],
+        }
         program = Path(sys.argv[0]).name
         program = "python -m digitlab" if program == "__main__.py" else program
         command = " ".join([program, shlex.join(sys.argv[1:])])
@@ -166,7 +146,7 @@ class MlflowSweep(Callback):
         atexit.register(self._abandon)
         global _active
         _active = self
-        _observe_interrupts()
+        STOP.watch()  # the first signal stops the launcher's wait, a second exits at once
         log.info("MLflow parent run %s groups this sweep", self.parent_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -190,14 +170,12 @@ class MlflowSweep(Callback):
         print("\n" + "\n".join(lines), flush=True)
 
     def _abandon(self) -> list[str]:
-        """The sweep died before on_multirun_end: do not leave it RUNNING. KILLED when Ctrl-C or
-        SIGTERM stopped it, FAILED when a job raised. Jobs that ran in other processes (joblib's
-        workers) and were stopped with it are marked KILLED too, as the next command would
-        (:func:`digitlab.tracking.owners.reap_dead_owners`); returns a line for each."""
+        """The sweep died before on_multirun_end: it ends KILLED after a signal, else FAILED, and
+        the runs its stopped worker processes left RUNNING are reaped (a line for each)."""
         if self.parent_id is None or self.tracking_uri is None:
             return []
         client = tracking.open_client(self.tracking_uri)
-        status = "KILLED" if _interrupted else "FAILED"
+        status = "KILLED" if STOP.signal else "FAILED"
         client.set_terminated(self.parent_id, status)
         experiment_id = client.get_run(self.parent_id).info.experiment_id
         self.parent_id = None
@@ -206,9 +184,8 @@ class MlflowSweep(Callback):
 
 
 def _register_best(client, parent_id: str, config: DictConfig) -> str | None:
-    """With ``logger.register_as``: register the parent's best child, and return the line
-    saying what was done (None: not asked). A failure is said on stderr: the sweep itself
-    succeeded, and its runs stay."""
+    """With ``logger.register_as``: register the best child and return the line saying so. A
+    failure is said on stderr: the sweep itself succeeded."""
     name = OmegaConf.select(config, "logger.register_as")
     if not name:
         return None
@@ -231,12 +208,9 @@ def closing_lines(
     registered: str | None = None,
     root: str | None = None,
 ) -> list[str]:
-    """What a sweep prints once at its end: how many jobs finished, the best one (with its values
-    of the keys that differ between jobs, ``outcome["varied"]``) and its ``target``, the parent
-    run, and the commands that use them (predict with the finished jobs
-    as a committee, register the best) or, with ``logger.register_as``, what was registered.
-    ``root``: the sweep's data root, given to the predict command when it is not the default
-    (a prediction reads its command's data root, never the runs')."""
+    """What a sweep prints at its end: jobs finished, the best one with its varied values and
+    ``target``, the parent run, and the commands that use them. ``root``: the sweep's data root,
+    given to the predict command when not the default (a prediction reads its own)."""
     uri = client.tracking_uri
     store = "" if uri == default_tracking_uri() else f" --tracking-uri {uri}"
     parent = client.get_run(parent_id).info.run_name
@@ -270,8 +244,7 @@ def closing_lines(
 def next_commands(
     client, parent_id: str, best_id: str, store: str, registered: str | None, root: str = ""
 ) -> list[str]:
-    """The commands that use a sweep's jobs, each only where its jobs logged what it reads (a
-    command that would fail is not offered: the line says why instead)."""
+    """The commands that use a sweep's jobs, or why one would fail."""
     from digitlab.tracking.registry import model_source  # lazy: MLflow, 2.0 s
 
     best = client.get_run(best_id)
@@ -301,8 +274,7 @@ def next_commands(
 
 
 def _switched_off(run, key: str) -> str:
-    """Why a job logged no checkpoint or model, in parentheses: its config turned ``key`` off,
-    or it is a cross-validation (data.folds), whose fold runs hold what they log."""
+    """Why a job logged no checkpoint or model, in parentheses."""
     if run.data.params.get(key) == "False":
         return f" ({key}=false)"
     if "digitlab.cv_folds" in run.data.tags:
@@ -310,80 +282,27 @@ def _switched_off(run, key: str) -> str:
     return ""
 
 
-# The sweep running in this process, if any, and whether Ctrl-C or SIGTERM reached this process
-# during it (read when it is abandoned).
+# The sweep running in this process, if any.
 _active: MlflowSweep | None = None
-_interrupted: int | None = None
-
-
-def mark_interrupted(signum: int = 2) -> int:
-    """Record that the sweep was interrupted (by SIGINT unless said), not failed (a job that
-    caught the signal itself and turned it into ``Interrupted`` reports it here); returns the
-    signal recorded, the first one."""
-    global _interrupted
-    _interrupted = _interrupted or signum
-    return _interrupted
 
 
 def end_interrupted_sweep() -> tuple[str, int] | None:
-    """After Ctrl-C or SIGTERM reached a sweep's own process while its launcher waited on jobs
-    in other processes (joblib's workers, which the launcher then stops): end the parent run
-    KILLED and the jobs' runs left RUNNING too, and return the one line to print and the exit
-    status. None when no sweep runs here.
-
-    A second signal meanwhile exits at once (:func:`_observe_interrupts`)."""
+    """After a signal stopped the launcher's wait on jobs in other processes: end the parent
+    run and the jobs' runs KILLED; the line to print and the exit status (None: no sweep)."""
     sweep = _active
     if sweep is None or sweep.parent_id is None:
         return None
-    parent, signum = sweep.parent_id, mark_interrupted()
+    parent, signum = sweep.parent_id, STOP.signal or signal.SIGINT
     jobs = sweep._abandon()
     also = ", and so are the runs of the jobs it stopped (resume=<run id> continues one)"
     return (
-        f"{signal.Signals(signum).name} stopped the sweep; its parent run {parent} is KILLED"
-        f"{also if jobs else ''}",
+        f"{signum.name} stopped the sweep; its parent run {parent} is KILLED{also if jobs else ''}",
         128 + signum,
     )
 
 
-def _exit_at_once(signum: int, frame) -> None:
-    """A second signal while the first is honoured: the user will not wait. As in a single run
-    (digitlab.tracking.run), the store stays whole and the next command ends what is left."""
-    os.write(
-        2,
-        (
-            f"digitlab: interrupted: a second {signal.Signals(signum).name}, exiting at once; "
-            "the next digitlab command on this store marks the sweep's runs KILLED\n"
-        ).encode(),
-    )
-    os._exit(128 + signum)
-
-
-def _observe_interrupts() -> None:
-    """Note SIGINT/SIGTERM before whatever handled them already (Python's KeyboardInterrupt, a
-    launcher's own handler) handles them as before; from then on a second one exits at once.
-
-    A run in this process (the basic launcher's jobs) handles signals itself while it runs."""
-
-    def observer(previous):
-        def handle(signum, frame):
-            mark_interrupted(signum)
-            for s in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(s, _exit_at_once)
-            if callable(previous):
-                return previous(signum, frame)
-            raise KeyboardInterrupt  # SIGTERM too: the command ends the sweep as for Ctrl-C
-
-        return handle
-
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, observer(signal.getsignal(signum)))
-    except ValueError:  # not the main thread: nothing to observe from here
-        pass
-
-
 def child_rows(client, parent_id: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per child run (job number, status, overrides, final metrics) and the swept keys."""
+    """One row per child run (job number, status, overrides, final metrics) and the keys."""
     run = client.get_run(parent_id)
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10_000
@@ -420,11 +339,8 @@ def summarise(
     sweep_dir: Path,
     repeat: list[str] | tuple[str, ...] = ("seed",),
 ) -> dict[str, Any]:
-    """Log the children's table (CSV, markdown), the target-vs-values plot, the statistics over
-    the ``repeat`` keys (``tracking.repeats``) and Optuna's result. Returns what
-    :func:`closing_lines` says: ``jobs``, ``finished``, the ``best`` job's row (None when no
-    FINISHED job has ``target``), the override keys that differ between jobs (``varied``) and
-    Optuna's ``study`` result (None for other sweepers)."""
+    """Log the children's table, the target-vs-values plot, the statistics over the ``repeat``
+    keys and Optuna's result; return what :func:`closing_lines` says."""
     # lazy: pandas and matplotlib, 1 s, for a sweep's end only
     import pandas as pd
 
@@ -457,7 +373,11 @@ def summarise(
     optuna_result, study = sweep_dir / "optimization_results.yaml", None
     if optuna_result.is_file():  # written by the Optuna sweeper just before this callback runs
         study = mapping(OmegaConf.to_container(OmegaConf.load(optuna_result)))
-        metrics.update(log_study(client, parent_id, optuna_result))
+        log_study(client, parent_id, optuna_result, study)
+        if "best_value" in study:
+            metrics["optuna/best_value"] = float(study["best_value"])
+        if "n_pruned" in study:
+            metrics["optuna/pruned"] = float(study["n_pruned"])
     for name, value in metrics.items():
         client.log_metric(parent_id, name, float(value))
     return {
@@ -469,11 +389,10 @@ def summarise(
     }
 
 
-def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
-    """The Optuna sweeper's result on the parent: the file, the best parameters as tags, and in
-    the run's description the link to the study in optuna-dashboard and the command serving it."""
+def log_study(client, parent_id: str, result_file: Path, result: dict[str, Any]) -> None:
+    """The Optuna sweeper's result on the parent: the file, the best parameters as tags, and the
+    study's optuna-dashboard link in the run's description."""
     client.log_artifact(parent_id, str(result_file), "summary")
-    result = mapping(OmegaConf.to_container(OmegaConf.load(result_file)))
     for key, value in (result.get("best_params") or {}).items():
         client.set_tag(parent_id, f"optuna.best.{key}", str(value))
     if "study_name" in result:
@@ -490,9 +409,3 @@ def log_study(client, parent_id: str, result_file: Path) -> dict[str, float]:
                 f"({result['dashboard_link']}) after starting `{result['dashboard']}`"
             ).strip(),
         )
-    metrics = {}
-    if "best_value" in result:
-        metrics["optuna/best_value"] = float(result["best_value"])
-    if "n_pruned" in result:
-        metrics["optuna/pruned"] = float(result["n_pruned"])
-    return metrics
