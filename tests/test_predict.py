@@ -289,3 +289,14 @@ def test_a_kaggle_submission_of_a_network_trained_on_mnists_files_says_what_its_
         checkpoint=tmp_path / "mnist.ckpt", data="mnist", root=data_root, out=tmp_path / "s"
     )
     assert mnist_scored.warnings == []
+
+
+def test_a_scored_prediction_prints_its_accuracy_with_its_standard_error(tmp_path):
+    from digitlab.cli.predict import summary
+    from digitlab.jobs.outputs import Prediction
+
+    scored = Prediction(tmp_path / "p.npy", None, None, accuracy=0.99, n=10_000)
+    (line,) = [line for line in summary(scored) if "accuracy" in line]
+    assert line.endswith("0.9900 ± 0.0010 (standard error over 10,000 rows)"), line
+    unscored = Prediction(tmp_path / "p.npy", tmp_path / "submission.csv", None, None, n=3)
+    assert not [line for line in summary(unscored) if "accuracy" in line]

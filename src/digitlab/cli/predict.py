@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 
 from digitlab.cli import plain
@@ -147,7 +148,12 @@ def summary(result) -> list[str]:
         f"digitlab: {result.n} probabilities (N, {result.classes}) -> {result.probabilities}"
     )
     if result.accuracy is not None:
-        lines.append(f"  accuracy against the labels: {result.accuracy:.4f}")
+        # its binomial standard error, as cv/oof_acc_se: what a difference between two needs
+        se = math.sqrt(result.accuracy * (1 - result.accuracy) / result.n)
+        lines.append(
+            f"  accuracy against the labels: {result.accuracy:.4f} ± {se:.4f} (standard error "
+            f"over {result.n:,} rows)"
+        )
     if result.digits is not None:
         lines.append(f"  digit of each picture -> {result.digits}")
         lines += [f"    {line}" for line in picture_lines(result.digits, 10)]
