@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from digitlab.cli.ui import mlflow_ui_args, mlflow_ui_environment
+from digitlab.cli.ui import mlflow_ui_command, mlflow_ui_environment
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,13 +56,15 @@ def free_port() -> int:
 def start(kind: str, store: str, settle_s: float) -> dict:
     port = free_port()
     if kind == "digitlab":
-        args, env = mlflow_ui_args(store, port=port), mlflow_ui_environment(dict(os.environ))
+        command = mlflow_ui_command(store, port=port)
+        env = mlflow_ui_environment(dict(os.environ))
     else:
         args = ["ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "mlflow", *args]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     began = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", *args],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
