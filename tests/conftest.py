@@ -342,3 +342,16 @@ def no_default_store_in_the_checkout(request: pytest.FixtureRequest) -> Iterator
     if not existed and stray.exists():
         stray.unlink()
         pytest.fail(f"{stray} appeared: something used MLflow's default store", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uri_restored() -> Iterator[None]:
+    """A test that points MLflow's process-wide URI at its own store (``set_tracking_uri``,
+    which sets MLFLOW_TRACKING_URI too) leaves it as it found it: no later test in the worker
+    reaches an earlier test's store through it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow  # only where a test moved it: most tests never import MLflow here
+
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets it
