@@ -200,3 +200,5 @@ def test_the_quick_recipe_ends_with_a_submission_and_its_table(data_root, store,
     text = table.read_text()
     assert "out-of-fold" in text and "CPU-min" in text and "±" in text
     assert "MNIST t10k" in text and "mean ± std" in text
+    # --quick fits the first member on MNIST with two seeds, so its spread is a real std
+    assert "| kaggle_records, seeds 1 2 |" in text and "committee of 2, TTA" in text
