@@ -654,3 +654,25 @@ def test_a_prediction_under_way_holds_neither_health_nor_other_requests():
         finally:
             release.set()
         assert slow.result()[0] == 200
+
+
+def test_model_after_model_is_let_go_oldest_first_but_never_the_default():
+    """Under --any-model, requests naming model after model keep at most ``keep`` loaded (the
+    least recently used goes), and the default model, which /ready reports on, is never the one
+    let go: a readiness probe never loads it again."""
+    loads: list[str] = []
+
+    def load(uri: str) -> StubModel:
+        loads.append(uri)
+        return StubModel()
+
+    default, others = "models:/default/1", [f"models:/other/{n}" for n in range(1, 6)]
+    cache = ModelCache("sqlite://", keep=2, pinned=(default,), load=load)
+    for uri in [default, *others]:
+        cache.get(uri)
+        assert len(cache.models) <= 2
+    cache.get(default)  # what /ready does
+    cache.get(others[-1])  # the newest other stays
+    assert loads == [default, *others]
+    cache.get(others[0])  # an older one was let go: loaded again
+    assert loads == [default, *others, others[0]]

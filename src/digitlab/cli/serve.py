@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         models = [*args.model, *(f"runs:/{run}/{MODEL_NAME}" for run in args.run)]
         models = models or [default_model(client)]
         allowed = None if args.any_model else tuple(dict.fromkeys(models))
-        cache = ModelCache(client.tracking_uri, tuple(args.trust), allowed)
+        cache = ModelCache(client.tracking_uri, tuple(args.trust), allowed, pinned=tuple(models))
         for uri in models:  # load now: a bad model is a one-line error, not a first 404
             # and predict once: torch's first call on a network takes seconds (lazy
             # initialisation), which the first client would otherwise wait for

@@ -112,6 +112,8 @@ class ModelCache:
             store (the operator's choice, ``digitlab-serve --any-model``).
         keep: how many models stay loaded at most; the least recently used one is let go for
             another, so requests naming model after model cannot fill the memory.
+        pinned: URIs never let go (the server's default model, which /ready reports on and
+            which would otherwise be loaded again by a readiness probe after ``keep`` others).
         loading: how many requests may wait on loads at once (``LOADING``).
         load: how a URI becomes a model (default: downloaded from the store, checked and loaded
             as above); a test gives its own.
@@ -123,11 +125,13 @@ class ModelCache:
         trusted: tuple[str, ...] = (),
         allowed: tuple[str, ...] | None = None,
         keep: int = 8,
+        pinned: tuple[str, ...] = (),
         loading: int = LOADING,
         load: Callable[[str], Any] | None = None,
     ) -> None:
         self.tracking_uri, self.trusted, self.allowed = tracking_uri, trusted, allowed
-        self.keep = max(keep, len(allowed or ()))
+        self.keep = max(keep, len(allowed or ()), len(pinned) + 1)
+        self.pinned = frozenset(pinned)
         self.load, self.loading = load or self.download, loading
         self.models: OrderedDict[str, Any] = OrderedDict()
         self.loads: dict[str, threading.Lock] = {}  # one per URI being loaded
@@ -160,8 +164,8 @@ class ModelCache:
                     model = self.load(uri)
                     with self.lock:
                         self.models[uri] = model
-                        while len(self.models) > self.keep:
-                            self.models.popitem(last=False)
+                        while len(self.models) > self.keep:  # the oldest not pinned goes
+                            del self.models[next(u for u in self.models if u not in self.pinned)]
                 return model
         finally:
             with self.lock:  # after the model is in: a request arriving now finds it loaded
