@@ -1234,6 +1234,7 @@ CASES: dict[str, Case] = {
     "wrong value type (`data.batch_size=1.5`)": cli("data.batch_size=1.5"),
     "layer widths not a list": cli("model.channels=abc"),
     "a zero-width layer": each(cli("model=mlp", "model.hidden=[0]"), cli("model.kernel_size=0")),
+    "the classes set on the network": cli("+model.num_classes=7"),
     "an infinite or NaN number": each(cli("optimizer.lr=inf"), cli("data.mean=nan")),
     "seed outside numpy's and torch's range": each(cli("seed=-1"), cli("seed=99999999999")),
     "no devices": cli("trainer.devices=0"),

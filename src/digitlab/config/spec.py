@@ -276,7 +276,11 @@ class NetworkSpec(Component):
         Any, check(lambda v: v is False, "absent: a network is built, not a factory")
     ] = Field(default=False, alias="_partial_")
     num_classes: Annotated[
-        Any, check(lambda v: False, "absent: the data set's classes give the network's width")
+        Any,
+        check(
+            lambda v: False,
+            "absent: the data set's classes give the network's width (set data.classes)",
+        ),
     ] = None
 
     @model_validator(mode="after")
