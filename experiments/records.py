@@ -34,7 +34,6 @@ smoke test on tiny data.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import platform
@@ -165,26 +164,27 @@ def main(argv: list[str] | None = None) -> None:
         *(QUICK if args.quick else []),
         *args.overrides,
     ]
-    members = [(preset, seed) for preset in args.members for seed in args.seeds]
-    base = [[f"experiment={preset}", f"seed={seed}", *common] for preset, seed in members]
-    steps: list[tuple[str, float, float]] = []
     out = Path(args.out).resolve()
-    # each job its own folder: jobs started in one second must not share checkpoints
-    folders = [out / "jobs" / f"{preset}-s{seed}" for preset, seed in members]
+
+    def job(preset: str, seed: int, step: str) -> list[str]:
+        """One network's overrides for one step, in a folder of its own: jobs started in one
+        second must not share checkpoints."""
+        folder = out / "jobs" / f"{preset}-s{seed}-{step}"
+        return [f"experiment={preset}", f"seed={seed}", *common, f"hydra.run.dir={folder}"]
+
+    members = [(preset, seed) for preset in args.members for seed in args.seeds]
+    steps: list[tuple[str, float, float]] = []
 
     with Step(f"{args.folds}-fold cross-validation of {len(members)} members", steps):
         cv = fit_all(
             args.jobs,
-            [
-                [*o, f"data.folds={args.folds}", "oof_tta=true", f"hydra.run.dir={f}-cv"]
-                for o, f in zip(base, folders, strict=True)
-            ],
+            [[*job(p, s, "cv"), f"data.folds={args.folds}", "oof_tta=true"] for p, s in members],
         )
     client = store.open_client(uri)
     with Step("committee out-of-fold", steps):
         oof = digitlab.predict(run_id=cv, data="oof", tracking_uri=uri, out=out / "oof.npy")
-    assert oof.accuracy is not None  # train.csv's rows are labelled
-    se = math.sqrt(oof.accuracy * (1 - oof.accuracy) / oof.n)
+    assert oof.accuracy is not None and oof.accuracy_se is not None  # train.csv is labelled
+    se = oof.accuracy_se
     own = [client.get_run(r).data.metrics for r in cv]
     configured = [int(client.get_run(r).data.params["trainer.max_epochs"]) for r in cv]
     epochs = [picked_epochs(client, r, e) for r, e in zip(cv, configured, strict=True)]
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         final = fit_all(
             args.jobs,
             [
-                [*o, "data.val_size=0", f"trainer.max_epochs={e}", f"hydra.run.dir={f}-final"]
-                for o, e, f in zip(base, epochs, folders, strict=True)
+                [*job(p, s, "final"), "data.val_size=0", f"trainer.max_epochs={e}"]
+                for (p, s), e in zip(members, epochs, strict=True)
             ],
         )
     with Step("committee with TTA on test.csv", steps):
@@ -217,9 +217,8 @@ def main(argv: list[str] | None = None) -> None:
             on_mnist = fit_all(
                 args.jobs,
                 [
-                    [f"experiment={p}", f"seed={s}", *common, "data=mnist", "data.val_size=0"]
+                    [*job(p, s, "mnist"), "data=mnist", "data.val_size=0"]
                     + ([f"trainer.max_epochs={picked[p]}"] if p in picked else [])
-                    + [f"hydra.run.dir={out / 'jobs' / f'{p}-s{s}'}-mnist"]
                     for p, s in fitted
                 ],
             )

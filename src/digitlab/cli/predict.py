@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 
 from digitlab.cli import plain
@@ -148,11 +147,9 @@ def summary(result) -> list[str]:
         f"digitlab: {result.n} probabilities (N, {result.classes}) -> {result.probabilities}"
     )
     if result.accuracy is not None:
-        # its binomial standard error, as cv/oof_acc_se: what a difference between two needs
-        se = math.sqrt(result.accuracy * (1 - result.accuracy) / result.n)
         lines.append(
-            f"  accuracy against the labels: {result.accuracy:.4f} ± {se:.4f} (standard error "
-            f"over {result.n:,} rows)"
+            f"  accuracy against the labels: {result.accuracy:.4f} ± {result.accuracy_se:.4f} "
+            f"(standard error over {result.n:,} rows)"
         )
     if result.digits is not None:
         lines.append(f"  digit of each picture -> {result.digits}")

@@ -4,6 +4,7 @@ digit beside them; what it answers (:class:`Prediction`), for one run or an ense
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,14 @@ class Prediction:
     unsure: int = 0
     unreadable: int = 0
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy_se(self) -> float | None:
+        """The accuracy's binomial standard error, sqrt(p (1 - p) / n), as ``cv/oof_acc_se``:
+        what a difference between two accuracies must exceed to mean anything."""
+        if self.accuracy is None:
+            return None
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.n)
 
     @property
     def files(self) -> list[Path]:
